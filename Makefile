@@ -1,0 +1,39 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# Out-of-tree build of the virtio-media driver, and the project's commands.
+# The kernel's build reads ./Kbuild; this file is for people:
+#
+#   make             build drivers/media/virtio/virtio_media.ko
+#   make CLIPPY=1    the same, through clippy
+#   make KDIR=DIR    against another Rust-enabled kernel build tree
+#   make kernel      build (once) the cached guest kernel
+#   make run         boot a guest with the device and use the driver
+#   make check       run every test; ends with "N passed, N failed"
+
+LLVM ?= -19
+export LLVM
+
+# The cached guest kernel, unless KDIR names another tree.
+kdir = $(if $(KDIR),$(KDIR),$$(tools/vm/kernel.sh))
+
+.PHONY: all modules kernel clean check run device
+all: modules
+
+modules:
+	@tools/vm/deps.sh
+	$(MAKE) -C "$(kdir)" M=$(CURDIR) CONFIG_VIRTIO_MEDIA=m modules
+
+kernel:
+	@tools/vm/kernel.sh
+
+device:
+	@tools/virtio-media-vfu/build.sh
+
+clean:
+	$(MAKE) -C "$(kdir)" M=$(CURDIR) CONFIG_VIRTIO_MEDIA=m clean
+
+check:
+	@tools/check.sh
+
+run:
+	@tools/run.sh

@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Out-of-line wrappers for the static inline C functions and macros the
+ * driver needs; Rust cannot call those directly.
+ */
+#ifndef VIRTIO_MEDIA_FFI_HELPERS_H
+#define VIRTIO_MEDIA_FFI_HELPERS_H
+
+#include <linux/types.h>
+
+struct virtio_device;
+struct virtio_driver;
+struct virtio_shm_region;
+
+int virtio_media_register_driver(struct virtio_driver *drv);
+void virtio_media_unregister_driver(struct virtio_driver *drv);
+void virtio_media_read_config(struct virtio_device *vdev, void *buf, unsigned int offset,
+			      unsigned int len);
+bool virtio_media_get_shm_region(struct virtio_device *vdev, struct virtio_shm_region *region,
+				 u8 id);
+
+#endif

@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Safe wrappers over the virtio C API: driver registration and the device.
+//!
+//! Linux 7.3 has no virtio abstractions in the kernel crate, so this module
+//! is the boundary: raw pointers stay here and in `ffi`.
+
+use crate::ffi;
+use core::marker::PhantomData;
+use kernel::{error::to_result, prelude::*, types::ForeignOwnable, types::Opaque};
+
+/// A virtio driver: what the bus calls on probe and removal.
+pub(crate) trait Driver {
+    /// Per-device state, owned by the bus binding between probe and remove.
+    type Data: ForeignOwnable + Send + Sync;
+    /// Driver name, as shown in sysfs.
+    const NAME: &'static CStr;
+    /// Device IDs to bind, terminated by a zero entry.
+    const ID_TABLE: &'static [ffi::virtio_device_id];
+
+    /// Sets up a newly found device.
+    fn probe(vdev: &Device) -> Result<Self::Data>;
+    /// Tears a device down; `data` is what probe returned.
+    fn remove(vdev: &Device, data: Self::Data);
+}
+
+/// A device-id table entry for `device` from any vendor.
+pub(crate) const fn device_id(device: u32) -> ffi::virtio_device_id {
+    ffi::virtio_device_id {
+        device,
+        vendor: ffi::VIRTIO_DEV_ANY_ID,
+    }
+}
+
+/// The registration of driver `T` with the virtio bus; unregisters on drop.
+#[pin_data(PinnedDrop)]
+pub(crate) struct DriverRegistration<T: Driver> {
+    #[pin]
+    drv: Opaque<ffi::virtio_driver>,
+    _driver: PhantomData<T>,
+}
+
+// SAFETY: The registration is only touched by the C side after registering,
+// and the C side serialises its own accesses to the driver structure.
+unsafe impl<T: Driver> Sync for DriverRegistration<T> {}
+// SAFETY: Registration and unregistration may happen on any thread.
+unsafe impl<T: Driver> Send for DriverRegistration<T> {}
+
+impl<T: Driver + 'static> DriverRegistration<T> {
+    /// Registers `T` with the virtio bus.
+    pub(crate) fn new(module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        let last = T::ID_TABLE.last();
+        try_pin_init!(Self {
+            drv <- Opaque::try_ffi_init(move |drv: *mut ffi::virtio_driver| {
+                // The bus walks the table until a zero device ID.
+                if last.map(|id| id.device) != Some(0) {
+                    return Err(EINVAL);
+                }
+                // SAFETY: `try_ffi_init` gives a pointer valid for writes; an
+                // all-zero `virtio_driver` is a valid value for the C side.
+                unsafe { drv.write(core::mem::zeroed()) };
+                // SAFETY: `drv` was just initialised and is pinned for as long
+                // as the registration exists (until `PinnedDrop::drop`).
+                unsafe {
+                    (*drv).driver.name = T::NAME.as_char_ptr();
+                    (*drv).driver.owner = module.as_ptr();
+                    (*drv).id_table = T::ID_TABLE.as_ptr();
+                    (*drv).probe = Some(Self::probe_callback);
+                    (*drv).remove = Some(Self::remove_callback);
+                    to_result(ffi::virtio_media_register_driver(drv))
+                }
+            }),
+            _driver: PhantomData,
+        })
+    }
+
+    unsafe extern "C" fn probe_callback(vdev: *mut ffi::virtio_device) -> c_int {
+        // SAFETY: The bus calls probe with a valid device that outlives the
+        // call.
+        let dev = unsafe { Device::from_raw(vdev) };
+        match T::probe(dev) {
+            Ok(data) => {
+                // SAFETY: `vdev` is valid; `priv_` is ours between probe and
+                // remove.
+                unsafe { (*vdev).priv_ = data.into_foreign().cast() };
+                0
+            }
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    unsafe extern "C" fn remove_callback(vdev: *mut ffi::virtio_device) {
+        // SAFETY: The bus calls remove with the valid device it probed.
+        let dev = unsafe { Device::from_raw(vdev) };
+        // SAFETY: probe succeeded (else remove is not called), so `priv_`
+        // holds what `into_foreign` returned, and it is taken back once.
+        let data = unsafe { T::Data::from_foreign((*vdev).priv_.cast()) };
+        T::remove(dev, data);
+    }
+}
+
+#[pinned_drop]
+impl<T: Driver> PinnedDrop for DriverRegistration<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: `self.drv` was registered by `new` (the pin-init only
+        // completes when registration succeeded).
+        unsafe { ffi::virtio_media_unregister_driver(self.drv.get()) };
+    }
+}
+
+/// A shared-memory region of the device, in guest physical address space.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ShmRegion {
+    /// Guest physical address of the start of the region.
+    pub(crate) addr: u64,
+    /// Length in bytes.
+    pub(crate) len: u64,
+}
+
+/// A virtio device bound to this driver.
+#[repr(transparent)]
+pub(crate) struct Device(Opaque<ffi::virtio_device>);
+
+impl Device {
+    /// # Safety
+    ///
+    /// `ptr` must point to a valid `virtio_device` that outlives `'a`.
+    unsafe fn from_raw<'a>(ptr: *mut ffi::virtio_device) -> &'a Self {
+        // SAFETY: `Device` is a transparent wrapper of `virtio_device`, and
+        // the caller guarantees validity for `'a`.
+        unsafe { &*ptr.cast::<Self>() }
+    }
+
+    fn as_raw(&self) -> *mut ffi::virtio_device {
+        self.0.get()
+    }
+
+    /// The virtio device ID the bus matched (42 or 48 for media).
+    pub(crate) fn device_id(&self) -> u32 {
+        // SAFETY: `self` wraps a valid device; `id` is constant after probe.
+        unsafe { (*self.as_raw()).id.device }
+    }
+
+    /// Reads `buf.len()` bytes of device config space at `offset`.
+    pub(crate) fn read_config(&self, offset: u32, buf: &mut [u8]) -> Result {
+        let len = u32::try_from(buf.len())?;
+        // SAFETY: `self` is a valid device and `buf` is valid for `len`
+        // bytes of writes; the helper reads a consistent snapshot.
+        unsafe {
+            ffi::virtio_media_read_config(self.as_raw(), buf.as_mut_ptr().cast(), offset, len)
+        };
+        Ok(())
+    }
+
+    /// Shared-memory region `id`, if the device has one.
+    pub(crate) fn shm_region(&self, id: u8) -> Option<ShmRegion> {
+        let mut region = ffi::virtio_shm_region::default();
+        // SAFETY: `self` is a valid device and `region` a valid out-pointer.
+        let found = unsafe { ffi::virtio_media_get_shm_region(self.as_raw(), &mut region, id) };
+        found.then_some(ShmRegion {
+            addr: region.addr,
+            len: region.len,
+        })
+    }
+}

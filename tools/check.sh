@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# make check: builds and runs every test of the project. Each test's log is
+# under build/results/; the last line is "N passed, N failed".
+set -uo pipefail
+. "$(dirname "$0")/vm/lib.sh"
+cd "$REPO_DIR"
+results=$BUILD_DIR/results
+mkdir -p "$results"
+summary=$results/summary.txt
+: > "$summary"
+passed=0 failed=0
+
+sum_lines() { awk '{ s += $1 } END { print s + 0 }'; }
+
+# record NAME OK|FAIL [DETAIL]
+record() {
+	if [ "$2" = OK ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+	printf '%-44s %-4s %s\n' "$1" "$2" "${3:-}" | tee -a "$summary"
+}
+
+# Adds the counts of a test runner that reports many cases at once.
+record_counts() { # NAME PASSED FAILED DETAIL
+	passed=$((passed + $2)); failed=$((failed + $3))
+	printf '%-44s %-4s %s\n' "$1" "$([ "$3" = 0 ] && [ "$2" -gt 0 ] && echo OK || echo FAIL)" \
+		"$2 passed, $3 failed ${4:-}" | tee -a "$summary"
+	# A runner that ran nothing is a failure, not a pass.
+	[ "$2" -gt 0 ] || [ "$3" -gt 0 ] || failed=$((failed + 1))
+}
+
+tools/vm/deps.sh || { echo "0 passed, 1 failed"; exit 1; }
+KDIR=${KDIR:-$(tools/vm/kernel.sh)} || { echo "0 passed, 1 failed"; exit 1; }
+export KDIR
+
+# Host-side unit tests of the tools.
+if [ -f tools/virtio-media-vfu/Cargo.toml ]; then
+	log=$results/vfu-cargo-test.log
+	tools/virtio-media-vfu/build.sh test > "$log" 2>&1
+	status=$?
+	p=$(sed -n 's/^test result: .* \([0-9]*\) passed; \([0-9]*\) failed.*/\1/p' "$log" | sum_lines)
+	f=$(sed -n 's/^test result: .* \([0-9]*\) passed; \([0-9]*\) failed.*/\2/p' "$log" | sum_lines)
+	[ "$status" = 0 ] || f=$(( ${f:-0} + 1 ))
+	record_counts "vfu: cargo test" "${p:-0}" "${f:-0}" "($log)"
+	log=$results/vfu-build.log
+	if tools/virtio-media-vfu/build.sh build > "$log" 2>&1; then
+		record "vfu: release build" OK
+	else
+		record "vfu: release build" FAIL "($log)"
+	fi
+fi
+
+# The module, warning-free and clippy-clean.
+log=$results/module-build.log
+make -s clean > /dev/null 2>&1
+if make CLIPPY=1 > "$log" 2>&1 && ! grep -qiE '(^|[^_])warning' "$log"; then
+	record "module: build with CLIPPY=1, no warnings" OK
+else
+	record "module: build with CLIPPY=1, no warnings" FAIL "($log)"
+fi
+ko=drivers/media/virtio/virtio_media.ko
+
+# The module's KUnit suites, run in the guest when it loads.
+if [ -f "$ko" ]; then
+	tools/vm/run-guest.sh --name kunit --ko "$ko" --modules virtio_media \
+		--test tools/vm/tests/kunit.sh --timeout 180 > "$results/kunit.run.log" 2>&1
+	status=$?
+	parsed=$results/kunit/kunit-parse.log
+	if [ -f "$results/kunit/dmesg.log" ]; then
+		python3 "$KDIR/tools/testing/kunit/kunit.py" parse "$results/kunit/dmesg.log" \
+			> "$parsed" 2>&1
+	else
+		echo "no dmesg from the guest (run status $status)" > "$parsed"
+	fi
+	line=$(grep -o 'Ran [0-9]* tests.*' "$parsed" | tail -n 1)
+	p=$(echo "$line" | sed -n 's/.*passed: \([0-9]*\).*/\1/p')
+	f=$(echo "$line" | sed -n 's/.*failed: \([0-9]*\).*/\1/p')
+	c=$(echo "$line" | sed -n 's/.*crashed: \([0-9]*\).*/\1/p')
+	f=$(( ${f:-0} + ${c:-0} ))
+	[ "$status" = 0 ] || f=$((f + 1))
+	record_counts "kunit: module suites in the guest" "${p:-0}" "$f" "($parsed)"
+else
+	record "kunit: module suites in the guest" FAIL "(no module built)"
+fi
+
+# Reference: vivid under v4l2-compliance -s proves the guest userspace.
+tools/vm/run-guest.sh --name vivid \
+	--test tools/vm/tests/vivid-compliance.sh --timeout 600 > "$results/vivid.run.log" 2>&1
+status=$?
+for f in "$results"/vivid/compliance-*.log; do
+	[ -f "$f" ] || continue
+	totals=$(grep '^Total for' "$f" | tail -n 1)
+	nfail=$(echo "$totals" | sed -n 's/.*Failed: \([0-9]*\).*/\1/p')
+	node=$(basename "$f" .log)
+	if [ -n "$totals" ] && [ "$nfail" = 0 ]; then
+		record "vivid: v4l2-compliance -s ${node#compliance-}" OK "$totals"
+	else
+		record "vivid: v4l2-compliance -s ${node#compliance-}" FAIL "${totals:-no totals} ($f)"
+	fi
+done
+[ "$status" = 0 ] || record "vivid: guest run" FAIL "status $status ($results/vivid.run.log)"
+
+echo
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Boots the test guest under QEMU and runs one test script inside it.
+#
+#   run-guest.sh --name NAME [--test SCRIPT] [--modules m1,m2] [--ko FILE]...
+#                [--vfu "DEVICE ARGS"] [--timeout SECONDS] [--smp N] [--mem SIZE]
+#
+# Logs go to $BUILD_DIR/results/NAME/: console.log (serial console), files the
+# guest exported with export_file, vfu.log (the device). The exit status is
+# the test script's, 124 on timeout, 125 when the guest ended without a
+# verdict. KVM=1 uses KVM instead of TCG.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+name="" test="" modules="" vfu="" timeout_s=300 smp=2 mem=1G kos=()
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--name) name=$2; shift 2 ;;
+	--test) test=$2; shift 2 ;;
+	--modules) modules=$2; shift 2 ;;
+	--ko) kos+=("$2"); shift 2 ;;
+	--vfu) vfu=$2; shift 2 ;;
+	--timeout) timeout_s=$2; shift 2 ;;
+	--smp) smp=$2; shift 2 ;;
+	--mem) mem=$2; shift 2 ;;
+	*) die "unknown argument $1" ;;
+	esac
+done
+[ -n "$name" ] || die "--name is required"
+
+kdir=${KDIR:-$("$VM_DIR/kernel.sh")}
+qemu=$("$VM_DIR/qemu.sh")
+base=$("$VM_DIR/guest-userspace.sh" "$kdir")
+out=$BUILD_DIR/results/$name
+rm -rf "$out"; mkdir -p "$out"
+
+# The per-run part of the initramfs: the test script and extra modules.
+overlay=$(mktemp -d)
+vfu_pid=""
+cleanup() {
+	[ -n "$vfu_pid" ] && kill "$vfu_pid" 2>/dev/null && wait "$vfu_pid" 2>/dev/null
+	rm -rf "$overlay"
+}
+trap cleanup EXIT
+mkdir -p "$overlay/extra"
+[ -n "$test" ] && install -m 755 "$test" "$overlay/test.sh"
+for ko in "${kos[@]}"; do cp "$ko" "$overlay/extra/"; done
+(cd "$overlay" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/overlay.cpio.gz"
+cat "$base" "$out/overlay.cpio.gz" > "$out/initramfs.cpio.gz"
+rm -f "$out/overlay.cpio.gz"
+
+accel=(-accel tcg -cpu max)
+[ "${KVM:-0}" = 1 ] && accel=(-accel kvm -cpu host)
+device=()
+if [ -n "$vfu" ]; then
+	sock=$out/vfu.sock
+	# shellcheck disable=SC2086 # $vfu is a word list of device flags
+	"$REPO_DIR/tools/virtio-media-vfu/target/release/virtio-media-vfu" --socket "$sock" $vfu \
+		> "$out/vfu.log" 2>&1 &
+	vfu_pid=$!
+	for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+	[ -S "$sock" ] || die "the device did not create $sock (see $out/vfu.log)"
+	device=(-device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"path\":\"$sock\",\"type\":\"unix\"}}")
+fi
+
+log "booting guest '$name' (timeout ${timeout_s}s)"
+set +e
+timeout --kill-after=10 "$timeout_s" "$qemu" "${accel[@]}" -nodefaults -display none -no-reboot \
+	-machine q35,memory-backend=mem -object "memory-backend-memfd,id=mem,size=$mem,share=on" \
+	-m "$mem" -smp "$smp" \
+	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$out/initramfs.cpio.gz" \
+	-append "console=ttyS0 panic=-1 oops=panic vm.modules=$modules" \
+	-serial "file:$out/console.log" -serial "file:$out/export.log" \
+	"${device[@]}" > "$out/qemu.log" 2>&1
+qemu_status=$?
+set -e
+rm -f "$out/initramfs.cpio.gz"
+
+# Files the guest exported over ttyS1.
+awk -v dir="$out" '
+	/^=== VM-FILE .* ===/ { file = dir "/" $3; cmd = "base64 -d > \"" file "\""; next }
+	/^=== VM-END ===/ { close(cmd); cmd = ""; next }
+	cmd != "" { print | cmd }
+' "$out/export.log"
+
+status=$(sed -n 's/.*=== VM-EXIT-STATUS \([0-9]*\) ===.*/\1/p' "$out/console.log" | tail -n 1)
+if [ "$qemu_status" = 124 ] || [ "$qemu_status" = 137 ]; then
+	log "guest '$name' timed out after ${timeout_s}s"
+	exit 124
+fi
+if [ -z "$status" ]; then
+	log "guest '$name' ended without a verdict (qemu status $qemu_status); see $out/console.log"
+	exit 125
+fi
+exit "$status"
