@@ -1,0 +1,488 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The complete virtio-media PCI function: config space, BAR0 registers,
+//! queues over guest memory, interrupts, and the media backend.
+//!
+//! Everything here is independent of the vfio-user socket so it can be
+//! driven directly by unit tests.
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::{Arc, RwLock};
+
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{
+    Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap, MmapRegion,
+};
+
+use crate::media::{error_response, EventQueueHandle, MediaBackend, RespWriter, SharedGuestMemory};
+use crate::media::MAX_CMD_SIZE;
+use crate::pci::{self, PciConfigSpace};
+use crate::shm::Shm;
+use crate::transport::{self, Action, Transport, ISR_QUEUE, VIRTIO_MSI_NO_VECTOR};
+
+pub const COMMANDQ: usize = 0;
+pub const EVENTQ: usize = 1;
+
+// VFIO IRQ indexes and SET_IRQS flags.
+pub const VFIO_PCI_INTX_IRQ_INDEX: u32 = 0;
+pub const VFIO_PCI_MSIX_IRQ_INDEX: u32 = 2;
+pub const VFIO_IRQ_SET_DATA_NONE: u32 = 1 << 0;
+pub const VFIO_IRQ_SET_DATA_BOOL: u32 = 1 << 1;
+pub const VFIO_IRQ_SET_DATA_EVENTFD: u32 = 1 << 2;
+pub const VFIO_IRQ_SET_ACTION_MASK: u32 = 1 << 3;
+pub const VFIO_IRQ_SET_ACTION_UNMASK: u32 = 1 << 4;
+pub const VFIO_IRQ_SET_ACTION_TRIGGER: u32 = 1 << 5;
+
+#[derive(Default)]
+pub struct Irqs {
+    pub intx: Option<File>,
+    pub msix: Vec<Option<File>>,
+    /// Interrupts raised, per MSI-X vector (tests and logs).
+    pub msix_count: Vec<u64>,
+    pub intx_count: u64,
+}
+
+fn kick(f: &mut File) {
+    if let Err(e) = f.write_all(&1u64.to_ne_bytes()) {
+        log::error!("eventfd write failed: {e}");
+    }
+}
+
+pub struct VirtioMediaPci {
+    pub pci: PciConfigSpace,
+    pub transport: Transport,
+    pub mem: SharedGuestMemory,
+    pub irqs: Irqs,
+    pub backend: Box<dyn MediaBackend>,
+    pub events: EventQueueHandle,
+    pub shm: Arc<Shm>,
+    /// BAR4 contents (MSI-X table and PBA) as seen through region accesses.
+    msix_bar: Vec<u8>,
+}
+
+impl VirtioMediaPci {
+    pub fn new(
+        virtio_device_id: u16,
+        shm: Arc<Shm>,
+        backend: Box<dyn MediaBackend>,
+        events: EventQueueHandle,
+        mem: SharedGuestMemory,
+    ) -> Self {
+        let mut msix_bar = vec![0u8; pci::MSIX_BAR_SIZE as usize];
+        // Vector control: masked at reset.
+        for v in 0..pci::MSIX_VECTORS as usize {
+            msix_bar[v * 16 + 12] = 1;
+        }
+        VirtioMediaPci {
+            pci: PciConfigSpace::new(virtio_device_id, shm.size()),
+            transport: Transport::new(pci::MSIX_VECTORS),
+            mem,
+            irqs: Irqs {
+                msix: (0..pci::MSIX_VECTORS).map(|_| None).collect(),
+                msix_count: vec![0; pci::MSIX_VECTORS as usize],
+                ..Default::default()
+            },
+            backend,
+            events,
+            shm,
+            msix_bar,
+        }
+    }
+
+    pub fn new_guest_memory() -> SharedGuestMemory {
+        Arc::new(RwLock::new(GuestMemoryMmap::new()))
+    }
+
+    // ---- config space -------------------------------------------------
+
+    pub fn config_read(&self, offset: u64, data: &mut [u8]) {
+        self.pci.read(offset, data);
+    }
+
+    pub fn config_write(&mut self, offset: u64, data: &[u8]) {
+        let was_msix = self.pci.msix_enabled();
+        self.pci.write(offset, data);
+        if was_msix != self.pci.msix_enabled() {
+            log::info!("MSI-X {}", if self.pci.msix_enabled() { "enabled" } else { "disabled" });
+        }
+    }
+
+    // ---- BAR0 -----------------------------------------------------------
+
+    pub fn bar0_read(&mut self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        let len = data.len() as u64;
+        if offset.checked_add(len).is_none_or(|e| e > pci::BAR0_SIZE) {
+            log::warn!("BAR0 read out of range: {offset:#x}+{len}");
+            return;
+        }
+        match offset {
+            o if (pci::COMMON_OFF..pci::COMMON_OFF + pci::COMMON_LEN).contains(&o) => {
+                self.transport.common_read(o - pci::COMMON_OFF, data)
+            }
+            o if (pci::ISR_OFF..pci::ISR_OFF + 4).contains(&o) => {
+                if o == pci::ISR_OFF {
+                    data[0] = self.transport.isr_read();
+                }
+            }
+            o if (pci::DEVICE_OFF..pci::DEVICE_OFF + pci::DEVICE_LEN).contains(&o) => {
+                let cfg = self.backend.config();
+                let bytes: &[u8] = cfg.as_ref();
+                let start = (o - pci::DEVICE_OFF) as usize;
+                for (i, b) in data.iter_mut().enumerate() {
+                    *b = bytes.get(start + i).copied().unwrap_or(0);
+                }
+            }
+            o if (pci::NOTIFY_OFF..pci::NOTIFY_OFF + pci::NOTIFY_LEN).contains(&o) => {}
+            o => log::debug!("BAR0 read of unused offset {o:#x}"),
+        }
+    }
+
+    pub fn bar0_write(&mut self, offset: u64, data: &[u8]) {
+        let len = data.len() as u64;
+        if offset.checked_add(len).is_none_or(|e| e > pci::BAR0_SIZE) {
+            log::warn!("BAR0 write out of range: {offset:#x}+{len}");
+            return;
+        }
+        match offset {
+            o if (pci::COMMON_OFF..pci::COMMON_OFF + pci::COMMON_LEN).contains(&o) => {
+                for action in self.transport.common_write(o - pci::COMMON_OFF, data) {
+                    self.apply(action);
+                }
+            }
+            o if (pci::NOTIFY_OFF..pci::NOTIFY_OFF + pci::NOTIFY_LEN).contains(&o) => {
+                let q = (o - pci::NOTIFY_OFF) / pci::NOTIFY_OFF_MULTIPLIER as u64;
+                self.notify(q as usize);
+            }
+            o => log::debug!("BAR0 write to read-only/unused offset {o:#x} ignored"),
+        }
+    }
+
+    fn apply(&mut self, action: Action) {
+        match action {
+            Action::None => {}
+            Action::Reset => self.device_reset(),
+            Action::DriverOk => {
+                // Events may have been queued before the driver was ready.
+                self.notify(COMMANDQ);
+                self.flush_events();
+            }
+            Action::QueueEnabled(q) => log::info!(
+                "queue {q} enabled: size {} desc {:#x} avail {:#x} used {:#x} vector {:#x}",
+                self.transport.queues[q as usize].size(),
+                self.transport.queues[q as usize].desc_table(),
+                self.transport.queues[q as usize].avail_ring(),
+                self.transport.queues[q as usize].used_ring(),
+                self.transport.queue_vectors[q as usize],
+            ),
+        }
+    }
+
+    /// Full device reset: transport state (already reset by the caller or
+    /// done here), sessions, MMAP allocations and pending events.
+    pub fn device_reset(&mut self) {
+        if self.transport.status != 0 {
+            self.transport.reset();
+        }
+        self.backend.reset();
+        self.shm.reset();
+        self.events.clear();
+        log::info!("device reset complete");
+    }
+
+    // ---- BAR4 (MSI-X) ---------------------------------------------------
+
+    pub fn msix_bar_read(&self, offset: u64, data: &mut [u8]) {
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = offset
+                .checked_add(i as u64)
+                .and_then(|o| self.msix_bar.get(o as usize))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+
+    pub fn msix_bar_write(&mut self, offset: u64, data: &[u8]) {
+        let table_end = pci::MSIX_VECTORS as u64 * 16;
+        for (i, &b) in data.iter().enumerate() {
+            if let Some(o) = offset.checked_add(i as u64).filter(|o| *o < table_end) {
+                self.msix_bar[o as usize] = b;
+            }
+        }
+    }
+
+    // ---- queues ---------------------------------------------------------
+
+    pub fn notify(&mut self, q: usize) {
+        match q {
+            COMMANDQ => self.process_commandq(),
+            EVENTQ => self.flush_events(),
+            _ => log::warn!("notify for nonexistent queue {q}"),
+        }
+    }
+
+    fn queue_usable(&self, q: usize, mem: &GuestMemoryMmap) -> bool {
+        let queue = &self.transport.queues[q];
+        if !self.transport.driver_ok() || !queue.ready() {
+            return false;
+        }
+        if !queue.is_valid(mem) {
+            log::error!("queue {q}: ring addresses not in guest memory");
+            return false;
+        }
+        true
+    }
+
+    fn process_commandq(&mut self) {
+        let mem = match self.mem.read() {
+            Ok(m) => m.clone(),
+            Err(_) => return,
+        };
+        if !self.queue_usable(COMMANDQ, &mem) {
+            return;
+        }
+        let mut used = 0;
+        loop {
+            let Some(chain) = self.transport.queues[COMMANDQ].pop_descriptor_chain(&mem) else {
+                break;
+            };
+            let head = chain.head_index();
+            let mut cmd = Vec::new();
+            let mut writable: Vec<(GuestAddress, u32)> = Vec::new();
+            let mut bad: Option<String> = None;
+            for desc in chain {
+                if desc.is_write_only() {
+                    writable.push((desc.addr(), desc.len()));
+                    continue;
+                }
+                if !writable.is_empty() {
+                    bad = Some("device-readable descriptor after a writable one".into());
+                    break;
+                }
+                let len = desc.len() as usize;
+                if cmd.len() + len > MAX_CMD_SIZE {
+                    bad = Some(format!("command larger than {MAX_CMD_SIZE} bytes"));
+                    break;
+                }
+                let start = cmd.len();
+                cmd.resize(start + len, 0);
+                if let Err(e) = mem.read_slice(&mut cmd[start..], desc.addr()) {
+                    bad = Some(format!("bad descriptor {:#x}+{len:#x}: {e}", desc.addr().0));
+                    break;
+                }
+            }
+            let capacity: usize = writable.iter().map(|(_, l)| *l as usize).sum();
+            let mut resp = RespWriter::new(capacity);
+            match bad {
+                Some(why) => {
+                    log::error!("commandq: malformed chain (head {head}): {why}");
+                    error_response(&mut resp, libc::EINVAL);
+                    if resp.data.is_empty() {
+                        log::error!("commandq: no room for the error response");
+                    }
+                }
+                None => self.backend.handle(&cmd, &mut resp),
+            }
+            let written = scatter(&mem, &writable, &resp.data);
+            if let Err(e) = self.transport.queues[COMMANDQ].add_used(&mem, head, written) {
+                log::error!("commandq: add_used failed: {e}");
+            }
+            used += 1;
+        }
+        if used > 0 {
+            self.signal_queue(COMMANDQ);
+        }
+        self.flush_events();
+    }
+
+    /// Writes pending events into the buffers the driver made available on
+    /// the eventq. Events that find no buffer stay pending.
+    pub fn flush_events(&mut self) {
+        if self.events.len() == 0 {
+            return;
+        }
+        let mem = match self.mem.read() {
+            Ok(m) => m.clone(),
+            Err(_) => return,
+        };
+        if !self.queue_usable(EVENTQ, &mem) {
+            return;
+        }
+        let mut used = 0;
+        while let Some(event) = self.events.pop() {
+            let Some(chain) = self.transport.queues[EVENTQ].pop_descriptor_chain(&mem) else {
+                self.events.unpop(event);
+                break;
+            };
+            let head = chain.head_index();
+            let writable: Vec<(GuestAddress, u32)> = chain
+                .writable()
+                .map(|d| (d.addr(), d.len()))
+                .collect();
+            let capacity: usize = writable.iter().map(|(_, l)| *l as usize).sum();
+            let written = if capacity < event.len() {
+                log::error!(
+                    "eventq: buffer of {capacity} bytes too small for a {}-byte event; event dropped",
+                    event.len()
+                );
+                0
+            } else {
+                scatter(&mem, &writable, &event)
+            };
+            if let Err(e) = self.transport.queues[EVENTQ].add_used(&mem, head, written) {
+                log::error!("eventq: add_used failed: {e}");
+            }
+            used += 1;
+        }
+        if used > 0 {
+            log::debug!("eventq: {used} event(s) delivered, {} pending", self.events.len());
+            self.signal_queue(EVENTQ);
+        }
+    }
+
+    // ---- interrupts -----------------------------------------------------
+
+    fn msix_active(&self) -> bool {
+        self.pci.msix_enabled() || self.irqs.msix.iter().any(|f| f.is_some())
+    }
+
+    pub fn signal_queue(&mut self, q: usize) {
+        let vector = self.transport.queue_vectors[q];
+        self.raise(vector, ISR_QUEUE);
+    }
+
+    pub fn signal_config(&mut self) {
+        let vector = self.transport.msix_config;
+        self.raise(vector, transport::ISR_CONFIG);
+    }
+
+    fn raise(&mut self, vector: u16, isr_bit: u8) {
+        if self.msix_active() {
+            if vector == VIRTIO_MSI_NO_VECTOR {
+                return;
+            }
+            let v = vector as usize;
+            if let Some(c) = self.irqs.msix_count.get_mut(v) {
+                *c += 1;
+            }
+            match self.irqs.msix.get_mut(v) {
+                Some(Some(f)) => kick(f),
+                _ => log::debug!("no eventfd for MSI-X vector {v}"),
+            }
+        } else {
+            self.transport.isr |= isr_bit;
+            self.irqs.intx_count += 1;
+            if self.pci.intx_disabled() {
+                return;
+            }
+            if let Some(f) = self.irqs.intx.as_mut() {
+                kick(f);
+            }
+        }
+    }
+
+    pub fn set_irqs(&mut self, index: u32, flags: u32, start: u32, count: u32, fds: Vec<File>) {
+        let action = flags & (VFIO_IRQ_SET_ACTION_MASK | VFIO_IRQ_SET_ACTION_UNMASK | VFIO_IRQ_SET_ACTION_TRIGGER);
+        log::debug!("SET_IRQS index {index} flags {flags:#x} start {start} count {count} fds {}", fds.len());
+        match (index, action) {
+            (VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER) => {
+                if flags & VFIO_IRQ_SET_DATA_EVENTFD != 0 {
+                    self.irqs.intx = fds.into_iter().next();
+                } else if count == 0 {
+                    self.irqs.intx = None;
+                }
+            }
+            (VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_UNMASK) => {
+                // Level-triggered semantics: still pending -> assert again.
+                if self.transport.isr != 0 && !self.pci.intx_disabled() {
+                    if let Some(f) = self.irqs.intx.as_mut() {
+                        kick(f);
+                    }
+                }
+            }
+            (VFIO_PCI_MSIX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER) => {
+                if count == 0 {
+                    self.irqs.msix.iter_mut().for_each(|f| *f = None);
+                    log::info!("MSI-X eventfds cleared");
+                    return;
+                }
+                let mut fds = fds.into_iter();
+                for v in start..start.saturating_add(count) {
+                    let fd = if flags & VFIO_IRQ_SET_DATA_EVENTFD != 0 { fds.next() } else { None };
+                    match self.irqs.msix.get_mut(v as usize) {
+                        Some(slot) => *slot = fd,
+                        None => log::warn!("SET_IRQS for MSI-X vector {v} beyond the table"),
+                    }
+                }
+                log::info!(
+                    "MSI-X eventfds: {:?}",
+                    self.irqs.msix.iter().map(|f| f.is_some()).collect::<Vec<_>>()
+                );
+            }
+            _ => log::debug!("SET_IRQS index {index} action {action:#x} ignored"),
+        }
+    }
+
+    // ---- DMA ------------------------------------------------------------
+
+    pub fn dma_map(&mut self, offset: u64, address: u64, size: u64, fd: Option<File>) -> std::io::Result<()> {
+        let Some(file) = fd else {
+            log::warn!("DMA_MAP {address:#x}+{size:#x} without fd: not accessible to the device");
+            return Ok(());
+        };
+        let size_usize = usize::try_from(size).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        let region = MmapRegion::from_file(FileOffset::new(file, offset), size_usize)
+            .map_err(|e| std::io::Error::other(format!("mmap of DMA region failed: {e}")))?;
+        let region = GuestRegionMmap::new(region, GuestAddress(address))
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        let mut mem = self.mem.write().map_err(|_| std::io::Error::other("poisoned"))?;
+        let new = mem
+            .insert_region(Arc::new(region))
+            .map_err(|e| std::io::Error::other(format!("DMA_MAP {address:#x}+{size:#x}: {e}")))?;
+        *mem = new;
+        log::info!("DMA_MAP {address:#x}+{size:#x} (fd offset {offset:#x})");
+        Ok(())
+    }
+
+    pub fn dma_unmap(&mut self, address: u64, size: u64, all: bool) -> std::io::Result<()> {
+        let mut mem = self.mem.write().map_err(|_| std::io::Error::other("poisoned"))?;
+        let end = address.saturating_add(size);
+        let victims: Vec<(GuestAddress, u64)> = mem
+            .iter()
+            .filter(|r| all || (r.start_addr().raw_value() < end && r.last_addr().raw_value() >= address))
+            .map(|r| (r.start_addr(), r.len()))
+            .collect();
+        for (base, len) in victims {
+            match mem.remove_region(base, len) {
+                Ok((new, _)) => {
+                    *mem = new;
+                    log::info!("DMA_UNMAP {:#x}+{len:#x}", base.0);
+                }
+                Err(e) => log::error!("DMA_UNMAP {:#x}: {e}", base.0),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes `data` across the writable descriptors; returns bytes written.
+/// Stops at the first descriptor that is not in guest memory.
+pub fn scatter(mem: &GuestMemoryMmap, writable: &[(GuestAddress, u32)], data: &[u8]) -> u32 {
+    let mut pos = 0usize;
+    for &(addr, len) in writable {
+        if pos >= data.len() {
+            break;
+        }
+        let n = (len as usize).min(data.len() - pos);
+        if let Err(e) = mem.write_slice(&data[pos..pos + n], addr) {
+            log::error!("write of {n} bytes to {:#x} failed: {e}", addr.0);
+            break;
+        }
+        pos += n;
+    }
+    pos as u32
+}
+
+/// Unused queue handle type re-export for tests.
+pub type VirtQueue = Queue;

@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Device backends selectable with `--backend`.
+
+pub mod simple;
+
+use std::sync::Arc;
+
+use crate::media::{make_config, EventQueueHandle, MediaBackend, RunnerBackend};
+use crate::shm::{Shm, ShmMapper};
+
+/// Backend names accepted by `--backend`.
+pub const BACKENDS: &[&str] = &["simple"];
+
+/// V4L2 device_caps bits.
+pub const V4L2_CAP_VIDEO_CAPTURE_MPLANE: u32 = 0x0000_1000;
+pub const V4L2_CAP_STREAMING: u32 = 0x0400_0000;
+/// VFL_TYPE_VIDEO
+pub const VFL_TYPE_VIDEO: u32 = 0;
+
+pub fn make_backend(
+    name: &str,
+    events: EventQueueHandle,
+    shm: Arc<Shm>,
+) -> Option<Box<dyn MediaBackend>> {
+    match name {
+        "simple" => {
+            let config = make_config(
+                V4L2_CAP_VIDEO_CAPTURE_MPLANE | V4L2_CAP_STREAMING,
+                VFL_TYPE_VIDEO,
+                "simple_device",
+            );
+            let factory = Box::new(move || {
+                simple::SimpleCaptureDevice::new(
+                    events.clone(),
+                    ShmMapper::new(shm.clone()),
+                    shm.clone(),
+                )
+            });
+            Some(Box::new(RunnerBackend::new(factory, config)))
+        }
+        _ => None,
+    }
+}

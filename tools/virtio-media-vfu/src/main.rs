@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: GPL-2.0
+//! virtio-media-vfu: a vfio-user server presenting a virtio-media device
+//! (virtio 1.x over PCI) to a vfio-user client such as QEMU's
+//! `vfio-user-pci` device.
+
+// Helpers kept for tests and the upcoming backends.
+#![allow(dead_code)]
+
+mod device;
+mod devices;
+mod media;
+mod pci;
+mod shm;
+mod transport;
+mod vfu;
+
+#[cfg(test)]
+mod tests;
+
+use std::os::unix::fs::FileTypeExt;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit() && *c != 'x') {
+        Some((i, _)) if !s.starts_with("0x") => {
+            let mult = match s[i..].to_ascii_lowercase().as_str() {
+                "k" | "kib" => 1u64 << 10,
+                "m" | "mib" => 1 << 20,
+                "g" | "gib" => 1 << 30,
+                other => return Err(format!("unknown size suffix {other:?}")),
+            };
+            (&s[..i], mult)
+        }
+        _ => (s, 1),
+    };
+    let n = if let Some(hex) = num.strip_prefix("0x") {
+        u64::from_str_radix(hex, 16)
+    } else {
+        num.parse::<u64>()
+    }
+    .map_err(|e| format!("{s:?}: {e}"))?;
+    n.checked_mul(mult).ok_or_else(|| "size overflows".to_string())
+}
+
+fn parse_shm_size(s: &str) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    if n < 4096 || !n.is_power_of_two() {
+        return Err(format!("{n} is not a power of two >= 4096 (PCI BAR sizes are powers of two)"));
+    }
+    if n > 1 << 32 {
+        return Err("at most 4 GiB (V4L2 MMAP offsets are 32-bit)".into());
+    }
+    Ok(n)
+}
+
+/// vfio-user server presenting a virtio-media device (virtio 1.x PCI
+/// function) to a vfio-user client such as QEMU's vfio-user-pci.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+pub struct Args {
+    /// Path of the UNIX socket to listen on (a stale socket file at this
+    /// path is removed first).
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+
+    /// virtio device ID; the PCI device ID is 0x1040 + N. 42 is the ID in
+    /// the virtio-media specification draft, 48 the one used by some
+    /// implementations (crosvm, the virtio-media crate).
+    #[arg(long, value_name = "N", default_value_t = 42, value_parser = clap::value_parser!(u16).range(1..64))]
+    pub device_id: u16,
+
+    /// Size of the shared-memory BAR (BAR2, virtio shm id 0) that holds MMAP
+    /// buffers. Power of two between 4 KiB and 4 GiB; accepts K/M/G suffixes
+    /// and 0x prefixes.
+    #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_shm_size)]
+    pub shm_size: u64,
+
+    /// Device backend: "simple" = single-format capture device (YU12
+    /// 640x480, MMAP buffers, frames of changing uniform colour).
+    #[arg(long, value_name = "NAME", default_value = "simple", value_parser = clap::builder::PossibleValuesParser::new(devices::BACKENDS))]
+    pub backend: String,
+
+    /// Debug logging (equivalent to RUST_LOG=debug; RUST_LOG still wins).
+    #[arg(long, short)]
+    pub verbose: bool,
+
+    /// Exit when the client disconnects instead of waiting for the next one.
+    #[arg(long)]
+    pub exit_on_disconnect: bool,
+}
+
+fn main() {
+    let args = Args::parse();
+    let default_level = if args.verbose { "debug" } else { "info" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .format_timestamp_millis()
+        .init();
+
+    if let Err(e) = run(args) {
+        log::error!("{e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let shm = shm::Shm::new(args.shm_size)?;
+    let events = media::EventQueueHandle::default();
+    let mem = device::VirtioMediaPci::new_guest_memory();
+    let backend = devices::make_backend(&args.backend, events.clone(), shm.clone())
+        .ok_or_else(|| anyhow::anyhow!("unknown backend {:?}", args.backend))?;
+    let dev = device::VirtioMediaPci::new(args.device_id, shm.clone(), backend, events, mem);
+
+    if let Ok(md) = std::fs::symlink_metadata(&args.socket) {
+        if md.file_type().is_socket() {
+            log::warn!("removing stale socket {}", args.socket.display());
+            std::fs::remove_file(&args.socket)?;
+        } else {
+            anyhow::bail!("{} exists and is not a socket", args.socket.display());
+        }
+    }
+    let server = vfio_user::Server::new(
+        &args.socket,
+        true,
+        vfu::irqs(),
+        vfu::regions(shm.size(), shm.raw_fd()),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.socket.display()))?;
+    log::info!(
+        "virtio-media-vfu: device id {} (PCI {:04x}:{:04x}), backend {}, shm {} bytes, listening on {}",
+        args.device_id,
+        pci::VIRTIO_PCI_VENDOR,
+        pci::VIRTIO_PCI_DEVICE_BASE + args.device_id,
+        args.backend,
+        shm.size(),
+        args.socket.display()
+    );
+
+    let mut backend = vfu::VfuBackend { dev };
+    loop {
+        match server.run(&mut backend) {
+            Ok(()) => log::info!("client disconnected"),
+            Err(e) => log::error!("vfio-user connection ended: {e}"),
+        }
+        // A new client sees a freshly reset device without DMA mappings or
+        // interrupt eventfds.
+        backend.dev.transport.reset();
+        backend.dev.device_reset();
+        let _ = backend.dev.dma_unmap(0, u64::MAX, true);
+        backend.dev.set_irqs(device::VFIO_PCI_MSIX_IRQ_INDEX, device::VFIO_IRQ_SET_ACTION_TRIGGER | device::VFIO_IRQ_SET_DATA_NONE, 0, 0, vec![]);
+        backend.dev.irqs.intx = None;
+        if args.exit_on_disconnect {
+            return Ok(());
+        }
+        log::info!("waiting for the next client on {}", args.socket.display());
+    }
+}

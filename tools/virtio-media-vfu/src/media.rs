@@ -1,0 +1,308 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Glue between the transport and the `virtio-media` crate: command reader /
+//! response writer, the event queue handle, guest memory access for USERPTR
+//! SG lists, and an object-safe wrapper around `VirtioMediaDeviceRunner`.
+
+use std::collections::VecDeque;
+use std::io::{Cursor, Write};
+use std::sync::{Arc, Mutex, RwLock};
+
+use virtio_media::protocol::{RespHeader, SgEntry, V4l2Event, VirtioMediaDeviceConfig};
+use virtio_media::{
+    GuestMemoryRange, VirtioMediaDevice, VirtioMediaDeviceRunner, VirtioMediaEventQueue,
+    VirtioMediaGuestMemoryMapper,
+};
+use virtio_media::io::{WriteToDescriptorChain
+};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// Upper bound for the device-readable part of a command we copy in.
+pub const MAX_CMD_SIZE: usize = 1 << 20;
+/// Upper bound for a response.
+pub const MAX_RESP_SIZE: usize = 1 << 20;
+
+pub type CmdReader = Cursor<Vec<u8>>;
+
+/// Response buffer bounded by the size of the device-writable descriptors.
+/// A write that does not fit fails as a whole and marks the writer as
+/// overflowed.
+#[derive(Debug, Default)]
+pub struct RespWriter {
+    pub data: Vec<u8>,
+    pub capacity: usize,
+    pub overflowed: bool,
+}
+
+impl RespWriter {
+    pub fn new(capacity: usize) -> Self {
+        RespWriter {
+            data: Vec::new(),
+            capacity: capacity.min(MAX_RESP_SIZE),
+            overflowed: false,
+        }
+    }
+}
+
+impl Write for RespWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.data.len() + buf.len() > self.capacity {
+            self.overflowed = true;
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        self.data.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Serialized events waiting for eventq buffers.
+#[derive(Clone, Default)]
+pub struct EventQueueHandle {
+    pending: Arc<Mutex<VecDeque<Vec<u8>>>>,
+}
+
+/// Byte offset of `v4l2_buffer.m` inside a DQBUF event (after the 8-byte
+/// event header).
+const DQBUF_M_OFFSET: usize = 8 + std::mem::offset_of!(v4l2r::bindings::v4l2_buffer, m);
+
+pub fn serialize_event(event: V4l2Event) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::new();
+    let res = match event {
+        V4l2Event::Error(e) => out.write_obj(e),
+        V4l2Event::DequeueBuffer(e) => out.write_obj(e).map(|()| {
+            // struct virtio_media_event_dqbuf = hdr + v4l2_buffer + planes[8]:
+            // that is the repr(C) layout of DequeueBufferEvent. Do not leak
+            // the host pointer to the planes array of multiplanar buffers.
+            let type_off = 8 + std::mem::offset_of!(v4l2r::bindings::v4l2_buffer, type_);
+            let ty = u32::from_le_bytes(out[type_off..type_off + 4].try_into().unwrap_or([0; 4]));
+            let multiplanar = v4l2r::QueueType::n(ty).is_some_and(|q| q.is_multiplanar());
+            if multiplanar && out.len() >= DQBUF_M_OFFSET + 8 {
+                out[DQBUF_M_OFFSET..DQBUF_M_OFFSET + 8].fill(0);
+            }
+        }),
+        V4l2Event::Event(e) => out.write_obj(e),
+    };
+    if let Err(e) = res {
+        log::error!("failed to serialize event: {e}");
+    }
+    out
+}
+
+impl EventQueueHandle {
+    pub fn push_raw(&self, bytes: Vec<u8>) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.push_back(bytes);
+        }
+    }
+    pub fn pop(&self) -> Option<Vec<u8>> {
+        self.pending.lock().ok()?.pop_front()
+    }
+    pub fn unpop(&self, bytes: Vec<u8>) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.push_front(bytes);
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.pending.lock().map(|p| p.len()).unwrap_or(0)
+    }
+    pub fn clear(&self) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.clear();
+        }
+    }
+}
+
+impl VirtioMediaEventQueue for EventQueueHandle {
+    fn send_event(&mut self, event: V4l2Event) {
+        let bytes = serialize_event(event);
+        log::debug!("event queued ({} bytes)", bytes.len());
+        self.push_raw(bytes);
+    }
+}
+
+/// Shared view of guest RAM (replaced on every DMA_MAP/UNMAP).
+pub type SharedGuestMemory = Arc<RwLock<GuestMemoryMmap>>;
+
+/// `VirtioMediaGuestMemoryMapper`: linearizes USERPTR SG lists into a host
+/// buffer, written back to guest memory when the mapping is dropped.
+#[derive(Clone)]
+pub struct GuestMemMapper {
+    pub mem: SharedGuestMemory,
+}
+
+pub struct GuestMemMapping {
+    mem: SharedGuestMemory,
+    sgs: Vec<SgEntry>,
+    data: Vec<u8>,
+}
+
+impl GuestMemoryRange for GuestMemMapping {
+    fn as_ptr(&self) -> *const u8 {
+        self.data.as_ptr()
+    }
+    fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.data.as_mut_ptr()
+    }
+}
+
+impl Drop for GuestMemMapping {
+    fn drop(&mut self) {
+        let Ok(mem) = self.mem.read() else { return };
+        let mut pos = 0usize;
+        for sg in &self.sgs {
+            let len = sg.len as usize;
+            if let Err(e) = mem.write_slice(&self.data[pos..pos + len], GuestAddress(sg.start)) {
+                log::error!("USERPTR write-back to {:#x}+{len:#x} failed: {e}", sg.start);
+            }
+            pos += len;
+        }
+    }
+}
+
+impl VirtioMediaGuestMemoryMapper for GuestMemMapper {
+    type GuestMemoryMapping = GuestMemMapping;
+
+    fn new_mapping(&self, sgs: Vec<SgEntry>) -> anyhow::Result<GuestMemMapping> {
+        let total: u64 = sgs.iter().map(|s| s.len as u64).sum();
+        if total > 256 << 20 {
+            anyhow::bail!("USERPTR SG list too large ({total} bytes)");
+        }
+        let mem = self.mem.read().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let mut data = vec![0u8; total as usize];
+        let mut pos = 0usize;
+        for sg in &sgs {
+            let len = sg.len as usize;
+            mem.read_slice(&mut data[pos..pos + len], GuestAddress(sg.start))
+                .map_err(|e| anyhow::anyhow!("bad SG entry {:#x}+{len:#x}: {e}", sg.start))?;
+            pos += len;
+        }
+        drop(mem);
+        Ok(GuestMemMapping {
+            mem: self.mem.clone(),
+            sgs,
+            data,
+        })
+    }
+}
+
+/// Object-safe command handler the transport talks to.
+pub trait MediaBackend: Send {
+    /// Runs one command. `cmd` is the device-readable part of the chain.
+    fn handle(&mut self, cmd: &[u8], resp: &mut RespWriter);
+    /// Drops every session (device reset).
+    fn reset(&mut self);
+    /// The virtio-media device configuration structure.
+    fn config(&self) -> &VirtioMediaDeviceConfig;
+    /// Number of open sessions (for logs and tests).
+    fn num_sessions(&self) -> usize;
+}
+
+pub fn make_config(device_caps: u32, device_type: u32, card: &str) -> VirtioMediaDeviceConfig {
+    let mut c = [0u8; 32];
+    let n = card.len().min(32);
+    c[..n].copy_from_slice(&card.as_bytes()[..n]);
+    VirtioMediaDeviceConfig {
+        device_caps,
+        device_type,
+        card: c,
+    }
+}
+
+/// Wraps a crate device in a `VirtioMediaDeviceRunner` and re-creates it on
+/// reset.
+pub struct RunnerBackend<D>
+where
+    D: VirtioMediaDevice<CmdReader, RespWriter>,
+{
+    runner: VirtioMediaDeviceRunner<CmdReader, RespWriter, D, ()>,
+    factory: Box<dyn FnMut() -> D + Send>,
+    config: VirtioMediaDeviceConfig,
+}
+
+impl<D> RunnerBackend<D>
+where
+    D: VirtioMediaDevice<CmdReader, RespWriter>,
+{
+    pub fn new(mut factory: Box<dyn FnMut() -> D + Send>, config: VirtioMediaDeviceConfig) -> Self {
+        let runner = VirtioMediaDeviceRunner::new(factory(), ());
+        RunnerBackend {
+            runner,
+            factory,
+            config,
+        }
+    }
+
+    pub fn device(&mut self) -> &mut D {
+        &mut self.runner.device
+    }
+}
+
+fn cmd_name(cmd: &[u8]) -> String {
+    let code = cmd.get(0..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    match code {
+        Some(1) => "OPEN".into(),
+        Some(2) => "CLOSE".into(),
+        Some(3) => {
+            let ioctl = cmd.get(12..16).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            let name = ioctl
+                .and_then(virtio_media::protocol::V4l2Ioctl::n)
+                .map(|i| format!("{i:?}"))
+                .unwrap_or_else(|| format!("{ioctl:?}"));
+            format!("IOCTL {name}")
+        }
+        Some(4) => "MMAP".into(),
+        Some(5) => "MUNMAP".into(),
+        Some(c) => format!("unknown command {c}"),
+        None => "short command".into(),
+    }
+}
+
+impl<D> MediaBackend for RunnerBackend<D>
+where
+    D: VirtioMediaDevice<CmdReader, RespWriter> + Send,
+    D::Session: Send,
+{
+    fn handle(&mut self, cmd: &[u8], resp: &mut RespWriter) {
+        let name = cmd_name(cmd);
+        let mut reader = Cursor::new(cmd.to_vec());
+        self.runner.handle_command(&mut reader, resp);
+        if resp.overflowed {
+            log::error!("{name}: response does not fit in the {} writable bytes", resp.capacity);
+            resp.data.clear();
+            resp.overflowed = false;
+            let _ = resp.write_err_response(libc::ENOSPC);
+        }
+        let status = resp
+            .data
+            .get(0..4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        match status {
+            Some(0) => log::debug!("{name}: ok ({} bytes)", resp.data.len()),
+            Some(e) => log::info!("{name}: error {e}"),
+            None if name == "CLOSE" => log::debug!("CLOSE done"),
+            None => log::warn!("{name}: no response written"),
+        }
+    }
+
+    fn reset(&mut self) {
+        let device = (self.factory)();
+        // Dropping the old runner drops all sessions and their buffers.
+        self.runner = VirtioMediaDeviceRunner::new(device, ());
+    }
+
+    fn config(&self) -> &VirtioMediaDeviceConfig {
+        &self.config
+    }
+
+    fn num_sessions(&self) -> usize {
+        self.runner.sessions.len()
+    }
+}
+
+/// An error-only response (used when the command could not even be read).
+pub fn error_response(resp: &mut RespWriter, errno: i32) {
+    resp.data.clear();
+    let _ = resp.write_response(RespHeader::err(errno));
+}

@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: GPL-2.0
+//! vfio-user side: region/IRQ layout offered to the client and the
+//! `ServerBackend` that forwards accesses to [`VirtioMediaPci`].
+
+use std::fs::File;
+use std::mem::size_of;
+
+use vfio_bindings::bindings::vfio::{
+    vfio_region_info, vfio_region_sparse_mmap_area, VFIO_IRQ_INFO_AUTOMASKED,
+    VFIO_IRQ_INFO_EVENTFD, VFIO_IRQ_INFO_MASKABLE, VFIO_IRQ_INFO_NORESIZE,
+    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_NUM_IRQS, VFIO_PCI_NUM_REGIONS,
+    VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
+};
+use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, ServerBackend, ServerRegion, SparseArea};
+
+use crate::device::{VirtioMediaPci, VFIO_PCI_INTX_IRQ_INDEX, VFIO_PCI_MSIX_IRQ_INDEX};
+use crate::pci;
+
+pub fn regions(shm_size: u64, shm_fd: i32) -> Vec<ServerRegion> {
+    (0..VFIO_PCI_NUM_REGIONS)
+        .map(|index| {
+            let mut info = vfio_region_info {
+                argsz: size_of::<vfio_region_info>() as u32,
+                index,
+                ..Default::default()
+            };
+            let rw = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
+            let mut sparse_areas = vec![];
+            let mut mmap_fd = None;
+            match index {
+                i if i == pci::BAR0 => {
+                    info.size = pci::BAR0_SIZE;
+                    info.flags = rw;
+                }
+                i if i == pci::BAR_SHM => {
+                    info.size = shm_size;
+                    info.flags = rw | VFIO_REGION_INFO_FLAG_MMAP;
+                    // The crate only sends the fd together with a sparse
+                    // mmap capability: cover the whole BAR with one area.
+                    sparse_areas.push(SparseArea {
+                        area: vfio_region_sparse_mmap_area {
+                            offset: 0,
+                            size: shm_size,
+                        },
+                    });
+                    mmap_fd = Some(shm_fd);
+                }
+                i if i == pci::BAR_MSIX => {
+                    info.size = pci::MSIX_BAR_SIZE;
+                    info.flags = rw;
+                }
+                VFIO_PCI_CONFIG_REGION_INDEX => {
+                    info.size = pci::CONFIG_SIZE as u64;
+                    info.flags = rw;
+                }
+                _ => {}
+            }
+            ServerRegion {
+                region_info: info,
+                sparse_areas,
+                mmap_fd,
+            }
+        })
+        .collect()
+}
+
+pub fn irqs() -> Vec<IrqInfo> {
+    (0..VFIO_PCI_NUM_IRQS)
+        .map(|index| match index {
+            VFIO_PCI_INTX_IRQ_INDEX => IrqInfo {
+                index,
+                count: 1,
+                flags: VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_MASKABLE | VFIO_IRQ_INFO_AUTOMASKED,
+            },
+            VFIO_PCI_MSIX_IRQ_INDEX => IrqInfo {
+                index,
+                count: pci::MSIX_VECTORS as u32,
+                flags: VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_NORESIZE,
+            },
+            _ => IrqInfo {
+                index,
+                count: 0,
+                flags: 0,
+            },
+        })
+        .collect()
+}
+
+pub struct VfuBackend {
+    pub dev: VirtioMediaPci,
+}
+
+fn einval() -> std::io::Error {
+    std::io::Error::from_raw_os_error(libc::EINVAL)
+}
+
+impl ServerBackend for VfuBackend {
+    fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> Result<(), std::io::Error> {
+        log::trace!("read region {region} offset {offset:#x} len {}", data.len());
+        match region {
+            VFIO_PCI_CONFIG_REGION_INDEX => self.dev.config_read(offset, data),
+            r if r == pci::BAR0 => self.dev.bar0_read(offset, data),
+            r if r == pci::BAR_MSIX => self.dev.msix_bar_read(offset, data),
+            r if r == pci::BAR_SHM => self.dev.shm.read_at(offset, data).map_err(|_| einval())?,
+            _ => {
+                log::warn!("read of unimplemented region {region}");
+                return Err(einval());
+            }
+        }
+        Ok(())
+    }
+
+    fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        log::trace!("write region {region} offset {offset:#x} data {data:02x?}");
+        match region {
+            VFIO_PCI_CONFIG_REGION_INDEX => self.dev.config_write(offset, data),
+            r if r == pci::BAR0 => self.dev.bar0_write(offset, data),
+            r if r == pci::BAR_MSIX => self.dev.msix_bar_write(offset, data),
+            r if r == pci::BAR_SHM => self.dev.shm.write_at(offset, data).map_err(|_| einval())?,
+            _ => {
+                log::warn!("write to unimplemented region {region}");
+                return Err(einval());
+            }
+        }
+        Ok(())
+    }
+
+    fn dma_map(
+        &mut self,
+        flags: DmaMapFlags,
+        offset: u64,
+        address: u64,
+        size: u64,
+        fd: Option<File>,
+    ) -> Result<(), std::io::Error> {
+        log::debug!("DMA_MAP flags {flags:?} {address:#x}+{size:#x} offset {offset:#x} fd {}", fd.is_some());
+        self.dev.dma_map(offset, address, size, fd)
+    }
+
+    fn dma_unmap(&mut self, flags: DmaUnmapFlags, address: u64, size: u64) -> Result<(), std::io::Error> {
+        self.dev
+            .dma_unmap(address, size, flags.contains(DmaUnmapFlags::UNMAP_ALL))
+    }
+
+    fn reset(&mut self) -> Result<(), std::io::Error> {
+        log::info!("vfio-user DEVICE_RESET");
+        self.dev.transport.reset();
+        self.dev.device_reset();
+        Ok(())
+    }
+
+    fn set_irqs(
+        &mut self,
+        index: u32,
+        flags: u32,
+        start: u32,
+        count: u32,
+        fds: Vec<File>,
+    ) -> Result<(), std::io::Error> {
+        self.dev.set_irqs(index, flags, start, count, fds);
+        Ok(())
+    }
+}
