@@ -273,6 +273,15 @@ impl VirtioMediaPci {
                 }
             }
             let capacity: usize = writable.iter().map(|(_, l)| *l as usize).sum();
+            if bad.is_none() {
+                if let Some((a, l)) = writable.iter().find(|(a, l)| !mem.check_range(*a, *l as usize)) {
+                    bad = Some(format!("writable descriptor {:#x}+{l:#x} outside guest memory", a.0));
+                } else if capacity < 8 && cmd.get(0..4) != Some(&2u32.to_le_bytes()[..]) {
+                    // Only CLOSE may go without a response; do not run a
+                    // command whose result the driver could never see.
+                    bad = Some(format!("only {capacity} writable bytes, no room for a response"));
+                }
+            }
             let mut resp = RespWriter::new(capacity);
             match bad {
                 Some(why) => {
