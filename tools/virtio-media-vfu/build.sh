@@ -16,6 +16,18 @@ if [ ! -f "$V4L2R_VIDEODEV2_H_PATH/linux/videodev2.h" ]; then
 	echo "build.sh: set V4L2R_VIDEODEV2_H_PATH to a headers_install usr/include directory" >&2
 	exit 1
 fi
+# v4l2r's build script also emits rerun-if-changed=$V4L2R_VIDEODEV2_H_PATH/videodev2.h,
+# a file that does not exist in a headers_install tree, which would make cargo
+# re-run bindgen on every build. Point it at a shim directory that has both
+# the include tree (symlinks) and a videodev2.h at its top.
+hdrs=$(cd "$V4L2R_VIDEODEV2_H_PATH" && pwd)
+shim="$(pwd)/target/videodev2-include"
+mkdir -p "$shim"
+for e in "$hdrs"/*; do
+	ln -sfn "$e" "$shim/"
+done
+ln -sfn "$hdrs/linux/videodev2.h" "$shim/videodev2.h"
+V4L2R_VIDEODEV2_H_PATH="$shim"
 export V4L2R_VIDEODEV2_H_PATH
 if [ -z "${LIBCLANG_PATH:-}" ] && [ -d /usr/lib/llvm-19/lib ]; then
 	export LIBCLANG_PATH=/usr/lib/llvm-19/lib
