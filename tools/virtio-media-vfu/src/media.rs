@@ -266,8 +266,23 @@ where
 {
     fn handle(&mut self, cmd: &[u8], resp: &mut RespWriter) {
         let name = cmd_name(cmd);
+        if let Some(errno) = precheck(cmd) {
+            log::error!("{name}: rejected malformed payload (errno {errno})");
+            error_response(resp, errno);
+            return;
+        }
         let mut reader = Cursor::new(cmd.to_vec());
-        self.runner.handle_command(&mut reader, resp);
+        let runner = &mut self.runner;
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runner.handle_command(&mut reader, resp);
+        }));
+        if res.is_err() {
+            // Backstop: a panic inside the device code must not take the
+            // whole VMM-side process down.
+            log::error!("{name}: device code panicked; answering EIO");
+            error_response(resp, libc::EIO);
+            return;
+        }
         if resp.overflowed {
             log::error!("{name}: response does not fit in the {} writable bytes", resp.capacity);
             resp.data.clear();
@@ -299,6 +314,24 @@ where
     fn num_sessions(&self) -> usize {
         self.runner.sessions.len()
     }
+}
+
+const VIDIOC_SUBSCRIBE_EVENT: u32 = 90;
+
+/// Rejects payloads the crate would `unwrap()` on. virtio-media 0.0.8
+/// panics on a VIDIOC_SUBSCRIBE_EVENT with an unknown event type or flags.
+pub fn precheck(cmd: &[u8]) -> Option<i32> {
+    let word = |o: usize| cmd.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    if word(0) != Some(3) || word(12) != Some(VIDIOC_SUBSCRIBE_EVENT) {
+        return None;
+    }
+    // struct v4l2_event_subscription { type, id, flags, reserved[5] } at 16.
+    let (Some(ty), Some(flags)) = (word(16), word(24)) else {
+        return None; // too short: the crate's read fails cleanly
+    };
+    let known_type = (1..=6).contains(&ty);
+    let known_flags = flags & !0x3 == 0;
+    (!known_type || !known_flags).then_some(libc::EINVAL)
 }
 
 /// An error-only response (used when the command could not even be read).

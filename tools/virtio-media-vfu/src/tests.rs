@@ -486,6 +486,16 @@ fn malformed_commands_get_error_status() {
     assert_eq!(resp.len(), 8);
     assert_eq!(le32(&resp, 0) as i32, libc::ENOSPC);
 
+    // VIDIOC_SUBSCRIBE_EVENT with an unknown type or flags (the crate
+    // would unwrap() on it) and a valid one the simple device lacks.
+    for (ty, flags, errno) in [(0x1234u32, 0u32, libc::EINVAL), (3, 0x80, libc::EINVAL), (3, 1, libc::ENOTTY)] {
+        let mut sub = vec![0u8; 32];
+        sub[0..4].copy_from_slice(&ty.to_le_bytes());
+        sub[8..12].copy_from_slice(&flags.to_le_bytes());
+        let resp = h.command(&ioctl_cmd(s, 90, &sub), 8);
+        assert_eq!(le32(&resp, 0) as i32, errno, "SUBSCRIBE_EVENT type {ty:#x} flags {flags:#x}");
+    }
+
     // Descriptor pointing outside guest memory: chain returned, no write.
     let r = h.alloc(8);
     h.mem.write_slice(&[0xaa; 8], GuestAddress(r)).unwrap();
