@@ -109,7 +109,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let shm = shm::Shm::new(args.shm_size)?;
     let events = media::EventQueueHandle::default();
     let mem = device::VirtioMediaPci::new_guest_memory();
-    let backend = devices::make_backend(&args.backend, events.clone(), shm.clone())
+    let backend = devices::make_backend(&args.backend, events.clone(), shm.clone(), mem.clone())
         .ok_or_else(|| anyhow::anyhow!("unknown backend {:?}", args.backend))?;
     let dev = device::VirtioMediaPci::new(args.device_id, shm.clone(), backend, events, mem);
 

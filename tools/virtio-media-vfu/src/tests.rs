@@ -47,29 +47,29 @@ struct Vq {
     used_seen: u16,
 }
 
-struct Harness {
-    dev: VirtioMediaPci,
-    mem: GuestMemoryMmap,
+pub(crate) struct Harness {
+    pub(crate) dev: VirtioMediaPci,
+    pub(crate) mem: GuestMemoryMmap,
     vqs: [Vq; 2],
     /// Bump allocator for data buffers in guest memory.
     next_buf: u64,
-    shm: Arc<Shm>,
+    pub(crate) shm: Arc<Shm>,
 }
 
-fn le32(b: &[u8], off: usize) -> u32 {
+pub(crate) fn le32(b: &[u8], off: usize) -> u32 {
     u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
 }
-fn le64(b: &[u8], off: usize) -> u64 {
+pub(crate) fn le64(b: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
 }
 
-fn cmd_hdr(cmd: u32) -> Vec<u8> {
+pub(crate) fn cmd_hdr(cmd: u32) -> Vec<u8> {
     let mut v = cmd.to_le_bytes().to_vec();
     v.extend_from_slice(&[0; 4]);
     v
 }
 
-fn ioctl_cmd(session: u32, code: u32, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn ioctl_cmd(session: u32, code: u32, payload: &[u8]) -> Vec<u8> {
     let mut v = cmd_hdr(CMD_IOCTL);
     v.extend_from_slice(&session.to_le_bytes());
     v.extend_from_slice(&code.to_le_bytes());
@@ -77,7 +77,7 @@ fn ioctl_cmd(session: u32, code: u32, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-fn v4l2_buffer(index: u32, num_planes: u32) -> Vec<u8> {
+pub(crate) fn v4l2_buffer(index: u32, num_planes: u32) -> Vec<u8> {
     let mut b = vec![0u8; V4L2_BUFFER_SIZE];
     b[0..4].copy_from_slice(&index.to_le_bytes());
     b[4..8].copy_from_slice(&V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE.to_le_bytes());
@@ -88,12 +88,16 @@ fn v4l2_buffer(index: u32, num_planes: u32) -> Vec<u8> {
 
 impl Harness {
     fn new(msix: bool) -> Harness {
+        Harness::with_backend("simple", msix)
+    }
+
+    pub(crate) fn with_backend(backend: &str, msix: bool) -> Harness {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
         let shared = VirtioMediaPci::new_guest_memory();
         *shared.write().unwrap() = mem.clone();
         let shm = Shm::new(16 << 20).unwrap();
         let events = EventQueueHandle::default();
-        let backend = devices::make_backend("simple", events.clone(), shm.clone()).unwrap();
+        let backend = devices::make_backend(backend, events.clone(), shm.clone(), shared.clone()).unwrap();
         let dev = VirtioMediaPci::new(42, shm.clone(), backend, events, shared);
         let mut h = Harness {
             dev,
@@ -167,7 +171,7 @@ impl Harness {
         }
     }
 
-    fn alloc(&mut self, len: usize) -> u64 {
+    pub(crate) fn alloc(&mut self, len: usize) -> u64 {
         let a = self.next_buf;
         self.next_buf += (len as u64).div_ceil(64) * 64 + 64;
         assert!(self.next_buf < MEM_SIZE as u64);
@@ -175,7 +179,7 @@ impl Harness {
     }
 
     /// Adds a chain of (addr, len, device-writable) descriptors.
-    fn add_chain(&mut self, q: usize, bufs: &[(u64, u32, bool)]) -> u16 {
+    pub(crate) fn add_chain(&mut self, q: usize, bufs: &[(u64, u32, bool)]) -> u16 {
         let vq = &mut self.vqs[q];
         let head = vq.next_desc;
         for (i, &(addr, len, write)) in bufs.iter().enumerate() {
@@ -199,13 +203,13 @@ impl Harness {
         head % QSIZE
     }
 
-    fn notify(&mut self, q: u16) {
+    pub(crate) fn notify(&mut self, q: u16) {
         let off = pci::NOTIFY_OFF + q as u64 * pci::NOTIFY_OFF_MULTIPLIER as u64;
         self.dev.bar0_write(off, &q.to_le_bytes());
     }
 
     /// New used-ring entries (id, len).
-    fn used(&mut self, q: usize) -> Vec<(u32, u32)> {
+    pub(crate) fn used(&mut self, q: usize) -> Vec<(u32, u32)> {
         let vq = &mut self.vqs[q];
         let idx: u16 = self.mem.read_obj(GuestAddress(vq.used + 2)).unwrap();
         let mut out = vec![];
@@ -221,7 +225,7 @@ impl Harness {
 
     /// Sends one command with a response buffer of `resp_len`; returns the
     /// response bytes actually written by the device.
-    fn command(&mut self, cmd: &[u8], resp_len: u32) -> Vec<u8> {
+    pub(crate) fn command(&mut self, cmd: &[u8], resp_len: u32) -> Vec<u8> {
         let c = self.alloc(cmd.len());
         self.mem.write_slice(cmd, GuestAddress(c)).unwrap();
         let r = self.alloc(resp_len as usize);
@@ -236,7 +240,7 @@ impl Harness {
         out
     }
 
-    fn open(&mut self) -> u32 {
+    pub(crate) fn open(&mut self) -> u32 {
         let resp = self.command(&cmd_hdr(CMD_OPEN), 16);
         assert_eq!(resp.len(), 16);
         assert_eq!(le32(&resp, 0), 0, "OPEN status");
@@ -244,7 +248,7 @@ impl Harness {
     }
 
     /// Makes one eventq buffer of `len` bytes available; returns its address.
-    fn add_event_buffer(&mut self, len: u32) -> (u16, u64) {
+    pub(crate) fn add_event_buffer(&mut self, len: u32) -> (u16, u64) {
         let a = self.alloc(len as usize);
         let head = self.add_chain(1, &[(a, len, true)]);
         (head, a)
@@ -599,8 +603,9 @@ fn dma_map_memfd_regions_and_unmap() {
     use std::os::unix::fs::FileExt;
     let shm = Shm::new(1 << 20).unwrap();
     let events = EventQueueHandle::default();
-    let backend = devices::make_backend("simple", events.clone(), shm.clone()).unwrap();
-    let mut dev = VirtioMediaPci::new(48, shm, backend, events, VirtioMediaPci::new_guest_memory());
+    let shared = VirtioMediaPci::new_guest_memory();
+    let backend = devices::make_backend("simple", events.clone(), shm.clone(), shared.clone()).unwrap();
+    let mut dev = VirtioMediaPci::new(48, shm, backend, events, shared);
     let fd = unsafe { libc::memfd_create(c"ram".as_ptr(), 0) };
     assert!(fd >= 0);
     let file = unsafe { std::fs::File::from_raw_fd(fd) };
@@ -661,4 +666,295 @@ fn msix_eventfds_from_set_irqs() {
     assert_eq!(read(&efds[1]), 1, "commandq vector eventfd signalled");
     assert_eq!(read(&efds[2]), 0);
     assert_eq!(read(&efds[0]), 0);
+}
+
+// ---- --backend capture --------------------------------------------------
+
+mod capture {
+    use super::*;
+    use crate::devices::capture::{frame_byte, FORMATS};
+    use crate::devices::common::*;
+    use v4l2r::bindings;
+
+    const VIDIOC_S_FMT: u32 = 5;
+    const VIDIOC_G_CTRL: u32 = 27;
+    const VIDIOC_S_CTRL: u32 = 28;
+    const VIDIOC_QUERYCTRL: u32 = 36;
+    const VIDIOC_G_EXT_CTRLS: u32 = 71;
+    const VIDIOC_S_EXT_CTRLS: u32 = 72;
+    const VIDIOC_ENUM_FRAMESIZES: u32 = 74;
+    const VIDIOC_ENUM_FRAMEINTERVALS: u32 = 75;
+    const VIDIOC_SUBSCRIBE_EVENT: u32 = 90;
+    const VIDIOC_QUERY_EXT_CTRL: u32 = 103;
+
+    fn s_fmt_mp(h: &mut Harness, s: u32, fourcc: u32, w: u32, ht: u32) -> Vec<u8> {
+        let mut f = g_fmt_payload();
+        f[8..12].copy_from_slice(&w.to_le_bytes());
+        f[12..16].copy_from_slice(&ht.to_le_bytes());
+        f[16..20].copy_from_slice(&fourcc.to_le_bytes());
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_S_FMT, &f), 8 + 208);
+        assert_eq!(le32(&resp, 0), 0, "S_FMT status");
+        resp[8..].to_vec()
+    }
+
+    fn drain_events(h: &mut Harness) -> Vec<Vec<u8>> {
+        let mut out = vec![];
+        while h.dev.events.len() > 0 {
+            let (_, a) = h.add_event_buffer(1024);
+            h.notify(1);
+            let used = h.used(1);
+            assert_eq!(used.len(), 1);
+            let mut ev = vec![0u8; used[0].1 as usize];
+            h.mem.read_slice(&mut ev, GuestAddress(a)).unwrap();
+            out.push(ev);
+        }
+        out
+    }
+
+    #[test]
+    fn formats_sizes_intervals() {
+        let mut h = Harness::with_backend("capture", true);
+        let s = h.open();
+        let mut fourccs = vec![];
+        for i in 0..6u32 {
+            let mut d = vec![0u8; 64];
+            d[0..4].copy_from_slice(&i.to_le_bytes());
+            d[4..8].copy_from_slice(&V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE.to_le_bytes());
+            let resp = h.command(&ioctl_cmd(s, VIDIOC_ENUM_FMT, &d), 8 + 64);
+            if le32(&resp, 0) != 0 {
+                assert_eq!(i, 5, "five formats");
+                break;
+            }
+            fourccs.push(le32(&resp, 8 + 44));
+        }
+        assert_eq!(fourccs, FORMATS.to_vec());
+
+        // Multi-planar NM12 at 1280x720: two memory planes.
+        let f = s_fmt_mp(&mut h, s, FMT_NV12M, 1280, 720);
+        assert_eq!((le32(&f, 8), le32(&f, 12)), (1280, 720));
+        assert_eq!(le32(&f, 16), FMT_NV12M);
+        let pix_mp_planes = 8 + 20 + 4 + 4; // type pad, width..field, colorspace -> plane_fmt
+        let _ = pix_mp_planes;
+        let num_planes_off = 8 + std::mem::offset_of!(bindings::v4l2_pix_format_mplane, num_planes);
+        let plane_fmt_off = 8 + std::mem::offset_of!(bindings::v4l2_pix_format_mplane, plane_fmt);
+        assert_eq!(f[num_planes_off], 2);
+        assert_eq!(le32(&f, plane_fmt_off), 1280 * 720, "plane 0 sizeimage");
+        assert_eq!(le32(&f, plane_fmt_off + 4), 1280, "plane 0 bytesperline");
+        assert_eq!(le32(&f, plane_fmt_off + 20), 1280 * 720 / 2, "plane 1 sizeimage");
+        // Unsupported size snaps to the closest discrete one.
+        let f = s_fmt_mp(&mut h, s, FMT_YUYV, 700, 500);
+        assert_eq!((le32(&f, 8), le32(&f, 12), f[num_planes_off]), (640, 480, 1));
+
+        // Frame sizes and intervals.
+        let mut fs = vec![0u8; 44];
+        fs[4..8].copy_from_slice(&FMT_YUV420M.to_le_bytes());
+        for (i, (w, ht)) in [(320u32, 240u32), (640, 480), (1280, 720)].into_iter().enumerate() {
+            fs[0..4].copy_from_slice(&(i as u32).to_le_bytes());
+            let resp = h.command(&ioctl_cmd(s, VIDIOC_ENUM_FRAMESIZES, &fs), 8 + 44);
+            assert_eq!(le32(&resp, 0), 0);
+            assert_eq!((le32(&resp, 8 + 12), le32(&resp, 8 + 16)), (w, ht));
+        }
+        fs[0] = 3;
+        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_ENUM_FRAMESIZES, &fs), 52), 0) as i32, libc::EINVAL);
+        let mut fi = vec![0u8; 52];
+        fi[0..4].copy_from_slice(&1u32.to_le_bytes());
+        fi[4..8].copy_from_slice(&FMT_YUYV.to_le_bytes());
+        fi[8..12].copy_from_slice(&640u32.to_le_bytes());
+        fi[12..16].copy_from_slice(&480u32.to_le_bytes());
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_ENUM_FRAMEINTERVALS, &fi), 8 + 52);
+        assert_eq!(le32(&resp, 0), 0);
+        assert_eq!((le32(&resp, 8 + 20), le32(&resp, 8 + 24)), (1, 15));
+        fi[8] = 1; // 641x480: not a frame size
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_ENUM_FRAMEINTERVALS, &fi), 8 + 52);
+        assert_eq!(le32(&resp, 0) as i32, libc::EINVAL);
+    }
+
+    #[test]
+    fn multiplanar_frames_in_shm() {
+        let mut h = Harness::with_backend("capture", true);
+        let s = h.open();
+        s_fmt_mp(&mut h, s, FMT_YUV420M, 320, 240);
+        let mut req = vec![0u8; 20];
+        req[0] = 2;
+        req[4] = 9;
+        req[8] = 1;
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_REQBUFS, &req), 28);
+        assert_eq!(le32(&resp, 0), 0);
+        assert_eq!(le32(&resp, 8), 2);
+        assert_eq!(h.shm.usage().0, 6, "2 buffers x 3 planes in the BAR");
+        let sizes = [320 * 240, 320 * 240 / 4, 320 * 240 / 4];
+        let mut offsets = vec![];
+        for i in 0..2 {
+            let resp = h.command(
+                &ioctl_cmd(s, VIDIOC_QUERYBUF, &v4l2_buffer(i, 3)),
+                (8 + V4L2_BUFFER_SIZE + 3 * V4L2_PLANE_SIZE) as u32,
+            );
+            assert_eq!(le32(&resp, 0), 0);
+            assert_eq!(le32(&resp, 8 + 72), 3, "num planes in length");
+            for p in 0..3 {
+                let pl = &resp[8 + V4L2_BUFFER_SIZE + p * V4L2_PLANE_SIZE..];
+                assert_eq!(le32(pl, 4), sizes[p]);
+                offsets.push(le32(pl, 8) as u64);
+            }
+        }
+        let mut sorted = offsets.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 6, "distinct mem_offsets");
+        for i in 0..2 {
+            let resp = h.command(
+                &ioctl_cmd(s, VIDIOC_QBUF, &[v4l2_buffer(i, 3), vec![0; 3 * V4L2_PLANE_SIZE]].concat()),
+                (8 + V4L2_BUFFER_SIZE + 3 * V4L2_PLANE_SIZE) as u32,
+            );
+            assert_eq!(le32(&resp, 0), 0);
+        }
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &9u32.to_le_bytes()), 8);
+        assert_eq!(le32(&resp, 0), 0);
+        let evs = drain_events(&mut h);
+        assert_eq!(evs.len(), 2);
+        for (i, ev) in evs.iter().enumerate() {
+            assert_eq!(le32(ev, 0), 1, "DQBUF");
+            assert_eq!(le32(&ev[8..], 0), i as u32, "index");
+            assert_eq!(le32(&ev[8..], 56), i as u32, "sequence");
+            for p in 0..3 {
+                let pl = &ev[8 + V4L2_BUFFER_SIZE + p * V4L2_PLANE_SIZE..];
+                assert_eq!(le32(pl, 0), sizes[p], "bytesused");
+                let mut b = [0u8; 1];
+                h.shm.read_at(offsets[i * 3 + p] + sizes[p] as u64 - 1, &mut b).unwrap();
+                assert_eq!(b[0], frame_byte(i as u32, p, 128), "frame {i} plane {p} content");
+            }
+        }
+    }
+
+    #[test]
+    fn controls_events_and_array_control() {
+        let mut h = Harness::with_backend("capture", true);
+        let s = h.open();
+
+        // Enumerate with NEXT_CTRL: scalar controls only, in id order.
+        let mut ids = vec![];
+        let mut id = CTRL_FLAG_NEXT_CTRL;
+        loop {
+            let mut q = vec![0u8; 68];
+            q[0..4].copy_from_slice(&id.to_le_bytes());
+            let resp = h.command(&ioctl_cmd(s, VIDIOC_QUERYCTRL, &q), 8 + 68);
+            if le32(&resp, 0) != 0 {
+                assert_eq!(le32(&resp, 0) as i32, libc::EINVAL);
+                break;
+            }
+            let got = le32(&resp, 8);
+            ids.push(got);
+            id = got | CTRL_FLAG_NEXT_CTRL;
+        }
+        assert_eq!(ids, vec![CID_USER_CLASS, CID_BRIGHTNESS, CID_CONTRAST, CID_HFLIP, CID_POWER_LINE_FREQUENCY]);
+        // QUERY_EXT_CTRL finds the array control with NEXT_COMPOUND.
+        let qsz = std::mem::size_of::<bindings::v4l2_query_ext_ctrl>();
+        let mut q = vec![0u8; qsz];
+        q[0..4].copy_from_slice(&(CID_POWER_LINE_FREQUENCY | CTRL_FLAG_NEXT_CTRL | CTRL_FLAG_NEXT_COMPOUND).to_le_bytes());
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_QUERY_EXT_CTRL, &q), (8 + qsz) as u32);
+        assert_eq!(le32(&resp, 0), 0);
+        let r = &resp[8..];
+        assert_eq!(le32(r, 0), CID_TEST_U8_ARRAY);
+        assert_eq!(le32(r, 4), CTRL_TYPE_U8);
+        let elems_off = std::mem::offset_of!(bindings::v4l2_query_ext_ctrl, elems);
+        assert_eq!(le32(r, elems_off), TEST_ARRAY_LEN);
+        assert_eq!(le32(r, elems_off + 4), 1, "nr_of_dims");
+
+        // Control event subscription with SEND_INITIAL.
+        let mut sub = vec![0u8; 32];
+        sub[0..4].copy_from_slice(&bindings::V4L2_EVENT_CTRL.to_le_bytes());
+        sub[4..8].copy_from_slice(&CID_BRIGHTNESS.to_le_bytes());
+        sub[8..12].copy_from_slice(&(bindings::V4L2_EVENT_SUB_FL_SEND_INITIAL | bindings::V4L2_EVENT_SUB_FL_ALLOW_FEEDBACK).to_le_bytes());
+        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_SUBSCRIBE_EVENT, &sub), 8), 0), 0);
+
+        // S_CTRL out of range is clamped; menu out of range is ERANGE.
+        let ctrl = |id: u32, v: i32| [id.to_le_bytes(), v.to_le_bytes()].concat();
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_S_CTRL, &ctrl(CID_BRIGHTNESS, 300)), 16);
+        assert_eq!((le32(&resp, 0), le32(&resp, 12)), (0, 255));
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_G_CTRL, &ctrl(CID_BRIGHTNESS, 0)), 16);
+        assert_eq!(le32(&resp, 12), 255);
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_S_CTRL, &ctrl(CID_POWER_LINE_FREQUENCY, 7)), 16);
+        assert_eq!(le32(&resp, 0) as i32, libc::ERANGE);
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_S_CTRL, &ctrl(0x00981234, 1)), 16);
+        assert_eq!(le32(&resp, 0) as i32, libc::EINVAL);
+
+        let evs = drain_events(&mut h);
+        assert_eq!(evs.len(), 2, "initial + change");
+        for ev in &evs {
+            assert_eq!(le32(ev, 0), 2, "VIRTIO_MEDIA_EVT_EVENT");
+            assert_eq!(le32(ev, 8), bindings::V4L2_EVENT_CTRL);
+        }
+        let id_off = 8 + std::mem::offset_of!(bindings::v4l2_event, id);
+        assert_eq!(le32(&evs[1], id_off), CID_BRIGHTNESS);
+        let value_off = 8 + 8 + 8; // type, union start (8-aligned), changes+type
+        assert_eq!(le32(&evs[0], value_off), 128, "initial value");
+        assert_eq!(le32(&evs[1], value_off), 255, "new value");
+
+        // Array control through S/G_EXT_CTRLS with SG payloads.
+        let hdr_sz = std::mem::size_of::<bindings::v4l2_ext_controls>();
+        let ctl_sz = std::mem::size_of::<bindings::v4l2_ext_control>();
+        let ext = |h: &mut Harness, code: u32, payload_addr: u64| {
+            let mut hdr = vec![0u8; hdr_sz];
+            hdr[4..8].copy_from_slice(&1u32.to_le_bytes()); // count
+            let mut c = vec![0u8; ctl_sz];
+            c[0..4].copy_from_slice(&CID_TEST_U8_ARRAY.to_le_bytes());
+            c[4..8].copy_from_slice(&TEST_ARRAY_LEN.to_le_bytes());
+            let mut sg = payload_addr.to_le_bytes().to_vec();
+            sg.extend_from_slice(&TEST_ARRAY_LEN.to_le_bytes());
+            sg.extend_from_slice(&[0; 4]);
+            let resp = h.command(&ioctl_cmd(s, code, &[hdr, c, sg].concat()), (8 + hdr_sz + ctl_sz) as u32);
+            le32(&resp, 0)
+        };
+        let src = h.alloc(8);
+        h.mem.write_slice(&[1, 2, 3, 4, 5, 6, 7, 8], GuestAddress(src)).unwrap();
+        assert_eq!(ext(&mut h, VIDIOC_S_EXT_CTRLS, src), 0);
+        let dst = h.alloc(8);
+        assert_eq!(ext(&mut h, VIDIOC_G_EXT_CTRLS, dst), 0);
+        let mut got = [0u8; 8];
+        h.mem.read_slice(&mut got, GuestAddress(dst)).unwrap();
+        assert_eq!(got, [1, 2, 3, 4, 5, 6, 7, 8]);
+        // Payload pointing outside guest memory: EFAULT, no panic.
+        assert_eq!(ext(&mut h, VIDIOC_G_EXT_CTRLS, 0xdead_0000_0000) as i32, libc::EFAULT);
+    }
+
+    #[test]
+    fn userptr_capture_writes_guest_memory() {
+        let mut h = Harness::with_backend("capture", true);
+        let s = h.open();
+        s_fmt_mp(&mut h, s, FMT_YUYV, 320, 240);
+        let mut req = vec![0u8; 20];
+        req[0] = 1;
+        req[4] = 9;
+        req[8] = 2; // USERPTR
+        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_REQBUFS, &req), 28), 0), 0);
+        assert_eq!(h.shm.usage().0, 0, "USERPTR uses no shared memory");
+        let size = 320 * 240 * 2u32;
+        // Two SG entries for one plane.
+        let a = h.alloc(size as usize / 2);
+        let b = h.alloc(size as usize / 2);
+        let mut buf = v4l2_buffer(0, 1);
+        buf[60..64].copy_from_slice(&2u32.to_le_bytes());
+        let mut plane = vec![0u8; V4L2_PLANE_SIZE];
+        plane[4..8].copy_from_slice(&size.to_le_bytes());
+        plane[8..16].copy_from_slice(&0x7f00_1234_5000u64.to_le_bytes()); // guest userspace ptr
+        let mut sgs = vec![];
+        for (addr, len) in [(a, size / 2), (b, size / 2)] {
+            sgs.extend_from_slice(&addr.to_le_bytes());
+            sgs.extend_from_slice(&len.to_le_bytes());
+            sgs.extend_from_slice(&[0; 4]);
+        }
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_QBUF, &[buf, plane, sgs].concat()), (8 + 88 + 64) as u32);
+        assert_eq!(le32(&resp, 0), 0, "QBUF USERPTR");
+        assert_eq!(le64(&resp, 8 + 88 + 8), 0x7f00_1234_5000, "userptr returned unchanged");
+        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &9u32.to_le_bytes()), 8), 0), 0);
+        let want = frame_byte(0, 0, 128);
+        for addr in [a, b + size as u64 / 2 - 1] {
+            let mut x = [0u8; 1];
+            h.mem.read_slice(&mut x, GuestAddress(addr)).unwrap();
+            assert_eq!(x[0], want);
+        }
+        let evs = drain_events(&mut h);
+        assert_eq!(evs.len(), 1);
+        assert_eq!(le64(&evs[0][8..], 64), 0, "planes pointer scrubbed");
+    }
 }

@@ -1,15 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Device backends selectable with `--backend`.
 
+pub mod capture;
+pub mod common;
 pub mod simple;
 
 use std::sync::Arc;
 
-use crate::media::{make_config, EventQueueHandle, MediaBackend, RunnerBackend};
+use crate::media::{make_config, EventQueueHandle, GuestMemMapper, MediaBackend, RunnerBackend, SharedGuestMemory};
 use crate::shm::{Shm, ShmMapper};
 
 /// Backend names accepted by `--backend`.
-pub const BACKENDS: &[&str] = &["simple"];
+pub const BACKENDS: &[&str] = &["simple", "capture"];
 
 /// V4L2 device_caps bits.
 pub const V4L2_CAP_VIDEO_CAPTURE_MPLANE: u32 = 0x0000_1000;
@@ -21,7 +23,9 @@ pub fn make_backend(
     name: &str,
     events: EventQueueHandle,
     shm: Arc<Shm>,
+    mem: SharedGuestMemory,
 ) -> Option<Box<dyn MediaBackend>> {
+    let guest = GuestMemMapper { mem };
     match name {
         "simple" => {
             let config = make_config(
@@ -35,6 +39,17 @@ pub fn make_backend(
                     ShmMapper::new(shm.clone()),
                     shm.clone(),
                 )
+            });
+            Some(Box::new(RunnerBackend::new(factory, config)))
+        }
+        "capture" => {
+            let config = make_config(
+                V4L2_CAP_VIDEO_CAPTURE_MPLANE | V4L2_CAP_STREAMING,
+                VFL_TYPE_VIDEO,
+                "virtio-media-vfu capture",
+            );
+            let factory = Box::new(move || {
+                capture::CaptureDevice::new(common::DevCtx::new(shm.clone(), guest.clone(), events.clone()))
             });
             Some(Box::new(RunnerBackend::new(factory, config)))
         }

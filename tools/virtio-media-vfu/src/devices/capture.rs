@@ -1,0 +1,567 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `--backend capture`: a multi-planar-API capture device with several
+//! pixel formats (single memory plane: YUYV, RGB3, NV12; several memory
+//! planes: NM12, YM12), three discrete frame sizes with two frame intervals
+//! each, user controls including a U8 array control, control and
+//! frame-sync events, MMAP and USERPTR memory.
+//!
+//! Frame content: every byte of memory plane `p` of the frame with sequence
+//! number `s` is `frame_byte(s, p, brightness)`.
+
+use std::io::Result as IoResult;
+
+use v4l2r::bindings;
+use v4l2r::ioctl::{BufferCapabilities, BufferFlags, EventType, MemoryConsistency, SubscribeEventFlags, V4l2Buffer};
+use v4l2r::memory::MemoryType;
+use v4l2r::QueueType;
+use virtio_media::io::{ReadFromDescriptorChain, WriteToDescriptorChain};
+use virtio_media::ioctl::{virtio_media_dispatch_ioctl, VirtioMediaIoctlHandler};
+use virtio_media::protocol::{DequeueBufferEvent, RespHeader, SgEntry, V4l2Event, V4l2Ioctl};
+use virtio_media::{VirtioMediaDevice, VirtioMediaDeviceSession, VirtioMediaEventQueue};
+
+use super::common::*;
+
+pub const QUEUE: QueueType = QueueType::VideoCaptureMplane;
+pub const FORMATS: &[u32] = &[FMT_YUYV, FMT_RGB24, FMT_NV12, FMT_NV12M, FMT_YUV420M];
+pub const SIZES: &[(u32, u32)] = &[(320, 240), (640, 480), (1280, 720)];
+/// Frame intervals (numerator, denominator).
+pub const INTERVALS: &[(u32, u32)] = &[(1, 30), (1, 15)];
+
+pub fn frame_byte(sequence: u32, plane: usize, brightness: i64) -> u8 {
+    ((sequence as i64 + 40 * plane as i64 + brightness) & 0xff) as u8
+}
+
+pub struct CaptureSession {
+    pub id: u32,
+    pub fmt: Format,
+    pub q: BufQueue,
+    pub interval: (u32, u32),
+}
+
+impl VirtioMediaDeviceSession for CaptureSession {
+    fn poll_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
+}
+
+pub struct CaptureDevice {
+    pub ctx: DevCtx,
+    pub ctrls: Controls,
+    /// Session that owns buffers (only one at a time, like real hardware).
+    active: Option<u32>,
+}
+
+impl CaptureDevice {
+    pub fn new(ctx: DevCtx) -> Self {
+        CaptureDevice {
+            ctx,
+            ctrls: Controls::new(user_controls()),
+            active: None,
+        }
+    }
+
+    fn default_format() -> Format {
+        layout(FORMATS[0], SIZES[1].0, SIZES[1].1).unwrap_or_else(|| Format {
+            fourcc: FORMATS[0],
+            width: 0,
+            height: 0,
+            planes: vec![],
+        })
+    }
+
+    fn closest(fourcc: u32, width: u32, height: u32) -> Format {
+        let fourcc = if FORMATS.contains(&fourcc) { fourcc } else { FORMATS[0] };
+        let target = width as i64 * height as i64;
+        let &(w, h) = SIZES
+            .iter()
+            .min_by_key(|(w, h)| ((*w as i64 * *h as i64) - target).abs())
+            .unwrap_or(&SIZES[0]);
+        layout(fourcc, w, h).unwrap_or_else(Self::default_format)
+    }
+
+    fn process(&mut self, s: &mut CaptureSession) -> IoctlResult<()> {
+        if !s.q.streaming {
+            return Ok(());
+        }
+        let brightness = self.ctrls.int(CID_BRIGHTNESS);
+        while let Some(idx) = s.q.queued.pop_front() {
+            let seq = s.q.sequence;
+            let mut used = vec![];
+            for (p, &size) in s.q.plane_sizes.clone().iter().enumerate() {
+                let b = frame_byte(seq, p, brightness);
+                let fill = s.fmt.planes.get(p).map(|l| l.sizeimage).unwrap_or(size).min(size);
+                match s.q.bufs.get(idx).and_then(|buf| buf.mem.get(p)) {
+                    Some(PlaneMem::Mmap(shm)) => shm.fill(0, fill as u64, b)?,
+                    Some(PlaneMem::UserPtr(_)) => s.q.write_plane(&self.ctx, idx, p, &vec![b; fill as usize])?,
+                    None => return Err(libc::EIO),
+                }
+                used.push(fill);
+            }
+            let buf = s.q.complete(idx, &used, BufferFlags::empty())?;
+            if self.ctx.subscribed(s.id, bindings::V4L2_EVENT_FRAME_SYNC, 0).is_some() {
+                let mut ev = bindings::v4l2_event {
+                    type_: bindings::V4L2_EVENT_FRAME_SYNC,
+                    ..Default::default()
+                };
+                ev.u.frame_sync.frame_sequence = seq;
+                self.ctx.send_event(s.id, ev);
+            }
+            self.ctx
+                .events
+                .send_event(V4l2Event::DequeueBuffer(DequeueBufferEvent::new(s.id, buf)));
+        }
+        Ok(())
+    }
+}
+
+/// Answers VIDIOC_QUERYCTRL / VIDIOC_QUERY_EXT_CTRL (the crate hands the
+/// handler an opaque control id, so these are handled before dispatch).
+pub fn query_ioctls<R: ReadFromDescriptorChain, W: WriteToDescriptorChain>(
+    ctrls: &Controls,
+    ioctl: V4l2Ioctl,
+    reader: &mut R,
+    writer: &mut W,
+) -> Option<IoResult<()>> {
+    match ioctl {
+        V4l2Ioctl::VIDIOC_QUERYCTRL => Some(match reader.read_obj::<bindings::v4l2_queryctrl>() {
+            Err(_) => writer.write_err_response(libc::EINVAL),
+            Ok(q) => match ctrls.lookup(q.id, false).map(|i| ctrls.queryctrl(i)) {
+                Some(Ok(r)) => writer.write_response(RespHeader::ok()).and_then(|()| writer.write_obj(r)),
+                Some(Err(e)) => writer.write_err_response(e),
+                None => writer.write_err_response(libc::EINVAL),
+            },
+        }),
+        V4l2Ioctl::VIDIOC_QUERY_EXT_CTRL => Some(match reader.read_obj::<bindings::v4l2_query_ext_ctrl>() {
+            Err(_) => writer.write_err_response(libc::EINVAL),
+            Ok(q) => match ctrls.lookup(q.id, true) {
+                Some(i) => writer
+                    .write_response(RespHeader::ok())
+                    .and_then(|()| writer.write_obj(ctrls.query_ext(i))),
+                None => writer.write_err_response(libc::EINVAL),
+            },
+        }),
+        _ => None,
+    }
+}
+
+impl<R, W> VirtioMediaDevice<R, W> for CaptureDevice
+where
+    R: ReadFromDescriptorChain,
+    W: WriteToDescriptorChain,
+{
+    type Session = CaptureSession;
+
+    fn new_session(&mut self, session_id: u32) -> Result<Self::Session, i32> {
+        Ok(CaptureSession {
+            id: session_id,
+            fmt: Self::default_format(),
+            q: BufQueue::new(QUEUE),
+            interval: INTERVALS[0],
+        })
+    }
+
+    fn close_session(&mut self, mut session: Self::Session) {
+        session.q.release(&mut self.ctx);
+        if self.active == Some(session.id) {
+            self.active = None;
+        }
+        self.ctx.drop_session(session.id);
+    }
+
+    fn do_ioctl(&mut self, session: &mut Self::Session, ioctl: V4l2Ioctl, reader: &mut R, writer: &mut W) -> IoResult<()> {
+        if let Some(r) = query_ioctls(&self.ctrls, ioctl, reader, writer) {
+            return r;
+        }
+        virtio_media_dispatch_ioctl(self, session, ioctl, reader, writer)
+    }
+
+    fn do_mmap(&mut self, session: &mut Self::Session, flags: u32, offset: u32) -> Result<(u64, u64), i32> {
+        self.ctx.do_mmap(&session.q.mmap_offsets(), flags, offset)
+    }
+
+    fn do_munmap(&mut self, guest_addr: u64) -> Result<(), i32> {
+        self.ctx.do_munmap(guest_addr)
+    }
+}
+
+impl VirtioMediaIoctlHandler for CaptureDevice {
+    type Session = CaptureSession;
+
+    fn enum_fmt(&mut self, _s: &Self::Session, queue: QueueType, index: u32) -> IoctlResult<bindings::v4l2_fmtdesc> {
+        if queue != QUEUE {
+            return Err(libc::EINVAL);
+        }
+        let &f = FORMATS.get(index as usize).ok_or(libc::EINVAL)?;
+        let mut d = bindings::v4l2_fmtdesc {
+            index,
+            type_: queue as u32,
+            pixelformat: f,
+            ..Default::default()
+        };
+        for (i, b) in format_description(f).bytes().take(31).enumerate() {
+            d.description[i] = b;
+        }
+        Ok(d)
+    }
+
+    fn g_fmt(&mut self, s: &Self::Session, queue: QueueType) -> IoctlResult<bindings::v4l2_format> {
+        if queue != QUEUE {
+            return Err(libc::EINVAL);
+        }
+        Ok(fmt_to_v4l2(queue, &s.fmt))
+    }
+
+    fn try_fmt(&mut self, _s: &Self::Session, queue: QueueType, f: bindings::v4l2_format) -> IoctlResult<bindings::v4l2_format> {
+        if queue != QUEUE {
+            return Err(libc::EINVAL);
+        }
+        let (fourcc, w, h) = fmt_request(queue, &f);
+        Ok(fmt_to_v4l2(queue, &Self::closest(fourcc, w, h)))
+    }
+
+    fn s_fmt(&mut self, s: &mut Self::Session, queue: QueueType, f: bindings::v4l2_format) -> IoctlResult<bindings::v4l2_format> {
+        if queue != QUEUE {
+            return Err(libc::EINVAL);
+        }
+        if !s.q.bufs.is_empty() {
+            return Err(libc::EBUSY);
+        }
+        let (fourcc, w, h) = fmt_request(queue, &f);
+        s.fmt = Self::closest(fourcc, w, h);
+        Ok(fmt_to_v4l2(queue, &s.fmt))
+    }
+
+    fn enum_framesizes(&mut self, _s: &Self::Session, index: u32, pixel_format: u32) -> IoctlResult<bindings::v4l2_frmsizeenum> {
+        if !FORMATS.contains(&pixel_format) {
+            return Err(libc::EINVAL);
+        }
+        let &(width, height) = SIZES.get(index as usize).ok_or(libc::EINVAL)?;
+        Ok(bindings::v4l2_frmsizeenum {
+            index,
+            pixel_format,
+            type_: bindings::v4l2_frmsizetypes_V4L2_FRMSIZE_TYPE_DISCRETE,
+            __bindgen_anon_1: bindings::v4l2_frmsizeenum__bindgen_ty_1 {
+                discrete: bindings::v4l2_frmsize_discrete { width, height },
+            },
+            ..Default::default()
+        })
+    }
+
+    fn enum_frameintervals(
+        &mut self,
+        _s: &Self::Session,
+        index: u32,
+        pixel_format: u32,
+        width: u32,
+        height: u32,
+    ) -> IoctlResult<bindings::v4l2_frmivalenum> {
+        if !FORMATS.contains(&pixel_format) || !SIZES.contains(&(width, height)) {
+            return Err(libc::EINVAL);
+        }
+        let &(numerator, denominator) = INTERVALS.get(index as usize).ok_or(libc::EINVAL)?;
+        Ok(bindings::v4l2_frmivalenum {
+            index,
+            pixel_format,
+            width,
+            height,
+            type_: bindings::v4l2_frmivaltypes_V4L2_FRMIVAL_TYPE_DISCRETE,
+            __bindgen_anon_1: bindings::v4l2_frmivalenum__bindgen_ty_1 {
+                discrete: bindings::v4l2_fract { numerator, denominator },
+            },
+            ..Default::default()
+        })
+    }
+
+    fn g_parm(&mut self, s: &Self::Session, queue: QueueType) -> IoctlResult<bindings::v4l2_streamparm> {
+        if queue != QUEUE {
+            return Err(libc::EINVAL);
+        }
+        let mut parm = bindings::v4l2_streamparm {
+            type_: queue as u32,
+            ..Default::default()
+        };
+        parm.parm.capture = bindings::v4l2_captureparm {
+            capability: bindings::V4L2_CAP_TIMEPERFRAME,
+            timeperframe: bindings::v4l2_fract {
+                numerator: s.interval.0,
+                denominator: s.interval.1,
+            },
+            ..Default::default()
+        };
+        Ok(parm)
+    }
+
+    fn s_parm(&mut self, s: &mut Self::Session, parm: bindings::v4l2_streamparm) -> IoctlResult<bindings::v4l2_streamparm> {
+        let queue = QueueType::n(parm.type_).ok_or(libc::EINVAL)?;
+        if queue != QUEUE {
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: capture member for a capture queue.
+        let tpf = unsafe { parm.parm.capture.timeperframe };
+        if tpf.numerator != 0 && tpf.denominator != 0 {
+            let want = tpf.denominator as f64 / tpf.numerator as f64;
+            s.interval = *INTERVALS
+                .iter()
+                .min_by(|a, b| {
+                    let fa = (a.1 as f64 / a.0 as f64 - want).abs();
+                    let fb = (b.1 as f64 / b.0 as f64 - want).abs();
+                    fa.total_cmp(&fb)
+                })
+                .unwrap_or(&INTERVALS[0]);
+        }
+        self.g_parm(s, queue)
+    }
+
+    fn enuminput(&mut self, _s: &Self::Session, index: u32) -> IoctlResult<bindings::v4l2_input> {
+        if index != 0 {
+            return Err(libc::EINVAL);
+        }
+        let mut input = bindings::v4l2_input {
+            index: 0,
+            type_: bindings::V4L2_INPUT_TYPE_CAMERA,
+            ..Default::default()
+        };
+        for (i, b) in b"Camera 0".iter().enumerate() {
+            input.name[i] = *b;
+        }
+        Ok(input)
+    }
+
+    fn g_input(&mut self, _s: &Self::Session) -> IoctlResult<i32> {
+        Ok(0)
+    }
+
+    fn s_input(&mut self, _s: &mut Self::Session, input: i32) -> IoctlResult<i32> {
+        if input == 0 {
+            Ok(0)
+        } else {
+            Err(libc::EINVAL)
+        }
+    }
+
+    fn reqbufs(
+        &mut self,
+        s: &mut Self::Session,
+        queue: QueueType,
+        memory: MemoryType,
+        count: u32,
+        _flags: MemoryConsistency,
+    ) -> IoctlResult<bindings::v4l2_requestbuffers> {
+        if queue != QUEUE {
+            return Err(libc::EINVAL);
+        }
+        if matches!(self.active, Some(id) if id != s.id) {
+            return Err(libc::EBUSY);
+        }
+        let sizes: Vec<u32> = s.fmt.planes.iter().map(|p| p.sizeimage).collect();
+        let count = s.q.reqbufs(&mut self.ctx, memory, count, &sizes)?;
+        self.active = (count > 0).then_some(s.id);
+        Ok(bindings::v4l2_requestbuffers {
+            count,
+            type_: queue as u32,
+            memory: memory as u32,
+            capabilities: (BufferCapabilities::SUPPORTS_MMAP
+                | BufferCapabilities::SUPPORTS_USERPTR
+                | BufferCapabilities::SUPPORTS_ORPHANED_BUFS)
+                .bits(),
+            ..Default::default()
+        })
+    }
+
+    fn create_bufs(
+        &mut self,
+        s: &mut Self::Session,
+        count: u32,
+        queue: QueueType,
+        memory: MemoryType,
+        format: bindings::v4l2_format,
+    ) -> IoctlResult<bindings::v4l2_create_buffers> {
+        if queue != QUEUE {
+            return Err(libc::EINVAL);
+        }
+        if matches!(self.active, Some(id) if id != s.id) {
+            return Err(libc::EBUSY);
+        }
+        if !s.q.bufs.is_empty() && memory != s.q.memory {
+            return Err(libc::EINVAL);
+        }
+        let (fourcc, w, h) = fmt_request(queue, &format);
+        let want = layout(fourcc, w, h).ok_or(libc::EINVAL)?;
+        if want.planes.len() != s.fmt.planes.len()
+            || want.planes.iter().zip(&s.fmt.planes).any(|(a, b)| a.sizeimage < b.sizeimage)
+        {
+            return Err(libc::EINVAL);
+        }
+        if s.q.bufs.is_empty() {
+            s.q.memory = memory;
+            s.q.plane_sizes = s.fmt.planes.iter().map(|p| p.sizeimage).collect();
+        }
+        let count = count.min(MAX_BUFFERS - s.q.bufs.len() as u32);
+        let index = if count > 0 {
+            s.q.add_buffers(&mut self.ctx, count)?
+        } else {
+            s.q.bufs.len() as u32
+        };
+        if !s.q.bufs.is_empty() {
+            self.active = Some(s.id);
+        }
+        Ok(bindings::v4l2_create_buffers {
+            index,
+            count,
+            memory: memory as u32,
+            format,
+            capabilities: (BufferCapabilities::SUPPORTS_MMAP
+                | BufferCapabilities::SUPPORTS_USERPTR
+                | BufferCapabilities::SUPPORTS_ORPHANED_BUFS)
+                .bits(),
+            ..Default::default()
+        })
+    }
+
+    fn querybuf(&mut self, s: &Self::Session, queue: QueueType, index: u32) -> IoctlResult<V4l2Buffer> {
+        if queue != QUEUE {
+            return Err(libc::EINVAL);
+        }
+        s.q.querybuf(index)
+    }
+
+    fn qbuf(&mut self, s: &mut Self::Session, buffer: V4l2Buffer, regions: Vec<Vec<SgEntry>>) -> IoctlResult<V4l2Buffer> {
+        let out = s.q.qbuf(&buffer, regions)?;
+        self.process(s)?;
+        Ok(out)
+    }
+
+    fn streamon(&mut self, s: &mut Self::Session, queue: QueueType) -> IoctlResult<()> {
+        if queue != QUEUE {
+            return Err(libc::EINVAL);
+        }
+        s.q.streamon()?;
+        self.process(s)
+    }
+
+    fn streamoff(&mut self, s: &mut Self::Session, queue: QueueType) -> IoctlResult<()> {
+        if queue != QUEUE {
+            return Err(libc::EINVAL);
+        }
+        s.q.streamoff();
+        Ok(())
+    }
+
+    fn querymenu(&mut self, _s: &Self::Session, id: u32, index: u32) -> IoctlResult<bindings::v4l2_querymenu> {
+        self.ctrls.querymenu(id, index)
+    }
+
+    fn g_ctrl(&mut self, _s: &Self::Session, id: u32) -> IoctlResult<bindings::v4l2_control> {
+        let i = self.ctrls.find(id).ok_or(libc::EINVAL)?;
+        let d = &self.ctrls.defs[i];
+        if d.is_payload() || d.type_ == CTRL_TYPE_CTRL_CLASS {
+            return Err(libc::EINVAL);
+        }
+        Ok(bindings::v4l2_control {
+            id,
+            value: self.ctrls.int(id) as i32,
+        })
+    }
+
+    fn s_ctrl(&mut self, s: &mut Self::Session, id: u32, value: i32) -> IoctlResult<bindings::v4l2_control> {
+        let i = self.ctrls.find(id).ok_or(libc::EINVAL)?;
+        if self.ctrls.defs[i].is_payload() {
+            return Err(libc::EINVAL);
+        }
+        let v = self.ctrls.validate(i, value as i64)?;
+        if self.ctrls.vals[i] != CtrlVal::Int(v) {
+            self.ctrls.vals[i] = CtrlVal::Int(v);
+            notify_ctrl(&mut self.ctx, &self.ctrls, i, Some(s.id));
+        }
+        Ok(bindings::v4l2_control { id, value: v as i32 })
+    }
+
+    fn g_ext_ctrls(
+        &mut self,
+        s: &Self::Session,
+        which: v4l2r::ioctl::CtrlWhich,
+        ctrls: &mut bindings::v4l2_ext_controls,
+        arr: &mut Vec<bindings::v4l2_ext_control>,
+        regions: Vec<Vec<SgEntry>>,
+    ) -> IoctlResult<()> {
+        let w = which_raw(&which)?;
+        ext_ctrls(&mut self.ctx, &mut self.ctrls, s.id, ExtOp::Get, w, ctrls, arr, regions)
+    }
+
+    fn s_ext_ctrls(
+        &mut self,
+        s: &mut Self::Session,
+        which: v4l2r::ioctl::CtrlWhich,
+        ctrls: &mut bindings::v4l2_ext_controls,
+        arr: &mut Vec<bindings::v4l2_ext_control>,
+        regions: Vec<Vec<SgEntry>>,
+    ) -> IoctlResult<()> {
+        let w = which_raw(&which)?;
+        ext_ctrls(&mut self.ctx, &mut self.ctrls, s.id, ExtOp::Set, w, ctrls, arr, regions)
+    }
+
+    fn try_ext_ctrls(
+        &mut self,
+        s: &Self::Session,
+        which: v4l2r::ioctl::CtrlWhich,
+        ctrls: &mut bindings::v4l2_ext_controls,
+        arr: &mut Vec<bindings::v4l2_ext_control>,
+        regions: Vec<Vec<SgEntry>>,
+    ) -> IoctlResult<()> {
+        let w = which_raw(&which)?;
+        ext_ctrls(&mut self.ctx, &mut self.ctrls, s.id, ExtOp::Try, w, ctrls, arr, regions)
+    }
+
+    fn subscribe_event(&mut self, s: &mut Self::Session, event: EventType, flags: SubscribeEventFlags) -> IoctlResult<()> {
+        subscribe(&mut self.ctx, &self.ctrls, s.id, event, flags, &[bindings::V4L2_EVENT_FRAME_SYNC])
+    }
+
+    fn unsubscribe_event(&mut self, s: &mut Self::Session, event: bindings::v4l2_event_subscription) -> IoctlResult<()> {
+        self.ctx.unsubscribe(s.id, event.type_, event.id);
+        Ok(())
+    }
+}
+
+pub fn which_raw(which: &v4l2r::ioctl::CtrlWhich) -> IoctlResult<u32> {
+    use v4l2r::ioctl::CtrlWhich;
+    match which {
+        CtrlWhich::Current => Ok(CTRL_WHICH_CUR_VAL),
+        CtrlWhich::Default => Ok(CTRL_WHICH_DEF_VAL),
+        CtrlWhich::Class(c) => Ok(*c),
+        CtrlWhich::Request(_) => Err(libc::EINVAL),
+    }
+}
+
+/// Shared SUBSCRIBE_EVENT: control events for existing controls, plus the
+/// event types in `others`.
+pub fn subscribe(
+    ctx: &mut DevCtx,
+    ctrls: &Controls,
+    session: u32,
+    event: EventType,
+    flags: SubscribeEventFlags,
+    others: &[u32],
+) -> IoctlResult<()> {
+    let (type_, id) = match event {
+        EventType::Ctrl(id) => (bindings::V4L2_EVENT_CTRL, id),
+        EventType::VSync => (bindings::V4L2_EVENT_VSYNC, 0),
+        EventType::Eos => (bindings::V4L2_EVENT_EOS, 0),
+        EventType::FrameSync => (bindings::V4L2_EVENT_FRAME_SYNC, 0),
+        EventType::SourceChange(id) => (bindings::V4L2_EVENT_SOURCE_CHANGE, id),
+        EventType::MotionDet => (bindings::V4L2_EVENT_MOTION_DET, 0),
+    };
+    if type_ == bindings::V4L2_EVENT_CTRL {
+        let i = ctrls.find(id).ok_or(libc::EINVAL)?;
+        ctx.subscribe(session, Subscription { type_, id, flags: flags.bits() });
+        if flags.contains(SubscribeEventFlags::SEND_INITIAL) && !ctrls.defs[i].is_payload() {
+            let ev = ctrls.ctrl_event(i, EVENT_CTRL_CH_VALUE | EVENT_CTRL_CH_FLAGS);
+            ctx.send_event(session, ev);
+        }
+        return Ok(());
+    }
+    if !others.contains(&type_) {
+        return Err(libc::EINVAL);
+    }
+    ctx.subscribe(session, Subscription { type_, id, flags: flags.bits() });
+    Ok(())
+}
