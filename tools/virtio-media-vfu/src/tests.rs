@@ -957,4 +957,47 @@ mod capture {
         assert_eq!(evs.len(), 1);
         assert_eq!(le64(&evs[0][8..], 64), 0, "planes pointer scrubbed");
     }
+
+    #[test]
+    fn output_consumes_guest_frames() {
+        use crate::devices::capture::CID_LAST_FRAME_CHECKSUM;
+        const OUT_MPLANE: u32 = 10;
+        let mut h = Harness::with_backend("output", true);
+        let s = h.open();
+        let mut f = vec![0u8; 208];
+        f[0..4].copy_from_slice(&OUT_MPLANE.to_le_bytes());
+        f[8..12].copy_from_slice(&320u32.to_le_bytes());
+        f[12..16].copy_from_slice(&240u32.to_le_bytes());
+        f[16..20].copy_from_slice(&FMT_GREY.to_le_bytes());
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_S_FMT, &f), 8 + 208);
+        assert_eq!(le32(&resp, 0), 0);
+        assert_eq!(le32(&resp, 16 + 8), FMT_YUYV, "GREY is not an output format: default");
+        let size = 320 * 240 * 2u32;
+        let mut req = vec![0u8; 20];
+        req[0] = 1;
+        req[4..8].copy_from_slice(&OUT_MPLANE.to_le_bytes());
+        req[8] = 1;
+        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_REQBUFS, &req), 28), 0), 0);
+        let mut qb = v4l2_buffer(0, 1);
+        qb[4..8].copy_from_slice(&OUT_MPLANE.to_le_bytes());
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_QUERYBUF, &qb), (8 + 88 + 64) as u32);
+        let off = le32(&resp, 8 + 88 + 8) as u64;
+        // The "guest" writes 100 bytes of 3 through its mapping of the BAR.
+        h.shm.write_at(off, &[3u8; 100]).unwrap();
+        let mut plane = vec![0u8; V4L2_PLANE_SIZE];
+        plane[0..4].copy_from_slice(&100u32.to_le_bytes()); // bytesused
+        plane[4..8].copy_from_slice(&size.to_le_bytes());
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_QBUF, &[qb.clone(), plane].concat()), (8 + 88 + 64) as u32);
+        assert_eq!(le32(&resp, 0), 0);
+        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &OUT_MPLANE.to_le_bytes()), 8), 0), 0);
+        let evs = drain_events(&mut h);
+        assert_eq!(evs.len(), 1);
+        assert_eq!(le32(&evs[0][8 + 88..], 0), 100, "bytesused echoed");
+        let ctrl = [CID_LAST_FRAME_CHECKSUM.to_le_bytes(), [0; 4]].concat();
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_G_CTRL, &ctrl), 16);
+        assert_eq!(le32(&resp, 0), 0);
+        assert_eq!(le32(&resp, 12), 300, "checksum of 100 bytes of 3");
+        // Output devices have no inputs.
+        assert_eq!(le32(&h.command(&ioctl_cmd(s, 38, &[]), 12), 0) as i32, libc::ENOTTY);
+    }
 }

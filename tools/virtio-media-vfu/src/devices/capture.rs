@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
-//! `--backend capture`: a multi-planar-API capture device with several
-//! pixel formats (single memory plane: YUYV, RGB3, NV12; several memory
-//! planes: NM12, YM12), three discrete frame sizes with two frame intervals
-//! each, user controls including a U8 array control, control and
-//! frame-sync events, MMAP and USERPTR memory.
+//! `--backend capture` and `--backend output`: streaming devices on the
+//! multi-planar API with several pixel formats (single memory plane: YUYV,
+//! RGB3, NV12; several memory planes: NM12, YM12), three discrete frame
+//! sizes with two frame intervals each, user controls including a U8 array
+//! control, control and frame-sync events, MMAP and USERPTR memory.
 //!
-//! Frame content: every byte of memory plane `p` of the frame with sequence
+//! Capture: every byte of memory plane `p` of the frame with sequence
 //! number `s` is `frame_byte(s, p, brightness)`.
+//!
+//! Output: every queued buffer is consumed at once (while streaming); the
+//! read-only control "Last Frame Checksum" holds the wrapping sum of all
+//! `bytesused` bytes of its planes, masked to 31 bits.
 
 use std::io::Result as IoResult;
 
@@ -21,7 +25,10 @@ use virtio_media::{VirtioMediaDevice, VirtioMediaDeviceSession, VirtioMediaEvent
 
 use super::common::*;
 
-pub const QUEUE: QueueType = QueueType::VideoCaptureMplane;
+pub const CAPTURE_QUEUE: QueueType = QueueType::VideoCaptureMplane;
+pub const OUTPUT_QUEUE: QueueType = QueueType::VideoOutputMplane;
+/// Read-only control of the output device: checksum of the last frame.
+pub const CID_LAST_FRAME_CHECKSUM: u32 = 0x0098_1981;
 pub const FORMATS: &[u32] = &[FMT_YUYV, FMT_RGB24, FMT_NV12, FMT_NV12M, FMT_YUV420M];
 pub const SIZES: &[(u32, u32)] = &[(320, 240), (640, 480), (1280, 720)];
 /// Frame intervals (numerator, denominator).
@@ -45,6 +52,8 @@ impl VirtioMediaDeviceSession for CaptureSession {
 }
 
 pub struct CaptureDevice {
+    /// CAPTURE_QUEUE or OUTPUT_QUEUE.
+    pub queue: QueueType,
     pub ctx: DevCtx,
     pub ctrls: Controls,
     /// Session that owns buffers (only one at a time, like real hardware).
@@ -54,10 +63,62 @@ pub struct CaptureDevice {
 impl CaptureDevice {
     pub fn new(ctx: DevCtx) -> Self {
         CaptureDevice {
+            queue: CAPTURE_QUEUE,
             ctx,
             ctrls: Controls::new(user_controls()),
             active: None,
         }
+    }
+
+    pub fn new_output(ctx: DevCtx) -> Self {
+        let mut defs = user_controls();
+        defs.push(CtrlDef {
+            id: CID_LAST_FRAME_CHECKSUM,
+            name: "Last Frame Checksum",
+            type_: CTRL_TYPE_INTEGER,
+            min: 0,
+            max: i32::MAX as i64,
+            step: 1,
+            def: 0,
+            flags: CTRL_FLAG_READ_ONLY | CTRL_FLAG_VOLATILE,
+            elems: 0,
+            menu: &[],
+        });
+        defs.sort_by_key(|d| d.id);
+        CaptureDevice {
+            queue: OUTPUT_QUEUE,
+            ctx,
+            ctrls: Controls::new(defs),
+            active: None,
+        }
+    }
+
+    fn is_output(&self) -> bool {
+        self.queue == OUTPUT_QUEUE
+    }
+
+    /// Output: consume every queued buffer.
+    fn consume(&mut self, s: &mut CaptureSession) -> IoctlResult<()> {
+        while let Some(idx) = s.q.queued.pop_front() {
+            let mut sum: u32 = 0;
+            let mut used = vec![];
+            for p in 0..s.q.plane_sizes.len() {
+                let n = s.q.bytesused(idx, p);
+                let data = s.q.read_plane(&self.ctx, idx, p, n as usize)?;
+                sum = data.iter().fold(sum, |a, &b| a.wrapping_add(b as u32));
+                used.push(n);
+            }
+            let sum = (sum & 0x7fff_ffff) as i64;
+            if let Some(i) = self.ctrls.find(CID_LAST_FRAME_CHECKSUM) {
+                self.ctrls.vals[i] = CtrlVal::Int(sum);
+            }
+            log::debug!("output: frame {} consumed, checksum {sum:#x}", s.q.sequence);
+            let buf = s.q.complete(idx, &used, BufferFlags::empty())?;
+            self.ctx
+                .events
+                .send_event(V4l2Event::DequeueBuffer(DequeueBufferEvent::new(s.id, buf)));
+        }
+        Ok(())
     }
 
     fn default_format() -> Format {
@@ -82,6 +143,9 @@ impl CaptureDevice {
     fn process(&mut self, s: &mut CaptureSession) -> IoctlResult<()> {
         if !s.q.streaming {
             return Ok(());
+        }
+        if self.is_output() {
+            return self.consume(s);
         }
         let brightness = self.ctrls.int(CID_BRIGHTNESS);
         while let Some(idx) = s.q.queued.pop_front() {
@@ -155,7 +219,7 @@ where
         Ok(CaptureSession {
             id: session_id,
             fmt: Self::default_format(),
-            q: BufQueue::new(QUEUE),
+            q: BufQueue::new(self.queue),
             interval: INTERVALS[0],
         })
     }
@@ -188,7 +252,7 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
     type Session = CaptureSession;
 
     fn enum_fmt(&mut self, _s: &Self::Session, queue: QueueType, index: u32) -> IoctlResult<bindings::v4l2_fmtdesc> {
-        if queue != QUEUE {
+        if queue != self.queue {
             return Err(libc::EINVAL);
         }
         let &f = FORMATS.get(index as usize).ok_or(libc::EINVAL)?;
@@ -205,14 +269,14 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
     }
 
     fn g_fmt(&mut self, s: &Self::Session, queue: QueueType) -> IoctlResult<bindings::v4l2_format> {
-        if queue != QUEUE {
+        if queue != self.queue {
             return Err(libc::EINVAL);
         }
         Ok(fmt_to_v4l2(queue, &s.fmt))
     }
 
     fn try_fmt(&mut self, _s: &Self::Session, queue: QueueType, f: bindings::v4l2_format) -> IoctlResult<bindings::v4l2_format> {
-        if queue != QUEUE {
+        if queue != self.queue {
             return Err(libc::EINVAL);
         }
         let (fourcc, w, h) = fmt_request(queue, &f);
@@ -220,7 +284,7 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
     }
 
     fn s_fmt(&mut self, s: &mut Self::Session, queue: QueueType, f: bindings::v4l2_format) -> IoctlResult<bindings::v4l2_format> {
-        if queue != QUEUE {
+        if queue != self.queue {
             return Err(libc::EINVAL);
         }
         if !s.q.bufs.is_empty() {
@@ -273,31 +337,46 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
     }
 
     fn g_parm(&mut self, s: &Self::Session, queue: QueueType) -> IoctlResult<bindings::v4l2_streamparm> {
-        if queue != QUEUE {
+        if queue != self.queue {
             return Err(libc::EINVAL);
         }
         let mut parm = bindings::v4l2_streamparm {
             type_: queue as u32,
             ..Default::default()
         };
-        parm.parm.capture = bindings::v4l2_captureparm {
-            capability: bindings::V4L2_CAP_TIMEPERFRAME,
-            timeperframe: bindings::v4l2_fract {
-                numerator: s.interval.0,
-                denominator: s.interval.1,
-            },
-            ..Default::default()
+        let timeperframe = bindings::v4l2_fract {
+            numerator: s.interval.0,
+            denominator: s.interval.1,
         };
+        if self.is_output() {
+            parm.parm.output = bindings::v4l2_outputparm {
+                capability: bindings::V4L2_CAP_TIMEPERFRAME,
+                timeperframe,
+                ..Default::default()
+            };
+        } else {
+            parm.parm.capture = bindings::v4l2_captureparm {
+                capability: bindings::V4L2_CAP_TIMEPERFRAME,
+                timeperframe,
+                ..Default::default()
+            };
+        }
         Ok(parm)
     }
 
     fn s_parm(&mut self, s: &mut Self::Session, parm: bindings::v4l2_streamparm) -> IoctlResult<bindings::v4l2_streamparm> {
         let queue = QueueType::n(parm.type_).ok_or(libc::EINVAL)?;
-        if queue != QUEUE {
+        if queue != self.queue {
             return Err(libc::EINVAL);
         }
-        // SAFETY: capture member for a capture queue.
-        let tpf = unsafe { parm.parm.capture.timeperframe };
+        // SAFETY: the member read matches the queue direction.
+        let tpf = unsafe {
+            if self.is_output() {
+                parm.parm.output.timeperframe
+            } else {
+                parm.parm.capture.timeperframe
+            }
+        };
         if tpf.numerator != 0 && tpf.denominator != 0 {
             let want = tpf.denominator as f64 / tpf.numerator as f64;
             s.interval = *INTERVALS
@@ -313,6 +392,9 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
     }
 
     fn enuminput(&mut self, _s: &Self::Session, index: u32) -> IoctlResult<bindings::v4l2_input> {
+        if self.is_output() {
+            return Err(libc::ENOTTY);
+        }
         if index != 0 {
             return Err(libc::EINVAL);
         }
@@ -328,11 +410,53 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
     }
 
     fn g_input(&mut self, _s: &Self::Session) -> IoctlResult<i32> {
+        if self.is_output() {
+            return Err(libc::ENOTTY);
+        }
         Ok(0)
     }
 
     fn s_input(&mut self, _s: &mut Self::Session, input: i32) -> IoctlResult<i32> {
+        if self.is_output() {
+            return Err(libc::ENOTTY);
+        }
         if input == 0 {
+            Ok(0)
+        } else {
+            Err(libc::EINVAL)
+        }
+    }
+
+    fn enumoutput(&mut self, _s: &Self::Session, index: u32) -> IoctlResult<bindings::v4l2_output> {
+        if !self.is_output() {
+            return Err(libc::ENOTTY);
+        }
+        if index != 0 {
+            return Err(libc::EINVAL);
+        }
+        let mut output = bindings::v4l2_output {
+            index: 0,
+            type_: bindings::V4L2_OUTPUT_TYPE_ANALOG,
+            ..Default::default()
+        };
+        for (i, b) in b"Display 0".iter().enumerate() {
+            output.name[i] = *b;
+        }
+        Ok(output)
+    }
+
+    fn g_output(&mut self, _s: &Self::Session) -> IoctlResult<i32> {
+        if !self.is_output() {
+            return Err(libc::ENOTTY);
+        }
+        Ok(0)
+    }
+
+    fn s_output(&mut self, _s: &mut Self::Session, output: i32) -> IoctlResult<i32> {
+        if !self.is_output() {
+            return Err(libc::ENOTTY);
+        }
+        if output == 0 {
             Ok(0)
         } else {
             Err(libc::EINVAL)
@@ -347,7 +471,7 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         count: u32,
         _flags: MemoryConsistency,
     ) -> IoctlResult<bindings::v4l2_requestbuffers> {
-        if queue != QUEUE {
+        if queue != self.queue {
             return Err(libc::EINVAL);
         }
         if matches!(self.active, Some(id) if id != s.id) {
@@ -376,7 +500,7 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         memory: MemoryType,
         format: bindings::v4l2_format,
     ) -> IoctlResult<bindings::v4l2_create_buffers> {
-        if queue != QUEUE {
+        if queue != self.queue {
             return Err(libc::EINVAL);
         }
         if matches!(self.active, Some(id) if id != s.id) {
@@ -419,7 +543,7 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
     }
 
     fn querybuf(&mut self, s: &Self::Session, queue: QueueType, index: u32) -> IoctlResult<V4l2Buffer> {
-        if queue != QUEUE {
+        if queue != self.queue {
             return Err(libc::EINVAL);
         }
         s.q.querybuf(index)
@@ -432,7 +556,7 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
     }
 
     fn streamon(&mut self, s: &mut Self::Session, queue: QueueType) -> IoctlResult<()> {
-        if queue != QUEUE {
+        if queue != self.queue {
             return Err(libc::EINVAL);
         }
         s.q.streamon()?;
@@ -440,7 +564,7 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
     }
 
     fn streamoff(&mut self, s: &mut Self::Session, queue: QueueType) -> IoctlResult<()> {
-        if queue != QUEUE {
+        if queue != self.queue {
             return Err(libc::EINVAL);
         }
         s.q.streamoff();
@@ -513,7 +637,8 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
     }
 
     fn subscribe_event(&mut self, s: &mut Self::Session, event: EventType, flags: SubscribeEventFlags) -> IoctlResult<()> {
-        subscribe(&mut self.ctx, &self.ctrls, s.id, event, flags, &[bindings::V4L2_EVENT_FRAME_SYNC])
+        let others: &[u32] = if self.is_output() { &[] } else { &[bindings::V4L2_EVENT_FRAME_SYNC] };
+        subscribe(&mut self.ctx, &self.ctrls, s.id, event, flags, others)
     }
 
     fn unsubscribe_event(&mut self, s: &mut Self::Session, event: bindings::v4l2_event_subscription) -> IoctlResult<()> {

@@ -11,11 +11,13 @@ use crate::media::{make_config, EventQueueHandle, GuestMemMapper, MediaBackend, 
 use crate::shm::{Shm, ShmMapper};
 
 /// Backend names accepted by `--backend`.
-pub const BACKENDS: &[&str] = &["simple", "capture"];
+pub const BACKENDS: &[&str] = &["simple", "capture", "output"];
 
 /// V4L2 device_caps bits.
 pub const V4L2_CAP_VIDEO_CAPTURE_MPLANE: u32 = 0x0000_1000;
 pub const V4L2_CAP_STREAMING: u32 = 0x0400_0000;
+pub const V4L2_CAP_VIDEO_OUTPUT_MPLANE: u32 = 0x0000_2000;
+pub const V4L2_CAP_VIDEO_M2M_MPLANE: u32 = 0x0000_4000;
 /// VFL_TYPE_VIDEO
 pub const VFL_TYPE_VIDEO: u32 = 0;
 
@@ -50,6 +52,17 @@ pub fn make_backend(
             );
             let factory = Box::new(move || {
                 capture::CaptureDevice::new(common::DevCtx::new(shm.clone(), guest.clone(), events.clone()))
+            });
+            Some(Box::new(RunnerBackend::new(factory, config)))
+        }
+        "output" => {
+            let config = make_config(
+                V4L2_CAP_VIDEO_OUTPUT_MPLANE | V4L2_CAP_STREAMING,
+                VFL_TYPE_VIDEO,
+                "virtio-media-vfu output",
+            );
+            let factory = Box::new(move || {
+                capture::CaptureDevice::new_output(common::DevCtx::new(shm.clone(), guest.clone(), events.clone()))
             });
             Some(Box::new(RunnerBackend::new(factory, config)))
         }
