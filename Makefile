@@ -27,7 +27,7 @@ kernel:
 	@tools/vm/kernel.sh
 
 device:
-	@tools/virtio-media-vfu/build.sh
+	V4L2R_VIDEODEV2_H_PATH=$$(tools/vm/kernel.sh headers) tools/virtio-media-vfu/build.sh
 
 clean:
 	$(MAKE) -C "$(kdir)" M=$(CURDIR) CONFIG_VIRTIO_MEDIA=m clean

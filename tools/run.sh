@@ -12,7 +12,9 @@ make -s modules
 ko=drivers/media/virtio/virtio_media.ko
 
 vfu_args=()
-if [ -x tools/virtio-media-vfu/build.sh ] && tools/virtio-media-vfu/build.sh build >&2; then
+V4L2R_VIDEODEV2_H_PATH=$(tools/vm/kernel.sh headers)
+export V4L2R_VIDEODEV2_H_PATH
+if [ -x tools/virtio-media-vfu/build.sh ] && tools/virtio-media-vfu/build.sh >&2; then
 	vfu_args=(--vfu "--device-id ${DEVICE_ID:-42}")
 	test=tools/vm/tests/run-demo.sh
 else

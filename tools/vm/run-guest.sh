@@ -2,7 +2,7 @@
 # Boots the test guest under QEMU and runs one test script inside it.
 #
 #   run-guest.sh --name NAME [--test SCRIPT] [--modules m1,m2] [--ko FILE]...
-#                [--vfu "DEVICE ARGS"] [--timeout SECONDS] [--smp N] [--mem SIZE]
+#                [--vfu "DEVICE ARGS"] [--env VAR=VALUE]... [--timeout SECONDS] [--smp N] [--mem SIZE]
 #
 # Logs go to $BUILD_DIR/results/NAME/: console.log (serial console), files the
 # guest exported with export_file, vfu.log (the device). The exit status is
@@ -11,7 +11,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-name="" test="" modules="" vfu="" timeout_s=300 smp=2 mem=1G kos=()
+name="" test="" modules="" vfu="" timeout_s=300 smp=2 mem=1G kos=() envs=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--name) name=$2; shift 2 ;;
@@ -19,6 +19,7 @@ while [ $# -gt 0 ]; do
 	--modules) modules=$2; shift 2 ;;
 	--ko) kos+=("$2"); shift 2 ;;
 	--vfu) vfu=$2; shift 2 ;;
+	--env) envs+=("$2"); shift 2 ;;
 	--timeout) timeout_s=$2; shift 2 ;;
 	--smp) smp=$2; shift 2 ;;
 	--mem) mem=$2; shift 2 ;;
@@ -44,6 +45,7 @@ trap cleanup EXIT
 mkdir -p "$overlay/extra"
 [ -n "$test" ] && install -m 755 "$test" "$overlay/test.sh"
 for ko in "${kos[@]}"; do cp "$ko" "$overlay/extra/"; done
+printf '%s\n' "${envs[@]}" > "$overlay/test.env"
 (cd "$overlay" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/overlay.cpio.gz"
 cat "$base" "$out/overlay.cpio.gz" > "$out/initramfs.cpio.gz"
 rm -f "$out/overlay.cpio.gz"

@@ -132,6 +132,43 @@ pub(crate) fn response_status(resp: &[u8]) -> Result<(), ResponseError> {
     }
 }
 
+const CMD_HEADER_SIZE: usize = core::mem::size_of::<ffi::virtio_media_cmd_header>();
+
+/// Appends a command header for `cmd` to `buf`.
+fn push_header(buf: &mut KVec<u8>, cmd: u32) -> Result {
+    buf.extend_from_slice(&cmd.to_le_bytes(), GFP_KERNEL)?;
+    buf.extend_from_slice(&0u32.to_le_bytes(), GFP_KERNEL)?;
+    Ok(())
+}
+
+/// `VIRTIO_MEDIA_CMD_OPEN`.
+pub(crate) fn open_request() -> Result<KVec<u8>> {
+    let mut buf = KVec::with_capacity(CMD_HEADER_SIZE, GFP_KERNEL)?;
+    push_header(&mut buf, ffi::VIRTIO_MEDIA_CMD_OPEN)?;
+    Ok(buf)
+}
+
+/// Size of the OPEN response.
+pub(crate) const OPEN_RESPONSE_SIZE: usize = core::mem::size_of::<ffi::virtio_media_resp_open>();
+
+/// The session id of a successful OPEN response.
+pub(crate) fn open_response_session(resp: &[u8]) -> Option<u32> {
+    read_le32(resp, 8)
+}
+
+/// `VIRTIO_MEDIA_CMD_CLOSE` for `session`.
+pub(crate) fn close_request(session: u32) -> Result<KVec<u8>> {
+    let mut buf = KVec::with_capacity(core::mem::size_of::<ffi::virtio_media_cmd_close>(), GFP_KERNEL)?;
+    push_header(&mut buf, ffi::VIRTIO_MEDIA_CMD_CLOSE)?;
+    buf.extend_from_slice(&session.to_le_bytes(), GFP_KERNEL)?;
+    buf.extend_from_slice(&0u32.to_le_bytes(), GFP_KERNEL)?;
+    Ok(buf)
+}
+
+/// Size of a response that is only a header.
+pub(crate) const HEADER_RESPONSE_SIZE: usize =
+    core::mem::size_of::<ffi::virtio_media_resp_header>();
+
 #[kunit_tests(virtio_media_protocol)]
 mod tests {
     use super::*;
@@ -166,6 +203,17 @@ mod tests {
         let config = DeviceConfig::parse(&bytes).expect("40 bytes parse");
         assert_eq!(config.card_name().map(str::len), Some(32));
         assert!(DeviceConfig::parse(&bytes[..39]).is_err());
+    }
+
+    #[test]
+    fn session_commands() {
+        let open = open_request().expect("allocation");
+        assert_eq!(open.as_slice(), &[1, 0, 0, 0, 0, 0, 0, 0]);
+        let close = close_request(0x0102_0304).expect("allocation");
+        assert_eq!(close.as_slice(), &[2, 0, 0, 0, 0, 0, 0, 0, 4, 3, 2, 1, 0, 0, 0, 0]);
+        assert_eq!(OPEN_RESPONSE_SIZE, 16);
+        assert_eq!(open_response_session(&[0, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0]), Some(7));
+        assert_eq!(open_response_session(&[0; 10]), None);
     }
 
     #[test]

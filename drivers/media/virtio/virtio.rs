@@ -6,7 +6,7 @@
 //! is the boundary: raw pointers stay here and in `ffi`.
 
 use crate::ffi;
-use core::marker::PhantomData;
+use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{error::to_result, prelude::*, types::ForeignOwnable, types::Opaque};
 
 /// A virtio driver: what the bus calls on probe and removal.
@@ -74,6 +74,9 @@ impl<T: Driver + 'static> DriverRegistration<T> {
         })
     }
 
+    /// # Safety
+    ///
+    /// Only the virtio bus calls this, with a valid device.
     unsafe extern "C" fn probe_callback(vdev: *mut ffi::virtio_device) -> c_int {
         // SAFETY: The bus calls probe with a valid device that outlives the
         // call.
@@ -89,6 +92,9 @@ impl<T: Driver + 'static> DriverRegistration<T> {
         }
     }
 
+    /// # Safety
+    ///
+    /// Only the virtio bus calls this, with a device `probe_callback` bound.
     unsafe extern "C" fn remove_callback(vdev: *mut ffi::virtio_device) {
         // SAFETY: The bus calls remove with the valid device it probed.
         let dev = unsafe { Device::from_raw(vdev) };
@@ -152,6 +158,59 @@ impl Device {
         Ok(())
     }
 
+    /// Sets up the commandq and eventq; `data` is handed to the callbacks.
+    ///
+    /// # Safety
+    ///
+    /// `data` must stay valid until `del_vqs` is called, and the callbacks
+    /// must only use it as the type it was created from.
+    pub(crate) unsafe fn find_vqs(
+        &self,
+        commandq_done: unsafe extern "C" fn(*mut ffi::virtqueue),
+        eventq_done: unsafe extern "C" fn(*mut ffi::virtqueue),
+        data: *const c_void,
+    ) -> Result<[NonNull<ffi::virtqueue>; 2]> {
+        let mut vqs = [core::ptr::null_mut(); 2];
+        // SAFETY: `self` is valid and `vqs` has room for the two queues.
+        to_result(unsafe {
+            ffi::virtio_media_find_vqs(
+                self.as_raw(),
+                vqs.as_mut_ptr(),
+                Some(commandq_done),
+                Some(eventq_done),
+            )
+        })?;
+        let [Some(commandq), Some(eventq)] = vqs.map(NonNull::new) else {
+            self.del_vqs();
+            return Err(ENODEV);
+        };
+        for vq in [commandq, eventq] {
+            // SAFETY: `vq` was just created and no callback runs before the
+            // device is ready, so nothing reads `priv` concurrently.
+            unsafe { (*vq.as_ptr()).priv_ = data.cast_mut() };
+        }
+        Ok([commandq, eventq])
+    }
+
+    /// Deletes the virtqueues; the device must be reset first.
+    pub(crate) fn del_vqs(&self) {
+        // SAFETY: `self` is valid; deleting absent queues is a no-op.
+        unsafe { ffi::virtio_media_del_vqs(self.as_raw()) };
+    }
+
+    /// Lets the device start using the queues (DRIVER_OK).
+    pub(crate) fn ready(&self) {
+        // SAFETY: `self` is valid.
+        unsafe { ffi::virtio_media_device_ready(self.as_raw()) };
+    }
+
+    /// Resets the device: it stops using every buffer and raises no more
+    /// interrupts.
+    pub(crate) fn reset(&self) {
+        // SAFETY: `self` is valid.
+        unsafe { ffi::virtio_reset_device(self.as_raw()) };
+    }
+
     /// Shared-memory region `id`, if the device has one.
     pub(crate) fn shm_region(&self, id: u8) -> Option<ShmRegion> {
         let mut region = ffi::virtio_shm_region::default();
@@ -162,4 +221,14 @@ impl Device {
             len: region.len,
         })
     }
+}
+
+/// The data pointer given to `Device::find_vqs`, from a callback's queue.
+///
+/// # Safety
+///
+/// `vq` must be a queue created by `Device::find_vqs`.
+pub(crate) unsafe fn callback_data(vq: *mut ffi::virtqueue) -> *const c_void {
+    // SAFETY: The caller guarantees `vq` is one of our live queues.
+    unsafe { (*vq).priv_.cast_const() }
 }

@@ -7,10 +7,7 @@
 #define VIRTIO_MEDIA_FFI_HELPERS_H
 
 #include <linux/types.h>
-
-struct virtio_device;
-struct virtio_driver;
-struct virtio_shm_region;
+#include <linux/virtio_config.h>
 
 int virtio_media_register_driver(struct virtio_driver *drv);
 void virtio_media_unregister_driver(struct virtio_driver *drv);
@@ -18,5 +15,10 @@ void virtio_media_read_config(struct virtio_device *vdev, void *buf, unsigned in
 			      unsigned int len);
 bool virtio_media_get_shm_region(struct virtio_device *vdev, struct virtio_shm_region *region,
 				 u8 id);
+
+int virtio_media_find_vqs(struct virtio_device *vdev, struct virtqueue *vqs[2],
+			  vq_callback_t *commandq_done, vq_callback_t *eventq_done);
+void virtio_media_del_vqs(struct virtio_device *vdev);
+void virtio_media_device_ready(struct virtio_device *vdev);
 
 #endif

@@ -10,6 +10,7 @@
 #![allow(
     clippy::all,
     clippy::pedantic,
+    clippy::undocumented_unsafe_blocks,
     dead_code,
     missing_docs,
     non_camel_case_types,
@@ -21,5 +22,8 @@
 )]
 
 pub(crate) use kernel::bindings::*;
+
+// The generated code names C scalar types as `ffi::c_int` and so on.
+use kernel::ffi;
 
 include!("bindings_generated.rs");

@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Safe wrapper of a C `virtqueue` whose buffers are owned by the queue.
+//!
+//! A chain is added as a `KBox<T>`: the queue keeps the box (as the C
+//! token) until the device returns the chain, and only then gives it back.
+//! So whatever happens to the caller that queued it (timeout, signal, file
+//! closed), the memory the device writes into stays allocated until the
+//! device is done with it.
+
+use crate::ffi;
+use core::{marker::PhantomData, ptr::NonNull};
+use kernel::prelude::*;
+
+/// A buffer chain: one device-readable and one device-writable buffer,
+/// either of which may be empty.
+///
+/// # Safety
+///
+/// The slices returned by `buffers` must be in the kernel's linear mapping
+/// (kmalloc'd, as `KVec` and `KBox` are, never on the stack or vmalloc'd),
+/// stay at the same address while `self` is alive and not be accessed
+/// through `self` while the device owns them.
+pub(crate) unsafe trait Chain {
+    /// Raw (device-readable, device-writable) buffers.
+    fn buffers(&mut self) -> (*const [u8], *mut [u8]);
+}
+
+/// A virtqueue carrying chains of type `T`.
+///
+/// # Invariants
+///
+/// `vq` is a live virtqueue of the device until `del_vqs`, which only
+/// happens after this wrapper is dropped, and every token in it is a leaked
+/// `KBox<T>`.
+pub(crate) struct Virtqueue<T: Chain> {
+    vq: NonNull<ffi::virtqueue>,
+    _chain: PhantomData<KBox<T>>,
+}
+
+// SAFETY: The C virtqueue may be used from any thread provided accesses are
+// serialised, which `&mut self` on every mutating method ensures; the tokens
+// are `KBox<T>`, which may move between threads when `T: Send`.
+unsafe impl<T: Chain + Send> Send for Virtqueue<T> {}
+
+impl<T: Chain> Virtqueue<T> {
+    /// # Safety
+    ///
+    /// `vq` must be a live virtqueue that outlives the wrapper and that no
+    /// other code adds buffers to.
+    pub(crate) unsafe fn from_raw(vq: NonNull<ffi::virtqueue>) -> Self {
+        Self {
+            vq,
+            _chain: PhantomData,
+        }
+    }
+
+    /// Adds `chain`; on failure (queue full: `ENOSPC`) gives it back.
+    pub(crate) fn add(&mut self, mut chain: KBox<T>) -> Result<(), (Error, KBox<T>)> {
+        let (readable, writable) = chain.buffers();
+        let mut sgs = [ffi::scatterlist::default(), ffi::scatterlist::default()];
+        let mut list: [*mut ffi::scatterlist; 2] = [core::ptr::null_mut(); 2];
+        let mut count = 0usize;
+        let mut add_sg = |sgs: &mut [ffi::scatterlist; 2], ptr: *const u8, len: usize| {
+            let Ok(len) = u32::try_from(len) else {
+                return Err(EINVAL);
+            };
+            if len == 0 {
+                return Ok(0u32);
+            }
+            let slot = sgs.get_mut(count).ok_or(EINVAL)?;
+            // SAFETY: `slot` is a valid scatterlist entry and `ptr` points to
+            // `len` bytes of linear-mapped memory (`Chain` contract).
+            unsafe { ffi::sg_init_one(slot, ptr.cast(), len) };
+            if let Some(entry) = list.get_mut(count) {
+                *entry = slot;
+            }
+            count += 1;
+            Ok(1)
+        };
+        let out = match add_sg(&mut sgs, readable.cast(), readable.len()) {
+            Ok(n) => n,
+            Err(e) => return Err((e, chain)),
+        };
+        let inp = match add_sg(&mut sgs, writable.cast(), writable.len()) {
+            Ok(n) => n,
+            Err(e) => return Err((e, chain)),
+        };
+        let token = KBox::into_raw(chain);
+        // SAFETY: `self.vq` is live (invariant); `list` holds `out + inp`
+        // initialised scatterlists; the token is a leaked box that the queue
+        // now owns until `get_buf` or `detach_unused` returns it.
+        let ret = unsafe {
+            ffi::virtqueue_add_sgs(
+                self.vq.as_ptr(),
+                list.as_mut_ptr(),
+                out,
+                inp,
+                token.cast(),
+                ffi::GFP_ATOMIC,
+            )
+        };
+        if ret < 0 {
+            // SAFETY: The queue rejected the token, so we own it again.
+            return Err((Error::from_errno(ret), unsafe { KBox::from_raw(token) }));
+        }
+        Ok(())
+    }
+
+    /// Tells the device about added chains, if it wants to be told.
+    pub(crate) fn kick(&mut self) {
+        // SAFETY: `self.vq` is live.
+        unsafe { ffi::virtqueue_kick(self.vq.as_ptr()) };
+    }
+
+    /// Takes back one chain the device is done with, and how many bytes it
+    /// wrote into its writable buffer.
+    pub(crate) fn get_buf(&mut self) -> Option<(KBox<T>, u32)> {
+        let mut len = 0u32;
+        // SAFETY: `self.vq` is live and `len` a valid out-pointer.
+        let token = unsafe { ffi::virtqueue_get_buf(self.vq.as_ptr(), &mut len) };
+        let token = NonNull::new(token.cast::<T>())?;
+        // SAFETY: Every token is a leaked `KBox<T>` (invariant), returned
+        // once by the queue.
+        Some((unsafe { KBox::from_raw(token.as_ptr()) }, len))
+    }
+
+    /// Takes back a chain the device never used; only valid once the device
+    /// is reset.
+    pub(crate) fn detach_unused(&mut self) -> Option<KBox<T>> {
+        // SAFETY: `self.vq` is live.
+        let token = unsafe { ffi::virtqueue_detach_unused_buf(self.vq.as_ptr()) };
+        let token = NonNull::new(token.cast::<T>())?;
+        // SAFETY: As in `get_buf`.
+        Some(unsafe { KBox::from_raw(token.as_ptr()) })
+    }
+}
