@@ -215,6 +215,7 @@ impl VirtioMediaPci {
     // ---- queues ---------------------------------------------------------
 
     pub fn notify(&mut self, q: usize) {
+        log::trace!("notify queue {q}");
         match q {
             COMMANDQ => self.process_commandq(),
             EVENTQ => self.flush_events(),
@@ -225,6 +226,11 @@ impl VirtioMediaPci {
     fn queue_usable(&self, q: usize, mem: &GuestMemoryMmap) -> bool {
         let queue = &self.transport.queues[q];
         if !self.transport.driver_ok() || !queue.ready() {
+            log::debug!(
+                "queue {q} not usable yet (status {:#x}, ready {})",
+                self.transport.status,
+                queue.ready()
+            );
             return false;
         }
         if !queue.is_valid(mem) {
