@@ -686,6 +686,7 @@ mod capture {
     const VIDIOC_ENUM_FRAMEINTERVALS: u32 = 75;
     const VIDIOC_SUBSCRIBE_EVENT: u32 = 90;
     const VIDIOC_QUERY_EXT_CTRL: u32 = 103;
+    const VIDIOC_STREAMOFF: u32 = 19;
 
     fn s_fmt_mp(h: &mut Harness, s: u32, fourcc: u32, w: u32, ht: u32) -> Vec<u8> {
         let mut f = g_fmt_payload();
@@ -999,5 +1000,158 @@ mod capture {
         assert_eq!(le32(&resp, 12), 300, "checksum of 100 bytes of 3");
         // Output devices have no inputs.
         assert_eq!(le32(&h.command(&ioctl_cmd(s, 38, &[]), 12), 0) as i32, libc::ENOTTY);
+    }
+
+    #[test]
+    fn m2m_converts_and_drains_with_last_buffer() {
+        const OUT_MPLANE: u32 = 10;
+        const VIDIOC_DECODER_CMD: u32 = 96;
+        const FLAG_LAST: u32 = 0x0010_0000;
+        const FLAG_TIMESTAMP_COPY: u32 = 0x4000;
+        let mut h = Harness::with_backend("m2m", true);
+        let s = h.open();
+        let fmt = |h: &mut Harness, ty: u32, fourcc: u32| {
+            let mut f = vec![0u8; 208];
+            f[0..4].copy_from_slice(&ty.to_le_bytes());
+            f[8..12].copy_from_slice(&320u32.to_le_bytes());
+            f[12..16].copy_from_slice(&240u32.to_le_bytes());
+            f[16..20].copy_from_slice(&fourcc.to_le_bytes());
+            let resp = h.command(&ioctl_cmd(s, VIDIOC_S_FMT, &f), 8 + 208);
+            assert_eq!(le32(&resp, 0), 0);
+            resp[8..].to_vec()
+        };
+        fmt(&mut h, OUT_MPLANE, FMT_YUYV);
+        let f = fmt(&mut h, 9, FMT_YUV420M);
+        assert_eq!((le32(&f, 8), le32(&f, 12), le32(&f, 16)), (320, 240, FMT_YUV420M));
+
+        let mut sub = vec![0u8; 32];
+        sub[0..4].copy_from_slice(&bindings::V4L2_EVENT_EOS.to_le_bytes());
+        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_SUBSCRIBE_EVENT, &sub), 8), 0), 0);
+
+        let mut offs: std::collections::HashMap<(u32, u32), Vec<u64>> = Default::default();
+        for (ty, np) in [(OUT_MPLANE, 1u32), (9, 3)] {
+            let mut req = vec![0u8; 20];
+            req[0] = 2;
+            req[4..8].copy_from_slice(&ty.to_le_bytes());
+            req[8] = 1;
+            assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_REQBUFS, &req), 28), 0), 0);
+            for i in 0..2 {
+                let mut b = v4l2_buffer(i, np);
+                b[4..8].copy_from_slice(&ty.to_le_bytes());
+                let resp = h.command(&ioctl_cmd(s, VIDIOC_QUERYBUF, &b), 8 + 88 + 64 * np);
+                assert_eq!(le32(&resp, 0), 0);
+                assert_ne!(le32(&resp, 8 + 12) & FLAG_TIMESTAMP_COPY, 0, "TIMESTAMP_COPY");
+                let v = (0..np as usize).map(|p| le32(&resp, 8 + 88 + 64 * p + 8) as u64).collect();
+                offs.insert((ty, i), v);
+            }
+        }
+        let (w, ht) = (320u64, 240u64);
+        let src_size = (w * ht * 2) as u32;
+        // Source frame: Y=50, U=60, V=70.
+        let frame: Vec<u8> = (0..w * ht / 2).flat_map(|_| [50u8, 60, 50, 70]).collect();
+        h.shm.write_at(offs[&(OUT_MPLANE, 0)][0], &frame).unwrap();
+        let qbuf = |h: &mut Harness, ty: u32, i: u32, np: u32, used: u32, sec: u64| {
+            let mut b = v4l2_buffer(i, np);
+            b[4..8].copy_from_slice(&ty.to_le_bytes());
+            b[24..32].copy_from_slice(&sec.to_le_bytes());
+            let mut planes = vec![0u8; 64 * np as usize];
+            planes[0..4].copy_from_slice(&used.to_le_bytes());
+            if ty == OUT_MPLANE {
+                planes[4..8].copy_from_slice(&src_size.to_le_bytes()); // length
+            }
+            let resp = h.command(&ioctl_cmd(s, VIDIOC_QBUF, &[b, planes].concat()), 8 + 88 + 64 * np);
+            assert_eq!(le32(&resp, 0), 0, "QBUF type {ty} index {i}");
+        };
+        qbuf(&mut h, OUT_MPLANE, 0, 1, src_size, 1234);
+        qbuf(&mut h, 9, 0, 3, 0, 0);
+        qbuf(&mut h, 9, 1, 3, 0, 0);
+        for ty in [OUT_MPLANE, 9] {
+            assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &ty.to_le_bytes()), 8), 0), 0);
+        }
+        let evs = drain_events(&mut h);
+        assert_eq!(evs.len(), 2, "source and destination returned");
+        assert_eq!(le32(&evs[0][8..], 4), OUT_MPLANE);
+        let dst = &evs[1][8..];
+        assert_eq!((le32(dst, 4), le32(dst, 0)), (9, 0));
+        assert_eq!(le64(dst, 24), 1234, "timestamp copied from the source");
+        assert_eq!(le32(dst, 12) & FLAG_LAST, 0);
+        let sizes = [w * ht, w * ht / 4, w * ht / 4];
+        for (p, want) in [50u8, 60, 70].into_iter().enumerate() {
+            assert_eq!(le32(&dst[88 + 64 * p..], 0) as u64, sizes[p], "bytesused plane {p}");
+            let mut b = [0u8; 1];
+            h.shm.read_at(offs[&(9, 0)][p] + sizes[p] - 1, &mut b).unwrap();
+            assert_eq!(b[0], want, "converted plane {p}");
+        }
+
+        // STOP with nothing pending: the queued CAPTURE buffer comes back
+        // empty with LAST, then EOS.
+        let mut cmd = vec![0u8; 72];
+        cmd[0] = 1; // STOP
+        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_DECODER_CMD, &cmd), 8 + 72), 0), 0);
+        let evs = drain_events(&mut h);
+        assert_eq!(evs.len(), 2);
+        let last = &evs[0][8..];
+        assert_eq!((le32(last, 0), le32(last, 4)), (1, 9));
+        assert_ne!(le32(last, 12) & FLAG_LAST, 0, "LAST flag");
+        assert_eq!(le32(&last[88..], 0), 0, "empty");
+        assert_eq!(le32(&evs[1], 0), 2, "session event");
+        assert_eq!(le32(&evs[1], 8), bindings::V4L2_EVENT_EOS);
+
+        // Stopped: a new source buffer waits until START.
+        qbuf(&mut h, OUT_MPLANE, 1, 1, src_size, 99);
+        qbuf(&mut h, 9, 0, 3, 0, 0);
+        assert_eq!(h.dev.events.len(), 0, "nothing converted while stopped");
+        cmd[0] = 0; // START
+        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_DECODER_CMD, &cmd), 8 + 72), 0), 0);
+        assert_eq!(drain_events(&mut h).len(), 2, "converted after START");
+
+        // STOP with a pending source: its destination carries LAST.
+        qbuf(&mut h, 9, 1, 3, 0, 0);
+        cmd[0] = 1;
+        // Hold the source back by stopping CAPTURE availability: queue the
+        // source only now, after STOP is requested with both streaming.
+        qbuf(&mut h, OUT_MPLANE, 0, 1, src_size, 7);
+        let evs = drain_events(&mut h);
+        assert_eq!(evs.len(), 2, "converted immediately");
+        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_DECODER_CMD, &cmd), 8 + 72), 0), 0);
+        let evs = drain_events(&mut h);
+        assert_eq!(evs.len(), 1, "no CAPTURE buffer queued: only EOS now");
+        assert_eq!(le32(&evs[0], 8), bindings::V4L2_EVENT_EOS);
+        qbuf(&mut h, 9, 0, 3, 0, 0);
+        let evs = drain_events(&mut h);
+        assert_eq!(evs.len(), 1, "next CAPTURE buffer returned as LAST");
+        assert_ne!(le32(&evs[0][8..], 12) & FLAG_LAST, 0);
+
+        // Bad decoder commands.
+        cmd[0] = 2; // PAUSE: unsupported
+        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_DECODER_CMD, &cmd), 8 + 72), 0) as i32, libc::EINVAL);
+        cmd[0] = 1;
+        cmd[4] = 2; // STOP_IMMEDIATELY: unsupported
+        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_DECODER_CMD, &cmd), 8 + 72), 0) as i32, libc::EINVAL);
+        // A source whose bytesused is too small to hold a frame: ERROR on
+        // the destination, no panic.
+        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_STREAMOFF, &9u32.to_le_bytes()), 8), 0), 0);
+        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &9u32.to_le_bytes()), 8), 0), 0);
+        qbuf(&mut h, 9, 0, 3, 0, 0);
+        qbuf(&mut h, OUT_MPLANE, 1, 1, 10, 8);
+        let evs = drain_events(&mut h);
+        assert_eq!(evs.len(), 2);
+        assert_ne!(le32(&evs[1][8..], 12) & 0x40, 0, "V4L2_BUF_FLAG_ERROR");
+
+        // STOP while a source waits for a CAPTURE buffer: the drain ends
+        // with that conversion, whose destination carries LAST, then EOS.
+        qbuf(&mut h, OUT_MPLANE, 0, 1, src_size, 5);
+        cmd[0] = 1;
+        cmd[4] = 0;
+        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_DECODER_CMD, &cmd), 8 + 72), 0), 0);
+        assert_eq!(h.dev.events.len(), 0, "draining, waiting for a CAPTURE buffer");
+        qbuf(&mut h, 9, 1, 3, 0, 0);
+        let evs = drain_events(&mut h);
+        assert_eq!(evs.len(), 3);
+        let dst = &evs[1][8..];
+        assert_eq!((le32(dst, 4), le32(dst, 0)), (9, 1));
+        assert_ne!(le32(dst, 12) & FLAG_LAST, 0, "converted buffer carries LAST");
+        assert_eq!(le32(&dst[88..], 0) as u64, w * ht, "and real data");
+        assert_eq!(le32(&evs[2], 8), bindings::V4L2_EVENT_EOS);
     }
 }

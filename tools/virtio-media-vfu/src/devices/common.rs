@@ -274,6 +274,9 @@ pub struct BufQueue {
     pub sequence: u32,
     /// Plane sizes the buffers were allocated for.
     pub plane_sizes: Vec<u32>,
+    /// Buffers carry V4L2_BUF_FLAG_TIMESTAMP_COPY (mem2mem) instead of
+    /// monotonic capture timestamps.
+    pub ts_copy: bool,
 }
 
 fn now_timeval() -> bindings::timeval {
@@ -296,6 +299,7 @@ impl BufQueue {
             streaming: false,
             sequence: 0,
             plane_sizes: vec![],
+            ts_copy: false,
         }
     }
 
@@ -353,7 +357,11 @@ impl BufQueue {
                 type_: self.queue as u32,
                 memory: self.memory as u32,
                 field: bindings::v4l2_field_V4L2_FIELD_NONE,
-                flags: BufferFlags::TIMESTAMP_MONOTONIC.bits(),
+                flags: if self.ts_copy {
+                    BufferFlags::TIMESTAMP_COPY.bits()
+                } else {
+                    BufferFlags::TIMESTAMP_MONOTONIC.bits()
+                },
                 ..Default::default()
             };
             let mut planes = [bindings::v4l2_plane::default(); bindings::VIDEO_MAX_PLANES as usize];
@@ -549,6 +557,17 @@ impl BufQueue {
     /// Marks buffer `idx` done with the given bytesused per plane and extra
     /// flags; returns the buffer to report in a DQBUF event.
     pub fn complete(&mut self, idx: usize, bytesused: &[u32], extra: BufferFlags) -> IoctlResult<V4l2Buffer> {
+        self.complete_ts(idx, bytesused, extra, None)
+    }
+
+    /// `complete` with an explicit timestamp (mem2mem timestamp copy).
+    pub fn complete_ts(
+        &mut self,
+        idx: usize,
+        bytesused: &[u32],
+        extra: BufferFlags,
+        ts: Option<bindings::timeval>,
+    ) -> IoctlResult<V4l2Buffer> {
         let mp = self.queue.is_multiplanar();
         let seq = self.sequence;
         self.sequence = self.sequence.wrapping_add(1);
@@ -558,7 +577,9 @@ impl BufQueue {
         buf.raw.sequence = seq;
         buf.raw.field = bindings::v4l2_field_V4L2_FIELD_NONE;
         let capture = matches!(self.queue, QueueType::VideoCapture | QueueType::VideoCaptureMplane);
-        if capture {
+        if let Some(ts) = ts {
+            buf.raw.timestamp = ts;
+        } else if capture && !self.ts_copy {
             buf.raw.timestamp = now_timeval();
         }
         for (p, &u) in bytesused.iter().enumerate() {

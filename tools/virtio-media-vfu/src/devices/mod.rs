@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod common;
+pub mod m2m;
 pub mod simple;
 
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use crate::media::{make_config, EventQueueHandle, GuestMemMapper, MediaBackend, 
 use crate::shm::{Shm, ShmMapper};
 
 /// Backend names accepted by `--backend`.
-pub const BACKENDS: &[&str] = &["simple", "capture", "output"];
+pub const BACKENDS: &[&str] = &["simple", "capture", "output", "m2m"];
 
 /// V4L2 device_caps bits.
 pub const V4L2_CAP_VIDEO_CAPTURE_MPLANE: u32 = 0x0000_1000;
@@ -63,6 +64,17 @@ pub fn make_backend(
             );
             let factory = Box::new(move || {
                 capture::CaptureDevice::new_output(common::DevCtx::new(shm.clone(), guest.clone(), events.clone()))
+            });
+            Some(Box::new(RunnerBackend::new(factory, config)))
+        }
+        "m2m" => {
+            let config = make_config(
+                V4L2_CAP_VIDEO_M2M_MPLANE | V4L2_CAP_STREAMING,
+                VFL_TYPE_VIDEO,
+                "virtio-media-vfu m2m",
+            );
+            let factory = Box::new(move || {
+                m2m::M2mDevice::new(common::DevCtx::new(shm.clone(), guest.clone(), events.clone()))
             });
             Some(Box::new(RunnerBackend::new(factory, config)))
         }
