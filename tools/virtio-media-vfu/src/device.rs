@@ -7,7 +7,9 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{
@@ -59,6 +61,43 @@ pub struct VirtioMediaPci {
     pub shm: Arc<Shm>,
     /// BAR4 contents (MSI-X table and PBA) as seen through region accesses.
     msix_bar: Vec<u8>,
+    /// Delay applied to every command response.
+    pub response_delay: Duration,
+    /// Fault injection (off by default).
+    pub faults: Faults,
+    /// Commands processed since start (drives the fault pattern).
+    pub cmd_counter: u64,
+    /// Bumped by every reset; delayed completions of an older generation
+    /// are dropped.
+    pub generation: u64,
+    /// Where delayed completions go (a worker thread completes them).
+    pub delayed_tx: Option<Sender<Delayed>>,
+}
+
+/// Fault injection switches (`--fault`). Each enabled fault hits every
+/// `every`-th command.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Delay the response by an extra FAULT_DELAY.
+    pub delay: bool,
+    /// After a successful IOCTL, send VIRTIO_MEDIA_EVT_ERROR (EIO) for the
+    /// session and close it.
+    pub error_event: bool,
+    /// Cut the response short: 4 bytes (half a header) for errors, the bare
+    /// 8-byte header (status 0, no payload) for successes with payload.
+    pub malformed: bool,
+    pub every: u32,
+}
+
+pub const FAULT_DELAY: Duration = Duration::from_millis(500);
+
+/// A command response waiting to be written to the commandq.
+pub struct Delayed {
+    pub due: Instant,
+    pub head: u16,
+    pub writable: Vec<(GuestAddress, u32)>,
+    pub data: Vec<u8>,
+    pub generation: u64,
 }
 
 impl VirtioMediaPci {
@@ -87,6 +126,11 @@ impl VirtioMediaPci {
             events,
             shm,
             msix_bar,
+            response_delay: Duration::ZERO,
+            faults: Faults::default(),
+            cmd_counter: 0,
+            generation: 0,
+            delayed_tx: None,
         }
     }
 
@@ -188,6 +232,7 @@ impl VirtioMediaPci {
         self.backend.reset();
         self.shm.reset();
         self.events.clear();
+        self.generation += 1;
         log::info!("device reset complete");
     }
 
@@ -297,7 +342,34 @@ impl VirtioMediaPci {
                         log::error!("commandq: no room for the error response");
                     }
                 }
-                None => self.backend.handle(&cmd, &mut resp),
+                None => {
+                    self.backend.handle(&cmd, &mut resp);
+                    self.inject_faults(&cmd, &mut resp);
+                }
+            }
+            let mut delay = self.response_delay;
+            if self.faults.delay && self.fault_hit() {
+                delay += FAULT_DELAY;
+            }
+            if !delay.is_zero() {
+                if let Some(tx) = &self.delayed_tx {
+                    log::debug!("commandq: response to chain {head} delayed by {delay:?}");
+                    let d = Delayed {
+                        due: Instant::now() + delay,
+                        head,
+                        writable,
+                        data: resp.data,
+                        generation: self.generation,
+                    };
+                    match tx.send(d) {
+                        Ok(()) => continue,
+                        Err(std::sync::mpsc::SendError(d)) => {
+                            log::error!("delay worker gone; answering at once");
+                            writable = d.writable;
+                            resp.data = d.data;
+                        }
+                    }
+                }
             }
             let written = scatter(&mem, &writable, &resp.data);
             if let Err(e) = self.transport.queues[COMMANDQ].add_used(&mem, head, written) {
@@ -308,6 +380,58 @@ impl VirtioMediaPci {
         if used > 0 {
             self.signal_queue(COMMANDQ);
         }
+        self.flush_events();
+    }
+
+    fn fault_hit(&self) -> bool {
+        let every = self.faults.every.max(1) as u64;
+        self.cmd_counter % every == 0
+    }
+
+    fn inject_faults(&mut self, cmd: &[u8], resp: &mut RespWriter) {
+        self.cmd_counter += 1;
+        if !self.fault_hit() {
+            return;
+        }
+        let word = |b: &[u8], o: usize| b.get(o..o + 4).map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]));
+        let status = word(&resp.data, 0);
+        if self.faults.error_event && word(cmd, 0) == Some(3) && status == Some(0) {
+            if let Some(session) = word(cmd, 8) {
+                log::warn!("fault: ERROR event (EIO) for session {session}, closing it");
+                self.backend.close_session(session);
+                self.events.push_raw(crate::media::serialize_event(
+                    virtio_media::protocol::V4l2Event::Error(virtio_media::protocol::ErrorEvent::new(
+                        session,
+                        libc::EIO,
+                    )),
+                ));
+            }
+        }
+        if self.faults.malformed && !resp.data.is_empty() {
+            let cut = if status == Some(0) && resp.data.len() > 8 { 8 } else { 4 };
+            log::warn!("fault: response cut from {} to {cut} bytes", resp.data.len());
+            resp.data.truncate(cut);
+        }
+    }
+
+    /// Completes a delayed response (called by the delay worker).
+    pub fn complete_delayed(&mut self, d: Delayed) {
+        if d.generation != self.generation {
+            log::debug!("dropping delayed response from before a reset");
+            return;
+        }
+        let mem = match self.mem.read() {
+            Ok(m) => m.clone(),
+            Err(_) => return,
+        };
+        if !self.queue_usable(COMMANDQ, &mem) {
+            return;
+        }
+        let written = scatter(&mem, &d.writable, &d.data);
+        if let Err(e) = self.transport.queues[COMMANDQ].add_used(&mem, d.head, written) {
+            log::error!("commandq: add_used failed: {e}");
+        }
+        self.signal_queue(COMMANDQ);
         self.flush_events();
     }
 

@@ -90,6 +90,26 @@ pub struct Args {
     /// Exit when the client disconnects instead of waiting for the next one.
     #[arg(long)]
     pub exit_on_disconnect: bool,
+
+    /// Delay every command response by this many milliseconds (the command
+    /// itself runs at once; its response is written to the commandq and
+    /// signalled later, in order). Events are not delayed.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub response_delay_ms: u64,
+
+    /// Fault injection, off by default. Comma-separated list of:
+    /// "delay" (hold the response of every Nth command 500 ms longer, so
+    /// responses complete out of order), "error-event" (after every Nth
+    /// successful IOCTL send VIRTIO_MEDIA_EVT_ERROR with EIO for its session
+    /// and close the session), "malformed" (cut every Nth response short:
+    /// 4 bytes for errors, the bare 8-byte header for successes with a
+    /// payload). N is --fault-every.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = ["delay", "error-event", "malformed"])]
+    pub fault: Vec<String>,
+
+    /// Period of the injected faults: every Nth command is hit.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub fault_every: u32,
 }
 
 fn main() {
@@ -111,7 +131,36 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mem = device::VirtioMediaPci::new_guest_memory();
     let backend = devices::make_backend(&args.backend, events.clone(), shm.clone(), mem.clone())
         .ok_or_else(|| anyhow::anyhow!("unknown backend {:?}", args.backend))?;
-    let dev = device::VirtioMediaPci::new(args.device_id, shm.clone(), backend, events, mem);
+    let mut dev = device::VirtioMediaPci::new(args.device_id, shm.clone(), backend, events, mem);
+    dev.response_delay = std::time::Duration::from_millis(args.response_delay_ms);
+    dev.faults = device::Faults {
+        delay: args.fault.iter().any(|f| f == "delay"),
+        error_event: args.fault.iter().any(|f| f == "error-event"),
+        malformed: args.fault.iter().any(|f| f == "malformed"),
+        every: args.fault_every,
+    };
+    if dev.faults.delay || dev.faults.error_event || dev.faults.malformed {
+        log::warn!("fault injection enabled: {:?}", dev.faults);
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<device::Delayed>();
+    dev.delayed_tx = Some(tx);
+    let dev = std::sync::Arc::new(std::sync::Mutex::new(dev));
+    let worker_dev = dev.clone();
+    std::thread::Builder::new()
+        .name("delayed-responses".into())
+        .spawn(move || {
+            // Completes delayed responses in the order they were queued.
+            for d in rx {
+                let now = std::time::Instant::now();
+                if d.due > now {
+                    std::thread::sleep(d.due - now);
+                }
+                match worker_dev.lock() {
+                    Ok(mut dev) => dev.complete_delayed(d),
+                    Err(_) => return,
+                }
+            }
+        })?;
 
     if let Ok(md) = std::fs::symlink_metadata(&args.socket) {
         if md.file_type().is_socket() {
@@ -146,11 +195,20 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         // A new client sees a freshly reset device without DMA mappings or
         // interrupt eventfds.
-        backend.dev.transport.reset();
-        backend.dev.device_reset();
-        let _ = backend.dev.dma_unmap(0, u64::MAX, true);
-        backend.dev.set_irqs(device::VFIO_PCI_MSIX_IRQ_INDEX, device::VFIO_IRQ_SET_ACTION_TRIGGER | device::VFIO_IRQ_SET_DATA_NONE, 0, 0, vec![]);
-        backend.dev.irqs.intx = None;
+        {
+            let mut dev = backend.dev.lock().map_err(|_| anyhow::anyhow!("device state poisoned"))?;
+            dev.transport.reset();
+            dev.device_reset();
+            let _ = dev.dma_unmap(0, u64::MAX, true);
+            dev.set_irqs(
+                device::VFIO_PCI_MSIX_IRQ_INDEX,
+                device::VFIO_IRQ_SET_ACTION_TRIGGER | device::VFIO_IRQ_SET_DATA_NONE,
+                0,
+                0,
+                vec![],
+            );
+            dev.irqs.intx = None;
+        }
         if args.exit_on_disconnect {
             return Ok(());
         }

@@ -197,6 +197,8 @@ pub trait MediaBackend: Send {
     fn config(&self) -> &VirtioMediaDeviceConfig;
     /// Number of open sessions (for logs and tests).
     fn num_sessions(&self) -> usize;
+    /// Closes `session` from the device side (fault injection).
+    fn close_session(&mut self, session: u32);
 }
 
 pub fn make_config(device_caps: u32, device_type: u32, card: &str) -> VirtioMediaDeviceConfig {
@@ -313,6 +315,12 @@ where
 
     fn num_sessions(&self) -> usize {
         self.runner.sessions.len()
+    }
+
+    fn close_session(&mut self, session: u32) {
+        if let Some(sess) = self.runner.sessions.remove(&session) {
+            <D as VirtioMediaDevice<CmdReader, RespWriter>>::close_session(&mut self.runner.device, sess);
+        }
     }
 }
 

@@ -121,7 +121,7 @@ impl Harness {
         h
     }
 
-    fn w(&mut self, off: u64, data: &[u8]) {
+    pub(crate) fn w(&mut self, off: u64, data: &[u8]) {
         self.dev.bar0_write(pci::COMMON_OFF + off, data);
     }
     fn r(&mut self, off: u64, len: usize) -> Vec<u8> {
@@ -130,7 +130,7 @@ impl Harness {
         b
     }
 
-    fn init_driver(&mut self, msix: bool) {
+    pub(crate) fn init_driver(&mut self, msix: bool) {
         self.w(reg::DEVICE_STATUS, &[0]);
         self.w(reg::DEVICE_STATUS, &[STATUS_ACKNOWLEDGE]);
         self.w(reg::DEVICE_STATUS, &[STATUS_ACKNOWLEDGE | STATUS_DRIVER]);
@@ -1153,5 +1153,93 @@ mod capture {
         assert_ne!(le32(dst, 12) & FLAG_LAST, 0, "converted buffer carries LAST");
         assert_eq!(le32(&dst[88..], 0) as u64, w * ht, "and real data");
         assert_eq!(le32(&evs[2], 8), bindings::V4L2_EVENT_EOS);
+    }
+}
+
+mod faults {
+    use super::*;
+    use crate::device::{Delayed, Faults};
+    use std::time::Duration;
+
+    fn raw_cmd(h: &mut Harness, cmd: &[u8], resp_len: u32) -> (u16, u64) {
+        let c = h.alloc(cmd.len());
+        h.mem.write_slice(cmd, GuestAddress(c)).unwrap();
+        let r = h.alloc(resp_len as usize);
+        let head = h.add_chain(0, &[(c, cmd.len() as u32, false), (r, resp_len, true)]);
+        h.notify(0);
+        (head, r)
+    }
+
+    #[test]
+    fn delayed_responses_complete_later_and_not_after_reset() {
+        let mut h = Harness::new(true);
+        let (tx, rx) = std::sync::mpsc::channel::<Delayed>();
+        h.dev.delayed_tx = Some(tx);
+        h.dev.response_delay = Duration::from_millis(20);
+        let (head, r) = raw_cmd(&mut h, &cmd_hdr(CMD_OPEN), 16);
+        assert!(h.used(0).is_empty(), "no response yet");
+        assert_eq!(h.dev.backend.num_sessions(), 1, "the command itself ran");
+        let d = rx.try_recv().expect("delayed response queued");
+        assert!(d.due > std::time::Instant::now() - Duration::from_millis(1));
+        let before = h.dev.irqs.msix_count[1];
+        h.dev.complete_delayed(d);
+        assert_eq!(h.used(0), vec![(head as u32, 16)]);
+        assert_eq!(h.dev.irqs.msix_count[1], before + 1);
+        let mut st = [0u8; 4];
+        h.mem.read_slice(&mut st, GuestAddress(r)).unwrap();
+        assert_eq!(st, [0; 4]);
+
+        // A response still pending at reset is dropped.
+        raw_cmd(&mut h, &cmd_hdr(CMD_OPEN), 16);
+        let d = rx.try_recv().unwrap();
+        h.w(reg::DEVICE_STATUS, &[0]);
+        h.init_driver(true);
+        h.dev.complete_delayed(d);
+        assert!(h.used(0).is_empty());
+    }
+
+    #[test]
+    fn fault_delay_reorders_responses() {
+        let mut h = Harness::new(true);
+        let (tx, rx) = std::sync::mpsc::channel::<Delayed>();
+        h.dev.delayed_tx = Some(tx);
+        h.dev.faults = Faults { delay: true, every: 2, ..Default::default() };
+        let (a, _) = raw_cmd(&mut h, &cmd_hdr(CMD_OPEN), 16); // 1st: immediate
+        let (b, _) = raw_cmd(&mut h, &cmd_hdr(CMD_OPEN), 16); // 2nd: delayed
+        let (c, _) = raw_cmd(&mut h, &cmd_hdr(CMD_OPEN), 16); // 3rd: immediate
+        let d = rx.try_recv().unwrap();
+        assert!(d.due >= std::time::Instant::now() + Duration::from_millis(400));
+        h.dev.complete_delayed(d);
+        let ids: Vec<u32> = h.used(0).iter().map(|u| u.0).collect();
+        assert_eq!(ids, vec![a as u32, c as u32, b as u32], "out-of-order completion");
+    }
+
+    #[test]
+    fn fault_malformed_cuts_responses() {
+        let mut h = Harness::new(true);
+        h.dev.faults = Faults { malformed: true, every: 1, ..Default::default() };
+        let resp = h.command(&cmd_hdr(CMD_OPEN), 16);
+        assert_eq!(resp.len(), 8, "status 0 without the session id");
+        assert_eq!(le32(&resp, 0), 0);
+        let resp = h.command(&cmd_hdr(99), 16);
+        assert_eq!(resp.len(), 4, "half a header");
+    }
+
+    #[test]
+    fn fault_error_event_closes_session() {
+        let mut h = Harness::new(true);
+        h.dev.faults = Faults { error_event: true, every: 2, ..Default::default() };
+        let s = h.open(); // command 1
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_G_FMT, &g_fmt_payload()), 8 + 208); // command 2: hit
+        assert_eq!(le32(&resp, 0), 0, "the ioctl itself succeeded");
+        assert_eq!(h.dev.backend.num_sessions(), 0, "session closed by the device");
+        let (_, a) = h.add_event_buffer(64);
+        h.notify(1);
+        assert_eq!(h.used(1)[0].1, 16, "error event size");
+        let mut ev = [0u8; 16];
+        h.mem.read_slice(&mut ev, GuestAddress(a)).unwrap();
+        assert_eq!((le32(&ev, 0), le32(&ev, 4), le32(&ev, 8)), (0, s, libc::EIO as u32));
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_G_FMT, &g_fmt_payload()), 8 + 208);
+        assert_eq!(le32(&resp, 0) as i32, libc::EINVAL, "session is gone");
     }
 }

@@ -3,6 +3,7 @@
 //! `ServerBackend` that forwards accesses to [`VirtioMediaPci`].
 
 use std::fs::File;
+use std::sync::{Arc, Mutex};
 use std::mem::size_of;
 
 use vfio_bindings::bindings::vfio::{
@@ -87,7 +88,13 @@ pub fn irqs() -> Vec<IrqInfo> {
 }
 
 pub struct VfuBackend {
-    pub dev: VirtioMediaPci,
+    pub dev: Arc<Mutex<VirtioMediaPci>>,
+}
+
+impl VfuBackend {
+    fn dev(&self) -> std::io::Result<std::sync::MutexGuard<'_, VirtioMediaPci>> {
+        self.dev.lock().map_err(|_| std::io::Error::other("device state poisoned"))
+    }
 }
 
 fn einval() -> std::io::Error {
@@ -98,10 +105,10 @@ impl ServerBackend for VfuBackend {
     fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> Result<(), std::io::Error> {
         log::trace!("read region {region} offset {offset:#x} len {}", data.len());
         match region {
-            VFIO_PCI_CONFIG_REGION_INDEX => self.dev.config_read(offset, data),
-            r if r == pci::BAR0 => self.dev.bar0_read(offset, data),
-            r if r == pci::BAR_MSIX => self.dev.msix_bar_read(offset, data),
-            r if r == pci::BAR_SHM => self.dev.shm.read_at(offset, data).map_err(|_| einval())?,
+            VFIO_PCI_CONFIG_REGION_INDEX => self.dev()?.config_read(offset, data),
+            r if r == pci::BAR0 => self.dev()?.bar0_read(offset, data),
+            r if r == pci::BAR_MSIX => self.dev()?.msix_bar_read(offset, data),
+            r if r == pci::BAR_SHM => self.dev()?.shm.read_at(offset, data).map_err(|_| einval())?,
             _ => {
                 log::warn!("read of unimplemented region {region}");
                 return Err(einval());
@@ -113,10 +120,10 @@ impl ServerBackend for VfuBackend {
     fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
         log::trace!("write region {region} offset {offset:#x} data {data:02x?}");
         match region {
-            VFIO_PCI_CONFIG_REGION_INDEX => self.dev.config_write(offset, data),
-            r if r == pci::BAR0 => self.dev.bar0_write(offset, data),
-            r if r == pci::BAR_MSIX => self.dev.msix_bar_write(offset, data),
-            r if r == pci::BAR_SHM => self.dev.shm.write_at(offset, data).map_err(|_| einval())?,
+            VFIO_PCI_CONFIG_REGION_INDEX => self.dev()?.config_write(offset, data),
+            r if r == pci::BAR0 => self.dev()?.bar0_write(offset, data),
+            r if r == pci::BAR_MSIX => self.dev()?.msix_bar_write(offset, data),
+            r if r == pci::BAR_SHM => self.dev()?.shm.write_at(offset, data).map_err(|_| einval())?,
             _ => {
                 log::warn!("write to unimplemented region {region}");
                 return Err(einval());
@@ -134,18 +141,19 @@ impl ServerBackend for VfuBackend {
         fd: Option<File>,
     ) -> Result<(), std::io::Error> {
         log::debug!("DMA_MAP flags {flags:?} {address:#x}+{size:#x} offset {offset:#x} fd {}", fd.is_some());
-        self.dev.dma_map(offset, address, size, fd)
+        self.dev()?.dma_map(offset, address, size, fd)
     }
 
     fn dma_unmap(&mut self, flags: DmaUnmapFlags, address: u64, size: u64) -> Result<(), std::io::Error> {
-        self.dev
+        self.dev()?
             .dma_unmap(address, size, flags.contains(DmaUnmapFlags::UNMAP_ALL))
     }
 
     fn reset(&mut self) -> Result<(), std::io::Error> {
         log::info!("vfio-user DEVICE_RESET");
-        self.dev.transport.reset();
-        self.dev.device_reset();
+        let mut dev = self.dev()?;
+        dev.transport.reset();
+        dev.device_reset();
         Ok(())
     }
 
@@ -157,7 +165,7 @@ impl ServerBackend for VfuBackend {
         count: u32,
         fds: Vec<File>,
     ) -> Result<(), std::io::Error> {
-        self.dev.set_irqs(index, flags, start, count, fds);
+        self.dev()?.set_irqs(index, flags, start, count, fds);
         Ok(())
     }
 }

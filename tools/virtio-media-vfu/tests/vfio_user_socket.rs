@@ -111,6 +111,11 @@ impl Drv {
         self.avail_idx[0] += 1;
         self.put(avail + 2, self.avail_idx[0].to_le_bytes());
         self.w(0x1000, &0u16.to_le_bytes()); // notify queue 0
+        // Responses may be delayed (--response-delay-ms): poll.
+        let t0 = Instant::now();
+        while self.get16(used + 2) == self.used_seen[0] && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let idx = self.get16(used + 2);
         assert_eq!(idx, self.used_seen[0] + 1, "one used entry");
         let e = used + 4 + 8 * (self.used_seen[0] % QSIZE) as u64;
@@ -138,15 +143,15 @@ fn ioctl(session: u32, code: u32, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-#[test]
-fn qemu_like_client_over_the_socket() {
-    let dir = std::env::temp_dir().join(format!("vmvfu-test-{}", std::process::id()));
+fn start(name: &str, extra: &[&str]) -> (Server, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("vmvfu-test-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let sock = dir.join("vfu.sock");
-    let _server = Server(
+    let server = Server(
         Command::new(env!("CARGO_BIN_EXE_virtio-media-vfu"))
             .args(["--socket", sock.to_str().unwrap(), "--device-id", "48", "--shm-size", "4M"])
             .arg("--exit-on-disconnect")
+            .args(extra)
             .spawn()
             .unwrap(),
     );
@@ -155,6 +160,64 @@ fn qemu_like_client_over_the_socket() {
         assert!(t0.elapsed() < Duration::from_secs(20), "socket never appeared");
         std::thread::sleep(Duration::from_millis(20));
     }
+    (server, sock)
+}
+
+/// Maps RAM, sets up MSI-X and both queues; returns the driver.
+fn init(mut c: Client) -> (Drv, Vec<File>) {
+    let ram = memfd(c"guest-ram", RAM);
+    c.dma_map(0, 0, RAM, ram.as_raw_fd()).unwrap();
+    let efds: Vec<File> = (0..4).map(|_| eventfd()).collect();
+    let raw: Vec<i32> = efds.iter().map(|f| f.as_raw_fd()).collect();
+    c.set_irqs(2, (1 << 2) | (1 << 5), 0, 4, &raw).unwrap();
+    c.region_write(CONFIG_REGION, 0x43, &[0x80]).unwrap(); // MSI-X enable
+    let mut d = Drv {
+        c,
+        ram,
+        next_desc: [0; 2],
+        avail_idx: [0; 2],
+        used_seen: [0; 2],
+        next_buf: 0x10000,
+    };
+    d.w(0x14, &[0]);
+    d.w(0x14, &[3]);
+    d.w(0x08, &1u32.to_le_bytes());
+    d.w(0x0c, &1u32.to_le_bytes());
+    d.w(0x14, &[11]);
+    assert_eq!(d.r(0x14, 1), vec![11], "FEATURES_OK accepted");
+    for q in 0..2u16 {
+        let (desc, avail, used) = RINGS[q as usize];
+        d.w(0x16, &q.to_le_bytes());
+        d.w(0x18, &QSIZE.to_le_bytes());
+        d.w(0x1a, &(q + 1).to_le_bytes());
+        d.w(0x20, &desc.to_le_bytes());
+        d.w(0x28, &avail.to_le_bytes());
+        d.w(0x30, &used.to_le_bytes());
+        d.w(0x1c, &1u16.to_le_bytes());
+    }
+    d.w(0x14, &[15]);
+    (d, efds)
+}
+
+#[test]
+fn delayed_responses_over_the_socket() {
+    let (_server, sock) = start("delay", &["--response-delay-ms", "100", "--backend", "capture"]);
+    let (mut d, efds) = init(Client::new(&sock).unwrap());
+    let t0 = Instant::now();
+    let resp = d.command(&[1, 0, 0, 0, 0, 0, 0, 0], 16);
+    let took = t0.elapsed();
+    assert_eq!(resp.len(), 16);
+    assert_eq!(le32(&resp, 0), 0);
+    assert!(took >= Duration::from_millis(90), "answered after {took:?}");
+    assert!(eventfd_count(&efds[1]) >= 1, "interrupt raised by the delay worker");
+    let mut cfg = d.r(0x3000, 40);
+    cfg.truncate(32);
+    assert_eq!(&cfg[8..32], b"virtio-media-vfu capture");
+}
+
+#[test]
+fn qemu_like_client_over_the_socket() {
+    let (_server, sock) = start("basic", &[]);
     let mut c = Client::new(&sock).unwrap();
 
     // Regions as QEMU sees them.
