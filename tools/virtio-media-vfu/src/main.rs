@@ -78,8 +78,12 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_shm_size)]
     pub shm_size: u64,
 
-    /// Device backend: "simple" = single-format capture device (YU12
-    /// 640x480, MMAP buffers, frames of changing uniform colour).
+    /// Device backend: "simple" = the virtio-media crate's single-format
+    /// capture device (YU12 640x480, MMAP); "capture" = multi-format,
+    /// multi-planar capture device with controls (incl. a U8 array control)
+    /// and events; "output" = output device that consumes frames and exposes
+    /// their checksum as a control; "m2m" = mem2mem pixel-format converter
+    /// with STOP/START drain and LAST buffers.
     #[arg(long, value_name = "NAME", default_value = "simple", value_parser = clap::builder::PossibleValuesParser::new(devices::BACKENDS))]
     pub backend: String,
 
