@@ -82,6 +82,19 @@ pub(crate) struct Response {
     pub(crate) written: usize,
 }
 
+impl Response {
+    /// What the device wrote.
+    pub(crate) fn written(&self) -> &[u8] {
+        self.bytes.get(..self.written).unwrap_or(&[])
+    }
+
+    /// The status in the response header: `Ok` for 0, else the errno the
+    /// device reported (`EIO` for a malformed header).
+    pub(crate) fn status(&self) -> Result {
+        check_status(&self.bytes, self.written)
+    }
+}
+
 /// The commandq and the commands in flight on it.
 #[pin_data]
 pub(crate) struct CommandQueue {
@@ -108,8 +121,8 @@ impl CommandQueue {
     }
 
     /// Sends `request` and waits for a response of at most `response_len`
-    /// bytes. `Ok` only when the device answered with status 0; a device
-    /// error status becomes that errno.
+    /// bytes. `Ok` when the device answered, whatever its status (see
+    /// [`Response::status`]); `Err` when it did not.
     pub(crate) fn send(&self, request: KVec<u8>, response_len: usize, wait: Wait) -> Result<Response> {
         let mut response = KVec::with_capacity(response_len, GFP_KERNEL)?;
         response.resize(response_len, 0, GFP_KERNEL)?;
@@ -191,7 +204,6 @@ impl CommandQueue {
                     );
                     return Err(EIO);
                 }
-                check_status(&response, written)?;
                 Ok(Response {
                     bytes: response,
                     written,

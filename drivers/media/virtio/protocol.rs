@@ -169,6 +169,151 @@ pub(crate) fn close_request(session: u32) -> Result<KVec<u8>> {
 pub(crate) const HEADER_RESPONSE_SIZE: usize =
     core::mem::size_of::<ffi::virtio_media_resp_header>();
 
+/// Size of an IOCTL command's header (before the payload).
+pub(crate) const IOCTL_CMD_SIZE: usize = core::mem::size_of::<ffi::virtio_media_cmd_ioctl>();
+/// Size of an IOCTL response's header (before the payload).
+pub(crate) const IOCTL_RESP_SIZE: usize = core::mem::size_of::<ffi::virtio_media_resp_ioctl>();
+
+/// `VIRTIO_MEDIA_CMD_IOCTL`: the header, then `payload` and `trailer` (the
+/// pointed-to arrays that follow the main struct) when the device reads
+/// them.
+pub(crate) fn ioctl_request(session: u32, code: u32, payload: &[u8], trailer: &[u8]) -> Result<KVec<u8>> {
+    let to_device = matches!(ioctl_direction(code), Direction::ToDevice | Direction::Both);
+    let body = if to_device {
+        payload.len().checked_add(trailer.len()).ok_or(EINVAL)?
+    } else {
+        0
+    };
+    let mut buf = KVec::with_capacity(IOCTL_CMD_SIZE.checked_add(body).ok_or(EINVAL)?, GFP_KERNEL)?;
+    push_header(&mut buf, ffi::VIRTIO_MEDIA_CMD_IOCTL)?;
+    buf.extend_from_slice(&session.to_le_bytes(), GFP_KERNEL)?;
+    buf.extend_from_slice(&ioctl_nr(code).to_le_bytes(), GFP_KERNEL)?;
+    if to_device {
+        buf.extend_from_slice(payload, GFP_KERNEL)?;
+        buf.extend_from_slice(trailer, GFP_KERNEL)?;
+    }
+    Ok(buf)
+}
+
+/// Size of the response to an ioctl whose payload and trailer are
+/// `payload_len` bytes together.
+pub(crate) fn ioctl_response_size(code: u32, payload_len: usize) -> Result<usize> {
+    match ioctl_direction(code) {
+        Direction::FromDevice | Direction::Both => IOCTL_RESP_SIZE.checked_add(payload_len).ok_or(EINVAL),
+        Direction::None | Direction::ToDevice => Ok(IOCTL_RESP_SIZE),
+    }
+}
+
+/// `VIRTIO_MEDIA_CMD_MMAP` of the buffer plane at `offset`.
+pub(crate) fn mmap_request(session: u32, writable: bool, offset: u64) -> Result<KVec<u8>> {
+    let mut buf = KVec::with_capacity(core::mem::size_of::<ffi::virtio_media_cmd_mmap>(), GFP_KERNEL)?;
+    push_header(&mut buf, ffi::VIRTIO_MEDIA_CMD_MMAP)?;
+    buf.extend_from_slice(&session.to_le_bytes(), GFP_KERNEL)?;
+    let flags = if writable { ffi::VIRTIO_MEDIA_MMAP_FLAG_RW } else { 0 };
+    buf.extend_from_slice(&flags.to_le_bytes(), GFP_KERNEL)?;
+    buf.extend_from_slice(&offset.to_le_bytes(), GFP_KERNEL)?;
+    Ok(buf)
+}
+
+/// Size of the MMAP response.
+pub(crate) const MMAP_RESPONSE_SIZE: usize = core::mem::size_of::<ffi::virtio_media_resp_mmap>();
+
+/// (offset in the shared-memory region, length) of an MMAP response.
+pub(crate) fn mmap_response(resp: &[u8]) -> Option<(u64, u64)> {
+    Some((read_le64(resp, 8)?, read_le64(resp, 16)?))
+}
+
+/// `VIRTIO_MEDIA_CMD_MUNMAP` of the mapping at shared-memory offset `addr`.
+pub(crate) fn munmap_request(addr: u64) -> Result<KVec<u8>> {
+    let mut buf = KVec::with_capacity(core::mem::size_of::<ffi::virtio_media_cmd_munmap>(), GFP_KERNEL)?;
+    push_header(&mut buf, ffi::VIRTIO_MEDIA_CMD_MUNMAP)?;
+    buf.extend_from_slice(&addr.to_le_bytes(), GFP_KERNEL)?;
+    Ok(buf)
+}
+
+fn read_le64(bytes: &[u8], offset: usize) -> Option<u64> {
+    let end = offset.checked_add(8)?;
+    let field = bytes.get(offset..end)?;
+    Some(u64::from_le_bytes(field.try_into().ok()?))
+}
+
+/// Size of `struct v4l2_buffer` in the 64-bit wire layout.
+pub(crate) const BUFFER_SIZE: usize = core::mem::size_of::<ffi::v4l2_buffer>();
+/// Size of `struct v4l2_plane` in the 64-bit wire layout.
+pub(crate) const PLANE_SIZE: usize = core::mem::size_of::<ffi::v4l2_plane>();
+/// Most planes a buffer can have.
+pub(crate) const MAX_PLANES: usize = ffi::VIDEO_MAX_PLANES as usize;
+/// Size of `struct v4l2_event`.
+pub(crate) const EVENT_SIZE: usize = core::mem::size_of::<ffi::v4l2_event>();
+const EVENT_HEADER_SIZE: usize = core::mem::size_of::<ffi::virtio_media_event_header>();
+/// Size of the largest event: DQBUF.
+pub(crate) const MAX_EVENT_SIZE: usize = EVENT_HEADER_SIZE + BUFFER_SIZE + PLANE_SIZE * MAX_PLANES;
+
+/// An event from the eventq, borrowing the event buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Event<'a> {
+    /// The session is broken and closed on the device side.
+    Error { session: u32, errno: u32 },
+    /// A buffer is done: `struct v4l2_buffer`, then `VIDEO_MAX_PLANES` planes.
+    Dqbuf { session: u32, buffer: &'a [u8], planes: &'a [u8] },
+    /// A V4L2 event: `struct v4l2_event`.
+    V4l2 { session: u32, event: &'a [u8] },
+}
+
+/// Why an event was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EventError {
+    /// Shorter than its type requires.
+    Short { kind: u32, len: usize },
+    /// Unknown event type.
+    UnknownKind(u32),
+}
+
+/// Parses the first `len` bytes the device wrote into an event buffer.
+pub(crate) fn parse_event(bytes: &[u8]) -> Result<Event<'_>, EventError> {
+    let short = |kind| EventError::Short { kind, len: bytes.len() };
+    let kind = read_le32(bytes, 0).ok_or(short(u32::MAX))?;
+    let session = read_le32(bytes, 4).ok_or(short(kind))?;
+    let body = bytes.get(EVENT_HEADER_SIZE..).ok_or(short(kind))?;
+    match kind {
+        ffi::VIRTIO_MEDIA_EVT_ERROR => Ok(Event::Error {
+            session,
+            errno: read_le32(body, 0).ok_or(short(kind))?,
+        }),
+        ffi::VIRTIO_MEDIA_EVT_DQBUF => {
+            let buffer = body.get(..BUFFER_SIZE).ok_or(short(kind))?;
+            let planes = body
+                .get(BUFFER_SIZE..BUFFER_SIZE + PLANE_SIZE * MAX_PLANES)
+                .ok_or(short(kind))?;
+            Ok(Event::Dqbuf { session, buffer, planes })
+        }
+        ffi::VIRTIO_MEDIA_EVT_EVENT => Ok(Event::V4l2 {
+            session,
+            event: body.get(..EVENT_SIZE).ok_or(short(kind))?,
+        }),
+        other => Err(EventError::UnknownKind(other)),
+    }
+}
+
+/// Reads the little-endian `u32` at `offset`, if `bytes` holds it.
+pub(crate) fn get_u32(bytes: &[u8], offset: usize) -> Option<u32> {
+    read_le32(bytes, offset)
+}
+
+/// Writes `value` at `offset`; `false` if `bytes` is too short.
+pub(crate) fn set_u32(bytes: &mut [u8], offset: usize, value: u32) -> bool {
+    let Some(end) = offset.checked_add(4) else {
+        return false;
+    };
+    match bytes.get_mut(offset..end) {
+        Some(field) => {
+            field.copy_from_slice(&value.to_le_bytes());
+            true
+        }
+        None => false,
+    }
+}
+
 #[kunit_tests(virtio_media_protocol)]
 mod tests {
     use super::*;
@@ -214,6 +359,92 @@ mod tests {
         assert_eq!(OPEN_RESPONSE_SIZE, 16);
         assert_eq!(open_response_session(&[0, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0]), Some(7));
         assert_eq!(open_response_session(&[0; 10]), None);
+    }
+
+    #[test]
+    fn ioctl_layout_by_direction() {
+        // G_FMT (WR): payload in the request and room for it in the response.
+        let g_fmt = ioc(Direction::Both, b'V', 4, 208);
+        let req = ioctl_request(9, g_fmt, &[0xaa; 208], &[]).expect("allocation");
+        assert_eq!(req.len(), IOCTL_CMD_SIZE + 208);
+        assert_eq!(&req[..16], &[3, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 4, 0, 0, 0]);
+        assert_eq!(ioctl_response_size(g_fmt, 208), Ok(8 + 208));
+        // QBUF (WR) with two planes following the buffer.
+        let qbuf = ioc(Direction::Both, b'V', 15, BUFFER_SIZE);
+        let req = ioctl_request(1, qbuf, &[0; BUFFER_SIZE], &[1; 2 * PLANE_SIZE]).expect("allocation");
+        assert_eq!(req.len(), 16 + BUFFER_SIZE + 2 * PLANE_SIZE);
+        assert_eq!(req[16 + BUFFER_SIZE], 1);
+        // STREAMON (W): nothing comes back but the header.
+        let streamon = ioc(Direction::ToDevice, b'V', 18, 4);
+        assert_eq!(ioctl_request(1, streamon, &[1, 0, 0, 0], &[]).map(|r| r.len()), Ok(20));
+        assert_eq!(ioctl_response_size(streamon, 4), Ok(8));
+        // QUERYCAP-like R ioctl: no payload sent, all of it comes back.
+        let r = ioc(Direction::FromDevice, b'V', 0, 104);
+        assert_eq!(ioctl_request(1, r, &[0; 104], &[]).map(|r| r.len()), Ok(16));
+        assert_eq!(ioctl_response_size(r, 104), Ok(112));
+    }
+
+    #[test]
+    fn wire_sizes_are_64bit_layout() {
+        assert_eq!(BUFFER_SIZE, 88);
+        assert_eq!(PLANE_SIZE, 64);
+        assert_eq!(EVENT_SIZE, 136);
+        assert_eq!(MMAP_RESPONSE_SIZE, 24);
+    }
+
+    #[test]
+    fn mmap_commands() {
+        let req = mmap_request(3, true, 0x1000).expect("allocation");
+        assert_eq!(req.len(), 24);
+        assert_eq!(&req[8..16], &[3, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(&req[16..24], &0x1000u64.to_le_bytes());
+        let mut resp = [0u8; 24];
+        resp[8..16].copy_from_slice(&0x20_0000u64.to_le_bytes());
+        resp[16..24].copy_from_slice(&0x1_0000u64.to_le_bytes());
+        assert_eq!(mmap_response(&resp), Some((0x20_0000, 0x1_0000)));
+        assert_eq!(mmap_response(&resp[..20]), None);
+        let req = munmap_request(0x20_0000).expect("allocation");
+        assert_eq!(&req[..], &[5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn event_parsing_and_validation() {
+        let mut ev = [0u8; MAX_EVENT_SIZE];
+        ev[0] = 1; // DQBUF
+        ev[4] = 7;
+        ev[8] = 2; // buffer index 2
+        match parse_event(&ev) {
+            Ok(Event::Dqbuf { session, buffer, planes }) => {
+                assert_eq!(session, 7);
+                assert_eq!(get_u32(buffer, 0), Some(2));
+                assert_eq!(planes.len(), PLANE_SIZE * MAX_PLANES);
+            }
+            other => panic!("unexpected {:?}", other),
+        }
+        // A DQBUF cut short is rejected, not read past its end.
+        assert_eq!(
+            parse_event(&ev[..100]),
+            Err(EventError::Short { kind: 1, len: 100 })
+        );
+        ev[0] = 0; // ERROR
+        ev[8] = 5;
+        assert_eq!(parse_event(&ev[..16]), Ok(Event::Error { session: 7, errno: 5 }));
+        ev[0] = 2; // EVENT
+        assert!(matches!(parse_event(&ev[..8 + EVENT_SIZE]), Ok(Event::V4l2 { session: 7, .. })));
+        assert!(parse_event(&ev[..8 + EVENT_SIZE - 1]).is_err());
+        ev[0] = 9;
+        assert_eq!(parse_event(&ev), Err(EventError::UnknownKind(9)));
+        assert_eq!(parse_event(&ev[..3]), Err(EventError::Short { kind: u32::MAX, len: 3 }));
+    }
+
+    #[test]
+    fn field_access_is_bounds_checked() {
+        let mut b = [0u8; 8];
+        assert!(set_u32(&mut b, 4, 0xdead_beef));
+        assert_eq!(get_u32(&b, 4), Some(0xdead_beef));
+        assert!(!set_u32(&mut b, 5, 1));
+        assert!(!set_u32(&mut b, usize::MAX, 1));
+        assert_eq!(get_u32(&b, 6), None);
     }
 
     #[test]

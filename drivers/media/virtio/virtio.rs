@@ -141,6 +141,13 @@ impl Device {
         self.0.get()
     }
 
+    /// The generic device, as parent of the V4L2 device.
+    pub(crate) fn as_dev(&self) -> *mut ffi::device {
+        // SAFETY: `self` wraps a valid device; this only computes a field
+        // address.
+        unsafe { &raw mut (*self.as_raw()).dev }
+    }
+
     /// The virtio device ID the bus matched (42 or 48 for media).
     pub(crate) fn device_id(&self) -> u32 {
         // SAFETY: `self` wraps a valid device; `id` is constant after probe.

@@ -3,19 +3,36 @@
 //! Virtio-media guest driver: the V4L2 UAPI carried over virtio.
 //!
 //! The host plays the kernel and the guest plays user space: each open file
-//! is a session on the device, and V4L2 ioctls become commands on the
-//! commandq.
+//! is a session on the device, V4L2 ioctls become commands on the commandq,
+//! and the eventq brings back dequeued buffers, V4L2 events and errors.
+//! See Documentation/virtio-media-driver.rst for the design.
 
-use kernel::{prelude::*, sync::Arc};
+use core::sync::atomic::{AtomicBool, Ordering};
+use kernel::{
+    new_mutex,
+    prelude::*,
+    rbtree::{RBTree, RBTreeNode},
+    sync::{Arc, ArcBorrow, Mutex},
+    workqueue::{impl_has_work, new_work, Work, WorkItem},
+};
 
 mod command;
+mod events;
 mod ffi;
+mod ioctl;
+mod mmap;
 mod protocol;
+mod session;
+mod v4l2;
 mod virtio;
 mod virtqueue;
 
 use command::{CommandQueue, Wait};
+use events::EventQueue;
 use protocol::DeviceConfig;
+use session::Session;
+use v4l2::VideoNode;
+use virtio::ShmRegion;
 use virtqueue::Virtqueue;
 
 module! {
@@ -26,39 +43,131 @@ module! {
     license: "GPL",
 }
 
-/// Per-device state, shared by the bus binding and the queue callbacks.
+/// Per-device state, shared by the bus binding, the video node (until the
+/// V4L2 core releases it), every session and the queue callbacks.
 #[pin_data]
-struct MediaDevice {
+pub(crate) struct MediaDevice {
     config: DeviceConfig,
+    shm: Option<ShmRegion>,
     #[pin]
     commandq: CommandQueue,
+    #[pin]
+    eventq: EventQueue,
+    /// Open sessions by id, for event dispatch.
+    #[pin]
+    sessions: Mutex<RBTree<u32, Arc<Session>>>,
+    #[pin]
+    node: VideoNode,
+    #[pin]
+    event_work: Work<MediaDevice>,
+    /// Set when the device is removed: every call then fails with ENODEV.
+    gone: AtomicBool,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for MediaDevice { self.event_work }
+}
+
+impl WorkItem for MediaDevice {
+    type Pointer = Arc<MediaDevice>;
+
+    fn run(this: Arc<MediaDevice>) {
+        this.eventq.drain(&this);
+    }
 }
 
 impl MediaDevice {
+    pub(crate) fn config(&self) -> &DeviceConfig {
+        &self.config
+    }
+
+    pub(crate) fn shm(&self) -> Option<ShmRegion> {
+        self.shm
+    }
+
+    pub(crate) fn commandq(&self) -> &CommandQueue {
+        &self.commandq
+    }
+
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+
+    /// Which queues a session of this device has: (capture, output).
+    pub(crate) fn queue_kinds(&self) -> (bool, bool) {
+        let caps = self.config.device_caps;
+        let m2m = ffi::V4L2_CAP_VIDEO_M2M | ffi::V4L2_CAP_VIDEO_M2M_MPLANE;
+        let output = ffi::V4L2_CAP_VIDEO_OUTPUT
+            | ffi::V4L2_CAP_VIDEO_OUTPUT_MPLANE
+            | ffi::V4L2_CAP_VBI_OUTPUT
+            | ffi::V4L2_CAP_SLICED_VBI_OUTPUT
+            | ffi::V4L2_CAP_SDR_OUTPUT
+            | ffi::V4L2_CAP_META_OUTPUT;
+        if caps & m2m != 0 {
+            (true, true)
+        } else if caps & output != 0 {
+            (false, true)
+        } else {
+            (true, false)
+        }
+    }
+
     /// Opens a session on the device and returns its id.
-    fn open_session(&self) -> Result<u32> {
+    pub(crate) fn open_session(&self) -> Result<u32> {
         let resp = self.commandq.send(
             protocol::open_request()?,
             protocol::OPEN_RESPONSE_SIZE,
             Wait::Interruptible,
         )?;
-        protocol::open_response_session(resp.bytes.get(..resp.written).unwrap_or(&[])).ok_or_else(
-            || {
-                pr_err!("OPEN response of {} bytes has no session id\n", resp.written);
-                EIO
-            },
-        )
+        resp.status()?;
+        protocol::open_response_session(resp.written()).ok_or_else(|| {
+            pr_err!("OPEN response of {} bytes has no session id\n", resp.written);
+            EIO
+        })
     }
 
-    /// Closes `session`; the device needs no answer but gets one chance.
-    fn close_session(&self, session: u32) -> Result {
+    /// Closes `session`.
+    pub(crate) fn close_session(&self, session: u32) -> Result {
         self.commandq
             .send(
                 protocol::close_request(session)?,
                 protocol::HEADER_RESPONSE_SIZE,
                 Wait::Uninterruptible,
-            )
-            .map(|_| ())
+            )?
+            .status()
+    }
+
+    /// Enters a new session in the map; the device must not reuse an id
+    /// that is still open.
+    pub(crate) fn add_session(&self, session: Arc<Session>) -> Result {
+        let id = session.id();
+        let node = RBTreeNode::new(id, session, GFP_KERNEL)?;
+        let mut sessions = self.sessions.lock();
+        if sessions.get(&id).is_some() {
+            pr_err!("device opened session {} twice\n", id);
+            return Err(EIO);
+        }
+        sessions.insert(node);
+        Ok(())
+    }
+
+    /// Removes `session` from the map, if it is still the one under its id.
+    pub(crate) fn remove_session(&self, session: &Arc<Session>) {
+        let mut sessions = self.sessions.lock();
+        let ours = sessions
+            .get(&session.id())
+            .is_some_and(|s| core::ptr::eq(&**s, &**session));
+        if ours {
+            sessions.remove(&session.id());
+        }
+    }
+
+    pub(crate) fn session(&self, id: u32) -> Option<Arc<Session>> {
+        self.sessions.lock().get(&id).cloned()
+    }
+
+    pub(crate) fn take_session(&self, id: u32) -> Option<Arc<Session>> {
+        self.sessions.lock().remove(&id)
     }
 }
 
@@ -69,17 +178,24 @@ impl MediaDevice {
 /// Only virtio calls this, with the commandq created in `probe`.
 unsafe extern "C" fn commandq_done(vq: *mut ffi::virtqueue) {
     // SAFETY: `find_vqs` was given a pointer to the `MediaDevice` that owns
-    // the queues, which lives until after `del_vqs` (see `remove`).
+    // the queues, which lives until after `del_vqs` (see `teardown`).
     let dev = unsafe { &*virtio::callback_data(vq).cast::<MediaDevice>() };
     dev.commandq.complete_returned();
 }
 
-/// Eventq interrupt callback: no events are consumed yet.
+/// Eventq interrupt callback: the events are handled on the workqueue.
 ///
 /// # Safety
 ///
 /// Only virtio calls this, with the eventq created in `probe`.
-unsafe extern "C" fn eventq_done(_vq: *mut ffi::virtqueue) {}
+unsafe extern "C" fn eventq_done(vq: *mut ffi::virtqueue) {
+    // SAFETY: As in `commandq_done`; the pointer came from an `Arc`, and the
+    // bus binding's reference keeps it alive during the callback.
+    let dev: Arc<MediaDevice> =
+        unsafe { ArcBorrow::from_raw(virtio::callback_data(vq).cast::<MediaDevice>()) }.into();
+    // Already queued: the running or pending work will see these events.
+    let _ = ffi::driver_workqueue().enqueue(dev);
+}
 
 struct VirtioMediaDriver;
 
@@ -107,64 +223,102 @@ impl virtio::Driver for VirtioMediaDriver {
             shm_addr,
             shm_len
         );
+        if shm.is_none() && config.device_caps & ffi::V4L2_CAP_STREAMING != 0 {
+            pr_err!("device streams but has no shared-memory region for MMAP buffers\n");
+            return Err(ENODEV);
+        }
         let dev = Arc::pin_init(
             pin_init!(MediaDevice {
                 config,
+                shm,
                 commandq <- CommandQueue::new(),
+                eventq <- EventQueue::new(),
+                sessions <- new_mutex!(RBTree::new(), "virtio_media_sessions"),
+                node <- VideoNode::new(),
+                event_work <- new_work!("virtio_media::MediaDevice::event_work"),
+                gone: AtomicBool::new(false),
             }),
             GFP_KERNEL,
         )?;
         // SAFETY: The callbacks use the pointer as a `MediaDevice`; `dev` is
         // kept alive by the bus binding until `remove`, which deletes the
         // queues before dropping it.
-        let [commandq, _eventq] =
+        let [commandq, eventq] =
             unsafe { vdev.find_vqs(commandq_done, eventq_done, Arc::as_ptr(&dev).cast()) }?;
-        // SAFETY: `find_vqs` returned a live queue that only this wrapper
-        // adds buffers to.
-        dev.commandq.attach(unsafe { Virtqueue::from_raw(commandq) });
+        // SAFETY: `find_vqs` returned live queues that only these wrappers
+        // add buffers to.
+        let (commandq, eventq) = unsafe { (Virtqueue::from_raw(commandq), Virtqueue::from_raw(eventq)) };
+        dev.commandq.attach(commandq);
         vdev.ready();
-
-        // A device that cannot open a session is of no use: check it answers.
-        let checked = dev
-            .open_session()
-            .and_then(|session| dev.close_session(session).map(|()| session));
-        match checked {
-            Ok(session) => pr_info!("device answers: opened and closed session {}\n", session),
-            Err(e) => {
-                pr_err!("device does not answer OPEN/CLOSE ({:?}); not binding\n", e);
-                Self::teardown(vdev, &dev);
-                return Err(e);
-            }
+        let started = dev
+            .eventq
+            .attach(eventq)
+            .and_then(|()| Self::check_answers(&dev))
+            .and_then(|()| dev.node.register(vdev, &dev.config, dev.clone()));
+        if let Err(e) = started {
+            Self::teardown(vdev, &dev);
+            return Err(e);
         }
+        pr_info!(
+            "registered /dev/video{} for \"{}\"\n",
+            dev.node.number(),
+            dev.config.card_name().unwrap_or("")
+        );
         Ok(dev)
     }
 
     fn remove(vdev: &virtio::Device, dev: Self::Data) {
+        dev.gone.store(true, Ordering::Release);
+        dev.node.unregister();
         Self::teardown(vdev, &dev);
+        for session in dev.sessions.lock().values() {
+            session.device_gone();
+        }
         pr_info!("removed \"{}\"\n", dev.config.card_name().unwrap_or("<invalid>"));
     }
 }
 
 impl VirtioMediaDriver {
+    /// A device that cannot open a session is of no use: check it answers.
+    fn check_answers(dev: &MediaDevice) -> Result {
+        let checked = dev
+            .open_session()
+            .and_then(|session| dev.close_session(session).map(|()| session));
+        match checked {
+            Ok(session) => {
+                pr_info!("device answers: opened and closed session {}\n", session);
+                Ok(())
+            }
+            Err(e) => {
+                pr_err!("device does not answer OPEN/CLOSE ({:?}); not binding\n", e);
+                Err(e)
+            }
+        }
+    }
+
     /// Stops the device and fails what is still in flight, in the order
     /// that keeps the callbacks' data valid: reset (no more interrupts),
     /// reclaim buffers, delete the queues.
     fn teardown(vdev: &virtio::Device, dev: &MediaDevice) {
         vdev.reset();
         dev.commandq.shut_down();
+        dev.eventq.shut_down();
         vdev.del_vqs();
     }
 }
 
 #[pin_data]
 struct VirtioMediaModule {
+    // Dropped first: every device is removed before the workqueue goes.
     #[pin]
     driver: virtio::DriverRegistration<VirtioMediaDriver>,
+    workqueue: ffi::DriverWorkqueue,
 }
 
 impl kernel::InPlaceModule for VirtioMediaModule {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
+            workqueue: ffi::DriverWorkqueue::new()?,
             driver <- virtio::DriverRegistration::new(module),
         })
     }

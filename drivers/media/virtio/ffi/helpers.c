@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
+#include <linux/mm.h>
 #include <linux/module.h>
+#include <linux/poll.h>
+#include <linux/workqueue.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
 #include "helpers.h"
@@ -45,4 +48,64 @@ void virtio_media_del_vqs(struct virtio_device *vdev)
 void virtio_media_device_ready(struct virtio_device *vdev)
 {
 	virtio_device_ready(vdev);
+}
+
+void virtio_media_poll_wait(struct file *file, struct wait_queue_head *wq,
+			    struct poll_table_struct *pt)
+{
+	poll_wait(file, wq, pt);
+}
+
+__poll_t virtio_media_poll_requested(struct poll_table_struct *pt)
+{
+	return poll_requested_events(pt);
+}
+
+unsigned long virtio_media_vma_pgoff(struct vm_area_struct *vma)
+{
+	return vma->vm_pgoff;
+}
+
+unsigned long virtio_media_vma_len(struct vm_area_struct *vma)
+{
+	return vma->vm_end - vma->vm_start;
+}
+
+bool virtio_media_vma_shared(struct vm_area_struct *vma)
+{
+	return vma->vm_flags & VM_SHARED;
+}
+
+bool virtio_media_vma_writable(struct vm_area_struct *vma)
+{
+	return vma->vm_flags & VM_WRITE;
+}
+
+void *virtio_media_vma_private(struct vm_area_struct *vma)
+{
+	return vma->vm_private_data;
+}
+
+/*
+ * Maps the physical range at @phys over the whole of @vma (the caller checked
+ * it lies in the device's shared-memory region) and attaches @ops.
+ */
+int virtio_media_vma_map(struct vm_area_struct *vma, u64 phys,
+			 const struct vm_operations_struct *ops, void *private_data)
+{
+	int ret;
+
+	vm_flags_set(vma, VM_IO | VM_DONTEXPAND | VM_DONTDUMP);
+	ret = io_remap_pfn_range(vma, vma->vm_start, PHYS_PFN(phys),
+				 vma->vm_end - vma->vm_start, vma->vm_page_prot);
+	if (ret)
+		return ret;
+	vma->vm_private_data = private_data;
+	vma->vm_ops = ops;
+	return 0;
+}
+
+struct workqueue_struct *virtio_media_alloc_workqueue(void)
+{
+	return alloc_workqueue("virtio_media", WQ_UNBOUND | WQ_HIGHPRI | WQ_MEM_RECLAIM, 0);
 }

@@ -21,4 +21,26 @@ int virtio_media_find_vqs(struct virtio_device *vdev, struct virtqueue *vqs[2],
 void virtio_media_del_vqs(struct virtio_device *vdev);
 void virtio_media_device_ready(struct virtio_device *vdev);
 
+struct file;
+struct poll_table_struct;
+struct vm_area_struct;
+struct vm_operations_struct;
+struct wait_queue_head;
+
+void virtio_media_poll_wait(struct file *file, struct wait_queue_head *wq,
+			    struct poll_table_struct *pt);
+
+__poll_t virtio_media_poll_requested(struct poll_table_struct *pt);
+
+unsigned long virtio_media_vma_pgoff(struct vm_area_struct *vma);
+unsigned long virtio_media_vma_len(struct vm_area_struct *vma);
+bool virtio_media_vma_shared(struct vm_area_struct *vma);
+bool virtio_media_vma_writable(struct vm_area_struct *vma);
+void *virtio_media_vma_private(struct vm_area_struct *vma);
+int virtio_media_vma_map(struct vm_area_struct *vma, u64 phys,
+			 const struct vm_operations_struct *ops, void *private_data);
+
+struct workqueue_struct;
+struct workqueue_struct *virtio_media_alloc_workqueue(void);
+
 #endif

@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The eventq: kept full of buffers, drained on the driver's workqueue.
+//!
+//! The interrupt callback only schedules the work; parsing, session lookup
+//! and allocation happen in process context. Each buffer goes back to the
+//! device as soon as its event is handled, as the spec requires.
+
+use crate::{
+    protocol::{self, Event, MAX_EVENT_SIZE},
+    virtqueue::{Chain, Virtqueue},
+    MediaDevice,
+};
+use core::sync::atomic::{AtomicU64, Ordering};
+use kernel::{new_spinlock_irq, prelude::*, sync::SpinLockIrq};
+
+/// Buffers kept on the eventq.
+const EVENT_BUFFERS: usize = 64;
+
+/// One event-sized, device-writable buffer.
+pub(crate) struct EventBuffer {
+    bytes: KVec<u8>,
+}
+
+// SAFETY: `bytes` is a kmalloc'd `KVec` that is never resized and only read
+// after the device returned the buffer.
+unsafe impl Chain for EventBuffer {
+    fn buffers(&mut self) -> (*const [u8], *mut [u8]) {
+        (core::ptr::from_ref(&[][..]), core::ptr::from_mut(self.bytes.as_mut_slice()))
+    }
+}
+
+#[pin_data]
+pub(crate) struct EventQueue {
+    /// `None` until set up and once the device is gone.
+    #[pin]
+    vq: SpinLockIrq<Option<Virtqueue<EventBuffer>>>,
+    /// Events dropped as malformed, for rate-limited logging.
+    dropped: AtomicU64,
+}
+
+impl EventQueue {
+    pub(crate) fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            vq <- new_spinlock_irq!(None, "virtio_media_eventq"),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Starts using `vq` and fills it with buffers.
+    pub(crate) fn attach(&self, vq: Virtqueue<EventBuffer>) -> Result {
+        *self.vq.lock() = Some(vq);
+        for _ in 0..EVENT_BUFFERS {
+            let mut bytes = KVec::with_capacity(MAX_EVENT_SIZE, GFP_KERNEL)?;
+            bytes.resize(MAX_EVENT_SIZE, 0, GFP_KERNEL)?;
+            self.give_back(KBox::new(EventBuffer { bytes }, GFP_KERNEL)?);
+        }
+        Ok(())
+    }
+
+    fn give_back(&self, buffer: KBox<EventBuffer>) {
+        let mut vq = self.vq.lock();
+        if let Some(queue) = Option::as_mut(&mut vq) {
+            match queue.add(buffer) {
+                Ok(()) => queue.kick(),
+                Err((e, _)) => pr_err!("cannot requeue an event buffer: {:?}\n", e),
+            }
+        }
+    }
+
+    fn take_returned(&self) -> Option<(KBox<EventBuffer>, u32)> {
+        Option::as_mut(&mut self.vq.lock())?.get_buf()
+    }
+
+    /// Handles every event the device returned, then requeues its buffer.
+    pub(crate) fn drain(&self, dev: &MediaDevice) {
+        while let Some((buffer, written)) = self.take_returned() {
+            let len = usize::try_from(written).unwrap_or(usize::MAX);
+            match buffer.bytes.get(..len) {
+                Some(bytes) => self.dispatch(dev, bytes),
+                None => self.drop_event(format_args!("event claims {} bytes, buffer has {}", len, MAX_EVENT_SIZE)),
+            }
+            self.give_back(buffer);
+        }
+    }
+
+    fn dispatch(&self, dev: &MediaDevice, bytes: &[u8]) {
+        let event = match protocol::parse_event(bytes) {
+            Ok(event) => event,
+            Err(e) => return self.drop_event(format_args!("malformed event: {:?}", e)),
+        };
+        let id = match event {
+            Event::Error { session, .. } | Event::Dqbuf { session, .. } | Event::V4l2 { session, .. } => session,
+        };
+        // An ERROR ends the session on the device: take it out of the map
+        // at once, since the device may hand its id to a new session.
+        let session = match event {
+            Event::Error { .. } => dev.take_session(id),
+            _ => dev.session(id),
+        };
+        let Some(session) = session else {
+            return self.drop_event(format_args!("event for unknown session {}", id));
+        };
+        let handled = match event {
+            Event::Error { errno, .. } => {
+                session.failed(errno);
+                Ok(())
+            }
+            Event::Dqbuf { buffer, planes, .. } => session.buffer_done(buffer, planes),
+            Event::V4l2 { event, .. } => session.event(event),
+        };
+        if let Err(e) = handled {
+            self.drop_event(format_args!("event for session {} dropped: {:?}", id, e));
+        }
+    }
+
+    /// Counts a dropped event; logs the first ones and then every power of
+    /// two, so a broken device cannot flood the log.
+    fn drop_event(&self, why: core::fmt::Arguments<'_>) {
+        let count = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if count <= 10 || count.is_power_of_two() {
+            pr_warn!("{} ({} events dropped so far)\n", why, count);
+        }
+    }
+
+    /// The device is reset: free every buffer and refuse new ones.
+    pub(crate) fn shut_down(&self) {
+        let mut vq = self.vq.lock();
+        if let Some(mut queue) = vq.take() {
+            while queue.get_buf().is_some() {}
+            while queue.detach_unused().is_some() {}
+        }
+    }
+}

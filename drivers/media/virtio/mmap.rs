@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! MMAP buffers mapped into user space through the shared-memory region.
+//!
+//! A `Mapping` is one MMAP command's result. All VMAs made from it (fork,
+//! splits) share one reference, counted in `vmas`; when the last VMA goes,
+//! the MUNMAP is sent from a workqueue, because VMAs are closed under
+//! `mmap_lock` and waiting for the device there could stall every other
+//! thread of the process (or deadlock with a fault on the same lock).
+
+use crate::{command::Wait, protocol, MediaDevice};
+use core::sync::atomic::{AtomicUsize, Ordering};
+use kernel::{
+    prelude::*,
+    sync::Arc,
+    workqueue::{impl_has_work, new_work, Work, WorkItem},
+};
+
+#[pin_data]
+pub(crate) struct Mapping {
+    dev: Arc<MediaDevice>,
+    /// Offset of the mapping in the shared-memory region, as MMAP returned.
+    shm_offset: u64,
+    /// Guest physical address of the mapping.
+    phys: u64,
+    /// VMAs using this mapping.
+    vmas: AtomicUsize,
+    #[pin]
+    work: Work<Mapping>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for Mapping { self.work }
+}
+
+impl Mapping {
+    /// Records a mapping the device made at `shm_offset`, after checking
+    /// that `len` bytes from there lie inside the shared-memory region.
+    pub(crate) fn new(dev: Arc<MediaDevice>, shm_offset: u64, len: u64) -> Result<Arc<Self>> {
+        let Some(shm) = dev.shm() else {
+            return Err(ENODEV);
+        };
+        let end = shm_offset.checked_add(len).ok_or(EINVAL)?;
+        if end > shm.len || shm_offset % (kernel::page::PAGE_SIZE as u64) != 0 {
+            pr_err!(
+                "MMAP gave {:#x}+{:#x}, outside the {:#x}-byte shared memory or unaligned\n",
+                shm_offset,
+                len,
+                shm.len
+            );
+            return Err(EIO);
+        }
+        let phys = shm.addr.checked_add(shm_offset).ok_or(EIO)?;
+        Arc::pin_init(
+            pin_init!(Self {
+                dev,
+                shm_offset,
+                phys,
+                vmas: AtomicUsize::new(1),
+                work <- new_work!("virtio_media::Mapping::work"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Guest physical address to map.
+    pub(crate) fn phys_addr(&self) -> u64 {
+        self.phys
+    }
+
+    /// One more VMA shares this mapping.
+    pub(crate) fn vma_opened(&self) {
+        self.vmas.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One VMA went; `true` when it was the last one.
+    pub(crate) fn vma_closed(&self) -> bool {
+        self.vmas.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    /// Sends the MUNMAP from a workqueue (see the module comment).
+    pub(crate) fn unmap_later(this: Arc<Self>) {
+        // The work item is embedded and only queued once (from the last
+        // VMA's close), so enqueueing cannot fail.
+        let _ = crate::ffi::driver_workqueue().enqueue(this);
+    }
+}
+
+impl WorkItem for Mapping {
+    type Pointer = Arc<Mapping>;
+
+    fn run(this: Arc<Mapping>) {
+        let sent = protocol::munmap_request(this.shm_offset).and_then(|req| {
+            this.dev
+                .commandq()
+                .send(req, protocol::HEADER_RESPONSE_SIZE, Wait::Uninterruptible)
+        });
+        match sent.and_then(|resp| resp.status()) {
+            Ok(()) => {}
+            // The device is gone: nothing is mapped any more.
+            Err(e) if e == ENODEV => {}
+            Err(e) => pr_warn!("MUNMAP of {:#x} failed: {:?}\n", this.shm_offset, e),
+        }
+    }
+}

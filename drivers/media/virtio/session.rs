@@ -1,0 +1,564 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Sessions: one per open file, the unit of state and of locking.
+//!
+//! A session forwards its file's ioctls to the device, keeps the buffers the
+//! eventq returned until DQBUF takes them, and mirrors the stream state the
+//! device cannot tell us synchronously (streaming, last buffer, failure).
+
+use crate::{
+    command::Wait,
+    ffi,
+    ioctl,
+    mmap::Mapping,
+    protocol::{self, get_u32, set_u32, BUFFER_SIZE, MAX_PLANES, PLANE_SIZE},
+    v4l2::FileHandle,
+    MediaDevice,
+};
+use core::mem::offset_of;
+use kernel::{
+    new_spinlock,
+    prelude::*,
+    sync::{poll::PollCondVar, Arc, SpinLock},
+};
+
+/// An ioctl argument as its handler received it, as bytes.
+pub(crate) enum Arg<'a> {
+    /// A struct the ioctl reads and may write back.
+    Plain(&'a mut [u8]),
+    /// A struct or value the ioctl only reads.
+    ReadOnly(&'a [u8]),
+    /// A `v4l2_buffer` and, for multi-planar types, its planes.
+    Buffer { buf: &'a mut [u8], planes: &'a mut [u8] },
+    /// A `v4l2_ext_controls` and its controls array.
+    Controls { ctrls: &'a mut [u8], array: &'a mut [u8] },
+}
+
+const BUF_TYPE: usize = offset_of!(ffi::v4l2_buffer, type_);
+const BUF_INDEX: usize = offset_of!(ffi::v4l2_buffer, index);
+const BUF_FLAGS: usize = offset_of!(ffi::v4l2_buffer, flags);
+const BUF_MEMORY: usize = offset_of!(ffi::v4l2_buffer, memory);
+const BUF_M: usize = offset_of!(ffi::v4l2_buffer, m);
+const BUF_LENGTH: usize = offset_of!(ffi::v4l2_buffer, length);
+const CTRLS_COUNT: usize = offset_of!(ffi::v4l2_ext_controls, count);
+const CTRLS_ERROR_IDX: usize = offset_of!(ffi::v4l2_ext_controls, error_idx);
+const CTRLS_POINTER: usize = offset_of!(ffi::v4l2_ext_controls, controls);
+const CTRL_SIZE: usize = offset_of!(ffi::v4l2_ext_control, size);
+const REQBUFS_COUNT: usize = offset_of!(ffi::v4l2_requestbuffers, count);
+const REQBUFS_TYPE: usize = offset_of!(ffi::v4l2_requestbuffers, type_);
+const CREATE_INDEX: usize = offset_of!(ffi::v4l2_create_buffers, index);
+const CREATE_COUNT: usize = offset_of!(ffi::v4l2_create_buffers, count);
+const CREATE_TYPE: usize =
+    offset_of!(ffi::v4l2_create_buffers, format) + offset_of!(ffi::v4l2_format, type_);
+const DECODER_CMD: usize = offset_of!(ffi::v4l2_decoder_cmd, cmd);
+/// Size of the pointer fields the driver restores after the device wrote.
+const POINTER_SIZE: usize = 8;
+
+/// Which of a session's two queues a buffer type belongs to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum QueueKind {
+    Capture = 0,
+    Output = 1,
+}
+
+/// `V4L2_TYPE_IS_OUTPUT` for the buffer types a queue can have, or `None`
+/// for a value that is no buffer type.
+pub(crate) fn queue_of(buf_type: u32) -> Option<QueueKind> {
+    match buf_type {
+        1 | 3 | 4 | 6 | 9 | 11 | 13 => Some(QueueKind::Capture),
+        2 | 5 | 7 | 8 | 10 | 12 | 14 => Some(QueueKind::Output),
+        _ => None,
+    }
+}
+
+fn is_multiplanar(buf_type: u32) -> bool {
+    buf_type == ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE
+        || buf_type == ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE
+}
+
+/// A buffer the device returned, waiting for DQBUF.
+pub(crate) struct DoneBuffer {
+    buffer: [u8; BUFFER_SIZE],
+    planes: [u8; PLANE_SIZE * MAX_PLANES],
+}
+
+/// Stream state of one queue, as far as the driver needs it.
+#[derive(Default)]
+pub(crate) struct QueueState {
+    streaming: bool,
+    /// Buffers allocated by REQBUFS and CREATE_BUFS.
+    num_buffers: u32,
+    /// Returned buffers, oldest first.
+    done: KVec<KBox<DoneBuffer>>,
+    /// A buffer flagged LAST was dequeued: DQBUF says EPIPE until restart.
+    last_dequeued: bool,
+}
+
+impl QueueState {
+    fn stop(&mut self) {
+        self.streaming = false;
+        self.done.clear();
+        self.last_dequeued = false;
+    }
+}
+
+/// Why an event for a session was dropped.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum BadEvent {
+    BufferType(u32),
+    BufferIndex { index: u32, allocated: u32 },
+    PlaneCount(u32),
+    NotReady,
+}
+
+#[derive(Default)]
+struct State {
+    queues: [QueueState; 2],
+    /// The device reported an ERROR: it closed the session.
+    failed: Option<u32>,
+    /// The file handle is set up: events may be queued on it.
+    ready: bool,
+    /// The file was released.
+    closed: bool,
+}
+
+impl State {
+    fn queue(&mut self, kind: QueueKind) -> &mut QueueState {
+        match kind {
+            QueueKind::Capture => &mut self.queues[0],
+            QueueKind::Output => &mut self.queues[1],
+        }
+    }
+}
+
+/// One open file of the video node.
+#[repr(C)]
+#[pin_data]
+pub(crate) struct Session {
+    /// The V4L2 file handle: `file->private_data` points here.
+    #[pin]
+    pub(crate) fh: FileHandle,
+    id: u32,
+    dev: Arc<MediaDevice>,
+    #[pin]
+    state: SpinLock<State>,
+    /// DQBUF waiters and pollers.
+    #[pin]
+    waiters: PollCondVar,
+}
+
+impl Session {
+    /// Opens a session on the device and enters it in the device's map.
+    pub(crate) fn open(dev: Arc<MediaDevice>) -> Result<Arc<Self>> {
+        if dev.is_gone() {
+            return Err(ENODEV);
+        }
+        let id = dev.open_session()?;
+        let session_dev = dev.clone();
+        let session = Arc::pin_init(
+            pin_init!(Self {
+                fh <- FileHandle::uninit(),
+                id,
+                dev: session_dev,
+                state <- new_spinlock!(State::default(), "virtio_media_session"),
+                waiters <- kernel::new_poll_condvar!("virtio_media_session_waiters"),
+            }),
+            GFP_KERNEL,
+        );
+        let session = match session {
+            Ok(session) => session,
+            Err(e) => {
+                let _ = dev.close_session(id);
+                return Err(e);
+            }
+        };
+        if let Err(e) = dev.add_session(session.clone()) {
+            let _ = dev.close_session(id);
+            return Err(e);
+        }
+        Ok(session)
+    }
+
+    /// The file handle is set up: events may reach it from now on.
+    pub(crate) fn publish(&self) {
+        self.state.lock().ready = true;
+    }
+
+    /// The file is being released: close the session on the device (unless
+    /// the device already did, with an ERROR) and forget it.
+    pub(crate) fn release(self: &Arc<Self>) {
+        self.dev.remove_session(self);
+        let failed = {
+            let mut state = self.state.lock();
+            state.closed = true;
+            state.ready = false;
+            state.failed
+        };
+        self.waiters.notify_all();
+        if failed.is_some() || self.dev.is_gone() {
+            return;
+        }
+        if let Err(e) = self.dev.close_session(self.id) {
+            // The device may keep state for it; ours is released anyway.
+            pr_warn!("CLOSE of session {} failed ({:?}); its memory is freed anyway\n", self.id, e);
+        }
+    }
+
+    pub(crate) fn file_handle(&self) -> &FileHandle {
+        &self.fh
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub(crate) fn device(&self) -> &MediaDevice {
+        &self.dev
+    }
+
+    pub(crate) fn waiters(&self) -> &PollCondVar {
+        &self.waiters
+    }
+
+    fn check_usable(&self) -> Result {
+        if self.dev.is_gone() {
+            return Err(ENODEV);
+        }
+        if self.state.lock().failed.is_some() {
+            return Err(EIO);
+        }
+        Ok(())
+    }
+
+    /// Forwards ioctl `code` with its argument; see [`Arg`].
+    pub(crate) fn ioctl(&self, code: u32, arg: Arg<'_>) -> Result {
+        self.check_usable()?;
+        match arg {
+            Arg::Plain(payload) => {
+                self.transact(code, payload, &mut [])?;
+                self.after_success(code, payload);
+                Ok(())
+            }
+            Arg::ReadOnly(payload) => {
+                let mut copy = KVec::new();
+                copy.extend_from_slice(payload, GFP_KERNEL)?;
+                self.transact(code, &mut copy, &mut [])?;
+                self.after_success(code, &copy);
+                Ok(())
+            }
+            Arg::Buffer { buf, planes } => self.buffer_ioctl(code, buf, planes),
+            Arg::Controls { ctrls, array } => self.controls_ioctl(code, ctrls, array),
+        }
+    }
+
+    /// Sends the ioctl and copies back what the device wrote. The payload is
+    /// copied back even on error when the device wrote it (an ioctl may
+    /// update its argument and fail, e.g. the error index of S_EXT_CTRLS).
+    fn transact(&self, code: u32, payload: &mut [u8], trailer: &mut [u8]) -> Result {
+        let request = protocol::ioctl_request(self.id, code, payload, trailer)?;
+        let body = payload.len().checked_add(trailer.len()).ok_or(EINVAL)?;
+        let response_len = protocol::ioctl_response_size(code, body)?;
+        let response = self
+            .dev
+            .commandq()
+            .send(request, response_len, Wait::Interruptible)?;
+        let status = response.status();
+        if response_len > protocol::IOCTL_RESP_SIZE {
+            let written = response.written();
+            match written.get(protocol::IOCTL_RESP_SIZE..) {
+                Some(body) if body.len() >= payload.len() + trailer.len() => {
+                    let (main, rest) = body.split_at(payload.len());
+                    payload.copy_from_slice(main);
+                    if let Some(rest) = rest.get(..trailer.len()) {
+                        trailer.copy_from_slice(rest);
+                    }
+                }
+                _ if status.is_ok() => {
+                    pr_err!(
+                        "ioctl {:#x}: device wrote {} bytes, {} expected\n",
+                        code,
+                        written.len(),
+                        response_len
+                    );
+                    return Err(EIO);
+                }
+                _ => {}
+            }
+        }
+        status
+    }
+
+    fn buffer_ioctl(&self, code: u32, buf: &mut [u8], planes: &mut [u8]) -> Result {
+        let buf_type = get_u32(buf, BUF_TYPE).ok_or(EINVAL)?;
+        let memory = get_u32(buf, BUF_MEMORY).ok_or(EINVAL)?;
+        if code != ioctl::VIDIOC_QUERYBUF && memory != ffi::v4l2_memory_V4L2_MEMORY_MMAP {
+            // USERPTR and DMABUF need guest pages described to the device,
+            // which this driver does not do yet.
+            return Err(EINVAL);
+        }
+        let mut pointer = [0u8; POINTER_SIZE];
+        pointer.copy_from_slice(buf.get(BUF_M..BUF_M + POINTER_SIZE).ok_or(EINVAL)?);
+        let length = get_u32(buf, BUF_LENGTH).ok_or(EINVAL)?;
+        let result = self.transact(code, buf, planes);
+        if is_multiplanar(buf_type) {
+            // Whatever the device wrote, the planes pointer is the kernel's
+            // copy and the array cannot grow.
+            if let Some(m) = buf.get_mut(BUF_M..BUF_M + POINTER_SIZE) {
+                m.copy_from_slice(&pointer);
+            }
+            if get_u32(buf, BUF_LENGTH).is_none_or(|n| n > length) {
+                set_u32(buf, BUF_LENGTH, length);
+                pr_err!("device grew a buffer's plane count past {}\n", length);
+                return Err(EIO);
+            }
+        }
+        result
+    }
+
+    fn controls_ioctl(&self, code: u32, ctrls: &mut [u8], array: &mut [u8]) -> Result {
+        let count = get_u32(ctrls, CTRLS_COUNT).ok_or(EINVAL)?;
+        let control_size = core::mem::size_of::<ffi::v4l2_ext_control>();
+        // Controls with a pointer payload need their memory described to
+        // the device as SG entries, which this driver does not do yet.
+        for control in array.chunks(control_size) {
+            if get_u32(control, CTRL_SIZE).is_some_and(|size| size > 0) {
+                return Err(EINVAL);
+            }
+        }
+        let mut pointer = [0u8; POINTER_SIZE];
+        pointer.copy_from_slice(ctrls.get(CTRLS_POINTER..CTRLS_POINTER + POINTER_SIZE).ok_or(EINVAL)?);
+        let result = self.transact(code, ctrls, array);
+        if let Some(p) = ctrls.get_mut(CTRLS_POINTER..CTRLS_POINTER + POINTER_SIZE) {
+            p.copy_from_slice(&pointer);
+        }
+        set_u32(ctrls, CTRLS_COUNT, count);
+        if get_u32(ctrls, CTRLS_ERROR_IDX).is_some_and(|idx| idx > count) {
+            set_u32(ctrls, CTRLS_ERROR_IDX, count);
+        }
+        result
+    }
+
+    /// Mirrors the stream state an ioctl changed.
+    fn after_success(&self, code: u32, payload: &[u8]) {
+        let mut state = self.state.lock();
+        match code {
+            ioctl::VIDIOC_REQBUFS => {
+                let kind = get_u32(payload, REQBUFS_TYPE).and_then(queue_of);
+                if let (Some(kind), Some(count)) = (kind, get_u32(payload, REQBUFS_COUNT)) {
+                    let queue = state.queue(kind);
+                    queue.num_buffers = count;
+                    if count == 0 {
+                        queue.stop();
+                    }
+                }
+            }
+            ioctl::VIDIOC_CREATE_BUFS => {
+                let kind = get_u32(payload, CREATE_TYPE).and_then(queue_of);
+                let end = get_u32(payload, CREATE_INDEX)
+                    .zip(get_u32(payload, CREATE_COUNT))
+                    .and_then(|(index, count)| index.checked_add(count));
+                if let (Some(kind), Some(end)) = (kind, end) {
+                    let queue = state.queue(kind);
+                    queue.num_buffers = queue.num_buffers.max(end);
+                }
+            }
+            ioctl::VIDIOC_STREAMON => {
+                if let Some(kind) = get_u32(payload, 0).and_then(queue_of) {
+                    let queue = state.queue(kind);
+                    queue.streaming = true;
+                    queue.last_dequeued = false;
+                }
+            }
+            ioctl::VIDIOC_STREAMOFF => {
+                if let Some(kind) = get_u32(payload, 0).and_then(queue_of) {
+                    state.queue(kind).stop();
+                }
+            }
+            ioctl::VIDIOC_DECODER_CMD | ioctl::VIDIOC_ENCODER_CMD => {
+                // START resumes a stream that ended with a LAST buffer.
+                if get_u32(payload, DECODER_CMD) == Some(ffi::V4L2_DEC_CMD_START) {
+                    state.queue(QueueKind::Capture).last_dequeued = false;
+                }
+            }
+            _ => return,
+        }
+        drop(state);
+        // STREAMOFF and REQBUFS(0) end blocked DQBUFs.
+        self.waiters.notify_all();
+    }
+
+    /// VIDIOC_DQBUF: the oldest buffer the device returned on this queue.
+    pub(crate) fn dqbuf(&self, buf: &mut [u8], planes: &mut [u8], nonblocking: bool) -> Result {
+        let buf_type = get_u32(buf, BUF_TYPE).ok_or(EINVAL)?;
+        let kind = queue_of(buf_type).ok_or(EINVAL)?;
+        let capacity = u32::try_from(planes.len() / PLANE_SIZE)?;
+        let mut state = self.state.lock();
+        let done = loop {
+            if self.dev.is_gone() {
+                return Err(ENODEV);
+            }
+            if state.failed.is_some() {
+                return Err(EIO);
+            }
+            let queue = state.queue(kind);
+            if !queue.streaming {
+                return Err(EINVAL);
+            }
+            if let Some(front) = queue.done.first() {
+                let count = get_u32(&front.buffer, BUF_LENGTH).unwrap_or(0);
+                if is_multiplanar(buf_type) && count > capacity {
+                    return Err(EINVAL);
+                }
+                break queue.done.remove(0)?;
+            }
+            if queue.last_dequeued {
+                return Err(EPIPE);
+            }
+            if nonblocking {
+                return Err(EAGAIN);
+            }
+            if self.waiters.wait_interruptible(&mut state) {
+                return Err(ERESTARTSYS);
+            }
+        };
+        let flags = get_u32(&done.buffer, BUF_FLAGS).unwrap_or(0);
+        if kind == QueueKind::Capture && flags & ffi::V4L2_BUF_FLAG_LAST != 0 {
+            state.queue(kind).last_dequeued = true;
+        }
+        drop(state);
+
+        let mut pointer = [0u8; POINTER_SIZE];
+        pointer.copy_from_slice(buf.get(BUF_M..BUF_M + POINTER_SIZE).ok_or(EINVAL)?);
+        buf.copy_from_slice(&done.buffer);
+        if is_multiplanar(buf_type) {
+            if let Some(m) = buf.get_mut(BUF_M..BUF_M + POINTER_SIZE) {
+                m.copy_from_slice(&pointer);
+            }
+            let count = get_u32(buf, BUF_LENGTH).unwrap_or(0) as usize;
+            let bytes = count * PLANE_SIZE;
+            if let (Some(dst), Some(src)) = (planes.get_mut(..bytes), done.planes.get(..bytes)) {
+                dst.copy_from_slice(src);
+            }
+        }
+        Ok(())
+    }
+
+    /// A DQBUF event for this session: keep the buffer for DQBUF.
+    pub(crate) fn buffer_done(&self, buffer: &[u8], planes: &[u8]) -> Result<(), BadEvent> {
+        let buf_type = get_u32(buffer, BUF_TYPE).unwrap_or(u32::MAX);
+        let kind = queue_of(buf_type).ok_or(BadEvent::BufferType(buf_type))?;
+        let index = get_u32(buffer, BUF_INDEX).unwrap_or(u32::MAX);
+        if is_multiplanar(buf_type) {
+            let count = get_u32(buffer, BUF_LENGTH).unwrap_or(u32::MAX);
+            if count as usize > MAX_PLANES {
+                return Err(BadEvent::PlaneCount(count));
+            }
+        }
+        let mut done = KBox::new(
+            DoneBuffer {
+                buffer: [0; BUFFER_SIZE],
+                planes: [0; PLANE_SIZE * MAX_PLANES],
+            },
+            GFP_KERNEL,
+        )
+        .map_err(|_| BadEvent::NotReady)?;
+        done.buffer.copy_from_slice(buffer.get(..BUFFER_SIZE).ok_or(BadEvent::BufferType(buf_type))?);
+        done.planes
+            .copy_from_slice(planes.get(..PLANE_SIZE * MAX_PLANES).ok_or(BadEvent::PlaneCount(0))?);
+        {
+            let mut state = self.state.lock();
+            let queue = state.queue(kind);
+            if index >= queue.num_buffers {
+                return Err(BadEvent::BufferIndex {
+                    index,
+                    allocated: queue.num_buffers,
+                });
+            }
+            if !queue.streaming {
+                // Returned after STREAMOFF: V4L2 drops those.
+                return Ok(());
+            }
+            queue.done.push(done, GFP_KERNEL).map_err(|_| BadEvent::NotReady)?;
+        }
+        self.waiters.notify_all();
+        Ok(())
+    }
+
+    /// An EVENT event for this session.
+    pub(crate) fn event(&self, event: &[u8]) -> Result<(), BadEvent> {
+        if !self.state.lock().ready {
+            return Err(BadEvent::NotReady);
+        }
+        self.fh.queue_event(event);
+        Ok(())
+    }
+
+    /// An ERROR event: the device closed the session.
+    pub(crate) fn failed(&self, errno: u32) {
+        pr_warn!("device reports error {} on session {}: session closed\n", errno, self.id);
+        self.state.lock().failed = Some(errno);
+        self.waiters.notify_all();
+    }
+
+    /// The device went away: wake everything that waits on it.
+    pub(crate) fn device_gone(&self) {
+        self.waiters.notify_all();
+    }
+
+    /// `poll()`, as vb2 answers it: for each queue the caller asked about,
+    /// readable/writable when a buffer is done (or, on capture, after the
+    /// LAST buffer), an error when it is not streaming; PRI for events; ERR
+    /// for a failed session.
+    pub(crate) fn poll_mask(&self, requested: u32) -> u32 {
+        let mut mask = 0;
+        if self.fh.event_pending() {
+            mask |= ffi::EPOLLPRI;
+        }
+        let state = self.state.lock();
+        if state.failed.is_some() || self.dev.is_gone() {
+            return mask | ffi::EPOLLERR;
+        }
+        let (has_capture, has_output) = self.dev.queue_kinds();
+        let [capture, output] = &state.queues;
+        let read_bits = ffi::EPOLLIN | ffi::EPOLLRDNORM;
+        let write_bits = ffi::EPOLLOUT | ffi::EPOLLWRNORM;
+        for (present, queue, bits, ready) in [
+            (has_capture, capture, read_bits, !capture.done.is_empty() || capture.last_dequeued),
+            (has_output, output, write_bits, !output.done.is_empty()),
+        ] {
+            if !present || requested & bits == 0 {
+                continue;
+            }
+            if !queue.streaming {
+                mask |= ffi::EPOLLERR;
+            } else if ready {
+                mask |= bits;
+            }
+        }
+        mask
+    }
+
+    /// `mmap()` of the buffer plane at `offset`: MMAP on the device.
+    pub(crate) fn map(&self, offset: u64, len: u64, writable: bool) -> Result<Arc<Mapping>> {
+        self.check_usable()?;
+        let response = self.dev.commandq().send(
+            protocol::mmap_request(self.id, writable, offset)?,
+            protocol::MMAP_RESPONSE_SIZE,
+            Wait::Interruptible,
+        )?;
+        response.status()?;
+        let (shm_offset, mapped_len) = protocol::mmap_response(response.written()).ok_or_else(|| {
+            pr_err!("MMAP response of {} bytes is too short\n", response.written);
+            EIO
+        })?;
+        let page = kernel::page::PAGE_SIZE as u64;
+        let mapped_pages = mapped_len.checked_next_multiple_of(page).ok_or(EIO)?;
+        let mapping = Mapping::new(self.dev.clone(), shm_offset, mapped_pages.max(len))?;
+        if len > mapped_pages {
+            // Larger than the buffer: unmap on the device and refuse.
+            Mapping::unmap_later(mapping);
+            return Err(EINVAL);
+        }
+        Ok(mapping)
+    }
+}
