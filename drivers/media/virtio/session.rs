@@ -251,10 +251,12 @@ impl Session {
         }
     }
 
-    /// Sends the ioctl and copies back what the device wrote. The payload is
-    /// copied back even on error when the device wrote it (an ioctl may
+    /// Sends the ioctl and copies back what the device wrote; returns how
+    /// many trailer bytes it wrote (the device sizes the trailer from the
+    /// payload it returns: QUERYBUF may shrink the plane count). The payload
+    /// is copied back even on error when the device wrote it (an ioctl may
     /// update its argument and fail, e.g. the error index of S_EXT_CTRLS).
-    fn transact(&self, code: u32, payload: &mut [u8], trailer: &mut [u8]) -> Result {
+    fn transact(&self, code: u32, payload: &mut [u8], trailer: &mut [u8]) -> Result<usize> {
         let request = protocol::ioctl_request(self.id, code, payload, trailer)?;
         let body = payload.len().checked_add(trailer.len()).ok_or(EINVAL)?;
         let response_len = protocol::ioctl_response_size(code, body)?;
@@ -263,29 +265,33 @@ impl Session {
             .commandq()
             .send(request, response_len, Wait::Interruptible)?;
         let status = response.status();
+        let mut trailer_written = 0;
         if response_len > protocol::IOCTL_RESP_SIZE {
             let written = response.written();
             match written.get(protocol::IOCTL_RESP_SIZE..) {
-                Some(body) if body.len() >= payload.len() + trailer.len() => {
+                Some(body) if body.len() >= payload.len() => {
                     let (main, rest) = body.split_at(payload.len());
                     payload.copy_from_slice(main);
-                    if let Some(rest) = rest.get(..trailer.len()) {
-                        trailer.copy_from_slice(rest);
+                    trailer_written = rest.len().min(trailer.len());
+                    if let (Some(dst), Some(src)) =
+                        (trailer.get_mut(..trailer_written), rest.get(..trailer_written))
+                    {
+                        dst.copy_from_slice(src);
                     }
                 }
                 _ if status.is_ok() => {
                     pr_err!(
-                        "ioctl {:#x}: device wrote {} bytes, {} expected\n",
+                        "ioctl {:#x}: device wrote {} bytes, at least {} expected\n",
                         code,
                         written.len(),
-                        response_len
+                        protocol::IOCTL_RESP_SIZE + payload.len()
                     );
                     return Err(EIO);
                 }
                 _ => {}
             }
         }
-        status
+        status.map(|()| trailer_written)
     }
 
     fn buffer_ioctl(&self, code: u32, buf: &mut [u8], planes: &mut [u8]) -> Result {
@@ -302,17 +308,20 @@ impl Session {
         let result = self.transact(code, buf, planes);
         if is_multiplanar(buf_type) {
             // Whatever the device wrote, the planes pointer is the kernel's
-            // copy and the array cannot grow.
+            // copy, the array cannot grow, and the planes it reports must be
+            // the ones it wrote.
             if let Some(m) = buf.get_mut(BUF_M..BUF_M + POINTER_SIZE) {
                 m.copy_from_slice(&pointer);
             }
-            if get_u32(buf, BUF_LENGTH).is_none_or(|n| n > length) {
+            let count = get_u32(buf, BUF_LENGTH).unwrap_or(u32::MAX);
+            let written = result.as_ref().map_or(usize::MAX, |w| *w);
+            if count > length || (result.is_ok() && count as usize * PLANE_SIZE > written) {
                 set_u32(buf, BUF_LENGTH, length);
-                pr_err!("device grew a buffer's plane count past {}\n", length);
+                pr_err!("device reports {} planes (array of {}, {} bytes written)\n", count, length, written);
                 return Err(EIO);
             }
         }
-        result
+        result.map(|_| ())
     }
 
     fn controls_ioctl(&self, code: u32, ctrls: &mut [u8], array: &mut [u8]) -> Result {
@@ -327,7 +336,7 @@ impl Session {
         }
         let mut pointer = [0u8; POINTER_SIZE];
         pointer.copy_from_slice(ctrls.get(CTRLS_POINTER..CTRLS_POINTER + POINTER_SIZE).ok_or(EINVAL)?);
-        let result = self.transact(code, ctrls, array);
+        let result = self.transact(code, ctrls, array).map(|_| ());
         if let Some(p) = ctrls.get_mut(CTRLS_POINTER..CTRLS_POINTER + POINTER_SIZE) {
             p.copy_from_slice(&pointer);
         }

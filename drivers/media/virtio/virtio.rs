@@ -83,9 +83,11 @@ impl<T: Driver + 'static> DriverRegistration<T> {
         let dev = unsafe { Device::from_raw(vdev) };
         match T::probe(dev) {
             Ok(data) => {
-                // SAFETY: `vdev` is valid; `priv_` is ours between probe and
-                // remove.
-                unsafe { (*vdev).priv_ = data.into_foreign().cast() };
+                // The owned data lives in the generic device's driver data;
+                // `vdev->priv` stays what `find_vqs` set, for the callbacks.
+                // SAFETY: `vdev` is valid; its driver data is ours between
+                // probe and remove.
+                unsafe { (*vdev).dev.driver_data = data.into_foreign().cast() };
                 0
             }
             Err(e) => e.to_errno(),
@@ -98,9 +100,9 @@ impl<T: Driver + 'static> DriverRegistration<T> {
     unsafe extern "C" fn remove_callback(vdev: *mut ffi::virtio_device) {
         // SAFETY: The bus calls remove with the valid device it probed.
         let dev = unsafe { Device::from_raw(vdev) };
-        // SAFETY: probe succeeded (else remove is not called), so `priv_`
-        // holds what `into_foreign` returned, and it is taken back once.
-        let data = unsafe { T::Data::from_foreign((*vdev).priv_.cast()) };
+        // SAFETY: probe succeeded (else remove is not called), so the driver
+        // data holds what `into_foreign` returned, and it is taken back once.
+        let data = unsafe { T::Data::from_foreign((*vdev).dev.driver_data.cast()) };
         T::remove(dev, data);
     }
 }
@@ -165,18 +167,23 @@ impl Device {
         Ok(())
     }
 
-    /// Sets up the commandq and eventq; `data` is handed to the callbacks.
+    /// Sets up the commandq and eventq. `data` becomes the device's driver
+    /// data (`vdev->priv`, not `vq->priv`, which the transport owns: it
+    /// holds the notify address) and is what [`callback_data`] returns.
     ///
     /// # Safety
     ///
     /// `data` must stay valid until `del_vqs` is called, and the callbacks
-    /// must only use it as the type it was created from.
+    /// must only use it as the type it points to.
     pub(crate) unsafe fn find_vqs(
         &self,
         commandq_done: unsafe extern "C" fn(*mut ffi::virtqueue),
         eventq_done: unsafe extern "C" fn(*mut ffi::virtqueue),
         data: *const c_void,
     ) -> Result<[NonNull<ffi::virtqueue>; 2]> {
+        // SAFETY: `self` is valid; no callback runs before the queues exist,
+        // so nothing reads `priv` concurrently.
+        unsafe { (*self.as_raw()).priv_ = data.cast_mut() };
         let mut vqs = [core::ptr::null_mut(); 2];
         // SAFETY: `self` is valid and `vqs` has room for the two queues.
         to_result(unsafe {
@@ -191,11 +198,6 @@ impl Device {
             self.del_vqs();
             return Err(ENODEV);
         };
-        for vq in [commandq, eventq] {
-            // SAFETY: `vq` was just created and no callback runs before the
-            // device is ready, so nothing reads `priv` concurrently.
-            unsafe { (*vq.as_ptr()).priv_ = data.cast_mut() };
-        }
         Ok([commandq, eventq])
     }
 
@@ -236,6 +238,7 @@ impl Device {
 ///
 /// `vq` must be a queue created by `Device::find_vqs`.
 pub(crate) unsafe fn callback_data(vq: *mut ffi::virtqueue) -> *const c_void {
-    // SAFETY: The caller guarantees `vq` is one of our live queues.
-    unsafe { (*vq).priv_.cast_const() }
+    // SAFETY: The caller guarantees `vq` is one of our live queues, whose
+    // device's driver data was set by `find_vqs`.
+    unsafe { (*(*vq).vdev).priv_.cast_const() }
 }
