@@ -38,7 +38,7 @@ rm -rf "$out"; mkdir -p "$out"
 overlay=$(mktemp -d)
 vfu_pid=""
 cleanup() {
-	[ -n "$vfu_pid" ] && kill "$vfu_pid" 2>/dev/null && wait "$vfu_pid" 2>/dev/null
+	if [ -n "$vfu_pid" ]; then kill "$vfu_pid" 2>/dev/null; wait "$vfu_pid" 2>/dev/null || true; fi
 	rm -rf "$overlay"
 }
 trap cleanup EXIT
