@@ -46,6 +46,15 @@ const CTRLS_POINTER: usize = offset_of!(ffi::v4l2_ext_controls, controls);
 const CTRL_SIZE: usize = offset_of!(ffi::v4l2_ext_control, size);
 const REQBUFS_COUNT: usize = offset_of!(ffi::v4l2_requestbuffers, count);
 const REQBUFS_TYPE: usize = offset_of!(ffi::v4l2_requestbuffers, type_);
+const REQBUFS_MEMORY: usize = offset_of!(ffi::v4l2_requestbuffers, memory);
+const REQBUFS_CAPS: usize = offset_of!(ffi::v4l2_requestbuffers, capabilities);
+const CREATE_MEMORY: usize = offset_of!(ffi::v4l2_create_buffers, memory);
+const CREATE_CAPS: usize = offset_of!(ffi::v4l2_create_buffers, capabilities);
+/// Memory types this driver can describe to the device. USERPTR and
+/// DMABUF need guest pages passed as SG entries, which it does not do yet,
+/// so it refuses them and hides them from the capabilities.
+const UNSUPPORTED_MEMORY_CAPS: u32 =
+    ffi::V4L2_BUF_CAP_SUPPORTS_USERPTR | ffi::V4L2_BUF_CAP_SUPPORTS_DMABUF;
 const CREATE_INDEX: usize = offset_of!(ffi::v4l2_create_buffers, index);
 const CREATE_COUNT: usize = offset_of!(ffi::v4l2_create_buffers, count);
 const CREATE_TYPE: usize =
@@ -157,7 +166,7 @@ impl Session {
         let session_dev = dev.clone();
         let session = Arc::pin_init(
             pin_init!(Self {
-                fh <- FileHandle::uninit(),
+                fh <- FileHandle::zeroed(),
                 id,
                 dev: session_dev,
                 state <- new_spinlock!(State::default(), "virtio_media_session"),
@@ -235,7 +244,23 @@ impl Session {
         self.check_usable()?;
         match arg {
             Arg::Plain(payload) => {
-                self.transact(code, payload, &mut [])?;
+                let memory_field = match code {
+                    ioctl::VIDIOC_REQBUFS => Some((REQBUFS_MEMORY, REQBUFS_CAPS)),
+                    ioctl::VIDIOC_CREATE_BUFS => Some((CREATE_MEMORY, CREATE_CAPS)),
+                    _ => None,
+                };
+                if let Some((memory, _)) = memory_field {
+                    if get_u32(payload, memory) != Some(ffi::v4l2_memory_V4L2_MEMORY_MMAP) {
+                        return Err(EINVAL);
+                    }
+                }
+                let result = self.transact(code, payload, &mut []).map(|_| ());
+                if let Some((_, caps)) = memory_field {
+                    if let Some(value) = get_u32(payload, caps) {
+                        set_u32(payload, caps, value & !UNSUPPORTED_MEMORY_CAPS);
+                    }
+                }
+                result?;
                 self.after_success(code, payload);
                 Ok(())
             }

@@ -394,11 +394,18 @@ fn copy_cstr(dst: &mut [u8], src: &[u8]) {
 pub(crate) struct FileHandle(Opaque<ffi::v4l2_fh>);
 
 impl FileHandle {
-    /// Not yet initialised: `open` does that once the session is pinned.
-    pub(crate) fn uninit() -> impl PinInit<Self> {
-        // SAFETY: `FileHandle` is a transparent `Opaque`, for which
-        // uninitialised contents are valid.
-        unsafe { pin_init::pin_init_from_closure(|_slot: *mut Self| Ok(())) }
+    /// Zeroed, as `v4l2_fh_init` expects (it leaves fields such as
+    /// `m2m_ctx` alone, and the core reads them): `open` initialises it once
+    /// the session is pinned.
+    pub(crate) fn zeroed() -> impl PinInit<Self> {
+        // SAFETY: `FileHandle` is a transparent `Opaque`, for which any
+        // contents are valid; the closure fully writes the slot.
+        unsafe {
+            pin_init::pin_init_from_closure(|slot: *mut Self| {
+                slot.write_bytes(0, 1);
+                Ok(())
+            })
+        }
     }
 
     fn as_raw(&self) -> *mut ffi::v4l2_fh {
