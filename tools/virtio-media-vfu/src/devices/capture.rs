@@ -40,9 +40,7 @@ pub fn frame_byte(sequence: u32, plane: usize, brightness: i64) -> u8 {
 
 pub struct CaptureSession {
     pub id: u32,
-    pub fmt: Format,
     pub q: BufQueue,
-    pub interval: (u32, u32),
 }
 
 impl VirtioMediaDeviceSession for CaptureSession {
@@ -58,6 +56,10 @@ pub struct CaptureDevice {
     pub ctrls: Controls,
     /// Session that owns buffers (only one at a time, like real hardware).
     active: Option<u32>,
+    /// The format and frame interval belong to the device, not to a
+    /// session: S_FMT on one file is seen by G_FMT on every other.
+    pub fmt: Format,
+    pub interval: (u32, u32),
 }
 
 impl CaptureDevice {
@@ -67,6 +69,8 @@ impl CaptureDevice {
             ctx,
             ctrls: Controls::new(user_controls()),
             active: None,
+            fmt: Self::default_format(),
+            interval: INTERVALS[0],
         }
     }
 
@@ -90,6 +94,8 @@ impl CaptureDevice {
             ctx,
             ctrls: Controls::new(defs),
             active: None,
+            fmt: Self::default_format(),
+            interval: INTERVALS[0],
         }
     }
 
@@ -153,7 +159,7 @@ impl CaptureDevice {
             let mut used = vec![];
             for (p, &size) in s.q.plane_sizes.clone().iter().enumerate() {
                 let b = frame_byte(seq, p, brightness);
-                let fill = s.fmt.planes.get(p).map(|l| l.sizeimage).unwrap_or(size).min(size);
+                let fill = self.fmt.planes.get(p).map(|l| l.sizeimage).unwrap_or(size).min(size);
                 match s.q.bufs.get(idx).and_then(|buf| buf.mem.get(p)) {
                     Some(PlaneMem::Mmap(shm)) => shm.fill(0, fill as u64, b)?,
                     Some(PlaneMem::UserPtr(_)) => s.q.write_plane(&self.ctx, idx, p, &vec![b; fill as usize])?,
@@ -190,7 +196,12 @@ pub fn query_ioctls<R: ReadFromDescriptorChain, W: WriteToDescriptorChain>(
         V4l2Ioctl::VIDIOC_QUERYCTRL => Some(match reader.read_obj::<bindings::v4l2_queryctrl>() {
             Err(_) => writer.write_err_response(libc::EINVAL),
             Ok(q) => match ctrls.lookup(q.id, false).map(|i| ctrls.queryctrl(i)) {
-                Some(Ok(r)) => writer.write_response(RespHeader::ok()).and_then(|()| writer.write_obj(r)),
+                Some(Ok(mut r)) => {
+                    if q.id >= CID_PRIVATE_BASE && q.id & !CTRL_ID_MASK == 0 {
+                        r.id = q.id;
+                    }
+                    writer.write_response(RespHeader::ok()).and_then(|()| writer.write_obj(r))
+                }
                 Some(Err(e)) => writer.write_err_response(e),
                 None => writer.write_err_response(libc::EINVAL),
             },
@@ -198,9 +209,13 @@ pub fn query_ioctls<R: ReadFromDescriptorChain, W: WriteToDescriptorChain>(
         V4l2Ioctl::VIDIOC_QUERY_EXT_CTRL => Some(match reader.read_obj::<bindings::v4l2_query_ext_ctrl>() {
             Err(_) => writer.write_err_response(libc::EINVAL),
             Ok(q) => match ctrls.lookup(q.id, true) {
-                Some(i) => writer
-                    .write_response(RespHeader::ok())
-                    .and_then(|()| writer.write_obj(ctrls.query_ext(i))),
+                Some(i) => {
+                    let mut r = ctrls.query_ext(i);
+                    if q.id >= CID_PRIVATE_BASE && q.id & !CTRL_ID_MASK == 0 {
+                        r.id = q.id;
+                    }
+                    writer.write_response(RespHeader::ok()).and_then(|()| writer.write_obj(r))
+                }
                 None => writer.write_err_response(libc::EINVAL),
             },
         }),
@@ -218,9 +233,7 @@ where
     fn new_session(&mut self, session_id: u32) -> Result<Self::Session, i32> {
         Ok(CaptureSession {
             id: session_id,
-            fmt: Self::default_format(),
             q: BufQueue::new(self.queue),
-            interval: INTERVALS[0],
         })
     }
 
@@ -234,6 +247,9 @@ where
 
     fn do_ioctl(&mut self, session: &mut Self::Session, ioctl: V4l2Ioctl, reader: &mut R, writer: &mut W) -> IoResult<()> {
         if let Some(r) = query_ioctls(&self.ctrls, ioctl, reader, writer) {
+            return r;
+        }
+        if let Some(r) = unsupported_ioctls(ioctl, writer) {
             return r;
         }
         virtio_media_dispatch_ioctl(self, session, ioctl, reader, writer)
@@ -268,11 +284,11 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         Ok(d)
     }
 
-    fn g_fmt(&mut self, s: &Self::Session, queue: QueueType) -> IoctlResult<bindings::v4l2_format> {
+    fn g_fmt(&mut self, _s: &Self::Session, queue: QueueType) -> IoctlResult<bindings::v4l2_format> {
         if queue != self.queue {
             return Err(libc::EINVAL);
         }
-        Ok(fmt_to_v4l2(queue, &s.fmt))
+        Ok(fmt_to_v4l2(queue, &self.fmt))
     }
 
     fn try_fmt(&mut self, _s: &Self::Session, queue: QueueType, f: bindings::v4l2_format) -> IoctlResult<bindings::v4l2_format> {
@@ -287,12 +303,13 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         if queue != self.queue {
             return Err(libc::EINVAL);
         }
-        if !s.q.bufs.is_empty() {
+        // Busy while any session has buffers (vb2_is_busy).
+        if self.active.is_some() || !s.q.bufs.is_empty() {
             return Err(libc::EBUSY);
         }
         let (fourcc, w, h) = fmt_request(queue, &f);
-        s.fmt = Self::closest(fourcc, w, h);
-        Ok(fmt_to_v4l2(queue, &s.fmt))
+        self.fmt = Self::closest(fourcc, w, h);
+        Ok(fmt_to_v4l2(queue, &self.fmt))
     }
 
     fn enum_framesizes(&mut self, _s: &Self::Session, index: u32, pixel_format: u32) -> IoctlResult<bindings::v4l2_frmsizeenum> {
@@ -336,7 +353,7 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         })
     }
 
-    fn g_parm(&mut self, s: &Self::Session, queue: QueueType) -> IoctlResult<bindings::v4l2_streamparm> {
+    fn g_parm(&mut self, _s: &Self::Session, queue: QueueType) -> IoctlResult<bindings::v4l2_streamparm> {
         if queue != self.queue {
             return Err(libc::EINVAL);
         }
@@ -345,8 +362,8 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
             ..Default::default()
         };
         let timeperframe = bindings::v4l2_fract {
-            numerator: s.interval.0,
-            denominator: s.interval.1,
+            numerator: self.interval.0,
+            denominator: self.interval.1,
         };
         if self.is_output() {
             parm.parm.output = bindings::v4l2_outputparm {
@@ -379,7 +396,7 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         };
         if tpf.numerator != 0 && tpf.denominator != 0 {
             let want = tpf.denominator as f64 / tpf.numerator as f64;
-            s.interval = *INTERVALS
+            self.interval = *INTERVALS
                 .iter()
                 .min_by(|a, b| {
                     let fa = (a.1 as f64 / a.0 as f64 - want).abs();
@@ -477,7 +494,7 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         if matches!(self.active, Some(id) if id != s.id) {
             return Err(libc::EBUSY);
         }
-        let sizes: Vec<u32> = s.fmt.planes.iter().map(|p| p.sizeimage).collect();
+        let sizes: Vec<u32> = self.fmt.planes.iter().map(|p| p.sizeimage).collect();
         let count = s.q.reqbufs(&mut self.ctx, memory, count, &sizes)?;
         self.active = (count > 0).then_some(s.id);
         Ok(bindings::v4l2_requestbuffers {
@@ -509,20 +526,23 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         if !s.q.bufs.is_empty() && memory != s.q.memory {
             return Err(libc::EINVAL);
         }
-        let (fourcc, w, h) = fmt_request(queue, &format);
-        let want = layout(fourcc, w, h).ok_or(libc::EINVAL)?;
-        if want.planes.len() != s.fmt.planes.len()
-            || want.planes.iter().zip(&s.fmt.planes).any(|(a, b)| a.sizeimage < b.sizeimage)
-        {
+        if !matches!(memory, MemoryType::Mmap | MemoryType::UserPtr) {
+            return Err(libc::EINVAL);
+        }
+        // Like vb2: the plane count and sizes come from the format passed
+        // in (its pixel format and frame size do not matter); each plane
+        // must be at least as large as the current format needs.
+        let sizes = requested_plane_sizes(queue, &format)?;
+        if sizes.len() != self.fmt.planes.len() || sizes.iter().zip(&self.fmt.planes).any(|(a, b)| *a < b.sizeimage) {
             return Err(libc::EINVAL);
         }
         if s.q.bufs.is_empty() {
             s.q.memory = memory;
-            s.q.plane_sizes = s.fmt.planes.iter().map(|p| p.sizeimage).collect();
+            s.q.plane_sizes = self.fmt.planes.iter().map(|p| p.sizeimage).collect();
         }
         let count = count.min(MAX_BUFFERS - s.q.bufs.len() as u32);
         let index = if count > 0 {
-            s.q.add_buffers(&mut self.ctx, count)?
+            s.q.add_buffers_sized(&mut self.ctx, count, &sizes)?
         } else {
             s.q.bufs.len() as u32
         };
@@ -647,6 +667,34 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
     }
 }
 
+/// Plane sizes a CREATE_BUFS format asks for.
+pub fn requested_plane_sizes(queue: QueueType, f: &bindings::v4l2_format) -> IoctlResult<Vec<u32>> {
+    // SAFETY: the union member read matches the queue type.
+    unsafe {
+        if queue.is_multiplanar() {
+            let mp = &f.fmt.pix_mp;
+            let n = mp.num_planes as usize;
+            if n == 0 || n > bindings::VIDEO_MAX_PLANES as usize {
+                return Err(libc::EINVAL);
+            }
+            Ok(mp.plane_fmt[..n].iter().map(|p| p.sizeimage).collect())
+        } else {
+            Ok(vec![f.fmt.pix.sizeimage])
+        }
+    }
+}
+
+/// Ioctls the project devices refuse with ENOTTY before the crate parses
+/// them. VIDIOC_PREPARE_BUF: a prepared buffer must later be queued without
+/// its bytesused and data_offset being looked at again, which the crate's
+/// QBUF parsing (it rejects bytesused > length) cannot do.
+pub fn unsupported_ioctls<W: WriteToDescriptorChain>(ioctl: V4l2Ioctl, writer: &mut W) -> Option<IoResult<()>> {
+    match ioctl {
+        V4l2Ioctl::VIDIOC_PREPARE_BUF => Some(writer.write_err_response(libc::ENOTTY)),
+        _ => None,
+    }
+}
+
 pub fn which_raw(which: &v4l2r::ioctl::CtrlWhich) -> IoctlResult<u32> {
     use v4l2r::ioctl::CtrlWhich;
     match which {
@@ -678,7 +726,13 @@ pub fn subscribe(
     if type_ == bindings::V4L2_EVENT_CTRL {
         let i = ctrls.find(id).ok_or(libc::EINVAL)?;
         ctx.subscribe(session, Subscription { type_, id, flags: flags.bits() });
-        if flags.contains(SubscribeEventFlags::SEND_INITIAL) && !ctrls.defs[i].is_payload() {
+        // Like the control framework: no initial event for write-only
+        // controls (control classes included).
+        let d = &ctrls.defs[i];
+        if flags.contains(SubscribeEventFlags::SEND_INITIAL)
+            && !d.is_payload()
+            && d.flags & CTRL_FLAG_WRITE_ONLY == 0
+        {
             let ev = ctrls.ctrl_event(i, EVENT_CTRL_CH_VALUE | EVENT_CTRL_CH_FLAGS);
             ctx.send_event(session, ev);
         }

@@ -346,6 +346,16 @@ impl BufQueue {
 
     /// Appends `count` buffers (REQBUFS / CREATE_BUFS). Returns first index.
     pub fn add_buffers(&mut self, ctx: &mut DevCtx, count: u32) -> IoctlResult<u32> {
+        let sizes = self.plane_sizes.clone();
+        self.add_buffers_sized(ctx, count, &sizes)
+    }
+
+    /// Appends `count` buffers whose planes have the given sizes (CREATE_BUFS
+    /// may ask for larger planes than the format needs).
+    pub fn add_buffers_sized(&mut self, ctx: &mut DevCtx, count: u32, sizes: &[u32]) -> IoctlResult<u32> {
+        if sizes.len() != self.plane_sizes.len() || sizes.iter().zip(&self.plane_sizes).any(|(a, b)| a < b) {
+            return Err(libc::EINVAL);
+        }
         let first = self.bufs.len() as u32;
         if first + count > MAX_BUFFERS {
             return Err(libc::ENOMEM);
@@ -367,7 +377,7 @@ impl BufQueue {
             let mut planes = [bindings::v4l2_plane::default(); bindings::VIDEO_MAX_PLANES as usize];
             let mut mem = vec![];
             let mut first_offset = 0u32;
-            for (p, &size) in self.plane_sizes.iter().enumerate() {
+            for (p, &size) in sizes.iter().enumerate() {
                 planes[p].length = size;
                 if self.memory == MemoryType::Mmap {
                     let b = ShmBuffer::new(&ctx.shm, size as u64).map_err(|e| {
@@ -384,9 +394,9 @@ impl BufQueue {
                 }
             }
             if mp {
-                raw.length = self.plane_sizes.len() as u32;
+                raw.length = sizes.len() as u32;
             } else {
-                raw.length = self.plane_sizes.first().copied().unwrap_or(0);
+                raw.length = sizes.first().copied().unwrap_or(0);
                 raw.m.offset = first_offset;
             }
             self.bufs.push(Buf {
@@ -423,6 +433,28 @@ impl BufQueue {
             self.queue,
             QueueType::VideoCapture | QueueType::VideoCaptureMplane
         );
+        // bytesused of every plane, checked before anything changes.
+        let mut used = vec![];
+        for (p, plane) in buffer.planes_iter().enumerate() {
+            if !output {
+                used.push(0);
+                continue;
+            }
+            // The length of the buffer as allocated, not as the guest says
+            // (for USERPTR, the length it is queued with).
+            let length = if self.memory == MemoryType::UserPtr {
+                *plane.length
+            } else if self.queue.is_multiplanar() {
+                buf.planes[p].length
+            } else {
+                buf.raw.length
+            };
+            let u = *plane.bytesused;
+            if u > length {
+                return Err(libc::EINVAL);
+            }
+            used.push(if u == 0 { length } else { u });
+        }
         let mut mem_userptr = vec![];
         if self.memory == MemoryType::UserPtr {
             if regions.len() != nplanes {
@@ -445,17 +477,7 @@ impl BufQueue {
                 buf.planes[p].length = src_plane.length;
             }
         }
-        for (p, plane) in buffer.planes_iter().enumerate() {
-            let used = if output {
-                let u = *plane.bytesused;
-                if u == 0 {
-                    self.plane_sizes[p]
-                } else {
-                    u.min(self.plane_sizes[p])
-                }
-            } else {
-                0
-            };
+        for (p, &used) in used.iter().enumerate() {
             if self.queue.is_multiplanar() {
                 buf.planes[p].bytesused = used;
             } else {
@@ -691,12 +713,32 @@ impl Controls {
         let next_ctrl = raw_id & CTRL_FLAG_NEXT_CTRL != 0;
         let next_compound = raw_id & CTRL_FLAG_NEXT_COMPOUND != 0;
         if !next_ctrl && !next_compound {
+            if id >= CID_PRIVATE_BASE {
+                return self.private_nth(id - CID_PRIVATE_BASE);
+            }
             return self.find(id);
         }
         self.defs.iter().position(|d| {
             d.id > id
                 && ((d.is_payload() && next_compound && ext) || (!d.is_payload() && next_ctrl))
         })
+    }
+
+    /// The `n`th driver-private user-class control usable with
+    /// G/S_CTRL: what the old `V4L2_CID_PRIVATE_BASE + n` ids name (the
+    /// V4L2 control framework emulates them the same way).
+    pub fn private_nth(&self, n: u32) -> Option<usize> {
+        self.defs
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| {
+                d.id & 0x0fff_0000 == CID_USER_CLASS & 0x0fff_0000
+                    && d.id & 0xffff >= 0x1000
+                    && !d.is_payload()
+                    && d.type_ != CTRL_TYPE_CTRL_CLASS
+            })
+            .nth(n as usize)
+            .map(|(i, _)| i)
     }
 
     pub fn query_ext(&self, i: usize) -> bindings::v4l2_query_ext_ctrl {
@@ -858,12 +900,15 @@ pub fn ext_ctrls(
     }
     let class = which & 0x0fff_0000;
     if which == CTRL_WHICH_DEF_VAL && op != ExtOp::Get {
+        hdr.error_idx = count;
         return Err(libc::EINVAL);
     }
     // Validation pass.
     let mut new_vals: Vec<(usize, CtrlVal)> = vec![];
     for (n, c) in arr.iter_mut().enumerate() {
-        let fail_idx = if op == ExtOp::Get { n as u32 } else { count };
+        // Like the V4L2 control framework: TRY reports the failing
+        // control, G and S report `count` (no hardware was touched).
+        let fail_idx = if op == ExtOp::Try { n as u32 } else { count };
         let Some(i) = ctrls.find(c.id) else {
             hdr.error_idx = fail_idx;
             return Err(libc::EINVAL);
@@ -962,6 +1007,7 @@ pub enum ExtOp {
 /// The common user-class controls of the project devices. The array
 /// control is a driver-private U8 array of 8 elements.
 pub const CID_USER_CLASS: u32 = 0x0098_0001;
+pub const CID_PRIVATE_BASE: u32 = 0x0800_0000;
 pub const CID_BRIGHTNESS: u32 = 0x0098_0900;
 pub const CID_CONTRAST: u32 = 0x0098_0901;
 pub const CID_HFLIP: u32 = 0x0098_0914;
