@@ -31,7 +31,8 @@ out=$BUILD_DIR/results/run
 # Show what the guest printed, from the test's start marker on.
 sed -n '/=== RUN START ===/,$p' "$out/console.log" | tr -d '\r'
 if [ -f "$out/frame.raw" ] && [ -f "$out/frame.fmt" ]; then
-	python3 tools/vm/raw2png.py "$out/frame.fmt" "$out/frame.raw" "$out/frame.png"
-	log "captured frame written to $out/frame.png"
+	mkdir -p "$BUILD_DIR/run"
+	python3 tools/vm/raw2png.py "$out/frame.fmt" "$out/frame.raw" "$BUILD_DIR/run/frame.png"
+	log "captured frame ($(cat "$out/frame.fmt")) written to $BUILD_DIR/run/frame.png"
 fi
 exit $status

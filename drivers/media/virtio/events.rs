@@ -12,7 +12,11 @@ use crate::{
     MediaDevice,
 };
 use core::sync::atomic::{AtomicU64, Ordering};
-use kernel::{new_spinlock_irq, prelude::*, sync::SpinLockIrq};
+use kernel::{
+    new_mutex, new_spinlock_irq,
+    prelude::*,
+    sync::{Mutex, SpinLockIrq},
+};
 
 /// Buffers kept on the eventq.
 const EVENT_BUFFERS: usize = 64;
@@ -35,6 +39,11 @@ pub(crate) struct EventQueue {
     /// `None` until set up and once the device is gone.
     #[pin]
     vq: SpinLockIrq<Option<Virtqueue<EventBuffer>>>,
+    /// Held while events are taken and handled, so a caller of `drain`
+    /// knows every event returned before the call has been handled when it
+    /// gets the lock (STREAMOFF relies on that).
+    #[pin]
+    draining: Mutex<()>,
     /// Events dropped as malformed, for rate-limited logging.
     dropped: AtomicU64,
 }
@@ -43,6 +52,7 @@ impl EventQueue {
     pub(crate) fn new() -> impl PinInit<Self> {
         pin_init!(Self {
             vq <- new_spinlock_irq!(None, "virtio_media_eventq"),
+            draining <- new_mutex!((), "virtio_media_eventq_draining"),
             dropped: AtomicU64::new(0),
         })
     }
@@ -74,6 +84,7 @@ impl EventQueue {
 
     /// Handles every event the device returned, then requeues its buffer.
     pub(crate) fn drain(&self, dev: &MediaDevice) {
+        let _draining = self.draining.lock();
         while let Some((buffer, written)) = self.take_returned() {
             let len = usize::try_from(written).unwrap_or(usize::MAX);
             match buffer.bytes.get(..len) {

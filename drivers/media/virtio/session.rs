@@ -374,6 +374,12 @@ impl Session {
 
     /// Mirrors the stream state an ioctl changed.
     fn after_success(&self, code: u32, payload: &[u8]) {
+        if code == ioctl::VIDIOC_STREAMOFF || code == ioctl::VIDIOC_REQBUFS {
+            // Events and responses travel on different queues: handle the
+            // buffers the device returned before it answered, so none of
+            // them survives into the next stream.
+            self.dev.drain_events();
+        }
         let mut state = self.state.lock();
         match code {
             ioctl::VIDIOC_REQBUFS => {

@@ -89,6 +89,11 @@ impl MediaDevice {
         &self.commandq
     }
 
+    /// Handles the events the device has returned so far.
+    pub(crate) fn drain_events(&self) {
+        self.eventq.drain(self);
+    }
+
     pub(crate) fn is_gone(&self) -> bool {
         self.gone.load(Ordering::Acquire)
     }
