@@ -371,6 +371,14 @@ impl VirtioMediaPci {
                     }
                 }
             }
+            // The initial event of a VIDIOC_SUBSCRIBE_EVENT is part of the
+            // subscription (V4L2 queues it before the ioctl returns): it
+            // reaches the eventq before the response. Everything else a
+            // command causes (DQBUF events of QBUF or STREAMON) follows
+            // the response, below.
+            if is_subscribe_event(&cmd) {
+                self.flush_events();
+            }
             let written = scatter(&mem, &writable, &resp.data);
             if let Err(e) = self.transport.queues[COMMANDQ].add_used(&mem, head, written) {
                 log::error!("commandq: add_used failed: {e}");
@@ -625,3 +633,10 @@ pub fn scatter(mem: &GuestMemoryMmap, writable: &[(GuestAddress, u32)], data: &[
 
 /// Unused queue handle type re-export for tests.
 pub type VirtQueue = Queue;
+
+/// VIRTIO_MEDIA_CMD_IOCTL (3) with code VIDIOC_SUBSCRIBE_EVENT (90):
+/// le32 cmd, le32 reserved, le32 session_id, le32 code.
+fn is_subscribe_event(cmd: &[u8]) -> bool {
+    let word = |o: usize| cmd.get(o..o + 4).map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]));
+    word(0) == Some(3) && word(12) == Some(virtio_media::protocol::V4l2Ioctl::VIDIOC_SUBSCRIBE_EVENT as u32)
+}

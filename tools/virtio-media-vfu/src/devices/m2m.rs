@@ -21,7 +21,7 @@ use virtio_media::ioctl::{virtio_media_dispatch_ioctl, VirtioMediaIoctlHandler};
 use virtio_media::protocol::{DequeueBufferEvent, SgEntry, V4l2Event, V4l2Ioctl};
 use virtio_media::{VirtioMediaDevice, VirtioMediaDeviceSession, VirtioMediaEventQueue};
 
-use super::capture::{query_ioctls, subscribe, which_raw, SIZES};
+use super::capture::{query_ioctls, subscribe, unsupported_ioctls, which_raw, SIZES};
 use super::common::*;
 
 pub const SRC: QueueType = QueueType::VideoOutputMplane;
@@ -180,10 +180,66 @@ pub fn from_i420(p: &I420, fourcc: u32) -> IoctlResult<Vec<Vec<u8>>> {
     })
 }
 
+/// Colour description of the stream: colorspace, transfer function, Y'CbCr
+/// encoding, quantization. Set on OUTPUT, passed on to CAPTURE (like every
+/// mem2mem converter that does not convert colorspaces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Colorimetry {
+    pub colorspace: u32,
+    pub xfer_func: u8,
+    pub ycbcr_enc: u8,
+    pub quantization: u8,
+}
+
+impl Default for Colorimetry {
+    fn default() -> Self {
+        Colorimetry {
+            colorspace: bindings::v4l2_colorspace_V4L2_COLORSPACE_SRGB,
+            xfer_func: 0,
+            ycbcr_enc: 0,
+            quantization: 0,
+        }
+    }
+}
+
+impl Colorimetry {
+    /// What the application asked for in an OUTPUT format: values out of
+    /// the ranges videodev2.h defines become "default" (0), a default
+    /// colorspace becomes sRGB.
+    pub fn from_request(f: &bindings::v4l2_format) -> Self {
+        // SAFETY: the m2m queues are multi-planar.
+        let mp = unsafe { &f.fmt.pix_mp };
+        // SAFETY: both union members are a u8.
+        let enc = unsafe { mp.__bindgen_anon_1.ycbcr_enc };
+        let colorspace = match mp.colorspace {
+            0 => bindings::v4l2_colorspace_V4L2_COLORSPACE_SRGB,
+            c @ 1..=12 => c,
+            _ => bindings::v4l2_colorspace_V4L2_COLORSPACE_SRGB,
+        };
+        Colorimetry {
+            colorspace,
+            xfer_func: if mp.xfer_func <= 6 { mp.xfer_func } else { 0 },
+            ycbcr_enc: if enc <= 8 { enc } else { 0 },
+            quantization: if mp.quantization <= 2 { mp.quantization } else { 0 },
+        }
+    }
+
+    pub fn apply(&self, f: &mut bindings::v4l2_format) {
+        // SAFETY: the m2m queues are multi-planar.
+        let mp = unsafe { &mut f.fmt.pix_mp };
+        mp.colorspace = self.colorspace;
+        mp.xfer_func = self.xfer_func;
+        mp.__bindgen_anon_1.ycbcr_enc = self.ycbcr_enc;
+        mp.quantization = self.quantization;
+    }
+}
+
 pub struct M2mSession {
     pub id: u32,
     pub src_fmt: Format,
     pub dst_fmt: Format,
+    /// Colorimetry of both queues (set through OUTPUT).
+    pub col: Colorimetry,
     pub src: BufQueue,
     pub dst: BufQueue,
     /// STOP received, source buffers still to convert.
@@ -342,9 +398,21 @@ impl M2mDevice {
         Ok(())
     }
 
-    fn check_dec_cmd(cmd: &bindings::v4l2_decoder_cmd) -> IoctlResult<()> {
+    /// Like v4l2_m2m_ioctl_try_decoder_cmd: START and STOP only; no flag,
+    /// STOP pts, START speed or format is supported, so they come back 0.
+    fn check_dec_cmd(cmd: &mut bindings::v4l2_decoder_cmd) -> IoctlResult<()> {
         match cmd.cmd {
-            DEC_CMD_START | DEC_CMD_STOP if cmd.flags == 0 => Ok(()),
+            DEC_CMD_STOP => {
+                cmd.flags = 0;
+                cmd.__bindgen_anon_1.stop.pts = 0;
+                Ok(())
+            }
+            DEC_CMD_START => {
+                cmd.flags = 0;
+                cmd.__bindgen_anon_1.start.speed = 0;
+                cmd.__bindgen_anon_1.start.format = 0;
+                Ok(())
+            }
             _ => Err(libc::EINVAL),
         }
     }
@@ -367,6 +435,7 @@ where
             id: session_id,
             src_fmt: f.clone(),
             dst_fmt: f,
+            col: Colorimetry::default(),
             src,
             dst,
             draining: false,
@@ -383,6 +452,9 @@ where
 
     fn do_ioctl(&mut self, session: &mut Self::Session, ioctl: V4l2Ioctl, reader: &mut R, writer: &mut W) -> IoResult<()> {
         if let Some(r) = query_ioctls(&self.ctrls, ioctl, reader, writer) {
+            return r;
+        }
+        if let Some(r) = unsupported_ioctls(ioctl, writer) {
             return r;
         }
         virtio_media_dispatch_ioctl(self, session, ioctl, reader, writer)
@@ -421,7 +493,9 @@ impl VirtioMediaIoctlHandler for M2mDevice {
 
     fn g_fmt(&mut self, s: &Self::Session, queue: QueueType) -> IoctlResult<bindings::v4l2_format> {
         s.q(queue)?;
-        Ok(fmt_to_v4l2(queue, s.fmt(queue)))
+        let mut out = fmt_to_v4l2(queue, s.fmt(queue));
+        s.col.apply(&mut out);
+        Ok(out)
     }
 
     fn try_fmt(&mut self, s: &Self::Session, queue: QueueType, f: bindings::v4l2_format) -> IoctlResult<bindings::v4l2_format> {
@@ -432,7 +506,10 @@ impl VirtioMediaIoctlHandler for M2mDevice {
             // The destination size always follows the source.
             out = layout(out.fourcc, s.src_fmt.width, s.src_fmt.height).unwrap_or(out);
         }
-        Ok(fmt_to_v4l2(queue, &out))
+        let col = if queue == SRC { Colorimetry::from_request(&f) } else { s.col };
+        let mut out = fmt_to_v4l2(queue, &out);
+        col.apply(&mut out);
+        Ok(out)
     }
 
     fn s_fmt(&mut self, s: &mut Self::Session, queue: QueueType, f: bindings::v4l2_format) -> IoctlResult<bindings::v4l2_format> {
@@ -443,13 +520,16 @@ impl VirtioMediaIoctlHandler for M2mDevice {
         let new = Self::closest(fourcc, w, h);
         if queue == SRC {
             s.src_fmt = new;
+            s.col = Colorimetry::from_request(&f);
             if s.dst.bufs.is_empty() {
                 s.dst_fmt = layout(s.dst_fmt.fourcc, s.src_fmt.width, s.src_fmt.height).unwrap_or(s.dst_fmt.clone());
             }
         } else {
             s.dst_fmt = layout(new.fourcc, s.src_fmt.width, s.src_fmt.height).unwrap_or(new);
         }
-        Ok(fmt_to_v4l2(queue, s.fmt(queue)))
+        let mut out = fmt_to_v4l2(queue, s.fmt(queue));
+        s.col.apply(&mut out);
+        Ok(out)
     }
 
     fn enum_framesizes(&mut self, _s: &Self::Session, index: u32, pixel_format: u32) -> IoctlResult<bindings::v4l2_frmsizeenum> {
@@ -515,13 +595,13 @@ impl VirtioMediaIoctlHandler for M2mDevice {
         Ok(())
     }
 
-    fn try_decoder_cmd(&mut self, _s: &Self::Session, cmd: bindings::v4l2_decoder_cmd) -> IoctlResult<bindings::v4l2_decoder_cmd> {
-        Self::check_dec_cmd(&cmd)?;
+    fn try_decoder_cmd(&mut self, _s: &Self::Session, mut cmd: bindings::v4l2_decoder_cmd) -> IoctlResult<bindings::v4l2_decoder_cmd> {
+        Self::check_dec_cmd(&mut cmd)?;
         Ok(cmd)
     }
 
-    fn decoder_cmd(&mut self, s: &mut Self::Session, cmd: bindings::v4l2_decoder_cmd) -> IoctlResult<bindings::v4l2_decoder_cmd> {
-        Self::check_dec_cmd(&cmd)?;
+    fn decoder_cmd(&mut self, s: &mut Self::Session, mut cmd: bindings::v4l2_decoder_cmd) -> IoctlResult<bindings::v4l2_decoder_cmd> {
+        Self::check_dec_cmd(&mut cmd)?;
         match cmd.cmd {
             DEC_CMD_STOP => {
                 if !(s.src.streaming && s.dst.streaming) || s.stopped {
