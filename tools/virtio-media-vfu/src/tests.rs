@@ -1006,6 +1006,7 @@ mod capture {
     fn m2m_converts_and_drains_with_last_buffer() {
         const OUT_MPLANE: u32 = 10;
         const VIDIOC_DECODER_CMD: u32 = 96;
+        const VIDIOC_TRY_DECODER_CMD: u32 = 97;
         const FLAG_LAST: u32 = 0x0010_0000;
         const FLAG_TIMESTAMP_COPY: u32 = 0x4000;
         let mut h = Harness::with_backend("m2m", true);
@@ -1125,9 +1126,19 @@ mod capture {
         // Bad decoder commands.
         cmd[0] = 2; // PAUSE: unsupported
         assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_DECODER_CMD, &cmd), 8 + 72), 0) as i32, libc::EINVAL);
+        // Unsupported flags (STOP_IMMEDIATELY) and START parameters are
+        // cleared, as v4l2_m2m_ioctl_try_decoder_cmd does.
         cmd[0] = 1;
-        cmd[4] = 2; // STOP_IMMEDIATELY: unsupported
-        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_DECODER_CMD, &cmd), 8 + 72), 0) as i32, libc::EINVAL);
+        cmd[4] = 2;
+        cmd[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        let r = h.command(&ioctl_cmd(s, VIDIOC_TRY_DECODER_CMD, &cmd), 8 + 72);
+        assert_eq!(le32(&r, 0), 0);
+        assert_eq!((le32(&r, 12), le32(&r, 16), le32(&r, 20)), (0, 0, 0), "flags and pts cleared");
+        cmd[0] = 0;
+        let r = h.command(&ioctl_cmd(s, VIDIOC_TRY_DECODER_CMD, &cmd), 8 + 72);
+        assert_eq!(le32(&r, 0), 0);
+        assert_eq!((le32(&r, 12), le32(&r, 16), le32(&r, 20)), (0, 0, 0), "flags, speed, format cleared");
+        cmd[4..16].fill(0);
         // A source whose bytesused is too small to hold a frame: ERROR on
         // the destination, no panic.
         assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_STREAMOFF, &9u32.to_le_bytes()), 8), 0), 0);
