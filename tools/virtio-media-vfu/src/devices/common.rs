@@ -484,7 +484,8 @@ impl BufQueue {
                 buf.raw.bytesused = used;
             }
         }
-        if output {
+        if output && self.ts_copy {
+            // Copied to the CAPTURE buffer made from it (mem2mem).
             buf.raw.timestamp = buffer.as_v4l2_buffer().timestamp;
         }
         buf.state = BufState::Queued;
@@ -598,10 +599,11 @@ impl BufQueue {
         buf.raw.flags = (buf.raw.flags & !BufferFlags::QUEUED.bits()) | extra.bits();
         buf.raw.sequence = seq;
         buf.raw.field = bindings::v4l2_field_V4L2_FIELD_NONE;
-        let capture = matches!(self.queue, QueueType::VideoCapture | QueueType::VideoCaptureMplane);
         if let Some(ts) = ts {
             buf.raw.timestamp = ts;
-        } else if capture && !self.ts_copy {
+        } else if !self.ts_copy {
+            // TIMESTAMP_MONOTONIC: when the device produced (capture) or
+            // consumed (output) the frame.
             buf.raw.timestamp = now_timeval();
         }
         for (p, &u) in bytesused.iter().enumerate() {
