@@ -85,21 +85,50 @@ else
 	record "kunit: module suites in the guest" FAIL "(no module built)"
 fi
 
-# The test device seen by the guest, under both device IDs, and the
-# driver's OPEN/CLOSE round trip with it.
+# Guest runs with the test device. run_vfu NAME "DEVICE FLAGS" TEST [VAR=VALUE]
 vfu_bin=tools/virtio-media-vfu/target/release/virtio-media-vfu
+run_vfu() {
+	local name=$1 flags=$2 test=$3 env=${4:-NONE=1}
+	[ -x "$vfu_bin" ] && [ -f "$ko" ] || return 1
+	tools/vm/run-guest.sh --name "$name" --ko "$ko" --modules virtio_media --vfu "$flags" \
+		--env "$env" --test "$test" --timeout 300 > "$results/$name.run.log" 2>&1
+}
+
 if [ -f tools/virtio-media-vfu/Cargo.toml ]; then
+	# The guest sees the device under both IDs; the driver's OPEN/CLOSE.
 	for id in 42 48; do
-		name=device-smoke-$id
-		if [ -x "$vfu_bin" ] && [ -f "$ko" ] &&
-			tools/vm/run-guest.sh --name "$name" --ko "$ko" --modules virtio_media \
-				--vfu "--device-id $id" --env "EXPECT_ID=$id" \
-				--test tools/vm/tests/device-smoke.sh --timeout 180 > "$results/$name.run.log" 2>&1; then
+		if run_vfu device-smoke-$id "--device-id $id" tools/vm/tests/device-smoke.sh "EXPECT_ID=$id"; then
 			record "device: guest sees ID $id, driver round trip" OK
 		else
-			record "device: guest sees ID $id, driver round trip" FAIL "($results/$name/console.log)"
+			record "device: guest sees ID $id, driver round trip" FAIL "($results/device-smoke-$id/console.log)"
 		fi
 	done
+
+	# v4l2-compliance -s through the driver, on every backend.
+	for backend in simple capture output m2m; do
+		name=compliance-$backend
+		run_vfu "$name" "--device-id 42 --backend $backend" tools/vm/tests/compliance.sh "COMPLIANCE_ARGS=-s"
+		log=$results/$name/compliance.log
+		totals=$(grep '^Total for' "$log" 2>/dev/null | tail -n 1)
+		cp "$log" "$results/$name.compliance.log" 2>/dev/null
+		if [ -n "$totals" ] && echo "$totals" | grep -q 'Failed: 0,'; then
+			record "driver: v4l2-compliance -s, $backend" OK "$totals"
+		else
+			record "driver: v4l2-compliance -s, $backend" FAIL "${totals:-no totals} ($log)"
+		fi
+	done
+
+	# 300 frames from one session; two sessions of a mem2mem device at once.
+	if run_vfu stream "--device-id 42" tools/vm/tests/stream.sh; then
+		record "driver: stream 300 frames (MMAP)" OK
+	else
+		record "driver: stream 300 frames (MMAP)" FAIL "($results/stream/console.log)"
+	fi
+	if run_vfu concurrent "--device-id 42 --backend m2m" tools/vm/tests/concurrent.sh; then
+		record "driver: two sessions streaming at once" OK
+	else
+		record "driver: two sessions streaming at once" FAIL "($results/concurrent/console.log)"
+	fi
 fi
 
 # Reference: vivid under v4l2-compliance -s proves the guest userspace.

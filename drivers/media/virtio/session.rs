@@ -17,9 +17,9 @@ use crate::{
 };
 use core::mem::offset_of;
 use kernel::{
-    new_spinlock,
+    new_mutex,
     prelude::*,
-    sync::{poll::PollCondVar, Arc, SpinLock},
+    sync::{poll::PollCondVar, Arc, Mutex},
 };
 
 /// An ioctl argument as its handler received it, as bytes.
@@ -149,8 +149,10 @@ pub(crate) struct Session {
     pub(crate) fh: FileHandle,
     id: u32,
     dev: Arc<MediaDevice>,
+    /// A mutex, not a spinlock: event handling allocates under it, and
+    /// nothing in interrupt context takes it.
     #[pin]
-    state: SpinLock<State>,
+    state: Mutex<State>,
     /// DQBUF waiters and pollers.
     #[pin]
     waiters: PollCondVar,
@@ -169,7 +171,7 @@ impl Session {
                 fh <- FileHandle::zeroed(),
                 id,
                 dev: session_dev,
-                state <- new_spinlock!(State::default(), "virtio_media_session"),
+                state <- new_mutex!(State::default(), "virtio_media_session"),
                 waiters <- kernel::new_poll_condvar!("virtio_media_session_waiters"),
             }),
             GFP_KERNEL,
@@ -254,7 +256,18 @@ impl Session {
                         return Err(EINVAL);
                     }
                 }
+                // The device may return buffers while it handles STREAMON,
+                // before its response: the queue must already count as
+                // streaming then, or those buffers would be dropped.
+                let starting = if code == ioctl::VIDIOC_STREAMON {
+                    self.mark_streaming(payload)
+                } else {
+                    None
+                };
                 let result = self.transact(code, payload, &mut []).map(|_| ());
+                if let (Some(kind), Err(_)) = (starting, &result) {
+                    self.state.lock().queue(kind).stop();
+                }
                 if let Some((_, caps)) = memory_field {
                     if let Some(value) = get_u32(payload, caps) {
                         set_u32(payload, caps, value & !UNSUPPORTED_MEMORY_CAPS);
@@ -370,6 +383,26 @@ impl Session {
             set_u32(ctrls, CTRLS_ERROR_IDX, count);
         }
         result
+    }
+
+    /// Marks the queue of a STREAMON payload streaming; returns it unless it
+    /// already was.
+    fn mark_streaming(&self, payload: &[u8]) -> Option<QueueKind> {
+        let kind = get_u32(payload, 0).and_then(queue_of)?;
+        let mut state = self.state.lock();
+        let queue = state.queue(kind);
+        if queue.streaming {
+            return None;
+        }
+        queue.streaming = true;
+        queue.last_dequeued = false;
+        Some(kind)
+    }
+
+    /// Handles the events the device returned so far (after SUBSCRIBE with
+    /// SEND_INITIAL, the initial events are there before the response).
+    pub(crate) fn drain_events(&self) {
+        self.dev.drain_events();
     }
 
     /// Mirrors the stream state an ioctl changed.

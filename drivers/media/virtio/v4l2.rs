@@ -318,16 +318,21 @@ pub(crate) unsafe extern "C" fn subscribe_event(
             core::slice::from_raw_parts(sub.cast::<u8>(), size_of::<ffi::v4l2_event_subscription>()),
         )
     };
-    if let Err(e) = session.ioctl(crate::ioctl::VIDIOC_SUBSCRIBE_EVENT, Arg::ReadOnly(bytes)) {
-        return e.to_errno();
-    }
+    // Subscribe locally first: the device may send the initial events
+    // (V4L2_EVENT_SUB_FL_SEND_INITIAL) before it answers, and the core
+    // drops events nobody subscribed to.
     // SAFETY: `fh` and `sub` are valid for the call; no custom event ops.
     let ret = unsafe { ffi::v4l2_event_subscribe(fh, sub, EVENT_QUEUE_DEPTH, core::ptr::null()) };
     if ret < 0 {
-        // Keep both sides in step: the device would otherwise keep sending.
-        let _ = session.ioctl(crate::ioctl::VIDIOC_UNSUBSCRIBE_EVENT, Arg::ReadOnly(bytes));
+        return ret;
     }
-    ret
+    if let Err(e) = session.ioctl(crate::ioctl::VIDIOC_SUBSCRIBE_EVENT, Arg::ReadOnly(bytes)) {
+        // SAFETY: As above; undoes the local subscription.
+        unsafe { ffi::v4l2_event_unsubscribe(fh, sub) };
+        return e.to_errno();
+    }
+    session.drain_events();
+    0
 }
 
 /// Events kept per subscription before the oldest are dropped.
@@ -491,6 +496,7 @@ impl VideoNode {
         &self,
         parent: &virtio::Device,
         config: &DeviceConfig,
+        disabled: &[u32],
         owner: Arc<MediaDevice>,
     ) -> Result {
         let v4l2 = self.v4l2.get();
@@ -510,6 +516,15 @@ impl VideoNode {
             (*vdev).release = Some(ffi::video_device_release_empty);
             (*vdev).device_caps = config.device_caps;
             (*vdev).vfl_dir = direction_of(config.device_caps);
+            // Before registration `valid_ioctls` lists the disabled ones
+            // (what `v4l2_disable_ioctl` sets).
+            for &code in disabled {
+                let nr = protocol::ioctl_nr(code) as usize;
+                let bits = c_ulong::BITS as usize;
+                if let Some(word) = (*vdev).valid_ioctls.get_mut(nr / bits) {
+                    *word |= 1 << (nr % bits);
+                }
+            }
         }
         // The reference the V4L2 device's release gives back.
         let owner = Arc::into_raw(owner);

@@ -207,6 +207,21 @@ unsafe extern "C" fn eventq_done(vq: *mut ffi::virtqueue) {
 
 struct VirtioMediaDriver;
 
+/// The buffer type a device's node mainly streams, from its capabilities.
+fn main_buffer_type(caps: u32) -> Option<u32> {
+    if caps & (ffi::V4L2_CAP_VIDEO_CAPTURE_MPLANE | ffi::V4L2_CAP_VIDEO_M2M_MPLANE) != 0 {
+        Some(ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE)
+    } else if caps & (ffi::V4L2_CAP_VIDEO_CAPTURE | ffi::V4L2_CAP_VIDEO_M2M) != 0 {
+        Some(ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE)
+    } else if caps & ffi::V4L2_CAP_VIDEO_OUTPUT_MPLANE != 0 {
+        Some(ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE)
+    } else if caps & ffi::V4L2_CAP_VIDEO_OUTPUT != 0 {
+        Some(ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT)
+    } else {
+        None
+    }
+}
+
 impl virtio::Driver for VirtioMediaDriver {
     type Data = Arc<MediaDevice>;
     const NAME: &'static CStr = c"virtio_media";
@@ -262,7 +277,7 @@ impl virtio::Driver for VirtioMediaDriver {
             .eventq
             .attach(eventq)
             .and_then(|()| Self::check_answers(&dev))
-            .and_then(|()| dev.node.register(vdev, &dev.config, dev.clone()));
+            .and_then(|disabled| dev.node.register(vdev, &dev.config, &disabled, dev.clone()));
         if let Err(e) = started {
             Self::teardown(vdev, &dev);
             return Err(e);
@@ -287,21 +302,41 @@ impl virtio::Driver for VirtioMediaDriver {
 }
 
 impl VirtioMediaDriver {
-    /// A device that cannot open a session is of no use: check it answers.
-    fn check_answers(dev: &MediaDevice) -> Result {
-        let checked = dev
-            .open_session()
-            .and_then(|session| dev.close_session(session).map(|()| session));
-        match checked {
-            Ok(session) => {
-                pr_info!("device answers: opened and closed session {}\n", session);
-                Ok(())
-            }
-            Err(e) => {
-                pr_err!("device does not answer OPEN/CLOSE ({:?}); not binding\n", e);
-                Err(e)
-            }
+    /// A device that cannot open a session is of no use: check it answers,
+    /// and ask it which optional ioctls it lacks (returned, to be disabled
+    /// on the node so the V4L2 core answers ENOTTY for every buffer type).
+    fn check_answers(dev: &MediaDevice) -> Result<KVec<u32>> {
+        let session = dev.open_session().inspect_err(|e| {
+            pr_err!("device does not answer OPEN ({:?}); not binding\n", e);
+        })?;
+        let disabled = Self::missing_ioctls(dev, session);
+        if let Err(e) = dev.close_session(session) {
+            pr_err!("device does not answer CLOSE ({:?}); not binding\n", e);
+            return Err(e);
         }
+        pr_info!("device answers: opened and closed session {}\n", session);
+        disabled
+    }
+
+    /// G/S_PARM are optional (m2m devices other than encoders lack them); a
+    /// device that answers ENOTTY for its main buffer type has neither.
+    fn missing_ioctls(dev: &MediaDevice, session: u32) -> Result<KVec<u32>> {
+        let mut missing = KVec::new();
+        let Some(buf_type) = main_buffer_type(dev.config.device_caps) else {
+            return Ok(missing);
+        };
+        let mut parm = KVec::new();
+        parm.resize(core::mem::size_of::<ffi::v4l2_streamparm>(), 0u8, GFP_KERNEL)?;
+        protocol::set_u32(&mut parm, 0, buf_type);
+        let code = ioctl::VIDIOC_G_PARM;
+        let request = protocol::ioctl_request(session, code, &parm, &[])?;
+        let response_len = protocol::ioctl_response_size(code, parm.len())?;
+        let response = dev.commandq.send(request, response_len, Wait::Interruptible)?;
+        if response.status() == Err(ENOTTY) {
+            missing.push(ioctl::VIDIOC_G_PARM, GFP_KERNEL)?;
+            missing.push(ioctl::VIDIOC_S_PARM, GFP_KERNEL)?;
+        }
+        Ok(missing)
     }
 
     /// Stops the device and fails what is still in flight, in the order

@@ -5,6 +5,6 @@ status=0
 v4l2-compliance -d /dev/video0 ${COMPLIANCE_ARGS:--s} > /tmp/compliance.log 2>&1 || status=1
 export_file compliance.log /tmp/compliance.log
 grep -E "^Total for|fail:" /tmp/compliance.log
-dmesg | grep virtio_media > /tmp/dmesg.log
+dmesg > /tmp/dmesg.log
 export_file dmesg.log /tmp/dmesg.log
 exit $status
