@@ -90,6 +90,24 @@ pub fn serialize_event(event: V4l2Event) -> Vec<u8> {
     out
 }
 
+/// One-line description of a serialized event for the logs: type, session
+/// and, for DQBUF, the queue type, index and flags of the buffer.
+pub fn describe_event(bytes: &[u8]) -> String {
+    let (ty, sid) = (le32(bytes, 0).unwrap_or(0), le32(bytes, 4).unwrap_or(0));
+    match ty {
+        0 => format!("ERROR session {sid} errno {}", le32(bytes, 8).unwrap_or(0)),
+        1 => format!(
+            "DQBUF session {sid} type {} index {} flags {:#x} ({} bytes)",
+            le32(bytes, 12).unwrap_or(0),
+            le32(bytes, 8).unwrap_or(0),
+            le32(bytes, 20).unwrap_or(0),
+            bytes.len()
+        ),
+        2 => format!("EVENT session {sid} type {}", le32(bytes, 8).unwrap_or(0)),
+        t => format!("type {t} session {sid} ({} bytes)", bytes.len()),
+    }
+}
+
 impl EventQueueHandle {
     pub fn push_raw(&self, bytes: Vec<u8>) {
         if let Ok(mut p) = self.pending.lock() {
@@ -117,7 +135,7 @@ impl EventQueueHandle {
 impl VirtioMediaEventQueue for EventQueueHandle {
     fn send_event(&mut self, event: V4l2Event) {
         let bytes = serialize_event(event);
-        log::debug!("event queued ({} bytes)", bytes.len());
+        log::debug!("event queued: {}", describe_event(&bytes));
         self.push_raw(bytes);
     }
 }
@@ -241,20 +259,37 @@ where
     }
 }
 
+const VIDIOC_QBUF: u32 = 15;
+const VIDIOC_STREAMON: u32 = 18;
+const VIDIOC_STREAMOFF: u32 = 19;
+
+fn le32(b: &[u8], o: usize) -> Option<u32> {
+    b.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Command name for the logs, with the session id and, for buffer and
+/// stream ioctls, the queue type (and buffer index).
 fn cmd_name(cmd: &[u8]) -> String {
-    let code = cmd.get(0..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let code = le32(cmd, 0);
+    let sid = || le32(cmd, 8).map(|s| format!("session {s}")).unwrap_or_else(|| "session ?".into());
     match code {
         Some(1) => "OPEN".into(),
-        Some(2) => "CLOSE".into(),
+        Some(2) => format!("CLOSE {}", sid()),
         Some(3) => {
-            let ioctl = cmd.get(12..16).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            let ioctl = le32(cmd, 12);
             let name = ioctl
                 .and_then(virtio_media::protocol::V4l2Ioctl::n)
                 .map(|i| format!("{i:?}"))
                 .unwrap_or_else(|| format!("{ioctl:?}"));
-            format!("IOCTL {name}")
+            // Payload at 16: v4l2_buffer { index, type, .. } or the queue type.
+            let detail = match ioctl {
+                Some(VIDIOC_QBUF) => format!(" type {} index {}", le32(cmd, 20).unwrap_or(0), le32(cmd, 16).unwrap_or(0)),
+                Some(VIDIOC_STREAMON | VIDIOC_STREAMOFF) => format!(" type {}", le32(cmd, 16).unwrap_or(0)),
+                _ => String::new(),
+            };
+            format!("IOCTL {} {name}{detail}", sid())
         }
-        Some(4) => "MMAP".into(),
+        Some(4) => format!("MMAP {}", sid()),
         Some(5) => "MUNMAP".into(),
         Some(c) => format!("unknown command {c}"),
         None => "short command".into(),
@@ -296,9 +331,12 @@ where
             .get(0..4)
             .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         match status {
+            Some(0) if name == "OPEN" => {
+                log::debug!("OPEN: ok, session {}", le32(&resp.data, 8).map_or("?".into(), |s| s.to_string()))
+            }
             Some(0) => log::debug!("{name}: ok ({} bytes)", resp.data.len()),
             Some(e) => log::info!("{name}: error {e}"),
-            None if name == "CLOSE" => log::debug!("CLOSE done"),
+            None if name.starts_with("CLOSE") => log::debug!("{name} done"),
             None => log::warn!("{name}: no response written"),
         }
     }
@@ -346,4 +384,41 @@ pub fn precheck(cmd: &[u8]) -> Option<i32> {
 pub fn error_response(resp: &mut RespWriter, errno: i32) {
     resp.data.clear();
     let _ = resp.write_response(RespHeader::err(errno));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use v4l2r::ioctl::V4l2Buffer;
+    use v4l2r::memory::MemoryType;
+    use v4l2r::QueueType;
+    use virtio_media::protocol::{DequeueBufferEvent, ErrorEvent};
+
+    fn words(w: &[u32]) -> Vec<u8> {
+        w.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn command_names_carry_the_session() {
+        assert_eq!(cmd_name(&words(&[1, 0])), "OPEN");
+        assert_eq!(cmd_name(&words(&[2, 0, 7, 0])), "CLOSE session 7");
+        assert_eq!(cmd_name(&words(&[4, 0, 3, 1, 0, 0])), "MMAP session 3");
+        // VIDIOC_STREAMON (18) with the queue type as payload.
+        assert_eq!(cmd_name(&words(&[3, 0, 2, 18, 9])), "IOCTL session 2 VIDIOC_STREAMON type 9");
+        // VIDIOC_QBUF (15): v4l2_buffer { index 3, type 10, .. }.
+        assert_eq!(cmd_name(&words(&[3, 0, 5, 15, 3, 10, 0])), "IOCTL session 5 VIDIOC_QBUF type 10 index 3");
+        assert_eq!(cmd_name(&words(&[3, 0, 1])), "IOCTL session 1 None");
+        assert_eq!(cmd_name(&[]), "short command");
+    }
+
+    #[test]
+    fn event_descriptions_name_session_queue_and_index() {
+        let mut buf = V4l2Buffer::new(QueueType::VideoCaptureMplane, 2, MemoryType::Mmap);
+        buf.set_flags(v4l2r::ioctl::BufferFlags::LAST);
+        let bytes = serialize_event(V4l2Event::DequeueBuffer(DequeueBufferEvent::new(4, buf)));
+        let d = describe_event(&bytes);
+        assert!(d.starts_with("DQBUF session 4 type 9 index 2 flags 0x100000 "), "{d}");
+        let bytes = serialize_event(V4l2Event::Error(ErrorEvent::new(6, libc::EIO)));
+        assert_eq!(describe_event(&bytes), "ERROR session 6 errno 5");
+    }
 }
