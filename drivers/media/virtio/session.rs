@@ -245,48 +245,52 @@ impl Session {
     pub(crate) fn ioctl(&self, code: u32, arg: Arg<'_>) -> Result {
         self.check_usable()?;
         match arg {
-            Arg::Plain(payload) => {
-                let memory_field = match code {
-                    ioctl::VIDIOC_REQBUFS => Some((REQBUFS_MEMORY, REQBUFS_CAPS)),
-                    ioctl::VIDIOC_CREATE_BUFS => Some((CREATE_MEMORY, CREATE_CAPS)),
-                    _ => None,
-                };
-                if let Some((memory, _)) = memory_field {
-                    if get_u32(payload, memory) != Some(ffi::v4l2_memory_V4L2_MEMORY_MMAP) {
-                        return Err(EINVAL);
-                    }
-                }
-                // The device may return buffers while it handles STREAMON,
-                // before its response: the queue must already count as
-                // streaming then, or those buffers would be dropped.
-                let starting = if code == ioctl::VIDIOC_STREAMON {
-                    self.mark_streaming(payload)
-                } else {
-                    None
-                };
-                let result = self.transact(code, payload, &mut []).map(|_| ());
-                if let (Some(kind), Err(_)) = (starting, &result) {
-                    self.state.lock().queue(kind).stop();
-                }
-                if let Some((_, caps)) = memory_field {
-                    if let Some(value) = get_u32(payload, caps) {
-                        set_u32(payload, caps, value & !UNSUPPORTED_MEMORY_CAPS);
-                    }
-                }
-                result?;
-                self.after_success(code, payload);
-                Ok(())
-            }
+            Arg::Plain(payload) => self.plain_ioctl(code, payload),
             Arg::ReadOnly(payload) => {
+                // The device may write the payload back (S_INPUT is WR);
+                // the caller's value is const, so the copy is dropped.
                 let mut copy = KVec::new();
                 copy.extend_from_slice(payload, GFP_KERNEL)?;
-                self.transact(code, &mut copy, &mut [])?;
-                self.after_success(code, &copy);
-                Ok(())
+                self.plain_ioctl(code, &mut copy)
             }
             Arg::Buffer { buf, planes } => self.buffer_ioctl(code, buf, planes),
             Arg::Controls { ctrls, array } => self.controls_ioctl(code, ctrls, array),
         }
+    }
+
+    /// An ioctl whose payload is one struct or value (no trailer).
+    fn plain_ioctl(&self, code: u32, payload: &mut [u8]) -> Result {
+        let memory_field = match code {
+            ioctl::VIDIOC_REQBUFS => Some((REQBUFS_MEMORY, REQBUFS_CAPS)),
+            ioctl::VIDIOC_CREATE_BUFS => Some((CREATE_MEMORY, CREATE_CAPS)),
+            _ => None,
+        };
+        if let Some((memory, _)) = memory_field {
+            if get_u32(payload, memory) != Some(ffi::v4l2_memory_V4L2_MEMORY_MMAP) {
+                return Err(EINVAL);
+            }
+        }
+        // The device may return buffers while it handles STREAMON, before
+        // its response: the queue must already count as streaming then, or
+        // those buffers would be dropped (an m2m device runs its first jobs
+        // right there).
+        let starting = if code == ioctl::VIDIOC_STREAMON {
+            self.mark_streaming(payload)
+        } else {
+            None
+        };
+        let result = self.transact(code, payload, &mut []).map(|_| ());
+        if let (Some(kind), Err(_)) = (starting, &result) {
+            self.state.lock().queue(kind).stop();
+        }
+        if let Some((_, caps)) = memory_field {
+            if let Some(value) = get_u32(payload, caps) {
+                set_u32(payload, caps, value & !UNSUPPORTED_MEMORY_CAPS);
+            }
+        }
+        result?;
+        self.after_success(code, payload);
+        Ok(())
     }
 
     /// Sends the ioctl and copies back what the device wrote; returns how
