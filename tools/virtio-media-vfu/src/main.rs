@@ -8,6 +8,7 @@
 
 mod device;
 mod devices;
+mod framelog;
 mod media;
 mod pci;
 mod shm;
@@ -114,6 +115,17 @@ pub struct Args {
     /// Period of the injected faults: every Nth command is hit.
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub fault_every: u32,
+
+    /// Append one line "SEQUENCE MD5 SESSION" to PATH for every frame the
+    /// "simple" and "capture" backends produce, after the frame is in the
+    /// buffer and before its DQBUF event is sent: SEQUENCE is the
+    /// v4l2_buffer sequence of that event, MD5 the lowercase hex MD5 of the
+    /// bytes the guest reads (each plane's first bytesused bytes, planes in
+    /// order; what `v4l2-ctl --stream-to` writes for that frame), SESSION
+    /// the virtio-media session id. Flushed after every line. Off by
+    /// default.
+    #[arg(long, value_name = "PATH")]
+    pub frame_log: Option<PathBuf>,
 }
 
 fn main() {
@@ -133,7 +145,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     let shm = shm::Shm::new(args.shm_size)?;
     let events = media::EventQueueHandle::default();
     let mem = device::VirtioMediaPci::new_guest_memory();
-    let backend = devices::make_backend(&args.backend, events.clone(), shm.clone(), mem.clone())
+    let frame_log = match &args.frame_log {
+        Some(p) => framelog::FrameLog::open(p)
+            .map_err(|e| anyhow::anyhow!("cannot open frame log {}: {e}", p.display()))?,
+        None => framelog::FrameLog::default(),
+    };
+    let backend = devices::make_backend(&args.backend, events.clone(), shm.clone(), mem.clone(), frame_log)
         .ok_or_else(|| anyhow::anyhow!("unknown backend {:?}", args.backend))?;
     let mut dev = device::VirtioMediaPci::new(args.device_id, shm.clone(), backend, events, mem);
     dev.response_delay = std::time::Duration::from_millis(args.response_delay_ms);

@@ -92,12 +92,16 @@ impl Harness {
     }
 
     pub(crate) fn with_backend(backend: &str, msix: bool) -> Harness {
+        Harness::with_frame_log(backend, msix, crate::framelog::FrameLog::default())
+    }
+
+    pub(crate) fn with_frame_log(backend: &str, msix: bool, frame_log: crate::framelog::FrameLog) -> Harness {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
         let shared = VirtioMediaPci::new_guest_memory();
         *shared.write().unwrap() = mem.clone();
         let shm = Shm::new(16 << 20).unwrap();
         let events = EventQueueHandle::default();
-        let backend = devices::make_backend(backend, events.clone(), shm.clone(), shared.clone()).unwrap();
+        let backend = devices::make_backend(backend, events.clone(), shm.clone(), shared.clone(), frame_log).unwrap();
         let dev = VirtioMediaPci::new(42, shm.clone(), backend, events, shared);
         let mut h = Harness {
             dev,
@@ -604,7 +608,8 @@ fn dma_map_memfd_regions_and_unmap() {
     let shm = Shm::new(1 << 20).unwrap();
     let events = EventQueueHandle::default();
     let shared = VirtioMediaPci::new_guest_memory();
-    let backend = devices::make_backend("simple", events.clone(), shm.clone(), shared.clone()).unwrap();
+    let backend =
+        devices::make_backend("simple", events.clone(), shm.clone(), shared.clone(), Default::default()).unwrap();
     let mut dev = VirtioMediaPci::new(48, shm, backend, events, shared);
     let fd = unsafe { libc::memfd_create(c"ram".as_ptr(), 0) };
     assert!(fd >= 0);
@@ -688,7 +693,7 @@ mod capture {
     const VIDIOC_QUERY_EXT_CTRL: u32 = 103;
     const VIDIOC_STREAMOFF: u32 = 19;
 
-    fn s_fmt_mp(h: &mut Harness, s: u32, fourcc: u32, w: u32, ht: u32) -> Vec<u8> {
+    pub(super) fn s_fmt_mp(h: &mut Harness, s: u32, fourcc: u32, w: u32, ht: u32) -> Vec<u8> {
         let mut f = g_fmt_payload();
         f[8..12].copy_from_slice(&w.to_le_bytes());
         f[12..16].copy_from_slice(&ht.to_le_bytes());
@@ -698,7 +703,7 @@ mod capture {
         resp[8..].to_vec()
     }
 
-    fn drain_events(h: &mut Harness) -> Vec<Vec<u8>> {
+    pub(super) fn drain_events(h: &mut Harness) -> Vec<Vec<u8>> {
         let mut out = vec![];
         while h.dev.events.len() > 0 {
             let (_, a) = h.add_event_buffer(1024);
@@ -1252,5 +1257,157 @@ mod faults {
         assert_eq!((le32(&ev, 0), le32(&ev, 4), le32(&ev, 8)), (0, s, libc::EIO as u32));
         let resp = h.command(&ioctl_cmd(s, VIDIOC_G_FMT, &g_fmt_payload()), 8 + 208);
         assert_eq!(le32(&resp, 0) as i32, libc::EINVAL, "session is gone");
+    }
+}
+
+/// `--frame-log`: the line logged for each frame carries the sequence of its
+/// DQBUF event and the MD5 of the bytes the guest reads from the shared
+/// memory (each plane's first bytesused bytes), computed here independently.
+mod frame_log {
+    use super::capture::{drain_events, s_fmt_mp};
+    use super::*;
+    use crate::devices::common::FMT_YUV420M;
+    use crate::framelog::FrameLog;
+    use md5::{Digest, Md5};
+
+    fn temp_log(name: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("virtio-media-vfu-{}-{name}.log", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    fn md5_hex(planes: &[Vec<u8>]) -> String {
+        let mut h = Md5::new();
+        for p in planes {
+            h.update(p);
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// REQBUFS + QUERYBUF + MMAP: shm offsets of every plane of every buffer.
+    fn mmap_buffers(h: &mut Harness, s: u32, count: u32, planes: usize) -> Vec<Vec<u64>> {
+        let mut req = vec![0u8; 20];
+        req[0..4].copy_from_slice(&count.to_le_bytes());
+        req[4..8].copy_from_slice(&V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE.to_le_bytes());
+        req[8..12].copy_from_slice(&V4L2_MEMORY_MMAP.to_le_bytes());
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_REQBUFS, &req), 28);
+        assert_eq!((le32(&resp, 0), le32(&resp, 8)), (0, count), "REQBUFS");
+        let mut out = vec![];
+        for i in 0..count {
+            let resp = h.command(
+                &ioctl_cmd(s, VIDIOC_QUERYBUF, &v4l2_buffer(i, planes as u32)),
+                (8 + V4L2_BUFFER_SIZE + planes * V4L2_PLANE_SIZE) as u32,
+            );
+            assert_eq!(le32(&resp, 0), 0, "QUERYBUF");
+            let mut addrs = vec![];
+            for p in 0..planes {
+                let pl = &resp[8 + V4L2_BUFFER_SIZE + p * V4L2_PLANE_SIZE..];
+                let mut mmap = cmd_hdr(CMD_MMAP);
+                mmap.extend_from_slice(&s.to_le_bytes());
+                mmap.extend_from_slice(&1u32.to_le_bytes());
+                mmap.extend_from_slice(&(le32(pl, 8) as u64).to_le_bytes());
+                let resp = h.command(&mmap, 24);
+                assert_eq!(le32(&resp, 0), 0, "MMAP");
+                addrs.push(le64(&resp, 8));
+            }
+            out.push(addrs);
+        }
+        out
+    }
+
+    fn qbuf(h: &mut Harness, s: u32, i: u32, planes: usize) {
+        let resp = h.command(
+            &ioctl_cmd(s, VIDIOC_QBUF, &[v4l2_buffer(i, planes as u32), vec![0; planes * V4L2_PLANE_SIZE]].concat()),
+            (8 + V4L2_BUFFER_SIZE + planes * V4L2_PLANE_SIZE) as u32,
+        );
+        assert_eq!(le32(&resp, 0), 0, "QBUF");
+    }
+
+    /// For each DQBUF event: (sequence, MD5 of the frame read from shm).
+    fn frames_from_events(h: &mut Harness, bufs: &[Vec<u64>], planes: usize) -> Vec<(u32, String, u32)> {
+        let mut out = vec![];
+        for ev in drain_events(h) {
+            assert_eq!(le32(&ev, 0), 1, "DQBUF event");
+            let session = le32(&ev, 4);
+            let b = &ev[8..];
+            let (index, sequence) = (le32(b, 0) as usize, le32(b, 56));
+            let data: Vec<Vec<u8>> = (0..planes)
+                .map(|p| {
+                    let used = le32(&ev[8 + V4L2_BUFFER_SIZE + p * V4L2_PLANE_SIZE..], 0) as usize;
+                    assert!(used > 0);
+                    let mut v = vec![0u8; used];
+                    h.shm.read_at(bufs[index][p], &mut v).unwrap();
+                    v
+                })
+                .collect();
+            out.push((sequence, md5_hex(&data), session));
+        }
+        out
+    }
+
+    fn log_lines(path: &std::path::Path) -> Vec<(u32, String, u32)> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                assert_eq!(f.len(), 3, "SEQUENCE MD5 SESSION: {l:?}");
+                assert_eq!(f[1].len(), 32);
+                assert!(f[1].bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')), "lowercase hex: {l:?}");
+                (f[0].parse().unwrap(), f[1].to_string(), f[2].parse().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frame_log_md5_matches_simple_frames_in_shm() {
+        let path = temp_log("simple");
+        let mut h = Harness::with_frame_log("simple", true, FrameLog::open(&path).unwrap());
+        let s = h.open();
+        let bufs = mmap_buffers(&mut h, s, 2, 1);
+        qbuf(&mut h, s, 0, 1);
+        qbuf(&mut h, s, 1, 1);
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE.to_le_bytes()), 8);
+        assert_eq!(le32(&resp, 0), 0, "STREAMON");
+        // Logged before the events are sent.
+        assert_eq!(log_lines(&path).len(), 2);
+        let mut seen = frames_from_events(&mut h, &bufs, 1);
+        // Buffers come back: frames 2 and 3 reuse them.
+        qbuf(&mut h, s, 0, 1);
+        qbuf(&mut h, s, 1, 1);
+        seen.extend(frames_from_events(&mut h, &bufs, 1));
+        assert_eq!(seen.iter().map(|f| f.0).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        // A uniform YU12 frame: Y, U and V planes of the frame's colours.
+        let (y, u, v) = devices::simple::frame_colour(2);
+        let luma = (devices::simple::WIDTH * devices::simple::HEIGHT) as usize;
+        let frame2 = [vec![y; luma], vec![u; luma / 4], vec![v; luma / 4]].concat();
+        assert_eq!(seen[2].1, md5_hex(&[frame2]));
+        assert_eq!(log_lines(&path), seen);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn frame_log_md5_matches_multiplanar_capture() {
+        let path = temp_log("capture");
+        let mut h = Harness::with_frame_log("capture", true, FrameLog::open(&path).unwrap());
+        let s = h.open();
+        s_fmt_mp(&mut h, s, FMT_YUV420M, 320, 240);
+        let bufs = mmap_buffers(&mut h, s, 2, 3);
+        qbuf(&mut h, s, 0, 3);
+        qbuf(&mut h, s, 1, 3);
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &9u32.to_le_bytes()), 8);
+        assert_eq!(le32(&resp, 0), 0, "STREAMON");
+        let mut seen = frames_from_events(&mut h, &bufs, 3);
+        qbuf(&mut h, s, 1, 3);
+        seen.extend(frames_from_events(&mut h, &bufs, 3));
+        assert_eq!(seen.iter().map(|f| (f.0, f.2)).collect::<Vec<_>>(), vec![(0, s), (1, s), (2, s)]);
+        assert_ne!(seen[0].1, seen[1].1, "frames differ");
+        assert_eq!(log_lines(&path), seen);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn frame_log_off_by_default() {
+        assert!(!FrameLog::default().enabled());
     }
 }

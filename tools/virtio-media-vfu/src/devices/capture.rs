@@ -24,6 +24,7 @@ use virtio_media::protocol::{DequeueBufferEvent, RespHeader, SgEntry, V4l2Event,
 use virtio_media::{VirtioMediaDevice, VirtioMediaDeviceSession, VirtioMediaEventQueue};
 
 use super::common::*;
+use crate::framelog::FrameLog;
 
 pub const CAPTURE_QUEUE: QueueType = QueueType::VideoCaptureMplane;
 pub const OUTPUT_QUEUE: QueueType = QueueType::VideoOutputMplane;
@@ -60,6 +61,8 @@ pub struct CaptureDevice {
     /// session: S_FMT on one file is seen by G_FMT on every other.
     pub fmt: Format,
     pub interval: (u32, u32),
+    /// `--frame-log` (capture only).
+    pub frame_log: FrameLog,
 }
 
 impl CaptureDevice {
@@ -71,6 +74,7 @@ impl CaptureDevice {
             active: None,
             fmt: Self::default_format(),
             interval: INTERVALS[0],
+            frame_log: FrameLog::default(),
         }
     }
 
@@ -96,6 +100,7 @@ impl CaptureDevice {
             active: None,
             fmt: Self::default_format(),
             interval: INTERVALS[0],
+            frame_log: FrameLog::default(),
         }
     }
 
@@ -120,6 +125,13 @@ impl CaptureDevice {
             }
             log::debug!("output: frame {} consumed, checksum {sum:#x}", s.q.sequence);
             let buf = s.q.complete(idx, &used, BufferFlags::empty())?;
+            if self.frame_log.enabled() {
+                // What the guest reads: each plane's first bytesused bytes.
+                let planes = (0..used.len())
+                    .map(|p| s.q.read_plane(&self.ctx, idx, p, s.q.bytesused(idx, p) as usize))
+                    .collect::<IoctlResult<Vec<_>>>()?;
+                self.frame_log.record(buf.sequence(), s.id, planes.iter().map(|v| &v[..]));
+            }
             self.ctx
                 .events
                 .send_event(V4l2Event::DequeueBuffer(DequeueBufferEvent::new(s.id, buf)));
@@ -168,6 +180,13 @@ impl CaptureDevice {
                 used.push(fill);
             }
             let buf = s.q.complete(idx, &used, BufferFlags::empty())?;
+            if self.frame_log.enabled() {
+                // What the guest reads: each plane's first bytesused bytes.
+                let planes = (0..used.len())
+                    .map(|p| s.q.read_plane(&self.ctx, idx, p, s.q.bytesused(idx, p) as usize))
+                    .collect::<IoctlResult<Vec<_>>>()?;
+                self.frame_log.record(buf.sequence(), s.id, planes.iter().map(|v| &v[..]));
+            }
             if self.ctx.subscribed(s.id, bindings::V4L2_EVENT_FRAME_SYNC, 0).is_some() {
                 let mut ev = bindings::v4l2_event {
                     type_: bindings::V4L2_EVENT_FRAME_SYNC,

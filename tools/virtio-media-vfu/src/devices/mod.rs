@@ -9,6 +9,7 @@ pub mod simple;
 use std::sync::Arc;
 
 use crate::media::{make_config, EventQueueHandle, GuestMemMapper, MediaBackend, RunnerBackend, SharedGuestMemory};
+use crate::framelog::FrameLog;
 use crate::shm::{Shm, ShmMapper};
 
 /// Backend names accepted by `--backend`.
@@ -27,6 +28,7 @@ pub fn make_backend(
     events: EventQueueHandle,
     shm: Arc<Shm>,
     mem: SharedGuestMemory,
+    frame_log: FrameLog,
 ) -> Option<Box<dyn MediaBackend>> {
     let guest = GuestMemMapper { mem };
     match name {
@@ -41,6 +43,7 @@ pub fn make_backend(
                     events.clone(),
                     ShmMapper::new(shm.clone()),
                     shm.clone(),
+                    frame_log.clone(),
                 )
             });
             Some(Box::new(RunnerBackend::new(factory, config)))
@@ -52,7 +55,9 @@ pub fn make_backend(
                 "virtio-media-vfu capture",
             );
             let factory = Box::new(move || {
-                capture::CaptureDevice::new(common::DevCtx::new(shm.clone(), guest.clone(), events.clone()))
+                let mut dev = capture::CaptureDevice::new(common::DevCtx::new(shm.clone(), guest.clone(), events.clone()));
+                dev.frame_log = frame_log.clone();
+                dev
             });
             Some(Box::new(RunnerBackend::new(factory, config)))
         }

@@ -35,6 +35,7 @@ use v4l2r::QueueType;
 use virtio_media::ioctl::virtio_media_dispatch_ioctl;
 use virtio_media::ioctl::IoctlResult;
 use virtio_media::ioctl::VirtioMediaIoctlHandler;
+use crate::framelog::FrameLog;
 use crate::shm::Shm;
 use crate::shm::ShmBuffer;
 use virtio_media::mmap::MmapMappingManager;
@@ -133,6 +134,7 @@ impl SimpleCaptureDeviceSession {
     fn process_queued_buffers<Q: VirtioMediaEventQueue>(
         &mut self,
         evt_queue: &mut Q,
+        frame_log: &FrameLog,
     ) -> IoctlResult<()> {
         while let Some(buf_id) = self.queued_buffers.pop_front() {
             let buffer = self.buffers.get_mut(buf_id).ok_or(libc::EIO)?;
@@ -151,6 +153,13 @@ impl SimpleCaptureDeviceSession {
             self.iteration += 1;
 
             let v4l2_buffer = buffer.v4l2_buffer.clone();
+
+            if frame_log.enabled() {
+                // Read the frame back from the shared memory the guest maps.
+                let mut frame = vec![0u8; BUFFER_SIZE as usize];
+                buffer.fd.read_at(0, &mut frame).map_err(|_| libc::EIO)?;
+                frame_log.record(v4l2_buffer.sequence(), self.id, [&frame[..]]);
+            }
 
             evt_queue.send_event(V4l2Event::DequeueBuffer(DequeueBufferEvent::new(
                 self.id,
@@ -190,6 +199,8 @@ pub struct SimpleCaptureDevice<Q: VirtioMediaEventQueue, HM: VirtioMediaHostMemo
     active_session: Option<u32>,
     /// Shared-memory region the MMAP buffers are allocated from.
     shm: Arc<Shm>,
+    /// `--frame-log`.
+    frame_log: FrameLog,
 }
 
 impl<Q, HM> SimpleCaptureDevice<Q, HM>
@@ -197,8 +208,9 @@ where
     Q: VirtioMediaEventQueue,
     HM: VirtioMediaHostMemoryMapper,
 {
-    pub fn new(evt_queue: Q, mapper: HM, shm: Arc<Shm>) -> Self {
+    pub fn new(evt_queue: Q, mapper: HM, shm: Arc<Shm>, frame_log: FrameLog) -> Self {
         Self {
+            frame_log,
             evt_queue,
             mmap_manager: MmapMappingManager::from(mapper),
             active_session: None,
@@ -570,7 +582,7 @@ where
         let buffer = host_buffer.v4l2_buffer.clone();
 
         if session.streaming {
-            session.process_queued_buffers(&mut self.evt_queue)?;
+            session.process_queued_buffers(&mut self.evt_queue, &self.frame_log)?;
         }
 
         Ok(buffer)
@@ -582,7 +594,7 @@ where
         }
         session.streaming = true;
 
-        session.process_queued_buffers(&mut self.evt_queue)?;
+        session.process_queued_buffers(&mut self.evt_queue, &self.frame_log)?;
 
         Ok(())
     }
