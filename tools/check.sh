@@ -119,11 +119,42 @@ if [ -f tools/virtio-media-vfu/Cargo.toml ]; then
 	done
 
 	# 300 frames from one session; two sessions of a mem2mem device at once.
-	if run_vfu stream "--device-id 42" tools/vm/tests/stream.sh; then
+	# The device logs the MD5 of each frame it writes; the guest, of each
+	# frame it read. Frame i of the stream is the frame of sequence i.
+	frame_log=$results/stream-device-frames.md5
+	rm -f "$frame_log"
+	if run_vfu stream "--device-id 42 --frame-log $frame_log" tools/vm/tests/stream.sh; then
 		record "driver: stream 300 frames (MMAP)" OK
 	else
 		record "driver: stream 300 frames (MMAP)" FAIL "($results/stream/console.log)"
 	fi
+	guest_md5=$results/stream/single.md5
+	if [ -s "$guest_md5" ] && [ -s "$frame_log" ]; then
+		mismatched=$(awk 'NR == FNR { dev[$1] = $2; next }
+			!($1 in dev) || dev[$1] != $2 { bad++ } END { print bad + 0 }' "$frame_log" "$guest_md5")
+		frames=$(wc -l < "$guest_md5")
+		if [ "$mismatched" = 0 ] && [ "$frames" = 300 ]; then
+			record "driver: guest frames match device frames (MD5)" OK "$frames frames"
+		else
+			record "driver: guest frames match device frames (MD5)" FAIL "$mismatched of $frames differ ($guest_md5, $frame_log)"
+		fi
+	else
+		record "driver: guest frames match device frames (MD5)" FAIL "missing $guest_md5 or $frame_log"
+	fi
+
+	# Unbind while streaming, rebind, unload; and devices that misbehave.
+	if run_vfu unbind "--device-id 42" tools/vm/tests/unbind.sh; then
+		record "driver: unbind while streaming, rebind, rmmod" OK
+	else
+		record "driver: unbind while streaming, rebind, rmmod" FAIL "($results/unbind/console.log)"
+	fi
+	for fault in delay error-event malformed; do
+		if run_vfu fault-$fault "--device-id 42 --fault $fault --fault-every 7" tools/vm/tests/faults.sh; then
+			record "driver: no kernel problem under device fault '$fault'" OK
+		else
+			record "driver: no kernel problem under device fault '$fault'" FAIL "($results/fault-$fault/console.log)"
+		fi
+	done
 	# With responses delayed, events overtake the STREAMON response: the
 	# ordering the driver must survive (it lost buffers there once).
 	for delay in 0 20; do
