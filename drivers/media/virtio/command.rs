@@ -36,7 +36,11 @@ pub(crate) enum Wait {
 
 enum State {
     Pending,
-    Done { response: KVec<u8>, written: u32 },
+    Done {
+        response: KVec<u8>,
+        written: u32,
+        memory: KVec<KVec<u8>>,
+    },
     /// The device went away before answering.
     Aborted,
 }
@@ -57,11 +61,44 @@ impl Command {
     }
 }
 
-/// The queue's side of one command: owns both buffers while in flight.
+/// Guest memory a command points the device at (a control's payload),
+/// mapped for the device while the command is in flight.
+struct Mapped {
+    bytes: KVec<u8>,
+    /// Device address while mapped.
+    addr: Option<u64>,
+}
+
+/// The queue's side of one command: owns its buffers while in flight.
 pub(crate) struct InFlight {
     request: KVec<u8>,
     response: KVec<u8>,
+    memory: KVec<Mapped>,
     command: Arc<Command>,
+}
+
+impl InFlight {
+    /// Unmaps whatever of the command's memory is mapped.
+    fn unmap(&mut self, queue: &mut Virtqueue<InFlight>) {
+        for mapped in self.memory.iter_mut() {
+            if let Some(addr) = mapped.addr.take() {
+                queue.unmap(addr, mapped.bytes.len());
+            }
+        }
+    }
+
+    /// Unmaps the command's memory and hands it over: the device is done.
+    fn take_memory(&mut self, queue: &mut Virtqueue<InFlight>) -> KVec<KVec<u8>> {
+        self.unmap(queue);
+        let mut memory = KVec::new();
+        if memory.reserve(self.memory.len(), GFP_ATOMIC).is_ok() {
+            for mapped in self.memory.drain_all() {
+                // Cannot fail: the capacity is reserved.
+                let _ = memory.push(mapped.bytes, GFP_ATOMIC);
+            }
+        }
+        memory
+    }
 }
 
 // SAFETY: Both buffers are `KVec`s (kmalloc'd, linear-mapped) that are never
@@ -76,10 +113,12 @@ unsafe impl Chain for InFlight {
     }
 }
 
-/// A response the device wrote: `bytes[..written]` is what it wrote.
+/// A response the device wrote: `bytes[..written]` is what it wrote, and
+/// `memory` the guest memory the command pointed at, in order.
 pub(crate) struct Response {
     pub(crate) bytes: KVec<u8>,
     pub(crate) written: usize,
+    pub(crate) memory: KVec<KVec<u8>>,
 }
 
 impl Response {
@@ -124,6 +163,33 @@ impl CommandQueue {
     /// bytes. `Ok` when the device answered, whatever its status (see
     /// [`Response::status`]); `Err` when it did not.
     pub(crate) fn send(&self, request: KVec<u8>, response_len: usize, wait: Wait) -> Result<Response> {
+        self.send_with_memory(request, response_len, wait, KVec::new(), 0)
+    }
+
+    /// Like [`CommandQueue::send`], and also maps each of `memory` for the
+    /// device and writes its `virtio_media_sg_entry` into the request at
+    /// `sg_offset` (one entry per buffer, in order). The buffers come back
+    /// in the response once the device is done with them.
+    pub(crate) fn send_with_memory(
+        &self,
+        request: KVec<u8>,
+        response_len: usize,
+        wait: Wait,
+        memory: KVec<KVec<u8>>,
+        sg_offset: usize,
+    ) -> Result<Response> {
+        let sg_end = memory
+            .len()
+            .checked_mul(SG_ENTRY_SIZE)
+            .and_then(|len| len.checked_add(sg_offset))
+            .ok_or(EINVAL)?;
+        if !memory.is_empty() && sg_end > request.len() {
+            return Err(EINVAL);
+        }
+        let mut mapped = KVec::with_capacity(memory.len(), GFP_KERNEL)?;
+        for bytes in memory {
+            mapped.push(Mapped { bytes, addr: None }, GFP_KERNEL)?;
+        }
         let mut response = KVec::with_capacity(response_len, GFP_KERNEL)?;
         response.resize(response_len, 0, GFP_KERNEL)?;
         let command = Arc::pin_init(
@@ -137,6 +203,7 @@ impl CommandQueue {
             InFlight {
                 request,
                 response,
+                memory: mapped,
                 command: command.clone(),
             },
             GFP_KERNEL,
@@ -149,18 +216,23 @@ impl CommandQueue {
                 let Some(queue) = Option::as_mut(&mut vq) else {
                     return Err(ENODEV);
                 };
+                map_memory(queue, &mut chain, sg_offset)?;
                 match queue.add(chain) {
                     Ok(()) => {
                         queue.kick();
                         break;
                     }
-                    Err((e, back)) if e == ENOSPC => {
+                    Err((e, mut back)) if e == ENOSPC => {
+                        back.unmap(queue);
                         chain = back;
                         if self.space.wait_interruptible(&mut vq) {
                             return Err(EINTR);
                         }
                     }
-                    Err((e, _)) => return Err(e),
+                    Err((e, mut back)) => {
+                        back.unmap(queue);
+                        return Err(e);
+                    }
                 }
             }
         }
@@ -194,7 +266,11 @@ impl CommandQueue {
             }
         }
         match core::mem::replace(&mut *state, State::Aborted) {
-            State::Done { response, written } => {
+            State::Done {
+                response,
+                written,
+                memory,
+            } => {
                 let written = usize::try_from(written).unwrap_or(usize::MAX);
                 if written > response.len() {
                     pr_err!(
@@ -207,6 +283,7 @@ impl CommandQueue {
                 Ok(Response {
                     bytes: response,
                     written,
+                    memory,
                 })
             }
             State::Aborted => Err(ENODEV),
@@ -221,11 +298,16 @@ impl CommandQueue {
         let Some(queue) = Option::as_mut(&mut vq) else {
             return;
         };
-        while let Some((entry, written)) = queue.get_buf() {
+        while let Some((mut entry, written)) = queue.get_buf() {
+            let memory = entry.take_memory(queue);
             let InFlight {
                 response, command, ..
             } = KBox::into_inner(entry);
-            command.finish(State::Done { response, written });
+            command.finish(State::Done {
+                response,
+                written,
+                memory,
+            });
         }
         drop(vq);
         self.space.notify_all();
@@ -238,15 +320,48 @@ impl CommandQueue {
         let Some(mut queue) = vq.take() else {
             return;
         };
-        while let Some((entry, _)) = queue.get_buf() {
+        while let Some((mut entry, _)) = queue.get_buf() {
+            entry.unmap(&mut queue);
             entry.command.finish(State::Aborted);
         }
-        while let Some(entry) = queue.detach_unused() {
+        while let Some(mut entry) = queue.detach_unused() {
+            entry.unmap(&mut queue);
             entry.command.finish(State::Aborted);
         }
         drop(vq);
         self.space.notify_all();
     }
+}
+
+/// Size of a `virtio_media_sg_entry`.
+const SG_ENTRY_SIZE: usize = core::mem::size_of::<crate::ffi::virtio_media_sg_entry>();
+
+/// Maps the command's memory and writes one SG entry per buffer into the
+/// request; on failure nothing stays mapped.
+fn map_memory(queue: &mut Virtqueue<InFlight>, chain: &mut InFlight, sg_offset: usize) -> Result {
+    let mut entry = sg_offset;
+    for i in 0..chain.memory.len() {
+        let Some(mapped) = chain.memory.get_mut(i) else {
+            break;
+        };
+        let len = u32::try_from(mapped.bytes.len())?;
+        let addr = match queue.map(&mut mapped.bytes) {
+            Ok(addr) => addr,
+            Err(e) => {
+                chain.unmap(queue);
+                return Err(e);
+            }
+        };
+        mapped.addr = Some(addr);
+        let mut sg = [0u8; SG_ENTRY_SIZE];
+        sg[..8].copy_from_slice(&addr.to_le_bytes());
+        sg[8..12].copy_from_slice(&len.to_le_bytes());
+        if let Some(field) = chain.request.get_mut(entry..entry + SG_ENTRY_SIZE) {
+            field.copy_from_slice(&sg);
+        }
+        entry += SG_ENTRY_SIZE;
+    }
+    Ok(())
 }
 
 /// Maps a response header to the result the caller sees.

@@ -20,6 +20,7 @@ use kernel::{
     new_mutex,
     prelude::*,
     sync::{poll::PollCondVar, Arc, Mutex},
+    uaccess::{UserPtr, UserSlice},
 };
 
 /// An ioctl argument as its handler received it, as bytes.
@@ -44,6 +45,12 @@ const CTRLS_COUNT: usize = offset_of!(ffi::v4l2_ext_controls, count);
 const CTRLS_ERROR_IDX: usize = offset_of!(ffi::v4l2_ext_controls, error_idx);
 const CTRLS_POINTER: usize = offset_of!(ffi::v4l2_ext_controls, controls);
 const CTRL_SIZE: usize = offset_of!(ffi::v4l2_ext_control, size);
+const CTRL_PTR: usize = offset_of!(ffi::v4l2_ext_control, __bindgen_anon_1);
+const CONTROL_SIZE: usize = core::mem::size_of::<ffi::v4l2_ext_control>();
+const SG_ENTRY_SIZE: usize = core::mem::size_of::<ffi::virtio_media_sg_entry>();
+/// Largest control payload the driver passes (the V4L2 core's own limit
+/// for a compound control's elements is far above any real device's).
+const MAX_CONTROL_PAYLOAD: u32 = 1 << 20;
 const REQBUFS_COUNT: usize = offset_of!(ffi::v4l2_requestbuffers, count);
 const REQBUFS_TYPE: usize = offset_of!(ffi::v4l2_requestbuffers, type_);
 const REQBUFS_MEMORY: usize = offset_of!(ffi::v4l2_requestbuffers, memory);
@@ -62,6 +69,36 @@ const CREATE_TYPE: usize =
 const DECODER_CMD: usize = offset_of!(ffi::v4l2_decoder_cmd, cmd);
 /// Size of the pointer fields the driver restores after the device wrote.
 const POINTER_SIZE: usize = 8;
+
+fn get_u64(bytes: &[u8], offset: usize) -> Option<u64> {
+    let low = u64::from(get_u32(bytes, offset)?);
+    let high = u64::from(get_u32(bytes, offset.checked_add(4)?)?);
+    Some(low | (high << 32))
+}
+
+fn user_slice(ptr: u64, len: usize) -> Result<UserSlice> {
+    Ok(UserSlice::new(UserPtr::from_addr(usize::try_from(ptr)?), len))
+}
+
+/// The user pointers of the controls with a payload, by index.
+fn array_pointers(array: &[u8]) -> Result<KVec<(usize, u64)>> {
+    let mut pointers = KVec::new();
+    for (i, control) in array.chunks(CONTROL_SIZE).enumerate() {
+        if get_u32(control, CTRL_SIZE).is_some_and(|size| size > 0) {
+            pointers.push((i, get_u64(control, CTRL_PTR).unwrap_or(0)), GFP_KERNEL)?;
+        }
+    }
+    Ok(pointers)
+}
+
+/// Puts back the user pointers the device may have overwritten.
+fn restore_array_pointers(array: &mut [u8], pointers: &[(usize, u64)]) {
+    for &(i, ptr) in pointers {
+        let at = i * CONTROL_SIZE + CTRL_PTR;
+        set_u32(array, at, ptr as u32);
+        set_u32(array, at + 4, (ptr >> 32) as u32);
+    }
+}
 
 /// Which of a session's two queues a buffer type belongs to.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -299,13 +336,35 @@ impl Session {
     /// is copied back even on error when the device wrote it (an ioctl may
     /// update its argument and fail, e.g. the error index of S_EXT_CTRLS).
     fn transact(&self, code: u32, payload: &mut [u8], trailer: &mut [u8]) -> Result<usize> {
-        let request = protocol::ioctl_request(self.id, code, payload, trailer)?;
+        self.exchange(code, payload, trailer, KVec::new()).map(|(written, _)| written)
+    }
+
+    /// [`Session::transact`] for an ioctl that also points the device at
+    /// guest memory (`memory`, one SG entry each after the trailer in the
+    /// request only); gives the memory back once the device is done.
+    fn exchange(
+        &self,
+        code: u32,
+        payload: &mut [u8],
+        trailer: &mut [u8],
+        memory: KVec<KVec<u8>>,
+    ) -> Result<(usize, KVec<KVec<u8>>)> {
+        let sg_len = memory.len().checked_mul(SG_ENTRY_SIZE).ok_or(EINVAL)?;
+        let mut request_trailer = KVec::with_capacity(trailer.len() + sg_len, GFP_KERNEL)?;
+        request_trailer.extend_from_slice(trailer, GFP_KERNEL)?;
+        request_trailer.resize(trailer.len() + sg_len, 0, GFP_KERNEL)?;
+        let request = protocol::ioctl_request(self.id, code, payload, &request_trailer)?;
+        let sg_offset = protocol::IOCTL_CMD_SIZE + payload.len() + trailer.len();
         let body = payload.len().checked_add(trailer.len()).ok_or(EINVAL)?;
         let response_len = protocol::ioctl_response_size(code, body)?;
-        let response = self
-            .dev
-            .commandq()
-            .send(request, response_len, Wait::Interruptible)?;
+        let mut response = self.dev.commandq().send_with_memory(
+            request,
+            response_len,
+            Wait::Interruptible,
+            memory,
+            sg_offset,
+        )?;
+        let memory = core::mem::take(&mut response.memory);
         let status = response.status();
         let mut trailer_written = 0;
         if response_len > protocol::IOCTL_RESP_SIZE {
@@ -333,7 +392,7 @@ impl Session {
                 _ => {}
             }
         }
-        status.map(|()| trailer_written)
+        status.map(|()| (trailer_written, memory))
     }
 
     fn buffer_ioctl(&self, code: u32, buf: &mut [u8], planes: &mut [u8]) -> Result {
@@ -368,17 +427,34 @@ impl Session {
 
     fn controls_ioctl(&self, code: u32, ctrls: &mut [u8], array: &mut [u8]) -> Result {
         let count = get_u32(ctrls, CTRLS_COUNT).ok_or(EINVAL)?;
-        let control_size = core::mem::size_of::<ffi::v4l2_ext_control>();
-        // Controls with a pointer payload need their memory described to
-        // the device as SG entries, which this driver does not do yet.
-        for control in array.chunks(control_size) {
-            if get_u32(control, CTRL_SIZE).is_some_and(|size| size > 0) {
+        // Compound and array controls carry a user pointer: their payload
+        // is copied into guest memory the device reads and writes through
+        // SG entries, and copied back once it answered.
+        let mut memory = KVec::new();
+        let mut pointers = KVec::new();
+        for control in array.chunks(CONTROL_SIZE) {
+            let size = get_u32(control, CTRL_SIZE).unwrap_or(0);
+            if size == 0 {
+                continue;
+            }
+            if size > MAX_CONTROL_PAYLOAD {
                 return Err(EINVAL);
             }
+            let ptr = get_u64(control, CTRL_PTR).ok_or(EINVAL)?;
+            let len = usize::try_from(size)?;
+            let mut bytes = KVec::new();
+            bytes.resize(len, 0u8, GFP_KERNEL)?;
+            if code != ioctl::VIDIOC_G_EXT_CTRLS {
+                user_slice(ptr, len)?.reader().read_slice(&mut bytes)?;
+            }
+            memory.push(bytes, GFP_KERNEL)?;
+            pointers.push((ptr, len), GFP_KERNEL)?;
         }
         let mut pointer = [0u8; POINTER_SIZE];
         pointer.copy_from_slice(ctrls.get(CTRLS_POINTER..CTRLS_POINTER + POINTER_SIZE).ok_or(EINVAL)?);
-        let result = self.transact(code, ctrls, array).map(|_| ());
+        let saved_array_pointers = array_pointers(array)?;
+        let result = self.exchange(code, ctrls, array, memory);
+        // The core owns these pointers, whatever the device wrote.
         if let Some(p) = ctrls.get_mut(CTRLS_POINTER..CTRLS_POINTER + POINTER_SIZE) {
             p.copy_from_slice(&pointer);
         }
@@ -386,7 +462,12 @@ impl Session {
         if get_u32(ctrls, CTRLS_ERROR_IDX).is_some_and(|idx| idx > count) {
             set_u32(ctrls, CTRLS_ERROR_IDX, count);
         }
-        result
+        restore_array_pointers(array, &saved_array_pointers);
+        let (_, memory) = result?;
+        for ((ptr, len), bytes) in pointers.iter().zip(memory.iter()) {
+            user_slice(*ptr, *len)?.writer().write_slice(bytes.get(..*len).ok_or(EIO)?)?;
+        }
+        Ok(())
     }
 
     /// Marks the queue of a STREAMON payload streaming; returns it unless it

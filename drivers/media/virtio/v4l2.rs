@@ -224,6 +224,26 @@ fn is_multiplanar(buf_type: u32) -> bool {
         || buf_type == ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE
 }
 
+/// (session, `v4l2_buffer` bytes, planes bytes) of a buffer ioctl.
+type BufferArgs<'a> = (&'a Session, &'a mut [u8], &'a mut [u8]);
+
+/// The session, buffer bytes and planes bytes of a buffer ioctl.
+///
+/// # Safety
+///
+/// As for [`forward`], with `buf` the core's copy of a `v4l2_buffer`.
+unsafe fn buffer_args<'a>(
+    file: *mut ffi::file,
+    buf: *mut ffi::v4l2_buffer,
+) -> Result<BufferArgs<'a>> {
+    // SAFETY: Per the caller; the planes array is a separate allocation
+    // from the buffer struct, so the two byte views do not overlap.
+    unsafe {
+        let planes = planes_of(buf)?;
+        Ok((session_of(file), bytes_of(buf), planes))
+    }
+}
+
 /// QBUF, QUERYBUF and PREPARE_BUF: the buffer and its planes go both ways.
 ///
 /// # Safety
@@ -235,14 +255,10 @@ pub(crate) unsafe extern "C" fn forward_buffer<const CODE: u32>(
     buf: *mut ffi::v4l2_buffer,
 ) -> c_int {
     // SAFETY: See the function's safety section.
-    let (session, planes) = unsafe { (session_of(file), planes_of(buf)) };
-    let planes = match planes {
-        Ok(planes) => planes,
-        Err(e) => return e.to_errno(),
-    };
-    // SAFETY: As above; the planes array is a separate allocation.
-    let buf = unsafe { bytes_of(buf) };
-    to_c(session.ioctl(CODE, Arg::Buffer { buf, planes }))
+    match unsafe { buffer_args(file, buf) } {
+        Ok((session, buf, planes)) => to_c(session.ioctl(CODE, Arg::Buffer { buf, planes })),
+        Err(e) => e.to_errno(),
+    }
 }
 
 /// DQBUF, answered from the buffers the eventq returned.
@@ -255,17 +271,13 @@ pub(crate) unsafe extern "C" fn dqbuf(
     _priv: *mut c_void,
     buf: *mut ffi::v4l2_buffer,
 ) -> c_int {
-    // SAFETY: See the function's safety section.
-    let (session, planes) = unsafe { (session_of(file), planes_of(buf)) };
-    let planes = match planes {
-        Ok(planes) => planes,
-        Err(e) => return e.to_errno(),
-    };
     // SAFETY: `file` is valid for the call.
     let nonblocking = unsafe { (*file).f_flags } & ffi::O_NONBLOCK != 0;
-    // SAFETY: As above.
-    let buf = unsafe { bytes_of(buf) };
-    to_c(session.dqbuf(buf, planes, nonblocking))
+    // SAFETY: See the function's safety section.
+    match unsafe { buffer_args(file, buf) } {
+        Ok((session, buf, planes)) => to_c(session.dqbuf(buf, planes, nonblocking)),
+        Err(e) => e.to_errno(),
+    }
 }
 
 /// G/S/TRY_EXT_CTRLS: the controls array follows the struct.
@@ -301,6 +313,25 @@ pub(crate) unsafe extern "C" fn forward_ext_ctrls<const CODE: u32>(
     to_c(session.ioctl(CODE, Arg::Controls { ctrls, array }))
 }
 
+/// The session and subscription bytes of a (un)subscribe call.
+///
+/// # Safety
+///
+/// As for [`subscribe_event`]; the view lives no longer than the call.
+unsafe fn subscription_args<'a>(
+    fh: *mut ffi::v4l2_fh,
+    sub: *const ffi::v4l2_event_subscription,
+) -> (&'a Session, &'a [u8]) {
+    // SAFETY: Per the caller: `fh` is a live session's handle and `sub` the
+    // core's copy of the argument, plain C data.
+    unsafe {
+        (
+            session_of_fh(fh),
+            core::slice::from_raw_parts(sub.cast::<u8>(), size_of::<ffi::v4l2_event_subscription>()),
+        )
+    }
+}
+
 /// VIDIOC_SUBSCRIBE_EVENT: forwarded, then mirrored on the file handle so
 /// the core's DQEVENT and poll see the events the eventq brings.
 ///
@@ -312,12 +343,7 @@ pub(crate) unsafe extern "C" fn subscribe_event(
     sub: *const ffi::v4l2_event_subscription,
 ) -> c_int {
     // SAFETY: See the function's safety section.
-    let (session, bytes) = unsafe {
-        (
-            session_of_fh(fh),
-            core::slice::from_raw_parts(sub.cast::<u8>(), size_of::<ffi::v4l2_event_subscription>()),
-        )
-    };
+    let (session, bytes) = unsafe { subscription_args(fh, sub) };
     // Subscribe locally first: the device may send the initial events
     // (V4L2_EVENT_SUB_FL_SEND_INITIAL) before it answers, and the core
     // drops events nobody subscribed to.
@@ -348,12 +374,7 @@ pub(crate) unsafe extern "C" fn unsubscribe_event(
     sub: *const ffi::v4l2_event_subscription,
 ) -> c_int {
     // SAFETY: See the function's safety section.
-    let (session, bytes) = unsafe {
-        (
-            session_of_fh(fh),
-            core::slice::from_raw_parts(sub.cast::<u8>(), size_of::<ffi::v4l2_event_subscription>()),
-        )
-    };
+    let (session, bytes) = unsafe { subscription_args(fh, sub) };
     let forwarded = session.ioctl(crate::ioctl::VIDIOC_UNSUBSCRIBE_EVENT, Arg::ReadOnly(bytes));
     // SAFETY: As in `subscribe_event`.
     let ret = unsafe { ffi::v4l2_event_unsubscribe(fh, sub) };

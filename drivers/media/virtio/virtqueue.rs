@@ -134,4 +134,42 @@ impl<T: Chain> Virtqueue<T> {
         // SAFETY: As in `get_buf`.
         Some(unsafe { KBox::from_raw(token.as_ptr()) })
     }
+
+    /// Maps `buf` for the device to read and write, the way this queue's
+    /// transport needs (DMA API behind an IOMMU or with ACCESS_PLATFORM,
+    /// physical addresses otherwise). The caller must keep `buf` alive and
+    /// untouched until [`Virtqueue::unmap`].
+    pub(crate) fn map(&mut self, buf: &mut [u8]) -> Result<u64> {
+        // SAFETY: `self.vq` is live and `buf` is valid for its length.
+        let addr = unsafe {
+            ffi::virtqueue_map_single_attrs(
+                self.vq.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                ffi::dma_data_direction::DMA_BIDIRECTIONAL,
+                0,
+            )
+        };
+        // SAFETY: `self.vq` is live; `addr` came from it.
+        if unsafe { ffi::virtqueue_map_mapping_error(self.vq.as_ptr(), addr) } != 0 {
+            return Err(ENOMEM);
+        }
+        Ok(addr)
+    }
+
+    /// Undoes [`Virtqueue::map`] of `len` bytes at `addr`, once the device
+    /// is done with them.
+    pub(crate) fn unmap(&mut self, addr: u64, len: usize) {
+        // SAFETY: `self.vq` is live and `addr`/`len` describe a mapping
+        // `map` made on it.
+        unsafe {
+            ffi::virtqueue_unmap_single_attrs(
+                self.vq.as_ptr(),
+                addr,
+                len,
+                ffi::dma_data_direction::DMA_BIDIRECTIONAL,
+                0,
+            )
+        };
+    }
 }
