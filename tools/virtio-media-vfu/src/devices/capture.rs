@@ -745,12 +745,11 @@ pub fn subscribe(
     if type_ == bindings::V4L2_EVENT_CTRL {
         let i = ctrls.find(id).ok_or(libc::EINVAL)?;
         ctx.subscribe(session, Subscription { type_, id, flags: flags.bits() });
-        // Like the control framework: no initial event for write-only
-        // controls (control classes included).
+        // Like the control framework: an initial event for every control
+        // but write-only ones (control classes included); payload controls
+        // get one too, with no value.
         let d = &ctrls.defs[i];
-        if flags.contains(SubscribeEventFlags::SEND_INITIAL)
-            && !d.is_payload()
-            && d.flags & CTRL_FLAG_WRITE_ONLY == 0
+        if flags.contains(SubscribeEventFlags::SEND_INITIAL) && d.flags & CTRL_FLAG_WRITE_ONLY == 0
         {
             let ev = ctrls.ctrl_event(i, EVENT_CTRL_CH_VALUE | EVENT_CTRL_CH_FLAGS);
             ctx.send_event(session, ev);
