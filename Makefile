@@ -12,6 +12,8 @@
 
 LLVM ?= -19
 export LLVM
+# rustc, cargo and bindgen live in ~/.cargo/bin (rustup).
+export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 # The cached guest kernel, unless KDIR names another tree.
 kdir = $(if $(KDIR),$(KDIR),$$(tools/vm/kernel.sh))

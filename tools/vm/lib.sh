@@ -11,6 +11,14 @@ KERNEL_VERSION=7.3
 BINDGEN_VERSION=0.71.1
 LLVM_VERSION=19
 
+# rustup installs cargo, rustc and bindgen here; a non-login shell (CI) may
+# not have it on PATH.
+case ":$PATH:" in
+*":$HOME/.cargo/bin:"*) ;;
+*) [ -d "$HOME/.cargo/bin" ] && PATH=$HOME/.cargo/bin:$PATH ;;
+esac
+export PATH
+
 log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
