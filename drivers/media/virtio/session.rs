@@ -146,6 +146,47 @@ impl QueueState {
         self.done.clear();
         self.last_dequeued = false;
     }
+
+    /// A buffer the device returned: kept for DQBUF while streaming,
+    /// dropped after STREAMOFF (as V4L2 does), refused if never allocated.
+    fn accept(&mut self, done: KBox<DoneBuffer>) -> Result<(), BadEvent> {
+        let index = get_u32(&done.buffer, BUF_INDEX).unwrap_or(u32::MAX);
+        if index >= self.num_buffers {
+            return Err(BadEvent::BufferIndex {
+                index,
+                allocated: self.num_buffers,
+            });
+        }
+        if self.streaming {
+            self.done.push(done, GFP_KERNEL).map_err(|_| BadEvent::NotReady)?;
+        }
+        Ok(())
+    }
+
+    /// What DQBUF can do now: take the oldest returned buffer (`Some`),
+    /// fail, or wait (`None`). `plane_capacity` is the caller's planes array
+    /// length for multi-planar types.
+    fn dequeue(&mut self, kind: QueueKind, plane_capacity: Option<u32>) -> Result<Option<KBox<DoneBuffer>>> {
+        if !self.streaming {
+            return Err(EINVAL);
+        }
+        if let Some(front) = self.done.first() {
+            let count = get_u32(&front.buffer, BUF_LENGTH).unwrap_or(0);
+            if plane_capacity.is_some_and(|capacity| count > capacity) {
+                return Err(EINVAL);
+            }
+            let done = self.done.remove(0)?;
+            let flags = get_u32(&done.buffer, BUF_FLAGS).unwrap_or(0);
+            if kind == QueueKind::Capture && flags & ffi::V4L2_BUF_FLAG_LAST != 0 {
+                self.last_dequeued = true;
+            }
+            return Ok(Some(done));
+        }
+        if self.last_dequeued {
+            return Err(EPIPE);
+        }
+        Ok(None)
+    }
 }
 
 /// Why an event for a session was dropped.
@@ -550,6 +591,7 @@ impl Session {
         let buf_type = get_u32(buf, BUF_TYPE).ok_or(EINVAL)?;
         let kind = queue_of(buf_type).ok_or(EINVAL)?;
         let capacity = u32::try_from(planes.len() / PLANE_SIZE)?;
+        let capacity = is_multiplanar(buf_type).then_some(capacity);
         let mut state = self.state.lock();
         let done = loop {
             if self.dev.is_gone() {
@@ -558,19 +600,8 @@ impl Session {
             if state.failed.is_some() {
                 return Err(EIO);
             }
-            let queue = state.queue(kind);
-            if !queue.streaming {
-                return Err(EINVAL);
-            }
-            if let Some(front) = queue.done.first() {
-                let count = get_u32(&front.buffer, BUF_LENGTH).unwrap_or(0);
-                if is_multiplanar(buf_type) && count > capacity {
-                    return Err(EINVAL);
-                }
-                break queue.done.remove(0)?;
-            }
-            if queue.last_dequeued {
-                return Err(EPIPE);
+            if let Some(done) = state.queue(kind).dequeue(kind, capacity)? {
+                break done;
             }
             if nonblocking {
                 return Err(EAGAIN);
@@ -579,10 +610,6 @@ impl Session {
                 return Err(ERESTARTSYS);
             }
         };
-        let flags = get_u32(&done.buffer, BUF_FLAGS).unwrap_or(0);
-        if kind == QueueKind::Capture && flags & ffi::V4L2_BUF_FLAG_LAST != 0 {
-            state.queue(kind).last_dequeued = true;
-        }
         drop(state);
 
         let mut pointer = [0u8; POINTER_SIZE];
@@ -605,7 +632,6 @@ impl Session {
     pub(crate) fn buffer_done(&self, buffer: &[u8], planes: &[u8]) -> Result<(), BadEvent> {
         let buf_type = get_u32(buffer, BUF_TYPE).unwrap_or(u32::MAX);
         let kind = queue_of(buf_type).ok_or(BadEvent::BufferType(buf_type))?;
-        let index = get_u32(buffer, BUF_INDEX).unwrap_or(u32::MAX);
         if is_multiplanar(buf_type) {
             let count = get_u32(buffer, BUF_LENGTH).unwrap_or(u32::MAX);
             if count as usize > MAX_PLANES {
@@ -623,21 +649,7 @@ impl Session {
         done.buffer.copy_from_slice(buffer.get(..BUFFER_SIZE).ok_or(BadEvent::BufferType(buf_type))?);
         done.planes
             .copy_from_slice(planes.get(..PLANE_SIZE * MAX_PLANES).ok_or(BadEvent::PlaneCount(0))?);
-        {
-            let mut state = self.state.lock();
-            let queue = state.queue(kind);
-            if index >= queue.num_buffers {
-                return Err(BadEvent::BufferIndex {
-                    index,
-                    allocated: queue.num_buffers,
-                });
-            }
-            if !queue.streaming {
-                // Returned after STREAMOFF: V4L2 drops those.
-                return Ok(());
-            }
-            queue.done.push(done, GFP_KERNEL).map_err(|_| BadEvent::NotReady)?;
-        }
+        self.state.lock().queue(kind).accept(done)?;
         self.waiters.notify_all();
         Ok(())
     }
@@ -718,5 +730,87 @@ impl Session {
             return Err(EINVAL);
         }
         Ok(mapping)
+    }
+}
+
+#[kunit_tests(virtio_media_session)]
+mod tests {
+    use super::*;
+
+    fn returned(index: u32, flags: u32, planes: u32) -> KBox<DoneBuffer> {
+        let mut done = KBox::new(
+            DoneBuffer {
+                buffer: [0; BUFFER_SIZE],
+                planes: [0; PLANE_SIZE * MAX_PLANES],
+            },
+            GFP_KERNEL,
+        )
+        .expect("allocation");
+        set_u32(&mut done.buffer, BUF_INDEX, index);
+        set_u32(&mut done.buffer, BUF_FLAGS, flags);
+        set_u32(&mut done.buffer, BUF_LENGTH, planes);
+        done
+    }
+
+    fn index_of(done: &DoneBuffer) -> Option<u32> {
+        get_u32(&done.buffer, BUF_INDEX)
+    }
+
+    #[test]
+    fn buffers_come_back_in_order_while_streaming() {
+        let mut q = QueueState { num_buffers: 4, streaming: true, ..Default::default() };
+        assert_eq!(q.accept(returned(2, 0, 1)), Ok(()));
+        assert_eq!(q.accept(returned(0, 0, 1)), Ok(()));
+        let first = q.dequeue(QueueKind::Capture, Some(8)).expect("dequeue");
+        assert_eq!(first.as_deref().and_then(index_of), Some(2));
+        let second = q.dequeue(QueueKind::Capture, Some(8)).expect("dequeue");
+        assert_eq!(second.as_deref().and_then(index_of), Some(0));
+        // Nothing left: the caller waits (or gets EAGAIN).
+        assert!(matches!(q.dequeue(QueueKind::Capture, Some(8)), Ok(None)));
+    }
+
+    #[test]
+    fn bad_and_stale_buffers_are_refused_or_dropped() {
+        let mut q = QueueState { num_buffers: 2, ..Default::default() };
+        // Not streaming: a late buffer is dropped, DQBUF says EINVAL.
+        assert_eq!(q.accept(returned(1, 0, 1)), Ok(()));
+        assert!(q.done.is_empty());
+        assert_eq!(q.dequeue(QueueKind::Capture, None).err(), Some(EINVAL));
+        // An index that was never allocated is a device error.
+        q.streaming = true;
+        assert_eq!(
+            q.accept(returned(2, 0, 1)),
+            Err(BadEvent::BufferIndex { index: 2, allocated: 2 })
+        );
+        // A plane array too small for the buffer: EINVAL, buffer kept.
+        assert_eq!(q.accept(returned(0, 0, 3)), Ok(()));
+        assert_eq!(q.dequeue(QueueKind::Capture, Some(2)).err(), Some(EINVAL));
+        assert_eq!(q.done.len(), 1);
+    }
+
+    #[test]
+    fn last_buffer_then_epipe_until_restart() {
+        let mut q = QueueState { num_buffers: 2, streaming: true, ..Default::default() };
+        assert_eq!(q.accept(returned(0, ffi::V4L2_BUF_FLAG_LAST, 1)), Ok(()));
+        assert!(matches!(q.dequeue(QueueKind::Capture, None), Ok(Some(_))));
+        assert_eq!(q.dequeue(QueueKind::Capture, None).err(), Some(EPIPE));
+        // STREAMOFF clears it; streaming again waits normally.
+        q.stop();
+        q.streaming = true;
+        assert!(matches!(q.dequeue(QueueKind::Capture, None), Ok(None)));
+        // LAST on an output queue means nothing special.
+        let mut out = QueueState { num_buffers: 1, streaming: true, ..Default::default() };
+        assert_eq!(out.accept(returned(0, ffi::V4L2_BUF_FLAG_LAST, 1)), Ok(()));
+        assert!(matches!(out.dequeue(QueueKind::Output, None), Ok(Some(_))));
+        assert!(matches!(out.dequeue(QueueKind::Output, None), Ok(None)));
+    }
+
+    #[test]
+    fn buffer_types_map_to_queues() {
+        assert_eq!(queue_of(ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE), Some(QueueKind::Capture));
+        assert_eq!(queue_of(ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT), Some(QueueKind::Output));
+        assert_eq!(queue_of(ffi::v4l2_buf_type_V4L2_BUF_TYPE_META_OUTPUT), Some(QueueKind::Output));
+        assert_eq!(queue_of(0), None);
+        assert_eq!(queue_of(0x80), None);
     }
 }

@@ -6,8 +6,15 @@
 //! is the boundary: raw pointers stay here and in `ffi`.
 
 use crate::ffi;
+use crate::virtqueue::{Chain, Virtqueue};
 use core::{marker::PhantomData, ptr::NonNull};
-use kernel::{error::to_result, prelude::*, types::ForeignOwnable, types::Opaque};
+use kernel::{
+    error::to_result,
+    prelude::*,
+    sync::{Arc, ArcBorrow},
+    types::ForeignOwnable,
+    types::Opaque,
+};
 
 /// A virtio driver: what the bus calls on probe and removal.
 pub(crate) trait Driver {
@@ -167,44 +174,52 @@ impl Device {
         Ok(())
     }
 
-    /// Sets up the commandq and eventq. `data` becomes the device's driver
-    /// data (`vdev->priv`, not `vq->priv`, which the transport owns: it
-    /// holds the notify address) and is what [`callback_data`] returns.
-    ///
-    /// # Safety
-    ///
-    /// `data` must stay valid until `del_vqs` is called, and the callbacks
-    /// must only use it as the type it points to.
-    pub(crate) unsafe fn find_vqs(
+    /// Sets up the commandq and eventq, whose interrupts call `H`'s
+    /// handlers with `handler`. One reference to `handler` is kept in the
+    /// device's driver data (`vdev->priv`; `vq->priv` belongs to the
+    /// transport, which keeps the notify address there) until
+    /// [`Device::del_vqs`] gives it back, so the handlers' data outlives
+    /// every callback.
+    pub(crate) fn find_vqs<H: QueueHandler, C: Chain, E: Chain>(
         &self,
-        commandq_done: unsafe extern "C" fn(*mut ffi::virtqueue),
-        eventq_done: unsafe extern "C" fn(*mut ffi::virtqueue),
-        data: *const c_void,
-    ) -> Result<[NonNull<ffi::virtqueue>; 2]> {
+        handler: Arc<H>,
+    ) -> Result<(Virtqueue<C>, Virtqueue<E>)> {
         // SAFETY: `self` is valid; no callback runs before the queues exist,
         // so nothing reads `priv` concurrently.
-        unsafe { (*self.as_raw()).priv_ = data.cast_mut() };
+        unsafe { (*self.as_raw()).priv_ = Arc::into_raw(handler).cast_mut().cast() };
         let mut vqs = [core::ptr::null_mut(); 2];
         // SAFETY: `self` is valid and `vqs` has room for the two queues.
-        to_result(unsafe {
+        let found = to_result(unsafe {
             ffi::virtio_media_find_vqs(
                 self.as_raw(),
                 vqs.as_mut_ptr(),
-                Some(commandq_done),
-                Some(eventq_done),
+                Some(commandq_trampoline::<H>),
+                Some(eventq_trampoline::<H>),
             )
-        })?;
+        });
         let [Some(commandq), Some(eventq)] = vqs.map(NonNull::new) else {
-            self.del_vqs();
-            return Err(ENODEV);
+            self.del_vqs::<H>();
+            return Err(found.err().unwrap_or(ENODEV));
         };
-        Ok([commandq, eventq])
+        // SAFETY: Both queues were just created, live until `del_vqs`, and
+        // only the returned wrappers add buffers to them.
+        Ok(unsafe { (Virtqueue::from_raw(commandq), Virtqueue::from_raw(eventq)) })
     }
 
-    /// Deletes the virtqueues; the device must be reset first.
-    pub(crate) fn del_vqs(&self) {
-        // SAFETY: `self` is valid; deleting absent queues is a no-op.
-        unsafe { ffi::virtio_media_del_vqs(self.as_raw()) };
+    /// Deletes the virtqueues (the device must be reset first) and drops the
+    /// handler reference `find_vqs::<H>` kept.
+    pub(crate) fn del_vqs<H: QueueHandler>(&self) {
+        // SAFETY: `self` is valid; deleting absent queues is a no-op. After
+        // this no callback runs, so the handler reference can go.
+        let data = unsafe {
+            ffi::virtio_media_del_vqs(self.as_raw());
+            core::mem::replace(&mut (*self.as_raw()).priv_, core::ptr::null_mut())
+        };
+        if !data.is_null() {
+            // SAFETY: `find_vqs::<H>` stored a leaked `Arc<H>` there, taken
+            // back once (the field is cleared above).
+            drop(unsafe { Arc::from_raw(data.cast::<H>()) });
+        }
     }
 
     /// Lets the device start using the queues (DRIVER_OK).
@@ -232,13 +247,39 @@ impl Device {
     }
 }
 
-/// The data pointer given to `Device::find_vqs`, from a callback's queue.
+/// What the virtqueue interrupts call; runs in interrupt context.
+pub(crate) trait QueueHandler: Send + Sync + 'static {
+    /// The device returned commandq chains.
+    fn commandq_done(&self);
+    /// The device returned eventq buffers.
+    fn eventq_done(this: ArcBorrow<'_, Self>);
+}
+
+/// The handler of a queue's device, as `find_vqs` stored it.
 ///
 /// # Safety
 ///
-/// `vq` must be a queue created by `Device::find_vqs`.
-pub(crate) unsafe fn callback_data(vq: *mut ffi::virtqueue) -> *const c_void {
+/// `vq` must be a live queue created by `Device::find_vqs::<H>`.
+unsafe fn handler_of<'a, H: QueueHandler>(vq: *mut ffi::virtqueue) -> ArcBorrow<'a, H> {
     // SAFETY: The caller guarantees `vq` is one of our live queues, whose
-    // device's driver data was set by `find_vqs`.
-    unsafe { (*(*vq).vdev).priv_.cast_const() }
+    // device's driver data is the `Arc<H>` that `find_vqs` leaked and that
+    // `del_vqs` only takes back after the queues (and their callbacks) are
+    // gone.
+    unsafe { ArcBorrow::from_raw((*(*vq).vdev).priv_.cast::<H>()) }
+}
+
+/// # Safety
+///
+/// Only virtio calls this, for the commandq `find_vqs::<H>` created.
+unsafe extern "C" fn commandq_trampoline<H: QueueHandler>(vq: *mut ffi::virtqueue) {
+    // SAFETY: See the function's safety section.
+    unsafe { handler_of::<H>(vq) }.commandq_done();
+}
+
+/// # Safety
+///
+/// Only virtio calls this, for the eventq `find_vqs::<H>` created.
+unsafe extern "C" fn eventq_trampoline<H: QueueHandler>(vq: *mut ffi::virtqueue) {
+    // SAFETY: See the function's safety section.
+    H::eventq_done(unsafe { handler_of::<H>(vq) });
 }

@@ -33,7 +33,6 @@ use protocol::DeviceConfig;
 use session::Session;
 use v4l2::VideoNode;
 use virtio::ShmRegion;
-use virtqueue::Virtqueue;
 
 module! {
     type: VirtioMediaModule,
@@ -179,30 +178,16 @@ impl MediaDevice {
     }
 }
 
-/// Commandq interrupt callback.
-///
-/// # Safety
-///
-/// Only virtio calls this, with the commandq created in `probe`.
-unsafe extern "C" fn commandq_done(vq: *mut ffi::virtqueue) {
-    // SAFETY: `find_vqs` was given a pointer to the `MediaDevice` that owns
-    // the queues, which lives until after `del_vqs` (see `teardown`).
-    let dev = unsafe { &*virtio::callback_data(vq).cast::<MediaDevice>() };
-    dev.commandq.complete_returned();
-}
+impl virtio::QueueHandler for MediaDevice {
+    fn commandq_done(&self) {
+        self.commandq.complete_returned();
+    }
 
-/// Eventq interrupt callback: the events are handled on the workqueue.
-///
-/// # Safety
-///
-/// Only virtio calls this, with the eventq created in `probe`.
-unsafe extern "C" fn eventq_done(vq: *mut ffi::virtqueue) {
-    // SAFETY: As in `commandq_done`; the pointer came from an `Arc`, and the
-    // bus binding's reference keeps it alive during the callback.
-    let dev: Arc<MediaDevice> =
-        unsafe { ArcBorrow::from_raw(virtio::callback_data(vq).cast::<MediaDevice>()) }.into();
-    // Already queued: the running or pending work will see these events.
-    let _ = ffi::driver_workqueue().enqueue(dev);
+    /// Events are handled on the driver's workqueue, not in the interrupt.
+    fn eventq_done(this: ArcBorrow<'_, Self>) {
+        // Already queued: the running or pending work sees these events.
+        let _ = ffi::driver_workqueue().enqueue(Arc::from(this));
+    }
 }
 
 struct VirtioMediaDriver;
@@ -263,14 +248,7 @@ impl virtio::Driver for VirtioMediaDriver {
             }),
             GFP_KERNEL,
         )?;
-        // SAFETY: The callbacks use the pointer as a `MediaDevice`; `dev` is
-        // kept alive by the bus binding until `remove`, which deletes the
-        // queues before dropping it.
-        let [commandq, eventq] =
-            unsafe { vdev.find_vqs(commandq_done, eventq_done, Arc::as_ptr(&dev).cast()) }?;
-        // SAFETY: `find_vqs` returned live queues that only these wrappers
-        // add buffers to.
-        let (commandq, eventq) = unsafe { (Virtqueue::from_raw(commandq), Virtqueue::from_raw(eventq)) };
+        let (commandq, eventq) = vdev.find_vqs(dev.clone())?;
         dev.commandq.attach(commandq);
         vdev.ready();
         let started = dev
@@ -346,7 +324,7 @@ impl VirtioMediaDriver {
         vdev.reset();
         dev.commandq.shut_down();
         dev.eventq.shut_down();
-        vdev.del_vqs();
+        vdev.del_vqs::<MediaDevice>();
     }
 }
 
