@@ -36,14 +36,14 @@ if [ -f tools/virtio-media-vfu/Cargo.toml ]; then
 	log=$results/vfu-cargo-test.log
 	V4L2R_VIDEODEV2_H_PATH=$(tools/vm/kernel.sh headers) || exit 1
 	export V4L2R_VIDEODEV2_H_PATH
-	tools/virtio-media-vfu/build.sh test -j1 > "$log" 2>&1
+	tools/virtio-media-vfu/build.sh test -j"$(nproc)" > "$log" 2>&1
 	status=$?
 	p=$(sed -n 's/^test result: .* \([0-9]*\) passed; \([0-9]*\) failed.*/\1/p' "$log" | sum_lines)
 	f=$(sed -n 's/^test result: .* \([0-9]*\) passed; \([0-9]*\) failed.*/\2/p' "$log" | sum_lines)
 	[ "$status" = 0 ] || f=$(( ${f:-0} + 1 ))
 	record_counts "vfu: cargo test" "${p:-0}" "${f:-0}" "($log)"
 	log=$results/vfu-build.log
-	if tools/virtio-media-vfu/build.sh > "$log" 2>&1; then
+	if tools/virtio-media-vfu/build.sh build --release -j"$(nproc)" > "$log" 2>&1; then
 		record "vfu: release build" OK
 	else
 		record "vfu: release build" FAIL "($log)"
