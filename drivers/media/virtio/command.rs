@@ -101,15 +101,9 @@ impl InFlight {
     }
 }
 
-// SAFETY: Both buffers are `KVec`s (kmalloc'd, linear-mapped) that are never
-// resized or touched while the entry is in the queue: the entry is only
-// reachable as the queue's token until the device returns it.
-unsafe impl Chain for InFlight {
-    fn buffers(&mut self) -> (*const [u8], *mut [u8]) {
-        (
-            core::ptr::from_ref(self.request.as_slice()),
-            core::ptr::from_mut(self.response.as_mut_slice()),
-        )
+impl Chain for InFlight {
+    fn buffers(&mut self) -> (&KVec<u8>, &mut KVec<u8>) {
+        (&self.request, &mut self.response)
     }
 }
 

@@ -23,14 +23,14 @@ const EVENT_BUFFERS: usize = 64;
 
 /// One event-sized, device-writable buffer.
 pub(crate) struct EventBuffer {
+    /// Events carry nothing to the device.
+    nothing: KVec<u8>,
     bytes: KVec<u8>,
 }
 
-// SAFETY: `bytes` is a kmalloc'd `KVec` that is never resized and only read
-// after the device returned the buffer.
-unsafe impl Chain for EventBuffer {
-    fn buffers(&mut self) -> (*const [u8], *mut [u8]) {
-        (core::ptr::from_ref(&[][..]), core::ptr::from_mut(self.bytes.as_mut_slice()))
+impl Chain for EventBuffer {
+    fn buffers(&mut self) -> (&KVec<u8>, &mut KVec<u8>) {
+        (&self.nothing, &mut self.bytes)
     }
 }
 
@@ -63,7 +63,13 @@ impl EventQueue {
         for _ in 0..EVENT_BUFFERS {
             let mut bytes = KVec::with_capacity(MAX_EVENT_SIZE, GFP_KERNEL)?;
             bytes.resize(MAX_EVENT_SIZE, 0, GFP_KERNEL)?;
-            self.give_back(KBox::new(EventBuffer { bytes }, GFP_KERNEL)?);
+            self.give_back(KBox::new(
+                EventBuffer {
+                    nothing: KVec::new(),
+                    bytes,
+                },
+                GFP_KERNEL,
+            )?);
         }
         Ok(())
     }

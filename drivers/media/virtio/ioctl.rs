@@ -14,7 +14,7 @@ use crate::{
     protocol::{ioc, Direction},
     v4l2::{
         dqbuf, forward, forward_buffer, forward_const, forward_ext_ctrls, forward_std,
-        forward_value, querycap, subscribe_event, unsubscribe_event, ConstOps,
+        forward_value, querycap, subscribe_event, unsubscribe_event, ConstOps, NO_HANDLERS,
     },
 };
 use core::mem::size_of;
@@ -93,9 +93,6 @@ pub(crate) const VIDIOC_DV_TIMINGS_CAP: u32 = rw::<ffi::v4l2_dv_timings_cap>(100
 pub(crate) const VIDIOC_ENUM_FREQ_BANDS: u32 = rw::<ffi::v4l2_frequency_band>(101);
 pub(crate) const VIDIOC_QUERY_EXT_CTRL: u32 = rw::<ffi::v4l2_query_ext_ctrl>(103);
 pub(crate) const VIDIOC_REMOVE_BUFS: u32 = rw::<ffi::v4l2_remove_buffers>(104);
-
-// SAFETY: An all-zero `v4l2_ioctl_ops` is "no handler" everywhere.
-const NO_HANDLERS: ffi::v4l2_ioctl_ops = unsafe { core::mem::zeroed() };
 
 macro_rules! fwd {
     ($code:ident, $t:ty) => {

@@ -37,6 +37,11 @@ pub(crate) struct ConstOps<T>(pub(crate) T);
 // hold function pointers and null pointers only.
 unsafe impl<T> Sync for ConstOps<T> {}
 
+/// An ioctl table with no handler set, to fill in with struct update syntax.
+// SAFETY: An all-zero `v4l2_ioctl_ops` is "no handler" everywhere (every
+// member is an optional function pointer).
+pub(crate) const NO_HANDLERS: ffi::v4l2_ioctl_ops = unsafe { core::mem::zeroed() };
+
 /// A struct the V4L2 core hands to an ioctl handler, forwarded as bytes.
 ///
 /// # Safety

@@ -15,15 +15,13 @@ use kernel::prelude::*;
 /// A buffer chain: one device-readable and one device-writable buffer,
 /// either of which may be empty.
 ///
-/// # Safety
-///
-/// The slices returned by `buffers` must be in the kernel's linear mapping
-/// (kmalloc'd, as `KVec` and `KBox` are, never on the stack or vmalloc'd),
-/// stay at the same address while `self` is alive and not be accessed
-/// through `self` while the device owns them.
-pub(crate) unsafe trait Chain {
-    /// Raw (device-readable, device-writable) buffers.
-    fn buffers(&mut self) -> (*const [u8], *mut [u8]);
+/// The buffers are `KVec`s, so they are kmalloc'd (in the kernel's linear
+/// mapping, as scatterlists need) and their heap storage does not move when
+/// the chain does; while the queue owns the chain nobody else can reach
+/// them, so the device is their only user until the chain comes back.
+pub(crate) trait Chain {
+    /// The (device-readable, device-writable) buffers.
+    fn buffers(&mut self) -> (&KVec<u8>, &mut KVec<u8>);
 }
 
 /// A virtqueue carrying chains of type `T`.
@@ -58,6 +56,10 @@ impl<T: Chain> Virtqueue<T> {
     /// Adds `chain`; on failure (queue full: `ENOSPC`) gives it back.
     pub(crate) fn add(&mut self, mut chain: KBox<T>) -> Result<(), (Error, KBox<T>)> {
         let (readable, writable) = chain.buffers();
+        let (readable, writable) = (
+            core::ptr::from_ref(readable.as_slice()),
+            core::ptr::from_mut(writable.as_mut_slice()),
+        );
         let mut sgs = [ffi::scatterlist::default(), ffi::scatterlist::default()];
         let mut list: [*mut ffi::scatterlist; 2] = [core::ptr::null_mut(); 2];
         let mut count = 0usize;
@@ -70,7 +72,7 @@ impl<T: Chain> Virtqueue<T> {
             }
             let slot = sgs.get_mut(count).ok_or(EINVAL)?;
             // SAFETY: `slot` is a valid scatterlist entry and `ptr` points to
-            // `len` bytes of linear-mapped memory (`Chain` contract).
+            // `len` bytes of a `KVec`, kmalloc'd and so linear-mapped.
             unsafe { ffi::sg_init_one(slot, ptr.cast(), len) };
             if let Some(entry) = list.get_mut(count) {
                 *entry = slot;
