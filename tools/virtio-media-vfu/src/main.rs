@@ -126,6 +126,13 @@ pub struct Args {
     /// default.
     #[arg(long, value_name = "PATH")]
     pub frame_log: Option<PathBuf>,
+
+    /// Capture backend: every N frames produced while streaming, toggle the
+    /// simulated input signal between two resolutions and send
+    /// V4L2_EVENT_SOURCE_CHANGE (changes = V4L2_EVENT_SRC_CH_RESOLUTION) to
+    /// every session subscribed to it for input 0. 0 (default) = never.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub source_change_every: u32,
 }
 
 fn main() {
@@ -150,7 +157,13 @@ fn run(args: Args) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot open frame log {}: {e}", p.display()))?,
         None => framelog::FrameLog::default(),
     };
-    let backend = devices::make_backend(&args.backend, events.clone(), shm.clone(), mem.clone(), frame_log)
+    let backend = devices::make_backend(
+        &args.backend,
+        events.clone(),
+        shm.clone(),
+        mem.clone(),
+        devices::BackendOpts { frame_log, source_change_every: args.source_change_every },
+    )
         .ok_or_else(|| anyhow::anyhow!("unknown backend {:?}", args.backend))?;
     let mut dev = device::VirtioMediaPci::new(args.device_id, shm.clone(), backend, events, mem);
     dev.response_delay = std::time::Duration::from_millis(args.response_delay_ms);

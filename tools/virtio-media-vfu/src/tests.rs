@@ -96,12 +96,16 @@ impl Harness {
     }
 
     pub(crate) fn with_frame_log(backend: &str, msix: bool, frame_log: crate::framelog::FrameLog) -> Harness {
+        Harness::with_opts(backend, msix, devices::BackendOpts { frame_log, ..Default::default() })
+    }
+
+    pub(crate) fn with_opts(backend: &str, msix: bool, opts: devices::BackendOpts) -> Harness {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
         let shared = VirtioMediaPci::new_guest_memory();
         *shared.write().unwrap() = mem.clone();
         let shm = Shm::new(16 << 20).unwrap();
         let events = EventQueueHandle::default();
-        let backend = devices::make_backend(backend, events.clone(), shm.clone(), shared.clone(), frame_log).unwrap();
+        let backend = devices::make_backend(backend, events.clone(), shm.clone(), shared.clone(), opts).unwrap();
         let dev = VirtioMediaPci::new(42, shm.clone(), backend, events, shared);
         let mut h = Harness {
             dev,
@@ -1285,7 +1289,7 @@ mod frame_log {
     }
 
     /// REQBUFS + QUERYBUF + MMAP: shm offsets of every plane of every buffer.
-    fn mmap_buffers(h: &mut Harness, s: u32, count: u32, planes: usize) -> Vec<Vec<u64>> {
+    pub(super) fn mmap_buffers(h: &mut Harness, s: u32, count: u32, planes: usize) -> Vec<Vec<u64>> {
         let mut req = vec![0u8; 20];
         req[0..4].copy_from_slice(&count.to_le_bytes());
         req[4..8].copy_from_slice(&V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE.to_le_bytes());
@@ -1315,7 +1319,7 @@ mod frame_log {
         out
     }
 
-    fn qbuf(h: &mut Harness, s: u32, i: u32, planes: usize) {
+    pub(super) fn qbuf(h: &mut Harness, s: u32, i: u32, planes: usize) {
         let resp = h.command(
             &ioctl_cmd(s, VIDIOC_QBUF, &[v4l2_buffer(i, planes as u32), vec![0; planes * V4L2_PLANE_SIZE]].concat()),
             (8 + V4L2_BUFFER_SIZE + planes * V4L2_PLANE_SIZE) as u32,
@@ -1409,5 +1413,87 @@ mod frame_log {
     #[test]
     fn frame_log_off_by_default() {
         assert!(!FrameLog::default().enabled());
+    }
+}
+
+/// `--source-change-every N`: the capture device toggles its simulated input
+/// signal every N frames while streaming and sends V4L2_EVENT_SOURCE_CHANGE
+/// to the sessions subscribed to it.
+mod source_change {
+    use super::capture::drain_events;
+    use super::frame_log::{mmap_buffers, qbuf};
+    use super::*;
+    use v4l2r::bindings;
+
+    const VIDIOC_SUBSCRIBE_EVENT: u32 = 90;
+
+    fn subscribe(h: &mut Harness, s: u32, type_: u32, id: u32) -> u32 {
+        let mut sub = vec![0u8; 32];
+        sub[0..4].copy_from_slice(&type_.to_le_bytes());
+        sub[4..8].copy_from_slice(&id.to_le_bytes());
+        le32(&h.command(&ioctl_cmd(s, VIDIOC_SUBSCRIBE_EVENT, &sub), 8), 0)
+    }
+
+    /// (virtio-media event type, session, v4l2_event type) of each event.
+    fn kinds(evs: &[Vec<u8>]) -> Vec<(u32, u32, u32)> {
+        evs.iter().map(|e| (le32(e, 0), le32(e, 4), le32(e, 8))).collect()
+    }
+
+    #[test]
+    fn source_change_event_every_n_frames() {
+        let opts = devices::BackendOpts { source_change_every: 3, ..Default::default() };
+        let mut h = Harness::with_opts("capture", true, opts);
+        let s = h.open();
+        let watcher = h.open();
+        let other = h.open();
+        let sc = bindings::V4L2_EVENT_SOURCE_CHANGE;
+        assert_eq!(subscribe(&mut h, s, sc, 0), 0);
+        assert_eq!(subscribe(&mut h, watcher, sc, 0), 0);
+        // Subscribed to another input: sees nothing.
+        assert_eq!(subscribe(&mut h, other, sc, 1), 0);
+        let bufs = mmap_buffers(&mut h, s, 2, 1);
+        assert_eq!(bufs.len(), 2);
+        qbuf(&mut h, s, 0, 1);
+        qbuf(&mut h, s, 1, 1);
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &9u32.to_le_bytes()), 8);
+        assert_eq!(le32(&resp, 0), 0, "STREAMON");
+        // Frames 0 and 1: no source change yet.
+        assert_eq!(kinds(&drain_events(&mut h)), vec![(1, s, 0), (1, s, 1)]);
+        // Frame 2 is the third: DQBUF, then the event for both subscribers.
+        qbuf(&mut h, s, 0, 1);
+        let evs = drain_events(&mut h);
+        assert_eq!(kinds(&evs), vec![(1, s, 0), (2, s, sc), (2, watcher, sc)]);
+        let changes_off = 8 + std::mem::offset_of!(bindings::v4l2_event, u);
+        let id_off = 8 + std::mem::offset_of!(bindings::v4l2_event, id);
+        for ev in &evs[1..] {
+            assert_eq!(le32(ev, changes_off), bindings::V4L2_EVENT_SRC_CH_RESOLUTION);
+            assert_eq!(le32(ev, id_off), 0, "input 0");
+        }
+        // Three more frames: the signal toggles back, one more event each.
+        qbuf(&mut h, s, 1, 1);
+        qbuf(&mut h, s, 0, 1);
+        assert_eq!(kinds(&drain_events(&mut h)), vec![(1, s, 1), (1, s, 0)]);
+        qbuf(&mut h, s, 1, 1);
+        let evs = drain_events(&mut h);
+        assert_eq!(kinds(&evs), vec![(1, s, 1), (2, s, sc), (2, watcher, sc)]);
+    }
+
+    #[test]
+    fn no_source_change_by_default() {
+        let mut h = Harness::with_backend("capture", true);
+        let s = h.open();
+        assert_eq!(subscribe(&mut h, s, bindings::V4L2_EVENT_SOURCE_CHANGE, 0), 0);
+        mmap_buffers(&mut h, s, 2, 1);
+        qbuf(&mut h, s, 0, 1);
+        qbuf(&mut h, s, 1, 1);
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &9u32.to_le_bytes()), 8);
+        assert_eq!(le32(&resp, 0), 0, "STREAMON");
+        for _ in 0..4 {
+            let evs = drain_events(&mut h);
+            assert!(kinds(&evs).iter().all(|k| k.0 == 1), "only DQBUF events");
+            for ev in evs {
+                qbuf(&mut h, s, le32(&ev, 8), 1);
+            }
+        }
     }
 }

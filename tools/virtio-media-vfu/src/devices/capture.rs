@@ -63,6 +63,14 @@ pub struct CaptureDevice {
     pub interval: (u32, u32),
     /// `--frame-log` (capture only).
     pub frame_log: FrameLog,
+    /// `--source-change-every N` (capture only; 0 = off): every N frames
+    /// produced while streaming the simulated input signal toggles between
+    /// two resolutions and V4L2_EVENT_SOURCE_CHANGE is sent.
+    pub source_change_every: u32,
+    /// Frames produced since STREAMON or the last source change.
+    frames_since_change: u32,
+    /// The simulated input signal is in its alternate resolution.
+    pub signal_alternate: bool,
 }
 
 impl CaptureDevice {
@@ -75,6 +83,9 @@ impl CaptureDevice {
             fmt: Self::default_format(),
             interval: INTERVALS[0],
             frame_log: FrameLog::default(),
+            source_change_every: 0,
+            frames_since_change: 0,
+            signal_alternate: false,
         }
     }
 
@@ -101,6 +112,9 @@ impl CaptureDevice {
             fmt: Self::default_format(),
             interval: INTERVALS[0],
             frame_log: FrameLog::default(),
+            source_change_every: 0,
+            frames_since_change: 0,
+            signal_alternate: false,
         }
     }
 
@@ -198,8 +212,46 @@ impl CaptureDevice {
             self.ctx
                 .events
                 .send_event(V4l2Event::DequeueBuffer(DequeueBufferEvent::new(s.id, buf)));
+            self.count_source_frame();
         }
         Ok(())
+    }
+
+    /// `--source-change-every`: counts a produced frame; every N frames the
+    /// signal toggles and every session subscribed to
+    /// V4L2_EVENT_SOURCE_CHANGE for input 0 gets the event.
+    fn count_source_frame(&mut self) {
+        if self.source_change_every == 0 {
+            return;
+        }
+        self.frames_since_change += 1;
+        if self.frames_since_change < self.source_change_every {
+            return;
+        }
+        self.frames_since_change = 0;
+        self.signal_alternate = !self.signal_alternate;
+        log::debug!("capture: input signal changes resolution (alternate: {})", self.signal_alternate);
+        self.send_source_change();
+    }
+
+    /// Sends V4L2_EVENT_SOURCE_CHANGE (input 0, resolution changed) to every
+    /// subscribed session.
+    pub fn send_source_change(&mut self) {
+        let sessions: Vec<u32> = self
+            .ctx
+            .subs
+            .iter()
+            .filter(|(_, l)| l.iter().any(|s| s.type_ == bindings::V4L2_EVENT_SOURCE_CHANGE && s.id == 0))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in sessions {
+            let mut ev = bindings::v4l2_event {
+                type_: bindings::V4L2_EVENT_SOURCE_CHANGE,
+                ..Default::default()
+            };
+            ev.u.src_change.changes = bindings::V4L2_EVENT_SRC_CH_RESOLUTION;
+            self.ctx.send_event(id, ev);
+        }
     }
 }
 
@@ -599,6 +651,7 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
             return Err(libc::EINVAL);
         }
         s.q.streamon()?;
+        self.frames_since_change = 0;
         self.process(s)
     }
 
@@ -676,7 +729,11 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
     }
 
     fn subscribe_event(&mut self, s: &mut Self::Session, event: EventType, flags: SubscribeEventFlags) -> IoctlResult<()> {
-        let others: &[u32] = if self.is_output() { &[] } else { &[bindings::V4L2_EVENT_FRAME_SYNC] };
+        let others: &[u32] = if self.is_output() {
+            &[]
+        } else {
+            &[bindings::V4L2_EVENT_FRAME_SYNC, bindings::V4L2_EVENT_SOURCE_CHANGE]
+        };
         subscribe(&mut self.ctx, &self.ctrls, s.id, event, flags, others)
     }
 

@@ -23,13 +23,23 @@ pub const V4L2_CAP_VIDEO_M2M_MPLANE: u32 = 0x0000_4000;
 /// VFL_TYPE_VIDEO
 pub const VFL_TYPE_VIDEO: u32 = 0;
 
+/// Per-device options from the command line.
+#[derive(Clone, Default)]
+pub struct BackendOpts {
+    /// `--frame-log` (simple and capture).
+    pub frame_log: FrameLog,
+    /// `--source-change-every` (capture; 0 = off).
+    pub source_change_every: u32,
+}
+
 pub fn make_backend(
     name: &str,
     events: EventQueueHandle,
     shm: Arc<Shm>,
     mem: SharedGuestMemory,
-    frame_log: FrameLog,
+    opts: BackendOpts,
 ) -> Option<Box<dyn MediaBackend>> {
+    let BackendOpts { frame_log, source_change_every } = opts;
     let guest = GuestMemMapper { mem };
     match name {
         "simple" => {
@@ -57,6 +67,7 @@ pub fn make_backend(
             let factory = Box::new(move || {
                 let mut dev = capture::CaptureDevice::new(common::DevCtx::new(shm.clone(), guest.clone(), events.clone()));
                 dev.frame_log = frame_log.clone();
+                dev.source_change_every = source_change_every;
                 dev
             });
             Some(Box::new(RunnerBackend::new(factory, config)))
