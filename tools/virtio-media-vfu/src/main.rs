@@ -133,6 +133,12 @@ pub struct Args {
     /// every session subscribed to it for input 0. 0 (default) = never.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub source_change_every: u32,
+
+    /// Capture backend: a camera with a cropper. One frame size (640x480)
+    /// per pixel format, and VIDIOC_G/S_SELECTION with a settable CROP
+    /// rectangle inside the full frame. Off by default.
+    #[arg(long)]
+    pub crop: bool,
 }
 
 fn main() {
@@ -162,7 +168,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         events.clone(),
         shm.clone(),
         mem.clone(),
-        devices::BackendOpts { frame_log, source_change_every: args.source_change_every },
+        devices::BackendOpts { frame_log, source_change_every: args.source_change_every, crop: args.crop },
     )
         .ok_or_else(|| anyhow::anyhow!("unknown backend {:?}", args.backend))?;
     let mut dev = device::VirtioMediaPci::new(args.device_id, shm.clone(), backend, events, mem);

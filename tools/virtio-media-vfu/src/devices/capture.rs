@@ -15,7 +15,10 @@
 use std::io::Result as IoResult;
 
 use v4l2r::bindings;
-use v4l2r::ioctl::{BufferCapabilities, BufferFlags, EventType, MemoryConsistency, SubscribeEventFlags, V4l2Buffer};
+use v4l2r::ioctl::{
+    BufferCapabilities, BufferFlags, EventType, MemoryConsistency, SelectionFlags, SelectionTarget, SelectionType,
+    SubscribeEventFlags, V4l2Buffer,
+};
 use v4l2r::memory::MemoryType;
 use v4l2r::QueueType;
 use virtio_media::io::{ReadFromDescriptorChain, WriteToDescriptorChain};
@@ -32,6 +35,9 @@ pub const OUTPUT_QUEUE: QueueType = QueueType::VideoOutputMplane;
 pub const CID_LAST_FRAME_CHECKSUM: u32 = 0x0098_1981;
 pub const FORMATS: &[u32] = &[FMT_YUYV, FMT_RGB24, FMT_NV12, FMT_NV12M, FMT_YUV420M];
 pub const SIZES: &[(u32, u32)] = &[(320, 240), (640, 480), (1280, 720)];
+/// With `--crop`: the one frame size (v4l2-compliance refuses selection on
+/// a device whose current pixel format has more than one discrete size).
+pub const CROP_SIZES: &[(u32, u32)] = &[(640, 480)];
 /// Frame intervals (numerator, denominator).
 pub const INTERVALS: &[(u32, u32)] = &[(1, 30), (1, 15)];
 
@@ -71,6 +77,11 @@ pub struct CaptureDevice {
     frames_since_change: u32,
     /// The simulated input signal is in its alternate resolution.
     pub signal_alternate: bool,
+    /// `--crop` (capture only): one frame size and a cropper
+    /// (VIDIOC_G/S_SELECTION).
+    pub crop_mode: bool,
+    /// The crop rectangle, inside the full frame of the current format.
+    pub crop: bindings::v4l2_rect,
 }
 
 impl CaptureDevice {
@@ -86,6 +97,8 @@ impl CaptureDevice {
             source_change_every: 0,
             frames_since_change: 0,
             signal_alternate: false,
+            crop_mode: false,
+            crop: Self::full_rect(&Self::default_format()),
         }
     }
 
@@ -115,6 +128,8 @@ impl CaptureDevice {
             source_change_every: 0,
             frames_since_change: 0,
             signal_alternate: false,
+            crop_mode: false,
+            crop: Self::full_rect(&Self::default_format()),
         }
     }
 
@@ -162,13 +177,73 @@ impl CaptureDevice {
         })
     }
 
-    fn closest(fourcc: u32, width: u32, height: u32) -> Format {
+    /// The discrete frame sizes offered.
+    pub fn sizes(&self) -> &'static [(u32, u32)] {
+        if self.crop_mode {
+            CROP_SIZES
+        } else {
+            SIZES
+        }
+    }
+
+    /// `--crop`: one frame size, and VIDIOC_G/S_SELECTION.
+    pub fn enable_crop(&mut self) {
+        self.crop_mode = true;
+        self.fmt = self.closest(self.fmt.fourcc, self.fmt.width, self.fmt.height);
+        self.crop = Self::full_rect(&self.fmt);
+    }
+
+    /// The S_FMT result becomes the device format; a new frame size resets
+    /// the crop rectangle to the full frame.
+    pub fn set_format(&mut self, new: Format) {
+        if (new.width, new.height) != (self.fmt.width, self.fmt.height) {
+            self.crop = Self::full_rect(&new);
+        }
+        self.fmt = new;
+    }
+
+    pub fn full_rect(f: &Format) -> bindings::v4l2_rect {
+        bindings::v4l2_rect {
+            left: 0,
+            top: 0,
+            width: f.width,
+            height: f.height,
+        }
+    }
+
+    /// S_SELECTION(CROP): the rectangle clamped into the full frame. With
+    /// V4L2_SEL_FLAG_GE (LE) the result must contain (lie inside) the one
+    /// asked for, else ERANGE.
+    fn adjust_crop(&self, r: bindings::v4l2_rect, flags: SelectionFlags) -> IoctlResult<bindings::v4l2_rect> {
+        let (fw, fh) = (self.fmt.width, self.fmt.height);
+        let width = r.width.clamp(1, fw);
+        let height = r.height.clamp(1, fh);
+        let left = (r.left.max(0) as u32).min(fw - width) as i32;
+        let top = (r.top.max(0) as u32).min(fh - height) as i32;
+        let out = bindings::v4l2_rect { left, top, width, height };
+        let inside = |a: &bindings::v4l2_rect, b: &bindings::v4l2_rect| {
+            a.left >= b.left
+                && a.top >= b.top
+                && a.left as i64 + a.width as i64 <= b.left as i64 + b.width as i64
+                && a.top as i64 + a.height as i64 <= b.top as i64 + b.height as i64
+        };
+        if flags.contains(SelectionFlags::GE) && !inside(&r, &out) {
+            return Err(libc::ERANGE);
+        }
+        if flags.contains(SelectionFlags::LE) && !inside(&out, &r) {
+            return Err(libc::ERANGE);
+        }
+        Ok(out)
+    }
+
+    fn closest(&self, fourcc: u32, width: u32, height: u32) -> Format {
         let fourcc = if FORMATS.contains(&fourcc) { fourcc } else { FORMATS[0] };
         let target = width as i64 * height as i64;
-        let &(w, h) = SIZES
+        let sizes = self.sizes();
+        let &(w, h) = sizes
             .iter()
             .min_by_key(|(w, h)| ((*w as i64 * *h as i64) - target).abs())
-            .unwrap_or(&SIZES[0]);
+            .unwrap_or(&sizes[0]);
         layout(fourcc, w, h).unwrap_or_else(Self::default_format)
     }
 
@@ -367,7 +442,7 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
             return Err(libc::EINVAL);
         }
         let (fourcc, w, h) = fmt_request(queue, &f);
-        Ok(fmt_to_v4l2(queue, &Self::closest(fourcc, w, h)))
+        Ok(fmt_to_v4l2(queue, &self.closest(fourcc, w, h)))
     }
 
     fn s_fmt(&mut self, s: &mut Self::Session, queue: QueueType, f: bindings::v4l2_format) -> IoctlResult<bindings::v4l2_format> {
@@ -379,7 +454,8 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
             return Err(libc::EBUSY);
         }
         let (fourcc, w, h) = fmt_request(queue, &f);
-        self.fmt = Self::closest(fourcc, w, h);
+        let new = self.closest(fourcc, w, h);
+        self.set_format(new);
         Ok(fmt_to_v4l2(queue, &self.fmt))
     }
 
@@ -387,7 +463,7 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         if !FORMATS.contains(&pixel_format) {
             return Err(libc::EINVAL);
         }
-        let &(width, height) = SIZES.get(index as usize).ok_or(libc::EINVAL)?;
+        let &(width, height) = self.sizes().get(index as usize).ok_or(libc::EINVAL)?;
         Ok(bindings::v4l2_frmsizeenum {
             index,
             pixel_format,
@@ -407,7 +483,7 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         width: u32,
         height: u32,
     ) -> IoctlResult<bindings::v4l2_frmivalenum> {
-        if !FORMATS.contains(&pixel_format) || !SIZES.contains(&(width, height)) {
+        if !FORMATS.contains(&pixel_format) || !self.sizes().contains(&(width, height)) {
             return Err(libc::EINVAL);
         }
         let &(numerator, denominator) = INTERVALS.get(index as usize).ok_or(libc::EINVAL)?;
@@ -661,6 +737,50 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         }
         s.q.streamoff();
         Ok(())
+    }
+
+    fn g_selection(&mut self, _s: &Self::Session, sel_type: SelectionType, target: SelectionTarget) -> IoctlResult<bindings::v4l2_rect> {
+        if !self.crop_mode || self.is_output() {
+            return Err(libc::ENOTTY);
+        }
+        if sel_type != SelectionType::Capture {
+            return Err(libc::EINVAL);
+        }
+        match target {
+            SelectionTarget::Crop => Ok(self.crop),
+            SelectionTarget::CropDefault
+            | SelectionTarget::CropBounds
+            | SelectionTarget::Compose
+            | SelectionTarget::ComposeDefault
+            | SelectionTarget::ComposeBounds => Ok(Self::full_rect(&self.fmt)),
+            _ => Err(libc::EINVAL),
+        }
+    }
+
+    fn s_selection(
+        &mut self,
+        _s: &mut Self::Session,
+        sel_type: SelectionType,
+        target: SelectionTarget,
+        rect: bindings::v4l2_rect,
+        flags: SelectionFlags,
+    ) -> IoctlResult<bindings::v4l2_rect> {
+        if !self.crop_mode || self.is_output() {
+            return Err(libc::ENOTTY);
+        }
+        if sel_type != SelectionType::Capture {
+            return Err(libc::EINVAL);
+        }
+        match target {
+            SelectionTarget::Crop => {
+                self.crop = self.adjust_crop(rect, flags)?;
+                Ok(self.crop)
+            }
+            // No scaler: the crop is composed into the whole frame, so
+            // COMPOSE can only be the full frame.
+            SelectionTarget::Compose => Ok(Self::full_rect(&self.fmt)),
+            _ => Err(libc::EINVAL),
+        }
     }
 
     fn querymenu(&mut self, _s: &Self::Session, id: u32, index: u32) -> IoctlResult<bindings::v4l2_querymenu> {

@@ -30,6 +30,8 @@ pub struct BackendOpts {
     pub frame_log: FrameLog,
     /// `--source-change-every` (capture; 0 = off).
     pub source_change_every: u32,
+    /// `--crop` (capture).
+    pub crop: bool,
 }
 
 pub fn make_backend(
@@ -39,7 +41,7 @@ pub fn make_backend(
     mem: SharedGuestMemory,
     opts: BackendOpts,
 ) -> Option<Box<dyn MediaBackend>> {
-    let BackendOpts { frame_log, source_change_every } = opts;
+    let BackendOpts { frame_log, source_change_every, crop } = opts;
     let guest = GuestMemMapper { mem };
     match name {
         "simple" => {
@@ -68,6 +70,9 @@ pub fn make_backend(
                 let mut dev = capture::CaptureDevice::new(common::DevCtx::new(shm.clone(), guest.clone(), events.clone()));
                 dev.frame_log = frame_log.clone();
                 dev.source_change_every = source_change_every;
+                if crop {
+                    dev.enable_crop();
+                }
                 dev
             });
             Some(Box::new(RunnerBackend::new(factory, config)))
