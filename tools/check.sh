@@ -105,8 +105,8 @@ if [ -f tools/virtio-media-vfu/Cargo.toml ]; then
 	done
 
 	# v4l2-compliance -s through the driver, on every backend.
-	for backend in simple capture output m2m; do
-		name=compliance-$backend
+	for backend in simple capture output m2m "capture --crop"; do
+		name=compliance-$(echo "$backend" | tr -s ' -' '-')
 		run_vfu "$name" "--device-id 42 --backend $backend" tools/vm/tests/compliance.sh "COMPLIANCE_ARGS=-s"
 		log=$results/$name/compliance.log
 		totals=$(grep '^Total for' "$log" 2>/dev/null | tail -n 1)
