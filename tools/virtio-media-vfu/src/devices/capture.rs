@@ -788,28 +788,11 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
     }
 
     fn g_ctrl(&mut self, _s: &Self::Session, id: u32) -> IoctlResult<bindings::v4l2_control> {
-        let i = self.ctrls.find(id).ok_or(libc::EINVAL)?;
-        let d = &self.ctrls.defs[i];
-        if d.is_payload() || d.type_ == CTRL_TYPE_CTRL_CLASS {
-            return Err(libc::EINVAL);
-        }
-        Ok(bindings::v4l2_control {
-            id,
-            value: self.ctrls.int(id) as i32,
-        })
+        g_ctrl(&self.ctrls, id)
     }
 
     fn s_ctrl(&mut self, s: &mut Self::Session, id: u32, value: i32) -> IoctlResult<bindings::v4l2_control> {
-        let i = self.ctrls.find(id).ok_or(libc::EINVAL)?;
-        if self.ctrls.defs[i].is_payload() {
-            return Err(libc::EINVAL);
-        }
-        let v = self.ctrls.validate(i, value as i64)?;
-        if self.ctrls.vals[i] != CtrlVal::Int(v) {
-            self.ctrls.vals[i] = CtrlVal::Int(v);
-            notify_ctrl(&mut self.ctx, &self.ctrls, i, Some(s.id));
-        }
-        Ok(bindings::v4l2_control { id, value: v as i32 })
+        s_ctrl(&mut self.ctx, &mut self.ctrls, s.id, id, value)
     }
 
     fn g_ext_ctrls(

@@ -864,6 +864,41 @@ impl Controls {
 
 /// Writes a v4l2_event for every session subscribed to control `id`
 /// (except `from` unless it asked for feedback).
+/// VIDIOC_G_CTRL: integer-valued controls only (payload and class
+/// controls need the extended ioctls).
+pub fn g_ctrl(ctrls: &Controls, id: u32) -> IoctlResult<bindings::v4l2_control> {
+    let i = ctrls.find(id).ok_or(libc::EINVAL)?;
+    let d = &ctrls.defs[i];
+    if d.is_payload() || d.type_ == CTRL_TYPE_CTRL_CLASS {
+        return Err(libc::EINVAL);
+    }
+    Ok(bindings::v4l2_control {
+        id,
+        value: ctrls.int(id) as i32,
+    })
+}
+
+/// VIDIOC_S_CTRL from `session`: validates, stores, and notifies the other
+/// subscribers when the value changed.
+pub fn s_ctrl(
+    ctx: &mut DevCtx,
+    ctrls: &mut Controls,
+    session: u32,
+    id: u32,
+    value: i32,
+) -> IoctlResult<bindings::v4l2_control> {
+    let i = ctrls.find(id).ok_or(libc::EINVAL)?;
+    if ctrls.defs[i].is_payload() {
+        return Err(libc::EINVAL);
+    }
+    let v = ctrls.validate(i, value as i64)?;
+    if ctrls.vals[i] != CtrlVal::Int(v) {
+        ctrls.vals[i] = CtrlVal::Int(v);
+        notify_ctrl(ctx, ctrls, i, Some(session));
+    }
+    Ok(bindings::v4l2_control { id, value: v as i32 })
+}
+
 pub fn notify_ctrl(ctx: &mut DevCtx, ctrls: &Controls, i: usize, from: Option<u32>) {
     let id = ctrls.defs[i].id;
     let targets: Vec<u32> = ctx
