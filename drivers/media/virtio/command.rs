@@ -10,7 +10,8 @@
 //! returns it, or when the queue is torn down after a device reset.
 
 use crate::{
-    protocol::{self, ResponseError},
+    pages::PinnedPages,
+    protocol::{self, ResponseError, SG_ENTRY_SIZE},
     virtqueue::{Chain, Virtqueue},
 };
 use kernel::{
@@ -307,6 +308,26 @@ impl CommandQueue {
         self.space.notify_all();
     }
 
+    /// Maps pinned user pages for the device; see [`Virtqueue::map_pages`].
+    pub(crate) fn map_pages(&self, pinned: &PinnedPages) -> Result<KVec<(u64, u32)>> {
+        let mut mapped = KVec::with_capacity(pinned.chunks().count(), GFP_KERNEL)?;
+        match Option::as_mut(&mut self.vq.lock()) {
+            Some(queue) => queue.map_pages(pinned, &mut mapped)?,
+            None => return Err(ENODEV),
+        }
+        Ok(mapped)
+    }
+
+    /// Undoes [`CommandQueue::map_pages`]. Once the queue is shut down the
+    /// device is reset and cannot reach the pages any more; the teardown
+    /// unmaps every buffer before that, so only a buffer whose file closed
+    /// while the device went away is left to its transport's teardown.
+    pub(crate) fn unmap_pages(&self, pinned: &PinnedPages, mapped: &[(u64, u32)]) {
+        if let Some(queue) = Option::as_mut(&mut self.vq.lock()) {
+            queue.unmap_pages(pinned, mapped);
+        }
+    }
+
     /// Called once the device is reset, before its queues are deleted:
     /// fails every command still queued and refuses new ones.
     pub(crate) fn shut_down(&self) {
@@ -326,9 +347,6 @@ impl CommandQueue {
         self.space.notify_all();
     }
 }
-
-/// Size of a `virtio_media_sg_entry`.
-const SG_ENTRY_SIZE: usize = core::mem::size_of::<crate::ffi::virtio_media_sg_entry>();
 
 /// Maps the command's memory and writes one SG entry per buffer into the
 /// request; on failure nothing stays mapped.

@@ -241,6 +241,8 @@ fn read_le64(bytes: &[u8], offset: usize) -> Option<u64> {
 pub(crate) const BUFFER_SIZE: usize = core::mem::size_of::<ffi::v4l2_buffer>();
 /// Size of `struct v4l2_plane` in the 64-bit wire layout.
 pub(crate) const PLANE_SIZE: usize = core::mem::size_of::<ffi::v4l2_plane>();
+/// Size of a `virtio_media_sg_entry`.
+pub(crate) const SG_ENTRY_SIZE: usize = core::mem::size_of::<ffi::virtio_media_sg_entry>();
 /// Most planes a buffer can have.
 pub(crate) const MAX_PLANES: usize = ffi::VIDEO_MAX_PLANES as usize;
 /// Size of `struct v4l2_event`.

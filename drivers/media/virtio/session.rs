@@ -7,11 +7,12 @@
 //! device cannot tell us synchronously (streaming, last buffer, failure).
 
 use crate::{
-    command::Wait,
+    command::{Response, Wait},
     ffi,
     ioctl,
     mmap::Mapping,
-    protocol::{self, get_u32, set_u32, BUFFER_SIZE, MAX_PLANES, PLANE_SIZE},
+    protocol::{self, get_u32, set_u32, BUFFER_SIZE, MAX_PLANES, PLANE_SIZE, SG_ENTRY_SIZE},
+    userptr::{GuestBuffer, HeldBuffers},
     v4l2::FileHandle,
     MediaDevice,
 };
@@ -47,7 +48,8 @@ const CTRLS_POINTER: usize = offset_of!(ffi::v4l2_ext_controls, controls);
 const CTRL_SIZE: usize = offset_of!(ffi::v4l2_ext_control, size);
 const CTRL_PTR: usize = offset_of!(ffi::v4l2_ext_control, __bindgen_anon_1);
 const CONTROL_SIZE: usize = core::mem::size_of::<ffi::v4l2_ext_control>();
-const SG_ENTRY_SIZE: usize = core::mem::size_of::<ffi::virtio_media_sg_entry>();
+const PLANE_M: usize = offset_of!(ffi::v4l2_plane, m);
+const PLANE_LENGTH: usize = offset_of!(ffi::v4l2_plane, length);
 /// Largest control payload the driver passes (the V4L2 core's own limit
 /// for a compound control's elements is far above any real device's).
 const MAX_CONTROL_PAYLOAD: u32 = 1 << 20;
@@ -57,11 +59,26 @@ const REQBUFS_MEMORY: usize = offset_of!(ffi::v4l2_requestbuffers, memory);
 const REQBUFS_CAPS: usize = offset_of!(ffi::v4l2_requestbuffers, capabilities);
 const CREATE_MEMORY: usize = offset_of!(ffi::v4l2_create_buffers, memory);
 const CREATE_CAPS: usize = offset_of!(ffi::v4l2_create_buffers, capabilities);
-/// Memory types this driver can describe to the device. USERPTR and
-/// DMABUF need guest pages passed as SG entries, which it does not do yet,
-/// so it refuses them and hides them from the capabilities.
-const UNSUPPORTED_MEMORY_CAPS: u32 =
-    ffi::V4L2_BUF_CAP_SUPPORTS_USERPTR | ffi::V4L2_BUF_CAP_SUPPORTS_DMABUF;
+const MEMORY_MMAP: u32 = ffi::v4l2_memory_V4L2_MEMORY_MMAP;
+const MEMORY_USERPTR: u32 = ffi::v4l2_memory_V4L2_MEMORY_USERPTR;
+
+/// Whether the driver passes USERPTR buffers to the device.
+fn userptr_enabled() -> bool {
+    crate::module_parameters::userptr.value()
+}
+
+/// The memory types a program may use: MMAP, and USERPTR unless turned
+/// off. DMABUF is not implemented.
+fn memory_supported(memory: u32) -> bool {
+    memory == MEMORY_MMAP || (memory == MEMORY_USERPTR && userptr_enabled())
+}
+
+/// Capability bits of memory types the device may support and the driver
+/// does not pass on.
+fn hidden_memory_caps() -> u32 {
+    let userptr = if userptr_enabled() { 0 } else { ffi::V4L2_BUF_CAP_SUPPORTS_USERPTR };
+    ffi::V4L2_BUF_CAP_SUPPORTS_DMABUF | userptr
+}
 const CREATE_INDEX: usize = offset_of!(ffi::v4l2_create_buffers, index);
 const CREATE_COUNT: usize = offset_of!(ffi::v4l2_create_buffers, count);
 const CREATE_TYPE: usize =
@@ -74,6 +91,13 @@ fn get_u64(bytes: &[u8], offset: usize) -> Option<u64> {
     let low = u64::from(get_u32(bytes, offset)?);
     let high = u64::from(get_u32(bytes, offset.checked_add(4)?)?);
     Some(low | (high << 32))
+}
+
+fn set_u64(bytes: &mut [u8], offset: usize, value: u64) {
+    if let Some(high) = offset.checked_add(4) {
+        set_u32(bytes, offset, value as u32);
+        set_u32(bytes, high, (value >> 32) as u32);
+    }
 }
 
 fn user_slice(ptr: u64, len: usize) -> Result<UserSlice> {
@@ -94,9 +118,75 @@ fn array_pointers(array: &[u8]) -> Result<KVec<(usize, u64)>> {
 /// Puts back the user pointers the device may have overwritten.
 fn restore_array_pointers(array: &mut [u8], pointers: &[(usize, u64)]) {
     for &(i, ptr) in pointers {
-        let at = i * CONTROL_SIZE + CTRL_PTR;
-        set_u32(array, at, ptr as u32);
-        set_u32(array, at + 4, (ptr >> 32) as u32);
+        set_u64(array, i * CONTROL_SIZE + CTRL_PTR, ptr);
+    }
+}
+
+/// Copies back what the device wrote of an ioctl's payload and trailer and
+/// returns its status with how many trailer bytes it wrote (the device
+/// sizes the trailer from the payload it returns: QUERYBUF may shrink the
+/// plane count) and the guest memory the command pointed at. The payload is
+/// copied back even on error when the device wrote it (an ioctl may update
+/// its argument and fail, e.g. the error index of S_EXT_CTRLS).
+fn read_response(
+    code: u32,
+    mut response: Response,
+    payload: &mut [u8],
+    trailer: &mut [u8],
+) -> Result<(usize, KVec<KVec<u8>>)> {
+    let memory = core::mem::take(&mut response.memory);
+    let status = response.status();
+    let mut trailer_written = 0;
+    if response.bytes.len() > protocol::IOCTL_RESP_SIZE {
+        let written = response.written();
+        match written.get(protocol::IOCTL_RESP_SIZE..) {
+            Some(body) if body.len() >= payload.len() => {
+                let (main, rest) = body.split_at(payload.len());
+                payload.copy_from_slice(main);
+                trailer_written = rest.len().min(trailer.len());
+                if let (Some(dst), Some(src)) = (trailer.get_mut(..trailer_written), rest.get(..trailer_written)) {
+                    dst.copy_from_slice(src);
+                }
+            }
+            _ if status.is_ok() => {
+                pr_err!(
+                    "ioctl {:#x}: device wrote {} bytes, at least {} expected\n",
+                    code,
+                    written.len(),
+                    protocol::IOCTL_RESP_SIZE + payload.len()
+                );
+                return Err(EIO);
+            }
+            _ => {}
+        }
+    }
+    status.map(|()| (trailer_written, memory))
+}
+
+/// The (user pointer, length) of each plane of a USERPTR buffer.
+fn user_planes(buf_type: u32, buf: &[u8], planes: &[u8]) -> Result<KVec<(u64, u32)>> {
+    let mut user = KVec::new();
+    if is_multiplanar(buf_type) {
+        let count = usize::try_from(get_u32(buf, BUF_LENGTH).ok_or(EINVAL)?)?;
+        for plane in planes.chunks_exact(PLANE_SIZE).take(count.min(MAX_PLANES)) {
+            let ptr = get_u64(plane, PLANE_M).ok_or(EINVAL)?;
+            user.push((ptr, get_u32(plane, PLANE_LENGTH).ok_or(EINVAL)?), GFP_KERNEL)?;
+        }
+    } else {
+        user.push((get_u64(buf, BUF_M).ok_or(EINVAL)?, get_u32(buf, BUF_LENGTH).ok_or(EINVAL)?), GFP_KERNEL)?;
+    }
+    Ok(user)
+}
+
+/// Writes the program's plane pointers into a buffer the device returned
+/// or described.
+fn put_user_pointers(buf_type: u32, buf: &mut [u8], planes: &mut [u8], pointers: &[u64]) {
+    if is_multiplanar(buf_type) {
+        for (plane, ptr) in planes.chunks_exact_mut(PLANE_SIZE).zip(pointers) {
+            set_u64(plane, PLANE_M, *ptr);
+        }
+    } else if let Some(ptr) = pointers.first() {
+        set_u64(buf, BUF_M, *ptr);
     }
 }
 
@@ -195,12 +285,18 @@ pub(crate) enum BadEvent {
     BufferType(u32),
     BufferIndex { index: u32, allocated: u32 },
     PlaneCount(u32),
+    /// A USERPTR buffer the session has not queued.
+    NotQueued(u32),
     NotReady,
 }
 
 #[derive(Default)]
 struct State {
     queues: [QueueState; 2],
+    /// USERPTR buffers the device holds.
+    held: HeldBuffers<GuestBuffer>,
+    /// The device was reset: it holds no buffer any more.
+    device_reset: bool,
     /// The device reported an ERROR: it closed the session.
     failed: Option<u32>,
     /// The file handle is set up: events may be queued on it.
@@ -284,13 +380,26 @@ impl Session {
             state.failed
         };
         self.waiters.notify_all();
-        if failed.is_some() || self.dev.is_gone() {
-            return;
+        if failed.is_none() && !self.dev.is_gone() {
+            if let Err(e) = self.dev.close_session(self.id) {
+                // The device may keep state for it; ours is released anyway,
+                // but for pages it may still write into.
+                let mut held = KVec::new();
+                self.state.lock().held.take_where(|_| true, &mut held);
+                pr_warn!(
+                    "CLOSE of session {} failed ({:?}); its memory is freed, but for {} USERPTR buffers left pinned\n",
+                    self.id,
+                    e,
+                    held.len()
+                );
+                for buffer in held.drain_all() {
+                    buffer.abandon();
+                }
+                return;
+            }
         }
-        if let Err(e) = self.dev.close_session(self.id) {
-            // The device may keep state for it; ours is released anyway.
-            pr_warn!("CLOSE of session {} failed ({:?}); its memory is freed anyway\n", self.id, e);
-        }
+        // Closed (or failed, or reset): the device holds none of its buffers.
+        self.release_held();
     }
 
     pub(crate) fn file_handle(&self) -> &FileHandle {
@@ -344,7 +453,7 @@ impl Session {
             _ => None,
         };
         if let Some((memory, _)) = memory_field {
-            if get_u32(payload, memory) != Some(ffi::v4l2_memory_V4L2_MEMORY_MMAP) {
+            if !get_u32(payload, memory).is_some_and(memory_supported) {
                 return Err(EINVAL);
             }
         }
@@ -363,7 +472,7 @@ impl Session {
         }
         if let Some((_, caps)) = memory_field {
             if let Some(value) = get_u32(payload, caps) {
-                set_u32(payload, caps, value & !UNSUPPORTED_MEMORY_CAPS);
+                set_u32(payload, caps, value & !hidden_memory_caps());
             }
         }
         result?;
@@ -371,11 +480,8 @@ impl Session {
         Ok(())
     }
 
-    /// Sends the ioctl and copies back what the device wrote; returns how
-    /// many trailer bytes it wrote (the device sizes the trailer from the
-    /// payload it returns: QUERYBUF may shrink the plane count). The payload
-    /// is copied back even on error when the device wrote it (an ioctl may
-    /// update its argument and fail, e.g. the error index of S_EXT_CTRLS).
+    /// Sends the ioctl and copies back what the device wrote (see
+    /// [`read_response`]); returns how many trailer bytes it wrote.
     fn transact(&self, code: u32, payload: &mut [u8], trailer: &mut [u8]) -> Result<usize> {
         self.exchange(code, payload, trailer, KVec::new()).map(|(written, _)| written)
     }
@@ -390,64 +496,49 @@ impl Session {
         trailer: &mut [u8],
         memory: KVec<KVec<u8>>,
     ) -> Result<(usize, KVec<KVec<u8>>)> {
+        let response = self.send_ioctl(code, payload, trailer, &[], memory, Wait::Interruptible)?;
+        read_response(code, response, payload, trailer)
+    }
+
+    /// Sends an ioctl: `payload` and `trailer` go both ways, `sg_entries`
+    /// and the SG entries of `memory` only to the device. `Err` when the
+    /// device did not answer; its answer may still be an error.
+    fn send_ioctl(
+        &self,
+        code: u32,
+        payload: &[u8],
+        trailer: &[u8],
+        sg_entries: &[u8],
+        memory: KVec<KVec<u8>>,
+        wait: Wait,
+    ) -> Result<Response> {
         let sg_len = memory.len().checked_mul(SG_ENTRY_SIZE).ok_or(EINVAL)?;
-        let mut request_trailer = KVec::with_capacity(trailer.len() + sg_len, GFP_KERNEL)?;
-        request_trailer.extend_from_slice(trailer, GFP_KERNEL)?;
-        request_trailer.resize(trailer.len() + sg_len, 0, GFP_KERNEL)?;
-        let request = protocol::ioctl_request(self.id, code, payload, &request_trailer)?;
-        let sg_offset = protocol::IOCTL_CMD_SIZE + payload.len() + trailer.len();
         let body = payload.len().checked_add(trailer.len()).ok_or(EINVAL)?;
+        let extra = sg_entries.len().checked_add(sg_len).ok_or(EINVAL)?;
+        let mut request_trailer = KVec::with_capacity(trailer.len().checked_add(extra).ok_or(EINVAL)?, GFP_KERNEL)?;
+        request_trailer.extend_from_slice(trailer, GFP_KERNEL)?;
+        request_trailer.extend_from_slice(sg_entries, GFP_KERNEL)?;
+        request_trailer.resize(trailer.len() + extra, 0, GFP_KERNEL)?;
+        let request = protocol::ioctl_request(self.id, code, payload, &request_trailer)?;
+        let sg_offset = protocol::IOCTL_CMD_SIZE + body + sg_entries.len();
         let response_len = protocol::ioctl_response_size(code, body)?;
-        let mut response = self.dev.commandq().send_with_memory(
-            request,
-            response_len,
-            Wait::Interruptible,
-            memory,
-            sg_offset,
-        )?;
-        let memory = core::mem::take(&mut response.memory);
-        let status = response.status();
-        let mut trailer_written = 0;
-        if response_len > protocol::IOCTL_RESP_SIZE {
-            let written = response.written();
-            match written.get(protocol::IOCTL_RESP_SIZE..) {
-                Some(body) if body.len() >= payload.len() => {
-                    let (main, rest) = body.split_at(payload.len());
-                    payload.copy_from_slice(main);
-                    trailer_written = rest.len().min(trailer.len());
-                    if let (Some(dst), Some(src)) =
-                        (trailer.get_mut(..trailer_written), rest.get(..trailer_written))
-                    {
-                        dst.copy_from_slice(src);
-                    }
-                }
-                _ if status.is_ok() => {
-                    pr_err!(
-                        "ioctl {:#x}: device wrote {} bytes, at least {} expected\n",
-                        code,
-                        written.len(),
-                        protocol::IOCTL_RESP_SIZE + payload.len()
-                    );
-                    return Err(EIO);
-                }
-                _ => {}
-            }
-        }
-        status.map(|()| (trailer_written, memory))
+        self.dev.commandq().send_with_memory(request, response_len, wait, memory, sg_offset)
     }
 
     fn buffer_ioctl(&self, code: u32, buf: &mut [u8], planes: &mut [u8]) -> Result {
         let buf_type = get_u32(buf, BUF_TYPE).ok_or(EINVAL)?;
         let memory = get_u32(buf, BUF_MEMORY).ok_or(EINVAL)?;
-        if code != ioctl::VIDIOC_QUERYBUF && memory != ffi::v4l2_memory_V4L2_MEMORY_MMAP {
-            // USERPTR and DMABUF need guest pages described to the device,
-            // which this driver does not do yet.
+        if code != ioctl::VIDIOC_QUERYBUF && !memory_supported(memory) {
             return Err(EINVAL);
         }
         let mut pointer = [0u8; POINTER_SIZE];
         pointer.copy_from_slice(buf.get(BUF_M..BUF_M + POINTER_SIZE).ok_or(EINVAL)?);
         let length = get_u32(buf, BUF_LENGTH).ok_or(EINVAL)?;
-        let result = self.transact(code, buf, planes);
+        let result = if memory == MEMORY_USERPTR && code != ioctl::VIDIOC_QUERYBUF {
+            self.queue_user_buffer(code, buf_type, buf, planes)
+        } else {
+            self.transact(code, buf, planes)
+        };
         if is_multiplanar(buf_type) {
             // Whatever the device wrote, the planes pointer is the kernel's
             // copy, the array cannot grow, and the planes it reports must be
@@ -463,7 +554,50 @@ impl Session {
                 return Err(EIO);
             }
         }
+        if get_u32(buf, BUF_MEMORY) == Some(MEMORY_USERPTR) {
+            // The device does not know the program's pointers (it must
+            // return them unchanged, but need not for QUERYBUF).
+            if let Some(kind) = queue_of(buf_type) {
+                let index = get_u32(buf, BUF_INDEX).unwrap_or(u32::MAX);
+                let state = self.state.lock();
+                if let Some(pointers) = state.held.pointers(kind, index) {
+                    put_user_pointers(buf_type, buf, planes, pointers);
+                }
+            }
+        }
         result.map(|_| ())
+    }
+
+    /// QBUF or PREPARE_BUF of a USERPTR buffer: its pages are pinned and
+    /// mapped, described to the device after the planes, and held until
+    /// the device returns the buffer or the queue stops.
+    fn queue_user_buffer(&self, code: u32, buf_type: u32, buf: &mut [u8], planes: &mut [u8]) -> Result<usize> {
+        let kind = queue_of(buf_type).ok_or(EINVAL)?;
+        let index = get_u32(buf, BUF_INDEX).ok_or(EINVAL)?;
+        let user_planes = user_planes(buf_type, buf, planes)?;
+        let memory = GuestBuffer::new(self.dev.clone(), &user_planes, kind == QueueKind::Capture)?;
+        let sg_entries = memory.sg_entries()?;
+        let mut pointers = KVec::with_capacity(user_planes.len(), GFP_KERNEL)?;
+        for (ptr, _) in user_planes.iter() {
+            pointers.push(*ptr, GFP_KERNEL)?;
+        }
+        let mut state = self.state.lock();
+        if state.device_reset || state.closed {
+            return Err(ENODEV);
+        }
+        let prepare = code == ioctl::VIDIOC_PREPARE_BUF;
+        let (serial, replaced) = state.held.insert(kind, index, prepare, pointers, memory)?;
+        drop(state);
+        drop(replaced);
+        // Uninterruptible: a QBUF the device may still be handling must
+        // keep its pages, so only the device's own answer releases them.
+        let response = self.send_ioctl(code, buf, planes, &sg_entries, KVec::new(), Wait::Uninterruptible)?;
+        let result = read_response(code, response, buf, planes).map(|(written, _)| written);
+        if result.is_err() {
+            let refused = self.state.lock().held.remove_serial(serial);
+            drop(refused);
+        }
+        result
     }
 
     fn controls_ioctl(&self, code: u32, ctrls: &mut [u8], array: &mut [u8]) -> Result {
@@ -539,11 +673,14 @@ impl Session {
             // them survives into the next stream.
             self.dev.drain_events();
         }
+        let mut released = KVec::new();
         let mut state = self.state.lock();
         match code {
             ioctl::VIDIOC_REQBUFS => {
                 let kind = get_u32(payload, REQBUFS_TYPE).and_then(queue_of);
                 if let (Some(kind), Some(count)) = (kind, get_u32(payload, REQBUFS_COUNT)) {
+                    // The device freed the queue's buffers.
+                    state.held.take_where(|k| k == kind, &mut released);
                     let queue = state.queue(kind);
                     queue.num_buffers = count;
                     if count == 0 {
@@ -570,6 +707,8 @@ impl Session {
             }
             ioctl::VIDIOC_STREAMOFF => {
                 if let Some(kind) = get_u32(payload, 0).and_then(queue_of) {
+                    // The device gave every buffer of the queue back.
+                    state.held.take_where(|k| k == kind, &mut released);
                     state.queue(kind).stop();
                 }
             }
@@ -582,6 +721,7 @@ impl Session {
             _ => return,
         }
         drop(state);
+        drop(released);
         // STREAMOFF and REQBUFS(0) end blocked DQBUFs.
         self.waiters.notify_all();
     }
@@ -649,7 +789,21 @@ impl Session {
         done.buffer.copy_from_slice(buffer.get(..BUFFER_SIZE).ok_or(BadEvent::BufferType(buf_type))?);
         done.planes
             .copy_from_slice(planes.get(..PLANE_SIZE * MAX_PLANES).ok_or(BadEvent::PlaneCount(0))?);
-        self.state.lock().queue(kind).accept(done)?;
+        let mut state = self.state.lock();
+        let mut released = None;
+        if get_u32(buffer, BUF_MEMORY) == Some(MEMORY_USERPTR) {
+            let index = get_u32(buffer, BUF_INDEX).unwrap_or(u32::MAX);
+            let held = state.held.take(kind, index).ok_or(BadEvent::NotQueued(index))?;
+            let DoneBuffer { buffer, planes } = &mut *done;
+            put_user_pointers(buf_type, buffer, planes, &held.pointers);
+            released = Some(held);
+        }
+        let accepted = state.queue(kind).accept(done);
+        drop(state);
+        // The device is done with the pages: unmapped and unpinned here,
+        // outside the session's lock.
+        drop(released);
+        accepted?;
         self.waiters.notify_all();
         Ok(())
     }
@@ -673,6 +827,19 @@ impl Session {
     /// The device went away: wake everything that waits on it.
     pub(crate) fn device_gone(&self) {
         self.waiters.notify_all();
+    }
+
+    /// The device was reset and holds no buffer: release the USERPTR pages
+    /// (while the commandq can still unmap them) and refuse new ones.
+    pub(crate) fn device_reset(&self) {
+        self.state.lock().device_reset = true;
+        self.release_held();
+    }
+
+    fn release_held(&self) {
+        let mut released = KVec::new();
+        self.state.lock().held.take_where(|_| true, &mut released);
+        drop(released);
     }
 
     /// `poll()`, as vb2 answers it: for each queue the caller asked about,

@@ -21,10 +21,12 @@ mod events;
 mod ffi;
 mod ioctl;
 mod mmap;
+mod pages;
 mod protocol;
 mod session;
 mod v4l2;
 mod virtio;
+mod userptr;
 mod virtqueue;
 
 use command::{CommandQueue, Wait};
@@ -40,6 +42,12 @@ module! {
     authors: ["virtio-media-rs developers"],
     description: "Virtio-media driver: V4L2 devices provided by the host",
     license: "GPL",
+    params: {
+        userptr: bool {
+            default: true,
+            description: "Pass USERPTR buffers to devices that support them (pins their pages)",
+        },
+    },
 }
 
 /// Per-device state, shared by the bus binding, the video node (until the
@@ -322,6 +330,11 @@ impl VirtioMediaDriver {
     /// reclaim buffers, delete the queues.
     fn teardown(vdev: &virtio::Device, dev: &MediaDevice) {
         vdev.reset();
+        // The device holds no buffer any more: unmap and unpin the USERPTR
+        // pages while the commandq can still unmap them.
+        for session in dev.sessions.lock().values() {
+            session.device_reset();
+        }
         dev.commandq.shut_down();
         dev.eventq.shut_down();
         vdev.del_vqs::<MediaDevice>();

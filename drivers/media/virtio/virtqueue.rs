@@ -8,7 +8,7 @@
 //! closed), the memory the device writes into stays allocated until the
 //! device is done with it.
 
-use crate::ffi;
+use crate::{ffi, pages::PinnedPages};
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::prelude::*;
 
@@ -173,5 +173,51 @@ impl<T: Chain> Virtqueue<T> {
                 0,
             )
         };
+    }
+
+    /// Maps pinned user pages for the device, page by page, appending the
+    /// device address and length of each to `mapped`, which must have room
+    /// for them (this runs under the queue's spinlock: no allocation). The
+    /// pages must stay pinned until [`Virtqueue::unmap_pages`] undoes this.
+    pub(crate) fn map_pages(&mut self, pinned: &PinnedPages, mapped: &mut KVec<(u64, u32)>) -> Result {
+        let dir = dma_direction(pinned);
+        for (page, offset, len) in pinned.chunks() {
+            // SAFETY: `self.vq` is live; `page` is pinned by `pinned` and
+            // `offset + len` is within it.
+            let addr = unsafe { ffi::virtio_media_map_page(self.vq.as_ptr(), page.as_ptr(), offset, len, dir) };
+            // SAFETY: `self.vq` is live; `addr` came from it.
+            let failed = unsafe { ffi::virtqueue_map_mapping_error(self.vq.as_ptr(), addr) } != 0;
+            // A chunk is at most a page, so its length fits.
+            if failed || mapped.push_within_capacity((addr, len as u32)).is_err() {
+                if !failed {
+                    // SAFETY: As above: `addr` is the mapping just made.
+                    unsafe { ffi::virtqueue_unmap_single_attrs(self.vq.as_ptr(), addr, len, dir, 0) };
+                }
+                self.unmap_pages(pinned, mapped);
+                mapped.clear();
+                return Err(ENOMEM);
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Virtqueue::map_pages`] once the device is done with them.
+    pub(crate) fn unmap_pages(&mut self, pinned: &PinnedPages, mapped: &[(u64, u32)]) {
+        let dir = dma_direction(pinned);
+        for &(addr, len) in mapped {
+            // SAFETY: `self.vq` is live and `addr`/`len` describe a mapping
+            // `map_pages` made on it.
+            unsafe {
+                ffi::virtqueue_unmap_single_attrs(self.vq.as_ptr(), addr, len as usize, dir, 0)
+            };
+        }
+    }
+}
+
+fn dma_direction(pinned: &PinnedPages) -> ffi::dma_data_direction {
+    if pinned.device_writes() {
+        ffi::dma_data_direction::DMA_FROM_DEVICE
+    } else {
+        ffi::dma_data_direction::DMA_TO_DEVICE
     }
 }

@@ -109,3 +109,14 @@ struct workqueue_struct *virtio_media_alloc_workqueue(void)
 {
 	return alloc_workqueue("virtio_media", WQ_UNBOUND | WQ_HIGHPRI | WQ_MEM_RECLAIM, 0);
 }
+
+/*
+ * virtqueue_map_single_attrs() is what knows whether this transport goes
+ * through the DMA API or wants physical addresses; it takes a linear-map
+ * address, which every page has as the driver does not build with HIGHMEM.
+ */
+dma_addr_t virtio_media_map_page(struct virtqueue *vq, struct page *page, size_t offset,
+				 size_t len, enum dma_data_direction dir)
+{
+	return virtqueue_map_single_attrs(vq, page_address(page) + offset, len, dir, 0);
+}

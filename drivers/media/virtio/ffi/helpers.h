@@ -8,6 +8,7 @@
 
 #include <linux/types.h>
 #include <linux/virtio_config.h>
+#include <linux/dma-direction.h>
 
 int virtio_media_register_driver(struct virtio_driver *drv);
 void virtio_media_unregister_driver(struct virtio_driver *drv);
@@ -39,6 +40,10 @@ bool virtio_media_vma_writable(struct vm_area_struct *vma);
 void *virtio_media_vma_private(struct vm_area_struct *vma);
 int virtio_media_vma_map(struct vm_area_struct *vma, u64 phys,
 			 const struct vm_operations_struct *ops, void *private_data);
+
+struct page;
+dma_addr_t virtio_media_map_page(struct virtqueue *vq, struct page *page, size_t offset,
+				 size_t len, enum dma_data_direction dir);
 
 struct workqueue_struct;
 struct workqueue_struct *virtio_media_alloc_workqueue(void);

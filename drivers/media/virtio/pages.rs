@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! User pages pinned for the device: the memory of a USERPTR buffer.
+//!
+//! Pinned with `FOLL_LONGTERM`, as the device may hold them for as long as
+//! a program leaves a buffer queued; unpinned (and marked dirty when the
+//! device may have written them) when dropped.
+
+use crate::ffi;
+use core::ptr::NonNull;
+use kernel::{page::PAGE_SIZE, prelude::*};
+
+/// Largest buffer plane a program may pin, a bound on what one QBUF makes
+/// the kernel allocate and pin (a 4K RGBA frame is 32 MiB).
+pub(crate) const MAX_PINNED_LEN: usize = 64 << 20;
+
+/// A range of user memory, pinned.
+///
+/// # Invariants
+///
+/// Every entry of `pages` is a page pinned by `pin_user_pages_fast` and not
+/// yet unpinned; `offset + len` bytes fit in them.
+pub(crate) struct PinnedPages {
+    pages: KVec<NonNull<ffi::page>>,
+    /// Offset of the range in its first page.
+    offset: usize,
+    len: usize,
+    device_writes: bool,
+}
+
+// SAFETY: Pinned pages are not tied to the task that pinned them: they may
+// be used and unpinned from any thread.
+unsafe impl Send for PinnedPages {}
+// SAFETY: Shared references only read the page pointers.
+unsafe impl Sync for PinnedPages {}
+
+impl PinnedPages {
+    /// Pins `len` bytes of the caller's memory at `addr`, for writing when
+    /// `device_writes`.
+    pub(crate) fn pin(addr: u64, len: usize, device_writes: bool) -> Result<Self> {
+        let addr = usize::try_from(addr)?;
+        if len == 0 || len > MAX_PINNED_LEN {
+            return Err(EINVAL);
+        }
+        let offset = addr % PAGE_SIZE;
+        let first = addr - offset;
+        let end = addr.checked_add(len).ok_or(EFAULT)?;
+        let count = (end - first).div_ceil(PAGE_SIZE);
+        let mut raw: KVec<*mut ffi::page> = KVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL)?;
+        let mut flags = ffi::FOLL_LONGTERM;
+        if device_writes {
+            flags |= ffi::FOLL_WRITE;
+        }
+        let mut pinned = 0usize;
+        let mut error = None;
+        while pinned < count {
+            let Some(slots) = raw.get_mut(pinned..) else {
+                break;
+            };
+            // Bounded by MAX_PINNED_LEN / PAGE_SIZE, so it fits.
+            let want = slots.len() as i32;
+            // SAFETY: `slots` has room for `want` page pointers; the user
+            // range is checked by the callee.
+            let ret = unsafe {
+                ffi::pin_user_pages_fast(first + pinned * PAGE_SIZE, want, flags, slots.as_mut_ptr())
+            };
+            match usize::try_from(ret) {
+                Ok(0) => {
+                    error = Some(EFAULT);
+                    break;
+                }
+                Ok(n) => pinned += n.min(want as usize),
+                Err(_) => {
+                    error = Some(Error::from_errno(ret));
+                    break;
+                }
+            }
+        }
+        let mut pages = KVec::with_capacity(pinned, GFP_KERNEL);
+        if let Ok(pages) = pages.as_mut() {
+            for page in raw.iter().take(pinned).filter_map(|p| NonNull::new(*p)) {
+                // Cannot fail: the capacity is reserved.
+                let _ = pages.push(page, GFP_KERNEL);
+            }
+        }
+        let this = match pages {
+            Ok(pages) => Self {
+                pages,
+                offset,
+                len,
+                device_writes,
+            },
+            Err(e) => {
+                // SAFETY: The first `pinned` entries of `raw` were pinned
+                // above and nothing else holds them.
+                unsafe { ffi::unpin_user_pages(raw.as_mut_ptr(), pinned) };
+                return Err(e.into());
+            }
+        };
+        // INVARIANT: `pages` holds the pages pinned above; dropping `this`
+        // unpins them if the range is incomplete.
+        match error {
+            Some(e) => Err(e),
+            None if this.pages.len() == count => Ok(this),
+            None => Err(EFAULT),
+        }
+    }
+
+    /// Whether the device may write into the range.
+    pub(crate) fn device_writes(&self) -> bool {
+        self.device_writes
+    }
+
+    /// The range, page by page: (page, offset in it, length).
+    pub(crate) fn chunks(&self) -> impl Iterator<Item = (NonNull<ffi::page>, usize, usize)> + '_ {
+        let mut remaining = self.len;
+        let mut offset = self.offset;
+        self.pages.iter().map(move |page| {
+            let len = (PAGE_SIZE - offset).min(remaining);
+            let chunk = (*page, offset, len);
+            remaining -= len;
+            offset = 0;
+            chunk
+        })
+    }
+}
+
+impl Drop for PinnedPages {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant, `pages` are pinned by us and still
+        // pinned; `NonNull<page>` has the layout of `*mut page`.
+        unsafe {
+            ffi::unpin_user_pages_dirty_lock(
+                self.pages.as_mut_ptr().cast(),
+                self.pages.len(),
+                self.device_writes,
+            )
+        };
+    }
+}

@@ -1,0 +1,267 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! USERPTR buffers: the program's pages, pinned and mapped for the device
+//! from QBUF until the buffer comes back, described to it as
+//! `virtio_media_sg_entry` lists.
+
+use crate::{pages::PinnedPages, protocol::SG_ENTRY_SIZE, session::QueueKind, MediaDevice};
+use kernel::{prelude::*, sync::Arc};
+
+/// One plane of a USERPTR buffer as the device sees it.
+struct Plane {
+    pinned: PinnedPages,
+    /// Device address and length of each page, in order.
+    mapped: KVec<(u64, u32)>,
+}
+
+/// The memory of one USERPTR buffer while the device may use it.
+///
+/// Dropping it unmaps the pages for the device and unpins them; so it must
+/// only be dropped once the device is done with the buffer (it returned
+/// it, the queue was stopped or freed, or the device was reset).
+pub(crate) struct GuestBuffer {
+    dev: Arc<MediaDevice>,
+    planes: KVec<Plane>,
+}
+
+impl GuestBuffer {
+    /// Pins and maps the planes `(user address, length)`; zero-length
+    /// planes carry no memory, as the device expects.
+    pub(crate) fn new(dev: Arc<MediaDevice>, planes: &[(u64, u32)], device_writes: bool) -> Result<Self> {
+        let mut this = Self {
+            dev,
+            planes: KVec::with_capacity(planes.len(), GFP_KERNEL)?,
+        };
+        for &(addr, len) in planes.iter().filter(|(_, len)| *len > 0) {
+            let pinned = PinnedPages::pin(addr, usize::try_from(len)?, device_writes).inspect_err(|e| {
+                pr_debug!("USERPTR {:#x}+{:#x} cannot be pinned: {:?}\n", addr, len, e);
+            })?;
+            let mapped = this.dev.commandq().map_pages(&pinned)?;
+            this.planes.push(Plane { pinned, mapped }, GFP_KERNEL)?;
+        }
+        Ok(this)
+    }
+
+    /// The SG entries of every plane, in order, contiguous pages merged.
+    pub(crate) fn sg_entries(&self) -> Result<KVec<u8>> {
+        let mut entries = KVec::new();
+        for plane in self.planes.iter() {
+            for (addr, len) in merge(&plane.mapped)? {
+                let mut entry = [0u8; SG_ENTRY_SIZE];
+                entry[..8].copy_from_slice(&addr.to_le_bytes());
+                entry[8..12].copy_from_slice(&len.to_le_bytes());
+                entries.extend_from_slice(&entry, GFP_KERNEL)?;
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Leaves the pages pinned and mapped for good: for a device that may
+    /// still write into them and cannot be told to stop.
+    pub(crate) fn abandon(mut self) {
+        core::mem::forget(core::mem::take(&mut self.planes));
+    }
+}
+
+impl Drop for GuestBuffer {
+    fn drop(&mut self) {
+        for plane in self.planes.iter() {
+            self.dev.commandq().unmap_pages(&plane.pinned, &plane.mapped);
+        }
+        // The planes drop next, which unpins the pages.
+    }
+}
+
+/// A USERPTR buffer the device holds (queued) or has prepared.
+pub(crate) struct Held<M> {
+    kind: QueueKind,
+    index: u32,
+    serial: u64,
+    prepared_only: bool,
+    /// The program's pointer of each plane, given back on DQBUF.
+    pub(crate) pointers: KVec<u64>,
+    memory: M,
+}
+
+/// The USERPTR buffers of one session the device may be using, at most
+/// one per queue and index. `M` is their memory ([`GuestBuffer`]).
+pub(crate) struct HeldBuffers<M> {
+    held: KVec<Held<M>>,
+    next_serial: u64,
+}
+
+impl<M> Default for HeldBuffers<M> {
+    fn default() -> Self {
+        Self {
+            held: KVec::new(),
+            next_serial: 0,
+        }
+    }
+}
+
+impl<M> HeldBuffers<M> {
+    fn position(&self, kind: QueueKind, index: u32) -> Option<usize> {
+        self.held.iter().position(|h| h.kind == kind && h.index == index)
+    }
+
+    /// Records a buffer handed to the device by QBUF, or by PREPARE_BUF
+    /// (`prepared_only`). A buffer the device holds already cannot be
+    /// queued again (`EINVAL`, as vb2 says); a prepared one is replaced and
+    /// given back. Returns a serial that names the new entry.
+    pub(crate) fn insert(
+        &mut self,
+        kind: QueueKind,
+        index: u32,
+        prepared_only: bool,
+        pointers: KVec<u64>,
+        memory: M,
+    ) -> Result<(u64, Option<Held<M>>)> {
+        let replaced = match self.position(kind, index) {
+            Some(i) if self.held.get(i).is_some_and(|h| h.prepared_only) => self.held.remove(i).ok(),
+            Some(_) => return Err(EINVAL),
+            None => None,
+        };
+        let serial = self.next_serial;
+        self.next_serial = self.next_serial.wrapping_add(1);
+        self.held.push(
+            Held {
+                kind,
+                index,
+                serial,
+                prepared_only,
+                pointers,
+                memory,
+            },
+            GFP_KERNEL,
+        )?;
+        Ok((serial, replaced))
+    }
+
+    /// Takes back the entry `insert` returned `serial` for, if still held.
+    pub(crate) fn remove_serial(&mut self, serial: u64) -> Option<Held<M>> {
+        let i = self.held.iter().position(|h| h.serial == serial)?;
+        self.held.remove(i).ok()
+    }
+
+    /// The device returned buffer `index` of `kind`.
+    pub(crate) fn take(&mut self, kind: QueueKind, index: u32) -> Option<Held<M>> {
+        let i = self.position(kind, index)?;
+        self.held.remove(i).ok()
+    }
+
+    /// The user pointers of a held buffer (for QUERYBUF).
+    pub(crate) fn pointers(&self, kind: QueueKind, index: u32) -> Option<&[u64]> {
+        let i = self.position(kind, index)?;
+        self.held.get(i).map(|h| h.pointers.as_slice())
+    }
+
+    /// Moves every entry `which` accepts into `into` (to drop outside the
+    /// session's lock); those `into` has no room for stay.
+    pub(crate) fn take_where(&mut self, which: impl Fn(QueueKind) -> bool, into: &mut KVec<Held<M>>) {
+        let mut i = 0;
+        while let Some(h) = self.held.get(i) {
+            if which(h.kind) && into.reserve(1, GFP_KERNEL).is_ok() {
+                if let Ok(h) = self.held.remove(i) {
+                    let _ = into.push(h, GFP_KERNEL);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Number of buffers held.
+    pub(crate) fn len(&self) -> usize {
+        self.held.len()
+    }
+}
+
+impl Held<GuestBuffer> {
+    /// See [`GuestBuffer::abandon`].
+    pub(crate) fn abandon(self) {
+        self.memory.abandon();
+    }
+}
+
+/// Merges device ranges that follow each other into one SG entry each.
+fn merge(ranges: &[(u64, u32)]) -> Result<KVec<(u64, u32)>> {
+    let mut merged: KVec<(u64, u32)> = KVec::new();
+    for &(addr, len) in ranges {
+        if let Some(last) = merged.last_mut() {
+            let follows = last.0.checked_add(u64::from(last.1)) == Some(addr);
+            if let (true, Some(sum)) = (follows, last.1.checked_add(len)) {
+                last.1 = sum;
+                continue;
+            }
+        }
+        merged.push((addr, len), GFP_KERNEL)?;
+    }
+    Ok(merged)
+}
+
+#[kunit_tests(virtio_media_userptr)]
+mod tests {
+    use super::*;
+
+    fn pointers(p: &[u64]) -> KVec<u64> {
+        let mut v = KVec::new();
+        v.extend_from_slice(p, GFP_KERNEL).expect("allocation");
+        v
+    }
+
+    #[test]
+    fn a_buffer_is_held_once_until_returned() {
+        let mut held = HeldBuffers::<u32>::default();
+        let (first, none) = held.insert(QueueKind::Capture, 1, false, pointers(&[0x1000]), 10).expect("insert");
+        assert!(none.is_none());
+        // Queued again before it came back: refused, the first one kept.
+        assert_eq!(held.insert(QueueKind::Capture, 1, false, pointers(&[0x2000]), 11).err(), Some(EINVAL));
+        // The same index on the other queue is another buffer.
+        let (other, _) = held.insert(QueueKind::Output, 1, false, pointers(&[0x3000]), 12).expect("insert");
+        assert_ne!(first, other);
+        assert_eq!(held.pointers(QueueKind::Capture, 1), Some(&[0x1000u64][..]));
+        let back = held.take(QueueKind::Capture, 1).expect("held");
+        assert_eq!((back.memory, back.pointers.as_slice()), (10, &[0x1000u64][..]));
+        assert!(held.take(QueueKind::Capture, 1).is_none());
+        assert!(held.remove_serial(first).is_none());
+        assert_eq!(held.remove_serial(other).map(|h| h.memory), Some(12));
+        assert_eq!(held.len(), 0);
+    }
+
+    #[test]
+    fn prepared_buffers_are_replaced_and_queues_released_apart() {
+        let mut held = HeldBuffers::<u32>::default();
+        held.insert(QueueKind::Capture, 0, true, pointers(&[1]), 1).expect("prepare");
+        let (_, replaced) = held.insert(QueueKind::Capture, 0, false, pointers(&[2]), 2).expect("queue");
+        assert_eq!(replaced.map(|h| h.memory), Some(1));
+        held.insert(QueueKind::Capture, 3, false, pointers(&[3]), 3).expect("queue");
+        held.insert(QueueKind::Output, 0, false, pointers(&[4]), 4).expect("queue");
+        let mut released = KVec::new();
+        held.take_where(|kind| kind == QueueKind::Capture, &mut released);
+        assert_eq!(released.len(), 2);
+        assert_eq!(held.len(), 1);
+        held.take_where(|_| true, &mut released);
+        assert_eq!(released.len(), 3);
+        assert_eq!(held.len(), 0);
+    }
+
+    #[test]
+    fn contiguous_pages_become_one_entry() {
+        let pages = [(0x1000, 0x800), (0x1800, 0x800), (0x2000, 0x1000), (0x8000, 0x1000), (0x9000, 0x10)];
+        let merged = merge(&pages).expect("merge");
+        assert_eq!(merged.as_slice(), &[(0x1000, 0x2000), (0x8000, 0x1010)]);
+    }
+
+    #[test]
+    fn nothing_merges_across_gaps_or_overflow() {
+        assert_eq!(merge(&[]).expect("merge").len(), 0);
+        let gaps = [(0x3000, 0x1000), (0x1000, 0x1000), (0x2000, 0x1000)];
+        assert_eq!(merge(&gaps).expect("merge").as_slice(), &[(0x3000, 0x1000), (0x1000, 0x2000)]);
+        // A length that would no longer fit an entry starts a new one.
+        let big = [(0, u32::MAX), (u64::from(u32::MAX), 2)];
+        assert_eq!(merge(&big).expect("merge").len(), 2);
+        // An address at the top of the space does not wrap.
+        let top = [(u64::MAX - 1, 1), (0, 1)];
+        assert_eq!(merge(&top).expect("merge").len(), 2);
+    }
+}
