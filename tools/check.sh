@@ -85,12 +85,14 @@ else
 	record "kunit: module suites in the guest" FAIL "(no module built)"
 fi
 
-# Guest runs with the test device. run_vfu NAME "DEVICE FLAGS" TEST [VAR=VALUE]
+# Guest runs with the test device.
 vfu_bin=tools/virtio-media-vfu/target/release/virtio-media-vfu
+# run_vfu NAME "DEVICE FLAGS" TEST [VAR=VALUE] [FILE]: FILE goes to /extra.
 run_vfu() {
-	local name=$1 flags=$2 test=$3 env=${4:-NONE=1}
+	local name=$1 flags=$2 test=$3 env=${4:-NONE=1} extra=()
+	[ -n "${5:-}" ] && extra=(--ko "$5")
 	[ -x "$vfu_bin" ] && [ -f "$ko" ] || return 1
-	tools/vm/run-guest.sh --name "$name" --ko "$ko" --modules virtio_media --vfu "$flags" \
+	tools/vm/run-guest.sh --name "$name" --ko "$ko" "${extra[@]}" --modules virtio_media --vfu "$flags" \
 		--env "$env" --test "$test" --timeout 300 > "$results/$name.run.log" 2>&1
 }
 
@@ -116,30 +118,58 @@ if [ -f tools/virtio-media-vfu/Cargo.toml ]; then
 		else
 			record "driver: v4l2-compliance -s, $backend" FAIL "${totals:-no totals} ($log)"
 		fi
+		# The project's devices support USERPTR: its streaming tests must
+		# have run (not "Not Supported") and passed.
+		[ "$backend" = simple ] && continue
+		ran=$(grep -cE 'test USERPTR \((no poll|select)\): OK$' "$log" 2>/dev/null)
+		if [ "${ran:-0}" = 2 ]; then
+			record "driver: USERPTR streaming tests ran, $backend" OK "2 of 2"
+		else
+			record "driver: USERPTR streaming tests ran, $backend" FAIL "${ran:-0} of 2 ($log)"
+		fi
 	done
 
-	# 300 frames from one session; two sessions of a mem2mem device at once.
-	# The device logs the MD5 of each frame it writes; the guest, of each
-	# frame it read. Frame i of the stream is the frame of sequence i.
-	frame_log=$results/stream-device-frames.md5
-	rm -f "$frame_log"
-	if run_vfu stream "--device-id 42 --frame-log $frame_log" tools/vm/tests/stream.sh; then
-		record "driver: stream 300 frames (MMAP)" OK
-	else
-		record "driver: stream 300 frames (MMAP)" FAIL "($results/stream/console.log)"
-	fi
-	guest_md5=$results/stream/single.md5
-	if [ -s "$guest_md5" ] && [ -s "$frame_log" ]; then
-		mismatched=$(awk 'NR == FNR { dev[$1] = $2; next }
-			!($1 in dev) || dev[$1] != $2 { bad++ } END { print bad + 0 }' "$frame_log" "$guest_md5")
-		frames=$(wc -l < "$guest_md5")
-		if [ "$mismatched" = 0 ] && [ "$frames" = 300 ]; then
-			record "driver: guest frames match device frames (MD5)" OK "$frames frames"
+	# 300 frames from one session, through MMAP and USERPTR buffers; two
+	# sessions of a mem2mem device at once. The device logs the MD5 of each
+	# frame it writes; the guest, of each frame it read. Frame i of the
+	# stream is the frame of sequence i.
+	for mode in mmap user; do
+		name=stream-$mode
+		frame_log=$results/$name-device-frames.md5
+		rm -f "$frame_log"
+		label="driver: stream 300 frames ($mode)"
+		if run_vfu "$name" "--device-id 42 --backend capture --frame-log $frame_log" tools/vm/tests/stream.sh "STREAM_MODE=$mode"; then
+			record "$label" OK
 		else
-			record "driver: guest frames match device frames (MD5)" FAIL "$mismatched of $frames differ ($guest_md5, $frame_log)"
+			record "$label" FAIL "($results/$name/console.log)"
 		fi
+		guest_md5=$results/$name/single.md5
+		label="driver: guest frames match device frames ($mode)"
+		if [ -s "$guest_md5" ] && [ -s "$frame_log" ]; then
+			mismatched=$(awk 'NR == FNR { dev[$1] = $2; next }
+				!($1 in dev) || dev[$1] != $2 { bad++ } END { print bad + 0 }' "$frame_log" "$guest_md5")
+			frames=$(wc -l < "$guest_md5")
+			if [ "$mismatched" = 0 ] && [ "$frames" = 300 ]; then
+				record "$label" OK "$frames frames, MD5"
+			else
+				record "$label" FAIL "$mismatched of $frames differ ($guest_md5, $frame_log)"
+			fi
+		else
+			record "$label" FAIL "missing $guest_md5 or $frame_log"
+		fi
+	done
+
+	# 1000 USERPTR life cycles: pinned pages and memory back to the start.
+	cycles_bin=$BUILD_DIR/tests/userptr-cycles
+	mkdir -p "$(dirname "$cycles_bin")"
+	label="driver: 1000 USERPTR cycles, pins and memory back"
+	if gcc -O2 -static -Wall -Wextra -Werror -I"$V4L2R_VIDEODEV2_H_PATH" -o "$cycles_bin" \
+		tools/vm/tests/userptr-cycles.c > "$results/userptr-cycles.build.log" 2>&1 &&
+		run_vfu userptr-cycles "--device-id 42 --backend capture" tools/vm/tests/userptr-cycles.sh \
+			"CYCLES=1000" "$cycles_bin"; then
+		record "$label" OK "$(grep -o 'PASS: .*' "$results/userptr-cycles/console.log")"
 	else
-		record "driver: guest frames match device frames (MD5)" FAIL "missing $guest_md5 or $frame_log"
+		record "$label" FAIL "($results/userptr-cycles/console.log)"
 	fi
 
 	# Unbind while streaming, rebind, unload; and devices that misbehave.

@@ -1,0 +1,39 @@
+# Guest test: 1000 USERPTR life cycles (REQBUFS / QBUF / STREAMON / DQBUF /
+# STREAMOFF / REQBUFS(0)); the pinned-page and memory counters must come
+# back to where they started.
+. /test.env
+dev=/dev/video0
+cycles=${CYCLES:-1000}
+pins() { # pages pinned now: acquired - released
+	awk '/^nr_foll_pin_acquired/ { a = $2 } /^nr_foll_pin_released/ { r = $2 }
+		END { print a - r }' /proc/vmstat
+}
+acquired() { awk '/^nr_foll_pin_acquired/ { print $2 }' /proc/vmstat; }
+kib() { # used memory in KiB: MemTotal - MemFree, caches dropped
+	sync; echo 3 > /proc/sys/vm/drop_caches
+	awk '/^MemTotal/ { t = $2 } /^MemFree/ { f = $2 } END { print t - f }' /proc/meminfo
+}
+grep -q nr_foll_pin_acquired /proc/vmstat || { echo "FAIL: no nr_foll_pin counters"; exit 1; }
+# One short run first, so one-time allocations do not count as leaks.
+/extra/userptr-cycles $dev 5 || { echo "FAIL: warm-up run"; exit 1; }
+pins0=$(pins) acq0=$(acquired) mem0=$(kib)
+echo "before: pinned pages $pins0, used memory $mem0 KiB"
+/extra/userptr-cycles $dev "$cycles" || { echo "FAIL: userptr-cycles"; exit 1; }
+pins1=$(pins) acq1=$(acquired) mem1=$(kib)
+echo "after: pinned pages $pins1, used memory $mem1 KiB"
+echo "pages pinned during the run: $((acq1 - acq0))"
+status=0
+if [ "$pins1" != "$pins0" ]; then
+	echo "FAIL: $((pins1 - pins0)) pages still pinned"; status=1
+fi
+if [ $((acq1 - acq0)) -lt "$cycles" ]; then
+	echo "FAIL: only $((acq1 - acq0)) pages pinned in $cycles cycles"; status=1
+fi
+# Slack for per-CPU caches and lazily freed slabs: 1 MiB, against the
+# 1000 cycles x 4 buffers of hundreds of KiB each a leak would show.
+if [ $((mem1 - mem0)) -gt 1024 ]; then
+	echo "FAIL: used memory grew by $((mem1 - mem0)) KiB"; status=1
+fi
+dmesg | grep -E "WARNING|BUG|leak" && status=1
+[ $status = 0 ] && echo "PASS: pins back to $pins0, memory $mem0 -> $mem1 KiB"
+exit $status
