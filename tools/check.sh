@@ -186,6 +186,16 @@ if [ -f tools/virtio-media-vfu/Cargo.toml ]; then
 		record "driver: guest frames match device frames (MD5)" FAIL "missing $guest_md5 or $frame_log"
 	fi
 
+	# V4L2_EVENT_SOURCE_CHANGE from the device, every 10 frames, reaches a
+	# waiting session and the streaming one.
+	if run_vfu source-change "--device-id 42 --backend capture --source-change-every 10" \
+		tools/vm/tests/source-change.sh FRAMES=40; then
+		record "driver: SOURCE_CHANGE events reach programs" OK \
+			"$(grep -o 'streaming session got [0-9]* source change events' "$results/source-change/console.log")"
+	else
+		record "driver: SOURCE_CHANGE events reach programs" FAIL "($results/source-change/console.log)"
+	fi
+
 	# Unbind while streaming, rebind, unload; and devices that misbehave.
 	if run_vfu unbind "--device-id 42" tools/vm/tests/unbind.sh; then
 		record "driver: unbind while streaming, rebind, rmmod" OK
