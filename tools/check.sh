@@ -129,6 +129,50 @@ if [ -f tools/virtio-media-vfu/Cargo.toml ]; then
 		fi
 	done
 
+	# 32-bit user space: Debian's i386 v4l2-compliance, run after the amd64
+	# one in the same guest, must get the same totals with 0 failures. `file`
+	# of each binary's ELF headers and the bit width each program reports
+	# about itself prove which one ran.
+	name=compliance-32bit
+	run_vfu "$name" "--device-id 42 --backend capture" tools/vm/tests/compliance-32bit.sh "COMPLIANCE_ARGS=-s"
+	status=$?
+	dir=$results/$name
+	why=""
+	# Debian's i386 user space has a 32-bit time_t: without these system
+	# calls its glibc aborts at the first futex (ENOSYS).
+	grep -q '^CONFIG_COMPAT_32BIT_TIME=y' "$KDIR/.config" ||
+		why="; guest kernel has no CONFIG_COMPAT_32BIT_TIME"
+	for bits in 64 32; do
+		[ -f "$dir/elf-$bits.bin" ] && file -b "$dir/elf-$bits.bin" > "$dir/file-$bits.txt"
+		cp "$dir/compliance-$bits.log" "$results/$name.compliance-$bits.log" 2>/dev/null
+	done
+	# "59, Succeeded: 59, Failed: 0, Warnings: 0"; "v4l2-compliance 1.32.0, 32 bits, 32-bit time_t"
+	totals64=$(grep '^Total for' "$dir/compliance-64.log" 2>/dev/null | tail -n 1)
+	totals64=${totals64#*: }
+	totals32=$(grep '^Total for' "$dir/compliance-32.log" 2>/dev/null | tail -n 1)
+	totals32=${totals32#*: }
+	version64=$(grep -m 1 '^v4l2-compliance .* bits' "$dir/compliance-64.log" 2>/dev/null)
+	version32=$(grep -m 1 '^v4l2-compliance .* bits' "$dir/compliance-32.log" 2>/dev/null)
+	for bits in 64 32; do
+		echo "$bits-bit run, first line: $(head -n 1 "$dir/compliance-$bits.log" 2>/dev/null)"
+		echo "    file: $(cat "$dir/file-$bits.txt" 2>/dev/null)"
+		echo "    totals: $(grep '^Total for' "$dir/compliance-$bits.log" 2>/dev/null | tail -n 1)"
+	done > "$dir/bits.log"
+	grep -q '^ELF 64-bit .*x86-64' "$dir/file-64.txt" 2>/dev/null || why="$why; 64-bit binary not ELF64 x86-64"
+	grep -q '^ELF 32-bit .*Intel 80386' "$dir/file-32.txt" 2>/dev/null || why="$why; 32-bit binary not ELF32 i386"
+	case "$version64" in *", 64 bits,"*) ;; *) why="$why; 64-bit run did not report 64 bits" ;; esac
+	case "$version32" in *", 32 bits,"*) ;; *) why="$why; 32-bit run did not report 32 bits" ;; esac
+	[ "${version64%%,*}" = "${version32%%,*}" ] || why="$why; versions differ"
+	case "$totals64" in *", Failed: 0,"*) ;; *) why="$why; 64-bit: ${totals64:-no totals}" ;; esac
+	case "$totals32" in *", Failed: 0,"*) ;; *) why="$why; 32-bit: ${totals32:-no totals}" ;; esac
+	[ "$totals64" = "$totals32" ] || why="$why; totals differ"
+	[ "$status" = 0 ] || why="$why; guest status $status"
+	if [ -z "$why" ]; then
+		record "driver: v4l2-compliance -s, i386 = amd64" OK "$totals32 (both)"
+	else
+		record "driver: v4l2-compliance -s, i386 = amd64" FAIL "${why#; } ($dir/bits.log)"
+	fi
+
 	# 300 frames from one session, through MMAP and USERPTR buffers; two
 	# sessions of a mem2mem device at once. The device logs the MD5 of each
 	# frame it writes; the guest, of each frame it read. Frame i of the
@@ -170,6 +214,16 @@ if [ -f tools/virtio-media-vfu/Cargo.toml ]; then
 		record "$label" OK "$(grep -o 'PASS: .*' "$results/userptr-cycles/console.log")"
 	else
 		record "$label" FAIL "($results/userptr-cycles/console.log)"
+	fi
+
+	# V4L2_EVENT_SOURCE_CHANGE from the device, every 10 frames, reaches a
+	# waiting session and the streaming one.
+	if run_vfu source-change "--device-id 42 --backend capture --source-change-every 10" \
+		tools/vm/tests/source-change.sh FRAMES=40; then
+		record "driver: SOURCE_CHANGE events reach programs" OK \
+			"$(grep -o 'streaming session got [0-9]* source change events' "$results/source-change/console.log")"
+	else
+		record "driver: SOURCE_CHANGE events reach programs" FAIL "($results/source-change/console.log)"
 	fi
 
 	# Unbind while streaming, rebind, unload; and devices that misbehave.

@@ -6,7 +6,7 @@ set -euo pipefail
 
 apt_pkgs="flex bison bc libelf-dev libssl-dev cpio busybox-static xz-utils zstd
 	libclang-$LLVM_VERSION-dev clang-$LLVM_VERSION llvm-$LLVM_VERSION lld-$LLVM_VERSION
-	python3 kmod rsync gcc libc6-dev"
+	python3 kmod rsync gcc libc6-dev file"
 missing=""
 for p in $apt_pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

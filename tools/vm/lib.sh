@@ -24,22 +24,29 @@ die() { log "error: $*"; exit 1; }
 
 # A private apt configuration for one foreign Debian suite: packages are only
 # downloaded and unpacked from it, never installed on the host, so the host's
-# own apt state is untouched. Usage: foreign_apt SUITE... -- apt-get ARGS.
+# own apt state is untouched. Usage: foreign_apt_root [--arch ARCH] NAME
+# SUITE... (prints the root; ARCH defaults to amd64, give each architecture
+# its own NAME), then foreign_apt ROOT apt-get ARGS.
 foreign_apt_root() {
+	local arch=amd64
+	if [ "$1" = --arch ]; then arch=$2; shift 2; fi
 	local name=$1; shift
 	local root=$CACHE_DIR/apt/$name
 	# The first suite named is the default release: its versions win.
 	mkdir -p "$root/lists/partial" "$root/archives/partial" "$root/etc/preferences.d" \
 		"$root/etc/apt.conf.d" "$root/state"
 	local suites="$*"
-	if [ ! -f "$root/sources.list" ] || [ "$(cat "$root/suites" 2>/dev/null)" != "$suites" ]; then
+	# Roots made before the arch file existed are amd64.
+	if [ ! -f "$root/sources.list" ] || [ "$(cat "$root/suites" 2>/dev/null)" != "$suites" ] ||
+		[ "$(cat "$root/arch" 2>/dev/null || echo amd64)" != "$arch" ]; then
 		: > "$root/sources.list"
 		local s
 		for s in $suites; do
-			echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $s main" \
+			echo "deb [arch=$arch signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $s main" \
 				>> "$root/sources.list"
 		done
 		echo "$suites" > "$root/suites"
+		echo "$arch" > "$root/arch"
 		echo "$1" > "$root/default-release"
 		rm -f "$root/updated"
 	fi
@@ -57,7 +64,7 @@ foreign_apt() {
 		-o Dir::Etc::Preferences="$root/etc/preferences" \
 		-o Dir::Etc::PreferencesParts="$root/etc/preferences.d" \
 		-o APT::Default-Release="$(cat "$root/default-release")" \
-		-o APT::Architecture=amd64 -o Debug::NoLocking=1 -o APT::Sandbox::User=root "$@"
+		-o APT::Architecture="$(cat "$root/arch" 2>/dev/null || echo amd64)" -o Debug::NoLocking=1 -o APT::Sandbox::User=root "$@"
 }
 
 foreign_apt_update() {
