@@ -1,7 +1,8 @@
 #!/bin/sh
 # /init of the test guest. Mounts the basics, loads the modules named on the
-# kernel command line (vm.modules=a,b), runs /test.sh, prints the end marker
-# with its exit status and powers off. The runner reads the marker.
+# kernel command line (vm.modules=a,b; parameters as m.param=value), runs
+# /test.sh, prints the end marker with its exit status and powers off. The
+# runner reads the marker.
 /bin/busybox --install -s /bin
 export PATH=/bin:/usr/bin:/usr/sbin:/sbin
 mount -t proc proc /proc
@@ -14,7 +15,9 @@ echo 4 > /proc/sys/kernel/printk
 status=0
 for m in $(tr ' ' '\n' < /proc/cmdline | sed -n 's/^vm\.modules=//p' | tr ',' ' '); do
 	if [ -f "/extra/$m.ko" ]; then
-		insmod "/extra/$m.ko" || status=$?
+		# Parameters as for a built-in module: "m.param=value" on the
+		# kernel command line.
+		insmod "/extra/$m.ko" $(tr ' ' '\n' < /proc/cmdline | sed -n "s/^$m\.//p") || status=$?
 	else
 		modprobe "$m" || status=$?
 	fi

@@ -3,6 +3,7 @@
 #
 #   run-guest.sh --name NAME [--test SCRIPT] [--modules m1,m2] [--ko FILE]...
 #                [--vfu "DEVICE ARGS"] [--env VAR=VALUE]... [--timeout SECONDS] [--smp N] [--mem SIZE]
+#                [--append "KERNEL ARGS"]   (e.g. module parameters: virtio_media.guest_mmap=1)
 #
 # Logs go to $BUILD_DIR/results/NAME/: console.log (serial console), files the
 # guest exported with export_file, vfu.log (the device). The exit status is
@@ -11,7 +12,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-name="" test="" modules="" vfu="" timeout_s=300 smp=2 mem=1G kos=() envs=()
+name="" test="" modules="" vfu="" timeout_s=300 smp=2 mem=1G kos=() envs=() append=""
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--name) name=$2; shift 2 ;;
@@ -23,6 +24,7 @@ while [ $# -gt 0 ]; do
 	--timeout) timeout_s=$2; shift 2 ;;
 	--smp) smp=$2; shift 2 ;;
 	--mem) mem=$2; shift 2 ;;
+	--append) append=$2; shift 2 ;;
 	*) die "unknown argument $1" ;;
 	esac
 done
@@ -70,7 +72,7 @@ timeout --kill-after=10 "$timeout_s" "$qemu" "${accel[@]}" -nodefaults -display 
 	-machine q35,memory-backend=mem -object "memory-backend-memfd,id=mem,size=$mem,share=on" \
 	-m "$mem" -smp "$smp" \
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$out/initramfs.cpio.gz" \
-	-append "console=ttyS0 panic=-1 oops=panic vm.modules=$modules" \
+	-append "console=ttyS0 panic=-1 oops=panic vm.modules=$modules $append" \
 	-serial "file:$out/console.log" -serial "file:$out/export.log" \
 	"${device[@]}" > "$out/qemu.log" 2>&1
 qemu_status=$?

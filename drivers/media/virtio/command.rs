@@ -10,7 +10,7 @@
 //! returns it, or when the queue is torn down after a device reset.
 
 use crate::{
-    pages::PinnedPages,
+    pages::PageRange,
     protocol::{self, ResponseError, SG_ENTRY_SIZE},
     virtqueue::{Chain, Virtqueue},
 };
@@ -308,11 +308,11 @@ impl CommandQueue {
         self.space.notify_all();
     }
 
-    /// Maps pinned user pages for the device; see [`Virtqueue::map_pages`].
-    pub(crate) fn map_pages(&self, pinned: &PinnedPages) -> Result<KVec<(u64, u32)>> {
-        let mut mapped = KVec::with_capacity(pinned.chunks().count(), GFP_KERNEL)?;
+    /// Maps guest pages for the device; see [`Virtqueue::map_pages`].
+    pub(crate) fn map_pages(&self, pages: &impl PageRange, device_writes: bool) -> Result<KVec<(u64, u32)>> {
+        let mut mapped = KVec::with_capacity(pages.chunks().count(), GFP_KERNEL)?;
         match Option::as_mut(&mut self.vq.lock()) {
-            Some(queue) => queue.map_pages(pinned, &mut mapped)?,
+            Some(queue) => queue.map_pages(pages, device_writes, &mut mapped)?,
             None => return Err(ENODEV),
         }
         Ok(mapped)
@@ -322,9 +322,9 @@ impl CommandQueue {
     /// device is reset and cannot reach the pages any more; the teardown
     /// unmaps every buffer before that, so only a buffer whose file closed
     /// while the device went away is left to its transport's teardown.
-    pub(crate) fn unmap_pages(&self, pinned: &PinnedPages, mapped: &[(u64, u32)]) {
+    pub(crate) fn unmap_pages(&self, device_writes: bool, mapped: &[(u64, u32)]) {
         if let Some(queue) = Option::as_mut(&mut self.vq.lock()) {
-            queue.unmap_pages(pinned, mapped);
+            queue.unmap_pages(device_writes, mapped);
         }
     }
 

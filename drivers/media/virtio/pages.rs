@@ -1,14 +1,31 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! User pages pinned for the device: the memory of a USERPTR buffer.
+//! Guest pages the device is pointed at: a USERPTR buffer's user pages,
+//! pinned, and the pages the driver allocates for MMAP buffers of devices
+//! without shared memory.
 //!
-//! Pinned with `FOLL_LONGTERM`, as the device may hold them for as long as
-//! a program leaves a buffer queued; unpinned (and marked dirty when the
-//! device may have written them) when dropped.
+//! User pages are pinned with `FOLL_LONGTERM`, as the device may hold them
+//! for as long as a program leaves a buffer queued, and unpinned (marked
+//! dirty when the device may have written them) when dropped.
 
 use crate::ffi;
 use core::ptr::NonNull;
-use kernel::{page::PAGE_SIZE, prelude::*};
+use kernel::{
+    page::{Page, PAGE_SIZE},
+    prelude::*,
+};
+
+/// Memory made of whole or partial pages, in order.
+///
+/// # Safety
+///
+/// Implementors guarantee that the pages `chunks` returns stay allocated
+/// (and, for user memory, pinned) for as long as the implementor lives, and
+/// that each chunk lies within its page.
+pub(crate) unsafe trait PageRange {
+    /// The range, page by page: (page, offset in it, length).
+    fn chunks(&self) -> impl Iterator<Item = (NonNull<ffi::page>, usize, usize)> + '_;
+}
 
 /// Largest buffer plane a program may pin, a bound on what one QBUF makes
 /// the kernel allocate and pin (a 4K RGBA frame is 32 MiB).
@@ -106,13 +123,12 @@ impl PinnedPages {
         }
     }
 
-    /// Whether the device may write into the range.
-    pub(crate) fn device_writes(&self) -> bool {
-        self.device_writes
-    }
+}
 
-    /// The range, page by page: (page, offset in it, length).
-    pub(crate) fn chunks(&self) -> impl Iterator<Item = (NonNull<ffi::page>, usize, usize)> + '_ {
+// SAFETY: The pages are pinned until `drop`; `offset + len` fit in them (type
+// invariant), which is what the chunks cover.
+unsafe impl PageRange for PinnedPages {
+    fn chunks(&self) -> impl Iterator<Item = (NonNull<ffi::page>, usize, usize)> + '_ {
         let mut remaining = self.len;
         let mut offset = self.offset;
         self.pages.iter().map(move |page| {
@@ -136,5 +152,54 @@ impl Drop for PinnedPages {
                 self.device_writes,
             )
         };
+    }
+}
+
+/// Zeroed pages the driver allocated: one plane of a guest-backed MMAP
+/// buffer, which programs map and the device is pointed at.
+pub(crate) struct OwnedPages {
+    pages: KVec<Page>,
+    len: usize,
+}
+
+impl OwnedPages {
+    /// Allocates `len` bytes (whole pages), zeroed: programs map them.
+    pub(crate) fn new(len: usize) -> Result<Self> {
+        if len == 0 || len > MAX_PINNED_LEN {
+            return Err(EINVAL);
+        }
+        let count = len.div_ceil(PAGE_SIZE);
+        let mut pages = KVec::with_capacity(count, GFP_KERNEL)?;
+        for _ in 0..count {
+            pages.push(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?, GFP_KERNEL)?;
+        }
+        Ok(Self { pages, len })
+    }
+
+    /// Bytes the buffer plane holds.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The pages, for mapping them into a process.
+    pub(crate) fn raw_pages(&self) -> Result<KVec<*mut ffi::page>> {
+        let mut raw = KVec::with_capacity(self.pages.len(), GFP_KERNEL)?;
+        for page in self.pages.iter() {
+            raw.push(page.as_ptr(), GFP_KERNEL)?;
+        }
+        Ok(raw)
+    }
+}
+
+// SAFETY: The pages are owned by `self` and freed only when it drops; the
+// chunks cover `len` bytes of them, page by page.
+unsafe impl PageRange for OwnedPages {
+    fn chunks(&self) -> impl Iterator<Item = (NonNull<ffi::page>, usize, usize)> + '_ {
+        let mut remaining = self.len;
+        self.pages.iter().filter_map(move |page| {
+            let len = PAGE_SIZE.min(remaining);
+            remaining -= len;
+            NonNull::new(page.as_ptr()).map(|page| (page, 0, len))
+        })
     }
 }

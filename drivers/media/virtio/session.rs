@@ -11,8 +11,10 @@ use crate::{
     ffi,
     ioctl,
     mmap::Mapping,
+    pages::OwnedPages,
     protocol::{self, get_u32, set_u32, BUFFER_SIZE, MAX_PLANES, PLANE_SIZE, SG_ENTRY_SIZE},
-    userptr::{GuestBuffer, HeldBuffers},
+    guest_mmap::{self, GuestMmapQueue},
+    guestmem::{GuestBuffer, HeldBuffers},
     v4l2::FileHandle,
     MediaDevice,
 };
@@ -81,8 +83,8 @@ fn hidden_memory_caps() -> u32 {
 }
 const CREATE_INDEX: usize = offset_of!(ffi::v4l2_create_buffers, index);
 const CREATE_COUNT: usize = offset_of!(ffi::v4l2_create_buffers, count);
-const CREATE_TYPE: usize =
-    offset_of!(ffi::v4l2_create_buffers, format) + offset_of!(ffi::v4l2_format, type_);
+const CREATE_FORMAT: usize = offset_of!(ffi::v4l2_create_buffers, format);
+const CREATE_TYPE: usize = CREATE_FORMAT + offset_of!(ffi::v4l2_format, type_);
 const DECODER_CMD: usize = offset_of!(ffi::v4l2_decoder_cmd, cmd);
 /// Size of the pointer fields the driver restores after the device wrote.
 const POINTER_SIZE: usize = 8;
@@ -190,6 +192,56 @@ fn put_user_pointers(buf_type: u32, buf: &mut [u8], planes: &mut [u8], pointers:
     }
 }
 
+/// Shows a guest-backed buffer as the MMAP buffer the program knows: each
+/// plane's mmap offset and length.
+fn present_as_mmap(buf_type: u32, kind: QueueKind, buf: &mut [u8], planes: &mut [u8], owned: &[Arc<OwnedPages>]) {
+    let index = get_u32(buf, BUF_INDEX).unwrap_or(u32::MAX);
+    set_u32(buf, BUF_MEMORY, MEMORY_MMAP);
+    let offset = |plane| u64::from(guest_mmap::plane_offset(kind, index, plane).unwrap_or(0));
+    // Lengths are at most MAX_PINNED_LEN, so they fit.
+    if is_multiplanar(buf_type) {
+        for (i, (plane, pages)) in planes.chunks_exact_mut(PLANE_SIZE).zip(owned).enumerate() {
+            set_u64(plane, PLANE_M, offset(i));
+            set_u32(plane, PLANE_LENGTH, pages.len() as u32);
+        }
+    } else if let Some(pages) = owned.first() {
+        set_u64(buf, BUF_M, offset(0));
+        set_u32(buf, BUF_LENGTH, pages.len() as u32);
+    }
+}
+
+/// Rewrites a guest-backed MMAP buffer into the USERPTR buffer the device
+/// knows; returns the pointers it was given.
+fn present_as_userptr(
+    buf_type: u32,
+    kind: QueueKind,
+    buf: &mut [u8],
+    planes: &mut [u8],
+    owned: &[Arc<OwnedPages>],
+) -> Result<KVec<u64>> {
+    let index = get_u32(buf, BUF_INDEX).ok_or(EINVAL)?;
+    let mut pointers = KVec::with_capacity(owned.len(), GFP_KERNEL)?;
+    for plane in 0..owned.len() {
+        let offset = guest_mmap::plane_offset(kind, index, plane).ok_or(EINVAL)?;
+        pointers.push(guest_mmap::USERPTR_TOKEN | u64::from(offset), GFP_KERNEL)?;
+    }
+    set_u32(buf, BUF_MEMORY, MEMORY_USERPTR);
+    if is_multiplanar(buf_type) {
+        if planes.len() < owned.len() * PLANE_SIZE {
+            return Err(EINVAL);
+        }
+        set_u32(buf, BUF_LENGTH, owned.len() as u32);
+        for ((plane, pages), ptr) in planes.chunks_exact_mut(PLANE_SIZE).zip(owned).zip(pointers.iter()) {
+            set_u64(plane, PLANE_M, *ptr);
+            set_u32(plane, PLANE_LENGTH, pages.len() as u32);
+        }
+    } else if let (Some(pages), Some(ptr)) = (owned.first(), pointers.first()) {
+        set_u64(buf, BUF_M, *ptr);
+        set_u32(buf, BUF_LENGTH, pages.len() as u32);
+    }
+    Ok(pointers)
+}
+
 /// Which of a session's two queues a buffer type belongs to.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum QueueKind {
@@ -228,6 +280,10 @@ pub(crate) struct QueueState {
     done: KVec<KBox<DoneBuffer>>,
     /// A buffer flagged LAST was dequeued: DQBUF says EPIPE until restart.
     last_dequeued: bool,
+    /// The buffers are guest-backed MMAP buffers, USERPTR ones on the device.
+    guest_mmap: bool,
+    /// Their memory.
+    mmap: GuestMmapQueue,
 }
 
 impl QueueState {
@@ -306,6 +362,13 @@ struct State {
 }
 
 impl State {
+    fn queue_ref(&self, kind: QueueKind) -> &QueueState {
+        match kind {
+            QueueKind::Capture => &self.queues[0],
+            QueueKind::Output => &self.queues[1],
+        }
+    }
+
     fn queue(&mut self, kind: QueueKind) -> &mut QueueState {
         match kind {
             QueueKind::Capture => &mut self.queues[0],
@@ -447,15 +510,10 @@ impl Session {
 
     /// An ioctl whose payload is one struct or value (no trailer).
     fn plain_ioctl(&self, code: u32, payload: &mut [u8]) -> Result {
-        let memory_field = match code {
-            ioctl::VIDIOC_REQBUFS => Some((REQBUFS_MEMORY, REQBUFS_CAPS)),
-            ioctl::VIDIOC_CREATE_BUFS => Some((CREATE_MEMORY, CREATE_CAPS)),
-            _ => None,
-        };
-        if let Some((memory, _)) = memory_field {
-            if !get_u32(payload, memory).is_some_and(memory_supported) {
-                return Err(EINVAL);
-            }
+        match code {
+            ioctl::VIDIOC_REQBUFS => return self.allocate_buffers(code, payload, REQBUFS_MEMORY, REQBUFS_CAPS),
+            ioctl::VIDIOC_CREATE_BUFS => return self.allocate_buffers(code, payload, CREATE_MEMORY, CREATE_CAPS),
+            _ => {}
         }
         // The device may return buffers while it handles STREAMON, before
         // its response: the queue must already count as streaming then, or
@@ -470,14 +528,97 @@ impl Session {
         if let (Some(kind), Err(_)) = (starting, &result) {
             self.state.lock().queue(kind).stop();
         }
-        if let Some((_, caps)) = memory_field {
-            if let Some(value) = get_u32(payload, caps) {
-                set_u32(payload, caps, value & !hidden_memory_caps());
-            }
-        }
         result?;
         self.after_success(code, payload);
         Ok(())
+    }
+
+    /// REQBUFS and CREATE_BUFS. On a device without shared memory, MMAP
+    /// buffers are the driver's: the device is asked for USERPTR buffers,
+    /// and the driver allocates their memory once it agreed.
+    fn allocate_buffers(&self, code: u32, payload: &mut [u8], memory_at: usize, caps_at: usize) -> Result {
+        let memory = get_u32(payload, memory_at).ok_or(EINVAL)?;
+        if !memory_supported(memory) {
+            return Err(EINVAL);
+        }
+        let guest_mmap = memory == MEMORY_MMAP && self.dev.guest_mmap();
+        let type_at = if code == ioctl::VIDIOC_REQBUFS { REQBUFS_TYPE } else { CREATE_TYPE };
+        let kind = get_u32(payload, type_at).and_then(queue_of).ok_or(EINVAL)?;
+        if code == ioctl::VIDIOC_CREATE_BUFS {
+            // The device cannot tell the two kinds of USERPTR buffers apart.
+            let state = self.state.lock();
+            let queue = state.queue_ref(kind);
+            if queue.num_buffers > 0 && queue.guest_mmap != guest_mmap {
+                return Err(EINVAL);
+            }
+        }
+        if guest_mmap {
+            set_u32(payload, memory_at, MEMORY_USERPTR);
+        }
+        let result = self.transact(code, payload, &mut []).map(|_| ());
+        if let Some(caps) = get_u32(payload, caps_at) {
+            let mut caps = caps & !hidden_memory_caps();
+            if self.dev.guest_mmap() && caps & ffi::V4L2_BUF_CAP_SUPPORTS_USERPTR != 0 {
+                caps |= ffi::V4L2_BUF_CAP_SUPPORTS_MMAP;
+            }
+            if !userptr_enabled() {
+                caps &= !ffi::V4L2_BUF_CAP_SUPPORTS_USERPTR;
+            }
+            set_u32(payload, caps_at, caps);
+        }
+        if guest_mmap {
+            set_u32(payload, memory_at, MEMORY_MMAP);
+        }
+        result?;
+        self.after_success(code, payload);
+        if guest_mmap {
+            if let Err(e) = self.allocate_guest_mmap(code, kind, payload) {
+                pr_warn!("no memory for the MMAP buffers of session {}: {:?}\n", self.id, e);
+                if code == ioctl::VIDIOC_REQBUFS {
+                    self.free_device_buffers(payload);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Allocates the memory of the guest-backed MMAP buffers the device
+    /// just agreed to, sized by the format (the queue's, for REQBUFS).
+    fn allocate_guest_mmap(&self, code: u32, kind: QueueKind, payload: &[u8]) -> Result {
+        let (first, count, sizes) = if code == ioctl::VIDIOC_REQBUFS {
+            let mut format = [0u8; core::mem::size_of::<ffi::v4l2_format>()];
+            format[..4].copy_from_slice(payload.get(REQBUFS_TYPE..REQBUFS_TYPE + 4).ok_or(EINVAL)?);
+            self.transact(ioctl::VIDIOC_G_FMT, &mut format, &mut [])?;
+            (0, get_u32(payload, REQBUFS_COUNT).ok_or(EINVAL)?, guest_mmap::plane_sizes(&format))
+        } else {
+            let format = payload.get(CREATE_FORMAT..CREATE_FORMAT + core::mem::size_of::<ffi::v4l2_format>());
+            (
+                get_u32(payload, CREATE_INDEX).ok_or(EINVAL)?,
+                get_u32(payload, CREATE_COUNT).ok_or(EINVAL)?,
+                format.and_then(guest_mmap::plane_sizes),
+            )
+        };
+        if count == 0 {
+            return Ok(());
+        }
+        let sizes = sizes.ok_or(EINVAL)?;
+        let mut state = self.state.lock();
+        let queue = state.queue(kind);
+        queue.guest_mmap = true;
+        queue.mmap.allocate(first, count, &sizes)
+    }
+
+    /// Frees the device's buffers of a REQBUFS whose memory the driver
+    /// could not allocate.
+    fn free_device_buffers(&self, payload: &[u8]) {
+        let mut request = [0u8; core::mem::size_of::<ffi::v4l2_requestbuffers>()];
+        if let Some(buf_type) = get_u32(payload, REQBUFS_TYPE) {
+            set_u32(&mut request, REQBUFS_TYPE, buf_type);
+            set_u32(&mut request, REQBUFS_MEMORY, MEMORY_USERPTR);
+            let _ = self.transact(ioctl::VIDIOC_REQBUFS, &mut request, &mut []);
+            self.after_success(ioctl::VIDIOC_REQBUFS, &request);
+        }
     }
 
     /// Sends the ioctl and copies back what the device wrote (see
@@ -531,13 +672,16 @@ impl Session {
         if code != ioctl::VIDIOC_QUERYBUF && !memory_supported(memory) {
             return Err(EINVAL);
         }
+        let kind = queue_of(buf_type).ok_or(EINVAL)?;
+        let guest_mmap = self.state.lock().queue_ref(kind).guest_mmap;
         let mut pointer = [0u8; POINTER_SIZE];
         pointer.copy_from_slice(buf.get(BUF_M..BUF_M + POINTER_SIZE).ok_or(EINVAL)?);
         let length = get_u32(buf, BUF_LENGTH).ok_or(EINVAL)?;
-        let result = if memory == MEMORY_USERPTR && code != ioctl::VIDIOC_QUERYBUF {
-            self.queue_user_buffer(code, buf_type, buf, planes)
-        } else {
-            self.transact(code, buf, planes)
+        let result = match (code, memory) {
+            (ioctl::VIDIOC_QUERYBUF, _) => self.transact(code, buf, planes),
+            (_, MEMORY_USERPTR) => self.queue_user_buffer(code, kind, buf, planes),
+            (_, MEMORY_MMAP) if guest_mmap => self.queue_guest_mmap_buffer(code, kind, buf, planes),
+            _ => self.transact(code, buf, planes),
         };
         if is_multiplanar(buf_type) {
             // Whatever the device wrote, the planes pointer is the kernel's
@@ -556,13 +700,17 @@ impl Session {
         }
         if get_u32(buf, BUF_MEMORY) == Some(MEMORY_USERPTR) {
             // The device does not know the program's pointers (it must
-            // return them unchanged, but need not for QUERYBUF).
-            if let Some(kind) = queue_of(buf_type) {
-                let index = get_u32(buf, BUF_INDEX).unwrap_or(u32::MAX);
-                let state = self.state.lock();
-                if let Some(pointers) = state.held.pointers(kind, index) {
-                    put_user_pointers(buf_type, buf, planes, pointers);
+            // return them unchanged, but need not for QUERYBUF), nor that
+            // guest-backed buffers are MMAP ones for the program.
+            let index = get_u32(buf, BUF_INDEX).unwrap_or(u32::MAX);
+            let state = self.state.lock();
+            let queue = state.queue_ref(kind);
+            if queue.guest_mmap {
+                if let Some(owned) = queue.mmap.planes(index) {
+                    present_as_mmap(buf_type, kind, buf, planes, owned);
                 }
+            } else if let Some(pointers) = state.held.pointers(kind, index) {
+                put_user_pointers(buf_type, buf, planes, pointers);
             }
         }
         result.map(|_| ())
@@ -571,16 +719,49 @@ impl Session {
     /// QBUF or PREPARE_BUF of a USERPTR buffer: its pages are pinned and
     /// mapped, described to the device after the planes, and held until
     /// the device returns the buffer or the queue stops.
-    fn queue_user_buffer(&self, code: u32, buf_type: u32, buf: &mut [u8], planes: &mut [u8]) -> Result<usize> {
-        let kind = queue_of(buf_type).ok_or(EINVAL)?;
+    fn queue_user_buffer(&self, code: u32, kind: QueueKind, buf: &mut [u8], planes: &mut [u8]) -> Result<usize> {
+        let buf_type = get_u32(buf, BUF_TYPE).ok_or(EINVAL)?;
         let index = get_u32(buf, BUF_INDEX).ok_or(EINVAL)?;
         let user_planes = user_planes(buf_type, buf, planes)?;
-        let memory = GuestBuffer::new(self.dev.clone(), &user_planes, kind == QueueKind::Capture)?;
-        let sg_entries = memory.sg_entries()?;
+        let memory = GuestBuffer::pin_user(self.dev.clone(), &user_planes, kind == QueueKind::Capture)?;
         let mut pointers = KVec::with_capacity(user_planes.len(), GFP_KERNEL)?;
         for (ptr, _) in user_planes.iter() {
             pointers.push(*ptr, GFP_KERNEL)?;
         }
+        self.hold_and_send(code, kind, index, buf, planes, memory, pointers)
+    }
+
+    /// QBUF or PREPARE_BUF of a guest-backed MMAP buffer: sent as the
+    /// USERPTR buffer the device knows, pointing at the driver's pages.
+    fn queue_guest_mmap_buffer(&self, code: u32, kind: QueueKind, buf: &mut [u8], planes: &mut [u8]) -> Result<usize> {
+        let buf_type = get_u32(buf, BUF_TYPE).ok_or(EINVAL)?;
+        let index = get_u32(buf, BUF_INDEX).ok_or(EINVAL)?;
+        let mut owned = KVec::new();
+        owned.extend_from_slice(self.state.lock().queue_ref(kind).mmap.planes(index).ok_or(EINVAL)?, GFP_KERNEL)?;
+        let memory = GuestBuffer::map_driver(self.dev.clone(), &owned, kind == QueueKind::Capture)?;
+        let planes = if is_multiplanar(buf_type) {
+            planes.get_mut(..owned.len() * PLANE_SIZE).ok_or(EINVAL)?
+        } else {
+            &mut planes[..0]
+        };
+        let pointers = present_as_userptr(buf_type, kind, buf, planes, &owned)?;
+        self.hold_and_send(code, kind, index, buf, planes, memory, pointers)
+    }
+
+    /// Holds `memory` for buffer `index` and sends its QBUF or PREPARE_BUF
+    /// with the SG entries after the planes.
+    #[expect(clippy::too_many_arguments)]
+    fn hold_and_send(
+        &self,
+        code: u32,
+        kind: QueueKind,
+        index: u32,
+        buf: &mut [u8],
+        planes: &mut [u8],
+        memory: GuestBuffer,
+        pointers: KVec<u64>,
+    ) -> Result<usize> {
+        let sg_entries = memory.sg_entries()?;
         let mut state = self.state.lock();
         if state.device_reset || state.closed {
             return Err(ENODEV);
@@ -674,6 +855,7 @@ impl Session {
             self.dev.drain_events();
         }
         let mut released = KVec::new();
+        let mut freed = KVec::new();
         let mut state = self.state.lock();
         match code {
             ioctl::VIDIOC_REQBUFS => {
@@ -682,6 +864,8 @@ impl Session {
                     // The device freed the queue's buffers.
                     state.held.take_where(|k| k == kind, &mut released);
                     let queue = state.queue(kind);
+                    freed = queue.mmap.take();
+                    queue.guest_mmap = false;
                     queue.num_buffers = count;
                     if count == 0 {
                         queue.stop();
@@ -722,6 +906,7 @@ impl Session {
         }
         drop(state);
         drop(released);
+        drop(freed);
         // STREAMOFF and REQBUFS(0) end blocked DQBUFs.
         self.waiters.notify_all();
     }
@@ -795,7 +980,11 @@ impl Session {
             let index = get_u32(buffer, BUF_INDEX).unwrap_or(u32::MAX);
             let held = state.held.take(kind, index).ok_or(BadEvent::NotQueued(index))?;
             let DoneBuffer { buffer, planes } = &mut *done;
-            put_user_pointers(buf_type, buffer, planes, &held.pointers);
+            let queue = state.queue_ref(kind);
+            match queue.mmap.planes(index) {
+                Some(owned) if queue.guest_mmap => present_as_mmap(buf_type, kind, buffer, planes, owned),
+                _ => put_user_pointers(buf_type, buffer, planes, &held.pointers),
+            }
             released = Some(held);
         }
         let accepted = state.queue(kind).accept(done);
@@ -873,6 +1062,21 @@ impl Session {
             }
         }
         mask
+    }
+
+    /// `mmap()` of a guest-backed buffer plane: its pages, if `len` bytes
+    /// fit in them.
+    pub(crate) fn guest_mmap_plane(&self, offset: u64, len: u64) -> Result<Arc<OwnedPages>> {
+        self.check_usable()?;
+        let (kind, index, plane) = guest_mmap::decode_offset(offset).ok_or(EINVAL)?;
+        let state = self.state.lock();
+        let pages = state.queue_ref(kind).mmap.planes(index).and_then(|p| p.get(plane)).ok_or(EINVAL)?;
+        let page = kernel::page::PAGE_SIZE as u64;
+        let mappable = (pages.len() as u64).checked_next_multiple_of(page).ok_or(EINVAL)?;
+        if len > mappable {
+            return Err(EINVAL);
+        }
+        Ok(pages.clone())
     }
 
     /// `mmap()` of the buffer plane at `offset`: MMAP on the device.

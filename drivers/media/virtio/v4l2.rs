@@ -730,6 +730,10 @@ unsafe extern "C" fn mmap(file: *mut ffi::file, vma: *mut ffi::vm_area_struct) -
     let Some(offset) = pgoff.checked_mul(kernel::page::PAGE_SIZE as u64) else {
         return EINVAL.to_errno();
     };
+    if session.device().guest_mmap() {
+        // SAFETY: As above.
+        return unsafe { map_guest_pages(session, vma, offset, len) };
+    }
     let mapping = match session.map(offset, len, writable) {
         Ok(mapping) => mapping,
         Err(e) => return e.to_errno(),
@@ -745,6 +749,23 @@ unsafe extern "C" fn mmap(file: *mut ffi::file, vma: *mut ffi::vm_area_struct) -
         Mapping::unmap_later(unsafe { Arc::from_raw(private) });
     }
     ret
+}
+
+/// Maps the pages of a guest-backed MMAP buffer plane.
+///
+/// # Safety
+///
+/// `vma` is a VMA being set up by `mmap` on a file of `session`.
+unsafe fn map_guest_pages(session: &Session, vma: *mut ffi::vm_area_struct, offset: u64, len: u64) -> c_int {
+    let pages = match session.guest_mmap_plane(offset, len).and_then(|plane| plane.raw_pages()) {
+        Ok(pages) => pages,
+        Err(e) => return e.to_errno(),
+    };
+    // SAFETY: `vma` is being set up (see the safety section); `pages` are
+    // live pages of the plane, which the session holds during the call, and
+    // every page the VMA maps takes its own reference, so the mapping
+    // outlives the buffer safely.
+    unsafe { ffi::virtio_media_vma_map_pages(vma, pages.as_ptr().cast_mut(), pages.len()) }
 }
 
 static VM_OPS: ConstOps<ffi::vm_operations_struct> = ConstOps(ffi::vm_operations_struct {

@@ -19,6 +19,8 @@ use kernel::{
 mod command;
 mod events;
 mod ffi;
+mod guest_mmap;
+mod guestmem;
 mod ioctl;
 mod mmap;
 mod pages;
@@ -26,7 +28,7 @@ mod protocol;
 mod session;
 mod v4l2;
 mod virtio;
-mod userptr;
+
 mod virtqueue;
 
 use command::{CommandQueue, Wait};
@@ -47,6 +49,10 @@ module! {
             default: true,
             description: "Pass USERPTR buffers to devices that support them (pins their pages)",
         },
+        guest_mmap: bool {
+            default: false,
+            description: "Allocate MMAP buffers in guest memory even when the device has shared memory",
+        },
     },
 }
 
@@ -56,6 +62,8 @@ module! {
 pub(crate) struct MediaDevice {
     config: DeviceConfig,
     shm: Option<ShmRegion>,
+    /// MMAP buffers live in guest memory (see `guest_mmap`).
+    guest_mmap: bool,
     #[pin]
     commandq: CommandQueue,
     #[pin]
@@ -90,6 +98,11 @@ impl MediaDevice {
 
     pub(crate) fn shm(&self) -> Option<ShmRegion> {
         self.shm
+    }
+
+    /// Whether the driver allocates MMAP buffers itself.
+    pub(crate) fn guest_mmap(&self) -> bool {
+        self.guest_mmap
     }
 
     pub(crate) fn commandq(&self) -> &CommandQueue {
@@ -239,14 +252,15 @@ impl virtio::Driver for VirtioMediaDriver {
             shm_addr,
             shm_len
         );
-        if shm.is_none() && config.device_caps & ffi::V4L2_CAP_STREAMING != 0 {
-            pr_err!("device streams but has no shared-memory region for MMAP buffers\n");
-            return Err(ENODEV);
+        let guest_mmap = shm.is_none() || module_parameters::guest_mmap.value();
+        if guest_mmap && config.device_caps & ffi::V4L2_CAP_STREAMING != 0 {
+            pr_info!("MMAP buffers are in guest memory, passed to the device as USERPTR buffers\n");
         }
         let dev = Arc::pin_init(
             pin_init!(MediaDevice {
                 config,
                 shm,
+                guest_mmap,
                 commandq <- CommandQueue::new(),
                 eventq <- EventQueue::new(),
                 sessions <- new_mutex!(RBTree::new(), "virtio_media_sessions"),

@@ -8,7 +8,7 @@
 //! closed), the memory the device writes into stays allocated until the
 //! device is done with it.
 
-use crate::{ffi, pages::PinnedPages};
+use crate::{ffi, pages::PageRange};
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::prelude::*;
 
@@ -175,15 +175,21 @@ impl<T: Chain> Virtqueue<T> {
         };
     }
 
-    /// Maps pinned user pages for the device, page by page, appending the
-    /// device address and length of each to `mapped`, which must have room
-    /// for them (this runs under the queue's spinlock: no allocation). The
-    /// pages must stay pinned until [`Virtqueue::unmap_pages`] undoes this.
-    pub(crate) fn map_pages(&mut self, pinned: &PinnedPages, mapped: &mut KVec<(u64, u32)>) -> Result {
-        let dir = dma_direction(pinned);
-        for (page, offset, len) in pinned.chunks() {
-            // SAFETY: `self.vq` is live; `page` is pinned by `pinned` and
-            // `offset + len` is within it.
+    /// Maps guest pages for the device to read (or write, when
+    /// `device_writes`), page by page, appending the device address and
+    /// length of each to `mapped`, which must have room for them (this runs
+    /// under the queue's spinlock: no allocation). `pages` must live until
+    /// [`Virtqueue::unmap_pages`] undoes this.
+    pub(crate) fn map_pages(
+        &mut self,
+        pages: &impl PageRange,
+        device_writes: bool,
+        mapped: &mut KVec<(u64, u32)>,
+    ) -> Result {
+        let dir = dma_direction(device_writes);
+        for (page, offset, len) in pages.chunks() {
+            // SAFETY: `self.vq` is live; `page` is kept by `pages` and
+            // `offset + len` is within it (`PageRange`).
             let addr = unsafe { ffi::virtio_media_map_page(self.vq.as_ptr(), page.as_ptr(), offset, len, dir) };
             // SAFETY: `self.vq` is live; `addr` came from it.
             let failed = unsafe { ffi::virtqueue_map_mapping_error(self.vq.as_ptr(), addr) } != 0;
@@ -193,7 +199,7 @@ impl<T: Chain> Virtqueue<T> {
                     // SAFETY: As above: `addr` is the mapping just made.
                     unsafe { ffi::virtqueue_unmap_single_attrs(self.vq.as_ptr(), addr, len, dir, 0) };
                 }
-                self.unmap_pages(pinned, mapped);
+                self.unmap_pages(device_writes, mapped);
                 mapped.clear();
                 return Err(ENOMEM);
             }
@@ -202,8 +208,8 @@ impl<T: Chain> Virtqueue<T> {
     }
 
     /// Undoes [`Virtqueue::map_pages`] once the device is done with them.
-    pub(crate) fn unmap_pages(&mut self, pinned: &PinnedPages, mapped: &[(u64, u32)]) {
-        let dir = dma_direction(pinned);
+    pub(crate) fn unmap_pages(&mut self, device_writes: bool, mapped: &[(u64, u32)]) {
+        let dir = dma_direction(device_writes);
         for &(addr, len) in mapped {
             // SAFETY: `self.vq` is live and `addr`/`len` describe a mapping
             // `map_pages` made on it.
@@ -214,8 +220,8 @@ impl<T: Chain> Virtqueue<T> {
     }
 }
 
-fn dma_direction(pinned: &PinnedPages) -> ffi::dma_data_direction {
-    if pinned.device_writes() {
+fn dma_direction(device_writes: bool) -> ffi::dma_data_direction {
+    if device_writes {
         ffi::dma_data_direction::DMA_FROM_DEVICE
     } else {
         ffi::dma_data_direction::DMA_TO_DEVICE

@@ -120,3 +120,10 @@ dma_addr_t virtio_media_map_page(struct virtqueue *vq, struct page *page, size_t
 {
 	return virtqueue_map_single_attrs(vq, page_address(page) + offset, len, dir, 0);
 }
+
+/* Maps driver pages into a VMA; each mapped page holds its own reference. */
+int virtio_media_vma_map_pages(struct vm_area_struct *vma, struct page **pages, unsigned long count)
+{
+	vm_flags_set(vma, VM_DONTEXPAND | VM_DONTDUMP);
+	return vm_map_pages_zero(vma, pages, count);
+}

@@ -23,6 +23,7 @@ void virtio_media_del_vqs(struct virtio_device *vdev);
 void virtio_media_device_ready(struct virtio_device *vdev);
 
 struct file;
+struct page;
 struct poll_table_struct;
 struct vm_area_struct;
 struct vm_operations_struct;
@@ -40,8 +41,8 @@ bool virtio_media_vma_writable(struct vm_area_struct *vma);
 void *virtio_media_vma_private(struct vm_area_struct *vma);
 int virtio_media_vma_map(struct vm_area_struct *vma, u64 phys,
 			 const struct vm_operations_struct *ops, void *private_data);
+int virtio_media_vma_map_pages(struct vm_area_struct *vma, struct page **pages, unsigned long count);
 
-struct page;
 dma_addr_t virtio_media_map_page(struct virtqueue *vq, struct page *page, size_t offset,
 				 size_t len, enum dma_data_direction dir);
 

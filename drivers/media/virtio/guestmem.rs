@@ -1,43 +1,71 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! USERPTR buffers: the program's pages, pinned and mapped for the device
-//! from QBUF until the buffer comes back, described to it as
-//! `virtio_media_sg_entry` lists.
+//! Guest memory the device is pointed at, as `virtio_media_sg_entry`
+//! lists: the pages of USERPTR buffers (pinned) and of guest-backed MMAP
+//! buffers (the driver's), mapped for the device from QBUF until the
+//! buffer comes back.
 
-use crate::{pages::PinnedPages, protocol::SG_ENTRY_SIZE, session::QueueKind, MediaDevice};
+use crate::{
+    pages::{OwnedPages, PinnedPages},
+    protocol::SG_ENTRY_SIZE,
+    session::QueueKind,
+    MediaDevice,
+};
 use kernel::{prelude::*, sync::Arc};
 
-/// One plane of a USERPTR buffer as the device sees it.
+/// Whose pages a plane is; they live as long as its mapping.
+enum Pages {
+    User(PinnedPages),
+    Driver(Arc<OwnedPages>),
+}
+
+/// One plane of a buffer as the device sees it.
 struct Plane {
-    pinned: PinnedPages,
+    pages: Pages,
     /// Device address and length of each page, in order.
     mapped: KVec<(u64, u32)>,
 }
 
-/// The memory of one USERPTR buffer while the device may use it.
+/// The memory of one buffer while the device may use it.
 ///
-/// Dropping it unmaps the pages for the device and unpins them; so it must
-/// only be dropped once the device is done with the buffer (it returned
-/// it, the queue was stopped or freed, or the device was reset).
+/// Dropping it unmaps the pages for the device and unpins user pages; so it
+/// must only be dropped once the device is done with the buffer (it
+/// returned it, the queue was stopped or freed, or the device was reset).
 pub(crate) struct GuestBuffer {
     dev: Arc<MediaDevice>,
+    device_writes: bool,
     planes: KVec<Plane>,
 }
 
 impl GuestBuffer {
-    /// Pins and maps the planes `(user address, length)`; zero-length
-    /// planes carry no memory, as the device expects.
-    pub(crate) fn new(dev: Arc<MediaDevice>, planes: &[(u64, u32)], device_writes: bool) -> Result<Self> {
-        let mut this = Self {
+    fn empty(dev: Arc<MediaDevice>, planes: usize, device_writes: bool) -> Result<Self> {
+        Ok(Self {
             dev,
-            planes: KVec::with_capacity(planes.len(), GFP_KERNEL)?,
-        };
+            device_writes,
+            planes: KVec::with_capacity(planes, GFP_KERNEL)?,
+        })
+    }
+
+    /// Pins and maps the user planes `(address, length)`; zero-length
+    /// planes carry no memory, as the device expects.
+    pub(crate) fn pin_user(dev: Arc<MediaDevice>, planes: &[(u64, u32)], device_writes: bool) -> Result<Self> {
+        let mut this = Self::empty(dev, planes.len(), device_writes)?;
         for &(addr, len) in planes.iter().filter(|(_, len)| *len > 0) {
             let pinned = PinnedPages::pin(addr, usize::try_from(len)?, device_writes).inspect_err(|e| {
                 pr_debug!("USERPTR {:#x}+{:#x} cannot be pinned: {:?}\n", addr, len, e);
             })?;
-            let mapped = this.dev.commandq().map_pages(&pinned)?;
-            this.planes.push(Plane { pinned, mapped }, GFP_KERNEL)?;
+            let mapped = this.dev.commandq().map_pages(&pinned, device_writes)?;
+            this.planes.push(Plane { pages: Pages::User(pinned), mapped }, GFP_KERNEL)?;
+        }
+        Ok(this)
+    }
+
+    /// Maps the driver's pages of a guest-backed MMAP buffer.
+    pub(crate) fn map_driver(dev: Arc<MediaDevice>, planes: &[Arc<OwnedPages>], device_writes: bool) -> Result<Self> {
+        let mut this = Self::empty(dev, planes.len(), device_writes)?;
+        for plane in planes {
+            let mapped = this.dev.commandq().map_pages(&**plane, device_writes)?;
+            this.planes.push(Plane { pages: Pages::Driver(plane.clone()), mapped }, GFP_KERNEL)?;
         }
         Ok(this)
     }
@@ -65,10 +93,14 @@ impl GuestBuffer {
 
 impl Drop for GuestBuffer {
     fn drop(&mut self) {
-        for plane in self.planes.iter() {
-            self.dev.commandq().unmap_pages(&plane.pinned, &plane.mapped);
+        // Unmapped for the device first, then unpinned or let go.
+        for plane in self.planes.drain_all() {
+            self.dev.commandq().unmap_pages(self.device_writes, &plane.mapped);
+            match plane.pages {
+                Pages::User(pinned) => drop(pinned),
+                Pages::Driver(owned) => drop(owned),
+            }
         }
-        // The planes drop next, which unpins the pages.
     }
 }
 
@@ -199,7 +231,7 @@ fn merge(ranges: &[(u64, u32)]) -> Result<KVec<(u64, u32)>> {
     Ok(merged)
 }
 
-#[kunit_tests(virtio_media_userptr)]
+#[kunit_tests(virtio_media_guestmem)]
 mod tests {
     use super::*;
 

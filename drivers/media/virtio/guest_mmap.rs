@@ -1,0 +1,204 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Guest-backed MMAP buffers, for devices without a shared-memory region
+//! (or when the `guest_mmap` module parameter asks for them).
+//!
+//! The driver allocates MMAP buffers in guest memory, programs map them
+//! from the driver, and the device sees them as USERPTR buffers, pointed at
+//! the driver's pages by SG entries. So a program that only knows MMAP
+//! works unchanged on a device that cannot share its memory.
+
+use crate::{
+    ffi,
+    pages::OwnedPages,
+    protocol::{get_u32, MAX_PLANES},
+    session::QueueKind,
+};
+use core::mem::{offset_of, size_of};
+use kernel::{page::PAGE_SIZE, prelude::*, sync::Arc};
+
+const FMT: usize = offset_of!(ffi::v4l2_format, fmt);
+const PIX_SIZEIMAGE: usize = FMT + offset_of!(ffi::v4l2_pix_format, sizeimage);
+const MP_NUM_PLANES: usize = FMT + offset_of!(ffi::v4l2_pix_format_mplane, num_planes);
+const MP_PLANES: usize = FMT + offset_of!(ffi::v4l2_pix_format_mplane, plane_fmt);
+const MP_PLANE_SIZE: usize = size_of::<ffi::v4l2_plane_pix_format>();
+const MP_PLANE_SIZEIMAGE: usize = offset_of!(ffi::v4l2_plane_pix_format, sizeimage);
+
+/// The plane sizes (`sizeimage`) of a video format, as bytes of a
+/// `v4l2_format`; `None` for other buffer types or an empty plane.
+pub(crate) fn plane_sizes(format: &[u8]) -> Option<KVec<u32>> {
+    let mut sizes = KVec::new();
+    match get_u32(format, 0)? {
+        ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE | ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT => {
+            sizes.push(get_u32(format, PIX_SIZEIMAGE)?, GFP_KERNEL).ok()?;
+        }
+        ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE
+        | ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE => {
+            let count = usize::from(*format.get(MP_NUM_PLANES)?);
+            if count == 0 || count > MAX_PLANES {
+                return None;
+            }
+            for i in 0..count {
+                let at = MP_PLANES + i * MP_PLANE_SIZE + MP_PLANE_SIZEIMAGE;
+                sizes.push(get_u32(format, at)?, GFP_KERNEL).ok()?;
+            }
+        }
+        _ => return None,
+    }
+    if sizes.contains(&0) {
+        return None;
+    }
+    Some(sizes)
+}
+
+/// What the device gets in `m.userptr` for a guest-backed buffer: it must
+/// echo the value and never dereference it; the mmap offset it carries
+/// helps reading device logs.
+pub(crate) const USERPTR_TOKEN: u64 = 1 << 63;
+
+const PLANE_BITS: u32 = 3;
+const INDEX_BITS: u32 = 16;
+/// The capture queue's offsets have this bit set (in pages).
+const CAPTURE_BIT: u32 = 1 << (PLANE_BITS + INDEX_BITS);
+
+/// The `mmap` offset of a plane: one page-aligned cookie per plane of each
+/// buffer of each queue, as vb2 does.
+pub(crate) fn plane_offset(kind: QueueKind, index: u32, plane: usize) -> Option<u32> {
+    if index >= 1 << INDEX_BITS || plane >= MAX_PLANES {
+        return None;
+    }
+    let queue = if kind == QueueKind::Capture { CAPTURE_BIT } else { 0 };
+    let cookie = queue | index << PLANE_BITS | plane as u32;
+    cookie.checked_mul(PAGE_SIZE as u32)
+}
+
+/// The plane an `mmap` offset names: (queue, buffer index, plane).
+pub(crate) fn decode_offset(offset: u64) -> Option<(QueueKind, u32, usize)> {
+    let page = PAGE_SIZE as u64;
+    if offset % page != 0 {
+        return None;
+    }
+    let cookie = u32::try_from(offset / page).ok()?;
+    if cookie >= CAPTURE_BIT << 1 {
+        return None;
+    }
+    let kind = if cookie & CAPTURE_BIT != 0 { QueueKind::Capture } else { QueueKind::Output };
+    let index = (cookie & !CAPTURE_BIT) >> PLANE_BITS;
+    let plane = (cookie & ((1 << PLANE_BITS) - 1)) as usize;
+    Some((kind, index, plane))
+}
+
+/// The buffers of one queue: their planes' pages, by buffer index.
+#[derive(Default)]
+pub(crate) struct GuestMmapQueue {
+    buffers: KVec<KVec<Arc<OwnedPages>>>,
+}
+
+impl GuestMmapQueue {
+    /// Forgets every buffer; returned to be freed outside the session's
+    /// lock (pages a program still maps live on in its mapping).
+    pub(crate) fn take(&mut self) -> KVec<KVec<Arc<OwnedPages>>> {
+        core::mem::take(&mut self.buffers)
+    }
+
+    /// Allocates buffers `first..first + count` with planes of
+    /// `plane_sizes` bytes; `first` must follow the existing buffers.
+    pub(crate) fn allocate(&mut self, first: u32, count: u32, plane_sizes: &[u32]) -> Result {
+        if usize::try_from(first)? != self.buffers.len() || plane_sizes.is_empty() || plane_sizes.len() > MAX_PLANES
+        {
+            return Err(EINVAL);
+        }
+        let end = first.checked_add(count).ok_or(EINVAL)?;
+        if end > 1 << INDEX_BITS {
+            return Err(EINVAL);
+        }
+        let mut added = KVec::with_capacity(usize::try_from(count)?, GFP_KERNEL)?;
+        for _ in 0..count {
+            let mut planes = KVec::with_capacity(plane_sizes.len(), GFP_KERNEL)?;
+            for &size in plane_sizes {
+                planes.push(Arc::new(OwnedPages::new(usize::try_from(size)?)?, GFP_KERNEL)?, GFP_KERNEL)?;
+            }
+            added.push(planes, GFP_KERNEL)?;
+        }
+        self.buffers.reserve(added.len(), GFP_KERNEL)?;
+        for planes in added.drain_all() {
+            // Cannot fail: the capacity is reserved.
+            let _ = self.buffers.push(planes, GFP_KERNEL);
+        }
+        Ok(())
+    }
+
+    /// The planes of buffer `index`.
+    pub(crate) fn planes(&self, index: u32) -> Option<&[Arc<OwnedPages>]> {
+        self.buffers.get(usize::try_from(index).ok()?).map(|p| p.as_slice())
+    }
+
+    /// Number of buffers.
+    pub(crate) fn len(&self) -> usize {
+        self.buffers.len()
+    }
+}
+
+#[kunit_tests(virtio_media_guest_mmap)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_name_one_plane_each() {
+        let a = plane_offset(QueueKind::Capture, 0, 0).expect("offset");
+        let b = plane_offset(QueueKind::Output, 0, 0).expect("offset");
+        let c = plane_offset(QueueKind::Capture, 5, 2).expect("offset");
+        assert!(a != b && a != c && b != c);
+        assert_eq!(decode_offset(a.into()), Some((QueueKind::Capture, 0, 0)));
+        assert_eq!(decode_offset(b.into()), Some((QueueKind::Output, 0, 0)));
+        assert_eq!(decode_offset(c.into()), Some((QueueKind::Capture, 5, 2)));
+        let last = plane_offset(QueueKind::Capture, (1 << INDEX_BITS) - 1, MAX_PLANES - 1).expect("offset");
+        assert_eq!(decode_offset(last.into()), Some((QueueKind::Capture, (1 << INDEX_BITS) - 1, MAX_PLANES - 1)));
+    }
+
+    #[test]
+    fn bad_offsets_and_indexes_are_refused() {
+        assert_eq!(plane_offset(QueueKind::Capture, 1 << INDEX_BITS, 0), None);
+        assert_eq!(plane_offset(QueueKind::Capture, 0, MAX_PLANES), None);
+        assert_eq!(decode_offset(1), None);
+        assert_eq!(decode_offset(u64::from(CAPTURE_BIT << 1) * PAGE_SIZE as u64), None);
+        assert_eq!(decode_offset(u64::MAX - (PAGE_SIZE as u64 - 1)), None);
+    }
+
+    #[test]
+    fn formats_give_their_plane_sizes() {
+        let mut format = [0u8; size_of::<ffi::v4l2_format>()];
+        crate::protocol::set_u32(&mut format, 0, ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE);
+        // A zero sizeimage.
+        assert!(plane_sizes(&format).is_none());
+        crate::protocol::set_u32(&mut format, PIX_SIZEIMAGE, 614400);
+        assert_eq!(plane_sizes(&format).as_deref(), Some(&[614400u32][..]));
+        crate::protocol::set_u32(&mut format, 0, ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE);
+        format[MP_NUM_PLANES] = 2;
+        crate::protocol::set_u32(&mut format, MP_PLANES + MP_PLANE_SIZEIMAGE, 100);
+        crate::protocol::set_u32(&mut format, MP_PLANES + MP_PLANE_SIZE + MP_PLANE_SIZEIMAGE, 50);
+        assert_eq!(plane_sizes(&format).as_deref(), Some(&[100u32, 50][..]));
+        format[MP_NUM_PLANES] = MAX_PLANES as u8 + 1;
+        assert!(plane_sizes(&format).is_none());
+        crate::protocol::set_u32(&mut format, 0, ffi::v4l2_buf_type_V4L2_BUF_TYPE_META_CAPTURE);
+        assert!(plane_sizes(&format).is_none());
+    }
+
+    #[test]
+    fn buffers_are_allocated_in_order() {
+        let mut q = GuestMmapQueue::default();
+        assert_eq!(q.allocate(0, 2, &[5000, 100]), Ok(()));
+        assert_eq!(q.len(), 2);
+        let planes = q.planes(1).expect("buffer 1");
+        assert_eq!((planes.len(), planes[0].len(), planes[1].len()), (2, 5000, 100));
+        // CREATE_BUFS adds after the last buffer, never over one.
+        assert_eq!(q.allocate(1, 1, &[10]), Err(EINVAL));
+        assert_eq!(q.allocate(2, 1, &[10]), Ok(()));
+        assert!(q.planes(3).is_none());
+        assert_eq!(q.allocate(3, 1, &[]), Err(EINVAL));
+        assert_eq!(q.allocate(3, 1, &[0]), Err(EINVAL));
+        assert_eq!(q.len(), 3);
+        assert_eq!(q.take().len(), 3);
+        assert_eq!(q.len(), 0);
+    }
+}
