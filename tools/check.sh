@@ -87,13 +87,76 @@ fi
 
 # Guest runs with the test device.
 vfu_bin=tools/virtio-media-vfu/target/release/virtio-media-vfu
-# run_vfu NAME "DEVICE FLAGS" TEST [VAR=VALUE] [FILE]: FILE goes to /extra.
+# run_vfu NAME "DEVICE FLAGS" TEST [VAR=VALUE] [FILE]: FILE goes to /extra;
+# $module_params (e.g. "virtio_media.guest_mmap=1") go to the driver.
+module_params=""
 run_vfu() {
 	local name=$1 flags=$2 test=$3 env=${4:-NONE=1} extra=()
 	[ -n "${5:-}" ] && extra=(--ko "$5")
 	[ -x "$vfu_bin" ] && [ -f "$ko" ] || return 1
 	tools/vm/run-guest.sh --name "$name" --ko "$ko" "${extra[@]}" --modules virtio_media --vfu "$flags" \
-		--env "$env" --test "$test" --timeout 300 > "$results/$name.run.log" 2>&1
+		--append "$module_params" --env "$env" --test "$test" --timeout 300 > "$results/$name.run.log" 2>&1
+}
+
+# compliance NAME "DEVICE FLAGS" LABEL [userptr] [guest-mmap]: v4l2-compliance
+# -s with 0 failures; "userptr": its USERPTR streaming tests ran and passed;
+# "guest-mmap": the driver used guest-backed MMAP buffers.
+compliance() {
+	local name=$1 flags=$2 label=$3 expect=" ${*:4} "
+	run_vfu "$name" "$flags" tools/vm/tests/compliance.sh "COMPLIANCE_ARGS=-s"
+	local log=$results/$name/compliance.log
+	local totals
+	totals=$(grep '^Total for' "$log" 2>/dev/null | tail -n 1)
+	cp "$log" "$results/$name.compliance.log" 2>/dev/null
+	if [ -n "$totals" ] && echo "$totals" | grep -q 'Failed: 0,'; then
+		record "driver: v4l2-compliance -s, $label" OK "$totals"
+	else
+		record "driver: v4l2-compliance -s, $label" FAIL "${totals:-no totals} ($log)"
+	fi
+	if [[ $expect == *" userptr "* ]]; then
+		local ran
+		ran=$(grep -cE 'test USERPTR \((no poll|select)\): OK$' "$log" 2>/dev/null)
+		if [ "${ran:-0}" = 2 ]; then
+			record "driver: USERPTR streaming tests ran, $label" OK "2 of 2"
+		else
+			record "driver: USERPTR streaming tests ran, $label" FAIL "${ran:-0} of 2 ($log)"
+		fi
+	fi
+	if [[ $expect == *" guest-mmap "* ]]; then
+		if grep -q 'MMAP buffers are in guest memory' "$results/$name/dmesg.log" 2>/dev/null &&
+			grep -qE 'test MMAP \(select, REQBUFS\): OK$' "$log"; then
+			record "driver: MMAP in guest memory, $label" OK
+		else
+			record "driver: MMAP in guest memory, $label" FAIL "($results/$name/dmesg.log, $log)"
+		fi
+	fi
+}
+
+# stream_md5 NAME "DEVICE FLAGS" MODE LABEL: 300 frames, each frame's MD5
+# in the guest equal to the one the device logged when it wrote it (frame i
+# of the stream is the frame of sequence i).
+stream_md5() {
+	local name=$1 flags=$2 mode=$3 label=$4
+	local frame_log=$results/$name-device-frames.md5 guest_md5=$results/$name/single.md5
+	rm -f "$frame_log"
+	if run_vfu "$name" "$flags --frame-log $frame_log" tools/vm/tests/stream.sh "STREAM_MODE=$mode"; then
+		record "driver: stream 300 frames, $label" OK
+	else
+		record "driver: stream 300 frames, $label" FAIL "($results/$name/console.log)"
+	fi
+	if [ -s "$guest_md5" ] && [ -s "$frame_log" ]; then
+		local mismatched frames
+		mismatched=$(awk 'NR == FNR { dev[$1] = $2; next }
+			!($1 in dev) || dev[$1] != $2 { bad++ } END { print bad + 0 }' "$frame_log" "$guest_md5")
+		frames=$(wc -l < "$guest_md5")
+		if [ "$mismatched" = 0 ] && [ "$frames" = 300 ]; then
+			record "driver: guest frames match device frames, $label" OK "$frames frames, MD5"
+		else
+			record "driver: guest frames match device frames, $label" FAIL "$mismatched of $frames differ ($guest_md5, $frame_log)"
+		fi
+	else
+		record "driver: guest frames match device frames, $label" FAIL "missing $guest_md5 or $frame_log"
+	fi
 }
 
 if [ -f tools/virtio-media-vfu/Cargo.toml ]; then
@@ -106,28 +169,23 @@ if [ -f tools/virtio-media-vfu/Cargo.toml ]; then
 		fi
 	done
 
-	# v4l2-compliance -s through the driver, on every backend.
-	for backend in simple capture output m2m "capture --crop"; do
-		name=compliance-$(echo "$backend" | tr -s ' -' '-')
-		run_vfu "$name" "--device-id 42 --backend $backend" tools/vm/tests/compliance.sh "COMPLIANCE_ARGS=-s"
-		log=$results/$name/compliance.log
-		totals=$(grep '^Total for' "$log" 2>/dev/null | tail -n 1)
-		cp "$log" "$results/$name.compliance.log" 2>/dev/null
-		if [ -n "$totals" ] && echo "$totals" | grep -q 'Failed: 0,'; then
-			record "driver: v4l2-compliance -s, $backend" OK "$totals"
-		else
-			record "driver: v4l2-compliance -s, $backend" FAIL "${totals:-no totals} ($log)"
-		fi
-		# The project's devices support USERPTR: its streaming tests must
-		# have run (not "Not Supported") and passed.
-		[ "$backend" = simple ] && continue
-		ran=$(grep -cE 'test USERPTR \((no poll|select)\): OK$' "$log" 2>/dev/null)
-		if [ "${ran:-0}" = 2 ]; then
-			record "driver: USERPTR streaming tests ran, $backend" OK "2 of 2"
-		else
-			record "driver: USERPTR streaming tests ran, $backend" FAIL "${ran:-0} of 2 ($log)"
-		fi
+	# v4l2-compliance -s through the driver, on every backend; the project's
+	# devices support USERPTR, so its streaming tests must run.
+	compliance compliance-simple "--device-id 42 --backend simple" simple
+	for backend in capture output m2m "capture --crop"; do
+		compliance "compliance-$(echo "$backend" | tr -s ' -' '-')" "--device-id 42 --backend $backend" \
+			"$backend" userptr
 	done
+
+	# MMAP buffers in guest memory, asked for with the module parameter on
+	# a device that has shared memory.
+	module_params=virtio_media.guest_mmap=1
+	for backend in capture output m2m; do
+		compliance "compliance-guest-mmap-$backend" "--device-id 42 --backend $backend" \
+			"$backend, guest_mmap=1" userptr guest-mmap
+	done
+	stream_md5 stream-guest-mmap "--device-id 42 --backend capture" mmap "MMAP, guest_mmap=1"
+	module_params=""
 
 	# 32-bit user space: Debian's i386 v4l2-compliance, run after the amd64
 	# one in the same guest, must get the same totals with 0 failures. `file`
@@ -173,35 +231,9 @@ if [ -f tools/virtio-media-vfu/Cargo.toml ]; then
 		record "driver: v4l2-compliance -s, i386 = amd64" FAIL "${why#; } ($dir/bits.log)"
 	fi
 
-	# 300 frames from one session, through MMAP and USERPTR buffers; two
-	# sessions of a mem2mem device at once. The device logs the MD5 of each
-	# frame it writes; the guest, of each frame it read. Frame i of the
-	# stream is the frame of sequence i.
-	for mode in mmap user; do
-		name=stream-$mode
-		frame_log=$results/$name-device-frames.md5
-		rm -f "$frame_log"
-		label="driver: stream 300 frames ($mode)"
-		if run_vfu "$name" "--device-id 42 --backend capture --frame-log $frame_log" tools/vm/tests/stream.sh "STREAM_MODE=$mode"; then
-			record "$label" OK
-		else
-			record "$label" FAIL "($results/$name/console.log)"
-		fi
-		guest_md5=$results/$name/single.md5
-		label="driver: guest frames match device frames ($mode)"
-		if [ -s "$guest_md5" ] && [ -s "$frame_log" ]; then
-			mismatched=$(awk 'NR == FNR { dev[$1] = $2; next }
-				!($1 in dev) || dev[$1] != $2 { bad++ } END { print bad + 0 }' "$frame_log" "$guest_md5")
-			frames=$(wc -l < "$guest_md5")
-			if [ "$mismatched" = 0 ] && [ "$frames" = 300 ]; then
-				record "$label" OK "$frames frames, MD5"
-			else
-				record "$label" FAIL "$mismatched of $frames differ ($guest_md5, $frame_log)"
-			fi
-		else
-			record "$label" FAIL "missing $guest_md5 or $frame_log"
-		fi
-	done
+	# 300 frames from one session, through MMAP and USERPTR buffers.
+	stream_md5 stream-mmap "--device-id 42 --backend capture" mmap MMAP
+	stream_md5 stream-user "--device-id 42 --backend capture" user USERPTR
 
 	# 1000 USERPTR life cycles: pinned pages and memory back to the start.
 	cycles_bin=$BUILD_DIR/tests/userptr-cycles
