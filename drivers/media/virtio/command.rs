@@ -10,6 +10,7 @@
 //! returns it, or when the queue is torn down after a device reset.
 
 use crate::{
+    dmabuf::DeviceRef,
     pages::PageRange,
     protocol::{self, ResponseError, SG_ENTRY_SIZE},
     virtqueue::{Chain, Virtqueue},
@@ -306,6 +307,12 @@ impl CommandQueue {
         }
         drop(vq);
         self.space.notify_all();
+    }
+
+    /// The device imported dma-bufs are attached to; `None` when the device
+    /// is gone or its transport cannot use dma-bufs.
+    pub(crate) fn dmabuf_device(&self) -> Option<DeviceRef> {
+        self.vq.lock().as_ref().and_then(|queue| queue.dmabuf_device())
     }
 
     /// Maps guest pages for the device; see [`Virtqueue::map_pages`].

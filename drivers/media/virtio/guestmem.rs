@@ -6,6 +6,7 @@
 //! buffer comes back.
 
 use crate::{
+    dmabuf::ImportedDmaBuf,
     pages::{OwnedPages, PinnedPages},
     protocol::SG_ENTRY_SIZE,
     session::QueueKind,
@@ -17,12 +18,14 @@ use kernel::{prelude::*, sync::Arc};
 enum Pages {
     User(PinnedPages),
     Driver(Arc<OwnedPages>),
+    /// Mapped by its exporter for the device, not by the virtqueue.
+    DmaBuf(ImportedDmaBuf),
 }
 
 /// One plane of a buffer as the device sees it.
 struct Plane {
     pages: Pages,
-    /// Device address and length of each page, in order.
+    /// Device address and length of each page or segment, in order.
     mapped: KVec<(u64, u32)>,
 }
 
@@ -60,6 +63,32 @@ impl GuestBuffer {
         Ok(this)
     }
 
+    /// Imports the dma-buf planes `(fd, length)` (length 0: the whole
+    /// dma-buf); returns the lengths the device is given.
+    pub(crate) fn import_dmabufs(
+        dev: Arc<MediaDevice>,
+        planes: &[(i32, u32)],
+        device_writes: bool,
+    ) -> Result<(Self, KVec<u32>)> {
+        let mut this = Self::empty(dev, planes.len(), device_writes)?;
+        let mut lengths = KVec::with_capacity(planes.len(), GFP_KERNEL)?;
+        for &(fd, length) in planes {
+            let device = this.dev.commandq().dmabuf_device().ok_or(EINVAL)?;
+            let imported = ImportedDmaBuf::import(device, fd, device_writes).inspect_err(|e| {
+                pr_debug!("DMABUF fd {} cannot be imported: {:?}\n", fd, e);
+            })?;
+            let size = u32::try_from(imported.size()).map_err(|_| EINVAL)?;
+            let length = if length == 0 { size } else { length };
+            if length > size {
+                return Err(EINVAL);
+            }
+            let mapped = truncate(imported.segments()?, length)?;
+            this.planes.push(Plane { pages: Pages::DmaBuf(imported), mapped }, GFP_KERNEL)?;
+            lengths.push(length, GFP_KERNEL)?;
+        }
+        Ok((this, lengths))
+    }
+
     /// Maps the driver's pages of a guest-backed MMAP buffer.
     pub(crate) fn map_driver(dev: Arc<MediaDevice>, planes: &[Arc<OwnedPages>], device_writes: bool) -> Result<Self> {
         let mut this = Self::empty(dev, planes.len(), device_writes)?;
@@ -95,10 +124,17 @@ impl Drop for GuestBuffer {
     fn drop(&mut self) {
         // Unmapped for the device first, then unpinned or let go.
         for plane in self.planes.drain_all() {
-            self.dev.commandq().unmap_pages(self.device_writes, &plane.mapped);
+            let unmap = || self.dev.commandq().unmap_pages(self.device_writes, &plane.mapped);
             match plane.pages {
-                Pages::User(pinned) => drop(pinned),
-                Pages::Driver(owned) => drop(owned),
+                Pages::User(pinned) => {
+                    unmap();
+                    drop(pinned);
+                }
+                Pages::Driver(owned) => {
+                    unmap();
+                    drop(owned);
+                }
+                Pages::DmaBuf(imported) => drop(imported),
             }
         }
     }
@@ -215,6 +251,25 @@ impl Held<GuestBuffer> {
     }
 }
 
+/// The first segments covering `length` bytes, the last one cut: the device
+/// reads entries until they cover the plane, so none may be left over.
+fn truncate(segments: KVec<(u64, u32)>, length: u32) -> Result<KVec<(u64, u32)>> {
+    let mut kept = KVec::new();
+    let mut remaining = length;
+    for (addr, len) in segments {
+        if remaining == 0 {
+            break;
+        }
+        let take = len.min(remaining);
+        kept.push((addr, take), GFP_KERNEL)?;
+        remaining -= take;
+    }
+    if remaining > 0 {
+        return Err(EINVAL);
+    }
+    Ok(kept)
+}
+
 /// Merges device ranges that follow each other into one SG entry each.
 fn merge(ranges: &[(u64, u32)]) -> Result<KVec<(u64, u32)>> {
     let mut merged: KVec<(u64, u32)> = KVec::new();
@@ -275,6 +330,17 @@ mod tests {
         held.take_where(|_| true, &mut released);
         assert_eq!(released.len(), 3);
         assert_eq!(held.len(), 0);
+    }
+
+    #[test]
+    fn segments_are_cut_to_the_plane() {
+        let mut segments = KVec::new();
+        segments.extend_from_slice(&[(0x1000, 0x1000), (0x5000, 0x2000), (0x9000, 0x1000)], GFP_KERNEL).expect("alloc");
+        let cut = truncate(segments, 0x2800).expect("covered");
+        assert_eq!(cut.as_slice(), &[(0x1000, 0x1000), (0x5000, 0x1800)]);
+        let mut short = KVec::new();
+        short.push((0x1000, 0x1000), GFP_KERNEL).expect("alloc");
+        assert_eq!(truncate(short, 0x1001).err(), Some(EINVAL));
     }
 
     #[test]

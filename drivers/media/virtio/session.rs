@@ -26,6 +26,10 @@ use kernel::{
     uaccess::{UserPtr, UserSlice},
 };
 
+mod memory;
+
+use memory::{Presented, MEMORY_USERPTR};
+
 /// An ioctl argument as its handler received it, as bytes.
 pub(crate) enum Arg<'a> {
     /// A struct the ioctl reads and may write back.
@@ -61,26 +65,6 @@ const REQBUFS_MEMORY: usize = offset_of!(ffi::v4l2_requestbuffers, memory);
 const REQBUFS_CAPS: usize = offset_of!(ffi::v4l2_requestbuffers, capabilities);
 const CREATE_MEMORY: usize = offset_of!(ffi::v4l2_create_buffers, memory);
 const CREATE_CAPS: usize = offset_of!(ffi::v4l2_create_buffers, capabilities);
-const MEMORY_MMAP: u32 = ffi::v4l2_memory_V4L2_MEMORY_MMAP;
-const MEMORY_USERPTR: u32 = ffi::v4l2_memory_V4L2_MEMORY_USERPTR;
-
-/// Whether the driver passes USERPTR buffers to the device.
-fn userptr_enabled() -> bool {
-    crate::module_parameters::userptr.value()
-}
-
-/// The memory types a program may use: MMAP, and USERPTR unless turned
-/// off. DMABUF is not implemented.
-fn memory_supported(memory: u32) -> bool {
-    memory == MEMORY_MMAP || (memory == MEMORY_USERPTR && userptr_enabled())
-}
-
-/// Capability bits of memory types the device may support and the driver
-/// does not pass on.
-fn hidden_memory_caps() -> u32 {
-    let userptr = if userptr_enabled() { 0 } else { ffi::V4L2_BUF_CAP_SUPPORTS_USERPTR };
-    ffi::V4L2_BUF_CAP_SUPPORTS_DMABUF | userptr
-}
 const CREATE_INDEX: usize = offset_of!(ffi::v4l2_create_buffers, index);
 const CREATE_COUNT: usize = offset_of!(ffi::v4l2_create_buffers, count);
 const CREATE_FORMAT: usize = offset_of!(ffi::v4l2_create_buffers, format);
@@ -165,83 +149,6 @@ fn read_response(
     status.map(|()| (trailer_written, memory))
 }
 
-/// The (user pointer, length) of each plane of a USERPTR buffer.
-fn user_planes(buf_type: u32, buf: &[u8], planes: &[u8]) -> Result<KVec<(u64, u32)>> {
-    let mut user = KVec::new();
-    if is_multiplanar(buf_type) {
-        let count = usize::try_from(get_u32(buf, BUF_LENGTH).ok_or(EINVAL)?)?;
-        for plane in planes.chunks_exact(PLANE_SIZE).take(count.min(MAX_PLANES)) {
-            let ptr = get_u64(plane, PLANE_M).ok_or(EINVAL)?;
-            user.push((ptr, get_u32(plane, PLANE_LENGTH).ok_or(EINVAL)?), GFP_KERNEL)?;
-        }
-    } else {
-        user.push((get_u64(buf, BUF_M).ok_or(EINVAL)?, get_u32(buf, BUF_LENGTH).ok_or(EINVAL)?), GFP_KERNEL)?;
-    }
-    Ok(user)
-}
-
-/// Writes the program's plane pointers into a buffer the device returned
-/// or described.
-fn put_user_pointers(buf_type: u32, buf: &mut [u8], planes: &mut [u8], pointers: &[u64]) {
-    if is_multiplanar(buf_type) {
-        for (plane, ptr) in planes.chunks_exact_mut(PLANE_SIZE).zip(pointers) {
-            set_u64(plane, PLANE_M, *ptr);
-        }
-    } else if let Some(ptr) = pointers.first() {
-        set_u64(buf, BUF_M, *ptr);
-    }
-}
-
-/// Shows a guest-backed buffer as the MMAP buffer the program knows: each
-/// plane's mmap offset and length.
-fn present_as_mmap(buf_type: u32, kind: QueueKind, buf: &mut [u8], planes: &mut [u8], owned: &[Arc<OwnedPages>]) {
-    let index = get_u32(buf, BUF_INDEX).unwrap_or(u32::MAX);
-    set_u32(buf, BUF_MEMORY, MEMORY_MMAP);
-    let offset = |plane| u64::from(guest_mmap::plane_offset(kind, index, plane).unwrap_or(0));
-    // Lengths are at most MAX_PINNED_LEN, so they fit.
-    if is_multiplanar(buf_type) {
-        for (i, (plane, pages)) in planes.chunks_exact_mut(PLANE_SIZE).zip(owned).enumerate() {
-            set_u64(plane, PLANE_M, offset(i));
-            set_u32(plane, PLANE_LENGTH, pages.len() as u32);
-        }
-    } else if let Some(pages) = owned.first() {
-        set_u64(buf, BUF_M, offset(0));
-        set_u32(buf, BUF_LENGTH, pages.len() as u32);
-    }
-}
-
-/// Rewrites a guest-backed MMAP buffer into the USERPTR buffer the device
-/// knows; returns the pointers it was given.
-fn present_as_userptr(
-    buf_type: u32,
-    kind: QueueKind,
-    buf: &mut [u8],
-    planes: &mut [u8],
-    owned: &[Arc<OwnedPages>],
-) -> Result<KVec<u64>> {
-    let index = get_u32(buf, BUF_INDEX).ok_or(EINVAL)?;
-    let mut pointers = KVec::with_capacity(owned.len(), GFP_KERNEL)?;
-    for plane in 0..owned.len() {
-        let offset = guest_mmap::plane_offset(kind, index, plane).ok_or(EINVAL)?;
-        pointers.push(guest_mmap::USERPTR_TOKEN | u64::from(offset), GFP_KERNEL)?;
-    }
-    set_u32(buf, BUF_MEMORY, MEMORY_USERPTR);
-    if is_multiplanar(buf_type) {
-        if planes.len() < owned.len() * PLANE_SIZE {
-            return Err(EINVAL);
-        }
-        set_u32(buf, BUF_LENGTH, owned.len() as u32);
-        for ((plane, pages), ptr) in planes.chunks_exact_mut(PLANE_SIZE).zip(owned).zip(pointers.iter()) {
-            set_u64(plane, PLANE_M, *ptr);
-            set_u32(plane, PLANE_LENGTH, pages.len() as u32);
-        }
-    } else if let (Some(pages), Some(ptr)) = (owned.first(), pointers.first()) {
-        set_u64(buf, BUF_M, *ptr);
-        set_u32(buf, BUF_LENGTH, pages.len() as u32);
-    }
-    Ok(pointers)
-}
-
 /// Which of a session's two queues a buffer type belongs to.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum QueueKind {
@@ -280,9 +187,9 @@ pub(crate) struct QueueState {
     done: KVec<KBox<DoneBuffer>>,
     /// A buffer flagged LAST was dequeued: DQBUF says EPIPE until restart.
     last_dequeued: bool,
-    /// The buffers are guest-backed MMAP buffers, USERPTR ones on the device.
-    guest_mmap: bool,
-    /// Their memory.
+    /// What the program's buffers are, if the device knows them as USERPTR.
+    presented: Presented,
+    /// The memory of guest-backed MMAP buffers.
     mmap: GuestMmapQueue,
 }
 
@@ -533,94 +440,6 @@ impl Session {
         Ok(())
     }
 
-    /// REQBUFS and CREATE_BUFS. On a device without shared memory, MMAP
-    /// buffers are the driver's: the device is asked for USERPTR buffers,
-    /// and the driver allocates their memory once it agreed.
-    fn allocate_buffers(&self, code: u32, payload: &mut [u8], memory_at: usize, caps_at: usize) -> Result {
-        let memory = get_u32(payload, memory_at).ok_or(EINVAL)?;
-        if !memory_supported(memory) {
-            return Err(EINVAL);
-        }
-        let guest_mmap = memory == MEMORY_MMAP && self.dev.guest_mmap();
-        let type_at = if code == ioctl::VIDIOC_REQBUFS { REQBUFS_TYPE } else { CREATE_TYPE };
-        let kind = get_u32(payload, type_at).and_then(queue_of).ok_or(EINVAL)?;
-        if code == ioctl::VIDIOC_CREATE_BUFS {
-            // The device cannot tell the two kinds of USERPTR buffers apart.
-            let state = self.state.lock();
-            let queue = state.queue_ref(kind);
-            if queue.num_buffers > 0 && queue.guest_mmap != guest_mmap {
-                return Err(EINVAL);
-            }
-        }
-        if guest_mmap {
-            set_u32(payload, memory_at, MEMORY_USERPTR);
-        }
-        let result = self.transact(code, payload, &mut []).map(|_| ());
-        if let Some(caps) = get_u32(payload, caps_at) {
-            let mut caps = caps & !hidden_memory_caps();
-            if self.dev.guest_mmap() && caps & ffi::V4L2_BUF_CAP_SUPPORTS_USERPTR != 0 {
-                caps |= ffi::V4L2_BUF_CAP_SUPPORTS_MMAP;
-            }
-            if !userptr_enabled() {
-                caps &= !ffi::V4L2_BUF_CAP_SUPPORTS_USERPTR;
-            }
-            set_u32(payload, caps_at, caps);
-        }
-        if guest_mmap {
-            set_u32(payload, memory_at, MEMORY_MMAP);
-        }
-        result?;
-        self.after_success(code, payload);
-        if guest_mmap {
-            if let Err(e) = self.allocate_guest_mmap(code, kind, payload) {
-                pr_warn!("no memory for the MMAP buffers of session {}: {:?}\n", self.id, e);
-                if code == ioctl::VIDIOC_REQBUFS {
-                    self.free_device_buffers(payload);
-                }
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    /// Allocates the memory of the guest-backed MMAP buffers the device
-    /// just agreed to, sized by the format (the queue's, for REQBUFS).
-    fn allocate_guest_mmap(&self, code: u32, kind: QueueKind, payload: &[u8]) -> Result {
-        let (first, count, sizes) = if code == ioctl::VIDIOC_REQBUFS {
-            let mut format = [0u8; core::mem::size_of::<ffi::v4l2_format>()];
-            format[..4].copy_from_slice(payload.get(REQBUFS_TYPE..REQBUFS_TYPE + 4).ok_or(EINVAL)?);
-            self.transact(ioctl::VIDIOC_G_FMT, &mut format, &mut [])?;
-            (0, get_u32(payload, REQBUFS_COUNT).ok_or(EINVAL)?, guest_mmap::plane_sizes(&format))
-        } else {
-            let format = payload.get(CREATE_FORMAT..CREATE_FORMAT + core::mem::size_of::<ffi::v4l2_format>());
-            (
-                get_u32(payload, CREATE_INDEX).ok_or(EINVAL)?,
-                get_u32(payload, CREATE_COUNT).ok_or(EINVAL)?,
-                format.and_then(guest_mmap::plane_sizes),
-            )
-        };
-        if count == 0 {
-            return Ok(());
-        }
-        let sizes = sizes.ok_or(EINVAL)?;
-        let mut state = self.state.lock();
-        let queue = state.queue(kind);
-        queue.guest_mmap = true;
-        queue.mmap.allocate(first, count, &sizes)
-    }
-
-    /// Frees the device's buffers of a REQBUFS whose memory the driver
-    /// could not allocate.
-    fn free_device_buffers(&self, payload: &[u8]) {
-        let mut request = [0u8; core::mem::size_of::<ffi::v4l2_requestbuffers>()];
-        if let Some(buf_type) = get_u32(payload, REQBUFS_TYPE) {
-            set_u32(&mut request, REQBUFS_TYPE, buf_type);
-            set_u32(&mut request, REQBUFS_MEMORY, MEMORY_USERPTR);
-            let _ = self.transact(ioctl::VIDIOC_REQBUFS, &mut request, &mut []);
-            self.after_success(ioctl::VIDIOC_REQBUFS, &request);
-        }
-    }
-
     /// Sends the ioctl and copies back what the device wrote (see
     /// [`read_response`]); returns how many trailer bytes it wrote.
     fn transact(&self, code: u32, payload: &mut [u8], trailer: &mut [u8]) -> Result<usize> {
@@ -668,20 +487,13 @@ impl Session {
 
     fn buffer_ioctl(&self, code: u32, buf: &mut [u8], planes: &mut [u8]) -> Result {
         let buf_type = get_u32(buf, BUF_TYPE).ok_or(EINVAL)?;
-        let memory = get_u32(buf, BUF_MEMORY).ok_or(EINVAL)?;
-        if code != ioctl::VIDIOC_QUERYBUF && !memory_supported(memory) {
-            return Err(EINVAL);
-        }
         let kind = queue_of(buf_type).ok_or(EINVAL)?;
-        let guest_mmap = self.state.lock().queue_ref(kind).guest_mmap;
         let mut pointer = [0u8; POINTER_SIZE];
         pointer.copy_from_slice(buf.get(BUF_M..BUF_M + POINTER_SIZE).ok_or(EINVAL)?);
         let length = get_u32(buf, BUF_LENGTH).ok_or(EINVAL)?;
-        let result = match (code, memory) {
-            (ioctl::VIDIOC_QUERYBUF, _) => self.transact(code, buf, planes),
-            (_, MEMORY_USERPTR) => self.queue_user_buffer(code, kind, buf, planes),
-            (_, MEMORY_MMAP) if guest_mmap => self.queue_guest_mmap_buffer(code, kind, buf, planes),
-            _ => self.transact(code, buf, planes),
+        let result = match code {
+            ioctl::VIDIOC_QUERYBUF => self.transact(code, buf, planes),
+            _ => self.queue_buffer(code, kind, buf, planes),
         };
         if is_multiplanar(buf_type) {
             // Whatever the device wrote, the planes pointer is the kernel's
@@ -699,86 +511,11 @@ impl Session {
             }
         }
         if get_u32(buf, BUF_MEMORY) == Some(MEMORY_USERPTR) {
-            // The device does not know the program's pointers (it must
-            // return them unchanged, but need not for QUERYBUF), nor that
-            // guest-backed buffers are MMAP ones for the program.
             let index = get_u32(buf, BUF_INDEX).unwrap_or(u32::MAX);
             let state = self.state.lock();
-            let queue = state.queue_ref(kind);
-            if queue.guest_mmap {
-                if let Some(owned) = queue.mmap.planes(index) {
-                    present_as_mmap(buf_type, kind, buf, planes, owned);
-                }
-            } else if let Some(pointers) = state.held.pointers(kind, index) {
-                put_user_pointers(buf_type, buf, planes, pointers);
-            }
+            state.present_to_program(kind, buf, planes, state.held.pointers(kind, index));
         }
         result.map(|_| ())
-    }
-
-    /// QBUF or PREPARE_BUF of a USERPTR buffer: its pages are pinned and
-    /// mapped, described to the device after the planes, and held until
-    /// the device returns the buffer or the queue stops.
-    fn queue_user_buffer(&self, code: u32, kind: QueueKind, buf: &mut [u8], planes: &mut [u8]) -> Result<usize> {
-        let buf_type = get_u32(buf, BUF_TYPE).ok_or(EINVAL)?;
-        let index = get_u32(buf, BUF_INDEX).ok_or(EINVAL)?;
-        let user_planes = user_planes(buf_type, buf, planes)?;
-        let memory = GuestBuffer::pin_user(self.dev.clone(), &user_planes, kind == QueueKind::Capture)?;
-        let mut pointers = KVec::with_capacity(user_planes.len(), GFP_KERNEL)?;
-        for (ptr, _) in user_planes.iter() {
-            pointers.push(*ptr, GFP_KERNEL)?;
-        }
-        self.hold_and_send(code, kind, index, buf, planes, memory, pointers)
-    }
-
-    /// QBUF or PREPARE_BUF of a guest-backed MMAP buffer: sent as the
-    /// USERPTR buffer the device knows, pointing at the driver's pages.
-    fn queue_guest_mmap_buffer(&self, code: u32, kind: QueueKind, buf: &mut [u8], planes: &mut [u8]) -> Result<usize> {
-        let buf_type = get_u32(buf, BUF_TYPE).ok_or(EINVAL)?;
-        let index = get_u32(buf, BUF_INDEX).ok_or(EINVAL)?;
-        let mut owned = KVec::new();
-        owned.extend_from_slice(self.state.lock().queue_ref(kind).mmap.planes(index).ok_or(EINVAL)?, GFP_KERNEL)?;
-        let memory = GuestBuffer::map_driver(self.dev.clone(), &owned, kind == QueueKind::Capture)?;
-        let planes = if is_multiplanar(buf_type) {
-            planes.get_mut(..owned.len() * PLANE_SIZE).ok_or(EINVAL)?
-        } else {
-            &mut planes[..0]
-        };
-        let pointers = present_as_userptr(buf_type, kind, buf, planes, &owned)?;
-        self.hold_and_send(code, kind, index, buf, planes, memory, pointers)
-    }
-
-    /// Holds `memory` for buffer `index` and sends its QBUF or PREPARE_BUF
-    /// with the SG entries after the planes.
-    #[expect(clippy::too_many_arguments)]
-    fn hold_and_send(
-        &self,
-        code: u32,
-        kind: QueueKind,
-        index: u32,
-        buf: &mut [u8],
-        planes: &mut [u8],
-        memory: GuestBuffer,
-        pointers: KVec<u64>,
-    ) -> Result<usize> {
-        let sg_entries = memory.sg_entries()?;
-        let mut state = self.state.lock();
-        if state.device_reset || state.closed {
-            return Err(ENODEV);
-        }
-        let prepare = code == ioctl::VIDIOC_PREPARE_BUF;
-        let (serial, replaced) = state.held.insert(kind, index, prepare, pointers, memory)?;
-        drop(state);
-        drop(replaced);
-        // Uninterruptible: a QBUF the device may still be handling must
-        // keep its pages, so only the device's own answer releases them.
-        let response = self.send_ioctl(code, buf, planes, &sg_entries, KVec::new(), Wait::Uninterruptible)?;
-        let result = read_response(code, response, buf, planes).map(|(written, _)| written);
-        if result.is_err() {
-            let refused = self.state.lock().held.remove_serial(serial);
-            drop(refused);
-        }
-        result
     }
 
     fn controls_ioctl(&self, code: u32, ctrls: &mut [u8], array: &mut [u8]) -> Result {
@@ -865,7 +602,7 @@ impl Session {
                     state.held.take_where(|k| k == kind, &mut released);
                     let queue = state.queue(kind);
                     freed = queue.mmap.take();
-                    queue.guest_mmap = false;
+                    queue.presented = Presented::AsIs;
                     queue.num_buffers = count;
                     if count == 0 {
                         queue.stop();
@@ -980,11 +717,7 @@ impl Session {
             let index = get_u32(buffer, BUF_INDEX).unwrap_or(u32::MAX);
             let held = state.held.take(kind, index).ok_or(BadEvent::NotQueued(index))?;
             let DoneBuffer { buffer, planes } = &mut *done;
-            let queue = state.queue_ref(kind);
-            match queue.mmap.planes(index) {
-                Some(owned) if queue.guest_mmap => present_as_mmap(buf_type, kind, buffer, planes, owned),
-                _ => put_user_pointers(buf_type, buffer, planes, &held.pointers),
-            }
+            state.present_to_program(kind, buffer, planes, Some(&held.pointers));
             released = Some(held);
         }
         let accepted = state.queue(kind).accept(done);
@@ -1062,21 +795,6 @@ impl Session {
             }
         }
         mask
-    }
-
-    /// `mmap()` of a guest-backed buffer plane: its pages, if `len` bytes
-    /// fit in them.
-    pub(crate) fn guest_mmap_plane(&self, offset: u64, len: u64) -> Result<Arc<OwnedPages>> {
-        self.check_usable()?;
-        let (kind, index, plane) = guest_mmap::decode_offset(offset).ok_or(EINVAL)?;
-        let state = self.state.lock();
-        let pages = state.queue_ref(kind).mmap.planes(index).and_then(|p| p.get(plane)).ok_or(EINVAL)?;
-        let page = kernel::page::PAGE_SIZE as u64;
-        let mappable = (pages.len() as u64).checked_next_multiple_of(page).ok_or(EINVAL)?;
-        if len > mappable {
-            return Err(EINVAL);
-        }
-        Ok(pages.clone())
     }
 
     /// `mmap()` of the buffer plane at `offset`: MMAP on the device.

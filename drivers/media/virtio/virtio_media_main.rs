@@ -17,6 +17,7 @@ use kernel::{
 };
 
 mod command;
+mod dmabuf;
 mod events;
 mod ffi;
 mod guest_mmap;
@@ -44,6 +45,7 @@ module! {
     authors: ["virtio-media-rs developers"],
     description: "Virtio-media driver: V4L2 devices provided by the host",
     license: "GPL",
+    imports_ns: ["DMA_BUF"],
     params: {
         userptr: bool {
             default: true,

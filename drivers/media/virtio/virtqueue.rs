@@ -8,7 +8,7 @@
 //! closed), the memory the device writes into stays allocated until the
 //! device is done with it.
 
-use crate::{ffi, pages::PageRange};
+use crate::{dmabuf::DeviceRef, ffi, pages::PageRange};
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::prelude::*;
 
@@ -205,6 +205,16 @@ impl<T: Chain> Virtqueue<T> {
             }
         }
         Ok(())
+    }
+
+    /// The device to attach imported dma-bufs to, if the transport allows
+    /// (see `virtio_media_dmabuf_device`).
+    pub(crate) fn dmabuf_device(&self) -> Option<DeviceRef> {
+        // SAFETY: `self.vq` is live.
+        let device = NonNull::new(unsafe { ffi::virtio_media_dmabuf_device(self.vq.as_ptr()) })?;
+        // SAFETY: The device is the queue's DMA device or its transport's
+        // parent, valid while the queue is.
+        Some(unsafe { DeviceRef::get(device) })
     }
 
     /// Undoes [`Virtqueue::map_pages`] once the device is done with them.

@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
+#include <linux/dma-buf.h>
+#include <linux/iommu.h>
 #include <linux/mm.h>
+#include <linux/scatterlist.h>
 #include <linux/module.h>
 #include <linux/poll.h>
 #include <linux/workqueue.h>
@@ -127,3 +130,39 @@ int virtio_media_vma_map_pages(struct vm_area_struct *vma, struct page **pages, 
 	vm_flags_set(vma, VM_DONTEXPAND | VM_DONTDUMP);
 	return vm_map_pages_zero(vma, pages, count);
 }
+
+/*
+ * The device dma-bufs are attached to: the virtqueue's DMA device when the
+ * transport uses the DMA API; otherwise the device wants guest physical
+ * addresses, which is what its parent maps to when no IOMMU sits in front
+ * of it. NULL when neither holds.
+ */
+struct device *virtio_media_dmabuf_device(struct virtqueue *vq)
+{
+	struct device *dev = virtqueue_dma_dev(vq);
+
+	if (dev)
+		return dev;
+	dev = vq->vdev->dev.parent;
+	if (!dev || device_iommu_mapped(dev))
+		return NULL;
+	return dev;
+}
+
+/* Copies up to @max DMA segments of @sgt; returns how many it has. */
+unsigned int virtio_media_sgt_dma_segments(struct sg_table *sgt, u64 *addrs, u32 *lens,
+					   unsigned int max)
+{
+	struct scatterlist *sg;
+	unsigned int i, n = 0;
+
+	for_each_sgtable_dma_sg(sgt, sg, i) {
+		if (n < max) {
+			addrs[n] = sg_dma_address(sg);
+			lens[n] = sg_dma_len(sg);
+		}
+		n++;
+	}
+	return n;
+}
+

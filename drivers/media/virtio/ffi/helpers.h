@@ -43,6 +43,10 @@ int virtio_media_vma_map(struct vm_area_struct *vma, u64 phys,
 			 const struct vm_operations_struct *ops, void *private_data);
 int virtio_media_vma_map_pages(struct vm_area_struct *vma, struct page **pages, unsigned long count);
 
+struct device *virtio_media_dmabuf_device(struct virtqueue *vq);
+struct sg_table;
+unsigned int virtio_media_sgt_dma_segments(struct sg_table *sgt, u64 *addrs, u32 *lens,
+					   unsigned int max);
 dma_addr_t virtio_media_map_page(struct virtqueue *vq, struct page *page, size_t offset,
 				 size_t len, enum dma_data_direction dir);
 
