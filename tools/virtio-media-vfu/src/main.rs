@@ -79,6 +79,15 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_shm_size)]
     pub shm_size: u64,
 
+    /// No shared-memory region, as on hypervisors that cannot map host pages
+    /// into the guest: no BAR2 and no SHARED_MEMORY capability. The MMAP
+    /// command fails with EINVAL, REQBUFS/CREATE_BUFS with V4L2_MEMORY_MMAP
+    /// fail with EINVAL and SUPPORTS_MMAP is not reported; USERPTR works.
+    /// The "simple" backend (MMAP only) refuses to start. Cannot be combined
+    /// with --shm-size.
+    #[arg(long, conflicts_with = "shm_size")]
+    pub no_shm: bool,
+
     /// Device backend: "simple" = the virtio-media crate's single-format
     /// capture device (YU12 640x480, MMAP); "capture" = multi-format,
     /// multi-planar capture device with controls (incl. a U8 array control)
@@ -155,7 +164,7 @@ fn main() {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let shm = shm::Shm::new(args.shm_size)?;
+    let shm = if args.no_shm { shm::Shm::absent() } else { shm::Shm::new(args.shm_size)? };
     let events = media::EventQueueHandle::default();
     let mem = device::VirtioMediaPci::new_guest_memory();
     let frame_log = match &args.frame_log {
@@ -169,8 +178,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         shm.clone(),
         mem.clone(),
         devices::BackendOpts { frame_log, source_change_every: args.source_change_every, crop: args.crop },
-    )
-        .ok_or_else(|| anyhow::anyhow!("unknown backend {:?}", args.backend))?;
+    )?;
     let mut dev = device::VirtioMediaPci::new(args.device_id, shm.clone(), backend, events, mem);
     dev.response_delay = std::time::Duration::from_millis(args.response_delay_ms);
     dev.faults = device::Faults {
@@ -217,13 +225,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         vfu::regions(shm.size(), shm.raw_fd()),
     )
     .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.socket.display()))?;
+    let shm_desc = if shm.is_present() {
+        format!("shm {} bytes", shm.size())
+    } else {
+        "no shared memory (MMAP refused, USERPTR only)".to_string()
+    };
     log::info!(
-        "virtio-media-vfu: device id {} (PCI {:04x}:{:04x}), backend {}, shm {} bytes, listening on {}",
+        "virtio-media-vfu: device id {} (PCI {:04x}:{:04x}), backend {}, {shm_desc}, listening on {}",
         args.device_id,
         pci::VIRTIO_PCI_VENDOR,
         pci::VIRTIO_PCI_DEVICE_BASE + args.device_id,
         args.backend,
-        shm.size(),
         args.socket.display()
     );
 

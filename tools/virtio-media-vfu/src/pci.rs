@@ -9,6 +9,10 @@
 //! * BAR4: 32-bit memory BAR holding the MSI-X table and PBA.
 //!
 //! Capability list: MSI-X, COMMON, NOTIFY, ISR, DEVICE, SHARED_MEMORY (id 0).
+//!
+//! Without shared memory (`--no-shm`, `shm_size` 0) BAR2/3 are not
+//! implemented (read 0, sizing writes are ignored) and the list ends at
+//! DEVICE: there is no SHARED_MEMORY capability.
 
 pub const CONFIG_SIZE: usize = 256;
 
@@ -67,6 +71,8 @@ pub struct PciConfigSpace {
 }
 
 impl PciConfigSpace {
+    /// `shm_size` 0 means no shared-memory region: no BAR2 and no
+    /// SHARED_MEMORY capability.
     pub fn new(virtio_device_id: u16, shm_size: u64) -> Self {
         let mut c = PciConfigSpace {
             bytes: [0; CONFIG_SIZE],
@@ -88,12 +94,15 @@ impl PciConfigSpace {
         // BAR0: 32-bit non-prefetchable memory.
         c.set32(0x10, 0);
         c.wmask32(0x10, !(BAR0_SIZE as u32 - 1) & !0xf);
-        // BAR2/3: 64-bit prefetchable memory.
-        let shm_mask = !(shm_size.next_power_of_two() - 1);
-        c.set32(0x18, 0b1100);
-        c.wmask32(0x18, (shm_mask as u32) & !0xf);
-        c.set32(0x1c, 0);
-        c.wmask32(0x1c, (shm_mask >> 32) as u32);
+        // BAR2/3: 64-bit prefetchable memory (all zero and read-only, i.e.
+        // not implemented, without shared memory).
+        if shm_size > 0 {
+            let shm_mask = !(shm_size.next_power_of_two() - 1);
+            c.set32(0x18, 0b1100);
+            c.wmask32(0x18, (shm_mask as u32) & !0xf);
+            c.set32(0x1c, 0);
+            c.wmask32(0x1c, (shm_mask >> 32) as u32);
+        }
         // BAR4: 32-bit memory, MSI-X table and PBA.
         c.set32(0x20, 0);
         c.wmask32(0x20, !(MSIX_BAR_SIZE as u32 - 1) & !0xf);
@@ -116,7 +125,11 @@ impl PciConfigSpace {
         c.virtio_cap(CAP_NOTIFY, CAP_ISR, VIRTIO_PCI_CAP_NOTIFY_CFG, NOTIFY_OFF, NOTIFY_LEN, 20);
         c.set32(CAP_NOTIFY + 16, NOTIFY_OFF_MULTIPLIER);
         c.virtio_cap(CAP_ISR, CAP_DEVICE, VIRTIO_PCI_CAP_ISR_CFG, ISR_OFF, ISR_LEN, 16);
-        c.virtio_cap(CAP_DEVICE, CAP_SHM, VIRTIO_PCI_CAP_DEVICE_CFG, DEVICE_OFF, DEVICE_LEN, 16);
+        let after_device = if shm_size > 0 { CAP_SHM } else { 0 };
+        c.virtio_cap(CAP_DEVICE, after_device, VIRTIO_PCI_CAP_DEVICE_CFG, DEVICE_OFF, DEVICE_LEN, 16);
+        if shm_size == 0 {
+            return c;
+        }
         // struct virtio_pci_cap64 for shared memory region id 0 in BAR2.
         c.bytes[CAP_SHM] = PCI_CAP_ID_VNDR;
         c.bytes[CAP_SHM + 1] = 0;
@@ -320,6 +333,39 @@ mod tests {
         // read-only identity
         c.write(0, &[0, 0, 0, 0]);
         assert_eq!(c.read16(0), 0x1af4);
+    }
+
+    #[test]
+    fn no_shm_capability_without_shared_memory() {
+        let c = PciConfigSpace::new(42, 0);
+        let caps = walk(&c);
+        let vendor: Vec<u8> = caps
+            .iter()
+            .filter(|(_, id, _)| *id == PCI_CAP_ID_VNDR)
+            .map(|(_, _, t)| *t)
+            .collect();
+        assert_eq!(vendor, vec![1, 2, 3, 4], "no SHARED_MEMORY (8) capability");
+        assert!(caps.iter().any(|(_, id, _)| *id == PCI_CAP_ID_MSIX));
+        assert_eq!(caps.last().map(|c| c.0), Some(CAP_DEVICE), "list ends at DEVICE");
+        // Nothing left over where the capability used to be.
+        assert!((CAP_SHM..CAP_SHM + 24).all(|o| c.read8(o) == 0));
+        // The other structures are where they always are.
+        let with_shm = PciConfigSpace::new(42, 1 << 20);
+        assert_eq!(walk(&with_shm)[..caps.len()], caps[..]);
+    }
+
+    #[test]
+    fn no_shm_bar_is_not_implemented() {
+        let mut c = PciConfigSpace::new(42, 0);
+        assert_eq!((c.read32(0x18), c.read32(0x1c)), (0, 0));
+        for bar in [0x10u64, 0x18, 0x1c, 0x20] {
+            c.write(bar, &0xffff_ffffu32.to_le_bytes());
+        }
+        // Sizing BAR2/3 reads back 0: not implemented.
+        assert_eq!((c.read32(0x18), c.read32(0x1c)), (0, 0));
+        // BAR0 and BAR4 are unchanged.
+        assert_eq!(c.read32(0x10), !(BAR0_SIZE as u32 - 1) & !0xf);
+        assert_eq!(c.read32(0x20), !(MSIX_BAR_SIZE as u32 - 1));
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //! one reference and every live guest mapping (VIRTIO_MEDIA_CMD_MMAP) holds
 //! one, so a range stays allocated until both the buffer is gone and the
 //! driver has sent MUNMAP (mappings outlive sessions).
+//!
+//! With `--no-shm` the device has no such region: [`Shm::absent`] stands in
+//! for it, with size 0 and no memfd, so every allocation and access fails
+//! and callers can ask [`Shm::is_present`] before offering MMAP memory.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -33,7 +37,9 @@ struct AllocState {
 }
 
 pub struct Shm {
-    file: File,
+    /// The memfd; `None` for a device without shared memory.
+    file: Option<File>,
+    /// Start of our mapping of `file`; null when `file` is `None`.
     ptr: *mut u8,
     size: u64,
     state: Mutex<AllocState>,
@@ -79,23 +85,40 @@ impl Shm {
             return Err(std::io::Error::last_os_error());
         }
         Ok(Arc::new(Shm {
-            file,
+            file: Some(file),
             ptr: ptr as *mut u8,
             size,
             state: Mutex::new(AllocState::default()),
         }))
     }
 
+    /// No shared-memory region (`--no-shm`): size 0, no memfd, nothing
+    /// mapped. Every access and allocation fails.
+    pub fn absent() -> Arc<Shm> {
+        Arc::new(Shm {
+            file: None,
+            ptr: std::ptr::null_mut(),
+            size: 0,
+            state: Mutex::new(AllocState::default()),
+        })
+    }
+
+    /// False for [`Shm::absent`].
+    pub fn is_present(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Size in bytes (0 when absent).
     pub fn size(&self) -> u64 {
         self.size
     }
 
-    pub fn file(&self) -> &File {
-        &self.file
+    pub fn file(&self) -> Option<&File> {
+        self.file.as_ref()
     }
 
-    pub fn raw_fd(&self) -> i32 {
-        self.file.as_raw_fd()
+    pub fn raw_fd(&self) -> Option<i32> {
+        self.file.as_ref().map(|f| f.as_raw_fd())
     }
 
     /// True if `fd` refers to this region's memfd (same inode).
@@ -108,13 +131,17 @@ impl Shm {
             }
             Some((st.st_dev, st.st_ino))
         }
-        match (ino(fd.as_raw_fd()), ino(self.file.as_raw_fd())) {
+        let Some(file) = &self.file else { return false };
+        match (ino(fd.as_raw_fd()), ino(file.as_raw_fd())) {
             (Some(a), Some(b)) => a == b,
             _ => false,
         }
     }
 
     fn check(&self, offset: u64, len: u64) -> Result<(), i32> {
+        if self.ptr.is_null() {
+            return Err(libc::EINVAL);
+        }
         match offset.checked_add(len) {
             Some(end) if end <= self.size => Ok(()),
             _ => Err(libc::EINVAL),
@@ -152,7 +179,7 @@ impl Shm {
     /// Allocates a page-aligned range of at least `len` bytes (first fit).
     /// The returned range holds one reference.
     pub fn alloc(&self, len: u64) -> Result<ShmRange, i32> {
-        if len == 0 {
+        if len == 0 || !self.is_present() {
             return Err(libc::EINVAL);
         }
         let len = len.checked_next_multiple_of(PAGE_SIZE).ok_or(libc::ENOMEM)?;
@@ -227,6 +254,9 @@ impl Shm {
 
 impl Drop for Shm {
     fn drop(&mut self) {
+        if self.ptr.is_null() {
+            return;
+        }
         // SAFETY: ptr/size come from the mmap in new().
         unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.size as usize) };
     }
@@ -370,7 +400,7 @@ mod tests {
         let buf = ShmBuffer::new(&shm, 100).unwrap();
         let off = buf.offset();
         assert_eq!(
-            mapper.add_mapping(shm.file().as_fd(), 100, off, true),
+            mapper.add_mapping(shm.file().unwrap().as_fd(), 100, off, true),
             Ok(off)
         );
         drop(buf);
@@ -387,15 +417,15 @@ mod tests {
         let mut mapper = ShmMapper::new(shm.clone());
         let _buf = ShmBuffer::new(&shm, 100).unwrap();
         assert_eq!(
-            mapper.add_mapping(other.file().as_fd(), 100, 0, true),
+            mapper.add_mapping(other.file().unwrap().as_fd(), 100, 0, true),
             Err(libc::EINVAL)
         );
         assert_eq!(
-            mapper.add_mapping(shm.file().as_fd(), 100, PAGE_SIZE, true),
+            mapper.add_mapping(shm.file().unwrap().as_fd(), 100, PAGE_SIZE, true),
             Err(libc::EINVAL)
         );
         assert_eq!(
-            mapper.add_mapping(shm.file().as_fd(), 2 * PAGE_SIZE, 0, true),
+            mapper.add_mapping(shm.file().unwrap().as_fd(), 2 * PAGE_SIZE, 0, true),
             Err(libc::EINVAL)
         );
     }
@@ -407,7 +437,7 @@ mod tests {
         let buf = ShmBuffer::new(&shm, 10).unwrap();
         buf.write_at(3, b"abc").unwrap();
         let mut out = [0u8; 3];
-        shm.file().read_exact_at(&mut out, buf.offset() + 3).unwrap();
+        shm.file().unwrap().read_exact_at(&mut out, buf.offset() + 3).unwrap();
         assert_eq!(&out, b"abc");
         assert_eq!(buf.write_at(PAGE_SIZE - 1, b"ab"), Err(libc::EINVAL));
         assert_eq!(shm.write_at(2 * PAGE_SIZE - 1, b"ab"), Err(libc::EINVAL));
@@ -424,5 +454,27 @@ mod tests {
         assert_eq!(new.offset(), old.offset());
         drop(old); // stale generation: must not free `new`
         assert_eq!(shm.usage().0, 1);
+    }
+
+    #[test]
+    fn absent_region_refuses_everything() {
+        let shm = Shm::absent();
+        assert!(!shm.is_present());
+        assert_eq!(shm.size(), 0);
+        assert!(shm.file().is_none() && shm.raw_fd().is_none());
+        assert_eq!(shm.alloc(1), Err(libc::EINVAL));
+        assert!(ShmBuffer::new(&shm, PAGE_SIZE).is_err());
+        let mut b = [0u8; 1];
+        assert_eq!(shm.read_at(0, &mut b), Err(libc::EINVAL));
+        assert_eq!(shm.write_at(0, &b), Err(libc::EINVAL));
+        assert_eq!(shm.read_at(0, &mut []), Err(libc::EINVAL), "not even an empty access");
+        assert_eq!(shm.fill(0, 0, 0), Err(libc::EINVAL));
+        // A mapper over it accepts no fd, not even a real memfd's.
+        let other = Shm::new(PAGE_SIZE).unwrap();
+        assert!(!shm.is_same_file(other.file().unwrap().as_fd()));
+        let mut mapper = ShmMapper::new(shm.clone());
+        assert_eq!(mapper.add_mapping(other.file().unwrap().as_fd(), 1, 0, true), Err(libc::EINVAL));
+        shm.reset();
+        assert_eq!(shm.usage(), (0, 0));
     }
 }

@@ -100,10 +100,18 @@ impl Harness {
     }
 
     pub(crate) fn with_opts(backend: &str, msix: bool, opts: devices::BackendOpts) -> Harness {
+        Harness::with_shm(backend, msix, opts, Shm::new(16 << 20).unwrap())
+    }
+
+    /// A device started with `--no-shm`.
+    pub(crate) fn without_shm(backend: &str) -> Harness {
+        Harness::with_shm(backend, true, Default::default(), Shm::absent())
+    }
+
+    pub(crate) fn with_shm(backend: &str, msix: bool, opts: devices::BackendOpts, shm: Arc<Shm>) -> Harness {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
         let shared = VirtioMediaPci::new_guest_memory();
         *shared.write().unwrap() = mem.clone();
-        let shm = Shm::new(16 << 20).unwrap();
         let events = EventQueueHandle::default();
         let backend = devices::make_backend(backend, events.clone(), shm.clone(), shared.clone(), opts).unwrap();
         let dev = VirtioMediaPci::new(42, shm.clone(), backend, events, shared);
@@ -1614,5 +1622,302 @@ mod crop {
         dev.set_format(crate::devices::common::layout(FMT_NV12, 320, 240).unwrap());
         let c = dev.crop;
         assert_eq!((c.left, c.top, c.width, c.height), (0, 0, 320, 240), "new size: crop reset");
+    }
+}
+
+/// A device without a shared-memory region (`--no-shm`): no SHARED_MEMORY
+/// capability, no BAR2, MMAP refused everywhere, USERPTR working.
+mod no_shm {
+    use super::capture::{drain_events, s_fmt_mp};
+    use super::*;
+    use crate::devices::capture::frame_byte;
+    use crate::devices::common::{FMT_YUV420M, FMT_YUYV};
+    use v4l2r::bindings;
+
+    const CAP_MPLANE: u32 = 9;
+    const OUT_MPLANE: u32 = 10;
+    const MEMORY_USERPTR: u32 = 2;
+    const VIDIOC_G_FMT: u32 = 4;
+    const VIDIOC_S_FMT: u32 = 5;
+    const VIDIOC_G_CTRL: u32 = 27;
+    const VIDIOC_CREATE_BUFS: u32 = 92;
+    const CAPS_MMAP: u32 = bindings::V4L2_BUF_CAP_SUPPORTS_MMAP;
+    const CAPS_USERPTR: u32 = bindings::V4L2_BUF_CAP_SUPPORTS_USERPTR;
+    /// The backends that must work without shared memory, with their queues.
+    const BACKENDS: [(&str, &[u32]); 3] =
+        [("capture", &[CAP_MPLANE]), ("output", &[OUT_MPLANE]), ("m2m", &[OUT_MPLANE, CAP_MPLANE])];
+
+    /// (cap id, virtio cfg_type) of every capability, walked through the
+    /// device's config space accessors.
+    fn caps(h: &Harness) -> Vec<(u8, u8)> {
+        let mut out = vec![];
+        let mut b = [0u8; 4];
+        h.dev.config_read(0x34, &mut b[..1]);
+        let mut pos = b[0] as u64;
+        while pos != 0 {
+            assert!(out.len() < 48, "capability loop");
+            h.dev.config_read(pos, &mut b);
+            out.push((b[0], b[3]));
+            pos = b[1] as u64;
+        }
+        out
+    }
+
+    fn reqbufs(h: &mut Harness, s: u32, ty: u32, memory: u32, count: u32) -> Vec<u8> {
+        let mut req = vec![0u8; 20];
+        req[0..4].copy_from_slice(&count.to_le_bytes());
+        req[4..8].copy_from_slice(&ty.to_le_bytes());
+        req[8..12].copy_from_slice(&memory.to_le_bytes());
+        h.command(&ioctl_cmd(s, VIDIOC_REQBUFS, &req), 8 + 20)
+    }
+
+    fn mmap_cmd(h: &mut Harness, s: u32, offset: u64) -> Vec<u8> {
+        let mut mmap = cmd_hdr(CMD_MMAP);
+        mmap.extend_from_slice(&s.to_le_bytes());
+        mmap.extend_from_slice(&1u32.to_le_bytes()); // RW
+        mmap.extend_from_slice(&offset.to_le_bytes());
+        h.command(&mmap, 24)
+    }
+
+    fn set_fmt(h: &mut Harness, s: u32, ty: u32, fourcc: u32) {
+        let mut f = vec![0u8; V4L2_FORMAT_SIZE];
+        f[0..4].copy_from_slice(&ty.to_le_bytes());
+        f[8..12].copy_from_slice(&320u32.to_le_bytes());
+        f[12..16].copy_from_slice(&240u32.to_le_bytes());
+        f[16..20].copy_from_slice(&fourcc.to_le_bytes());
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_S_FMT, &f), 8 + V4L2_FORMAT_SIZE as u32);
+        assert_eq!(le32(&resp, 0), 0, "S_FMT type {ty}");
+        assert_eq!(le32(&resp, 8 + 16), fourcc, "S_FMT type {ty} took the format");
+    }
+
+    /// QBUF of USERPTR buffer `index`; `planes` = (guest address, length,
+    /// bytesused), one SG entry per plane.
+    fn qbuf_userptr(h: &mut Harness, s: u32, ty: u32, index: u32, planes: &[(u64, u32, u32)]) {
+        let mut b = v4l2_buffer(index, planes.len() as u32);
+        b[4..8].copy_from_slice(&ty.to_le_bytes());
+        b[60..64].copy_from_slice(&MEMORY_USERPTR.to_le_bytes());
+        let mut pl = vec![0u8; V4L2_PLANE_SIZE * planes.len()];
+        let mut sgs = vec![];
+        for (p, &(addr, len, used)) in planes.iter().enumerate() {
+            let o = p * V4L2_PLANE_SIZE;
+            pl[o..o + 4].copy_from_slice(&used.to_le_bytes());
+            pl[o + 4..o + 8].copy_from_slice(&len.to_le_bytes());
+            pl[o + 8..o + 16].copy_from_slice(&(0x7f00_0000_0000 + addr).to_le_bytes());
+            sgs.extend_from_slice(&addr.to_le_bytes());
+            sgs.extend_from_slice(&len.to_le_bytes());
+            sgs.extend_from_slice(&[0; 4]);
+        }
+        let resp_len = (8 + V4L2_BUFFER_SIZE + pl.len()) as u32;
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_QBUF, &[b, pl, sgs].concat()), resp_len);
+        assert_eq!(le32(&resp, 0), 0, "QBUF USERPTR type {ty} index {index}");
+    }
+
+    #[test]
+    fn config_space_has_no_shm_capability_or_bar() {
+        // Control: with shared memory the capability is there.
+        let h = Harness::with_backend("capture", true);
+        assert!(caps(&h).contains(&(pci::PCI_CAP_ID_VNDR, pci::VIRTIO_PCI_CAP_SHARED_MEMORY_CFG)));
+        for (backend, _) in BACKENDS {
+            let mut h = Harness::without_shm(backend);
+            let vendor: Vec<u8> =
+                caps(&h).into_iter().filter(|(id, _)| *id == pci::PCI_CAP_ID_VNDR).map(|(_, t)| t).collect();
+            assert_eq!(vendor, vec![1, 2, 3, 4], "{backend}: COMMON, NOTIFY, ISR, DEVICE and nothing else");
+            for bar in [0x18u64, 0x1c] {
+                h.dev.config_write(bar, &0xffff_ffffu32.to_le_bytes());
+                let mut b = [0xaau8; 4];
+                h.dev.config_read(bar, &mut b);
+                assert_eq!(b, [0; 4], "{backend}: BAR at {bar:#x} not implemented");
+            }
+            assert_eq!(h.dev.shm.size(), 0);
+        }
+    }
+
+    #[test]
+    fn reqbufs_mmap_refused_and_not_advertised() {
+        for (backend, queues) in BACKENDS {
+            let mut h = Harness::without_shm(backend);
+            let s = h.open();
+            for &ty in queues {
+                for count in [2, 0] {
+                    let resp = reqbufs(&mut h, s, ty, V4L2_MEMORY_MMAP, count);
+                    assert_eq!(resp.len(), 8, "{backend} type {ty}: error response only");
+                    assert_eq!(le32(&resp, 0) as i32, libc::EINVAL, "{backend} type {ty}: REQBUFS({count}, MMAP)");
+                }
+                let resp = reqbufs(&mut h, s, ty, MEMORY_USERPTR, 2);
+                assert_eq!(le32(&resp, 0), 0, "{backend} type {ty}: REQBUFS(USERPTR)");
+                assert_eq!(le32(&resp, 8), 2, "count");
+                let caps = le32(&resp, 8 + 12);
+                assert_eq!(caps & (CAPS_MMAP | CAPS_USERPTR), CAPS_USERPTR, "{backend} type {ty}: caps {caps:#x}");
+                // A refused MMAP REQBUFS leaves the USERPTR buffers alone.
+                let resp = reqbufs(&mut h, s, ty, V4L2_MEMORY_MMAP, 1);
+                assert_eq!(le32(&resp, 0) as i32, libc::EINVAL);
+                let mut qb = v4l2_buffer(1, 1);
+                qb[4..8].copy_from_slice(&ty.to_le_bytes());
+                let resp = h.command(&ioctl_cmd(s, VIDIOC_QUERYBUF, &qb), 8 + 88 + 64 * 8);
+                assert_eq!(le32(&resp, 0), 0, "{backend} type {ty}: buffer 1 still there");
+                assert_eq!(le32(&resp, 8 + 60), MEMORY_USERPTR);
+                let resp = reqbufs(&mut h, s, ty, MEMORY_USERPTR, 0);
+                assert_eq!(le32(&resp, 0), 0, "{backend} type {ty}: REQBUFS(0, USERPTR)");
+                assert_eq!(le32(&resp, 8 + 12) & CAPS_MMAP, 0);
+            }
+            // Control: the same device with shared memory advertises MMAP.
+            let mut h = Harness::with_backend(backend, true);
+            let s = h.open();
+            for &ty in queues {
+                let resp = reqbufs(&mut h, s, ty, V4L2_MEMORY_MMAP, 1);
+                assert_eq!(le32(&resp, 0), 0);
+                assert_eq!(le32(&resp, 8 + 12) & (CAPS_MMAP | CAPS_USERPTR), CAPS_MMAP | CAPS_USERPTR);
+            }
+        }
+    }
+
+    #[test]
+    fn create_bufs_mmap_refused() {
+        use std::mem::{offset_of, size_of};
+        let cb_size = size_of::<bindings::v4l2_create_buffers>();
+        let fmt_off = offset_of!(bindings::v4l2_create_buffers, format);
+        let caps_off = offset_of!(bindings::v4l2_create_buffers, capabilities);
+        for (backend, queues) in BACKENDS {
+            let mut h = Harness::without_shm(backend);
+            let s = h.open();
+            for &ty in queues {
+                let mut f = vec![0u8; V4L2_FORMAT_SIZE];
+                f[0..4].copy_from_slice(&ty.to_le_bytes());
+                let resp = h.command(&ioctl_cmd(s, VIDIOC_G_FMT, &f), 8 + V4L2_FORMAT_SIZE as u32);
+                assert_eq!(le32(&resp, 0), 0);
+                let mut cb = vec![0u8; cb_size];
+                cb[4..8].copy_from_slice(&1u32.to_le_bytes()); // count
+                cb[8..12].copy_from_slice(&V4L2_MEMORY_MMAP.to_le_bytes());
+                cb[fmt_off..fmt_off + V4L2_FORMAT_SIZE].copy_from_slice(&resp[8..]);
+                let resp = h.command(&ioctl_cmd(s, VIDIOC_CREATE_BUFS, &cb), (8 + cb_size) as u32);
+                if backend == "m2m" {
+                    // m2m has no CREATE_BUFS at all, with or without shm.
+                    assert_eq!(le32(&resp, 0) as i32, libc::ENOTTY, "m2m type {ty}");
+                    continue;
+                }
+                assert_eq!(le32(&resp, 0) as i32, libc::EINVAL, "{backend}: CREATE_BUFS(MMAP)");
+                cb[8..12].copy_from_slice(&MEMORY_USERPTR.to_le_bytes());
+                let resp = h.command(&ioctl_cmd(s, VIDIOC_CREATE_BUFS, &cb), (8 + cb_size) as u32);
+                assert_eq!(le32(&resp, 0), 0, "{backend}: CREATE_BUFS(USERPTR)");
+                assert_eq!((le32(&resp, 8), le32(&resp, 12)), (0, 1), "index 0, count 1");
+                let caps = le32(&resp, 8 + caps_off);
+                assert_eq!(caps & (CAPS_MMAP | CAPS_USERPTR), CAPS_USERPTR, "{backend}: caps {caps:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn mmap_command_refused() {
+        for (backend, queues) in BACKENDS {
+            let mut h = Harness::without_shm(backend);
+            let s = h.open();
+            for &ty in queues {
+                assert_eq!(le32(&reqbufs(&mut h, s, ty, MEMORY_USERPTR, 2), 0), 0);
+            }
+            for offset in [0u64, 0x1000, 0x10_0000] {
+                let resp = mmap_cmd(&mut h, s, offset);
+                assert_eq!(resp.len(), 8, "{backend}: no mapping returned");
+                assert_eq!(le32(&resp, 0) as i32, libc::EINVAL, "{backend}: MMAP of {offset:#x}");
+            }
+            // MUNMAP of anything is refused too (nothing was ever mapped).
+            let mut munmap = cmd_hdr(CMD_MUNMAP);
+            munmap.extend_from_slice(&0u64.to_le_bytes());
+            assert_eq!(le32(&h.command(&munmap, 8), 0) as i32, libc::EINVAL);
+        }
+    }
+
+    #[test]
+    fn simple_backend_refuses_to_start() {
+        let events = EventQueueHandle::default();
+        let mem = VirtioMediaPci::new_guest_memory();
+        let err = devices::make_backend("simple", events, Shm::absent(), mem, Default::default())
+            .err()
+            .expect("simple without shm must fail");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("simple") && msg.contains("--no-shm") && msg.contains("MMAP"), "{msg}");
+    }
+
+    #[test]
+    fn capture_streams_userptr() {
+        let mut h = Harness::without_shm("capture");
+        let s = h.open();
+        s_fmt_mp(&mut h, s, FMT_YUYV, 320, 240);
+        let size = 320 * 240 * 2u32;
+        assert_eq!(le32(&reqbufs(&mut h, s, CAP_MPLANE, MEMORY_USERPTR, 2), 0), 0);
+        let bufs = [h.alloc(size as usize), h.alloc(size as usize)];
+        for (i, &a) in bufs.iter().enumerate() {
+            h.mem.write_slice(&vec![0xeeu8; size as usize], GuestAddress(a)).unwrap();
+            qbuf_userptr(&mut h, s, CAP_MPLANE, i as u32, &[(a, size, 0)]);
+        }
+        let streamon = ioctl_cmd(s, VIDIOC_STREAMON, &CAP_MPLANE.to_le_bytes());
+        assert_eq!(le32(&h.command(&streamon, 8), 0), 0);
+        let evs = drain_events(&mut h);
+        assert_eq!(evs.len(), 2, "both buffers filled");
+        for (seq, &a) in bufs.iter().enumerate() {
+            let ev = &evs[seq][8..];
+            assert_eq!((le32(ev, 0), le32(ev, 4)), (seq as u32, CAP_MPLANE));
+            assert_eq!(le32(&ev[V4L2_BUFFER_SIZE..], 0), size, "bytesused");
+            let mut frame = vec![0u8; size as usize];
+            h.mem.read_slice(&mut frame, GuestAddress(a)).unwrap();
+            let want = frame_byte(seq as u32, 0, 128);
+            assert!(frame.iter().all(|&b| b == want), "frame {seq} in guest memory");
+        }
+    }
+
+    #[test]
+    fn output_consumes_userptr() {
+        use crate::devices::capture::CID_LAST_FRAME_CHECKSUM;
+        let mut h = Harness::without_shm("output");
+        let s = h.open();
+        set_fmt(&mut h, s, OUT_MPLANE, FMT_YUYV);
+        let size = 320 * 240 * 2u32;
+        assert_eq!(le32(&reqbufs(&mut h, s, OUT_MPLANE, MEMORY_USERPTR, 1), 0), 0);
+        let a = h.alloc(size as usize);
+        h.mem.write_slice(&vec![3u8; 100], GuestAddress(a)).unwrap();
+        qbuf_userptr(&mut h, s, OUT_MPLANE, 0, &[(a, size, 100)]);
+        let streamon = ioctl_cmd(s, VIDIOC_STREAMON, &OUT_MPLANE.to_le_bytes());
+        assert_eq!(le32(&h.command(&streamon, 8), 0), 0);
+        let evs = drain_events(&mut h);
+        assert_eq!(evs.len(), 1);
+        assert_eq!(le32(&evs[0][8 + V4L2_BUFFER_SIZE..], 0), 100, "bytesused echoed");
+        let ctrl = [CID_LAST_FRAME_CHECKSUM.to_le_bytes(), [0; 4]].concat();
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_G_CTRL, &ctrl), 16);
+        assert_eq!(le32(&resp, 0), 0);
+        assert_eq!(le32(&resp, 12), 300, "checksum of the 100 guest bytes of 3");
+    }
+
+    #[test]
+    fn m2m_converts_userptr() {
+        let mut h = Harness::without_shm("m2m");
+        let s = h.open();
+        set_fmt(&mut h, s, OUT_MPLANE, FMT_YUYV);
+        set_fmt(&mut h, s, CAP_MPLANE, FMT_YUV420M);
+        for ty in [OUT_MPLANE, CAP_MPLANE] {
+            assert_eq!(le32(&reqbufs(&mut h, s, ty, MEMORY_USERPTR, 1), 0), 0);
+        }
+        let (w, ht) = (320u32, 240u32);
+        let src_size = w * ht * 2;
+        // Source frame: Y=50, U=60, V=70.
+        let frame: Vec<u8> = (0..w * ht / 2).flat_map(|_| [50u8, 60, 50, 70]).collect();
+        let src = h.alloc(src_size as usize);
+        h.mem.write_slice(&frame, GuestAddress(src)).unwrap();
+        let sizes = [w * ht, w * ht / 4, w * ht / 4];
+        let dst: Vec<u64> = sizes.iter().map(|&n| h.alloc(n as usize)).collect();
+        qbuf_userptr(&mut h, s, OUT_MPLANE, 0, &[(src, src_size, src_size)]);
+        let planes: Vec<(u64, u32, u32)> = dst.iter().zip(sizes).map(|(&a, n)| (a, n, 0)).collect();
+        qbuf_userptr(&mut h, s, CAP_MPLANE, 0, &planes);
+        for ty in [OUT_MPLANE, CAP_MPLANE] {
+            assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &ty.to_le_bytes()), 8), 0), 0);
+        }
+        let evs = drain_events(&mut h);
+        assert_eq!(evs.len(), 2, "source and destination returned");
+        let d = &evs[1][8..];
+        assert_eq!((le32(d, 4), le32(d, 0)), (CAP_MPLANE, 0));
+        for (p, want) in [50u8, 60, 70].into_iter().enumerate() {
+            assert_eq!(le32(&d[V4L2_BUFFER_SIZE + V4L2_PLANE_SIZE * p..], 0), sizes[p], "bytesused plane {p}");
+            let mut out = vec![0u8; sizes[p] as usize];
+            h.mem.read_slice(&mut out, GuestAddress(dst[p])).unwrap();
+            assert!(out.iter().all(|&b| b == want), "plane {p} converted into guest memory");
+        }
     }
 }

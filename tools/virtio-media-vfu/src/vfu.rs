@@ -17,7 +17,10 @@ use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, ServerBackend, ServerRegion
 use crate::device::{VirtioMediaPci, VFIO_PCI_INTX_IRQ_INDEX, VFIO_PCI_MSIX_IRQ_INDEX};
 use crate::pci;
 
-pub fn regions(shm_size: u64, shm_fd: i32) -> Vec<ServerRegion> {
+/// Region layout offered to the client. `shm_fd` is the shared-memory
+/// memfd; `None` (a device without shared memory) leaves the BAR2 region
+/// absent: size 0, no flags, no fd, so the client maps nothing.
+pub fn regions(shm_size: u64, shm_fd: Option<i32>) -> Vec<ServerRegion> {
     (0..VFIO_PCI_NUM_REGIONS)
         .map(|index| {
             let mut info = vfio_region_info {
@@ -34,6 +37,10 @@ pub fn regions(shm_size: u64, shm_fd: i32) -> Vec<ServerRegion> {
                     info.flags = rw;
                 }
                 i if i == pci::BAR_SHM => {
+                    let Some(shm_fd) = shm_fd.filter(|_| shm_size > 0) else {
+                        // No shared memory: like any unused region.
+                        return ServerRegion { region_info: info, sparse_areas, mmap_fd };
+                    };
                     info.size = shm_size;
                     info.flags = rw | VFIO_REGION_INFO_FLAG_MMAP;
                     // The crate only sends the fd together with a sparse
@@ -167,5 +174,32 @@ impl ServerBackend for VfuBackend {
     ) -> Result<(), std::io::Error> {
         self.dev()?.set_irqs(index, flags, start, count, fds);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shm_region_with_and_without_shared_memory() {
+        let with = regions(1 << 20, Some(7));
+        let bar2 = &with[pci::BAR_SHM as usize];
+        assert_eq!(bar2.region_info.size, 1 << 20);
+        assert_ne!(bar2.region_info.flags & VFIO_REGION_INFO_FLAG_MMAP, 0);
+        assert_eq!(bar2.mmap_fd, Some(7));
+        assert_eq!(bar2.sparse_areas.len(), 1);
+
+        let without = regions(0, None);
+        assert_eq!(without.len(), with.len());
+        let bar2 = &without[pci::BAR_SHM as usize];
+        assert_eq!(bar2.region_info.index, pci::BAR_SHM);
+        assert_eq!((bar2.region_info.size, bar2.region_info.flags), (0, 0));
+        assert!(bar2.mmap_fd.is_none() && bar2.sparse_areas.is_empty());
+        // Everything else is unchanged.
+        for i in [pci::BAR0, pci::BAR_MSIX, VFIO_PCI_CONFIG_REGION_INDEX] {
+            let (a, b) = (&with[i as usize].region_info, &without[i as usize].region_info);
+            assert_eq!((a.size, a.flags), (b.size, b.flags), "region {i}");
+        }
     }
 }

@@ -147,9 +147,12 @@ fn start(name: &str, extra: &[&str]) -> (Server, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("vmvfu-test-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let sock = dir.join("vfu.sock");
+    // --no-shm and --shm-size exclude each other.
+    let shm_size: &[&str] = if extra.contains(&"--no-shm") { &[] } else { &["--shm-size", "4M"] };
     let server = Server(
         Command::new(env!("CARGO_BIN_EXE_virtio-media-vfu"))
-            .args(["--socket", sock.to_str().unwrap(), "--device-id", "48", "--shm-size", "4M"])
+            .args(["--socket", sock.to_str().unwrap(), "--device-id", "48"])
+            .args(shm_size)
             .arg("--exit-on-disconnect")
             .args(extra)
             .spawn()
@@ -331,4 +334,78 @@ fn qemu_like_client_over_the_socket() {
     assert_eq!(d.get32(a), 1, "DQBUF event");
     assert!(eventfd_count(&efds[2]) >= 1, "eventq MSI-X eventfd fired");
     drop(d);
+}
+
+/// `--no-shm` as QEMU sees it: BAR2 absent (size 0, no fd, nothing to map),
+/// no SHARED_MEMORY capability, and a device that refuses MMAP but streams
+/// USERPTR.
+#[test]
+fn no_shm_over_the_socket() {
+    let (_server, sock) = start("noshm", &["--no-shm", "--backend", "capture"]);
+    let mut c = Client::new(&sock).unwrap();
+    let bar2 = c.region(2).unwrap();
+    assert_eq!((bar2.size, bar2.flags), (0, 0), "BAR2 region absent");
+    assert!(bar2.file_offset.is_none(), "no fd offered");
+    assert!(bar2.sparse_areas.is_empty());
+    assert_eq!(c.region(0).unwrap().size, 0x4000);
+    assert_eq!(c.region(4).unwrap().size, 0x1000);
+
+    // Capability list as the guest's virtio_pci_modern walks it.
+    let mut cfg = vec![0u8; 256];
+    c.region_read(CONFIG_REGION, 0, &mut cfg).unwrap();
+    let (mut pos, mut vendor) = (cfg[0x34] as usize, vec![]);
+    while pos != 0 {
+        assert!(vendor.len() < 48 && pos + 4 <= cfg.len(), "capability list");
+        if cfg[pos] == 0x09 {
+            vendor.push(cfg[pos + 3]);
+        }
+        pos = cfg[pos + 1] as usize;
+    }
+    assert_eq!(vendor, vec![1, 2, 3, 4], "no SHARED_MEMORY (8) capability");
+    assert_eq!(&cfg[0x18..0x20], &[0; 8], "BAR2/3 not implemented");
+
+    let (mut d, _efds) = init(c);
+    let resp = d.command(&[1, 0, 0, 0, 0, 0, 0, 0], 16);
+    assert_eq!(le32(&resp, 0), 0, "OPEN");
+    let s = le32(&resp, 8);
+    // REQBUFS(MMAP) refused, REQBUFS(USERPTR) without SUPPORTS_MMAP.
+    let mut req = vec![0u8; 20];
+    req[0] = 2;
+    req[4] = 9;
+    req[8] = 1;
+    assert_eq!(le32(&d.command(&ioctl(s, 8, &req), 28), 0) as i32, libc::EINVAL);
+    req[8] = 2;
+    let resp = d.command(&ioctl(s, 8, &req), 28);
+    assert_eq!(le32(&resp, 0), 0);
+    assert_eq!(le32(&resp, 8 + 12) & 3, 2, "USERPTR but not MMAP in capabilities");
+    // MMAP command refused.
+    let mut mmap = vec![4, 0, 0, 0, 0, 0, 0, 0];
+    mmap.extend_from_slice(&s.to_le_bytes());
+    mmap.extend_from_slice(&1u32.to_le_bytes());
+    mmap.extend_from_slice(&0u64.to_le_bytes());
+    let resp = d.command(&mmap, 24);
+    assert_eq!((resp.len(), le32(&resp, 0) as i32), (8, libc::EINVAL));
+}
+
+fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
+    let dir = std::env::temp_dir().join(format!("vmvfu-test-{}-exit", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_virtio-media-vfu"))
+        .args(["--socket", dir.join("vfu.sock").to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn no_shm_refused_for_simple_and_with_shm_size() {
+    let (code, err) = run_to_exit(&["--no-shm", "--backend", "simple"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("simple backend cannot run without shared memory"), "{err}");
+    let (code, err) = run_to_exit(&["--no-shm"]);
+    assert_eq!(code, Some(1), "simple is the default backend: {err}");
+    let (code, err) = run_to_exit(&["--no-shm", "--shm-size", "4M", "--backend", "capture"]);
+    assert_eq!(code, Some(2), "clap usage error: {err}");
+    assert!(err.contains("--shm-size"), "{err}");
 }

@@ -16,7 +16,7 @@ use std::io::Result as IoResult;
 
 use v4l2r::bindings;
 use v4l2r::ioctl::{
-    BufferCapabilities, BufferFlags, EventType, MemoryConsistency, SelectionFlags, SelectionTarget, SelectionType,
+    BufferFlags, EventType, MemoryConsistency, SelectionFlags, SelectionTarget, SelectionType,
     SubscribeEventFlags, V4l2Buffer,
 };
 use v4l2r::memory::MemoryType;
@@ -648,10 +648,7 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
             count,
             type_: queue as u32,
             memory: memory as u32,
-            capabilities: (BufferCapabilities::SUPPORTS_MMAP
-                | BufferCapabilities::SUPPORTS_USERPTR
-                | BufferCapabilities::SUPPORTS_ORPHANED_BUFS)
-                .bits(),
+            capabilities: self.ctx.buf_caps(),
             ..Default::default()
         })
     }
@@ -670,10 +667,13 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         if matches!(self.active, Some(id) if id != s.id) {
             return Err(libc::EBUSY);
         }
-        if !s.q.bufs.is_empty() && memory != s.q.memory {
+        if !self.ctx.memory_supported(memory) {
+            if memory == MemoryType::Mmap {
+                log::debug!("CREATE_BUFS with MMAP memory refused: no shared-memory region");
+            }
             return Err(libc::EINVAL);
         }
-        if !matches!(memory, MemoryType::Mmap | MemoryType::UserPtr) {
+        if !s.q.bufs.is_empty() && memory != s.q.memory {
             return Err(libc::EINVAL);
         }
         // Like vb2: the plane count and sizes come from the format passed
@@ -701,10 +701,7 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
             count,
             memory: memory as u32,
             format,
-            capabilities: (BufferCapabilities::SUPPORTS_MMAP
-                | BufferCapabilities::SUPPORTS_USERPTR
-                | BufferCapabilities::SUPPORTS_ORPHANED_BUFS)
-                .bits(),
+            capabilities: self.ctx.buf_caps(),
             ..Default::default()
         })
     }

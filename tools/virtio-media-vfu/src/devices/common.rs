@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use v4l2r::bindings;
-use v4l2r::ioctl::{BufferFlags, UncheckedV4l2Buffer, V4l2Buffer};
+use v4l2r::ioctl::{BufferCapabilities, BufferFlags, UncheckedV4l2Buffer, V4l2Buffer};
 use v4l2r::memory::MemoryType;
 use v4l2r::{PixelFormat, QueueType};
 use virtio_media::mmap::MmapMappingManager;
@@ -46,13 +46,46 @@ impl DevCtx {
         }
     }
 
+    /// True if the device has a shared-memory region, i.e. can offer MMAP
+    /// buffers (not with `--no-shm`).
+    pub fn has_shm(&self) -> bool {
+        self.shm.is_present()
+    }
+
+    /// Memory types REQBUFS and CREATE_BUFS accept: USERPTR always, MMAP
+    /// only with shared memory.
+    pub fn memory_supported(&self, memory: MemoryType) -> bool {
+        match memory {
+            MemoryType::UserPtr => true,
+            MemoryType::Mmap => self.has_shm(),
+            _ => false,
+        }
+    }
+
+    /// `capabilities` of REQBUFS and CREATE_BUFS: what `memory_supported`
+    /// accepts, plus orphaned buffers (which vb2 always reports).
+    pub fn buf_caps(&self) -> u32 {
+        let mut caps = BufferCapabilities::SUPPORTS_USERPTR | BufferCapabilities::SUPPORTS_ORPHANED_BUFS;
+        if self.has_shm() {
+            caps |= BufferCapabilities::SUPPORTS_MMAP;
+        }
+        caps.bits()
+    }
+
     /// MMAP command: `offset` is a plane's mem_offset == its shm offset.
     pub fn do_mmap(&mut self, owned: &[u32], flags: u32, offset: u32) -> IoctlResult<(u64, u64)> {
+        let Some(file) = self.shm.file() else {
+            log::warn!(
+                "MMAP of offset {offset:#x} refused (EINVAL): the device has no shared-memory region (--no-shm), \
+                 so it has no MMAP buffers to map"
+            );
+            return Err(libc::EINVAL);
+        };
         if !owned.contains(&offset) {
             return Err(libc::EINVAL);
         }
         let rw = flags & VIRTIO_MEDIA_MMAP_FLAG_RW != 0;
-        let fd = self.shm.file().as_fd();
+        let fd = file.as_fd();
         self.mmap.create_mapping(offset, fd, rw).map_err(|e| {
             log::error!("MMAP of offset {offset:#x} failed: {e}");
             libc::EINVAL
@@ -330,11 +363,16 @@ impl BufQueue {
         count: u32,
         plane_sizes: &[u32],
     ) -> IoctlResult<u32> {
+        // Like vb2: an unsupported memory type is EINVAL before anything
+        // else is looked at.
+        if !ctx.memory_supported(memory) {
+            if memory == MemoryType::Mmap {
+                log::debug!("REQBUFS with MMAP memory refused: no shared-memory region");
+            }
+            return Err(libc::EINVAL);
+        }
         if self.streaming {
             return Err(libc::EBUSY);
-        }
-        if !matches!(memory, MemoryType::Mmap | MemoryType::UserPtr) {
-            return Err(libc::EINVAL);
         }
         self.release(ctx);
         self.memory = memory;

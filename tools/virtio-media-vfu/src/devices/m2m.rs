@@ -13,7 +13,7 @@
 use std::io::Result as IoResult;
 
 use v4l2r::bindings;
-use v4l2r::ioctl::{BufferCapabilities, BufferFlags, EventType, MemoryConsistency, SubscribeEventFlags, V4l2Buffer};
+use v4l2r::ioctl::{BufferFlags, EventType, MemoryConsistency, SubscribeEventFlags, V4l2Buffer};
 use v4l2r::memory::MemoryType;
 use v4l2r::QueueType;
 use virtio_media::io::{ReadFromDescriptorChain, WriteToDescriptorChain};
@@ -562,10 +562,7 @@ impl VirtioMediaIoctlHandler for M2mDevice {
             count,
             type_: queue as u32,
             memory: memory as u32,
-            capabilities: (BufferCapabilities::SUPPORTS_MMAP
-                | BufferCapabilities::SUPPORTS_USERPTR
-                | BufferCapabilities::SUPPORTS_ORPHANED_BUFS)
-                .bits(),
+            capabilities: self.ctx.buf_caps(),
             ..Default::default()
         })
     }

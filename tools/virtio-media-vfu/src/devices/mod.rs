@@ -34,17 +34,27 @@ pub struct BackendOpts {
     pub crop: bool,
 }
 
+/// Builds the backend `name`. Fails for an unknown name, and for "simple"
+/// without shared memory (`shm` absent): that device only has MMAP buffers
+/// and keeps them in the shared-memory region.
 pub fn make_backend(
     name: &str,
     events: EventQueueHandle,
     shm: Arc<Shm>,
     mem: SharedGuestMemory,
     opts: BackendOpts,
-) -> Option<Box<dyn MediaBackend>> {
+) -> anyhow::Result<Box<dyn MediaBackend>> {
     let BackendOpts { frame_log, source_change_every, crop } = opts;
     let guest = GuestMemMapper { mem };
     match name {
         "simple" => {
+            if !shm.is_present() {
+                anyhow::bail!(
+                    "the simple backend cannot run without shared memory (--no-shm): it only has MMAP \
+                     buffers and they live in the shared-memory region; use --backend capture, output \
+                     or m2m, which also offer USERPTR"
+                );
+            }
             let config = make_config(
                 V4L2_CAP_VIDEO_CAPTURE_MPLANE | V4L2_CAP_STREAMING,
                 VFL_TYPE_VIDEO,
@@ -58,7 +68,7 @@ pub fn make_backend(
                     frame_log.clone(),
                 )
             });
-            Some(Box::new(RunnerBackend::new(factory, config)))
+            Ok(Box::new(RunnerBackend::new(factory, config)))
         }
         "capture" => {
             let config = make_config(
@@ -75,7 +85,7 @@ pub fn make_backend(
                 }
                 dev
             });
-            Some(Box::new(RunnerBackend::new(factory, config)))
+            Ok(Box::new(RunnerBackend::new(factory, config)))
         }
         "output" => {
             let config = make_config(
@@ -86,7 +96,7 @@ pub fn make_backend(
             let factory = Box::new(move || {
                 capture::CaptureDevice::new_output(common::DevCtx::new(shm.clone(), guest.clone(), events.clone()))
             });
-            Some(Box::new(RunnerBackend::new(factory, config)))
+            Ok(Box::new(RunnerBackend::new(factory, config)))
         }
         "m2m" => {
             let config = make_config(
@@ -97,8 +107,8 @@ pub fn make_backend(
             let factory = Box::new(move || {
                 m2m::M2mDevice::new(common::DevCtx::new(shm.clone(), guest.clone(), events.clone()))
             });
-            Some(Box::new(RunnerBackend::new(factory, config)))
+            Ok(Box::new(RunnerBackend::new(factory, config)))
         }
-        _ => None,
+        _ => anyhow::bail!("unknown backend {name:?}"),
     }
 }

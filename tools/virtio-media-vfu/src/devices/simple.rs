@@ -270,7 +270,9 @@ where
             .find(|b| b.offset == offset)
             .ok_or(libc::EINVAL)?;
         let rw = (flags & VIRTIO_MEDIA_MMAP_FLAG_RW) != 0;
-        let fd = buffer.fd.shm().file().as_fd();
+        // Its buffers live in shared memory, so the region exists
+        // (make_backend refuses "simple" without one).
+        let fd = buffer.fd.shm().file().ok_or(libc::EINVAL)?.as_fd();
         let (guest_addr, size) = self
             .mmap_manager
             .create_mapping(offset, fd, rw)
