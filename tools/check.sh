@@ -89,7 +89,7 @@ fi
 vfu_bin=tools/virtio-media-vfu/target/release/virtio-media-vfu
 # run_vfu NAME "DEVICE FLAGS" TEST [VAR=VALUE] [FILE]: FILE goes to /extra;
 # $module_params (e.g. "virtio_media.guest_mmap=1") go to the driver.
-module_params=""
+module_params="" extra_file=""
 run_vfu() {
 	local name=$1 flags=$2 test=$3 env=${4:-NONE=1} extra=()
 	[ -n "${5:-}" ] && extra=(--ko "$5")
@@ -98,12 +98,15 @@ run_vfu() {
 		--append "$module_params" --env "$env" --test "$test" --timeout 300 > "$results/$name.run.log" 2>&1
 }
 
-# compliance NAME "DEVICE FLAGS" LABEL [userptr] [guest-mmap]: v4l2-compliance
-# -s with 0 failures; "userptr": its USERPTR streaming tests ran and passed;
-# "guest-mmap": the driver used guest-backed MMAP buffers.
+# compliance NAME "DEVICE FLAGS" LABEL [userptr] [guest-mmap] [dmabuf]:
+# v4l2-compliance -s with 0 failures; "userptr": its USERPTR streaming tests
+# ran and passed; "guest-mmap": the driver used guest-backed MMAP buffers;
+# "dmabuf": with vivid exporting (-e), its DMABUF streaming tests ran.
 compliance() {
 	local name=$1 flags=$2 label=$3 expect=" ${*:4} "
-	run_vfu "$name" "$flags" tools/vm/tests/compliance.sh "COMPLIANCE_ARGS=-s"
+	local env="COMPLIANCE_ARGS=-s"
+	[[ $expect == *" dmabuf "* ]] && env="EXPORTER=vivid"
+	run_vfu "$name" "$flags" tools/vm/tests/compliance.sh "$env" "$extra_file"
 	local log=$results/$name/compliance.log
 	local totals
 	totals=$(grep '^Total for' "$log" 2>/dev/null | tail -n 1)
@@ -120,6 +123,15 @@ compliance() {
 			record "driver: USERPTR streaming tests ran, $label" OK "2 of 2"
 		else
 			record "driver: USERPTR streaming tests ran, $label" FAIL "${ran:-0} of 2 ($log)"
+		fi
+	fi
+	if [[ $expect == *" dmabuf "* ]]; then
+		local ran
+		ran=$(grep -cE 'test DMABUF \((no poll|select)\): OK$' "$log" 2>/dev/null)
+		if [ "${ran:-0}" = 2 ]; then
+			record "driver: DMABUF streaming tests ran, $label" OK "2 of 2"
+		else
+			record "driver: DMABUF streaming tests ran, $label" FAIL "${ran:-0} of 2 ($log)"
 		fi
 	fi
 	if [[ $expect == *" guest-mmap "* ]]; then
@@ -139,7 +151,7 @@ stream_md5() {
 	local name=$1 flags=$2 mode=$3 label=$4
 	local frame_log=$results/$name-device-frames.md5 guest_md5=$results/$name/single.md5
 	rm -f "$frame_log"
-	if run_vfu "$name" "$flags --frame-log $frame_log" tools/vm/tests/stream.sh "STREAM_MODE=$mode"; then
+	if run_vfu "$name" "$flags --frame-log $frame_log" tools/vm/tests/stream.sh "STREAM_MODE=$mode" "$extra_file"; then
 		record "driver: stream 300 frames, $label" OK
 	else
 		record "driver: stream 300 frames, $label" FAIL "($results/$name/console.log)"
@@ -186,6 +198,19 @@ if [ -f tools/virtio-media-vfu/Cargo.toml ]; then
 	done
 	stream_md5 stream-guest-mmap "--device-id 42 --backend capture" mmap "MMAP, guest_mmap=1"
 	module_params=""
+
+	# A device without shared memory: MMAP buffers in guest memory.
+	for backend in capture output m2m; do
+		compliance "compliance-no-shm-$backend" "--device-id 42 --backend $backend --no-shm" \
+			"$backend, no shared memory" userptr guest-mmap
+	done
+	stream_md5 stream-no-shm "--device-id 42 --backend capture --no-shm" mmap "MMAP, no shared memory"
+
+	# DMABUF import: vivid exports, the device writes into its buffers.
+	extra_file=tools/vm/tests/vivid-exporter.sh
+	compliance compliance-dmabuf "--device-id 42 --backend capture" "capture, vivid exports (-e)" dmabuf
+	stream_md5 stream-dmabuf "--device-id 42 --backend capture" dmabuf "DMABUF from vivid"
+	extra_file=""
 
 	# 32-bit user space: Debian's i386 v4l2-compliance, run after the amd64
 	# one in the same guest, must get the same totals with 0 failures. `file`

@@ -1,8 +1,13 @@
 # Guest test: v4l2-compliance with streaming on the virtio-media node.
 # COMPLIANCE_ARGS (from /test.env) adds options, e.g. "-s" or "-s -u".
+# EXPORTER=vivid also tests DMABUF, with vivid exporting the buffers (-e).
 # If it is still running after COMPLIANCE_WATCHDOG seconds (default 150),
 # every task's stack goes to the kernel log, which is exported.
 . /test.env
+if [ "${EXPORTER:-}" = vivid ]; then
+	. /extra/vivid-exporter.sh
+	COMPLIANCE_ARGS="${COMPLIANCE_ARGS:--s} -e $exporter"
+fi
 (
 	sleep "${COMPLIANCE_WATCHDOG:-150}"
 	echo "compliance.sh: still running, dumping task stacks" > /dev/kmsg

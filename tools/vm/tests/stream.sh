@@ -1,6 +1,7 @@
 # Guest test: 300 frames from one session, each frame whole; per-frame
 # checksums are exported (single.md5) for comparison with the device's.
-# STREAM_MODE=user streams USERPTR buffers instead of MMAP ones.
+# STREAM_MODE=user streams USERPTR buffers instead of MMAP ones; dmabuf,
+# dma-bufs that vivid exports.
 . /test.env
 dev=/dev/video0
 mode=${STREAM_MODE:-mmap}
@@ -8,7 +9,12 @@ size=$(v4l2-ctl -d $dev --get-fmt-video | sed -n 's@.*Size Image *: *\([0-9]*\).
 [ -n "$size" ] || { echo "FAIL: no format"; exit 1; }
 status=0
 start=$(date +%s)
-timeout 120 v4l2-ctl -d $dev --stream-$mode --stream-count=300 --stream-to=/tmp/one.raw || {
+stream_args=--stream-$mode
+if [ "$mode" = dmabuf ]; then
+	. /extra/vivid-exporter.sh
+	stream_args="--stream-dmabuf --export-device $exporter"
+fi
+timeout 120 v4l2-ctl -d $dev $stream_args --stream-count=300 --stream-to=/tmp/one.raw || {
 	echo "FAIL: stream exited with $?"; status=1; }
 echo "300 frames ($mode) in $(( $(date +%s) - start )) s"
 got=$(wc -c < /tmp/one.raw)
