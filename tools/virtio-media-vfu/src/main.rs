@@ -6,6 +6,7 @@
 // Helpers kept for tests and the upcoming backends.
 #![allow(dead_code)]
 
+mod delay;
 mod device;
 mod devices;
 mod framelog;
@@ -107,7 +108,8 @@ pub struct Args {
 
     /// Delay every command response by this many milliseconds (the command
     /// itself runs at once; its response is written to the commandq and
-    /// signalled later, in order). Events are not delayed.
+    /// signalled when the delay ends, so responses whose delays end out of
+    /// order are completed out of order). Events are not delayed.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub response_delay_ms: u64,
 
@@ -197,17 +199,15 @@ fn run(args: Args) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("delayed-responses".into())
         .spawn(move || {
-            // Completes delayed responses in the order they were queued.
-            for d in rx {
-                let now = std::time::Instant::now();
-                if d.due > now {
-                    std::thread::sleep(d.due - now);
+            // Completes delayed responses when their delay ends, earliest
+            // first, whatever order their commands came in.
+            delay::run_worker(rx, |d| match worker_dev.lock() {
+                Ok(mut dev) => {
+                    dev.complete_delayed(d);
+                    true
                 }
-                match worker_dev.lock() {
-                    Ok(mut dev) => dev.complete_delayed(d),
-                    Err(_) => return,
-                }
-            }
+                Err(_) => false,
+            })
         })?;
 
     if let Ok(md) = std::fs::symlink_metadata(&args.socket) {
