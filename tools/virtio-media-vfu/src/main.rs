@@ -13,6 +13,7 @@ mod framelog;
 mod media;
 mod pci;
 mod shm;
+mod stats;
 mod transport;
 mod vfu;
 
@@ -150,6 +151,13 @@ pub struct Args {
     /// rectangle inside the full frame. Off by default.
     #[arg(long)]
     pub crop: bool,
+
+    /// Time every command on the device side (from taking it off the
+    /// commandq to its response in the used ring and the interrupt raised)
+    /// and write count, min, p50, p99, max and mean per command kind as
+    /// JSON to PATH whenever a client disconnects. Off by default.
+    #[arg(long, value_name = "PATH")]
+    pub stats: Option<PathBuf>,
 }
 
 fn main() {
@@ -191,6 +199,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     if dev.faults.delay || dev.faults.error_event || dev.faults.malformed {
         log::warn!("fault injection enabled: {:?}", dev.faults);
+    }
+    if args.stats.is_some() {
+        dev.stats = Some(stats::CmdStats::default());
     }
     let (tx, rx) = std::sync::mpsc::channel::<device::Delayed>();
     dev.delayed_tx = Some(tx);
@@ -249,6 +260,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         // interrupt eventfds.
         {
             let mut dev = backend.dev.lock().map_err(|_| anyhow::anyhow!("device state poisoned"))?;
+            if let (Some(path), Some(st)) = (&args.stats, &dev.stats) {
+                match st.write(path) {
+                    Ok(()) => log::info!("command timings written to {}", path.display()),
+                    Err(e) => log::error!("cannot write {}: {e}", path.display()),
+                }
+            }
             dev.transport.reset();
             dev.device_reset();
             let _ = dev.dma_unmap(0, u64::MAX, true);
