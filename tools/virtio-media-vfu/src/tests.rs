@@ -766,13 +766,13 @@ mod capture {
         // Frame sizes and intervals.
         let mut fs = vec![0u8; 44];
         fs[4..8].copy_from_slice(&FMT_YUV420M.to_le_bytes());
-        for (i, (w, ht)) in [(320u32, 240u32), (640, 480), (1280, 720)].into_iter().enumerate() {
+        for (i, (w, ht)) in [(320u32, 240u32), (640, 480), (1280, 720), (1920, 1080)].into_iter().enumerate() {
             fs[0..4].copy_from_slice(&(i as u32).to_le_bytes());
             let resp = h.command(&ioctl_cmd(s, VIDIOC_ENUM_FRAMESIZES, &fs), 8 + 44);
             assert_eq!(le32(&resp, 0), 0);
             assert_eq!((le32(&resp, 8 + 12), le32(&resp, 8 + 16)), (w, ht));
         }
-        fs[0] = 3;
+        fs[0] = 4;
         assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_ENUM_FRAMESIZES, &fs), 52), 0) as i32, libc::EINVAL);
         let mut fi = vec![0u8; 52];
         fi[0..4].copy_from_slice(&1u32.to_le_bytes());
