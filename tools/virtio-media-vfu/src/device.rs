@@ -74,6 +74,8 @@ pub struct VirtioMediaPci {
     pub delayed_tx: Option<Sender<Delayed>>,
     /// `--stats`: the device's own time per command (off when `None`).
     pub stats: Option<crate::stats::CmdStats>,
+    /// Delayed responses handed to the worker and not completed yet.
+    pub delayed_pending: usize,
 }
 
 /// Fault injection switches (`--fault`). Each enabled fault hits every
@@ -134,6 +136,7 @@ impl VirtioMediaPci {
             generation: 0,
             delayed_tx: None,
             stats: None,
+            delayed_pending: 0,
         }
     }
 
@@ -370,8 +373,10 @@ impl VirtioMediaPci {
                     };
                     match tx.send(d) {
                         Ok(()) => {
+                            self.delayed_pending += 1;
                             if let Some(st) = self.stats.as_mut() {
                                 st.record(crate::stats::kind(&cmd), started.elapsed());
+                                st.record_in_flight(self.delayed_pending);
                             }
                             continue;
                         }
@@ -444,6 +449,7 @@ impl VirtioMediaPci {
 
     /// Completes a delayed response (called by the delay worker).
     pub fn complete_delayed(&mut self, d: Delayed) {
+        self.delayed_pending = self.delayed_pending.saturating_sub(1);
         if d.generation != self.generation {
             log::debug!("dropping delayed response from before a reset");
             return;

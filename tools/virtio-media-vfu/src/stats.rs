@@ -8,6 +8,10 @@
 //! device's floor for the command: a guest cannot see its answer sooner.
 //! The figures are grouped by command kind (`OPEN`, `CLOSE`, `MMAP`,
 //! `MUNMAP`, `IOCTL VIDIOC_G_FMT`, ...) and written as JSON.
+//!
+//! With delayed responses it also counts, each time a response is handed
+//! to the delay worker, how many (itself included) are then waiting: a
+//! driver that keeps several commands in flight shows depths above 1.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,6 +29,8 @@ struct Kind {
 #[derive(Default)]
 pub struct CmdStats {
     kinds: BTreeMap<String, Kind>,
+    /// Delayed responses waiting, counted at each enqueue: depth -> times.
+    in_flight: BTreeMap<usize, u64>,
 }
 
 fn le32(b: &[u8], o: usize) -> Option<u32> {
@@ -84,12 +90,18 @@ impl CmdStats {
         }
     }
 
+    /// A delayed response was queued; `depth` are now waiting.
+    pub fn record_in_flight(&mut self, depth: usize) {
+        *self.in_flight.entry(depth).or_default() += 1;
+    }
+
     pub fn count(&self, kind: &str) -> u64 {
         self.kinds.get(kind).map_or(0, |k| k.count)
     }
 
     /// `{"unit": "ns", "commands": {KIND: {"count", "min", "p50", "p99",
-    /// "max", "mean"}}}`.
+    /// "max", "mean"}}, "delayed_in_flight": {"max", "at_enqueue":
+    /// {DEPTH: TIMES}}}`.
     pub fn to_json(&self) -> String {
         let mut out = String::from("{\n  \"unit\": \"ns\",\n  \"measured\": ");
         out.push_str(&json_string(
@@ -112,7 +124,12 @@ impl CmdStats {
                 mean
             ));
         }
-        out.push_str("\n  }\n}\n");
+        out.push_str("\n  },\n  \"delayed_in_flight\": {\"max\": ");
+        out.push_str(&self.in_flight.keys().next_back().copied().unwrap_or(0).to_string());
+        out.push_str(", \"at_enqueue\": {");
+        let depths: Vec<String> = self.in_flight.iter().map(|(d, n)| format!("\"{d}\": {n}")).collect();
+        out.push_str(&depths.join(", "));
+        out.push_str("}}\n}\n");
         out
     }
 
@@ -157,6 +174,12 @@ mod tests {
             "\"IOCTL VIDIOC_G_FMT\": {\"count\": 100, \"min\": 1000, \"p50\": 50000, \"p99\": 99000, \"max\": 100000, \"mean\": 50500}"
         ), "{j}");
         assert!(j.contains("\"OPEN\": {\"count\": 1, \"min\": 7, \"p50\": 7, \"p99\": 7, \"max\": 7, \"mean\": 7}"), "{j}");
+        assert!(j.contains("\"delayed_in_flight\": {\"max\": 0, \"at_enqueue\": {}}"), "{j}");
+        st.record_in_flight(1);
+        st.record_in_flight(3);
+        st.record_in_flight(1);
+        let j = st.to_json();
+        assert!(j.contains("\"delayed_in_flight\": {\"max\": 3, \"at_enqueue\": {\"1\": 2, \"3\": 1}}"), "{j}");
         assert_eq!(quantile(&[], 0.5), 0);
         assert_eq!(json_string("a\"b\\\n"), "\"a\\\"b\\\\\\u000a\"");
     }

@@ -1226,6 +1226,28 @@ mod faults {
         assert!(h.used(0).is_empty());
     }
 
+    /// `--stats` counts how many delayed responses wait at each enqueue and
+    /// times every command.
+    #[test]
+    fn stats_count_delayed_responses_in_flight() {
+        let mut h = Harness::new(true);
+        let (tx, rx) = std::sync::mpsc::channel::<Delayed>();
+        h.dev.delayed_tx = Some(tx);
+        h.dev.response_delay = Duration::from_millis(20);
+        h.dev.stats = Some(crate::stats::CmdStats::default());
+        for _ in 0..3 {
+            raw_cmd(&mut h, &cmd_hdr(CMD_OPEN), 16);
+        }
+        assert_eq!(h.dev.delayed_pending, 3);
+        h.dev.complete_delayed(rx.try_recv().unwrap());
+        assert_eq!(h.dev.delayed_pending, 2);
+        raw_cmd(&mut h, &cmd_hdr(CMD_OPEN), 16);
+        let st = h.dev.stats.as_ref().unwrap();
+        assert_eq!(st.count("OPEN"), 4);
+        let j = st.to_json();
+        assert!(j.contains("\"delayed_in_flight\": {\"max\": 3, \"at_enqueue\": {\"1\": 1, \"2\": 1, \"3\": 2}}"), "{j}");
+    }
+
     #[test]
     fn fault_delay_reorders_responses() {
         let mut h = Harness::new(true);
