@@ -187,6 +187,23 @@ def main():
     if "threads" not in conc and "procs" not in conc:
         ok = False
     conc["pass"] = ok
+    # Evidence that does not depend on spare CPU: a driver that sent one
+    # command at a time could not pass 1/delay commands per second, and the
+    # device counts how many delayed responses it held at once.
+    try:
+        delay_ms = float(meta.get("delay_ms"))
+    except (TypeError, ValueError):
+        delay_ms = 0
+    if delay_ms > 0:
+        best = max((e for e in ioctl if e["device"] == "delayed"), key=lambda e: e["ops_per_s"]["median"],
+                   default=None)
+        if best:
+            conc["serial_bound_ops_per_s"] = {"value": round(1000 / delay_ms, 1), "unit": "ops/s"}
+            conc["best"] = {"mode": best["mode"], "sessions": best["sessions"],
+                            "ops_per_s": best["ops_per_s"]["median"], "unit": "ops/s"}
+    inf = floors.get("delayed", {}).get("delayed_in_flight")
+    if inf:
+        conc["device_in_flight"] = inf
     res["concurrency"] = conc
 
     # Open/close and mmap/munmap.
@@ -279,6 +296,13 @@ def summary(res):
             out.append(f"  {mode:7} {c[mode]['ops_per_s_4']:.1f} / {c[mode]['ops_per_s_1']:.1f} = "
                        f"{c[mode]['ratio_4_to_1']['value']}x  {'OK' if c[mode]['pass'] else 'FAIL'}"
                        f" (needs >= {c['min_ratio']}x)")
+    if "serial_bound_ops_per_s" in c:
+        out.append(f"  one command at a time would cap at {c['serial_bound_ops_per_s']['value']} ops/s; best:"
+                   f" {c['best']['ops_per_s']} ops/s ({c['best']['sessions']} {c['best']['mode']})")
+    if "device_in_flight" in c:
+        d = c["device_in_flight"]
+        out.append(f"  delayed responses the device held at once: max {d['max']}; depth at enqueue: "
+                   + ", ".join(f"{k}: {v}" for k, v in d["at_enqueue"].items()))
     if "open_close" in res:
         oc = res["open_close"]
         out.append("")

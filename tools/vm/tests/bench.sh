@@ -108,7 +108,7 @@ if [ "${BENCH_PERF:-0}" = 1 ]; then
 fi
 dmesg > /tmp/dmesg.log
 export_file dmesg.log /tmp/dmesg.log
-if dmesg | grep -qE 'BUG|WARNING|lockdep|possible recursive|circular locking|hung task'; then
+if grep -E "BUG:|WARNING:|possible circular|possible recursive|INFO: task|Oops" /tmp/dmesg.log; then
 	echo "FAIL: kernel problem in dmesg"
 	status=1
 fi
