@@ -49,7 +49,7 @@ vfu_pids=()
 cleanup() {
 	local pid
 	for pid in "${vfu_pids[@]}"; do
-		kill "$pid" 2>/dev/null
+		kill "$pid" 2>/dev/null || true
 		wait "$pid" 2>/dev/null || true
 	done
 	rm -rf "$overlay"
