@@ -10,7 +10,10 @@
 # Knobs (environment): BENCH_RUNS (5), BENCH_SECONDS per ioctl run (1),
 # BENCH_STREAM_SECONDS per stream run (2), BENCH_COUNT open/close and mmap pairs
 # per run (200), BENCH_DELAY_MS (2), BENCH_PERF (1), BENCH_QUICK=1 (only
-# the delayed device's G_FMT from 1 and 4 threads: the concurrency check).
+# the delayed device's G_FMT from 1 and 4 threads, no perf, no chart: the
+# smoke test of make check, which passes when the device held 4 commands
+# at once), BENCH_NAME (bench: results in build/results/NAME.* and the
+# guest's files in build/results/NAME/).
 set -euo pipefail
 . "$(dirname "$0")/vm/lib.sh"
 cd "$REPO_DIR"
@@ -30,8 +33,12 @@ fi
 
 KDIR=${KDIR:-$(tools/vm/kernel.sh)}
 export KDIR
-make -s modules
-ko=drivers/media/virtio/virtio_media.ko
+# BENCH_KO: a module already built (make check's), else build it.
+ko=${BENCH_KO:-}
+if [ -z "$ko" ]; then
+	make -s modules
+	ko=drivers/media/virtio/virtio_media.ko
+fi
 V4L2R_VIDEODEV2_H_PATH=$(tools/vm/kernel.sh headers)
 export V4L2R_VIDEODEV2_H_PATH
 tools/virtio-media-vfu/build.sh >&2
@@ -44,11 +51,12 @@ quick=${BENCH_QUICK:-0}
 cpio=()
 [ "$perf" = 1 ] && cpio=(--cpio "$(tools/vm/guest-perf.sh)")
 results=$(realpath -m "$BUILD_DIR/results")
-out=$results/bench
+name=${BENCH_NAME:-bench}
+out=$results/$name
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 log "host load before: $load_before ($(nproc) cores)"
 set +e
-tools/vm/run-guest.sh --name bench --ko "$ko" --modules virtio_media \
+tools/vm/run-guest.sh --name "$name" --ko "$ko" --modules virtio_media \
 	--file "$BUILD_DIR/bench/v4l2-bench" "${cpio[@]}" \
 	--vfu "--device-id 42 --backend capture --exit-on-disconnect --stats $out/device-direct.json" \
 	--vfu "--device-id 48 --backend capture --response-delay-ms $delay --exit-on-disconnect --stats $out/device-delayed.json" \
@@ -67,7 +75,12 @@ meta=$(/usr/bin/python3 -c 'import json, sys; print(json.dumps(dict(zip(sys.argv
 	host_load_before "$load_before" host_load_after "$load_after" host_cores "$(nproc)" \
 	runs "$runs" seconds_per_ioctl_run "$secs" delay_ms "$delay")
 report_status=0
+report=(--dir "$out" --out "$out" --meta "$meta")
+[ "$quick" = 1 ] && report+=(--gate in-flight --no-chart)
 # Debian's python3 (its matplotlib), whatever else is first on PATH.
-/usr/bin/python3 tools/bench/report.py --dir "$out" --out "$results" --meta "$meta" || report_status=$?
-log "written: $results/bench.json $results/bench.png $results/bench.txt"
+/usr/bin/python3 tools/bench/report.py "${report[@]}" || report_status=$?
+for f in bench.json bench.png bench.txt; do
+	[ -f "$out/$f" ] && cp "$out/$f" "$results/$name.${f#bench.}"
+done
+log "written: $results/$name.json $results/$name.png $results/$name.txt (and in $out/)"
 [ "$status" = 0 ] && [ "$report_status" = 0 ]
