@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 //! `--backend capture` and `--backend output`: streaming devices on the
 //! multi-planar API with several pixel formats (single memory plane: YUYV,
-//! RGB3, NV12; several memory planes: NM12, YM12), three discrete frame
+//! RGB3, NV12; several memory planes: NM12, YM12), four discrete frame
 //! sizes with two frame intervals each, user controls including a U8 array
 //! control, control and frame-sync events, MMAP and USERPTR memory.
 //!
