@@ -9,6 +9,7 @@
 #   make kernel      build (once) the cached guest kernel
 #   make run         boot a guest with the device and use the driver
 #   make check       run every test; ends with "N passed, N failed"
+#   make bench       benchmark in a guest: build/results/bench.{json,png,txt}
 
 LLVM ?= -19
 export LLVM
@@ -18,7 +19,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 # The cached guest kernel, unless KDIR names another tree.
 kdir = $(if $(KDIR),$(KDIR),$$(tools/vm/kernel.sh))
 
-.PHONY: all modules kernel clean check run device
+.PHONY: all modules kernel clean check run device bench
 all: modules
 
 modules:
@@ -39,3 +40,6 @@ check:
 
 run:
 	@tools/run.sh
+
+bench:
+	@tools/bench.sh

@@ -306,6 +306,20 @@ if [ -f tools/virtio-media-vfu/Cargo.toml ]; then
 			record "driver: two m2m sessions at once, responses +${delay} ms" FAIL "($results/$name/console.log)"
 		fi
 	done
+
+	# The benchmark's smoke test (make bench, BENCH_QUICK=1): G_FMT from 1
+	# and 4 threads against a device answering after 2 ms. It must hold 4
+	# commands at once (the device counts them); the throughput ratio is
+	# shown, not required (it depends on the CPU the host has to spare).
+	log=$results/bench-smoke.run.log
+	if [ -f "$ko" ] && BENCH_QUICK=1 BENCH_RUNS=1 BENCH_NAME=bench-smoke BENCH_KO=$ko \
+		tools/bench.sh > "$log" 2>&1; then
+		detail=$(/usr/bin/python3 -c 'import json, sys; c = json.load(open(sys.argv[1]))["concurrency"]; print("%d in flight, 4 threads %.2fx the ops/s of 1" % (c["device_in_flight"]["max"], c["threads"]["ratio_4_to_1"]["value"]))' \
+			"$results/bench-smoke.json" 2>&1)
+		record "bench: 4 sessions, 4 commands in flight" OK "$detail"
+	else
+		record "bench: 4 sessions, 4 commands in flight" FAIL "($log)"
+	fi
 fi
 
 # Reference: vivid under v4l2-compliance -s proves the guest userspace.

@@ -2,24 +2,31 @@
 # Boots the test guest under QEMU and runs one test script inside it.
 #
 #   run-guest.sh --name NAME [--test SCRIPT] [--modules m1,m2] [--ko FILE]...
-#                [--vfu "DEVICE ARGS"] [--env VAR=VALUE]... [--timeout SECONDS] [--smp N] [--mem SIZE]
+#                [--file FILE]... [--cpio FILE.cpio.gz]... [--vfu "DEVICE ARGS"]... [--env VAR=VALUE]...
+#                [--timeout SECONDS] [--smp N] [--mem SIZE]
 #                [--append "KERNEL ARGS"]   (e.g. module parameters: virtio_media.guest_mmap=1)
 #
+# --ko and --file copy FILE into the guest's /extra; --cpio appends an
+# initramfs part (e.g. tools/vm/guest-perf.sh's). Each --vfu attaches one
+# test device, in the order given (PCI slots, so probe order, follow it).
 # Logs go to $BUILD_DIR/results/NAME/: console.log (serial console), files the
-# guest exported with export_file, vfu.log (the device). The exit status is
+# guest exported with export_file, vfu.log (the first device; vfu1.log, ...
+# for the others). A device started with --exit-on-disconnect is given a
+# few seconds to finish (and write its --stats) after QEMU ends. The exit status is
 # the test script's, 124 on timeout, 125 when the guest ended without a
 # verdict. KVM=1 uses KVM instead of TCG.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-name="" test="" modules="" vfu="" timeout_s=300 smp=2 mem=1G kos=() envs=() append=""
+name="" test="" modules="" timeout_s=300 smp=2 mem=1G kos=() envs=() vfus=() cpios=() append=""
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--name) name=$2; shift 2 ;;
 	--test) test=$2; shift 2 ;;
 	--modules) modules=$2; shift 2 ;;
-	--ko) kos+=("$2"); shift 2 ;;
-	--vfu) vfu=$2; shift 2 ;;
+	--ko | --file) kos+=("$2"); shift 2 ;;
+	--vfu) vfus+=("$2"); shift 2 ;;
+	--cpio) cpios+=("$2"); shift 2 ;;
 	--env) envs+=("$2"); shift 2 ;;
 	--timeout) timeout_s=$2; shift 2 ;;
 	--smp) smp=$2; shift 2 ;;
@@ -38,9 +45,13 @@ rm -rf "$out"; mkdir -p "$out"
 
 # The per-run part of the initramfs: the test script and extra modules.
 overlay=$(mktemp -d)
-vfu_pid=""
+vfu_pids=()
 cleanup() {
-	if [ -n "$vfu_pid" ]; then kill "$vfu_pid" 2>/dev/null; wait "$vfu_pid" 2>/dev/null || true; fi
+	local pid
+	for pid in "${vfu_pids[@]}"; do
+		kill "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
 	rm -rf "$overlay"
 }
 trap cleanup EXIT
@@ -49,22 +60,23 @@ mkdir -p "$overlay/extra"
 for ko in "${kos[@]}"; do cp "$ko" "$overlay/extra/"; done
 printf '%s\n' "${envs[@]}" > "$overlay/test.env"
 (cd "$overlay" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/overlay.cpio.gz"
-cat "$base" "$out/overlay.cpio.gz" > "$out/initramfs.cpio.gz"
+cat "$base" "${cpios[@]}" "$out/overlay.cpio.gz" > "$out/initramfs.cpio.gz"
 rm -f "$out/overlay.cpio.gz"
 
 accel=(-accel tcg -cpu max)
 [ "${KVM:-0}" = 1 ] && accel=(-accel kvm -cpu host)
 device=()
-if [ -n "$vfu" ]; then
-	sock=$out/vfu.sock
-	# shellcheck disable=SC2086 # $vfu is a word list of device flags
-	"$REPO_DIR/tools/virtio-media-vfu/target/release/virtio-media-vfu" --socket "$sock" $vfu \
-		> "$out/vfu.log" 2>&1 &
-	vfu_pid=$!
+for i in "${!vfus[@]}"; do
+	suffix=$([ "$i" = 0 ] || echo "$i")
+	sock=$out/vfu$suffix.sock
+	# shellcheck disable=SC2086 # a --vfu value is a word list of device flags
+	"$REPO_DIR/tools/virtio-media-vfu/target/release/virtio-media-vfu" --socket "$sock" ${vfus[$i]} \
+		> "$out/vfu$suffix.log" 2>&1 &
+	vfu_pids+=($!)
 	for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
-	[ -S "$sock" ] || die "the device did not create $sock (see $out/vfu.log)"
-	device=(-device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"path\":\"$sock\",\"type\":\"unix\"}}")
-fi
+	[ -S "$sock" ] || die "the device did not create $sock (see $out/vfu$suffix.log)"
+	device+=(-device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"path\":\"$sock\",\"type\":\"unix\"}}")
+done
 
 log "booting guest '$name' (timeout ${timeout_s}s)"
 set +e
@@ -78,6 +90,11 @@ timeout --kill-after=10 "$timeout_s" "$qemu" "${accel[@]}" -nodefaults -display 
 qemu_status=$?
 set -e
 rm -f "$out/initramfs.cpio.gz"
+# Devices that exit on disconnect finish on their own (they may write files).
+for i in "${!vfus[@]}"; do
+	case " ${vfus[$i]} " in *" --exit-on-disconnect "*) ;; *) continue ;; esac
+	for _ in $(seq 50); do kill -0 "${vfu_pids[$i]}" 2>/dev/null || break; sleep 0.1; done
+done
 
 # Files the guest exported over ttyS1.
 awk -v dir="$out" '

@@ -72,6 +72,10 @@ pub struct VirtioMediaPci {
     pub generation: u64,
     /// Where delayed completions go (a worker thread completes them).
     pub delayed_tx: Option<Sender<Delayed>>,
+    /// `--stats`: the device's own time per command (off when `None`).
+    pub stats: Option<crate::stats::CmdStats>,
+    /// Delayed responses handed to the worker and not completed yet.
+    pub delayed_pending: usize,
 }
 
 /// Fault injection switches (`--fault`). Each enabled fault hits every
@@ -131,6 +135,8 @@ impl VirtioMediaPci {
             cmd_counter: 0,
             generation: 0,
             delayed_tx: None,
+            stats: None,
+            delayed_pending: 0,
         }
     }
 
@@ -294,10 +300,14 @@ impl VirtioMediaPci {
             return;
         }
         let mut used = 0;
+        // With --stats: (kind, start) of the commands answered below, timed
+        // once their interrupt is raised.
+        let mut timed: Vec<(String, Instant)> = Vec::new();
         loop {
             let Some(chain) = self.transport.queues[COMMANDQ].pop_descriptor_chain(&mem) else {
                 break;
             };
+            let started = Instant::now();
             let head = chain.head_index();
             let mut cmd = Vec::new();
             let mut writable: Vec<(GuestAddress, u32)> = Vec::new();
@@ -362,7 +372,14 @@ impl VirtioMediaPci {
                         generation: self.generation,
                     };
                     match tx.send(d) {
-                        Ok(()) => continue,
+                        Ok(()) => {
+                            self.delayed_pending += 1;
+                            if let Some(st) = self.stats.as_mut() {
+                                st.record(crate::stats::kind(&cmd), started.elapsed());
+                                st.record_in_flight(self.delayed_pending);
+                            }
+                            continue;
+                        }
                         Err(std::sync::mpsc::SendError(d)) => {
                             log::error!("delay worker gone; answering at once");
                             writable = d.writable;
@@ -384,9 +401,17 @@ impl VirtioMediaPci {
                 log::error!("commandq: add_used failed: {e}");
             }
             used += 1;
+            if self.stats.is_some() {
+                timed.push((crate::stats::kind(&cmd), started));
+            }
         }
         if used > 0 {
             self.signal_queue(COMMANDQ);
+        }
+        if let Some(st) = self.stats.as_mut() {
+            for (kind, started) in timed {
+                st.record(kind, started.elapsed());
+            }
         }
         self.flush_events();
     }
@@ -424,6 +449,7 @@ impl VirtioMediaPci {
 
     /// Completes a delayed response (called by the delay worker).
     pub fn complete_delayed(&mut self, d: Delayed) {
+        self.delayed_pending = self.delayed_pending.saturating_sub(1);
         if d.generation != self.generation {
             log::debug!("dropping delayed response from before a reset");
             return;

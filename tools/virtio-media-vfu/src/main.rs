@@ -6,12 +6,14 @@
 // Helpers kept for tests and the upcoming backends.
 #![allow(dead_code)]
 
+mod delay;
 mod device;
 mod devices;
 mod framelog;
 mod media;
 mod pci;
 mod shm;
+mod stats;
 mod transport;
 mod vfu;
 
@@ -107,7 +109,8 @@ pub struct Args {
 
     /// Delay every command response by this many milliseconds (the command
     /// itself runs at once; its response is written to the commandq and
-    /// signalled later, in order). Events are not delayed.
+    /// signalled when the delay ends, so responses whose delays end out of
+    /// order are completed out of order). Events are not delayed.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub response_delay_ms: u64,
 
@@ -148,6 +151,13 @@ pub struct Args {
     /// rectangle inside the full frame. Off by default.
     #[arg(long)]
     pub crop: bool,
+
+    /// Time every command on the device side (from taking it off the
+    /// commandq to its response in the used ring and the interrupt raised)
+    /// and write count, min, p50, p99, max and mean per command kind as
+    /// JSON to PATH whenever a client disconnects. Off by default.
+    #[arg(long, value_name = "PATH")]
+    pub stats: Option<PathBuf>,
 }
 
 fn main() {
@@ -190,6 +200,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     if dev.faults.delay || dev.faults.error_event || dev.faults.malformed {
         log::warn!("fault injection enabled: {:?}", dev.faults);
     }
+    if args.stats.is_some() {
+        dev.stats = Some(stats::CmdStats::default());
+    }
     let (tx, rx) = std::sync::mpsc::channel::<device::Delayed>();
     dev.delayed_tx = Some(tx);
     let dev = std::sync::Arc::new(std::sync::Mutex::new(dev));
@@ -197,17 +210,15 @@ fn run(args: Args) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("delayed-responses".into())
         .spawn(move || {
-            // Completes delayed responses in the order they were queued.
-            for d in rx {
-                let now = std::time::Instant::now();
-                if d.due > now {
-                    std::thread::sleep(d.due - now);
+            // Completes delayed responses when their delay ends, earliest
+            // first, whatever order their commands came in.
+            delay::run_worker(rx, |d| match worker_dev.lock() {
+                Ok(mut dev) => {
+                    dev.complete_delayed(d);
+                    true
                 }
-                match worker_dev.lock() {
-                    Ok(mut dev) => dev.complete_delayed(d),
-                    Err(_) => return,
-                }
-            }
+                Err(_) => false,
+            })
         })?;
 
     if let Ok(md) = std::fs::symlink_metadata(&args.socket) {
@@ -249,6 +260,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         // interrupt eventfds.
         {
             let mut dev = backend.dev.lock().map_err(|_| anyhow::anyhow!("device state poisoned"))?;
+            if let (Some(path), Some(st)) = (&args.stats, &dev.stats) {
+                match st.write(path) {
+                    Ok(()) => log::info!("command timings written to {}", path.display()),
+                    Err(e) => log::error!("cannot write {}: {e}", path.display()),
+                }
+            }
             dev.transport.reset();
             dev.device_reset();
             let _ = dev.dma_unmap(0, u64::MAX, true);

@@ -766,13 +766,13 @@ mod capture {
         // Frame sizes and intervals.
         let mut fs = vec![0u8; 44];
         fs[4..8].copy_from_slice(&FMT_YUV420M.to_le_bytes());
-        for (i, (w, ht)) in [(320u32, 240u32), (640, 480), (1280, 720)].into_iter().enumerate() {
+        for (i, (w, ht)) in [(320u32, 240u32), (640, 480), (1280, 720), (1920, 1080)].into_iter().enumerate() {
             fs[0..4].copy_from_slice(&(i as u32).to_le_bytes());
             let resp = h.command(&ioctl_cmd(s, VIDIOC_ENUM_FRAMESIZES, &fs), 8 + 44);
             assert_eq!(le32(&resp, 0), 0);
             assert_eq!((le32(&resp, 8 + 12), le32(&resp, 8 + 16)), (w, ht));
         }
-        fs[0] = 3;
+        fs[0] = 4;
         assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_ENUM_FRAMESIZES, &fs), 52), 0) as i32, libc::EINVAL);
         let mut fi = vec![0u8; 52];
         fi[0..4].copy_from_slice(&1u32.to_le_bytes());
@@ -1224,6 +1224,28 @@ mod faults {
         h.init_driver(true);
         h.dev.complete_delayed(d);
         assert!(h.used(0).is_empty());
+    }
+
+    /// `--stats` counts how many delayed responses wait at each enqueue and
+    /// times every command.
+    #[test]
+    fn stats_count_delayed_responses_in_flight() {
+        let mut h = Harness::new(true);
+        let (tx, rx) = std::sync::mpsc::channel::<Delayed>();
+        h.dev.delayed_tx = Some(tx);
+        h.dev.response_delay = Duration::from_millis(20);
+        h.dev.stats = Some(crate::stats::CmdStats::default());
+        for _ in 0..3 {
+            raw_cmd(&mut h, &cmd_hdr(CMD_OPEN), 16);
+        }
+        assert_eq!(h.dev.delayed_pending, 3);
+        h.dev.complete_delayed(rx.try_recv().unwrap());
+        assert_eq!(h.dev.delayed_pending, 2);
+        raw_cmd(&mut h, &cmd_hdr(CMD_OPEN), 16);
+        let st = h.dev.stats.as_ref().unwrap();
+        assert_eq!(st.count("OPEN"), 4);
+        let j = st.to_json();
+        assert!(j.contains("\"delayed_in_flight\": {\"max\": 3, \"at_enqueue\": {\"1\": 1, \"2\": 1, \"3\": 2}}"), "{j}");
     }
 
     #[test]

@@ -90,10 +90,21 @@ impl Drv {
     }
     /// Sends a command with a `resp_len` response buffer, returns response.
     fn command(&mut self, cmd: &[u8], resp_len: u32) -> Vec<u8> {
+        let (d0, r) = self.submit(cmd, resp_len);
+        let (head, len) = self.next_used(Duration::from_secs(5)).expect("one used entry");
+        assert_eq!(head, d0 as u32);
+        let mut out = vec![0; len as usize];
+        self.ram.read_exact_at(&mut out, r).unwrap();
+        out
+    }
+
+    /// Makes a command available and notifies the commandq without waiting
+    /// for the response; returns the chain's head and the response address.
+    fn submit(&mut self, cmd: &[u8], resp_len: u32) -> (u16, u64) {
         let c = self.alloc(cmd.len());
         self.ram.write_all_at(cmd, c).unwrap();
         let r = self.alloc(resp_len as usize);
-        let (desc, avail, used) = RINGS[0];
+        let (desc, avail, _) = RINGS[0];
         let d0 = self.next_desc[0];
         let d1 = (d0 + 1) % QSIZE;
         for (i, (addr, len, flags, next)) in [(c, cmd.len() as u32, 1u16, d1), (r, resp_len, 2u16, 0)]
@@ -111,20 +122,23 @@ impl Drv {
         self.avail_idx[0] += 1;
         self.put(avail + 2, self.avail_idx[0].to_le_bytes());
         self.w(0x1000, &0u16.to_le_bytes()); // notify queue 0
-        // Responses may be delayed (--response-delay-ms): poll.
+        (d0, r)
+    }
+
+    /// The next used entry (head, length) of the commandq, polled for at
+    /// most `timeout` (responses may be delayed).
+    fn next_used(&mut self, timeout: Duration) -> Option<(u32, u32)> {
+        let (_, _, used) = RINGS[0];
         let t0 = Instant::now();
-        while self.get16(used + 2) == self.used_seen[0] && t0.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(5));
+        while self.get16(used + 2) == self.used_seen[0] {
+            if t0.elapsed() >= timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
-        let idx = self.get16(used + 2);
-        assert_eq!(idx, self.used_seen[0] + 1, "one used entry");
         let e = used + 4 + 8 * (self.used_seen[0] % QSIZE) as u64;
-        self.used_seen[0] = idx;
-        assert_eq!(self.get32(e), d0 as u32);
-        let len = self.get32(e + 4) as usize;
-        let mut out = vec![0; len];
-        self.ram.read_exact_at(&mut out, r).unwrap();
-        out
+        self.used_seen[0] = self.used_seen[0].wrapping_add(1);
+        Some((self.get32(e), self.get32(e + 4)))
     }
 }
 
@@ -216,6 +230,36 @@ fn delayed_responses_over_the_socket() {
     let mut cfg = d.r(0x3000, 40);
     cfg.truncate(32);
     assert_eq!(&cfg[8..32], b"virtio-media-vfu capture");
+}
+
+/// Responses are completed when their delay ends, not in the order the
+/// commands came: with every 2nd command held 500 ms longer, a command of
+/// one session is answered on time while an earlier command of another
+/// session still waits.
+#[test]
+fn delayed_responses_complete_in_due_order_across_sessions() {
+    let (_server, sock) = start(
+        "due-order",
+        &["--response-delay-ms", "30", "--fault", "delay", "--fault-every", "2", "--backend", "capture"],
+    );
+    let (mut d, _efds) = init(Client::new(&sock).unwrap());
+    let s1 = le32(&d.command(&[1, 0, 0, 0, 0, 0, 0, 0], 16), 8); // command 1
+    let s2 = le32(&d.command(&[1, 0, 0, 0, 0, 0, 0, 0], 16), 8); // command 2: +500 ms
+    assert_ne!(s1, s2);
+    let mut fmt = vec![0u8; 208];
+    fmt[0] = 9; // V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE
+    const VIDIOC_G_FMT: u32 = 4;
+    assert_eq!(le32(&d.command(&ioctl(s1, VIDIOC_G_FMT, &fmt), 8 + 208), 0), 0); // command 3
+    let t0 = Instant::now();
+    let (slow, _) = d.submit(&ioctl(s2, VIDIOC_G_FMT, &fmt), 8 + 208); // command 4: +500 ms
+    let (fast, _) = d.submit(&ioctl(s1, VIDIOC_G_FMT, &fmt), 8 + 208); // command 5
+    let (first, _) = d.next_used(Duration::from_secs(5)).expect("a response");
+    let first_at = t0.elapsed();
+    let (second, _) = d.next_used(Duration::from_secs(5)).expect("a second response");
+    let second_at = t0.elapsed();
+    assert_eq!((first, second), (fast as u32, slow as u32), "session {s1} answered first");
+    assert!(first_at < Duration::from_millis(400), "the on-time response waited {first_at:?}");
+    assert!(second_at >= Duration::from_millis(500), "the held response came after {second_at:?}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 //! `--backend capture` and `--backend output`: streaming devices on the
 //! multi-planar API with several pixel formats (single memory plane: YUYV,
-//! RGB3, NV12; several memory planes: NM12, YM12), three discrete frame
+//! RGB3, NV12; several memory planes: NM12, YM12), four discrete frame
 //! sizes with two frame intervals each, user controls including a U8 array
 //! control, control and frame-sync events, MMAP and USERPTR memory.
 //!
@@ -34,7 +34,7 @@ pub const OUTPUT_QUEUE: QueueType = QueueType::VideoOutputMplane;
 /// Read-only control of the output device: checksum of the last frame.
 pub const CID_LAST_FRAME_CHECKSUM: u32 = 0x0098_1981;
 pub const FORMATS: &[u32] = &[FMT_YUYV, FMT_RGB24, FMT_NV12, FMT_NV12M, FMT_YUV420M];
-pub const SIZES: &[(u32, u32)] = &[(320, 240), (640, 480), (1280, 720)];
+pub const SIZES: &[(u32, u32)] = &[(320, 240), (640, 480), (1280, 720), (1920, 1080)];
 /// With `--crop`: the one frame size (v4l2-compliance refuses selection on
 /// a device whose current pixel format has more than one discrete size).
 pub const CROP_SIZES: &[(u32, u32)] = &[(640, 480)];

@@ -1,0 +1,656 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * v4l2-bench: measures a V4L2 capture device through the V4L2 UAPI only
+ * (open, ioctl, mmap, poll on /dev/videoN), so the same binary measures any
+ * driver of the same device. Each invocation is one run of one test and
+ * prints one JSON object on one line; every figure carries its unit in its
+ * name (_us, _per_s, ...).
+ *
+ *   v4l2-bench -d DEV ioctl OP SESSIONS threads|procs SECONDS
+ *       OP is G_FMT, G_EXT_CTRLS (one control: brightness) or QUERYCAP.
+ *       SESSIONS threads or processes each open DEV (one session each)
+ *       and repeat OP until SECONDS have passed; every call is timed.
+ *   v4l2-bench -d DEV openclose COUNT
+ *   v4l2-bench -d DEV mmap COUNT        (one MMAP buffer, mapped and unmapped)
+ *   v4l2-bench -d DEV stream mmap|userptr WIDTH HEIGHT SECONDS
+ *       YUYV frames through 4 buffers for SECONDS; frames per second and
+ *       CPU time per frame, of this process and of the whole guest
+ *       (/proc/stat).
+ *
+ * A test the driver refuses (for instance REQBUFS with USERPTR memory)
+ * prints "supported": false with the errno, and exits 0; other failures
+ * exit 1.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/videodev2.h>
+
+#define MAX_SESSIONS 64
+#define MAX_SAMPLES (1 << 20)
+#define NBUFS 4
+
+static const char *dev = "/dev/video0";
+
+static void die(const char *what)
+{
+	fprintf(stderr, "v4l2-bench: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+static int xioctl(int fd, unsigned long req, void *arg)
+{
+	int r;
+
+	do
+		r = ioctl(fd, req, arg);
+	while (r < 0 && errno == EINTR);
+	return r;
+}
+
+static int open_dev(void)
+{
+	int fd = open(dev, O_RDWR);
+
+	if (fd < 0)
+		die(dev);
+	return fd;
+}
+
+/* The capture buffer type the device offers, from VIDIOC_QUERYCAP. */
+static enum v4l2_buf_type capture_type(int fd)
+{
+	struct v4l2_capability cap;
+	uint32_t caps;
+
+	memset(&cap, 0, sizeof(cap));
+	if (xioctl(fd, VIDIOC_QUERYCAP, &cap))
+		die("VIDIOC_QUERYCAP");
+	caps = cap.capabilities & V4L2_CAP_DEVICE_CAPS ? cap.device_caps : cap.capabilities;
+	if (caps & V4L2_CAP_VIDEO_CAPTURE_MPLANE)
+		return V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE;
+	if (caps & V4L2_CAP_VIDEO_CAPTURE)
+		return V4L2_BUF_TYPE_VIDEO_CAPTURE;
+	fprintf(stderr, "v4l2-bench: %s is not a capture device\n", dev);
+	exit(1);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank quantile of sorted samples, in microseconds. */
+static double quantile_us(const uint64_t *s, size_t n, double q)
+{
+	size_t rank;
+
+	if (!n)
+		return 0;
+	rank = (size_t)(q * n + 0.999999);
+	if (rank < 1)
+		rank = 1;
+	if (rank > n)
+		rank = n;
+	return s[rank - 1] / 1000.0;
+}
+
+/* ---- forwarded and local ioctls from several sessions ---------------- */
+
+enum op { OP_G_FMT, OP_G_EXT_CTRLS, OP_QUERYCAP };
+
+struct shared {
+	pthread_barrier_t start;
+	uint64_t t_start, deadline_ns;
+	uint64_t ops[MAX_SESSIONS], end_ns[MAX_SESSIONS];
+	int err[MAX_SESSIONS];
+	size_t per_worker;	/* sample slots per worker */
+	uint64_t samples[];	/* per_worker slots for each worker */
+};
+
+struct worker {
+	struct shared *sh;
+	enum op op;
+	int idx;
+	double seconds;
+};
+
+static void *ioctl_worker(void *arg)
+{
+	struct worker *w = arg;
+	struct shared *sh = w->sh;
+	uint64_t *lat = sh->samples + (size_t)w->idx * sh->per_worker;
+	struct v4l2_capability cap;
+	struct v4l2_format fmt;
+	struct v4l2_ext_controls ctrls;
+	struct v4l2_ext_control ctrl;
+	enum v4l2_buf_type type;
+	uint64_t n = 0, t0, t1, deadline;
+	int fd, r = 0;
+
+	fd = open_dev();
+	type = capture_type(fd);
+	pthread_barrier_wait(&sh->start);
+	deadline = now_ns() + (uint64_t)(w->seconds * 1e9);
+	for (;;) {
+		t0 = now_ns();
+		if (t0 >= deadline)
+			break;
+		switch (w->op) {
+		case OP_G_FMT:
+			memset(&fmt, 0, sizeof(fmt));
+			fmt.type = type;
+			r = xioctl(fd, VIDIOC_G_FMT, &fmt);
+			break;
+		case OP_G_EXT_CTRLS:
+			memset(&ctrls, 0, sizeof(ctrls));
+			memset(&ctrl, 0, sizeof(ctrl));
+			ctrl.id = V4L2_CID_BRIGHTNESS;
+			ctrls.which = V4L2_CTRL_WHICH_CUR_VAL;
+			ctrls.count = 1;
+			ctrls.controls = &ctrl;
+			r = xioctl(fd, VIDIOC_G_EXT_CTRLS, &ctrls);
+			break;
+		case OP_QUERYCAP:
+			memset(&cap, 0, sizeof(cap));
+			r = xioctl(fd, VIDIOC_QUERYCAP, &cap);
+			break;
+		}
+		t1 = now_ns();
+		if (r) {
+			sh->err[w->idx] = errno;
+			break;
+		}
+		if (n < sh->per_worker)
+			lat[n] = t1 - t0;
+		n++;
+	}
+	sh->ops[w->idx] = n;
+	sh->end_ns[w->idx] = now_ns();
+	close(fd);
+	return NULL;
+}
+
+static const char *op_name(enum op op)
+{
+	return op == OP_G_FMT ? "G_FMT" : op == OP_G_EXT_CTRLS ? "G_EXT_CTRLS" : "QUERYCAP";
+}
+
+static int bench_ioctl(enum op op, int sessions, int procs, double seconds)
+{
+	size_t per_worker = MAX_SAMPLES / sessions, total = 0, n;
+	size_t size = sizeof(struct shared) + sizeof(uint64_t) * per_worker * sessions;
+	struct worker w[MAX_SESSIONS];
+	pthread_t th[MAX_SESSIONS];
+	pthread_barrierattr_t ba;
+	struct shared *sh;
+	uint64_t *all, end = 0, ops = 0;
+	double wall, sum = 0;
+	int i;
+
+	/* Shared with child processes, so the same code serves both modes. */
+	sh = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED)
+		die("mmap");
+	sh->per_worker = per_worker;
+	pthread_barrierattr_init(&ba);
+	pthread_barrierattr_setpshared(&ba, PTHREAD_PROCESS_SHARED);
+	pthread_barrier_init(&sh->start, &ba, sessions + 1);
+	for (i = 0; i < sessions; i++) {
+		w[i] = (struct worker){ .sh = sh, .op = op, .idx = i, .seconds = seconds };
+		if (procs) {
+			pid_t pid = fork();
+
+			if (pid < 0)
+				die("fork");
+			if (!pid) {
+				ioctl_worker(&w[i]);
+				_exit(0);
+			}
+		} else if (pthread_create(&th[i], NULL, ioctl_worker, &w[i])) {
+			die("pthread_create");
+		}
+	}
+	pthread_barrier_wait(&sh->start);
+	sh->t_start = now_ns();
+	for (i = 0; i < sessions; i++) {
+		if (procs) {
+			int st;
+
+			if (wait(&st) < 0 || !WIFEXITED(st) || WEXITSTATUS(st))
+				die("worker process failed");
+		} else {
+			pthread_join(th[i], NULL);
+		}
+	}
+	for (i = 0; i < sessions; i++) {
+		if (sh->err[i]) {
+			errno = sh->err[i];
+			die(op_name(op));
+		}
+		ops += sh->ops[i];
+		if (sh->end_ns[i] > end)
+			end = sh->end_ns[i];
+	}
+	/* Gather the samples of every worker. */
+	all = malloc(sizeof(uint64_t) * per_worker * sessions);
+	if (!all)
+		die("malloc");
+	for (i = 0; i < sessions; i++) {
+		n = sh->ops[i] < per_worker ? sh->ops[i] : per_worker;
+		memcpy(all + total, sh->samples + (size_t)i * per_worker, n * sizeof(uint64_t));
+		total += n;
+	}
+	qsort(all, total, sizeof(uint64_t), cmp_u64);
+	for (n = 0; n < total; n++)
+		sum += all[n];
+	wall = (end - sh->t_start) / 1e9;
+	printf("{\"test\": \"ioctl\", \"op\": \"%s\", \"sessions\": %d, \"mode\": \"%s\", "
+	       "\"ops\": %llu, \"seconds\": %.6f, \"ops_per_s\": %.1f, \"lat_p50_us\": %.2f, "
+	       "\"lat_p99_us\": %.2f, \"lat_mean_us\": %.2f, \"lat_min_us\": %.2f}\n",
+	       op_name(op), sessions, procs ? "procs" : "threads", (unsigned long long)ops, wall,
+	       ops / wall, quantile_us(all, total, 0.5), quantile_us(all, total, 0.99),
+	       total ? sum / total / 1000.0 : 0, quantile_us(all, total, 0));
+	free(all);
+	munmap(sh, size);
+	return 0;
+}
+
+/* ---- open/close, mmap/munmap ------------------------------------------ */
+
+static void print_lat(const char *what, uint64_t *s, size_t n)
+{
+	double sum = 0;
+	size_t i;
+
+	qsort(s, n, sizeof(uint64_t), cmp_u64);
+	for (i = 0; i < n; i++)
+		sum += s[i];
+	printf("\"%s_count\": %zu, \"%s_p50_us\": %.2f, \"%s_p99_us\": %.2f, \"%s_mean_us\": %.2f",
+	       what, n, what, quantile_us(s, n, 0.5), what, quantile_us(s, n, 0.99), what,
+	       n ? sum / n / 1000.0 : 0);
+}
+
+static int bench_openclose(int count)
+{
+	uint64_t *op = calloc(count, sizeof(uint64_t)), *cl = calloc(count, sizeof(uint64_t));
+	uint64_t t0, t1, t2;
+	int i, fd;
+
+	if (!op || !cl)
+		die("calloc");
+	for (i = 0; i < count; i++) {
+		t0 = now_ns();
+		fd = open(dev, O_RDWR);
+		t1 = now_ns();
+		if (fd < 0)
+			die(dev);
+		close(fd);
+		t2 = now_ns();
+		op[i] = t1 - t0;
+		cl[i] = t2 - t1;
+	}
+	printf("{\"test\": \"openclose\", ");
+	print_lat("open", op, count);
+	printf(", ");
+	print_lat("close", cl, count);
+	printf("}\n");
+	return 0;
+}
+
+/* REQBUFS(count) of memory `mem` on a fresh format; returns -errno. */
+static int reqbufs(int fd, enum v4l2_buf_type type, enum v4l2_memory mem, unsigned int count)
+{
+	struct v4l2_requestbuffers req;
+
+	memset(&req, 0, sizeof(req));
+	req.count = count;
+	req.type = type;
+	req.memory = mem;
+	if (xioctl(fd, VIDIOC_REQBUFS, &req))
+		return -errno;
+	return req.count;
+}
+
+static int mplane(enum v4l2_buf_type type)
+{
+	return type == V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE;
+}
+
+/* Sets YUYV WxH; returns the image size of its (single) plane. */
+static uint32_t set_yuyv(int fd, enum v4l2_buf_type type, uint32_t width, uint32_t height)
+{
+	struct v4l2_format fmt;
+
+	memset(&fmt, 0, sizeof(fmt));
+	fmt.type = type;
+	if (mplane(type)) {
+		fmt.fmt.pix_mp.width = width;
+		fmt.fmt.pix_mp.height = height;
+		fmt.fmt.pix_mp.pixelformat = V4L2_PIX_FMT_YUYV;
+		fmt.fmt.pix_mp.num_planes = 1;
+	} else {
+		fmt.fmt.pix.width = width;
+		fmt.fmt.pix.height = height;
+		fmt.fmt.pix.pixelformat = V4L2_PIX_FMT_YUYV;
+	}
+	if (xioctl(fd, VIDIOC_S_FMT, &fmt))
+		die("VIDIOC_S_FMT");
+	if (mplane(type)) {
+		if (fmt.fmt.pix_mp.width != width || fmt.fmt.pix_mp.height != height ||
+		    fmt.fmt.pix_mp.pixelformat != V4L2_PIX_FMT_YUYV || fmt.fmt.pix_mp.num_planes != 1) {
+			fprintf(stderr, "v4l2-bench: YUYV %ux%u not accepted\n", width, height);
+			exit(1);
+		}
+		return fmt.fmt.pix_mp.plane_fmt[0].sizeimage;
+	}
+	if (fmt.fmt.pix.width != width || fmt.fmt.pix.height != height) {
+		fprintf(stderr, "v4l2-bench: YUYV %ux%u not accepted\n", width, height);
+		exit(1);
+	}
+	return fmt.fmt.pix.sizeimage;
+}
+
+/* QUERYBUF index: the MMAP offset and length of its plane. */
+static void querybuf(int fd, enum v4l2_buf_type type, unsigned int index, uint32_t *offset, uint32_t *length)
+{
+	struct v4l2_plane planes[VIDEO_MAX_PLANES];
+	struct v4l2_buffer b;
+
+	memset(&b, 0, sizeof(b));
+	memset(planes, 0, sizeof(planes));
+	b.type = type;
+	b.memory = V4L2_MEMORY_MMAP;
+	b.index = index;
+	if (mplane(type)) {
+		b.m.planes = planes;
+		b.length = VIDEO_MAX_PLANES;
+	}
+	if (xioctl(fd, VIDIOC_QUERYBUF, &b))
+		die("VIDIOC_QUERYBUF");
+	*offset = mplane(type) ? planes[0].m.mem_offset : b.m.offset;
+	*length = mplane(type) ? planes[0].length : b.length;
+}
+
+static int bench_mmap(int count)
+{
+	uint64_t *mp = calloc(count, sizeof(uint64_t)), *um = calloc(count, sizeof(uint64_t));
+	uint64_t t0, t1, t2;
+	enum v4l2_buf_type type;
+	uint32_t offset, length;
+	void *p;
+	int i, fd;
+
+	if (!mp || !um)
+		die("calloc");
+	fd = open_dev();
+	type = capture_type(fd);
+	set_yuyv(fd, type, 640, 480);
+	if (reqbufs(fd, type, V4L2_MEMORY_MMAP, 1) < 1) {
+		errno = EINVAL;
+		die("VIDIOC_REQBUFS(MMAP, 1)");
+	}
+	querybuf(fd, type, 0, &offset, &length);
+	for (i = 0; i < count; i++) {
+		t0 = now_ns();
+		p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset);
+		t1 = now_ns();
+		if (p == MAP_FAILED)
+			die("mmap");
+		if (munmap(p, length))
+			die("munmap");
+		t2 = now_ns();
+		mp[i] = t1 - t0;
+		um[i] = t2 - t1;
+	}
+	reqbufs(fd, type, V4L2_MEMORY_MMAP, 0);
+	close(fd);
+	printf("{\"test\": \"mmap\", \"bytes\": %u, ", length);
+	print_lat("mmap", mp, count);
+	printf(", ");
+	print_lat("munmap", um, count);
+	printf("}\n");
+	return 0;
+}
+
+/* ---- streaming ---------------------------------------------------------- */
+
+/* Busy and total jiffies of the whole guest, from /proc/stat. */
+static void guest_cpu(uint64_t *busy, uint64_t *total)
+{
+	unsigned long long v[10] = { 0 };
+	FILE *f = fopen("/proc/stat", "r");
+	int i;
+
+	*busy = *total = 0;
+	if (!f)
+		return;
+	if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+		   &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]) >= 4) {
+		for (i = 0; i < 8; i++)	/* guest and guest_nice are in user already */
+			*total += v[i];
+		*busy = *total - v[3] - v[4];	/* less idle and iowait */
+	}
+	fclose(f);
+}
+
+static double cpu_seconds(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+	       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+static int qbuf(int fd, enum v4l2_buf_type type, enum v4l2_memory mem, unsigned int index,
+		void *ptr, uint32_t length)
+{
+	struct v4l2_plane planes[VIDEO_MAX_PLANES];
+	struct v4l2_buffer b;
+
+	memset(&b, 0, sizeof(b));
+	memset(planes, 0, sizeof(planes));
+	b.type = type;
+	b.memory = mem;
+	b.index = index;
+	if (mplane(type)) {
+		b.m.planes = planes;
+		b.length = 1;
+		planes[0].length = length;
+		if (mem == V4L2_MEMORY_USERPTR)
+			planes[0].m.userptr = (unsigned long)ptr;
+	} else if (mem == V4L2_MEMORY_USERPTR) {
+		b.m.userptr = (unsigned long)ptr;
+		b.length = length;
+	}
+	return xioctl(fd, VIDIOC_QBUF, &b);
+}
+
+static int dqbuf(int fd, enum v4l2_buf_type type, enum v4l2_memory mem, unsigned int *index)
+{
+	struct v4l2_plane planes[VIDEO_MAX_PLANES];
+	struct v4l2_buffer b;
+
+	memset(&b, 0, sizeof(b));
+	memset(planes, 0, sizeof(planes));
+	b.type = type;
+	b.memory = mem;
+	if (mplane(type)) {
+		b.m.planes = planes;
+		b.length = VIDEO_MAX_PLANES;
+	}
+	if (xioctl(fd, VIDIOC_DQBUF, &b))
+		return -1;
+	*index = b.index;
+	return 0;
+}
+
+static int bench_stream(enum v4l2_memory mem, uint32_t width, uint32_t height, double seconds)
+{
+	const char *mname = mem == V4L2_MEMORY_MMAP ? "mmap" : "userptr";
+	void *bufs[NBUFS] = { 0 };
+	uint32_t lens[NBUFS] = { 0 };
+	uint64_t busy0, total0, busy1, total1, t0, t1, deadline;
+	enum v4l2_buf_type type;
+	struct pollfd pfd;
+	unsigned int idx;
+	double cpu0, cpu1, wall;
+	uint32_t size;
+	long hz = sysconf(_SC_CLK_TCK);
+	int fd, n, i, frames;
+
+	fd = open_dev();
+	type = capture_type(fd);
+	size = set_yuyv(fd, type, width, height);
+	n = reqbufs(fd, type, mem, NBUFS);
+	if (n <= 0) {
+		/* The driver does not take this memory type: say so, no figure. */
+		printf("{\"test\": \"stream\", \"memory\": \"%s\", \"width\": %u, \"height\": %u, "
+		       "\"supported\": false, \"errno\": %d, \"error\": \"VIDIOC_REQBUFS: %s\"}\n",
+		       mname, width, height, n < 0 ? -n : 0, n < 0 ? strerror(-n) : "0 buffers");
+		close(fd);
+		return 0;
+	}
+	for (i = 0; i < n; i++) {
+		if (mem == V4L2_MEMORY_MMAP) {
+			uint32_t offset;
+
+			querybuf(fd, type, i, &offset, &lens[i]);
+			bufs[i] = mmap(NULL, lens[i], PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset);
+			if (bufs[i] == MAP_FAILED)
+				die("mmap");
+		} else {
+			lens[i] = size;
+			if (posix_memalign(&bufs[i], 4096, size))
+				die("posix_memalign");
+			memset(bufs[i], 0, size);	/* fault the pages in first */
+		}
+		if (qbuf(fd, type, mem, i, bufs[i], lens[i]))
+			die("VIDIOC_QBUF");
+	}
+	if (xioctl(fd, VIDIOC_STREAMON, &type))
+		die("VIDIOC_STREAMON");
+	cpu0 = cpu_seconds();
+	guest_cpu(&busy0, &total0);
+	t0 = now_ns();
+	deadline = t0 + (uint64_t)(seconds * 1e9);
+	pfd.fd = fd;
+	pfd.events = POLLIN;
+	for (frames = 0; frames == 0 || now_ns() < deadline; frames++) {
+		int pr = poll(&pfd, 1, 5000);
+
+		if (pr != 1) {
+			if (pr == 0)
+				errno = ETIMEDOUT;
+			die("poll");
+		}
+		if (dqbuf(fd, type, mem, &idx))
+			die("VIDIOC_DQBUF");
+		if (idx >= (unsigned int)n) {
+			fprintf(stderr, "v4l2-bench: DQBUF index %u out of range\n", idx);
+			return 1;
+		}
+		if (qbuf(fd, type, mem, idx, bufs[idx], lens[idx]))
+			die("VIDIOC_QBUF");
+	}
+	t1 = now_ns();
+	cpu1 = cpu_seconds();
+	guest_cpu(&busy1, &total1);
+	if (xioctl(fd, VIDIOC_STREAMOFF, &type))
+		die("VIDIOC_STREAMOFF");
+	wall = (t1 - t0) / 1e9;
+	printf("{\"test\": \"stream\", \"memory\": \"%s\", \"width\": %u, \"height\": %u, "
+	       "\"supported\": true, \"buffers\": %d, \"frame_bytes\": %u, \"frames\": %d, "
+	       "\"seconds\": %.6f, \"fps\": %.2f, \"process_cpu_us_per_frame\": %.1f, "
+	       "\"guest_cpu_us_per_frame\": %.1f, \"guest_busy_fraction\": %.3f}\n",
+	       mname, width, height, n, size, frames, wall, frames / wall,
+	       (cpu1 - cpu0) * 1e6 / frames, (double)(busy1 - busy0) / hz * 1e6 / frames,
+	       total1 > total0 ? (double)(busy1 - busy0) / (total1 - total0) : 0);
+	for (i = 0; i < n; i++) {
+		if (mem == V4L2_MEMORY_MMAP)
+			munmap(bufs[i], lens[i]);
+	}
+	reqbufs(fd, type, mem, 0);
+	for (i = 0; i < n; i++) {
+		if (mem == V4L2_MEMORY_USERPTR)
+			free(bufs[i]);
+	}
+	close(fd);
+	return 0;
+}
+
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: v4l2-bench [-d DEV] ioctl G_FMT|G_EXT_CTRLS|QUERYCAP SESSIONS threads|procs SECONDS\n"
+		"       v4l2-bench [-d DEV] openclose COUNT\n"
+		"       v4l2-bench [-d DEV] mmap COUNT\n"
+		"       v4l2-bench [-d DEV] stream mmap|userptr WIDTH HEIGHT SECONDS\n");
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	int a = 1;
+
+	if (argc > 2 && !strcmp(argv[1], "-d")) {
+		dev = argv[2];
+		a = 3;
+	}
+	if (argc - a < 1)
+		usage();
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (!strcmp(argv[a], "ioctl") && argc - a == 5) {
+		const char *o = argv[a + 1];
+		enum op op = !strcmp(o, "G_FMT") ? OP_G_FMT :
+			     !strcmp(o, "G_EXT_CTRLS") ? OP_G_EXT_CTRLS :
+			     !strcmp(o, "QUERYCAP") ? OP_QUERYCAP : (usage(), OP_G_FMT);
+		int sessions = atoi(argv[a + 2]);
+		double seconds = atof(argv[a + 4]);
+
+		if (sessions < 1 || sessions > MAX_SESSIONS || seconds <= 0 ||
+		    (strcmp(argv[a + 3], "threads") && strcmp(argv[a + 3], "procs")))
+			usage();
+		return bench_ioctl(op, sessions, !strcmp(argv[a + 3], "procs"), seconds);
+	}
+	if (!strcmp(argv[a], "openclose") && argc - a == 2 && atoi(argv[a + 1]) > 0)
+		return bench_openclose(atoi(argv[a + 1]));
+	if (!strcmp(argv[a], "mmap") && argc - a == 2 && atoi(argv[a + 1]) > 0)
+		return bench_mmap(atoi(argv[a + 1]));
+	if (!strcmp(argv[a], "stream") && argc - a == 5 && atof(argv[a + 4]) > 0) {
+		enum v4l2_memory mem;
+
+		if (!strcmp(argv[a + 1], "mmap"))
+			mem = V4L2_MEMORY_MMAP;
+		else if (!strcmp(argv[a + 1], "userptr"))
+			mem = V4L2_MEMORY_USERPTR;
+		else
+			usage();
+		return bench_stream(mem, atoi(argv[a + 2]), atoi(argv[a + 3]), atof(argv[a + 4]));
+	}
+	usage();
+	return 2;
+}
