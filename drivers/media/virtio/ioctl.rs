@@ -13,7 +13,7 @@ use crate::{
     ffi,
     protocol::{ioc, Direction},
     v4l2::{
-        dqbuf, forward, forward_buffer, forward_const, forward_ext_ctrls, forward_std,
+        dqbuf, expbuf, forward, forward_buffer, forward_const, forward_ext_ctrls, forward_std,
         forward_value, querycap, subscribe_event, unsubscribe_event, ConstOps, NO_HANDLERS,
     },
 };
@@ -155,6 +155,7 @@ pub(crate) static IOCTL_OPS: ConstOps<ffi::v4l2_ioctl_ops> = ConstOps(ffi::v4l2_
     vidioc_querybuf: Some(forward_buffer::<VIDIOC_QUERYBUF>),
     vidioc_qbuf: Some(forward_buffer::<VIDIOC_QBUF>),
     vidioc_dqbuf: Some(dqbuf),
+    vidioc_expbuf: Some(expbuf),
     vidioc_create_bufs: fwd!(VIDIOC_CREATE_BUFS, ffi::v4l2_create_buffers),
     vidioc_prepare_buf: Some(forward_buffer::<VIDIOC_PREPARE_BUF>),
     vidioc_remove_bufs: fwd!(VIDIOC_REMOVE_BUFS, ffi::v4l2_remove_buffers),

@@ -191,6 +191,21 @@ impl OwnedPages {
     }
 }
 
+impl OwnedPages {
+    /// Exports the pages as a dma-buf; returns its fd in the caller's
+    /// table (`flags`: `O_CLOEXEC` and access mode).
+    pub(crate) fn export(&self, flags: u32) -> Result<i32> {
+        let raw = self.raw_pages()?;
+        // SAFETY: `raw` holds `raw.len()` live pages of `self`; the export
+        // takes its own reference on each.
+        let fd = unsafe { ffi::virtio_media_export_pages(raw.as_ptr(), raw.len(), flags) };
+        if fd < 0 {
+            return Err(Error::from_errno(fd));
+        }
+        Ok(fd)
+    }
+}
+
 // SAFETY: The pages are owned by `self` and freed only when it drops; the
 // chunks cover `len` bytes of them, page by page.
 unsafe impl PageRange for OwnedPages {

@@ -266,6 +266,28 @@ pub(crate) unsafe extern "C" fn forward_buffer<const CODE: u32>(
     }
 }
 
+/// EXPBUF: a dma-buf of a guest-backed MMAP buffer plane.
+///
+/// # Safety
+///
+/// As for [`forward`].
+pub(crate) unsafe extern "C" fn expbuf(
+    file: *mut ffi::file,
+    _priv: *mut c_void,
+    exp: *mut ffi::v4l2_exportbuffer,
+) -> c_int {
+    // SAFETY: See the function's safety section: `exp` is the core's copy
+    // of the argument, ours for the call.
+    let (session, exp) = unsafe { (session_of(file), &mut *exp) };
+    match session.export_buffer(exp.type_, exp.index, exp.plane, exp.flags) {
+        Ok(fd) => {
+            exp.fd = fd;
+            0
+        }
+        Err(e) => e.to_errno(),
+    }
+}
+
 /// DQBUF, answered from the buffers the eventq returned.
 ///
 /// # Safety

@@ -3,6 +3,7 @@
 #include <linux/iommu.h>
 #include <linux/mm.h>
 #include <linux/scatterlist.h>
+#include <linux/slab.h>
 #include <linux/module.h>
 #include <linux/poll.h>
 #include <linux/workqueue.h>
@@ -166,3 +167,113 @@ unsigned int virtio_media_sgt_dma_segments(struct sg_table *sgt, u64 *addrs, u32
 	return n;
 }
 
+
+/*
+ * EXPBUF of guest-backed MMAP buffers: a dma-buf over the plane's pages.
+ * The dma-buf holds its own page references, so it outlives the buffer
+ * (REQBUFS(0), close) safely, as vb2's exported buffers do.
+ */
+struct virtio_media_export {
+	struct page **pages;
+	unsigned long count;
+};
+
+static struct sg_table *virtio_media_export_map(struct dma_buf_attachment *attach,
+						enum dma_data_direction dir)
+{
+	struct virtio_media_export *exp = attach->dmabuf->priv;
+	struct sg_table *sgt = kzalloc(sizeof(*sgt), GFP_KERNEL);
+	int ret;
+
+	if (!sgt)
+		return ERR_PTR(-ENOMEM);
+	ret = sg_alloc_table_from_pages(sgt, exp->pages, exp->count, 0,
+					exp->count << PAGE_SHIFT, GFP_KERNEL);
+	if (ret)
+		goto free;
+	ret = dma_map_sgtable(attach->dev, sgt, dir, 0);
+	if (ret) {
+		sg_free_table(sgt);
+		goto free;
+	}
+	return sgt;
+free:
+	kfree(sgt);
+	return ERR_PTR(ret);
+}
+
+static void virtio_media_export_unmap(struct dma_buf_attachment *attach, struct sg_table *sgt,
+				      enum dma_data_direction dir)
+{
+	dma_unmap_sgtable(attach->dev, sgt, dir, 0);
+	sg_free_table(sgt);
+	kfree(sgt);
+}
+
+static int virtio_media_export_mmap(struct dma_buf *buf, struct vm_area_struct *vma)
+{
+	struct virtio_media_export *exp = buf->priv;
+
+	return vm_map_pages(vma, exp->pages, exp->count);
+}
+
+static void virtio_media_export_release_pages(struct virtio_media_export *exp)
+{
+	unsigned long i;
+
+	for (i = 0; i < exp->count; i++)
+		put_page(exp->pages[i]);
+	kvfree(exp->pages);
+	kfree(exp);
+}
+
+static void virtio_media_export_release(struct dma_buf *buf)
+{
+	virtio_media_export_release_pages(buf->priv);
+}
+
+static const struct dma_buf_ops virtio_media_export_ops = {
+	.map_dma_buf = virtio_media_export_map,
+	.unmap_dma_buf = virtio_media_export_unmap,
+	.mmap = virtio_media_export_mmap,
+	.release = virtio_media_export_release,
+};
+
+/* Exports @count pages as a dma-buf; returns its fd or an errno. */
+int virtio_media_export_pages(struct page *const *pages, unsigned long count, unsigned int flags)
+{
+	DEFINE_DMA_BUF_EXPORT_INFO(info);
+	struct virtio_media_export *exp;
+	struct dma_buf *buf;
+	unsigned long i;
+	int fd;
+
+	if (!count)
+		return -EINVAL;
+	exp = kzalloc(sizeof(*exp), GFP_KERNEL);
+	if (!exp)
+		return -ENOMEM;
+	exp->pages = kvmalloc_array(count, sizeof(*exp->pages), GFP_KERNEL);
+	if (!exp->pages) {
+		kfree(exp);
+		return -ENOMEM;
+	}
+	for (i = 0; i < count; i++) {
+		exp->pages[i] = pages[i];
+		get_page(pages[i]);
+	}
+	exp->count = count;
+	info.ops = &virtio_media_export_ops;
+	info.size = count << PAGE_SHIFT;
+	info.flags = O_RDWR;
+	info.priv = exp;
+	buf = dma_buf_export(&info);
+	if (IS_ERR(buf)) {
+		virtio_media_export_release_pages(exp);
+		return PTR_ERR(buf);
+	}
+	fd = dma_buf_fd(buf, flags & O_CLOEXEC);
+	if (fd < 0)
+		dma_buf_put(buf); /* releases exp */
+	return fd;
+}

@@ -44,6 +44,7 @@ int virtio_media_vma_map(struct vm_area_struct *vma, u64 phys,
 int virtio_media_vma_map_pages(struct vm_area_struct *vma, struct page **pages, unsigned long count);
 
 struct device *virtio_media_dmabuf_device(struct virtqueue *vq);
+int virtio_media_export_pages(struct page *const *pages, unsigned long count, unsigned int flags);
 struct sg_table;
 unsigned int virtio_media_sgt_dma_segments(struct sg_table *sgt, u64 *addrs, u32 *lens,
 					   unsigned int max);

@@ -320,6 +320,26 @@ impl Session {
         result
     }
 
+    /// EXPBUF: a dma-buf of a guest-backed MMAP buffer plane. The device's
+    /// own MMAP buffers (in its shared memory) cannot be exported.
+    pub(crate) fn export_buffer(&self, buf_type: u32, index: u32, plane: u32, flags: u32) -> Result<i32> {
+        self.check_usable()?;
+        if flags & !(ffi::O_CLOEXEC | ffi::O_ACCMODE) != 0 {
+            return Err(EINVAL);
+        }
+        let kind = queue_of(buf_type).ok_or(EINVAL)?;
+        let pages = {
+            let state = self.state.lock();
+            let queue = state.queue_ref(kind);
+            if queue.presented != Presented::GuestMmap {
+                return Err(if self.dev.guest_mmap() { EINVAL } else { ENOTTY });
+            }
+            let plane = usize::try_from(plane)?;
+            queue.mmap.planes(index).and_then(|p| p.get(plane)).ok_or(EINVAL)?.clone()
+        };
+        pages.export(flags)
+    }
+
     /// `mmap()` of a guest-backed buffer plane: its pages, if `len` bytes
     /// fit in them.
     pub(crate) fn guest_mmap_plane(&self, offset: u64, len: u64) -> Result<Arc<OwnedPages>> {
