@@ -205,8 +205,11 @@ impl CommandQueue {
             GFP_KERNEL,
         )?;
 
-        // Queue it, waiting for free descriptors if the ring is full.
-        {
+        // Queue it, waiting for free descriptors if the ring is full. The
+        // device is notified after the lock is dropped: the notification
+        // traps, and other commands must not wait for it with interrupts
+        // off (it was the largest cost of a forwarded ioctl).
+        let kick = {
             let mut vq = self.vq.lock();
             loop {
                 let Some(queue) = Option::as_mut(&mut vq) else {
@@ -214,10 +217,7 @@ impl CommandQueue {
                 };
                 map_memory(queue, &mut chain, sg_offset)?;
                 match queue.add(chain) {
-                    Ok(()) => {
-                        queue.kick();
-                        break;
-                    }
+                    Ok(()) => break queue.prepare_kick(),
                     Err((e, mut back)) if e == ENOSPC => {
                         back.unmap(queue);
                         chain = back;
@@ -231,6 +231,9 @@ impl CommandQueue {
                     }
                 }
             }
+        };
+        if let Some(kick) = kick {
+            kick.notify();
         }
 
         let mut state = command.state.lock();
@@ -342,6 +345,8 @@ impl CommandQueue {
         let Some(mut queue) = vq.take() else {
             return;
         };
+        // `queue` drops at the end, outside the lock: it waits for kicks
+        // still being sent.
         while let Some((mut entry, _)) = queue.get_buf() {
             entry.unmap(&mut queue);
             entry.command.finish(State::Aborted);

@@ -142,8 +142,9 @@ impl EventQueue {
 
     /// The device is reset: free every buffer and refuse new ones.
     pub(crate) fn shut_down(&self) {
-        let mut vq = self.vq.lock();
-        if let Some(mut queue) = vq.take() {
+        // Taken out, then emptied and dropped outside the lock.
+        let queue = self.vq.lock().take();
+        if let Some(mut queue) = queue {
             while queue.get_buf().is_some() {}
             while queue.detach_unused().is_some() {}
         }

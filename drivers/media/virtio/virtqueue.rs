@@ -9,8 +9,12 @@
 //! device is done with it.
 
 use crate::{dmabuf::DeviceRef, ffi, pages::PageRange};
-use core::{marker::PhantomData, ptr::NonNull};
-use kernel::prelude::*;
+use core::{
+    marker::PhantomData,
+    ptr::NonNull,
+    sync::atomic::{AtomicUsize, Ordering},
+};
+use kernel::{prelude::*, sync::Arc};
 
 /// A buffer chain: one device-readable and one device-writable buffer,
 /// either of which may be empty.
@@ -30,10 +34,42 @@ pub(crate) trait Chain {
 ///
 /// `vq` is a live virtqueue of the device until `del_vqs`, which only
 /// happens after this wrapper is dropped, and every token in it is a leaked
-/// `KBox<T>`.
+/// `KBox<T>`. `kicks` counts the [`PendingKick`]s alive; dropping the
+/// wrapper waits until there are none.
 pub(crate) struct Virtqueue<T: Chain> {
     vq: NonNull<ffi::virtqueue>,
+    kicks: Arc<AtomicUsize>,
     _chain: PhantomData<KBox<T>>,
+}
+
+/// A notification of the device prepared under the queue's lock, to be
+/// sent after it: with vfio-user (and many hypervisors) the notification
+/// traps, and the device may run the whole command before it returns.
+///
+/// # Invariants
+///
+/// `vq` is live while `kicks` counts this kick (the wrapper's drop waits).
+pub(crate) struct PendingKick {
+    vq: NonNull<ffi::virtqueue>,
+    kicks: Arc<AtomicUsize>,
+}
+
+// SAFETY: Notifying a live virtqueue needs no lock and may be done from any
+// thread.
+unsafe impl Send for PendingKick {}
+
+impl PendingKick {
+    /// Tells the device about the chains added before the kick was prepared.
+    pub(crate) fn notify(self) {
+        // SAFETY: `vq` is live while this kick is counted (invariant).
+        unsafe { ffi::virtqueue_notify(self.vq.as_ptr()) };
+    }
+}
+
+impl Drop for PendingKick {
+    fn drop(&mut self) {
+        self.kicks.fetch_sub(1, Ordering::Release);
+    }
 }
 
 // SAFETY: The C virtqueue may be used from any thread provided accesses are
@@ -46,11 +82,12 @@ impl<T: Chain> Virtqueue<T> {
     ///
     /// `vq` must be a live virtqueue that outlives the wrapper and that no
     /// other code adds buffers to.
-    pub(crate) unsafe fn from_raw(vq: NonNull<ffi::virtqueue>) -> Self {
-        Self {
+    pub(crate) unsafe fn from_raw(vq: NonNull<ffi::virtqueue>) -> Result<Self> {
+        Ok(Self {
             vq,
+            kicks: Arc::new(AtomicUsize::new(0), GFP_KERNEL)?,
             _chain: PhantomData,
-        }
+        })
     }
 
     /// Adds `chain`; on failure (queue full: `ENOSPC`) gives it back.
@@ -113,6 +150,21 @@ impl<T: Chain> Virtqueue<T> {
     pub(crate) fn kick(&mut self) {
         // SAFETY: `self.vq` is live.
         unsafe { ffi::virtqueue_kick(self.vq.as_ptr()) };
+    }
+
+    /// Prepares telling the device about added chains, if it wants to be
+    /// told; the returned kick is sent after the caller's lock is dropped.
+    pub(crate) fn prepare_kick(&mut self) -> Option<PendingKick> {
+        // SAFETY: `self.vq` is live.
+        if !unsafe { ffi::virtqueue_kick_prepare(self.vq.as_ptr()) } {
+            return None;
+        }
+        self.kicks.fetch_add(1, Ordering::Acquire);
+        // INVARIANT: Counted above; the wrapper's drop waits for it.
+        Some(PendingKick {
+            vq: self.vq,
+            kicks: self.kicks.clone(),
+        })
     }
 
     /// Takes back one chain the device is done with, and how many bytes it
@@ -235,5 +287,16 @@ fn dma_direction(device_writes: bool) -> ffi::dma_data_direction {
         ffi::dma_data_direction::DMA_FROM_DEVICE
     } else {
         ffi::dma_data_direction::DMA_TO_DEVICE
+    }
+}
+
+impl<T: Chain> Drop for Virtqueue<T> {
+    fn drop(&mut self) {
+        // A kick prepared before the queue went may still be on its way:
+        // the virtqueue must outlive it. Notifications are short, and this
+        // only runs when the device goes away, in process context.
+        while self.kicks.load(Ordering::Acquire) != 0 {
+            kernel::time::delay::fsleep(kernel::time::Delta::from_micros(50));
+        }
     }
 }
