@@ -20,16 +20,7 @@ cd "$REPO_DIR"
 
 tools/vm/deps.sh
 # What only the benchmark needs on the host: a static C build, the chart.
-missing=""
-for p in gcc libc6-dev python3-matplotlib; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-	log "installing:$missing"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -q >&2
-	apt-get install -y -q --no-install-recommends $missing >&2
-fi
+apt_install_missing gcc libc6-dev python3-matplotlib
 
 KDIR=${KDIR:-$(tools/vm/kernel.sh)}
 export KDIR

@@ -98,6 +98,18 @@ run_vfu() {
 		--append "$module_params" --env "$env" --test "$test" --timeout 300 > "$results/$name.run.log" 2>&1
 }
 
+# streaming_tests_ran MEMORY LABEL LOG: the compliance log's MEMORY
+# streaming tests ran (not "Not Supported") and passed.
+streaming_tests_ran() {
+	local ran
+	ran=$(grep -cE "test $1 \((no poll|select)\): OK\$" "$3" 2>/dev/null)
+	if [ "${ran:-0}" = 2 ]; then
+		record "driver: $1 streaming tests ran, $2" OK "2 of 2"
+	else
+		record "driver: $1 streaming tests ran, $2" FAIL "${ran:-0} of 2 ($3)"
+	fi
+}
+
 # compliance NAME "DEVICE FLAGS" LABEL [userptr] [guest-mmap] [dmabuf]:
 # v4l2-compliance -s with 0 failures; "userptr": its USERPTR streaming tests
 # ran and passed; "guest-mmap": the driver used guest-backed MMAP buffers;
@@ -116,24 +128,8 @@ compliance() {
 	else
 		record "driver: v4l2-compliance -s, $label" FAIL "${totals:-no totals} ($log)"
 	fi
-	if [[ $expect == *" userptr "* ]]; then
-		local ran
-		ran=$(grep -cE 'test USERPTR \((no poll|select)\): OK$' "$log" 2>/dev/null)
-		if [ "${ran:-0}" = 2 ]; then
-			record "driver: USERPTR streaming tests ran, $label" OK "2 of 2"
-		else
-			record "driver: USERPTR streaming tests ran, $label" FAIL "${ran:-0} of 2 ($log)"
-		fi
-	fi
-	if [[ $expect == *" dmabuf "* ]]; then
-		local ran
-		ran=$(grep -cE 'test DMABUF \((no poll|select)\): OK$' "$log" 2>/dev/null)
-		if [ "${ran:-0}" = 2 ]; then
-			record "driver: DMABUF streaming tests ran, $label" OK "2 of 2"
-		else
-			record "driver: DMABUF streaming tests ran, $label" FAIL "${ran:-0} of 2 ($log)"
-		fi
-	fi
+	[[ $expect == *" userptr "* ]] && streaming_tests_ran USERPTR "$label" "$log"
+	[[ $expect == *" dmabuf "* ]] && streaming_tests_ran DMABUF "$label" "$log"
 	if [[ $expect == *" guest-mmap "* ]]; then
 		if grep -q 'MMAP buffers are in guest memory' "$results/$name/dmesg.log" 2>/dev/null &&
 			grep -qE 'test MMAP \(select, REQBUFS\): OK$' "$log"; then

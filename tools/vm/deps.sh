@@ -7,16 +7,8 @@ set -euo pipefail
 apt_pkgs="flex bison bc libelf-dev libssl-dev cpio busybox-static xz-utils zstd
 	libclang-$LLVM_VERSION-dev clang-$LLVM_VERSION llvm-$LLVM_VERSION lld-$LLVM_VERSION
 	python3 kmod rsync gcc libc6-dev file"
-missing=""
-for p in $apt_pkgs; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-	log "installing:$missing"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -q >&2
-	apt-get install -y -q --no-install-recommends $missing >&2
-fi
+# shellcheck disable=SC2086 # a word list of packages
+apt_install_missing $apt_pkgs
 
 if ! rustup component list --installed 2>/dev/null | grep -q '^rust-src'; then
 	log "adding rust-src"

@@ -98,3 +98,16 @@ foreign_unpack() {
 		dpkg-deb -x "$deb" "$dest"
 	done
 }
+
+# Installs the Debian packages named that are not installed yet.
+apt_install_missing() {
+	local missing="" p
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+	done
+	[ -n "$missing" ] || return 0
+	log "installing:$missing"
+	DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+	# shellcheck disable=SC2086 # a word list of packages
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >&2
+}
