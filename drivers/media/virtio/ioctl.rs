@@ -40,6 +40,7 @@ pub(crate) const VIDIOC_G_FBUF: u32 = r::<ffi::v4l2_framebuffer>(10);
 pub(crate) const VIDIOC_S_FBUF: u32 = w::<ffi::v4l2_framebuffer>(11);
 pub(crate) const VIDIOC_OVERLAY: u32 = w::<c_int>(14);
 pub(crate) const VIDIOC_QBUF: u32 = rw::<ffi::v4l2_buffer>(15);
+pub(crate) const VIDIOC_EXPBUF: u32 = rw::<ffi::v4l2_exportbuffer>(16);
 pub(crate) const VIDIOC_STREAMON: u32 = w::<c_int>(18);
 pub(crate) const VIDIOC_STREAMOFF: u32 = w::<c_int>(19);
 pub(crate) const VIDIOC_G_PARM: u32 = rw::<ffi::v4l2_streamparm>(21);
@@ -224,6 +225,7 @@ mod tests {
         assert_eq!(VIDIOC_G_FMT, 0xc0d0_5604);
         assert_eq!(VIDIOC_REQBUFS, 0xc014_5608);
         assert_eq!(VIDIOC_QBUF, 0xc058_560f);
+        assert_eq!(VIDIOC_EXPBUF, 0xc040_5610);
         assert_eq!(VIDIOC_STREAMON, 0x4004_5612);
         assert_eq!(VIDIOC_G_EXT_CTRLS, 0xc020_5647);
         assert_eq!(VIDIOC_SUBSCRIBE_EVENT, 0x4020_565a);

@@ -322,8 +322,12 @@ impl VirtioMediaDriver {
 
     /// G/S_PARM are optional (m2m devices other than encoders lack them); a
     /// device that answers ENOTTY for its main buffer type has neither.
+    /// EXPBUF only exists for guest-backed MMAP buffers.
     fn missing_ioctls(dev: &MediaDevice, session: u32) -> Result<KVec<u32>> {
         let mut missing = KVec::new();
+        if !dev.guest_mmap() {
+            missing.push(ioctl::VIDIOC_EXPBUF, GFP_KERNEL)?;
+        }
         let Some(buf_type) = main_buffer_type(dev.config.device_caps) else {
             return Ok(missing);
         };

@@ -4,7 +4,8 @@
 . /test.env
 dev=/dev/video0
 cycles=${CYCLES:-1000}
-pins() { # pages pinned now: acquired - released
+pins() { # pages pinned now: acquired - released, per-CPU deltas folded
+	echo 1 > /proc/sys/vm/stat_refresh
 	awk '/^nr_foll_pin_acquired/ { a = $2 } /^nr_foll_pin_released/ { r = $2 }
 		END { print a - r }' /proc/vmstat
 }
@@ -13,14 +14,17 @@ kib() { # used memory in KiB: MemTotal - MemFree, caches dropped
 	sync; echo 3 > /proc/sys/vm/drop_caches
 	awk '/^MemTotal/ { t = $2 } /^MemFree/ { f = $2 } END { print t - f }' /proc/meminfo
 }
+slab() { # unreclaimable slab in KiB: where leaked kmalloc memory shows
+	awk '/^SUnreclaim/ { print $2 }' /proc/meminfo
+}
 grep -q nr_foll_pin_acquired /proc/vmstat || { echo "FAIL: no nr_foll_pin counters"; exit 1; }
 # One short run first, so one-time allocations do not count as leaks.
 /extra/userptr-cycles $dev 5 || { echo "FAIL: warm-up run"; exit 1; }
-pins0=$(pins) acq0=$(acquired) mem0=$(kib)
-echo "before: pinned pages $pins0, used memory $mem0 KiB"
+pins0=$(pins) acq0=$(acquired) mem0=$(kib) slab0=$(slab)
+echo "before: pinned pages $pins0, used memory $mem0 KiB, unreclaimable slab $slab0 KiB"
 /extra/userptr-cycles $dev "$cycles" || { echo "FAIL: userptr-cycles"; exit 1; }
-pins1=$(pins) acq1=$(acquired) mem1=$(kib)
-echo "after: pinned pages $pins1, used memory $mem1 KiB"
+pins1=$(pins) acq1=$(acquired) mem1=$(kib) slab1=$(slab)
+echo "after: pinned pages $pins1, used memory $mem1 KiB, unreclaimable slab $slab1 KiB"
 echo "pages pinned during the run: $((acq1 - acq0))"
 status=0
 if [ "$pins1" != "$pins0" ]; then
@@ -34,6 +38,10 @@ fi
 if [ $((mem1 - mem0)) -gt 1024 ]; then
 	echo "FAIL: used memory grew by $((mem1 - mem0)) KiB"; status=1
 fi
+# A leak of even 64 bytes per buffer would be 256 KiB over the run.
+if [ $((slab1 - slab0)) -gt 256 ]; then
+	echo "FAIL: unreclaimable slab grew by $((slab1 - slab0)) KiB"; status=1
+fi
 dmesg | grep -E "WARNING|BUG|leak" && status=1
-[ $status = 0 ] && echo "PASS: pins back to $pins0, memory $mem0 -> $mem1 KiB"
+[ $status = 0 ] && echo "PASS: pins back to $pins0, memory $mem0 -> $mem1 KiB, slab $slab0 -> $slab1 KiB"
 exit $status

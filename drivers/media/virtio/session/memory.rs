@@ -321,7 +321,8 @@ impl Session {
     }
 
     /// EXPBUF: a dma-buf of a guest-backed MMAP buffer plane. The device's
-    /// own MMAP buffers (in its shared memory) cannot be exported.
+    /// own MMAP buffers (in its shared memory) cannot be exported: the
+    /// ioctl is disabled on such a device's node.
     pub(crate) fn export_buffer(&self, buf_type: u32, index: u32, plane: u32, flags: u32) -> Result<i32> {
         self.check_usable()?;
         if flags & !(ffi::O_CLOEXEC | ffi::O_ACCMODE) != 0 {
@@ -331,8 +332,9 @@ impl Session {
         let pages = {
             let state = self.state.lock();
             let queue = state.queue_ref(kind);
+            // (On a device with shared memory the ioctl is disabled.)
             if queue.presented != Presented::GuestMmap {
-                return Err(if self.dev.guest_mmap() { EINVAL } else { ENOTTY });
+                return Err(EINVAL);
             }
             let plane = usize::try_from(plane)?;
             queue.mmap.planes(index).and_then(|p| p.get(plane)).ok_or(EINVAL)?.clone()
