@@ -8,6 +8,7 @@
 
 use crate::{
     protocol::{self, Event, MAX_EVENT_SIZE},
+    session::Session,
     virtqueue::{Chain, Virtqueue},
     MediaDevice,
 };
@@ -15,7 +16,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     new_mutex, new_spinlock_irq,
     prelude::*,
-    sync::{Mutex, SpinLockIrq},
+    sync::{Arc, Mutex, SpinLockIrq},
 };
 
 /// Buffers kept on the eventq.
@@ -89,22 +90,51 @@ impl EventQueue {
     }
 
     /// Handles every event the device returned, then requeues its buffer.
+    ///
+    /// Sessions that got buffers back are woken once all returned events
+    /// are handled: an m2m device returns a job's OUTPUT and CAPTURE
+    /// buffers as two events, and a poller woken between them would see
+    /// the queue writable but not readable, which no vb2 m2m driver shows
+    /// (v4l2-compliance's streaming loop can lose count on it).
     pub(crate) fn drain(&self, dev: &MediaDevice) {
         let _draining = self.draining.lock();
+        let mut woken: KVec<Arc<Session>> = KVec::new();
         while let Some((buffer, written)) = self.take_returned() {
             let len = usize::try_from(written).unwrap_or(usize::MAX);
-            match buffer.bytes.get(..len) {
+            let done = match buffer.bytes.get(..len) {
                 Some(bytes) => self.dispatch(dev, bytes),
-                None => self.drop_event(format_args!("event claims {} bytes, buffer has {}", len, MAX_EVENT_SIZE)),
-            }
+                None => {
+                    self.drop_event(format_args!("event claims {} bytes, buffer has {}", len, MAX_EVENT_SIZE));
+                    None
+                }
+            };
             self.give_back(buffer);
+            if let Some(session) = done {
+                if woken.iter().any(|s| Arc::ptr_eq(s, &session)) {
+                    continue;
+                }
+                if woken.reserve(1, GFP_KERNEL).is_err() {
+                    // No room to defer it: wake it now.
+                    session.wake_buffer_waiters();
+                    continue;
+                }
+                // Cannot fail: the capacity is reserved.
+                let _ = woken.push_within_capacity(session);
+            }
+        }
+        for session in woken.iter() {
+            session.wake_buffer_waiters();
         }
     }
 
-    fn dispatch(&self, dev: &MediaDevice, bytes: &[u8]) {
+    /// Handles one event; returns the session a buffer came back to.
+    fn dispatch(&self, dev: &MediaDevice, bytes: &[u8]) -> Option<Arc<Session>> {
         let event = match protocol::parse_event(bytes) {
             Ok(event) => event,
-            Err(e) => return self.drop_event(format_args!("malformed event: {:?}", e)),
+            Err(e) => {
+                self.drop_event(format_args!("malformed event: {:?}", e));
+                return None;
+            }
         };
         let id = match event {
             Event::Error { session, .. } | Event::Dqbuf { session, .. } | Event::V4l2 { session, .. } => session,
@@ -116,18 +146,24 @@ impl EventQueue {
             _ => dev.session(id),
         };
         let Some(session) = session else {
-            return self.drop_event(format_args!("event for unknown session {}", id));
+            self.drop_event(format_args!("event for unknown session {}", id));
+            return None;
         };
         let handled = match event {
             Event::Error { errno, .. } => {
                 session.failed(errno);
-                Ok(())
+                return None;
             }
-            Event::Dqbuf { buffer, planes, .. } => session.buffer_done(buffer, planes),
-            Event::V4l2 { event, .. } => session.event(event),
+            Event::Dqbuf { buffer, planes, .. } => session.buffer_done(buffer, planes).map(|()| true),
+            Event::V4l2 { event, .. } => session.event(event).map(|()| false),
         };
-        if let Err(e) = handled {
-            self.drop_event(format_args!("event for session {} dropped: {:?}", id, e));
+        match handled {
+            Ok(true) => Some(session),
+            Ok(false) => None,
+            Err(e) => {
+                self.drop_event(format_args!("event for session {} dropped: {:?}", id, e));
+                None
+            }
         }
     }
 

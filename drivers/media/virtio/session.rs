@@ -690,7 +690,8 @@ impl Session {
         Ok(())
     }
 
-    /// A DQBUF event for this session: keep the buffer for DQBUF.
+    /// A DQBUF event for this session: keep the buffer for DQBUF; the
+    /// caller wakes the waiters.
     pub(crate) fn buffer_done(&self, buffer: &[u8], planes: &[u8]) -> Result<(), BadEvent> {
         let buf_type = get_u32(buffer, BUF_TYPE).unwrap_or(u32::MAX);
         let kind = queue_of(buf_type).ok_or(BadEvent::BufferType(buf_type))?;
@@ -725,9 +726,13 @@ impl Session {
         // The device is done with the pages: unmapped and unpinned here,
         // outside the session's lock.
         drop(released);
-        accepted?;
+        accepted
+    }
+
+    /// Wakes DQBUF waiters and pollers once returned buffers are queued
+    /// (the eventq wakes once per batch of events, see `EventQueue::drain`).
+    pub(crate) fn wake_buffer_waiters(&self) {
         self.waiters.notify_all();
-        Ok(())
     }
 
     /// An EVENT event for this session.
