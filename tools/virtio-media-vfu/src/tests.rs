@@ -1182,6 +1182,78 @@ mod capture {
         assert_eq!(le32(&dst[88..], 0) as u64, w * ht, "and real data");
         assert_eq!(le32(&evs[2], 8), bindings::V4L2_EVENT_EOS);
     }
+
+    /// VIDIOC_CREATE_BUFS (index, count, capabilities) or its error, for a
+    /// request of `count` buffers of `memory` with format `f`.
+    pub(super) fn create_bufs(h: &mut Harness, s: u32, count: u32, memory: u32, f: &[u8]) -> Result<(u32, u32, u32), i32> {
+        const VIDIOC_CREATE_BUFS: u32 = 92;
+        let cb_size = std::mem::size_of::<bindings::v4l2_create_buffers>();
+        let fmt_off = std::mem::offset_of!(bindings::v4l2_create_buffers, format);
+        let caps_off = std::mem::offset_of!(bindings::v4l2_create_buffers, capabilities);
+        let mut cb = vec![0u8; cb_size];
+        cb[4..8].copy_from_slice(&count.to_le_bytes());
+        cb[8..12].copy_from_slice(&memory.to_le_bytes());
+        cb[fmt_off..fmt_off + V4L2_FORMAT_SIZE].copy_from_slice(f);
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_CREATE_BUFS, &cb), (8 + cb_size) as u32);
+        match le32(&resp, 0) {
+            0 => Ok((le32(&resp, 8), le32(&resp, 12), le32(&resp, 8 + caps_off))),
+            e => Err(e as i32),
+        }
+    }
+
+    /// CREATE_BUFS with count 0 is a query, as v4l2-ctl's has_create_bufs()
+    /// sends it (format zeroed but for its type): like vb2 it succeeds
+    /// whenever the type and memory are valid, never says EBUSY, creates
+    /// nothing and reports the capabilities and the next index.
+    #[test]
+    fn create_bufs_count_zero_only_queries() {
+        const V4L2_MEMORY_USERPTR: u32 = 2;
+        const V4L2_MEMORY_DMABUF: u32 = 4;
+        const CAPS: u32 = bindings::V4L2_BUF_CAP_SUPPORTS_MMAP | bindings::V4L2_BUF_CAP_SUPPORTS_USERPTR;
+        for (backend, ty, other_ty) in [("capture", 9u32, 10u32), ("output", 10, 9)] {
+            let mut h = Harness::with_backend(backend, true);
+            let s = h.open();
+            let mut zeroed = vec![0u8; V4L2_FORMAT_SIZE];
+            zeroed[0..4].copy_from_slice(&ty.to_le_bytes());
+            for memory in [V4L2_MEMORY_MMAP, V4L2_MEMORY_USERPTR] {
+                let (index, count, caps) = create_bufs(&mut h, s, 0, memory, &zeroed).expect(backend);
+                assert_eq!((index, count), (0, 0), "{backend} memory {memory}");
+                assert_eq!(caps & CAPS, CAPS, "{backend}: caps {caps:#x}");
+            }
+            // The same zeroed format with a count is refused (no planes).
+            assert_eq!(create_bufs(&mut h, s, 1, V4L2_MEMORY_MMAP, &zeroed), Err(libc::EINVAL), "{backend}");
+            // Invalid memory or a queue type the device does not have.
+            assert_eq!(create_bufs(&mut h, s, 0, V4L2_MEMORY_DMABUF, &zeroed), Err(libc::EINVAL), "{backend}");
+            let mut other = zeroed.clone();
+            other[0..4].copy_from_slice(&other_ty.to_le_bytes());
+            assert_eq!(create_bufs(&mut h, s, 0, V4L2_MEMORY_MMAP, &other), Err(libc::EINVAL), "{backend}");
+            // Nothing was created: REQBUFS(2) starts at index 0 and gives 2.
+            let mut req = vec![0u8; 20];
+            req[0..4].copy_from_slice(&2u32.to_le_bytes());
+            req[4..8].copy_from_slice(&ty.to_le_bytes());
+            req[8..12].copy_from_slice(&V4L2_MEMORY_MMAP.to_le_bytes());
+            let resp = h.command(&ioctl_cmd(s, VIDIOC_REQBUFS, &req), 8 + 20);
+            assert_eq!((le32(&resp, 0), le32(&resp, 8)), (0, 2), "{backend}: REQBUFS");
+            let mut qb = v4l2_buffer(2, 3);
+            qb[4..8].copy_from_slice(&ty.to_le_bytes());
+            let resp = h.command(&ioctl_cmd(s, VIDIOC_QUERYBUF, &qb), (8 + V4L2_BUFFER_SIZE + 3 * V4L2_PLANE_SIZE) as u32);
+            assert_eq!(le32(&resp, 0) as i32, libc::EINVAL, "{backend}: no buffer 2");
+            // With buffers: index is where the next one would go, also for
+            // another memory type than the buffers'.
+            for memory in [V4L2_MEMORY_MMAP, V4L2_MEMORY_USERPTR] {
+                assert_eq!(create_bufs(&mut h, s, 0, memory, &zeroed).map(|r| (r.0, r.1)), Ok((2, 0)), "{backend}");
+            }
+            // Another session while s owns the buffers: a real request is
+            // EBUSY, the query is not.
+            let s2 = h.open();
+            let mut g = vec![0u8; V4L2_FORMAT_SIZE];
+            g[0..4].copy_from_slice(&ty.to_le_bytes());
+            let resp = h.command(&ioctl_cmd(s2, VIDIOC_G_FMT, &g), 8 + V4L2_FORMAT_SIZE as u32);
+            assert_eq!(le32(&resp, 0), 0);
+            assert_eq!(create_bufs(&mut h, s2, 1, V4L2_MEMORY_MMAP, &resp[8..]), Err(libc::EBUSY), "{backend}");
+            assert!(create_bufs(&mut h, s2, 0, V4L2_MEMORY_MMAP, &zeroed).is_ok(), "{backend}: query from s2");
+        }
+    }
 }
 
 mod faults {
