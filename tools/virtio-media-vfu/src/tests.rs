@@ -1020,6 +1020,66 @@ mod capture {
     }
 
     #[test]
+    fn m2m_create_bufs_per_queue() {
+        const OUT_MPLANE: u32 = 10;
+        const VIDIOC_CREATE_BUFS: u32 = 92;
+        const V4L2_MEMORY_USERPTR: u32 = 2;
+        let mut h = Harness::with_backend("m2m", true);
+        let s = h.open();
+        let dst_fmt = s_fmt_mp(&mut h, s, FMT_YUV420M, 320, 240);
+        let mut g = vec![0u8; 208];
+        g[0..4].copy_from_slice(&OUT_MPLANE.to_le_bytes());
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_G_FMT, &g), 8 + 208);
+        assert_eq!(le32(&resp, 0), 0);
+        let src_fmt = resp[8..].to_vec();
+        // sizeimage of plane p inside a v4l2_format (pix_mp at offset 8).
+        let sizeimage = |f: &[u8], p: usize| le32(f, 8 + 20 + 20 * p);
+        let set_sizeimage = |f: &mut Vec<u8>, p: usize, v: u32| f[28 + 20 * p..32 + 20 * p].copy_from_slice(&v.to_le_bytes());
+        let cb_size = std::mem::size_of::<bindings::v4l2_create_buffers>();
+        let fmt_off = std::mem::offset_of!(bindings::v4l2_create_buffers, format);
+        let create = |h: &mut Harness, count: u32, memory: u32, f: &[u8]| {
+            let mut cb = vec![0u8; cb_size];
+            cb[4..8].copy_from_slice(&count.to_le_bytes());
+            cb[8..12].copy_from_slice(&memory.to_le_bytes());
+            cb[fmt_off..fmt_off + 208].copy_from_slice(f);
+            let resp = h.command(&ioctl_cmd(s, VIDIOC_CREATE_BUFS, &cb), (8 + cb_size) as u32);
+            if le32(&resp, 0) != 0 {
+                return (le32(&resp, 0), 0, 0);
+            }
+            (0, le32(&resp, 8), le32(&resp, 12))
+        };
+        assert_eq!(create(&mut h, 2, V4L2_MEMORY_MMAP, &dst_fmt), (0, 0, 2));
+        // A larger first plane is allocated as asked.
+        let mut big = dst_fmt.clone();
+        let big0 = sizeimage(&dst_fmt, 0) + 4096;
+        set_sizeimage(&mut big, 0, big0);
+        assert_eq!(create(&mut h, 1, V4L2_MEMORY_MMAP, &big), (0, 2, 1));
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_QUERYBUF, &v4l2_buffer(2, 3)), (8 + V4L2_BUFFER_SIZE + 3 * V4L2_PLANE_SIZE) as u32);
+        assert_eq!(le32(&resp, 0), 0, "QUERYBUF");
+        assert_eq!(le32(&resp, 8 + V4L2_BUFFER_SIZE + 4), big0, "plane 0 length");
+        // Too small a plane, or the wrong number of planes: EINVAL.
+        let mut small = dst_fmt.clone();
+        set_sizeimage(&mut small, 2, sizeimage(&dst_fmt, 2) - 1);
+        assert_eq!(create(&mut h, 1, V4L2_MEMORY_MMAP, &small).0 as i32, libc::EINVAL);
+        let mut one_plane = dst_fmt.clone();
+        one_plane[8 + 180] = 1;
+        assert_eq!(create(&mut h, 1, V4L2_MEMORY_MMAP, &one_plane).0 as i32, libc::EINVAL);
+        // Another memory type than the queue's buffers: EINVAL.
+        assert_eq!(create(&mut h, 1, V4L2_MEMORY_USERPTR, &dst_fmt).0 as i32, libc::EINVAL);
+        // count 0 reports where the next buffer would go, also with a
+        // format zeroed but for its type (v4l2-ctl's has_create_bufs).
+        assert_eq!(create(&mut h, 0, V4L2_MEMORY_MMAP, &dst_fmt), (0, 3, 0));
+        let mut zeroed = vec![0u8; 208];
+        zeroed[0..4].copy_from_slice(&9u32.to_le_bytes());
+        assert_eq!(create(&mut h, 0, V4L2_MEMORY_USERPTR, &zeroed), (0, 3, 0));
+        zeroed[0..4].copy_from_slice(&OUT_MPLANE.to_le_bytes());
+        assert_eq!(create(&mut h, 0, V4L2_MEMORY_MMAP, &zeroed), (0, 0, 0));
+        // The OUTPUT queue is separate: its own format, indexes from 0.
+        assert_eq!(create(&mut h, 2, V4L2_MEMORY_USERPTR, &src_fmt), (0, 0, 2));
+        assert_eq!(create(&mut h, 1, V4L2_MEMORY_USERPTR, &src_fmt), (0, 2, 1));
+    }
+
+    #[test]
     fn m2m_converts_and_drains_with_last_buffer() {
         const OUT_MPLANE: u32 = 10;
         const VIDIOC_DECODER_CMD: u32 = 96;
@@ -1181,6 +1241,78 @@ mod capture {
         assert_ne!(le32(dst, 12) & FLAG_LAST, 0, "converted buffer carries LAST");
         assert_eq!(le32(&dst[88..], 0) as u64, w * ht, "and real data");
         assert_eq!(le32(&evs[2], 8), bindings::V4L2_EVENT_EOS);
+    }
+
+    /// VIDIOC_CREATE_BUFS (index, count, capabilities) or its error, for a
+    /// request of `count` buffers of `memory` with format `f`.
+    pub(super) fn create_bufs(h: &mut Harness, s: u32, count: u32, memory: u32, f: &[u8]) -> Result<(u32, u32, u32), i32> {
+        const VIDIOC_CREATE_BUFS: u32 = 92;
+        let cb_size = std::mem::size_of::<bindings::v4l2_create_buffers>();
+        let fmt_off = std::mem::offset_of!(bindings::v4l2_create_buffers, format);
+        let caps_off = std::mem::offset_of!(bindings::v4l2_create_buffers, capabilities);
+        let mut cb = vec![0u8; cb_size];
+        cb[4..8].copy_from_slice(&count.to_le_bytes());
+        cb[8..12].copy_from_slice(&memory.to_le_bytes());
+        cb[fmt_off..fmt_off + V4L2_FORMAT_SIZE].copy_from_slice(f);
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_CREATE_BUFS, &cb), (8 + cb_size) as u32);
+        match le32(&resp, 0) {
+            0 => Ok((le32(&resp, 8), le32(&resp, 12), le32(&resp, 8 + caps_off))),
+            e => Err(e as i32),
+        }
+    }
+
+    /// CREATE_BUFS with count 0 is a query, as v4l2-ctl's has_create_bufs()
+    /// sends it (format zeroed but for its type): like vb2 it succeeds
+    /// whenever the type and memory are valid, never says EBUSY, creates
+    /// nothing and reports the capabilities and the next index.
+    #[test]
+    fn create_bufs_count_zero_only_queries() {
+        const V4L2_MEMORY_USERPTR: u32 = 2;
+        const V4L2_MEMORY_DMABUF: u32 = 4;
+        const CAPS: u32 = bindings::V4L2_BUF_CAP_SUPPORTS_MMAP | bindings::V4L2_BUF_CAP_SUPPORTS_USERPTR;
+        for (backend, ty, other_ty) in [("capture", 9u32, 10u32), ("output", 10, 9)] {
+            let mut h = Harness::with_backend(backend, true);
+            let s = h.open();
+            let mut zeroed = vec![0u8; V4L2_FORMAT_SIZE];
+            zeroed[0..4].copy_from_slice(&ty.to_le_bytes());
+            for memory in [V4L2_MEMORY_MMAP, V4L2_MEMORY_USERPTR] {
+                let (index, count, caps) = create_bufs(&mut h, s, 0, memory, &zeroed).expect(backend);
+                assert_eq!((index, count), (0, 0), "{backend} memory {memory}");
+                assert_eq!(caps & CAPS, CAPS, "{backend}: caps {caps:#x}");
+            }
+            // The same zeroed format with a count is refused (no planes).
+            assert_eq!(create_bufs(&mut h, s, 1, V4L2_MEMORY_MMAP, &zeroed), Err(libc::EINVAL), "{backend}");
+            // Invalid memory or a queue type the device does not have.
+            assert_eq!(create_bufs(&mut h, s, 0, V4L2_MEMORY_DMABUF, &zeroed), Err(libc::EINVAL), "{backend}");
+            let mut other = zeroed.clone();
+            other[0..4].copy_from_slice(&other_ty.to_le_bytes());
+            assert_eq!(create_bufs(&mut h, s, 0, V4L2_MEMORY_MMAP, &other), Err(libc::EINVAL), "{backend}");
+            // Nothing was created: REQBUFS(2) starts at index 0 and gives 2.
+            let mut req = vec![0u8; 20];
+            req[0..4].copy_from_slice(&2u32.to_le_bytes());
+            req[4..8].copy_from_slice(&ty.to_le_bytes());
+            req[8..12].copy_from_slice(&V4L2_MEMORY_MMAP.to_le_bytes());
+            let resp = h.command(&ioctl_cmd(s, VIDIOC_REQBUFS, &req), 8 + 20);
+            assert_eq!((le32(&resp, 0), le32(&resp, 8)), (0, 2), "{backend}: REQBUFS");
+            let mut qb = v4l2_buffer(2, 3);
+            qb[4..8].copy_from_slice(&ty.to_le_bytes());
+            let resp = h.command(&ioctl_cmd(s, VIDIOC_QUERYBUF, &qb), (8 + V4L2_BUFFER_SIZE + 3 * V4L2_PLANE_SIZE) as u32);
+            assert_eq!(le32(&resp, 0) as i32, libc::EINVAL, "{backend}: no buffer 2");
+            // With buffers: index is where the next one would go, also for
+            // another memory type than the buffers'.
+            for memory in [V4L2_MEMORY_MMAP, V4L2_MEMORY_USERPTR] {
+                assert_eq!(create_bufs(&mut h, s, 0, memory, &zeroed).map(|r| (r.0, r.1)), Ok((2, 0)), "{backend}");
+            }
+            // Another session while s owns the buffers: a real request is
+            // EBUSY, the query is not.
+            let s2 = h.open();
+            let mut g = vec![0u8; V4L2_FORMAT_SIZE];
+            g[0..4].copy_from_slice(&ty.to_le_bytes());
+            let resp = h.command(&ioctl_cmd(s2, VIDIOC_G_FMT, &g), 8 + V4L2_FORMAT_SIZE as u32);
+            assert_eq!(le32(&resp, 0), 0);
+            assert_eq!(create_bufs(&mut h, s2, 1, V4L2_MEMORY_MMAP, &resp[8..]), Err(libc::EBUSY), "{backend}");
+            assert!(create_bufs(&mut h, s2, 0, V4L2_MEMORY_MMAP, &zeroed).is_ok(), "{backend}: query from s2");
+        }
     }
 }
 
@@ -1812,11 +1944,6 @@ mod no_shm {
                 cb[8..12].copy_from_slice(&V4L2_MEMORY_MMAP.to_le_bytes());
                 cb[fmt_off..fmt_off + V4L2_FORMAT_SIZE].copy_from_slice(&resp[8..]);
                 let resp = h.command(&ioctl_cmd(s, VIDIOC_CREATE_BUFS, &cb), (8 + cb_size) as u32);
-                if backend == "m2m" {
-                    // m2m has no CREATE_BUFS at all, with or without shm.
-                    assert_eq!(le32(&resp, 0) as i32, libc::ENOTTY, "m2m type {ty}");
-                    continue;
-                }
                 assert_eq!(le32(&resp, 0) as i32, libc::EINVAL, "{backend}: CREATE_BUFS(MMAP)");
                 cb[8..12].copy_from_slice(&MEMORY_USERPTR.to_le_bytes());
                 let resp = h.command(&ioctl_cmd(s, VIDIOC_CREATE_BUFS, &cb), (8 + cb_size) as u32);

@@ -664,6 +664,13 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         if queue != self.queue {
             return Err(libc::EINVAL);
         }
+        if count == 0 {
+            // Only a query (v4l2-ctl's has_create_bufs sends a zeroed format
+            // but for its type): like vb2_ioctl_create_bufs, check the queue
+            // type and memory, report the capabilities and where the next
+            // buffer would go, and never EBUSY.
+            return create_bufs_query(&self.ctx, &s.q, memory, format);
+        }
         if matches!(self.active, Some(id) if id != s.id) {
             return Err(libc::EBUSY);
         }
@@ -841,6 +848,30 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         self.ctx.unsubscribe(s.id, event.type_, event.id);
         Ok(())
     }
+}
+
+/// VIDIOC_CREATE_BUFS with `count` 0, whose queue type the caller has
+/// checked: EINVAL for a memory type the device does not offer, else the
+/// capabilities and `index` = the number of buffers `q` has. The format is
+/// not looked at (it may be all zeroes but for its type) and is returned
+/// as given; nothing changes.
+pub fn create_bufs_query(
+    ctx: &DevCtx,
+    q: &BufQueue,
+    memory: MemoryType,
+    format: bindings::v4l2_format,
+) -> IoctlResult<bindings::v4l2_create_buffers> {
+    if !ctx.memory_supported(memory) {
+        return Err(libc::EINVAL);
+    }
+    Ok(bindings::v4l2_create_buffers {
+        index: q.bufs.len() as u32,
+        count: 0,
+        memory: memory as u32,
+        format,
+        capabilities: ctx.buf_caps(),
+        ..Default::default()
+    })
 }
 
 /// Plane sizes a CREATE_BUFS format asks for.
