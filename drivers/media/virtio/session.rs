@@ -23,12 +23,15 @@ use kernel::{
     new_mutex,
     prelude::*,
     sync::{poll::PollCondVar, Arc, Mutex},
-    uaccess::{UserPtr, UserSlice},
 };
 
+mod controls;
 mod memory;
+mod queue;
 
 use memory::{Presented, MEMORY_USERPTR};
+pub(crate) use queue::{queue_of, BadEvent, QueueKind};
+use queue::{is_multiplanar, DoneBuffer, QueueState};
 
 /// An ioctl argument as its handler received it, as bytes.
 pub(crate) enum Arg<'a> {
@@ -48,17 +51,8 @@ const BUF_FLAGS: usize = offset_of!(ffi::v4l2_buffer, flags);
 const BUF_MEMORY: usize = offset_of!(ffi::v4l2_buffer, memory);
 const BUF_M: usize = offset_of!(ffi::v4l2_buffer, m);
 const BUF_LENGTH: usize = offset_of!(ffi::v4l2_buffer, length);
-const CTRLS_COUNT: usize = offset_of!(ffi::v4l2_ext_controls, count);
-const CTRLS_ERROR_IDX: usize = offset_of!(ffi::v4l2_ext_controls, error_idx);
-const CTRLS_POINTER: usize = offset_of!(ffi::v4l2_ext_controls, controls);
-const CTRL_SIZE: usize = offset_of!(ffi::v4l2_ext_control, size);
-const CTRL_PTR: usize = offset_of!(ffi::v4l2_ext_control, __bindgen_anon_1);
-const CONTROL_SIZE: usize = core::mem::size_of::<ffi::v4l2_ext_control>();
 const PLANE_M: usize = offset_of!(ffi::v4l2_plane, m);
 const PLANE_LENGTH: usize = offset_of!(ffi::v4l2_plane, length);
-/// Largest control payload the driver passes (the V4L2 core's own limit
-/// for a compound control's elements is far above any real device's).
-const MAX_CONTROL_PAYLOAD: u32 = 1 << 20;
 const REQBUFS_COUNT: usize = offset_of!(ffi::v4l2_requestbuffers, count);
 const REQBUFS_TYPE: usize = offset_of!(ffi::v4l2_requestbuffers, type_);
 const REQBUFS_MEMORY: usize = offset_of!(ffi::v4l2_requestbuffers, memory);
@@ -83,28 +77,6 @@ fn set_u64(bytes: &mut [u8], offset: usize, value: u64) {
     if let Some(high) = offset.checked_add(4) {
         set_u32(bytes, offset, value as u32);
         set_u32(bytes, high, (value >> 32) as u32);
-    }
-}
-
-fn user_slice(ptr: u64, len: usize) -> Result<UserSlice> {
-    Ok(UserSlice::new(UserPtr::from_addr(usize::try_from(ptr)?), len))
-}
-
-/// The user pointers of the controls with a payload, by index.
-fn array_pointers(array: &[u8]) -> Result<KVec<(usize, u64)>> {
-    let mut pointers = KVec::new();
-    for (i, control) in array.chunks(CONTROL_SIZE).enumerate() {
-        if get_u32(control, CTRL_SIZE).is_some_and(|size| size > 0) {
-            pointers.push((i, get_u64(control, CTRL_PTR).unwrap_or(0)), GFP_KERNEL)?;
-        }
-    }
-    Ok(pointers)
-}
-
-/// Puts back the user pointers the device may have overwritten.
-fn restore_array_pointers(array: &mut [u8], pointers: &[(usize, u64)]) {
-    for &(i, ptr) in pointers {
-        set_u64(array, i * CONTROL_SIZE + CTRL_PTR, ptr);
     }
 }
 
@@ -147,110 +119,6 @@ fn read_response(
         }
     }
     status.map(|()| (trailer_written, memory))
-}
-
-/// Which of a session's two queues a buffer type belongs to.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum QueueKind {
-    Capture = 0,
-    Output = 1,
-}
-
-/// `V4L2_TYPE_IS_OUTPUT` for the buffer types a queue can have, or `None`
-/// for a value that is no buffer type.
-pub(crate) fn queue_of(buf_type: u32) -> Option<QueueKind> {
-    match buf_type {
-        1 | 3 | 4 | 6 | 9 | 11 | 13 => Some(QueueKind::Capture),
-        2 | 5 | 7 | 8 | 10 | 12 | 14 => Some(QueueKind::Output),
-        _ => None,
-    }
-}
-
-fn is_multiplanar(buf_type: u32) -> bool {
-    buf_type == ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE
-        || buf_type == ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE
-}
-
-/// A buffer the device returned, waiting for DQBUF.
-pub(crate) struct DoneBuffer {
-    buffer: [u8; BUFFER_SIZE],
-    planes: [u8; PLANE_SIZE * MAX_PLANES],
-}
-
-/// Stream state of one queue, as far as the driver needs it.
-#[derive(Default)]
-pub(crate) struct QueueState {
-    streaming: bool,
-    /// Buffers allocated by REQBUFS and CREATE_BUFS.
-    num_buffers: u32,
-    /// Returned buffers, oldest first.
-    done: KVec<KBox<DoneBuffer>>,
-    /// A buffer flagged LAST was dequeued: DQBUF says EPIPE until restart.
-    last_dequeued: bool,
-    /// What the program's buffers are, if the device knows them as USERPTR.
-    presented: Presented,
-    /// The memory of guest-backed MMAP buffers.
-    mmap: GuestMmapQueue,
-}
-
-impl QueueState {
-    fn stop(&mut self) {
-        self.streaming = false;
-        self.done.clear();
-        self.last_dequeued = false;
-    }
-
-    /// A buffer the device returned: kept for DQBUF while streaming,
-    /// dropped after STREAMOFF (as V4L2 does), refused if never allocated.
-    fn accept(&mut self, done: KBox<DoneBuffer>) -> Result<(), BadEvent> {
-        let index = get_u32(&done.buffer, BUF_INDEX).unwrap_or(u32::MAX);
-        if index >= self.num_buffers {
-            return Err(BadEvent::BufferIndex {
-                index,
-                allocated: self.num_buffers,
-            });
-        }
-        if self.streaming {
-            self.done.push(done, GFP_KERNEL).map_err(|_| BadEvent::NotReady)?;
-        }
-        Ok(())
-    }
-
-    /// What DQBUF can do now: take the oldest returned buffer (`Some`),
-    /// fail, or wait (`None`). `plane_capacity` is the caller's planes array
-    /// length for multi-planar types.
-    fn dequeue(&mut self, kind: QueueKind, plane_capacity: Option<u32>) -> Result<Option<KBox<DoneBuffer>>> {
-        if !self.streaming {
-            return Err(EINVAL);
-        }
-        if let Some(front) = self.done.first() {
-            let count = get_u32(&front.buffer, BUF_LENGTH).unwrap_or(0);
-            if plane_capacity.is_some_and(|capacity| count > capacity) {
-                return Err(EINVAL);
-            }
-            let done = self.done.remove(0)?;
-            let flags = get_u32(&done.buffer, BUF_FLAGS).unwrap_or(0);
-            if kind == QueueKind::Capture && flags & ffi::V4L2_BUF_FLAG_LAST != 0 {
-                self.last_dequeued = true;
-            }
-            return Ok(Some(done));
-        }
-        if self.last_dequeued {
-            return Err(EPIPE);
-        }
-        Ok(None)
-    }
-}
-
-/// Why an event for a session was dropped.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum BadEvent {
-    BufferType(u32),
-    BufferIndex { index: u32, allocated: u32 },
-    PlaneCount(u32),
-    /// A USERPTR buffer the session has not queued.
-    NotQueued(u32),
-    NotReady,
 }
 
 #[derive(Default)]
@@ -518,51 +386,6 @@ impl Session {
         result.map(|_| ())
     }
 
-    fn controls_ioctl(&self, code: u32, ctrls: &mut [u8], array: &mut [u8]) -> Result {
-        let count = get_u32(ctrls, CTRLS_COUNT).ok_or(EINVAL)?;
-        // Compound and array controls carry a user pointer: their payload
-        // is copied into guest memory the device reads and writes through
-        // SG entries, and copied back once it answered.
-        let mut memory = KVec::new();
-        let mut pointers = KVec::new();
-        for control in array.chunks(CONTROL_SIZE) {
-            let size = get_u32(control, CTRL_SIZE).unwrap_or(0);
-            if size == 0 {
-                continue;
-            }
-            if size > MAX_CONTROL_PAYLOAD {
-                return Err(EINVAL);
-            }
-            let ptr = get_u64(control, CTRL_PTR).ok_or(EINVAL)?;
-            let len = usize::try_from(size)?;
-            let mut bytes = KVec::new();
-            bytes.resize(len, 0u8, GFP_KERNEL)?;
-            if code != ioctl::VIDIOC_G_EXT_CTRLS {
-                user_slice(ptr, len)?.reader().read_slice(&mut bytes)?;
-            }
-            memory.push(bytes, GFP_KERNEL)?;
-            pointers.push((ptr, len), GFP_KERNEL)?;
-        }
-        let mut pointer = [0u8; POINTER_SIZE];
-        pointer.copy_from_slice(ctrls.get(CTRLS_POINTER..CTRLS_POINTER + POINTER_SIZE).ok_or(EINVAL)?);
-        let saved_array_pointers = array_pointers(array)?;
-        let result = self.exchange(code, ctrls, array, memory);
-        // The core owns these pointers, whatever the device wrote.
-        if let Some(p) = ctrls.get_mut(CTRLS_POINTER..CTRLS_POINTER + POINTER_SIZE) {
-            p.copy_from_slice(&pointer);
-        }
-        set_u32(ctrls, CTRLS_COUNT, count);
-        if get_u32(ctrls, CTRLS_ERROR_IDX).is_some_and(|idx| idx > count) {
-            set_u32(ctrls, CTRLS_ERROR_IDX, count);
-        }
-        restore_array_pointers(array, &saved_array_pointers);
-        let (_, memory) = result?;
-        for ((ptr, len), bytes) in pointers.iter().zip(memory.iter()) {
-            user_slice(*ptr, *len)?.writer().write_slice(bytes.get(..*len).ok_or(EIO)?)?;
-        }
-        Ok(())
-    }
-
     /// Marks the queue of a STREAMON payload streaming; returns it unless it
     /// already was.
     fn mark_streaming(&self, payload: &[u8]) -> Option<QueueKind> {
@@ -824,87 +647,5 @@ impl Session {
             return Err(EINVAL);
         }
         Ok(mapping)
-    }
-}
-
-#[kunit_tests(virtio_media_session)]
-mod tests {
-    use super::*;
-
-    fn returned(index: u32, flags: u32, planes: u32) -> KBox<DoneBuffer> {
-        let mut done = KBox::new(
-            DoneBuffer {
-                buffer: [0; BUFFER_SIZE],
-                planes: [0; PLANE_SIZE * MAX_PLANES],
-            },
-            GFP_KERNEL,
-        )
-        .expect("allocation");
-        set_u32(&mut done.buffer, BUF_INDEX, index);
-        set_u32(&mut done.buffer, BUF_FLAGS, flags);
-        set_u32(&mut done.buffer, BUF_LENGTH, planes);
-        done
-    }
-
-    fn index_of(done: &DoneBuffer) -> Option<u32> {
-        get_u32(&done.buffer, BUF_INDEX)
-    }
-
-    #[test]
-    fn buffers_come_back_in_order_while_streaming() {
-        let mut q = QueueState { num_buffers: 4, streaming: true, ..Default::default() };
-        assert_eq!(q.accept(returned(2, 0, 1)), Ok(()));
-        assert_eq!(q.accept(returned(0, 0, 1)), Ok(()));
-        let first = q.dequeue(QueueKind::Capture, Some(8)).expect("dequeue");
-        assert_eq!(first.as_deref().and_then(index_of), Some(2));
-        let second = q.dequeue(QueueKind::Capture, Some(8)).expect("dequeue");
-        assert_eq!(second.as_deref().and_then(index_of), Some(0));
-        // Nothing left: the caller waits (or gets EAGAIN).
-        assert!(matches!(q.dequeue(QueueKind::Capture, Some(8)), Ok(None)));
-    }
-
-    #[test]
-    fn bad_and_stale_buffers_are_refused_or_dropped() {
-        let mut q = QueueState { num_buffers: 2, ..Default::default() };
-        // Not streaming: a late buffer is dropped, DQBUF says EINVAL.
-        assert_eq!(q.accept(returned(1, 0, 1)), Ok(()));
-        assert!(q.done.is_empty());
-        assert_eq!(q.dequeue(QueueKind::Capture, None).err(), Some(EINVAL));
-        // An index that was never allocated is a device error.
-        q.streaming = true;
-        assert_eq!(
-            q.accept(returned(2, 0, 1)),
-            Err(BadEvent::BufferIndex { index: 2, allocated: 2 })
-        );
-        // A plane array too small for the buffer: EINVAL, buffer kept.
-        assert_eq!(q.accept(returned(0, 0, 3)), Ok(()));
-        assert_eq!(q.dequeue(QueueKind::Capture, Some(2)).err(), Some(EINVAL));
-        assert_eq!(q.done.len(), 1);
-    }
-
-    #[test]
-    fn last_buffer_then_epipe_until_restart() {
-        let mut q = QueueState { num_buffers: 2, streaming: true, ..Default::default() };
-        assert_eq!(q.accept(returned(0, ffi::V4L2_BUF_FLAG_LAST, 1)), Ok(()));
-        assert!(matches!(q.dequeue(QueueKind::Capture, None), Ok(Some(_))));
-        assert_eq!(q.dequeue(QueueKind::Capture, None).err(), Some(EPIPE));
-        // STREAMOFF clears it; streaming again waits normally.
-        q.stop();
-        q.streaming = true;
-        assert!(matches!(q.dequeue(QueueKind::Capture, None), Ok(None)));
-        // LAST on an output queue means nothing special.
-        let mut out = QueueState { num_buffers: 1, streaming: true, ..Default::default() };
-        assert_eq!(out.accept(returned(0, ffi::V4L2_BUF_FLAG_LAST, 1)), Ok(()));
-        assert!(matches!(out.dequeue(QueueKind::Output, None), Ok(Some(_))));
-        assert!(matches!(out.dequeue(QueueKind::Output, None), Ok(None)));
-    }
-
-    #[test]
-    fn buffer_types_map_to_queues() {
-        assert_eq!(queue_of(ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE), Some(QueueKind::Capture));
-        assert_eq!(queue_of(ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT), Some(QueueKind::Output));
-        assert_eq!(queue_of(ffi::v4l2_buf_type_V4L2_BUF_TYPE_META_OUTPUT), Some(QueueKind::Output));
-        assert_eq!(queue_of(0), None);
-        assert_eq!(queue_of(0x80), None);
     }
 }
