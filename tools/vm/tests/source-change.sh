@@ -6,7 +6,8 @@
 #     event with changes = V4L2_EVENT_SRC_CH_RESOLUTION (1), and exits;
 #  2. the streaming session itself: `v4l2-ctl --stream-poll` subscribes to
 #     the event, waits for it with select() and prints "SOURCE CHANGE EVENT"
-#     for each one (it then restarts the stream, as a program must).
+#     for each one (it then restarts the stream, as a program must); at
+#     least one event and frames between them are required.
 # Without events the waiter is still blocked when the stream is over: it is
 # killed and the test fails.
 . /test.env
@@ -40,13 +41,23 @@ else
 	status=1
 fi
 
-timeout 120 v4l2-ctl -d $dev --stream-mmap --stream-count="$frames" --stream-poll \
-	> /tmp/poll.log 2>&1 || { echo "FAIL: polled stream exited with $?"; status=1; }
+# v4l2-ctl restarts the stream on each event; whether its frame count
+# survives a restart depends on its timing (seen both ways), and when it
+# does not it never reaches $frames with an event every N frames. So it is
+# stopped after 30 s; what counts is that events arrived while it streamed.
+timeout 30 v4l2-ctl -d $dev --stream-mmap --stream-count="$frames" --stream-poll > /tmp/poll.log 2>&1
+rc=$?
+case $rc in
+0) ;;
+124 | 143) echo "note: v4l2-ctl --stream-poll was still restarting after 30 s" ;;
+*) echo "FAIL: polled stream exited with $rc"; status=1 ;;
+esac
 events=$(grep -c '^SOURCE CHANGE EVENT' /tmp/poll.log)
-if [ "$events" -gt 0 ]; then
-	echo "PASS: streaming session got $events source change events in $frames frames"
+frames_seen=$(tr -cd '<' < /tmp/poll.log | wc -c)
+if [ "$events" -gt 0 ] && [ "$frames_seen" -ge "$frames" ]; then
+	echo "PASS: streaming session got $events source change events in $frames_seen frames"
 else
-	echo "FAIL: streaming session got no source change event in $frames frames"
+	echo "FAIL: streaming session got $events source change events in $frames_seen frames"
 	status=1
 fi
 for f in waiter stream poll; do export_file $f.log /tmp/$f.log; done
