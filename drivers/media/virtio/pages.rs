@@ -38,7 +38,7 @@ pub(crate) const MAX_PINNED_LEN: usize = 64 << 20;
 /// Every entry of `pages` is a page pinned by `pin_user_pages_fast` and not
 /// yet unpinned; `offset + len` bytes fit in them.
 pub(crate) struct PinnedPages {
-    pages: KVec<NonNull<ffi::page>>,
+    pages: KVec<*mut ffi::page>,
     /// Offset of the range in its first page.
     offset: usize,
     len: usize,
@@ -63,17 +63,14 @@ impl PinnedPages {
         let first = addr - offset;
         let end = addr.checked_add(len).ok_or(EFAULT)?;
         let count = (end - first).div_ceil(PAGE_SIZE);
-        let mut raw: KVec<*mut ffi::page> = KVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL)?;
+        let mut pages = KVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL)?;
         let mut flags = ffi::FOLL_LONGTERM;
         if device_writes {
             flags |= ffi::FOLL_WRITE;
         }
         let mut pinned = 0usize;
         let mut error = None;
-        while pinned < count {
-            let Some(slots) = raw.get_mut(pinned..) else {
-                break;
-            };
+        while let Some(slots) = pages.get_mut(pinned..).filter(|slots| !slots.is_empty()) {
             // Bounded by MAX_PINNED_LEN / PAGE_SIZE, so it fits.
             let want = slots.len() as i32;
             // SAFETY: `slots` has room for `want` page pointers; the user
@@ -93,36 +90,20 @@ impl PinnedPages {
                 }
             }
         }
-        let mut pages = KVec::with_capacity(pinned, GFP_KERNEL);
-        if let Ok(pages) = pages.as_mut() {
-            for page in raw.iter().take(pinned).filter_map(|p| NonNull::new(*p)) {
-                // Cannot fail: the capacity is reserved.
-                let _ = pages.push(page, GFP_KERNEL);
-            }
-        }
-        let this = match pages {
-            Ok(pages) => Self {
-                pages,
-                offset,
-                len,
-                device_writes,
-            },
-            Err(e) => {
-                // SAFETY: The first `pinned` entries of `raw` were pinned
-                // above and nothing else holds them.
-                unsafe { ffi::unpin_user_pages(raw.as_mut_ptr(), pinned) };
-                return Err(e.into());
-            }
+        // INVARIANT: The first `pinned` entries were filled with pinned
+        // pages; dropping `this` unpins them if the range is incomplete.
+        pages.truncate(pinned);
+        let this = Self {
+            pages,
+            offset,
+            len,
+            device_writes,
         };
-        // INVARIANT: `pages` holds the pages pinned above; dropping `this`
-        // unpins them if the range is incomplete.
         match error {
             Some(e) => Err(e),
-            None if this.pages.len() == count => Ok(this),
-            None => Err(EFAULT),
+            None => Ok(this),
         }
     }
-
 }
 
 // SAFETY: The pages are pinned until `drop`; `offset + len` fit in them (type
@@ -131,10 +112,11 @@ unsafe impl PageRange for PinnedPages {
     fn chunks(&self) -> impl Iterator<Item = (NonNull<ffi::page>, usize, usize)> + '_ {
         let mut remaining = self.len;
         let mut offset = self.offset;
-        self.pages.iter().map(move |page| {
+        // Pinned pages are never null (invariant): nothing is filtered out.
+        self.pages.iter().filter_map(move |page| {
             let len = (PAGE_SIZE - offset).min(remaining);
-            let chunk = (*page, offset, len);
             remaining -= len;
+            let chunk = NonNull::new(*page).map(|page| (page, offset, len));
             offset = 0;
             chunk
         })
@@ -144,14 +126,8 @@ unsafe impl PageRange for PinnedPages {
 impl Drop for PinnedPages {
     fn drop(&mut self) {
         // SAFETY: By the type invariant, `pages` are pinned by us and still
-        // pinned; `NonNull<page>` has the layout of `*mut page`.
-        unsafe {
-            ffi::unpin_user_pages_dirty_lock(
-                self.pages.as_mut_ptr().cast(),
-                self.pages.len(),
-                self.device_writes,
-            )
-        };
+        // pinned.
+        unsafe { ffi::unpin_user_pages_dirty_lock(self.pages.as_mut_ptr(), self.pages.len(), self.device_writes) };
     }
 }
 
