@@ -377,11 +377,8 @@ fn map_memory(queue: &mut Virtqueue<InFlight>, chain: &mut InFlight, sg_offset: 
             }
         };
         mapped.addr = Some(addr);
-        let mut sg = [0u8; SG_ENTRY_SIZE];
-        sg[..8].copy_from_slice(&addr.to_le_bytes());
-        sg[8..12].copy_from_slice(&len.to_le_bytes());
         if let Some(field) = chain.request.get_mut(entry..entry + SG_ENTRY_SIZE) {
-            field.copy_from_slice(&sg);
+            field.copy_from_slice(&protocol::sg_entry(addr, len));
         }
         entry += SG_ENTRY_SIZE;
     }

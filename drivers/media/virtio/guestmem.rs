@@ -8,7 +8,7 @@
 use crate::{
     dmabuf::ImportedDmaBuf,
     pages::{OwnedPages, PinnedPages},
-    protocol::SG_ENTRY_SIZE,
+    protocol::sg_entry,
     session::QueueKind,
     MediaDevice,
 };
@@ -104,10 +104,7 @@ impl GuestBuffer {
         let mut entries = KVec::new();
         for plane in self.planes.iter() {
             for (addr, len) in merge(&plane.mapped)? {
-                let mut entry = [0u8; SG_ENTRY_SIZE];
-                entry[..8].copy_from_slice(&addr.to_le_bytes());
-                entry[8..12].copy_from_slice(&len.to_le_bytes());
-                entries.extend_from_slice(&entry, GFP_KERNEL)?;
+                entries.extend_from_slice(&sg_entry(addr, len), GFP_KERNEL)?;
             }
         }
         Ok(entries)
@@ -140,19 +137,20 @@ impl Drop for GuestBuffer {
     }
 }
 
-/// A USERPTR buffer the device holds (queued) or has prepared.
+/// A buffer in guest memory the device holds (queued) or has prepared.
 pub(crate) struct Held<M> {
     kind: QueueKind,
     index: u32,
     serial: u64,
     prepared_only: bool,
-    /// The program's pointer of each plane, given back on DQBUF.
+    /// What the program queued each plane with (user pointer, dma-buf fd
+    /// or mmap offset), given back on DQBUF.
     pub(crate) pointers: KVec<u64>,
     memory: M,
 }
 
-/// The USERPTR buffers of one session the device may be using, at most
-/// one per queue and index. `M` is their memory ([`GuestBuffer`]).
+/// The guest-memory buffers of one session the device may be using, at
+/// most one per queue and index. `M` is their memory ([`GuestBuffer`]).
 pub(crate) struct HeldBuffers<M> {
     held: KVec<Held<M>>,
     next_serial: u64,

@@ -243,6 +243,14 @@ pub(crate) const BUFFER_SIZE: usize = core::mem::size_of::<ffi::v4l2_buffer>();
 pub(crate) const PLANE_SIZE: usize = core::mem::size_of::<ffi::v4l2_plane>();
 /// Size of a `virtio_media_sg_entry`.
 pub(crate) const SG_ENTRY_SIZE: usize = core::mem::size_of::<ffi::virtio_media_sg_entry>();
+
+/// A `virtio_media_sg_entry` on the wire: device address, length, padding.
+pub(crate) fn sg_entry(addr: u64, len: u32) -> [u8; SG_ENTRY_SIZE] {
+    let mut entry = [0u8; SG_ENTRY_SIZE];
+    entry[..8].copy_from_slice(&addr.to_le_bytes());
+    entry[8..12].copy_from_slice(&len.to_le_bytes());
+    entry
+}
 /// Most planes a buffer can have.
 pub(crate) const MAX_PLANES: usize = ffi::VIDEO_MAX_PLANES as usize;
 /// Size of `struct v4l2_event`.
@@ -319,6 +327,16 @@ pub(crate) fn set_u32(bytes: &mut [u8], offset: usize, value: u32) -> bool {
 #[kunit_tests(virtio_media_protocol)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sg_entry_layout() {
+        let entry = sg_entry(0x1122_3344_5566_7788, 0x99aa_bbcc);
+        let start = core::mem::offset_of!(ffi::virtio_media_sg_entry, start);
+        let len = core::mem::offset_of!(ffi::virtio_media_sg_entry, len);
+        assert_eq!(&entry[start..start + 8], &0x1122_3344_5566_7788u64.to_le_bytes());
+        assert_eq!(&entry[len..len + 4], &0x99aa_bbccu32.to_le_bytes());
+        assert_eq!(&entry[len + 4..], &[0u8; 4]);
+    }
 
     #[test]
     fn ioctl_code_fields() {
