@@ -76,12 +76,19 @@ impl EventQueue {
     }
 
     fn give_back(&self, buffer: KBox<EventBuffer>) {
-        let mut vq = self.vq.lock();
-        if let Some(queue) = Option::as_mut(&mut vq) {
-            match queue.add(buffer) {
-                Ok(()) => queue.kick(),
-                Err((e, _)) => pr_err!("cannot requeue an event buffer: {:?}\n", e),
-            }
+        // The device is notified after the lock is dropped, as for commands.
+        let kick = match Option::as_mut(&mut self.vq.lock()) {
+            Some(queue) => match queue.add(buffer) {
+                Ok(()) => queue.prepare_kick(),
+                Err((e, _)) => {
+                    pr_err!("cannot requeue an event buffer: {:?}\n", e);
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(kick) = kick {
+            kick.notify();
         }
     }
 

@@ -146,12 +146,6 @@ impl<T: Chain> Virtqueue<T> {
         Ok(())
     }
 
-    /// Tells the device about added chains, if it wants to be told.
-    pub(crate) fn kick(&mut self) {
-        // SAFETY: `self.vq` is live.
-        unsafe { ffi::virtqueue_kick(self.vq.as_ptr()) };
-    }
-
     /// Prepares telling the device about added chains, if it wants to be
     /// told; the returned kick is sent after the caller's lock is dropped.
     pub(crate) fn prepare_kick(&mut self) -> Option<PendingKick> {
