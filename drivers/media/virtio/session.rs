@@ -124,7 +124,7 @@ fn read_response(
 #[derive(Default)]
 struct State {
     queues: [QueueState; 2],
-    /// USERPTR buffers the device holds.
+    /// Buffers in guest memory the device holds.
     held: HeldBuffers<GuestBuffer>,
     /// The device was reset: it holds no buffer any more.
     device_reset: bool,
@@ -225,7 +225,7 @@ impl Session {
                 let mut held = KVec::new();
                 self.state.lock().held.take_where(|_| true, &mut held);
                 pr_warn!(
-                    "CLOSE of session {} failed ({:?}); its memory is freed, but for {} USERPTR buffers left pinned\n",
+                    "CLOSE of session {} failed ({:?}); its memory is freed, but for {} buffers in guest memory left to the device\n",
                     self.id,
                     e,
                     held.len()
@@ -579,8 +579,9 @@ impl Session {
         self.waiters.notify_all();
     }
 
-    /// The device was reset and holds no buffer: release the USERPTR pages
-    /// (while the commandq can still unmap them) and refuse new ones.
+    /// The device was reset and holds no buffer: release the guest memory
+    /// of held buffers (while the commandq can still unmap it) and refuse
+    /// new ones.
     pub(crate) fn device_reset(&self) {
         self.state.lock().device_reset = true;
         self.release_held();

@@ -350,8 +350,8 @@ impl VirtioMediaDriver {
     /// reclaim buffers, delete the queues.
     fn teardown(vdev: &virtio::Device, dev: &MediaDevice) {
         vdev.reset();
-        // The device holds no buffer any more: unmap and unpin the USERPTR
-        // pages while the commandq can still unmap them.
+        // The device holds no buffer any more: release the guest memory of
+        // held buffers while the commandq can still unmap it.
         for session in dev.sessions.lock().values() {
             session.device_reset();
         }
