@@ -664,53 +664,16 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         if queue != self.queue {
             return Err(libc::EINVAL);
         }
-        if count == 0 {
-            // Only a query (v4l2-ctl's has_create_bufs sends a zeroed format
-            // but for its type): like vb2_ioctl_create_bufs, check the queue
-            // type and memory, report the capabilities and where the next
-            // buffer would go, and never EBUSY.
-            return create_bufs_query(&self.ctx, &s.q, memory, format);
-        }
-        if matches!(self.active, Some(id) if id != s.id) {
+        // A query (count 0) never says EBUSY, as in vb2.
+        if count > 0 && matches!(self.active, Some(id) if id != s.id) {
             return Err(libc::EBUSY);
         }
-        if !self.ctx.memory_supported(memory) {
-            if memory == MemoryType::Mmap {
-                log::debug!("CREATE_BUFS with MMAP memory refused: no shared-memory region");
-            }
-            return Err(libc::EINVAL);
-        }
-        if !s.q.bufs.is_empty() && memory != s.q.memory {
-            return Err(libc::EINVAL);
-        }
-        // Like vb2: the plane count and sizes come from the format passed
-        // in (its pixel format and frame size do not matter); each plane
-        // must be at least as large as the current format needs.
-        let sizes = requested_plane_sizes(queue, &format)?;
-        if sizes.len() != self.fmt.planes.len() || sizes.iter().zip(&self.fmt.planes).any(|(a, b)| *a < b.sizeimage) {
-            return Err(libc::EINVAL);
-        }
-        if s.q.bufs.is_empty() {
-            s.q.memory = memory;
-            s.q.plane_sizes = self.fmt.planes.iter().map(|p| p.sizeimage).collect();
-        }
-        let count = count.min(MAX_BUFFERS - s.q.bufs.len() as u32);
-        let index = if count > 0 {
-            s.q.add_buffers_sized(&mut self.ctx, count, &sizes)?
-        } else {
-            s.q.bufs.len() as u32
-        };
+        let needed: Vec<u32> = self.fmt.planes.iter().map(|p| p.sizeimage).collect();
+        let created = s.q.create_bufs(&mut self.ctx, count, memory, format, &needed)?;
         if !s.q.bufs.is_empty() {
             self.active = Some(s.id);
         }
-        Ok(bindings::v4l2_create_buffers {
-            index,
-            count,
-            memory: memory as u32,
-            format,
-            capabilities: self.ctx.buf_caps(),
-            ..Default::default()
-        })
+        Ok(created)
     }
 
     fn querybuf(&mut self, s: &Self::Session, queue: QueueType, index: u32) -> IoctlResult<V4l2Buffer> {
@@ -847,47 +810,6 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
     fn unsubscribe_event(&mut self, s: &mut Self::Session, event: bindings::v4l2_event_subscription) -> IoctlResult<()> {
         self.ctx.unsubscribe(s.id, event.type_, event.id);
         Ok(())
-    }
-}
-
-/// VIDIOC_CREATE_BUFS with `count` 0, whose queue type the caller has
-/// checked: EINVAL for a memory type the device does not offer, else the
-/// capabilities and `index` = the number of buffers `q` has. The format is
-/// not looked at (it may be all zeroes but for its type) and is returned
-/// as given; nothing changes.
-pub fn create_bufs_query(
-    ctx: &DevCtx,
-    q: &BufQueue,
-    memory: MemoryType,
-    format: bindings::v4l2_format,
-) -> IoctlResult<bindings::v4l2_create_buffers> {
-    if !ctx.memory_supported(memory) {
-        return Err(libc::EINVAL);
-    }
-    Ok(bindings::v4l2_create_buffers {
-        index: q.bufs.len() as u32,
-        count: 0,
-        memory: memory as u32,
-        format,
-        capabilities: ctx.buf_caps(),
-        ..Default::default()
-    })
-}
-
-/// Plane sizes a CREATE_BUFS format asks for.
-pub fn requested_plane_sizes(queue: QueueType, f: &bindings::v4l2_format) -> IoctlResult<Vec<u32>> {
-    // SAFETY: the union member read matches the queue type.
-    unsafe {
-        if queue.is_multiplanar() {
-            let mp = &f.fmt.pix_mp;
-            let n = mp.num_planes as usize;
-            if n == 0 || n > bindings::VIDEO_MAX_PLANES as usize {
-                return Err(libc::EINVAL);
-            }
-            Ok(mp.plane_fmt[..n].iter().map(|p| p.sizeimage).collect())
-        } else {
-            Ok(vec![f.fmt.pix.sizeimage])
-        }
     }
 }
 

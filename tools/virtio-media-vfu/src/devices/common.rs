@@ -382,6 +382,60 @@ impl BufQueue {
         Ok(count)
     }
 
+    /// VIDIOC_CREATE_BUFS on this queue. `count` 0 only queries: EINVAL
+    /// for a memory type the device does not offer, else the capabilities
+    /// and `index` = the number of buffers; the format (maybe all zeroes
+    /// but for its type) is not looked at and nothing changes. Otherwise,
+    /// like vb2, the plane count and sizes come from `format` (its pixel
+    /// format and frame size do not matter), each plane at least `needed`
+    /// (what the current format needs), and all buffers have one memory
+    /// type.
+    pub fn create_bufs(
+        &mut self,
+        ctx: &mut DevCtx,
+        count: u32,
+        memory: MemoryType,
+        format: bindings::v4l2_format,
+        needed: &[u32],
+    ) -> IoctlResult<bindings::v4l2_create_buffers> {
+        if !ctx.memory_supported(memory) {
+            if memory == MemoryType::Mmap && count > 0 {
+                log::debug!("CREATE_BUFS with MMAP memory refused: no shared-memory region");
+            }
+            return Err(libc::EINVAL);
+        }
+        let (index, count) = if count == 0 {
+            (self.bufs.len() as u32, 0)
+        } else {
+            if !self.bufs.is_empty() && memory != self.memory {
+                return Err(libc::EINVAL);
+            }
+            let sizes = requested_plane_sizes(self.queue, &format)?;
+            if sizes.len() != needed.len() || sizes.iter().zip(needed).any(|(a, b)| a < b) {
+                return Err(libc::EINVAL);
+            }
+            if self.bufs.is_empty() {
+                self.memory = memory;
+                self.plane_sizes = needed.to_vec();
+            }
+            let count = count.min(MAX_BUFFERS - self.bufs.len() as u32);
+            let index = if count > 0 {
+                self.add_buffers_sized(ctx, count, &sizes)?
+            } else {
+                self.bufs.len() as u32
+            };
+            (index, count)
+        };
+        Ok(bindings::v4l2_create_buffers {
+            index,
+            count,
+            memory: memory as u32,
+            format,
+            capabilities: ctx.buf_caps(),
+            ..Default::default()
+        })
+    }
+
     /// Appends `count` buffers (REQBUFS / CREATE_BUFS). Returns first index.
     pub fn add_buffers(&mut self, ctx: &mut DevCtx, count: u32) -> IoctlResult<u32> {
         let sizes = self.plane_sizes.clone();
@@ -1155,4 +1209,21 @@ pub fn user_controls() -> Vec<CtrlDef> {
             menu: &[],
         },
     ]
+}
+
+/// Plane sizes a CREATE_BUFS format asks for.
+pub fn requested_plane_sizes(queue: QueueType, f: &bindings::v4l2_format) -> IoctlResult<Vec<u32>> {
+    // SAFETY: the union member read matches the queue type.
+    unsafe {
+        if queue.is_multiplanar() {
+            let mp = &f.fmt.pix_mp;
+            let n = mp.num_planes as usize;
+            if n == 0 || n > bindings::VIDEO_MAX_PLANES as usize {
+                return Err(libc::EINVAL);
+            }
+            Ok(mp.plane_fmt[..n].iter().map(|p| p.sizeimage).collect())
+        } else {
+            Ok(vec![f.fmt.pix.sizeimage])
+        }
+    }
 }

@@ -21,7 +21,7 @@ use virtio_media::ioctl::{virtio_media_dispatch_ioctl, VirtioMediaIoctlHandler};
 use virtio_media::protocol::{DequeueBufferEvent, SgEntry, V4l2Event, V4l2Ioctl};
 use virtio_media::{VirtioMediaDevice, VirtioMediaDeviceSession, VirtioMediaEventQueue};
 
-use super::capture::{create_bufs_query, query_ioctls, requested_plane_sizes, subscribe, unsupported_ioctls, which_raw, SIZES};
+use super::capture::{query_ioctls, subscribe, unsupported_ioctls, which_raw, SIZES};
 use super::common::*;
 
 pub const SRC: QueueType = QueueType::VideoOutputMplane;
@@ -575,45 +575,8 @@ impl VirtioMediaIoctlHandler for M2mDevice {
         memory: MemoryType,
         format: bindings::v4l2_format,
     ) -> IoctlResult<bindings::v4l2_create_buffers> {
-        // As on the capture backend: count 0 only queries; otherwise the
-        // plane count and sizes come from the format passed in, each plane
-        // at least as large as the current format of that queue needs.
-        if count == 0 {
-            return create_bufs_query(&self.ctx, s.q(queue)?, memory, format);
-        }
         let needed: Vec<u32> = s.q(queue).map(|_| s.fmt(queue).planes.iter().map(|p| p.sizeimage).collect())?;
-        if !self.ctx.memory_supported(memory) {
-            if memory == MemoryType::Mmap {
-                log::debug!("CREATE_BUFS with MMAP memory refused: no shared-memory region");
-            }
-            return Err(libc::EINVAL);
-        }
-        let q = s.q_mut(queue)?;
-        if !q.bufs.is_empty() && memory != q.memory {
-            return Err(libc::EINVAL);
-        }
-        let sizes = requested_plane_sizes(queue, &format)?;
-        if sizes.len() != needed.len() || sizes.iter().zip(&needed).any(|(a, b)| a < b) {
-            return Err(libc::EINVAL);
-        }
-        if q.bufs.is_empty() {
-            q.memory = memory;
-            q.plane_sizes = needed;
-        }
-        let count = count.min(MAX_BUFFERS - q.bufs.len() as u32);
-        let index = if count > 0 {
-            q.add_buffers_sized(&mut self.ctx, count, &sizes)?
-        } else {
-            q.bufs.len() as u32
-        };
-        Ok(bindings::v4l2_create_buffers {
-            index,
-            count,
-            memory: memory as u32,
-            format,
-            capabilities: self.ctx.buf_caps(),
-            ..Default::default()
-        })
+        s.q_mut(queue)?.create_bufs(&mut self.ctx, count, memory, format, &needed)
     }
 
     fn querybuf(&mut self, s: &Self::Session, queue: QueueType, index: u32) -> IoctlResult<V4l2Buffer> {
