@@ -779,15 +779,22 @@ unsafe extern "C" fn mmap(file: *mut ffi::file, vma: *mut ffi::vm_area_struct) -
 ///
 /// `vma` is a VMA being set up by `mmap` on a file of `session`.
 unsafe fn map_guest_pages(session: &Session, vma: *mut ffi::vm_area_struct, offset: u64, len: u64) -> c_int {
-    let pages = match session.guest_mmap_plane(offset, len).and_then(|plane| plane.raw_pages()) {
-        Ok(pages) => pages,
+    // `plane` keeps the pages alive until they are mapped, even if a
+    // REQBUFS on another thread drops the session's reference meanwhile.
+    let (plane, pages) = match session.guest_mmap_plane(offset, len).and_then(|plane| {
+        let pages = plane.raw_pages()?;
+        Ok((plane, pages))
+    }) {
+        Ok(found) => found,
         Err(e) => return e.to_errno(),
     };
     // SAFETY: `vma` is being set up (see the safety section); `pages` are
-    // live pages of the plane, which the session holds during the call, and
-    // every page the VMA maps takes its own reference, so the mapping
-    // outlives the buffer safely.
-    unsafe { ffi::virtio_media_vma_map_pages(vma, pages.as_ptr().cast_mut(), pages.len()) }
+    // live pages of `plane`, which is held until after the call, and every
+    // page the VMA maps takes its own reference, so the mapping outlives
+    // the buffer safely.
+    let ret = unsafe { ffi::virtio_media_vma_map_pages(vma, pages.as_ptr().cast_mut(), pages.len()) };
+    drop(plane);
+    ret
 }
 
 static VM_OPS: ConstOps<ffi::vm_operations_struct> = ConstOps(ffi::vm_operations_struct {
