@@ -35,8 +35,10 @@ kernel:
 device:
 	V4L2R_VIDEODEV2_H_PATH=$$(tools/vm/kernel.sh headers) tools/virtio-media-vfu/build.sh
 
+# Only the driver's directory: Kbuild's clean deletes object files under M
+# recursively, which would include the test device's cargo target/.
 clean:
-	$(MAKE) -C "$(kdir)" M=$(CURDIR) CONFIG_VIRTIO_MEDIA=m clean
+	$(MAKE) -C "$(kdir)" M=$(CURDIR)/drivers/media/virtio CONFIG_VIRTIO_MEDIA=m clean
 
 check:
 	@T='$(T)' tools/check.sh
