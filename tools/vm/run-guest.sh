@@ -60,7 +60,12 @@ trap cleanup EXIT
 mkdir -p "$overlay/extra"
 [ -n "$test" ] && install -m 755 "$test" "$overlay/test.sh"
 for ko in "${kos[@]}"; do cp "$ko" "$overlay/extra/"; done
-printf '%s\n' "${envs[@]}" > "$overlay/test.env"
+# Sourced by the guest's shell: each VAR=VALUE as VAR='VALUE', so values may
+# hold spaces and shell syntax (regular expressions).
+for env in "${envs[@]}"; do
+	value=${env#*=}
+	printf "%s='%s'\n" "${env%%=*}" "${value//\'/\'\\\'\'}"
+done > "$overlay/test.env"
 (cd "$overlay" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/overlay.cpio.gz"
 cat "$base" "${cpios[@]}" "$out/overlay.cpio.gz" > "$out/initramfs.cpio.gz"
 rm -f "$out/overlay.cpio.gz"

@@ -12,15 +12,20 @@ use crate::{
     virtqueue::{Chain, Virtqueue},
     MediaDevice,
 };
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::AtomicU64;
 use kernel::{
     new_mutex, new_spinlock_irq,
     prelude::*,
     sync::{Arc, Mutex, SpinLockIrq},
 };
 
-/// Buffers kept on the eventq.
-const EVENT_BUFFERS: usize = 64;
+/// Buffers kept on the eventq: at most this many events can have been
+/// returned before a given moment.
+pub(crate) const EVENT_BUFFERS: usize = 64;
+/// Events the worker handles before it yields, so a device that floods
+/// events cannot hold the draining lock (and the ioctls that wait for it)
+/// for long.
+pub(crate) const EVENT_BATCH: usize = 64;
 
 /// One event-sized, device-writable buffer.
 pub(crate) struct EventBuffer {
@@ -96,17 +101,23 @@ impl EventQueue {
         Option::as_mut(&mut self.vq.lock())?.get_buf()
     }
 
-    /// Handles every event the device returned, then requeues its buffer.
+    /// Handles at most `budget` events the device returned, requeueing
+    /// each buffer; returns whether more may be waiting.
     ///
-    /// Sessions that got buffers back are woken once all returned events
-    /// are handled: an m2m device returns a job's OUTPUT and CAPTURE
-    /// buffers as two events, and a poller woken between them would see
-    /// the queue writable but not readable, which no vb2 m2m driver shows
+    /// Sessions that got buffers back are woken once the batch is handled:
+    /// an m2m device returns a job's OUTPUT and CAPTURE buffers as two
+    /// events, and a poller woken between them would see the queue
+    /// writable but not readable, which no vb2 m2m driver shows
     /// (v4l2-compliance's streaming loop can lose count on it).
-    pub(crate) fn drain(&self, dev: &MediaDevice) {
+    pub(crate) fn drain(&self, dev: &MediaDevice, budget: usize) -> bool {
         let _draining = self.draining.lock();
         let mut woken: KVec<Arc<Session>> = KVec::new();
-        while let Some((buffer, written)) = self.take_returned() {
+        let mut handled = 0;
+        while handled < budget {
+            let Some((buffer, written)) = self.take_returned() else {
+                break;
+            };
+            handled += 1;
             let len = usize::try_from(written).unwrap_or(usize::MAX);
             let done = match buffer.bytes.get(..len) {
                 Some(bytes) => self.dispatch(dev, bytes),
@@ -132,6 +143,7 @@ impl EventQueue {
         for session in woken.iter() {
             session.wake_buffer_waiters();
         }
+        handled == budget
     }
 
     /// Handles one event; returns the session a buffer came back to.
@@ -174,11 +186,10 @@ impl EventQueue {
         }
     }
 
-    /// Counts a dropped event; logs the first ones and then every power of
-    /// two, so a broken device cannot flood the log.
+    /// Counts a dropped event and logs it (see [`crate::log`]), so a
+    /// broken device cannot flood the log.
     fn drop_event(&self, why: core::fmt::Arguments<'_>) {
-        let count = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-        if count <= 10 || count.is_power_of_two() {
+        if let Some(count) = crate::log::counted(&self.dropped) {
             pr_warn!("{} ({} events dropped so far)\n", why, count);
         }
     }

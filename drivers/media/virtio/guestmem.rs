@@ -10,6 +10,7 @@ use crate::{
     pages::{OwnedPages, PinnedPages},
     protocol::sg_entry,
     session::QueueKind,
+    virtqueue::{Mapper, Segments},
     MediaDevice,
 };
 use kernel::{prelude::*, sync::Arc};
@@ -26,7 +27,7 @@ enum Pages {
 struct Plane {
     pages: Pages,
     /// Device address and length of each page or segment, in order.
-    mapped: KVec<(u64, u32)>,
+    mapped: Segments,
 }
 
 /// The memory of one buffer while the device may use it.
@@ -35,30 +36,32 @@ struct Plane {
 /// must only be dropped once the device is done with the buffer (it
 /// returned it, the queue was stopped or freed, or the device was reset).
 pub(crate) struct GuestBuffer {
-    dev: Arc<MediaDevice>,
+    mapper: Mapper,
     device_writes: bool,
     planes: KVec<Plane>,
 }
 
 impl GuestBuffer {
-    fn empty(dev: Arc<MediaDevice>, planes: usize, device_writes: bool) -> Result<Self> {
+    fn empty(dev: &MediaDevice, planes: usize, device_writes: bool) -> Result<Self> {
+        let mapper = dev.commandq().mapper().ok_or(ENODEV)?;
         Ok(Self {
-            dev,
+            mapper,
             device_writes,
-            planes: KVec::with_capacity(planes, GFP_KERNEL)?,
+            planes: KVec::with_capacity(planes, GFP_KERNEL_ACCOUNT)?,
         })
     }
 
     /// Pins and maps the user planes `(address, length)`; zero-length
     /// planes carry no memory, as the device expects.
-    pub(crate) fn pin_user(dev: Arc<MediaDevice>, planes: &[(u64, u32)], device_writes: bool) -> Result<Self> {
+    pub(crate) fn pin_user(dev: &MediaDevice, planes: &[(u64, u32)], device_writes: bool) -> Result<Self> {
         let mut this = Self::empty(dev, planes.len(), device_writes)?;
         for &(addr, len) in planes.iter().filter(|(_, len)| *len > 0) {
             let pinned = PinnedPages::pin(addr, usize::try_from(len)?, device_writes).inspect_err(|e| {
                 pr_debug!("USERPTR {:#x}+{:#x} cannot be pinned: {:?}\n", addr, len, e);
             })?;
-            let mapped = this.dev.commandq().map_pages(&pinned, device_writes)?;
-            this.planes.push(Plane { pages: Pages::User(pinned), mapped }, GFP_KERNEL)?;
+            let mapped = this.mapper.map_pages(&pinned, device_writes)?;
+            let plane = Plane { pages: Pages::User(pinned), mapped };
+            this.push(plane)?;
         }
         Ok(this)
     }
@@ -66,14 +69,14 @@ impl GuestBuffer {
     /// Imports the dma-buf planes `(fd, length)` (length 0: the whole
     /// dma-buf); returns the lengths the device is given.
     pub(crate) fn import_dmabufs(
-        dev: Arc<MediaDevice>,
+        dev: &MediaDevice,
         planes: &[(i32, u32)],
         device_writes: bool,
     ) -> Result<(Self, KVec<u32>)> {
         let mut this = Self::empty(dev, planes.len(), device_writes)?;
         let mut lengths = KVec::with_capacity(planes.len(), GFP_KERNEL)?;
         for &(fd, length) in planes {
-            let device = this.dev.commandq().dmabuf_device().ok_or(EINVAL)?;
+            let device = this.mapper.dmabuf_device().ok_or(EINVAL)?;
             let imported = ImportedDmaBuf::import(device, fd, device_writes).inspect_err(|e| {
                 pr_debug!("DMABUF fd {} cannot be imported: {:?}\n", fd, e);
             })?;
@@ -83,20 +86,45 @@ impl GuestBuffer {
                 return Err(EINVAL);
             }
             let mapped = truncate(imported.segments()?, length)?;
-            this.planes.push(Plane { pages: Pages::DmaBuf(imported), mapped }, GFP_KERNEL)?;
+            this.push(Plane { pages: Pages::DmaBuf(imported), mapped })?;
             lengths.push(length, GFP_KERNEL)?;
         }
         Ok((this, lengths))
     }
 
     /// Maps the driver's pages of a guest-backed MMAP buffer.
-    pub(crate) fn map_driver(dev: Arc<MediaDevice>, planes: &[Arc<OwnedPages>], device_writes: bool) -> Result<Self> {
+    pub(crate) fn map_driver(dev: &MediaDevice, planes: &[Arc<OwnedPages>], device_writes: bool) -> Result<Self> {
         let mut this = Self::empty(dev, planes.len(), device_writes)?;
         for plane in planes {
-            let mapped = this.dev.commandq().map_pages(&**plane, device_writes)?;
-            this.planes.push(Plane { pages: Pages::Driver(plane.clone()), mapped }, GFP_KERNEL)?;
+            let mapped = this.mapper.map_pages(&**plane, device_writes)?;
+            this.push(Plane { pages: Pages::Driver(plane.clone()), mapped })?;
         }
         Ok(this)
+    }
+
+    /// Adds a mapped plane; on failure it is unmapped, not leaked.
+    fn push(&mut self, plane: Plane) -> Result {
+        // Room was reserved for every plane (`empty`).
+        if let Err(refused) = self.planes.push_within_capacity(plane) {
+            self.release(refused.0);
+            return Err(ENOMEM);
+        }
+        Ok(())
+    }
+
+    /// Unmaps a plane for the device, then unpins or lets go of its pages.
+    fn release(&self, plane: Plane) {
+        match plane.pages {
+            Pages::User(pinned) => {
+                self.mapper.unmap_pages(self.device_writes, &plane.mapped);
+                drop(pinned);
+            }
+            Pages::Driver(owned) => {
+                self.mapper.unmap_pages(self.device_writes, &plane.mapped);
+                drop(owned);
+            }
+            Pages::DmaBuf(imported) => drop(imported),
+        }
     }
 
     /// The SG entries of every plane, in order, contiguous pages merged.
@@ -119,20 +147,9 @@ impl GuestBuffer {
 
 impl Drop for GuestBuffer {
     fn drop(&mut self) {
-        // Unmapped for the device first, then unpinned or let go.
-        for plane in self.planes.drain_all() {
-            let unmap = || self.dev.commandq().unmap_pages(self.device_writes, &plane.mapped);
-            match plane.pages {
-                Pages::User(pinned) => {
-                    unmap();
-                    drop(pinned);
-                }
-                Pages::Driver(owned) => {
-                    unmap();
-                    drop(owned);
-                }
-                Pages::DmaBuf(imported) => drop(imported),
-            }
+        let planes = core::mem::take(&mut self.planes);
+        for plane in planes {
+            self.release(plane);
         }
     }
 }
@@ -221,12 +238,13 @@ impl<M> HeldBuffers<M> {
         self.held.get(i).map(|h| h.pointers.as_slice())
     }
 
-    /// Moves every entry `which` accepts into `into` (to drop outside the
-    /// session's lock); those `into` has no room for stay.
-    pub(crate) fn take_where(&mut self, which: impl Fn(QueueKind) -> bool, into: &mut KVec<Held<M>>) {
+    /// Moves every entry `which` accepts (by queue and index) into `into`
+    /// (to drop outside the session's lock); those `into` has no room for
+    /// stay.
+    pub(crate) fn take_where(&mut self, which: impl Fn(QueueKind, u32) -> bool, into: &mut KVec<Held<M>>) {
         let mut i = 0;
         while let Some(h) = self.held.get(i) {
-            if which(h.kind) && into.reserve(1, GFP_KERNEL).is_ok() {
+            if which(h.kind, h.index) && into.reserve(1, GFP_KERNEL).is_ok() {
                 if let Ok(h) = self.held.remove(i) {
                     let _ = into.push(h, GFP_KERNEL);
                 }
@@ -322,10 +340,10 @@ mod tests {
         held.insert(QueueKind::Capture, 3, false, pointers(&[3]), 3).expect("queue");
         held.insert(QueueKind::Output, 0, false, pointers(&[4]), 4).expect("queue");
         let mut released = KVec::new();
-        held.take_where(|kind| kind == QueueKind::Capture, &mut released);
+        held.take_where(|kind, _| kind == QueueKind::Capture, &mut released);
         assert_eq!(released.len(), 2);
         assert_eq!(held.len(), 1);
-        held.take_where(|_| true, &mut released);
+        held.take_where(|_, _| true, &mut released);
         assert_eq!(released.len(), 3);
         assert_eq!(held.len(), 0);
     }

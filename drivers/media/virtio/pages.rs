@@ -63,7 +63,7 @@ impl PinnedPages {
         let first = addr - offset;
         let end = addr.checked_add(len).ok_or(EFAULT)?;
         let count = (end - first).div_ceil(PAGE_SIZE);
-        let mut pages = KVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL)?;
+        let mut pages = KVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL_ACCOUNT)?;
         let mut flags = ffi::FOLL_LONGTERM;
         if device_writes {
             flags |= ffi::FOLL_WRITE;
@@ -145,9 +145,11 @@ impl OwnedPages {
             return Err(EINVAL);
         }
         let count = len.div_ceil(PAGE_SIZE);
-        let mut pages = KVec::with_capacity(count, GFP_KERNEL)?;
+        // Accounted to the program's memory cgroup: a program asks for
+        // these buffers.
+        let mut pages = KVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
         for _ in 0..count {
-            pages.push(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?, GFP_KERNEL)?;
+            pages.push(Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?, GFP_KERNEL_ACCOUNT)?;
         }
         Ok(Self { pages, len })
     }

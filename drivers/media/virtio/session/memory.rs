@@ -147,6 +147,7 @@ impl Session {
         };
         let type_at = if code == ioctl::VIDIOC_REQBUFS { REQBUFS_TYPE } else { CREATE_TYPE };
         let kind = get_u32(payload, type_at).and_then(queue_of).ok_or(EINVAL)?;
+        let _ordered = self.buffer_lock(kind).lock();
         if code == ioctl::VIDIOC_CREATE_BUFS {
             // The device cannot tell the kinds of USERPTR buffers apart.
             let state = self.state.lock();
@@ -177,6 +178,12 @@ impl Session {
         }
         set_u32(payload, memory_at, memory);
         result?;
+        if let Err(e) = self.check_buffer_count(code, payload) {
+            if code == ioctl::VIDIOC_REQBUFS {
+                self.free_device_buffers(payload);
+            }
+            return Err(e);
+        }
         self.after_success(code, payload);
         self.state.lock().queue(kind).presented = presented;
         if presented == Presented::GuestMmap {
@@ -189,6 +196,30 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// A device may not give a queue more than [`MAX_BUFFERS`] buffers: the
+    /// driver keeps state per buffer.
+    fn check_buffer_count(&self, code: u32, payload: &[u8]) -> Result {
+        let end = if code == ioctl::VIDIOC_REQBUFS {
+            get_u32(payload, REQBUFS_COUNT)
+        } else {
+            get_u32(payload, CREATE_INDEX)
+                .zip(get_u32(payload, CREATE_COUNT))
+                .and_then(|(index, count)| index.checked_add(count))
+        };
+        match end {
+            Some(end) if end <= MAX_BUFFERS => Ok(()),
+            _ => {
+                pr_err!(
+                    "device gave session {} buffers up to {:?}, more than the driver's {}; refused\n",
+                    self.id,
+                    end,
+                    MAX_BUFFERS
+                );
+                Err(EIO)
+            }
+        }
     }
 
     /// Allocates the memory of the guest-backed MMAP buffers the device
@@ -211,7 +242,27 @@ impl Session {
             return Ok(());
         }
         let sizes = sizes.ok_or(EINVAL)?;
-        self.state.lock().queue(kind).mmap.allocate(first, count, &sizes)
+        let mut state = self.state.lock();
+        let queue = state.queue(kind);
+        // The device chose the sizes and the program the count: bounded.
+        let total = sizes
+            .iter()
+            .try_fold(0u64, |sum, &size| sum.checked_add(u64::from(size)))
+            .and_then(|buffer| buffer.checked_mul(u64::from(count)))
+            .and_then(|added| added.checked_add(queue.mmap.bytes()));
+        match total {
+            Some(total) if total <= guest_mmap::MAX_QUEUE_BYTES => queue.mmap.allocate(first, count, &sizes),
+            _ => {
+                crate::log::warn_limited!(
+                    "session {}: {} MMAP buffers of {:?} bytes would exceed the {} bytes a queue may have in guest memory",
+                    self.id,
+                    count,
+                    sizes.as_slice(),
+                    guest_mmap::MAX_QUEUE_BYTES
+                );
+                Err(ENOMEM)
+            }
+        }
     }
 
     /// Frees the device's buffers of a REQBUFS whose memory the driver
@@ -231,6 +282,26 @@ impl Session {
     /// device returns the buffer or the queue stops. Returns how many
     /// trailer bytes the device wrote.
     pub(super) fn queue_buffer(&self, code: u32, kind: QueueKind, buf: &mut [u8], planes: &mut [u8]) -> Result<usize> {
+        let _ordered = self.buffer_lock(kind).lock();
+        let index = get_u32(buf, BUF_INDEX).ok_or(EINVAL)?;
+        if code != ioctl::VIDIOC_QBUF {
+            return self.send_buffer(code, kind, buf, planes);
+        }
+        // Counted as queued before the device hears of it: it may return
+        // the buffer before it answers.
+        if !self.state.lock().queue(kind).queued.insert(index)? {
+            // vb2 refuses a buffer that is queued already.
+            return Err(EINVAL);
+        }
+        let result = self.send_buffer(code, kind, buf, planes);
+        if result.is_err() {
+            self.state.lock().queue(kind).queued.remove(index);
+        }
+        result
+    }
+
+    /// Sends a QBUF or PREPARE_BUF (see [`Session::queue_buffer`]).
+    fn send_buffer(&self, code: u32, kind: QueueKind, buf: &mut [u8], planes: &mut [u8]) -> Result<usize> {
         let buf_type = get_u32(buf, BUF_TYPE).ok_or(EINVAL)?;
         let index = get_u32(buf, BUF_INDEX).ok_or(EINVAL)?;
         let memory = get_u32(buf, BUF_MEMORY).ok_or(EINVAL)?;
@@ -243,7 +314,7 @@ impl Session {
             (MEMORY_MMAP, Presented::AsIs) => return self.transact(code, buf, planes),
             (MEMORY_USERPTR, Presented::AsIs) if userptr_enabled() => {
                 let user = plane_memory(buf_type, buf, planes)?;
-                let memory = GuestBuffer::pin_user(self.dev.clone(), &user, device_writes)?;
+                let memory = GuestBuffer::pin_user(&self.dev, &user, device_writes)?;
                 let mut pointers = KVec::with_capacity(user.len(), GFP_KERNEL)?;
                 for (ptr, _) in user.iter() {
                     pointers.push(*ptr, GFP_KERNEL)?;
@@ -253,7 +324,7 @@ impl Session {
             (MEMORY_MMAP, Presented::GuestMmap) => {
                 let mut owned = KVec::new();
                 owned.extend_from_slice(self.state.lock().queue_ref(kind).mmap.planes(index).ok_or(EINVAL)?, GFP_KERNEL)?;
-                let memory = GuestBuffer::map_driver(self.dev.clone(), &owned, device_writes)?;
+                let memory = GuestBuffer::map_driver(&self.dev, &owned, device_writes)?;
                 let (offsets, lengths) = guest_mmap_planes(kind, index, &owned)?;
                 (memory, offsets, Some(lengths))
             }
@@ -265,7 +336,7 @@ impl Session {
                     fds.push((m as u32 as i32, length), GFP_KERNEL)?;
                     pointers.push(u64::from(m as u32), GFP_KERNEL)?;
                 }
-                let (memory, lengths) = GuestBuffer::import_dmabufs(self.dev.clone(), &fds, device_writes)?;
+                let (memory, lengths) = GuestBuffer::import_dmabufs(&self.dev, &fds, device_writes)?;
                 (memory, pointers, Some(lengths))
             }
             _ => return Err(EINVAL),
@@ -302,8 +373,8 @@ impl Session {
     ) -> Result<usize> {
         let sg_entries = memory.sg_entries()?;
         let mut state = self.state.lock();
-        if state.device_reset || state.closed {
-            return Err(ENODEV);
+        if state.device_reset || state.closed || state.failed.is_some() {
+            return Err(self.dev.check_usable().err().unwrap_or(EIO));
         }
         let prepare = code == ioctl::VIDIOC_PREPARE_BUF;
         let (serial, replaced) = state.held.insert(kind, index, prepare, pointers, memory)?;
