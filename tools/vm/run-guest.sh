@@ -87,6 +87,22 @@ for i in "${!vfus[@]}"; do
 	device+=(-device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"path\":\"$sock\",\"type\":\"unix\"}}")
 done
 
+# At most GUEST_SLOTS guests at once on this machine (default 2, one per
+# pair of host threads a TCG guest keeps busy): several test runs sharing
+# the machine queue here instead of slowing each other's guests down until
+# timeouts fire. The wait does not count against the timeout.
+slots=${GUEST_SLOTS:-2}
+mkdir -p "$CACHE_DIR/guest-slots"
+slot_fd=""
+while [ -z "$slot_fd" ]; do
+	for i in $(seq "$slots"); do
+		exec {fd}> "$CACHE_DIR/guest-slots/$i"
+		if flock -n "$fd"; then slot_fd=$fd; break; fi
+		exec {fd}>&-
+	done
+	[ -n "$slot_fd" ] || sleep 1
+done
+
 log "booting guest '$name' (timeout ${timeout_s}s)"
 set +e
 timeout --kill-after=10 "$timeout_s" "$qemu" "${accel[@]}" -nodefaults -display none -no-reboot \
