@@ -14,6 +14,8 @@
 //! with the entry, in process context: a mapping may copy the whole
 //! buffer (swiotlb) and must not stall other sessions with interrupts off.
 
+#![forbid(unsafe_code)]
+
 use crate::{
     dmabuf::DeviceRef,
     protocol::{self, ResponseError, SG_ENTRY_SIZE},
@@ -56,7 +58,10 @@ pub(crate) enum WaitError {
 
 enum State {
     Pending,
-    Done { entry: KBox<InFlight>, written: u32 },
+    Done {
+        entry: KBox<InFlight>,
+        written: u32,
+    },
     /// The queue was torn down before the device answered.
     Aborted,
 }
@@ -117,7 +122,10 @@ impl InFlight {
     fn end(mut self: KBox<Self>, written: Option<u32>) {
         if let Some(command) = self.command.take() {
             command.finish(match written {
-                Some(written) => State::Done { entry: self, written },
+                Some(written) => State::Done {
+                    entry: self,
+                    written,
+                },
                 None => State::Aborted,
             });
         }
@@ -172,7 +180,10 @@ impl PendingCommand {
                 return Err(WaitError::TimedOut);
             }
             let left_ms = u32::try_from(left.as_millis_ceil()).unwrap_or(COMMAND_TIMEOUT_MS);
-            match command.done.wait_interruptible_timeout(&mut state, msecs_to_jiffies(left_ms)) {
+            match command
+                .done
+                .wait_interruptible_timeout(&mut state, msecs_to_jiffies(left_ms))
+            {
                 CondVarTimeoutResult::Woken { .. } | CondVarTimeoutResult::Timeout => {}
                 CondVarTimeoutResult::Signal { .. } => {
                     if wait == Wait::Interruptible {
@@ -348,7 +359,10 @@ impl CommandQueue {
     /// Whether the ring caught the device misbehaving and stopped using the
     /// queue (then nothing in flight will complete).
     pub(crate) fn is_broken(&self) -> bool {
-        self.vq.lock().as_ref().is_some_and(|queue| queue.is_broken())
+        self.vq
+            .lock()
+            .as_ref()
+            .is_some_and(|queue| queue.is_broken())
     }
 
     /// The device imported dma-bufs are attached to; `None` when the device
@@ -378,11 +392,22 @@ impl CommandQueue {
 
 /// Maps each of `memory` and writes its SG entry into the request; on
 /// failure what was mapped is unmapped (when `chain` drops).
-fn map_memory(mapper: &Mapper, chain: &mut InFlight, memory: KVec<KVec<u8>>, sg_offset: usize) -> Result {
+fn map_memory(
+    mapper: &Mapper,
+    chain: &mut InFlight,
+    memory: KVec<KVec<u8>>,
+    sg_offset: usize,
+) -> Result {
     let mut entry = sg_offset;
     for bytes in memory {
         let len = u32::try_from(bytes.len())?;
-        chain.memory.push(Mapped { bytes, mapping: None }, GFP_KERNEL)?;
+        chain.memory.push(
+            Mapped {
+                bytes,
+                mapping: None,
+            },
+            GFP_KERNEL,
+        )?;
         let Some(mapped) = chain.memory.last_mut() else {
             return Err(EINVAL);
         };

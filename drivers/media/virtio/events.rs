@@ -6,6 +6,8 @@
 //! and allocation happen in process context. Each buffer goes back to the
 //! device as soon as its event is handled, as the spec requires.
 
+#![forbid(unsafe_code)]
+
 use crate::{
     protocol::{self, Event, MAX_EVENT_SIZE},
     session::Session,
@@ -122,7 +124,10 @@ impl EventQueue {
             let done = match buffer.bytes.get(..len) {
                 Some(bytes) => self.dispatch(dev, bytes),
                 None => {
-                    self.drop_event(format_args!("event claims {} bytes, buffer has {}", len, MAX_EVENT_SIZE));
+                    self.drop_event(format_args!(
+                        "event claims {} bytes, buffer has {}",
+                        len, MAX_EVENT_SIZE
+                    ));
                     None
                 }
             };
@@ -156,7 +161,9 @@ impl EventQueue {
             }
         };
         let id = match event {
-            Event::Error { session, .. } | Event::Dqbuf { session, .. } | Event::V4l2 { session, .. } => session,
+            Event::Error { session, .. }
+            | Event::Dqbuf { session, .. }
+            | Event::V4l2 { session, .. } => session,
         };
         // An ERROR ends the session on the device: take it out of the map
         // at once, since the device may hand its id to a new session.
@@ -173,7 +180,9 @@ impl EventQueue {
                 session.failed(errno);
                 return None;
             }
-            Event::Dqbuf { buffer, planes, .. } => session.buffer_done(buffer, planes).map(|()| true),
+            Event::Dqbuf { buffer, planes, .. } => {
+                session.buffer_done(buffer, planes).map(|()| true)
+            }
             Event::V4l2 { event, .. } => session.event(event).map(|()| false),
         };
         match handled {

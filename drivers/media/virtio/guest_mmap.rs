@@ -8,6 +8,8 @@
 //! the driver's pages by SG entries. So a program that only knows MMAP
 //! works unchanged on a device that cannot share its memory.
 
+#![forbid(unsafe_code)]
+
 use crate::{
     ffi,
     pages::OwnedPages,
@@ -29,8 +31,11 @@ const MP_PLANE_SIZEIMAGE: usize = offset_of!(ffi::v4l2_plane_pix_format, sizeima
 pub(crate) fn plane_sizes(format: &[u8]) -> Option<KVec<u32>> {
     let mut sizes = KVec::new();
     match get_u32(format, 0)? {
-        ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE | ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT => {
-            sizes.push(get_u32(format, PIX_SIZEIMAGE)?, GFP_KERNEL).ok()?;
+        ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE
+        | ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT => {
+            sizes
+                .push(get_u32(format, PIX_SIZEIMAGE)?, GFP_KERNEL)
+                .ok()?;
         }
         ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE
         | ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE => {
@@ -67,7 +72,11 @@ pub(crate) fn plane_offset(kind: QueueKind, index: u32, plane: usize) -> Option<
     if index >= 1 << INDEX_BITS || plane >= MAX_PLANES {
         return None;
     }
-    let queue = if kind == QueueKind::Capture { CAPTURE_BIT } else { 0 };
+    let queue = if kind == QueueKind::Capture {
+        CAPTURE_BIT
+    } else {
+        0
+    };
     let cookie = queue | index << PLANE_BITS | plane as u32;
     cookie.checked_mul(PAGE_SIZE as u32)
 }
@@ -82,7 +91,11 @@ pub(crate) fn decode_offset(offset: u64) -> Option<(QueueKind, u32, usize)> {
     if cookie >= CAPTURE_BIT << 1 {
         return None;
     }
-    let kind = if cookie & CAPTURE_BIT != 0 { QueueKind::Capture } else { QueueKind::Output };
+    let kind = if cookie & CAPTURE_BIT != 0 {
+        QueueKind::Capture
+    } else {
+        QueueKind::Output
+    };
     let index = (cookie & !CAPTURE_BIT) >> PLANE_BITS;
     let plane = (cookie & ((1 << PLANE_BITS) - 1)) as usize;
     Some((kind, index, plane))
@@ -115,7 +128,9 @@ impl GuestMmapQueue {
     pub(crate) fn remove(&mut self, first: u32, end: u32) -> KVec<Option<Planes>> {
         let mut removed = KVec::new();
         let first = usize::try_from(first).unwrap_or(usize::MAX);
-        let end = usize::try_from(end).unwrap_or(usize::MAX).min(self.buffers.len());
+        let end = usize::try_from(end)
+            .unwrap_or(usize::MAX)
+            .min(self.buffers.len());
         for slot in self.buffers.iter_mut().take(end).skip(first) {
             if let Some(planes) = slot.take() {
                 // On failure the planes are freed here, under the lock:
@@ -140,18 +155,28 @@ impl GuestMmapQueue {
             return Err(EINVAL);
         }
         let (first, end) = (usize::try_from(first)?, usize::try_from(end)?);
-        if self.buffers.iter().take(end).skip(first).any(|slot| slot.is_some()) {
+        if self
+            .buffers
+            .iter()
+            .take(end)
+            .skip(first)
+            .any(|slot| slot.is_some())
+        {
             return Err(EINVAL);
         }
         let mut added = KVec::with_capacity(end - first, GFP_KERNEL_ACCOUNT)?;
         for _ in first..end {
             let mut planes = KVec::with_capacity(plane_sizes.len(), GFP_KERNEL_ACCOUNT)?;
             for &size in plane_sizes {
-                planes.push(Arc::new(OwnedPages::new(usize::try_from(size)?)?, GFP_KERNEL_ACCOUNT)?, GFP_KERNEL_ACCOUNT)?;
+                planes.push(
+                    Arc::new(OwnedPages::new(usize::try_from(size)?)?, GFP_KERNEL_ACCOUNT)?,
+                    GFP_KERNEL_ACCOUNT,
+                )?;
             }
             added.push(planes, GFP_KERNEL_ACCOUNT)?;
         }
-        self.buffers.reserve(end.saturating_sub(self.buffers.len()), GFP_KERNEL_ACCOUNT)?;
+        self.buffers
+            .reserve(end.saturating_sub(self.buffers.len()), GFP_KERNEL_ACCOUNT)?;
         while self.buffers.len() < end {
             self.buffers.push(None, GFP_KERNEL_ACCOUNT)?;
         }
@@ -163,7 +188,10 @@ impl GuestMmapQueue {
 
     /// The planes of buffer `index`.
     pub(crate) fn planes(&self, index: u32) -> Option<&[Arc<OwnedPages>]> {
-        self.buffers.get(usize::try_from(index).ok()?)?.as_ref().map(|p| p.as_slice())
+        self.buffers
+            .get(usize::try_from(index).ok()?)?
+            .as_ref()
+            .map(|p| p.as_slice())
     }
 
     /// Number of buffers.
@@ -195,8 +223,12 @@ mod tests {
         assert_eq!(decode_offset(a.into()), Some((QueueKind::Capture, 0, 0)));
         assert_eq!(decode_offset(b.into()), Some((QueueKind::Output, 0, 0)));
         assert_eq!(decode_offset(c.into()), Some((QueueKind::Capture, 5, 2)));
-        let last = plane_offset(QueueKind::Capture, (1 << INDEX_BITS) - 1, MAX_PLANES - 1).expect("offset");
-        assert_eq!(decode_offset(last.into()), Some((QueueKind::Capture, (1 << INDEX_BITS) - 1, MAX_PLANES - 1)));
+        let last = plane_offset(QueueKind::Capture, (1 << INDEX_BITS) - 1, MAX_PLANES - 1)
+            .expect("offset");
+        assert_eq!(
+            decode_offset(last.into()),
+            Some((QueueKind::Capture, (1 << INDEX_BITS) - 1, MAX_PLANES - 1))
+        );
     }
 
     #[test]
@@ -204,26 +236,45 @@ mod tests {
         assert_eq!(plane_offset(QueueKind::Capture, 1 << INDEX_BITS, 0), None);
         assert_eq!(plane_offset(QueueKind::Capture, 0, MAX_PLANES), None);
         assert_eq!(decode_offset(1), None);
-        assert_eq!(decode_offset(u64::from(CAPTURE_BIT << 1) * PAGE_SIZE as u64), None);
+        assert_eq!(
+            decode_offset(u64::from(CAPTURE_BIT << 1) * PAGE_SIZE as u64),
+            None
+        );
         assert_eq!(decode_offset(u64::MAX - (PAGE_SIZE as u64 - 1)), None);
     }
 
     #[test]
     fn formats_give_their_plane_sizes() {
         let mut format = [0u8; size_of::<ffi::v4l2_format>()];
-        crate::protocol::set_u32(&mut format, 0, ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE);
+        crate::protocol::set_u32(
+            &mut format,
+            0,
+            ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE,
+        );
         // A zero sizeimage.
         assert!(plane_sizes(&format).is_none());
         crate::protocol::set_u32(&mut format, PIX_SIZEIMAGE, 614400);
         assert_eq!(plane_sizes(&format).as_deref(), Some(&[614400u32][..]));
-        crate::protocol::set_u32(&mut format, 0, ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE);
+        crate::protocol::set_u32(
+            &mut format,
+            0,
+            ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE,
+        );
         format[MP_NUM_PLANES] = 2;
         crate::protocol::set_u32(&mut format, MP_PLANES + MP_PLANE_SIZEIMAGE, 100);
-        crate::protocol::set_u32(&mut format, MP_PLANES + MP_PLANE_SIZE + MP_PLANE_SIZEIMAGE, 50);
+        crate::protocol::set_u32(
+            &mut format,
+            MP_PLANES + MP_PLANE_SIZE + MP_PLANE_SIZEIMAGE,
+            50,
+        );
         assert_eq!(plane_sizes(&format).as_deref(), Some(&[100u32, 50][..]));
         format[MP_NUM_PLANES] = MAX_PLANES as u8 + 1;
         assert!(plane_sizes(&format).is_none());
-        crate::protocol::set_u32(&mut format, 0, ffi::v4l2_buf_type_V4L2_BUF_TYPE_META_CAPTURE);
+        crate::protocol::set_u32(
+            &mut format,
+            0,
+            ffi::v4l2_buf_type_V4L2_BUF_TYPE_META_CAPTURE,
+        );
         assert!(plane_sizes(&format).is_none());
     }
 
@@ -234,7 +285,10 @@ mod tests {
         assert_eq!(q.len(), 2);
         assert_eq!(q.bytes(), 2 * 5100);
         let planes = q.planes(1).expect("buffer 1");
-        assert_eq!((planes.len(), planes[0].len(), planes[1].len()), (2, 5000, 100));
+        assert_eq!(
+            (planes.len(), planes[0].len(), planes[1].len()),
+            (2, 5000, 100)
+        );
         // CREATE_BUFS adds where there is no buffer, never over one.
         assert_eq!(q.allocate(1, 1, &[10]), Err(EINVAL));
         assert_eq!(q.allocate(2, 1, &[10]), Ok(()));

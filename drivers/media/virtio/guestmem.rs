@@ -5,6 +5,8 @@
 //! buffers (the driver's), mapped for the device from QBUF until the
 //! buffer comes back.
 
+#![forbid(unsafe_code)]
+
 use crate::{
     dmabuf::ImportedDmaBuf,
     pages::{OwnedPages, PinnedPages},
@@ -53,14 +55,22 @@ impl GuestBuffer {
 
     /// Pins and maps the user planes `(address, length)`; zero-length
     /// planes carry no memory, as the device expects.
-    pub(crate) fn pin_user(dev: &MediaDevice, planes: &[(u64, u32)], device_writes: bool) -> Result<Self> {
+    pub(crate) fn pin_user(
+        dev: &MediaDevice,
+        planes: &[(u64, u32)],
+        device_writes: bool,
+    ) -> Result<Self> {
         let mut this = Self::empty(dev, planes.len(), device_writes)?;
         for &(addr, len) in planes.iter().filter(|(_, len)| *len > 0) {
-            let pinned = PinnedPages::pin(addr, usize::try_from(len)?, device_writes).inspect_err(|e| {
-                pr_debug!("USERPTR {:#x}+{:#x} cannot be pinned: {:?}\n", addr, len, e);
-            })?;
+            let pinned =
+                PinnedPages::pin(addr, usize::try_from(len)?, device_writes).inspect_err(|e| {
+                    pr_debug!("USERPTR {:#x}+{:#x} cannot be pinned: {:?}\n", addr, len, e);
+                })?;
             let mapped = this.mapper.map_pages(&pinned, device_writes)?;
-            let plane = Plane { pages: Pages::User(pinned), mapped };
+            let plane = Plane {
+                pages: Pages::User(pinned),
+                mapped,
+            };
             this.push(plane)?;
         }
         Ok(this)
@@ -86,18 +96,28 @@ impl GuestBuffer {
                 return Err(EINVAL);
             }
             let mapped = truncate(imported.segments()?, length)?;
-            this.push(Plane { pages: Pages::DmaBuf(imported), mapped })?;
+            this.push(Plane {
+                pages: Pages::DmaBuf(imported),
+                mapped,
+            })?;
             lengths.push(length, GFP_KERNEL)?;
         }
         Ok((this, lengths))
     }
 
     /// Maps the driver's pages of a guest-backed MMAP buffer.
-    pub(crate) fn map_driver(dev: &MediaDevice, planes: &[Arc<OwnedPages>], device_writes: bool) -> Result<Self> {
+    pub(crate) fn map_driver(
+        dev: &MediaDevice,
+        planes: &[Arc<OwnedPages>],
+        device_writes: bool,
+    ) -> Result<Self> {
         let mut this = Self::empty(dev, planes.len(), device_writes)?;
         for plane in planes {
             let mapped = this.mapper.map_pages(&**plane, device_writes)?;
-            this.push(Plane { pages: Pages::Driver(plane.clone()), mapped })?;
+            this.push(Plane {
+                pages: Pages::Driver(plane.clone()),
+                mapped,
+            })?;
         }
         Ok(this)
     }
@@ -184,7 +204,9 @@ impl<M> Default for HeldBuffers<M> {
 
 impl<M> HeldBuffers<M> {
     fn position(&self, kind: QueueKind, index: u32) -> Option<usize> {
-        self.held.iter().position(|h| h.kind == kind && h.index == index)
+        self.held
+            .iter()
+            .position(|h| h.kind == kind && h.index == index)
     }
 
     /// Records a buffer handed to the device by QBUF, or by PREPARE_BUF
@@ -200,7 +222,9 @@ impl<M> HeldBuffers<M> {
         memory: M,
     ) -> Result<(u64, Option<Held<M>>)> {
         let replaced = match self.position(kind, index) {
-            Some(i) if self.held.get(i).is_some_and(|h| h.prepared_only) => self.held.remove(i).ok(),
+            Some(i) if self.held.get(i).is_some_and(|h| h.prepared_only) => {
+                self.held.remove(i).ok()
+            }
             Some(_) => return Err(EINVAL),
             None => None,
         };
@@ -241,7 +265,11 @@ impl<M> HeldBuffers<M> {
     /// Moves every entry `which` accepts (by queue and index) into `into`
     /// (to drop outside the session's lock); those `into` has no room for
     /// stay.
-    pub(crate) fn take_where(&mut self, which: impl Fn(QueueKind, u32) -> bool, into: &mut KVec<Held<M>>) {
+    pub(crate) fn take_where(
+        &mut self,
+        which: impl Fn(QueueKind, u32) -> bool,
+        into: &mut KVec<Held<M>>,
+    ) {
         let mut i = 0;
         while let Some(h) = self.held.get(i) {
             if which(h.kind, h.index) && into.reserve(1, GFP_KERNEL).is_ok() {
@@ -315,16 +343,27 @@ mod tests {
     #[test]
     fn a_buffer_is_held_once_until_returned() {
         let mut held = HeldBuffers::<u32>::default();
-        let (first, none) = held.insert(QueueKind::Capture, 1, false, pointers(&[0x1000]), 10).expect("insert");
+        let (first, none) = held
+            .insert(QueueKind::Capture, 1, false, pointers(&[0x1000]), 10)
+            .expect("insert");
         assert!(none.is_none());
         // Queued again before it came back: refused, the first one kept.
-        assert_eq!(held.insert(QueueKind::Capture, 1, false, pointers(&[0x2000]), 11).err(), Some(EINVAL));
+        assert_eq!(
+            held.insert(QueueKind::Capture, 1, false, pointers(&[0x2000]), 11)
+                .err(),
+            Some(EINVAL)
+        );
         // The same index on the other queue is another buffer.
-        let (other, _) = held.insert(QueueKind::Output, 1, false, pointers(&[0x3000]), 12).expect("insert");
+        let (other, _) = held
+            .insert(QueueKind::Output, 1, false, pointers(&[0x3000]), 12)
+            .expect("insert");
         assert_ne!(first, other);
         assert_eq!(held.pointers(QueueKind::Capture, 1), Some(&[0x1000u64][..]));
         let back = held.take(QueueKind::Capture, 1).expect("held");
-        assert_eq!((back.memory, back.pointers.as_slice()), (10, &[0x1000u64][..]));
+        assert_eq!(
+            (back.memory, back.pointers.as_slice()),
+            (10, &[0x1000u64][..])
+        );
         assert!(held.take(QueueKind::Capture, 1).is_none());
         assert!(held.remove_serial(first).is_none());
         assert_eq!(held.remove_serial(other).map(|h| h.memory), Some(12));
@@ -334,11 +373,16 @@ mod tests {
     #[test]
     fn prepared_buffers_are_replaced_and_queues_released_apart() {
         let mut held = HeldBuffers::<u32>::default();
-        held.insert(QueueKind::Capture, 0, true, pointers(&[1]), 1).expect("prepare");
-        let (_, replaced) = held.insert(QueueKind::Capture, 0, false, pointers(&[2]), 2).expect("queue");
+        held.insert(QueueKind::Capture, 0, true, pointers(&[1]), 1)
+            .expect("prepare");
+        let (_, replaced) = held
+            .insert(QueueKind::Capture, 0, false, pointers(&[2]), 2)
+            .expect("queue");
         assert_eq!(replaced.map(|h| h.memory), Some(1));
-        held.insert(QueueKind::Capture, 3, false, pointers(&[3]), 3).expect("queue");
-        held.insert(QueueKind::Output, 0, false, pointers(&[4]), 4).expect("queue");
+        held.insert(QueueKind::Capture, 3, false, pointers(&[3]), 3)
+            .expect("queue");
+        held.insert(QueueKind::Output, 0, false, pointers(&[4]), 4)
+            .expect("queue");
         let mut released = KVec::new();
         held.take_where(|kind, _| kind == QueueKind::Capture, &mut released);
         assert_eq!(released.len(), 2);
@@ -351,7 +395,12 @@ mod tests {
     #[test]
     fn segments_are_cut_to_the_plane() {
         let mut segments = KVec::new();
-        segments.extend_from_slice(&[(0x1000, 0x1000), (0x5000, 0x2000), (0x9000, 0x1000)], GFP_KERNEL).expect("alloc");
+        segments
+            .extend_from_slice(
+                &[(0x1000, 0x1000), (0x5000, 0x2000), (0x9000, 0x1000)],
+                GFP_KERNEL,
+            )
+            .expect("alloc");
         let cut = truncate(segments, 0x2800).expect("covered");
         assert_eq!(cut.as_slice(), &[(0x1000, 0x1000), (0x5000, 0x1800)]);
         let mut short = KVec::new();
@@ -361,7 +410,13 @@ mod tests {
 
     #[test]
     fn contiguous_pages_become_one_entry() {
-        let pages = [(0x1000, 0x800), (0x1800, 0x800), (0x2000, 0x1000), (0x8000, 0x1000), (0x9000, 0x10)];
+        let pages = [
+            (0x1000, 0x800),
+            (0x1800, 0x800),
+            (0x2000, 0x1000),
+            (0x8000, 0x1000),
+            (0x9000, 0x10),
+        ];
         let merged = merge(&pages).expect("merge");
         assert_eq!(merged.as_slice(), &[(0x1000, 0x2000), (0x8000, 0x1010)]);
     }
@@ -370,7 +425,10 @@ mod tests {
     fn nothing_merges_across_gaps_or_overflow() {
         assert_eq!(merge(&[]).expect("merge").len(), 0);
         let gaps = [(0x3000, 0x1000), (0x1000, 0x1000), (0x2000, 0x1000)];
-        assert_eq!(merge(&gaps).expect("merge").as_slice(), &[(0x3000, 0x1000), (0x1000, 0x2000)]);
+        assert_eq!(
+            merge(&gaps).expect("merge").as_slice(),
+            &[(0x3000, 0x1000), (0x1000, 0x2000)]
+        );
         // A length that would no longer fit an entry starts a new one.
         let big = [(0, u32::MAX), (u64::from(u32::MAX), 2)];
         assert_eq!(merge(&big).expect("merge").len(), 2);

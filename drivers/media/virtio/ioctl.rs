@@ -9,6 +9,8 @@
 //! LOG_STATUS) and the ones not supported yet (EXPBUF, EDID) have no handler,
 //! so the core answers `ENOTTY`. QUERYCAP, DQBUF and DQEVENT are local.
 
+#![forbid(unsafe_code)]
+
 use crate::{
     ffi,
     protocol::{ioc, Direction},

@@ -4,6 +4,8 @@
 //! are printed, then only every power of two, each with its count, so that
 //! nothing the other side does can flood the kernel log.
 
+#![forbid(unsafe_code)]
+
 use core::sync::atomic::{AtomicU64, Ordering};
 #[cfg(CONFIG_KUNIT)]
 use kernel::prelude::*;
@@ -42,6 +44,9 @@ mod tests {
             }
             logged
         };
-        assert_eq!(logged.as_slice(), &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 16, 32, 64]);
+        assert_eq!(
+            logged.as_slice(),
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 16, 32, 64]
+        );
     }
 }

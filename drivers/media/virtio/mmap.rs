@@ -8,6 +8,8 @@
 //! `mmap_lock` and waiting for the device there could stall every other
 //! thread of the process (or deadlock with a fault on the same lock).
 
+#![forbid(unsafe_code)]
+
 use crate::MediaDevice;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use kernel::{
@@ -40,7 +42,12 @@ impl_has_work! {
 impl Mapping {
     /// Records a mapping the device made at `shm_offset`, after checking
     /// that `len` bytes from there lie inside the shared-memory region.
-    pub(crate) fn new(dev: Arc<MediaDevice>, shm_offset: u64, len: u64, pgoff: usize) -> Result<Arc<Self>> {
+    pub(crate) fn new(
+        dev: Arc<MediaDevice>,
+        shm_offset: u64,
+        len: u64,
+        pgoff: usize,
+    ) -> Result<Arc<Self>> {
         let Some(shm) = dev.shm() else {
             return Err(ENODEV);
         };

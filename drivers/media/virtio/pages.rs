@@ -76,7 +76,12 @@ impl PinnedPages {
             // SAFETY: `slots` has room for `want` page pointers; the user
             // range is checked by the callee.
             let ret = unsafe {
-                ffi::pin_user_pages_fast(first + pinned * PAGE_SIZE, want, flags, slots.as_mut_ptr())
+                ffi::pin_user_pages_fast(
+                    first + pinned * PAGE_SIZE,
+                    want,
+                    flags,
+                    slots.as_mut_ptr(),
+                )
             };
             match usize::try_from(ret) {
                 Ok(0) => {
@@ -127,7 +132,13 @@ impl Drop for PinnedPages {
     fn drop(&mut self) {
         // SAFETY: By the type invariant, `pages` are pinned by us and still
         // pinned.
-        unsafe { ffi::unpin_user_pages_dirty_lock(self.pages.as_mut_ptr(), self.pages.len(), self.device_writes) };
+        unsafe {
+            ffi::unpin_user_pages_dirty_lock(
+                self.pages.as_mut_ptr(),
+                self.pages.len(),
+                self.device_writes,
+            )
+        };
     }
 }
 
@@ -149,7 +160,10 @@ impl OwnedPages {
         // these buffers.
         let mut pages = KVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
         for _ in 0..count {
-            pages.push(Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?, GFP_KERNEL_ACCOUNT)?;
+            pages.push(
+                Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?,
+                GFP_KERNEL_ACCOUNT,
+            )?;
         }
         Ok(Self { pages, len })
     }

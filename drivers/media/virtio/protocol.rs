@@ -6,6 +6,8 @@
 //! the KUnit suite at the bottom. Layouts come from
 //! `include/uapi/linux/virtio_media.h` through the generated bindings.
 
+#![forbid(unsafe_code)]
+
 use crate::ffi;
 use kernel::prelude::*;
 
@@ -106,7 +108,11 @@ impl DeviceConfig {
 
     /// The card name up to its first NUL, if it is valid UTF-8.
     pub(crate) fn card_name(&self) -> Option<&str> {
-        let len = self.card.iter().position(|&b| b == 0).unwrap_or(self.card.len());
+        let len = self
+            .card
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.card.len());
         core::str::from_utf8(self.card.get(..len)?).ok()
     }
 }
@@ -158,7 +164,10 @@ pub(crate) fn open_response_session(resp: &[u8]) -> Option<u32> {
 
 /// `VIRTIO_MEDIA_CMD_CLOSE` for `session`.
 pub(crate) fn close_request(session: u32) -> Result<KVec<u8>> {
-    let mut buf = KVec::with_capacity(core::mem::size_of::<ffi::virtio_media_cmd_close>(), GFP_KERNEL)?;
+    let mut buf = KVec::with_capacity(
+        core::mem::size_of::<ffi::virtio_media_cmd_close>(),
+        GFP_KERNEL,
+    )?;
     push_header(&mut buf, ffi::VIRTIO_MEDIA_CMD_CLOSE)?;
     buf.extend_from_slice(&session.to_le_bytes(), GFP_KERNEL)?;
     buf.extend_from_slice(&0u32.to_le_bytes(), GFP_KERNEL)?;
@@ -177,7 +186,12 @@ pub(crate) const IOCTL_RESP_SIZE: usize = core::mem::size_of::<ffi::virtio_media
 /// `VIRTIO_MEDIA_CMD_IOCTL`: the header, then `payload` and `trailer` (the
 /// pointed-to arrays that follow the main struct) when the device reads
 /// them.
-pub(crate) fn ioctl_request(session: u32, code: u32, payload: &[u8], trailer: &[u8]) -> Result<KVec<u8>> {
+pub(crate) fn ioctl_request(
+    session: u32,
+    code: u32,
+    payload: &[u8],
+    trailer: &[u8],
+) -> Result<KVec<u8>> {
     let to_device = matches!(ioctl_direction(code), Direction::ToDevice | Direction::Both);
     let body = if to_device {
         payload.len().checked_add(trailer.len()).ok_or(EINVAL)?
@@ -199,17 +213,26 @@ pub(crate) fn ioctl_request(session: u32, code: u32, payload: &[u8], trailer: &[
 /// `payload_len` bytes together.
 pub(crate) fn ioctl_response_size(code: u32, payload_len: usize) -> Result<usize> {
     match ioctl_direction(code) {
-        Direction::FromDevice | Direction::Both => IOCTL_RESP_SIZE.checked_add(payload_len).ok_or(EINVAL),
+        Direction::FromDevice | Direction::Both => {
+            IOCTL_RESP_SIZE.checked_add(payload_len).ok_or(EINVAL)
+        }
         Direction::None | Direction::ToDevice => Ok(IOCTL_RESP_SIZE),
     }
 }
 
 /// `VIRTIO_MEDIA_CMD_MMAP` of the buffer plane at `offset`.
 pub(crate) fn mmap_request(session: u32, writable: bool, offset: u64) -> Result<KVec<u8>> {
-    let mut buf = KVec::with_capacity(core::mem::size_of::<ffi::virtio_media_cmd_mmap>(), GFP_KERNEL)?;
+    let mut buf = KVec::with_capacity(
+        core::mem::size_of::<ffi::virtio_media_cmd_mmap>(),
+        GFP_KERNEL,
+    )?;
     push_header(&mut buf, ffi::VIRTIO_MEDIA_CMD_MMAP)?;
     buf.extend_from_slice(&session.to_le_bytes(), GFP_KERNEL)?;
-    let flags = if writable { ffi::VIRTIO_MEDIA_MMAP_FLAG_RW } else { 0 };
+    let flags = if writable {
+        ffi::VIRTIO_MEDIA_MMAP_FLAG_RW
+    } else {
+        0
+    };
     buf.extend_from_slice(&flags.to_le_bytes(), GFP_KERNEL)?;
     buf.extend_from_slice(&offset.to_le_bytes(), GFP_KERNEL)?;
     Ok(buf)
@@ -225,7 +248,10 @@ pub(crate) fn mmap_response(resp: &[u8]) -> Option<(u64, u64)> {
 
 /// `VIRTIO_MEDIA_CMD_MUNMAP` of the mapping at shared-memory offset `addr`.
 pub(crate) fn munmap_request(addr: u64) -> Result<KVec<u8>> {
-    let mut buf = KVec::with_capacity(core::mem::size_of::<ffi::virtio_media_cmd_munmap>(), GFP_KERNEL)?;
+    let mut buf = KVec::with_capacity(
+        core::mem::size_of::<ffi::virtio_media_cmd_munmap>(),
+        GFP_KERNEL,
+    )?;
     push_header(&mut buf, ffi::VIRTIO_MEDIA_CMD_MUNMAP)?;
     buf.extend_from_slice(&addr.to_le_bytes(), GFP_KERNEL)?;
     Ok(buf)
@@ -265,7 +291,11 @@ pub(crate) enum Event<'a> {
     /// The session is broken and closed on the device side.
     Error { session: u32, errno: u32 },
     /// A buffer is done: `struct v4l2_buffer`, then `VIDEO_MAX_PLANES` planes.
-    Dqbuf { session: u32, buffer: &'a [u8], planes: &'a [u8] },
+    Dqbuf {
+        session: u32,
+        buffer: &'a [u8],
+        planes: &'a [u8],
+    },
     /// A V4L2 event: `struct v4l2_event`.
     V4l2 { session: u32, event: &'a [u8] },
 }
@@ -281,7 +311,10 @@ pub(crate) enum EventError {
 
 /// Parses the first `len` bytes the device wrote into an event buffer.
 pub(crate) fn parse_event(bytes: &[u8]) -> Result<Event<'_>, EventError> {
-    let short = |kind| EventError::Short { kind, len: bytes.len() };
+    let short = |kind| EventError::Short {
+        kind,
+        len: bytes.len(),
+    };
     let kind = read_le32(bytes, 0).ok_or(short(u32::MAX))?;
     let session = read_le32(bytes, 4).ok_or(short(kind))?;
     let body = bytes.get(EVENT_HEADER_SIZE..).ok_or(short(kind))?;
@@ -295,7 +328,11 @@ pub(crate) fn parse_event(bytes: &[u8]) -> Result<Event<'_>, EventError> {
             let planes = body
                 .get(BUFFER_SIZE..BUFFER_SIZE + PLANE_SIZE * MAX_PLANES)
                 .ok_or(short(kind))?;
-            Ok(Event::Dqbuf { session, buffer, planes })
+            Ok(Event::Dqbuf {
+                session,
+                buffer,
+                planes,
+            })
         }
         ffi::VIRTIO_MEDIA_EVT_EVENT => Ok(Event::V4l2 {
             session,
@@ -333,7 +370,10 @@ mod tests {
         let entry = sg_entry(0x1122_3344_5566_7788, 0x99aa_bbcc);
         let start = core::mem::offset_of!(ffi::virtio_media_sg_entry, start);
         let len = core::mem::offset_of!(ffi::virtio_media_sg_entry, len);
-        assert_eq!(&entry[start..start + 8], &0x1122_3344_5566_7788u64.to_le_bytes());
+        assert_eq!(
+            &entry[start..start + 8],
+            &0x1122_3344_5566_7788u64.to_le_bytes()
+        );
         assert_eq!(&entry[len..len + 4], &0x99aa_bbccu32.to_le_bytes());
         assert_eq!(&entry[len + 4..], &[0u8; 4]);
     }
@@ -350,7 +390,10 @@ mod tests {
         let code = ioc(Direction::ToDevice, b'V', 18, 4);
         assert_eq!(code, 0x4004_5612);
         assert_eq!(ioctl_direction(code), Direction::ToDevice);
-        assert_eq!(ioctl_direction(ioc(Direction::FromDevice, b'V', 0, 104)), Direction::FromDevice);
+        assert_eq!(
+            ioctl_direction(ioc(Direction::FromDevice, b'V', 0, 104)),
+            Direction::FromDevice
+        );
     }
 
     #[test]
@@ -375,9 +418,15 @@ mod tests {
         let open = open_request().expect("allocation");
         assert_eq!(open.as_slice(), &[1, 0, 0, 0, 0, 0, 0, 0]);
         let close = close_request(0x0102_0304).expect("allocation");
-        assert_eq!(close.as_slice(), &[2, 0, 0, 0, 0, 0, 0, 0, 4, 3, 2, 1, 0, 0, 0, 0]);
+        assert_eq!(
+            close.as_slice(),
+            &[2, 0, 0, 0, 0, 0, 0, 0, 4, 3, 2, 1, 0, 0, 0, 0]
+        );
         assert_eq!(OPEN_RESPONSE_SIZE, 16);
-        assert_eq!(open_response_session(&[0, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0]), Some(7));
+        assert_eq!(
+            open_response_session(&[0, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0]),
+            Some(7)
+        );
         assert_eq!(open_response_session(&[0; 10]), None);
     }
 
@@ -387,16 +436,23 @@ mod tests {
         let g_fmt = ioc(Direction::Both, b'V', 4, 208);
         let req = ioctl_request(9, g_fmt, &[0xaa; 208], &[]).expect("allocation");
         assert_eq!(req.len(), IOCTL_CMD_SIZE + 208);
-        assert_eq!(&req[..16], &[3, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 4, 0, 0, 0]);
+        assert_eq!(
+            &req[..16],
+            &[3, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 4, 0, 0, 0]
+        );
         assert_eq!(ioctl_response_size(g_fmt, 208), Ok(8 + 208));
         // QBUF (WR) with two planes following the buffer.
         let qbuf = ioc(Direction::Both, b'V', 15, BUFFER_SIZE);
-        let req = ioctl_request(1, qbuf, &[0; BUFFER_SIZE], &[1; 2 * PLANE_SIZE]).expect("allocation");
+        let req =
+            ioctl_request(1, qbuf, &[0; BUFFER_SIZE], &[1; 2 * PLANE_SIZE]).expect("allocation");
         assert_eq!(req.len(), 16 + BUFFER_SIZE + 2 * PLANE_SIZE);
         assert_eq!(req[16 + BUFFER_SIZE], 1);
         // STREAMON (W): nothing comes back but the header.
         let streamon = ioc(Direction::ToDevice, b'V', 18, 4);
-        assert_eq!(ioctl_request(1, streamon, &[1, 0, 0, 0], &[]).map(|r| r.len()), Ok(20));
+        assert_eq!(
+            ioctl_request(1, streamon, &[1, 0, 0, 0], &[]).map(|r| r.len()),
+            Ok(20)
+        );
         assert_eq!(ioctl_response_size(streamon, 4), Ok(8));
         // QUERYCAP-like R ioctl: no payload sent, all of it comes back.
         let r = ioc(Direction::FromDevice, b'V', 0, 104);
@@ -424,7 +480,10 @@ mod tests {
         assert_eq!(mmap_response(&resp), Some((0x20_0000, 0x1_0000)));
         assert_eq!(mmap_response(&resp[..20]), None);
         let req = munmap_request(0x20_0000).expect("allocation");
-        assert_eq!(&req[..], &[5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            &req[..],
+            &[5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0]
+        );
     }
 
     #[test]
@@ -434,7 +493,11 @@ mod tests {
         ev[4] = 7;
         ev[8] = 2; // buffer index 2
         match parse_event(&ev) {
-            Ok(Event::Dqbuf { session, buffer, planes }) => {
+            Ok(Event::Dqbuf {
+                session,
+                buffer,
+                planes,
+            }) => {
                 assert_eq!(session, 7);
                 assert_eq!(get_u32(buffer, 0), Some(2));
                 assert_eq!(planes.len(), PLANE_SIZE * MAX_PLANES);
@@ -448,13 +511,28 @@ mod tests {
         );
         ev[0] = 0; // ERROR
         ev[8] = 5;
-        assert_eq!(parse_event(&ev[..16]), Ok(Event::Error { session: 7, errno: 5 }));
+        assert_eq!(
+            parse_event(&ev[..16]),
+            Ok(Event::Error {
+                session: 7,
+                errno: 5
+            })
+        );
         ev[0] = 2; // EVENT
-        assert!(matches!(parse_event(&ev[..8 + EVENT_SIZE]), Ok(Event::V4l2 { session: 7, .. })));
+        assert!(matches!(
+            parse_event(&ev[..8 + EVENT_SIZE]),
+            Ok(Event::V4l2 { session: 7, .. })
+        ));
         assert!(parse_event(&ev[..8 + EVENT_SIZE - 1]).is_err());
         ev[0] = 9;
         assert_eq!(parse_event(&ev), Err(EventError::UnknownKind(9)));
-        assert_eq!(parse_event(&ev[..3]), Err(EventError::Short { kind: u32::MAX, len: 3 }));
+        assert_eq!(
+            parse_event(&ev[..3]),
+            Err(EventError::Short {
+                kind: u32::MAX,
+                len: 3
+            })
+        );
     }
 
     #[test]
@@ -470,7 +548,10 @@ mod tests {
     #[test]
     fn response_header_status() {
         assert_eq!(response_status(&[0; 8]), Ok(()));
-        assert_eq!(response_status(&[22, 0, 0, 0, 0, 0, 0, 0]), Err(ResponseError::Device(22)));
+        assert_eq!(
+            response_status(&[22, 0, 0, 0, 0, 0, 0, 0]),
+            Err(ResponseError::Device(22))
+        );
         assert_eq!(response_status(&[1, 2]), Err(ResponseError::Short(2)));
         assert_eq!(
             response_status(&[0, 0x10, 0, 0, 0, 0, 0, 0]),

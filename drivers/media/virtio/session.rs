@@ -6,17 +6,19 @@
 //! eventq returned until DQBUF takes them, and mirrors the stream state the
 //! device cannot tell us synchronously (streaming, last buffer, failure).
 
+#![forbid(unsafe_code)]
+
 use crate::{
     command::{Mapped, Response, Wait},
     ffi,
+    guest_mmap::{self, GuestMmapQueue},
+    guestmem::{GuestBuffer, HeldBuffers},
     ioctl,
     mmap::Mapping,
     pages::OwnedPages,
     protocol::{self, get_u32, set_u32, BUFFER_SIZE, MAX_PLANES, PLANE_SIZE, SG_ENTRY_SIZE},
-    guest_mmap::{self, GuestMmapQueue},
-    guestmem::{GuestBuffer, HeldBuffers},
     v4l2::FileHandle,
-    AddSessionError, Abandon, MediaDevice,
+    Abandon, AddSessionError, MediaDevice,
 };
 use core::mem::offset_of;
 use kernel::{
@@ -30,8 +32,8 @@ mod memory;
 mod queue;
 
 use memory::{Presented, MEMORY_USERPTR};
-pub(crate) use queue::{queue_of, BadEvent, QueueKind};
 use queue::{is_multiplanar, DoneBuffer, QueueState, MAX_BUFFERS};
+pub(crate) use queue::{queue_of, BadEvent, QueueKind};
 
 /// An ioctl argument as its handler received it, as bytes.
 pub(crate) enum Arg<'a> {
@@ -40,9 +42,15 @@ pub(crate) enum Arg<'a> {
     /// A struct or value the ioctl only reads.
     ReadOnly(&'a [u8]),
     /// A `v4l2_buffer` and, for multi-planar types, its planes.
-    Buffer { buf: &'a mut [u8], planes: &'a mut [u8] },
+    Buffer {
+        buf: &'a mut [u8],
+        planes: &'a mut [u8],
+    },
     /// A `v4l2_ext_controls` and its controls array.
-    Controls { ctrls: &'a mut [u8], array: &'a mut [u8] },
+    Controls {
+        ctrls: &'a mut [u8],
+        array: &'a mut [u8],
+    },
 }
 
 const BUF_TYPE: usize = offset_of!(ffi::v4l2_buffer, type_);
@@ -105,7 +113,10 @@ fn read_response(
                 let (main, rest) = body.split_at(payload.len());
                 payload.copy_from_slice(main);
                 trailer_written = rest.len().min(trailer.len());
-                if let (Some(dst), Some(src)) = (trailer.get_mut(..trailer_written), rest.get(..trailer_written)) {
+                if let (Some(dst), Some(src)) = (
+                    trailer.get_mut(..trailer_written),
+                    rest.get(..trailer_written),
+                ) {
                     dst.copy_from_slice(src);
                 }
             }
@@ -331,12 +342,18 @@ impl Session {
     /// An ioctl whose payload is one struct or value (no trailer).
     fn plain_ioctl(&self, code: u32, payload: &mut [u8]) -> Result {
         match code {
-            ioctl::VIDIOC_REQBUFS => return self.allocate_buffers(code, payload, REQBUFS_MEMORY, REQBUFS_CAPS),
-            ioctl::VIDIOC_CREATE_BUFS => return self.allocate_buffers(code, payload, CREATE_MEMORY, CREATE_CAPS),
+            ioctl::VIDIOC_REQBUFS => {
+                return self.allocate_buffers(code, payload, REQBUFS_MEMORY, REQBUFS_CAPS)
+            }
+            ioctl::VIDIOC_CREATE_BUFS => {
+                return self.allocate_buffers(code, payload, CREATE_MEMORY, CREATE_CAPS)
+            }
             _ => {}
         }
         let ordered = match code {
-            ioctl::VIDIOC_STREAMON | ioctl::VIDIOC_STREAMOFF => get_u32(payload, 0).and_then(queue_of),
+            ioctl::VIDIOC_STREAMON | ioctl::VIDIOC_STREAMOFF => {
+                get_u32(payload, 0).and_then(queue_of)
+            }
             ioctl::VIDIOC_REMOVE_BUFS => get_u32(payload, REMOVE_TYPE).and_then(queue_of),
             _ => None,
         };
@@ -362,7 +379,8 @@ impl Session {
     /// Sends the ioctl and copies back what the device wrote (see
     /// [`read_response`]); returns how many trailer bytes it wrote.
     fn transact(&self, code: u32, payload: &mut [u8], trailer: &mut [u8]) -> Result<usize> {
-        self.exchange(code, payload, trailer, KVec::new()).map(|(written, _)| written)
+        self.exchange(code, payload, trailer, KVec::new())
+            .map(|(written, _)| written)
     }
 
     /// [`Session::transact`] for an ioctl that also points the device at
@@ -394,14 +412,22 @@ impl Session {
         let sg_len = memory.len().checked_mul(SG_ENTRY_SIZE).ok_or(EINVAL)?;
         let body = payload.len().checked_add(trailer.len()).ok_or(EINVAL)?;
         let extra = sg_entries.len().checked_add(sg_len).ok_or(EINVAL)?;
-        let mut request_trailer = KVec::with_capacity(trailer.len().checked_add(extra).ok_or(EINVAL)?, GFP_KERNEL)?;
+        let mut request_trailer =
+            KVec::with_capacity(trailer.len().checked_add(extra).ok_or(EINVAL)?, GFP_KERNEL)?;
         request_trailer.extend_from_slice(trailer, GFP_KERNEL)?;
         request_trailer.extend_from_slice(sg_entries, GFP_KERNEL)?;
         request_trailer.resize(trailer.len() + extra, 0, GFP_KERNEL)?;
         let request = protocol::ioctl_request(self.id, code, payload, &request_trailer)?;
         let sg_offset = protocol::IOCTL_CMD_SIZE + body + sg_entries.len();
         let response_len = protocol::ioctl_response_size(code, body)?;
-        self.dev.command(request, response_len, wait, memory, sg_offset, Abandon::Drop)
+        self.dev.command(
+            request,
+            response_len,
+            wait,
+            memory,
+            sg_offset,
+            Abandon::Drop,
+        )
     }
 
     fn buffer_ioctl(&self, code: u32, buf: &mut [u8], planes: &mut [u8]) -> Result {
@@ -425,7 +451,12 @@ impl Session {
             let written = result.as_ref().map_or(usize::MAX, |w| *w);
             if count > length || (result.is_ok() && count as usize * PLANE_SIZE > written) {
                 set_u32(buf, BUF_LENGTH, length);
-                pr_err!("device reports {} planes (array of {}, {} bytes written)\n", count, length, written);
+                pr_err!(
+                    "device reports {} planes (array of {}, {} bytes written)\n",
+                    count,
+                    length,
+                    written
+                );
                 return Err(EIO);
             }
         }
@@ -492,13 +523,17 @@ impl Session {
                     // The device freed these buffers: what the driver
                     // keeps for them goes too.
                     let removed = |index: u32| (first..end).contains(&index);
-                    state.held.take_where(|k, index| k == kind && removed(index), &mut released);
+                    state
+                        .held
+                        .take_where(|k, index| k == kind && removed(index), &mut released);
                     let queue = state.queue(kind);
                     freed = queue.mmap.remove(first, end);
                     for index in first..end.min(MAX_BUFFERS) {
                         queue.queued.remove(index);
                     }
-                    queue.done.retain(|done| !removed(get_u32(&done.buffer, BUF_INDEX).unwrap_or(u32::MAX)));
+                    queue.done.retain(|done| {
+                        !removed(get_u32(&done.buffer, BUF_INDEX).unwrap_or(u32::MAX))
+                    });
                 }
             }
             ioctl::VIDIOC_CREATE_BUFS => {
@@ -599,15 +634,25 @@ impl Session {
             GFP_KERNEL,
         )
         .map_err(|_| BadEvent::NotReady)?;
-        done.buffer.copy_from_slice(buffer.get(..BUFFER_SIZE).ok_or(BadEvent::BufferType(buf_type))?);
-        done.planes
-            .copy_from_slice(planes.get(..PLANE_SIZE * MAX_PLANES).ok_or(BadEvent::PlaneCount(0))?);
+        done.buffer.copy_from_slice(
+            buffer
+                .get(..BUFFER_SIZE)
+                .ok_or(BadEvent::BufferType(buf_type))?,
+        );
+        done.planes.copy_from_slice(
+            planes
+                .get(..PLANE_SIZE * MAX_PLANES)
+                .ok_or(BadEvent::PlaneCount(0))?,
+        );
         let index = get_u32(buffer, BUF_INDEX).unwrap_or(u32::MAX);
         let mut state = self.state.lock();
         state.queue(kind).claim(index)?;
         let mut released = None;
         if get_u32(buffer, BUF_MEMORY) == Some(MEMORY_USERPTR) {
-            let held = state.held.take(kind, index).ok_or(BadEvent::NotHeld(index))?;
+            let held = state
+                .held
+                .take(kind, index)
+                .ok_or(BadEvent::NotHeld(index))?;
             let DoneBuffer { buffer, planes } = &mut *done;
             state.present_to_program(kind, buffer, planes, Some(&held.pointers));
             released = Some(held);
@@ -644,7 +689,11 @@ impl Session {
     /// its buffers any more: their guest memory is released now, not at
     /// close.
     pub(crate) fn failed(&self, errno: u32) {
-        pr_warn!("device reports error {} on session {}: session closed\n", errno, self.id);
+        pr_warn!(
+            "device reports error {} on session {}: session closed\n",
+            errno,
+            self.id
+        );
         self.state.lock().failed = Some(errno);
         self.release_held();
         self.waiters.notify_all();
@@ -665,7 +714,10 @@ impl Session {
 
     fn release_held(&self) {
         let mut released = KVec::new();
-        self.state.lock().held.take_where(|_, _| true, &mut released);
+        self.state
+            .lock()
+            .held
+            .take_where(|_, _| true, &mut released);
         drop(released);
     }
 
@@ -687,7 +739,12 @@ impl Session {
         let read_bits = ffi::EPOLLIN | ffi::EPOLLRDNORM;
         let write_bits = ffi::EPOLLOUT | ffi::EPOLLWRNORM;
         for (present, queue, bits, ready) in [
-            (has_capture, capture, read_bits, !capture.done.is_empty() || capture.last_dequeued),
+            (
+                has_capture,
+                capture,
+                read_bits,
+                !capture.done.is_empty() || capture.last_dequeued,
+            ),
             (has_output, output, write_bits, !output.done.is_empty()),
         ] {
             if !present || requested & bits == 0 {
@@ -714,10 +771,11 @@ impl Session {
             Abandon::Unmap,
         )?;
         response.status()?;
-        let (shm_offset, mapped_len) = protocol::mmap_response(response.written()).ok_or_else(|| {
-            pr_err!("MMAP response of {} bytes is too short\n", response.written);
-            EIO
-        })?;
+        let (shm_offset, mapped_len) =
+            protocol::mmap_response(response.written()).ok_or_else(|| {
+                pr_err!("MMAP response of {} bytes is too short\n", response.written);
+                EIO
+            })?;
         let page = kernel::page::PAGE_SIZE as u64;
         let mapped_pages = mapped_len.checked_next_multiple_of(page).ok_or(EIO)?;
         let pgoff = usize::try_from(offset / page)?;

@@ -350,7 +350,9 @@ pub(crate) unsafe extern "C" fn forward_ext_ctrls<const CODE: u32>(
         _ => &mut [],
     };
     // SAFETY: As above.
-    let ctrls = unsafe { core::slice::from_raw_parts_mut(ctrls.cast::<u8>(), size_of::<ffi::v4l2_ext_controls>()) };
+    let ctrls = unsafe {
+        core::slice::from_raw_parts_mut(ctrls.cast::<u8>(), size_of::<ffi::v4l2_ext_controls>())
+    };
     to_c(session.ioctl(CODE, Arg::Controls { ctrls, array }))
 }
 
@@ -368,7 +370,10 @@ unsafe fn subscription_args<'a>(
     unsafe {
         (
             session_of_fh(fh),
-            core::slice::from_raw_parts(sub.cast::<u8>(), size_of::<ffi::v4l2_event_subscription>()),
+            core::slice::from_raw_parts(
+                sub.cast::<u8>(),
+                size_of::<ffi::v4l2_event_subscription>(),
+            ),
         )
     }
 }
@@ -439,7 +444,10 @@ pub(crate) unsafe extern "C" fn querycap(
     let (session, cap) = unsafe { (session_of(file), &mut *cap) };
     let config = session.device().config();
     copy_cstr(&mut cap.driver, b"virtio-media");
-    copy_cstr(&mut cap.card, config.card_name().unwrap_or("virtio-media").as_bytes());
+    copy_cstr(
+        &mut cap.card,
+        config.card_name().unwrap_or("virtio-media").as_bytes(),
+    );
     copy_cstr(&mut cap.bus_info, b"platform:virtio-media");
     cap.device_caps = config.device_caps;
     cap.capabilities = config.device_caps | ffi::V4L2_CAP_DEVICE_CAPS;
@@ -778,7 +786,10 @@ unsafe extern "C" fn release(file: *mut ffi::file) -> c_int {
 /// # Safety
 ///
 /// Only the V4L2 core calls this, for an open file of our node.
-unsafe extern "C" fn poll(file: *mut ffi::file, table: *mut ffi::poll_table_struct) -> ffi::__poll_t {
+unsafe extern "C" fn poll(
+    file: *mut ffi::file,
+    table: *mut ffi::poll_table_struct,
+) -> ffi::__poll_t {
     // SAFETY: See the function's safety section.
     let session = unsafe { session_of(file) };
     // SAFETY: `file` and `table` are valid for the call; both wait queues
@@ -838,7 +849,12 @@ unsafe extern "C" fn mmap(file: *mut ffi::file, vma: *mut ffi::vm_area_struct) -
 /// # Safety
 ///
 /// `vma` is a VMA being set up by `mmap` on a file of `session`.
-unsafe fn map_guest_pages(session: &Session, vma: *mut ffi::vm_area_struct, offset: u64, len: u64) -> c_int {
+unsafe fn map_guest_pages(
+    session: &Session,
+    vma: *mut ffi::vm_area_struct,
+    offset: u64,
+    len: u64,
+) -> c_int {
     // `plane` keeps the pages alive until they are mapped, even if a
     // REQBUFS on another thread drops the session's reference meanwhile.
     let (plane, pages) = match session.guest_mmap_plane(offset, len).and_then(|plane| {
@@ -852,7 +868,8 @@ unsafe fn map_guest_pages(session: &Session, vma: *mut ffi::vm_area_struct, offs
     // live pages of `plane`, which is held until after the call, and every
     // page the VMA maps takes its own reference, so the mapping outlives
     // the buffer safely.
-    let ret = unsafe { ffi::virtio_media_vma_map_pages(vma, pages.as_ptr().cast_mut(), pages.len()) };
+    let ret =
+        unsafe { ffi::virtio_media_vma_map_pages(vma, pages.as_ptr().cast_mut(), pages.len()) };
     drop(plane);
     ret
 }
@@ -873,7 +890,9 @@ static VM_OPS: ConstOps<ffi::vm_operations_struct> = ConstOps(ffi::vm_operations
 /// Only the mm core calls this, for a fault in a VMA `mmap` set up.
 unsafe extern "C" fn vm_fault(vmf: *mut ffi::vm_fault) -> ffi::vm_fault_t {
     // SAFETY: `vmf` is the fault being handled; its VMA is one of ours.
-    let mapping = unsafe { &*ffi::virtio_media_vma_private(ffi::virtio_media_vmf_vma(vmf)).cast::<Mapping>() };
+    let mapping = unsafe {
+        &*ffi::virtio_media_vma_private(ffi::virtio_media_vmf_vma(vmf)).cast::<Mapping>()
+    };
     let (phys, pgoff, len) = mapping.extent();
     // SAFETY: `vmf` is valid for the call; `phys` and `len` were checked
     // against the shared-memory region when the mapping was made.
@@ -900,7 +919,11 @@ unsafe extern "C" fn vm_open(vma: *mut ffi::vm_area_struct) {
 /// Only the mm core calls this, for a VMA `mmap` or `vm_open` set up.
 unsafe extern "C" fn vm_close(vma: *mut ffi::vm_area_struct) {
     // SAFETY: As in `vm_open`.
-    let mapping = unsafe { ffi::virtio_media_vma_private(vma).cast::<Mapping>().cast_const() };
+    let mapping = unsafe {
+        ffi::virtio_media_vma_private(vma)
+            .cast::<Mapping>()
+            .cast_const()
+    };
     // SAFETY: As in `vm_open`.
     if unsafe { (*mapping).vma_closed() } {
         // SAFETY: The last VMA gives back the reference `mmap` leaked.

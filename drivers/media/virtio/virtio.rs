@@ -203,7 +203,9 @@ impl Device {
         };
         // SAFETY: Both queues were just created, live until `del_vqs`, and
         // only the returned wrappers add buffers to them.
-        let queues = unsafe { Virtqueue::from_raw(commandq).and_then(|c| Ok((c, Virtqueue::from_raw(eventq)?))) };
+        let queues = unsafe {
+            Virtqueue::from_raw(commandq).and_then(|c| Ok((c, Virtqueue::from_raw(eventq)?)))
+        };
         if queues.is_err() {
             self.del_vqs::<H>();
         }

@@ -9,10 +9,9 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{
-    new_mutex,
+    new_mutex, new_srcu,
     prelude::*,
     rbtree::{RBTree, RBTreeNode},
-    new_srcu,
     sync::{Arc, ArcBorrow, Mutex, Srcu},
     workqueue::{impl_has_work, new_work, Work, WorkItem},
 };
@@ -236,7 +235,10 @@ impl MediaDevice {
         abandon: Abandon,
     ) -> Result<Response> {
         self.check_usable()?;
-        let pending = match self.commandq.submit(request, response_len, memory, sg_offset) {
+        let pending = match self
+            .commandq
+            .submit(request, response_len, memory, sg_offset)
+        {
             Ok(pending) => pending,
             Err(e) if e == ETIMEDOUT => {
                 self.declare_broken("the commandq stayed full");
@@ -366,7 +368,10 @@ impl MediaDevice {
         )?;
         resp.status()?;
         protocol::open_response_session(resp.written()).ok_or_else(|| {
-            pr_err!("OPEN response of {} bytes has no session id\n", resp.written);
+            pr_err!(
+                "OPEN response of {} bytes has no session id\n",
+                resp.written
+            );
             EIO
         })
     }
@@ -394,10 +399,14 @@ impl MediaDevice {
         let id = session.id();
         let mut sessions = self.sessions.lock();
         if sessions.get(&id).is_some() {
-            pr_err!("device opened session {} while it is still open; the open fails\n", id);
+            pr_err!(
+                "device opened session {} while it is still open; the open fails\n",
+                id
+            );
             return Err(AddSessionError::Duplicate);
         }
-        let node = RBTreeNode::new(id, session, GFP_KERNEL).map_err(|_| AddSessionError::NoMemory)?;
+        let node =
+            RBTreeNode::new(id, session, GFP_KERNEL).map_err(|_| AddSessionError::NoMemory)?;
         sessions.insert(node);
         Ok(())
     }
@@ -582,7 +591,10 @@ impl virtio::Driver for VirtioMediaDriver {
         dev.gone.store(true, Ordering::Release);
         dev.node.unregister();
         Self::teardown(vdev, &dev);
-        pr_info!("removed \"{}\"\n", dev.config.card_name().unwrap_or("<invalid>"));
+        pr_info!(
+            "removed \"{}\"\n",
+            dev.config.card_name().unwrap_or("<invalid>")
+        );
     }
 }
 
@@ -615,12 +627,23 @@ impl VirtioMediaDriver {
             return Ok(missing);
         };
         let mut parm = KVec::new();
-        parm.resize(core::mem::size_of::<ffi::v4l2_streamparm>(), 0u8, GFP_KERNEL)?;
+        parm.resize(
+            core::mem::size_of::<ffi::v4l2_streamparm>(),
+            0u8,
+            GFP_KERNEL,
+        )?;
         protocol::set_u32(&mut parm, 0, buf_type);
         let code = ioctl::VIDIOC_G_PARM;
         let request = protocol::ioctl_request(session, code, &parm, &[])?;
         let response_len = protocol::ioctl_response_size(code, parm.len())?;
-        let response = dev.command(request, response_len, Wait::Interruptible, KVec::new(), 0, Abandon::Drop)?;
+        let response = dev.command(
+            request,
+            response_len,
+            Wait::Interruptible,
+            KVec::new(),
+            0,
+            Abandon::Drop,
+        )?;
         if response.status() == Err(ENOTTY) {
             missing.push(ioctl::VIDIOC_G_PARM, GFP_KERNEL)?;
             missing.push(ioctl::VIDIOC_S_PARM, GFP_KERNEL)?;

@@ -199,7 +199,14 @@ impl<T: Chain> Virtqueue<T> {
         // initialised scatterlists; the token is a leaked box that the queue
         // now owns until `get_buf` or `detach_unused` returns it.
         let ret = unsafe {
-            ffi::virtqueue_add_sgs(self.vq(), list.as_mut_ptr(), out, inp, token.cast(), ffi::GFP_ATOMIC)
+            ffi::virtqueue_add_sgs(
+                self.vq(),
+                list.as_mut_ptr(),
+                out,
+                inp,
+                token.cast(),
+                ffi::GFP_ATOMIC,
+            )
         };
         if ret < 0 {
             // SAFETY: The queue rejected the token, so we own it again.
@@ -215,7 +222,9 @@ impl<T: Chain> Virtqueue<T> {
         if !unsafe { ffi::virtqueue_kick_prepare(self.vq()) } {
             return None;
         }
-        Some(PendingKick { mapper: self.mapper() })
+        Some(PendingKick {
+            mapper: self.mapper(),
+        })
     }
 
     /// Takes back one chain the device is done with, and how many bytes it
@@ -318,14 +327,19 @@ impl Mapper {
     /// Maps guest pages for the device to read (or write, when
     /// `device_writes`), page by page. `pages` must live until
     /// [`Mapper::unmap_pages`] undoes this.
-    pub(crate) fn map_pages(&self, pages: &impl PageRange, device_writes: bool) -> Result<Segments> {
+    pub(crate) fn map_pages(
+        &self,
+        pages: &impl PageRange,
+        device_writes: bool,
+    ) -> Result<Segments> {
         let mut mapped = KVec::with_capacity(pages.chunks().count(), GFP_KERNEL_ACCOUNT)?;
         let user = self.0.enter().ok_or(ENODEV)?;
         let dir = dma_direction(device_writes);
         for (page, offset, len) in pages.chunks() {
             // SAFETY: `user` proves the queue live; `page` is kept by
             // `pages` and `offset + len` is within it (`PageRange`).
-            let addr = unsafe { ffi::virtio_media_map_page(user.vq(), page.as_ptr(), offset, len, dir) };
+            let addr =
+                unsafe { ffi::virtio_media_map_page(user.vq(), page.as_ptr(), offset, len, dir) };
             // SAFETY: As above; `addr` came from this queue.
             let failed = unsafe { ffi::virtqueue_map_mapping_error(user.vq(), addr) } != 0;
             // A chunk is at most a page, so its length fits.

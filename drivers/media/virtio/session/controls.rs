@@ -3,6 +3,8 @@
 //! Extended controls: compound and array controls carry a user pointer,
 //! whose payload goes to the device as guest memory behind SG entries.
 
+#![forbid(unsafe_code)]
+
 use super::*;
 use kernel::uaccess::{UserPtr, UserSlice};
 
@@ -20,7 +22,10 @@ const MAX_CONTROL_PAYLOAD: u32 = 1 << 20;
 const MAX_CONTROL_PAYLOADS: usize = 4 << 20;
 
 fn user_slice(ptr: u64, len: usize) -> Result<UserSlice> {
-    Ok(UserSlice::new(UserPtr::from_addr(usize::try_from(ptr)?), len))
+    Ok(UserSlice::new(
+        UserPtr::from_addr(usize::try_from(ptr)?),
+        len,
+    ))
 }
 
 /// The user pointers of the controls with a payload, by index.
@@ -66,7 +71,11 @@ impl Session {
                     MAX_CONTROL_PAYLOAD,
                     MAX_CONTROL_PAYLOADS
                 );
-                return Err(if size > MAX_CONTROL_PAYLOAD { EINVAL } else { ENOMEM });
+                return Err(if size > MAX_CONTROL_PAYLOAD {
+                    EINVAL
+                } else {
+                    ENOMEM
+                });
             }
             let ptr = get_u64(control, CTRL_PTR).ok_or(EINVAL)?;
             // Accounted to the program's memory cgroup: it chose the sizes.
@@ -79,7 +88,11 @@ impl Session {
             pointers.push((ptr, len), GFP_KERNEL)?;
         }
         let mut pointer = [0u8; POINTER_SIZE];
-        pointer.copy_from_slice(ctrls.get(CTRLS_POINTER..CTRLS_POINTER + POINTER_SIZE).ok_or(EINVAL)?);
+        pointer.copy_from_slice(
+            ctrls
+                .get(CTRLS_POINTER..CTRLS_POINTER + POINTER_SIZE)
+                .ok_or(EINVAL)?,
+        );
         let saved_array_pointers = array_pointers(array)?;
         let result = self.exchange(code, ctrls, array, memory);
         // The core owns these pointers, whatever the device wrote.
@@ -97,7 +110,9 @@ impl Session {
             return Err(EIO);
         }
         for ((ptr, len), mapped) in pointers.iter().zip(memory.iter()) {
-            user_slice(*ptr, *len)?.writer().write_slice(mapped.bytes().get(..*len).ok_or(EIO)?)?;
+            user_slice(*ptr, *len)?
+                .writer()
+                .write_slice(mapped.bytes().get(..*len).ok_or(EIO)?)?;
         }
         Ok(())
     }

@@ -3,6 +3,8 @@
 //! The stream state of a session's queue: which buffers came back and in
 //! what order, what DQBUF may take, and what the device must not send.
 
+#![forbid(unsafe_code)]
+
 use super::*;
 
 /// Which of a session's two queues a buffer type belongs to.
@@ -136,7 +138,9 @@ impl QueueState {
     /// Keeps a claimed buffer for DQBUF while streaming.
     pub(super) fn keep(&mut self, done: KBox<DoneBuffer>) -> Result<(), BadEvent> {
         if self.streaming {
-            self.done.push(done, GFP_KERNEL).map_err(|_| BadEvent::NotReady)?;
+            self.done
+                .push(done, GFP_KERNEL)
+                .map_err(|_| BadEvent::NotReady)?;
         }
         Ok(())
     }
@@ -144,7 +148,11 @@ impl QueueState {
     /// What DQBUF can do now: take the oldest returned buffer (`Some`),
     /// fail, or wait (`None`). `plane_capacity` is the caller's planes array
     /// length for multi-planar types.
-    pub(super) fn dequeue(&mut self, kind: QueueKind, plane_capacity: Option<u32>) -> Result<Option<KBox<DoneBuffer>>> {
+    pub(super) fn dequeue(
+        &mut self,
+        kind: QueueKind,
+        plane_capacity: Option<u32>,
+    ) -> Result<Option<KBox<DoneBuffer>>> {
         if !self.streaming {
             return Err(EINVAL);
         }
@@ -171,7 +179,10 @@ impl QueueState {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum BadEvent {
     BufferType(u32),
-    BufferIndex { index: u32, allocated: u32 },
+    BufferIndex {
+        index: u32,
+        allocated: u32,
+    },
     PlaneCount(u32),
     /// A buffer the session has not queued (or the device already
     /// returned).
@@ -212,7 +223,11 @@ mod tests {
 
     #[test]
     fn buffers_come_back_in_order_while_streaming() {
-        let mut q = QueueState { num_buffers: 4, streaming: true, ..Default::default() };
+        let mut q = QueueState {
+            num_buffers: 4,
+            streaming: true,
+            ..Default::default()
+        };
         queued(&mut q, &[2, 0]);
         assert_eq!(q.accept(returned(2, 0, 1)), Ok(()));
         assert_eq!(q.accept(returned(0, 0, 1)), Ok(()));
@@ -226,7 +241,10 @@ mod tests {
 
     #[test]
     fn bad_and_stale_buffers_are_refused_or_dropped() {
-        let mut q = QueueState { num_buffers: 2, ..Default::default() };
+        let mut q = QueueState {
+            num_buffers: 2,
+            ..Default::default()
+        };
         queued(&mut q, &[1, 0]);
         // Not streaming: a late buffer is dropped, DQBUF says EINVAL.
         assert_eq!(q.accept(returned(1, 0, 1)), Ok(()));
@@ -236,7 +254,10 @@ mod tests {
         q.streaming = true;
         assert_eq!(
             q.accept(returned(2, 0, 1)),
-            Err(BadEvent::BufferIndex { index: 2, allocated: 2 })
+            Err(BadEvent::BufferIndex {
+                index: 2,
+                allocated: 2
+            })
         );
         // A plane array too small for the buffer: EINVAL, buffer kept.
         assert_eq!(q.accept(returned(0, 0, 3)), Ok(()));
@@ -246,7 +267,11 @@ mod tests {
 
     #[test]
     fn last_buffer_then_epipe_until_restart() {
-        let mut q = QueueState { num_buffers: 2, streaming: true, ..Default::default() };
+        let mut q = QueueState {
+            num_buffers: 2,
+            streaming: true,
+            ..Default::default()
+        };
         queued(&mut q, &[0]);
         assert_eq!(q.accept(returned(0, ffi::V4L2_BUF_FLAG_LAST, 1)), Ok(()));
         assert!(matches!(q.dequeue(QueueKind::Capture, None), Ok(Some(_))));
@@ -256,7 +281,11 @@ mod tests {
         q.streaming = true;
         assert!(matches!(q.dequeue(QueueKind::Capture, None), Ok(None)));
         // LAST on an output queue means nothing special.
-        let mut out = QueueState { num_buffers: 1, streaming: true, ..Default::default() };
+        let mut out = QueueState {
+            num_buffers: 1,
+            streaming: true,
+            ..Default::default()
+        };
         queued(&mut out, &[0]);
         assert_eq!(out.accept(returned(0, ffi::V4L2_BUF_FLAG_LAST, 1)), Ok(()));
         assert!(matches!(out.dequeue(QueueKind::Output, None), Ok(Some(_))));
@@ -265,7 +294,11 @@ mod tests {
 
     #[test]
     fn only_queued_buffers_come_back_and_only_once() {
-        let mut q = QueueState { num_buffers: 4, streaming: true, ..Default::default() };
+        let mut q = QueueState {
+            num_buffers: 4,
+            streaming: true,
+            ..Default::default()
+        };
         // Never queued: refused, nothing kept.
         assert_eq!(q.accept(returned(1, 0, 1)), Err(BadEvent::NotQueued(1)));
         assert!(q.done.is_empty());
@@ -299,9 +332,18 @@ mod tests {
 
     #[test]
     fn buffer_types_map_to_queues() {
-        assert_eq!(queue_of(ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE), Some(QueueKind::Capture));
-        assert_eq!(queue_of(ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT), Some(QueueKind::Output));
-        assert_eq!(queue_of(ffi::v4l2_buf_type_V4L2_BUF_TYPE_META_OUTPUT), Some(QueueKind::Output));
+        assert_eq!(
+            queue_of(ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE),
+            Some(QueueKind::Capture)
+        );
+        assert_eq!(
+            queue_of(ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT),
+            Some(QueueKind::Output)
+        );
+        assert_eq!(
+            queue_of(ffi::v4l2_buf_type_V4L2_BUF_TYPE_META_OUTPUT),
+            Some(QueueKind::Output)
+        );
         assert_eq!(queue_of(0), None);
         assert_eq!(queue_of(0x80), None);
     }
