@@ -17,21 +17,21 @@ use kernel::{
 };
 
 mod command;
-mod dmabuf;
 mod events;
-mod ffi;
 mod guest_mmap;
 mod guestmem;
 mod ioctl;
+mod kernel_ext;
 mod log;
 mod mmap;
-mod pages;
 mod protocol;
 mod session;
-mod v4l2;
-mod virtio;
 
-mod virtqueue;
+// Old paths of the abstraction layer's modules, while the driver moves to
+// the new ones.
+pub(crate) use kernel_ext::{
+    bindings as ffi, dma_buf as dmabuf, media::v4l2, mm as pages, virtio, virtio::virtqueue,
+};
 
 use command::{CommandQueue, PendingCommand, Response, Wait, WaitError};
 use events::EventQueue;

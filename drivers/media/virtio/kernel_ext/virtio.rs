@@ -5,8 +5,10 @@
 //! Linux 7.3 has no virtio abstractions in the kernel crate, so this module
 //! is the boundary: raw pointers stay here and in `ffi`.
 
+pub(crate) mod virtqueue;
+
 use crate::ffi;
-use crate::virtqueue::{Chain, Virtqueue};
+use virtqueue::{Chain, Virtqueue};
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
     error::to_result,
