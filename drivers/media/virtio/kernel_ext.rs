@@ -14,4 +14,5 @@ pub(crate) mod bindings;
 pub(crate) mod dma_buf;
 pub(crate) mod media;
 pub(crate) mod mm;
+pub(crate) mod uapi;
 pub(crate) mod virtio;
