@@ -30,3 +30,16 @@ t_module_build() {
 	fi
 }
 check_test module-build t_module_build
+
+# The driver's two layers: unsafe code only in kernel_ext/, which uses
+# nothing of the driver; every driver module forbids unsafe code; no import
+# cycle between driver modules (tools/check/layers.py).
+t_layers() {
+	local log=$results/layers.log
+	if python3 tools/check/layers.py drivers/media/virtio > "$log" 2>&1; then
+		record "module: two layers, no unsafe above, no cycle" OK "$(head -n 1 "$log")"
+	else
+		record "module: two layers, no unsafe above, no cycle" FAIL "$(grep -m 1 PROBLEM "$log") ($log)"
+	fi
+}
+check_test layers t_layers

@@ -101,6 +101,7 @@ need() {
 guest() {
 	local name=$1
 	shift
+	rm -rf "${results:?}/$name"
 	guest_runs+=("$results/$name")
 	tools/vm/run-guest.sh --name "$name" "$@" > "$results/$name.run.log" 2>&1
 }
@@ -123,6 +124,8 @@ module_params="" extra_file=""
 run_vfu() {
 	local name=$1 flags=$2 test=$3 env=${4:-NONE=1} extra=()
 	[ -n "${5:-}" ] && extra=(--ko "$5")
+	# No stale results of an earlier run may count for this one.
+	rm -rf "${results:?}/$name"
 	need module && need vfu || return 1
 	guest "$name" --ko "$ko" "${extra[@]}" --modules virtio_media --vfu "$flags" \
 		--append "$module_params" --env "$env" --test "$test" --timeout 300

@@ -17,9 +17,11 @@
 #![forbid(unsafe_code)]
 
 use crate::{
-    dmabuf::DeviceRef,
+    kernel_ext::{
+        dma_buf::DeviceRef,
+        virtio::virtqueue::{Chain, Mapper, Virtqueue},
+    },
     protocol::{self, ResponseError, SG_ENTRY_SIZE},
-    virtqueue::{Chain, Mapper, Virtqueue},
 };
 use kernel::{
     new_condvar, new_spinlock_irq,

@@ -5,21 +5,48 @@
 //! The interrupt callback only schedules the work; parsing, session lookup
 //! and allocation happen in process context. Each buffer goes back to the
 //! device as soon as its event is handled, as the spec requires.
+//!
+//! Events go to [`EventTarget`]s by session id: the sessions implement it,
+//! and this module knows nothing else of them.
 
 #![forbid(unsafe_code)]
 
 use crate::{
+    kernel_ext::virtio::virtqueue::{Chain, Virtqueue},
     protocol::{self, Event, MAX_EVENT_SIZE},
-    session::Session,
-    virtqueue::{Chain, Virtqueue},
-    MediaDevice,
+    stream::{BadEvent, DoneBuffer},
 };
 use core::sync::atomic::AtomicU64;
 use kernel::{
     new_mutex, new_spinlock_irq,
     prelude::*,
+    rbtree::{RBTree, RBTreeNode},
     sync::{Arc, Mutex, SpinLockIrq},
 };
+
+/// What the events of one session go to.
+pub(crate) trait EventTarget: Send + Sync {
+    /// The device returned a buffer (a DQBUF event); the caller wakes the
+    /// waiters once the batch is handled.
+    fn buffer_done(&self, done: KBox<DoneBuffer>) -> Result<(), BadEvent>;
+    /// Waiters for returned buffers may go on.
+    fn wake_buffer_waiters(&self);
+    /// A V4L2 event (`struct v4l2_event` bytes).
+    fn v4l2_event(&self, event: &[u8]);
+    /// An ERROR event: the device closed the session.
+    fn failed(&self, errno: u32);
+    /// The device was reset: it holds none of the session's buffers.
+    fn device_reset(&self);
+    /// The device went away.
+    fn device_gone(&self);
+}
+
+/// Why a new target could not be entered.
+pub(crate) enum AddTargetError {
+    /// The device gave an id that another open session has.
+    Duplicate,
+    NoMemory,
+}
 
 /// Buffers kept on the eventq: at most this many events can have been
 /// returned before a given moment.
@@ -52,6 +79,9 @@ pub(crate) struct EventQueue {
     /// gets the lock (STREAMOFF relies on that).
     #[pin]
     draining: Mutex<()>,
+    /// Open sessions by id.
+    #[pin]
+    targets: Mutex<RBTree<u32, Arc<dyn EventTarget>>>,
     /// Events dropped as malformed, for rate-limited logging.
     dropped: AtomicU64,
 }
@@ -61,6 +91,7 @@ impl EventQueue {
         pin_init!(Self {
             vq <- new_spinlock_irq!(None, "virtio_media_eventq"),
             draining <- new_mutex!((), "virtio_media_eventq_draining"),
+            targets <- new_mutex!(RBTree::new(), "virtio_media_sessions"),
             dropped: AtomicU64::new(0),
         })
     }
@@ -111,9 +142,9 @@ impl EventQueue {
     /// events, and a poller woken between them would see the queue
     /// writable but not readable, which no vb2 m2m driver shows
     /// (v4l2-compliance's streaming loop can lose count on it).
-    pub(crate) fn drain(&self, dev: &MediaDevice, budget: usize) -> bool {
+    pub(crate) fn drain(&self, budget: usize) -> bool {
         let _draining = self.draining.lock();
-        let mut woken: KVec<Arc<Session>> = KVec::new();
+        let mut woken: KVec<Arc<dyn EventTarget>> = KVec::new();
         let mut handled = 0;
         while handled < budget {
             let Some((buffer, written)) = self.take_returned() else {
@@ -122,7 +153,7 @@ impl EventQueue {
             handled += 1;
             let len = usize::try_from(written).unwrap_or(usize::MAX);
             let done = match buffer.bytes.get(..len) {
-                Some(bytes) => self.dispatch(dev, bytes),
+                Some(bytes) => self.dispatch(bytes),
                 None => {
                     self.drop_event(format_args!(
                         "event claims {} bytes, buffer has {}",
@@ -152,7 +183,7 @@ impl EventQueue {
     }
 
     /// Handles one event; returns the session a buffer came back to.
-    fn dispatch(&self, dev: &MediaDevice, bytes: &[u8]) -> Option<Arc<Session>> {
+    fn dispatch(&self, bytes: &[u8]) -> Option<Arc<dyn EventTarget>> {
         let event = match protocol::parse_event(bytes) {
             Ok(event) => event,
             Err(e) => {
@@ -167,31 +198,64 @@ impl EventQueue {
         };
         // An ERROR ends the session on the device: take it out of the map
         // at once, since the device may hand its id to a new session.
-        let session = match event {
-            Event::Error { .. } => dev.take_session(id),
-            _ => dev.session(id),
+        let target = match event {
+            Event::Error { .. } => self.targets.lock().remove(&id),
+            _ => self.targets.lock().get(&id).cloned(),
         };
-        let Some(session) = session else {
+        let Some(target) = target else {
             self.drop_event(format_args!("event for unknown session {}", id));
             return None;
         };
         let handled = match event {
             Event::Error { errno, .. } => {
-                session.failed(errno);
+                target.failed(errno);
                 return None;
             }
-            Event::Dqbuf { buffer, planes, .. } => {
-                session.buffer_done(buffer, planes).map(|()| true)
+            Event::Dqbuf { buffer, planes, .. } => match DoneBuffer::from_event(buffer, planes) {
+                Ok(done) => target.buffer_done(done),
+                // No memory: the buffer is lost to the program, as a
+                // dropped event would be.
+                Err(_) => Err(BadEvent::NoMemory),
+            },
+            Event::V4l2 { event, .. } => {
+                target.v4l2_event(event);
+                return None;
             }
-            Event::V4l2 { event, .. } => session.event(event).map(|()| false),
         };
         match handled {
-            Ok(true) => Some(session),
-            Ok(false) => None,
+            Ok(()) => Some(target),
             Err(e) => {
                 self.drop_event(format_args!("event for session {} dropped: {:?}", id, e));
                 None
             }
+        }
+    }
+
+    /// Enters a new session; the device must not reuse an id that is
+    /// still open.
+    pub(crate) fn add_target(&self, id: u32, target: Arc<dyn EventTarget>) -> Result<(), AddTargetError> {
+        let mut targets = self.targets.lock();
+        if targets.get(&id).is_some() {
+            pr_err!("device opened session {} while it is still open; the open fails\n", id);
+            return Err(AddTargetError::Duplicate);
+        }
+        let node = RBTreeNode::new(id, target, GFP_KERNEL).map_err(|_| AddTargetError::NoMemory)?;
+        targets.insert(node);
+        Ok(())
+    }
+
+    /// Removes the session under `id`, if it is still `target`.
+    pub(crate) fn remove_target(&self, id: u32, target: &Arc<dyn EventTarget>) {
+        let mut targets = self.targets.lock();
+        if targets.get(&id).is_some_and(|t| Arc::ptr_eq(t, target)) {
+            targets.remove(&id);
+        }
+    }
+
+    /// Calls `f` for every open session.
+    pub(crate) fn for_each_target(&self, f: impl Fn(&Arc<dyn EventTarget>)) {
+        for target in self.targets.lock().values() {
+            f(target);
         }
     }
 

@@ -11,46 +11,16 @@
 #![forbid(unsafe_code)]
 
 use crate::{
-    ffi,
-    pages::OwnedPages,
-    protocol::{get_u32, MAX_PLANES},
-    session::QueueKind,
+    kernel_ext::{media::v4l2::types::Format, mm::OwnedPages},
+    stream::{QueueKind, MAX_PLANES},
 };
-use core::mem::{offset_of, size_of};
 use kernel::{page::PAGE_SIZE, prelude::*, sync::Arc};
 
-const FMT: usize = offset_of!(ffi::v4l2_format, fmt);
-const PIX_SIZEIMAGE: usize = FMT + offset_of!(ffi::v4l2_pix_format, sizeimage);
-const MP_NUM_PLANES: usize = FMT + offset_of!(ffi::v4l2_pix_format_mplane, num_planes);
-const MP_PLANES: usize = FMT + offset_of!(ffi::v4l2_pix_format_mplane, plane_fmt);
-const MP_PLANE_SIZE: usize = size_of::<ffi::v4l2_plane_pix_format>();
-const MP_PLANE_SIZEIMAGE: usize = offset_of!(ffi::v4l2_plane_pix_format, sizeimage);
-
-/// The plane sizes (`sizeimage`) of a video format, as bytes of a
-/// `v4l2_format`; `None` for other buffer types or an empty plane.
-pub(crate) fn plane_sizes(format: &[u8]) -> Option<KVec<u32>> {
-    let mut sizes = KVec::new();
-    match get_u32(format, 0)? {
-        ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE
-        | ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT => {
-            sizes
-                .push(get_u32(format, PIX_SIZEIMAGE)?, GFP_KERNEL)
-                .ok()?;
-        }
-        ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE
-        | ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE => {
-            let count = usize::from(*format.get(MP_NUM_PLANES)?);
-            if count == 0 || count > MAX_PLANES {
-                return None;
-            }
-            for i in 0..count {
-                let at = MP_PLANES + i * MP_PLANE_SIZE + MP_PLANE_SIZEIMAGE;
-                sizes.push(get_u32(format, at)?, GFP_KERNEL).ok()?;
-            }
-        }
-        _ => return None,
-    }
-    if sizes.contains(&0) {
+/// The plane sizes (`sizeimage`) of a video format; `None` for other
+/// buffer types, no plane, too many or an empty one.
+pub(crate) fn plane_sizes(format: &Format) -> Option<KVec<u32>> {
+    let sizes = format.plane_sizes()?;
+    if sizes.is_empty() || sizes.len() > MAX_PLANES || sizes.contains(&0) {
         return None;
     }
     Some(sizes)
@@ -245,36 +215,17 @@ mod tests {
 
     #[test]
     fn formats_give_their_plane_sizes() {
-        let mut format = [0u8; size_of::<ffi::v4l2_format>()];
-        crate::protocol::set_u32(
-            &mut format,
-            0,
-            ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE,
-        );
+        use crate::kernel_ext::media::v4l2::types::BufType;
+        let mut format = Format::zeroed();
+        format.set_buf_type(BufType::VIDEO_CAPTURE);
         // A zero sizeimage.
         assert!(plane_sizes(&format).is_none());
-        crate::protocol::set_u32(&mut format, PIX_SIZEIMAGE, 614400);
+        format.set_plane_sizes(&[614400]);
         assert_eq!(plane_sizes(&format).as_deref(), Some(&[614400u32][..]));
-        crate::protocol::set_u32(
-            &mut format,
-            0,
-            ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE,
-        );
-        format[MP_NUM_PLANES] = 2;
-        crate::protocol::set_u32(&mut format, MP_PLANES + MP_PLANE_SIZEIMAGE, 100);
-        crate::protocol::set_u32(
-            &mut format,
-            MP_PLANES + MP_PLANE_SIZE + MP_PLANE_SIZEIMAGE,
-            50,
-        );
+        format.set_buf_type(BufType::VIDEO_OUTPUT_MPLANE);
+        format.set_plane_sizes(&[100, 50]);
         assert_eq!(plane_sizes(&format).as_deref(), Some(&[100u32, 50][..]));
-        format[MP_NUM_PLANES] = MAX_PLANES as u8 + 1;
-        assert!(plane_sizes(&format).is_none());
-        crate::protocol::set_u32(
-            &mut format,
-            0,
-            ffi::v4l2_buf_type_V4L2_BUF_TYPE_META_CAPTURE,
-        );
+        format.set_plane_sizes(&[]);
         assert!(plane_sizes(&format).is_none());
     }
 

@@ -8,12 +8,14 @@
 #![forbid(unsafe_code)]
 
 use crate::{
-    dmabuf::ImportedDmaBuf,
-    pages::{OwnedPages, PinnedPages},
+    device::MediaDevice,
+    kernel_ext::{
+        dma_buf::ImportedDmaBuf,
+        mm::{OwnedPages, PinnedPages},
+        virtio::virtqueue::{Mapper, Segments},
+    },
     protocol::sg_entry,
-    session::QueueKind,
-    virtqueue::{Mapper, Segments},
-    MediaDevice,
+    stream::QueueKind,
 };
 use kernel::{prelude::*, sync::Arc};
 

@@ -16,3 +16,4 @@ pub(crate) mod media;
 pub(crate) mod mm;
 pub(crate) mod uapi;
 pub(crate) mod virtio;
+pub(crate) mod workqueue;

@@ -3,15 +3,15 @@
 //! MMAP buffers mapped into user space through the shared-memory region.
 //!
 //! A `Mapping` is one MMAP command's result. All VMAs made from it (fork,
-//! splits) share one reference, counted in `vmas`; when the last VMA goes,
-//! the MUNMAP is sent from a workqueue, because VMAs are closed under
-//! `mmap_lock` and waiting for the device there could stall every other
-//! thread of the process (or deadlock with a fault on the same lock).
+//! splits) share it; when the last one goes, the MUNMAP is sent from the
+//! driver's workqueue, because VMAs are closed under `mmap_lock` and
+//! waiting for the device there could stall every other thread of the
+//! process (or deadlock with a fault on the same lock). Pages are mapped at
+//! fault time, only while the device works (see `MediaDevice::stop`).
 
 #![forbid(unsafe_code)]
 
-use crate::MediaDevice;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use crate::{device::MediaDevice, kernel_ext::mm::DeviceMemory};
 use kernel::{
     prelude::*,
     sync::Arc,
@@ -29,8 +29,6 @@ pub(crate) struct Mapping {
     len: u64,
     /// Page offset the program mapped the buffer at.
     pgoff: usize,
-    /// VMAs using this mapping.
-    vmas: AtomicUsize,
     #[pin]
     work: Work<Mapping>,
 }
@@ -69,38 +67,32 @@ impl Mapping {
                 phys,
                 len,
                 pgoff,
-                vmas: AtomicUsize::new(1),
                 work <- new_work!("virtio_media::Mapping::work"),
             }),
             GFP_KERNEL,
         )
     }
 
-    /// (guest physical address, page offset the program mapped it at,
-    /// length) of the mapping.
-    pub(crate) fn extent(&self) -> (u64, usize, u64) {
+    /// Sends the MUNMAP from a workqueue (see the module comment).
+    pub(crate) fn unmap_later(this: Arc<Self>) {
+        // The work item is embedded and only queued once (when the last
+        // VMA goes, or when the mapping is refused), so enqueueing cannot
+        // fail.
+        let _ = this.dev.workqueue().enqueue(this.clone());
+    }
+}
+
+impl DeviceMemory for Mapping {
+    fn extent(&self) -> (u64, usize, u64) {
         (self.phys, self.pgoff, self.len)
     }
 
-    pub(crate) fn device(&self) -> &MediaDevice {
-        &self.dev
+    fn while_mappable<R>(&self, insert: impl FnOnce() -> R) -> Option<R> {
+        self.dev.while_mappable(insert)
     }
 
-    /// One more VMA shares this mapping.
-    pub(crate) fn vma_opened(&self) {
-        self.vmas.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// One VMA went; `true` when it was the last one.
-    pub(crate) fn vma_closed(&self) -> bool {
-        self.vmas.fetch_sub(1, Ordering::AcqRel) == 1
-    }
-
-    /// Sends the MUNMAP from a workqueue (see the module comment).
-    pub(crate) fn unmap_later(this: Arc<Self>) {
-        // The work item is embedded and only queued once (from the last
-        // VMA's close), so enqueueing cannot fail.
-        let _ = crate::ffi::driver_workqueue().enqueue(this);
+    fn released(this: Arc<Self>) {
+        Mapping::unmap_later(this);
     }
 }
 

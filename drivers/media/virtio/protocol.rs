@@ -8,11 +8,11 @@
 
 #![forbid(unsafe_code)]
 
-use crate::ffi;
 use crate::kernel_ext::uapi::{
     self, CmdClose, CmdHeader, CmdIoctl, CmdMmap, CmdMunmap, CmdOpen, Config, EventError as WireError,
     EventHeader, Le32, Le64, RespHeader, RespMmap, RespOpen, SgEntry,
 };
+use crate::kernel_ext::media::v4l2::types::{Buffer, Event as V4l2Event, Plane, MAX_PLANES};
 use core::mem::size_of;
 use kernel::{
     ioctl::{_IOC_DIR, _IOC_NR, _IOC_SIZE, _IOR, _IOW},
@@ -250,9 +250,9 @@ pub(crate) fn munmap_request(addr: u64) -> Result<KVec<u8>> {
 }
 
 /// Size of `struct v4l2_buffer` in the 64-bit wire layout.
-pub(crate) const BUFFER_SIZE: usize = size_of::<ffi::v4l2_buffer>();
+pub(crate) const BUFFER_SIZE: usize = size_of::<Buffer>();
 /// Size of `struct v4l2_plane` in the 64-bit wire layout.
-pub(crate) const PLANE_SIZE: usize = size_of::<ffi::v4l2_plane>();
+pub(crate) const PLANE_SIZE: usize = size_of::<Plane>();
 /// Size of a `virtio_media_sg_entry`.
 pub(crate) const SG_ENTRY_SIZE: usize = size_of::<SgEntry>();
 
@@ -269,10 +269,8 @@ pub(crate) fn sg_entry(addr: u64, len: u32) -> [u8; SG_ENTRY_SIZE] {
     );
     entry
 }
-/// Most planes a buffer can have.
-pub(crate) const MAX_PLANES: usize = ffi::VIDEO_MAX_PLANES as usize;
 /// Size of `struct v4l2_event`.
-pub(crate) const EVENT_SIZE: usize = size_of::<ffi::v4l2_event>();
+pub(crate) const EVENT_SIZE: usize = size_of::<V4l2Event>();
 const EVENT_HEADER_SIZE: usize = size_of::<EventHeader>();
 /// Size of the largest event: DQBUF.
 pub(crate) const MAX_EVENT_SIZE: usize = EVENT_HEADER_SIZE + BUFFER_SIZE + PLANE_SIZE * MAX_PLANES;
@@ -366,8 +364,8 @@ mod tests {
     #[test]
     fn sg_entry_layout() {
         let entry = sg_entry(0x1122_3344_5566_7788, 0x99aa_bbcc);
-        let start = core::mem::offset_of!(ffi::virtio_media_sg_entry, start);
-        let len = core::mem::offset_of!(ffi::virtio_media_sg_entry, len);
+        let start = core::mem::offset_of!(SgEntry, start);
+        let len = core::mem::offset_of!(SgEntry, len);
         assert_eq!(
             &entry[start..start + 8],
             &0x1122_3344_5566_7788u64.to_le_bytes()
@@ -440,7 +438,7 @@ mod tests {
         );
         assert_eq!(ioctl_response_size(g_fmt, 208), Ok(8 + 208));
         // QBUF (WR) with two planes following the buffer.
-        let qbuf = _IOWR::<ffi::v4l2_buffer>(V, 15);
+        let qbuf = _IOWR::<Buffer>(V, 15);
         let req =
             ioctl_request(1, qbuf, &[0; BUFFER_SIZE], &[1; 2 * PLANE_SIZE]).expect("allocation");
         assert_eq!(req.len(), 16 + BUFFER_SIZE + 2 * PLANE_SIZE);

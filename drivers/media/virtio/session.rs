@@ -10,86 +10,30 @@
 
 use crate::{
     command::{Mapped, Response, Wait},
-    ffi,
-    guest_mmap::{self, GuestMmapQueue},
-    guestmem::{GuestBuffer, HeldBuffers},
-    ioctl,
     mmap::Mapping,
-    pages::OwnedPages,
-    protocol::{self, get_u32, set_u32, BUFFER_SIZE, MAX_PLANES, PLANE_SIZE, SG_ENTRY_SIZE},
-    v4l2::FileHandle,
-    Abandon, AddSessionError, MediaDevice,
+    device::{Abandon, MediaDevice},
+    events::{AddTargetError, EventTarget},
+    guestmem::{GuestBuffer, HeldBuffers},
+    kernel_ext::media::v4l2::{
+        ioctl::{self as codes, Ioctl},
+        poll::{EPOLLERR, EPOLLIN, EPOLLOUT, EPOLLRDNORM, EPOLLWRNORM},
+        types::{memory as buffer_memory, BufType, Buffer, Plane},
+        EventSink,
+    },
+    protocol::{self, SG_ENTRY_SIZE},
+    stream::{BadEvent, DoneBuffer, QueueKind, QueueState, MAX_BUFFERS},
 };
-use core::mem::offset_of;
 use kernel::{
     new_mutex,
     prelude::*,
     sync::{poll::PollCondVar, Arc, Mutex},
+    transmute::AsBytes,
 };
 
 mod controls;
 mod memory;
-mod queue;
 
-use memory::{Presented, MEMORY_USERPTR};
-use queue::{is_multiplanar, DoneBuffer, QueueState, MAX_BUFFERS};
-pub(crate) use queue::{queue_of, BadEvent, QueueKind};
-
-/// An ioctl argument as its handler received it, as bytes.
-pub(crate) enum Arg<'a> {
-    /// A struct the ioctl reads and may write back.
-    Plain(&'a mut [u8]),
-    /// A struct or value the ioctl only reads.
-    ReadOnly(&'a [u8]),
-    /// A `v4l2_buffer` and, for multi-planar types, its planes.
-    Buffer {
-        buf: &'a mut [u8],
-        planes: &'a mut [u8],
-    },
-    /// A `v4l2_ext_controls` and its controls array.
-    Controls {
-        ctrls: &'a mut [u8],
-        array: &'a mut [u8],
-    },
-}
-
-const BUF_TYPE: usize = offset_of!(ffi::v4l2_buffer, type_);
-const BUF_INDEX: usize = offset_of!(ffi::v4l2_buffer, index);
-const BUF_FLAGS: usize = offset_of!(ffi::v4l2_buffer, flags);
-const BUF_MEMORY: usize = offset_of!(ffi::v4l2_buffer, memory);
-const BUF_M: usize = offset_of!(ffi::v4l2_buffer, m);
-const BUF_LENGTH: usize = offset_of!(ffi::v4l2_buffer, length);
-const PLANE_M: usize = offset_of!(ffi::v4l2_plane, m);
-const PLANE_LENGTH: usize = offset_of!(ffi::v4l2_plane, length);
-const REQBUFS_COUNT: usize = offset_of!(ffi::v4l2_requestbuffers, count);
-const REQBUFS_TYPE: usize = offset_of!(ffi::v4l2_requestbuffers, type_);
-const REQBUFS_MEMORY: usize = offset_of!(ffi::v4l2_requestbuffers, memory);
-const REQBUFS_CAPS: usize = offset_of!(ffi::v4l2_requestbuffers, capabilities);
-const CREATE_MEMORY: usize = offset_of!(ffi::v4l2_create_buffers, memory);
-const CREATE_CAPS: usize = offset_of!(ffi::v4l2_create_buffers, capabilities);
-const CREATE_INDEX: usize = offset_of!(ffi::v4l2_create_buffers, index);
-const CREATE_COUNT: usize = offset_of!(ffi::v4l2_create_buffers, count);
-const CREATE_FORMAT: usize = offset_of!(ffi::v4l2_create_buffers, format);
-const CREATE_TYPE: usize = CREATE_FORMAT + offset_of!(ffi::v4l2_format, type_);
-const DECODER_CMD: usize = offset_of!(ffi::v4l2_decoder_cmd, cmd);
-const REMOVE_INDEX: usize = offset_of!(ffi::v4l2_remove_buffers, index);
-const REMOVE_COUNT: usize = offset_of!(ffi::v4l2_remove_buffers, count);
-const REMOVE_TYPE: usize = offset_of!(ffi::v4l2_remove_buffers, type_);
-/// Size of the pointer fields the driver restores after the device wrote.
-const POINTER_SIZE: usize = 8;
-
-fn get_u64(bytes: &[u8], offset: usize) -> Option<u64> {
-    let low = u64::from(get_u32(bytes, offset)?);
-    let high = u64::from(get_u32(bytes, offset.checked_add(4)?)?);
-    Some(low | (high << 32))
-}
-
-fn set_u64(bytes: &mut [u8], offset: usize, value: u64) {
-    if let Some(high) = offset.checked_add(4) {
-        set_u32(bytes, offset, value as u32);
-        set_u32(bytes, high, (value >> 32) as u32);
-    }
-}
+use memory::{Presented, QueueMemory};
 
 /// Copies back what the device wrote of an ioctl's payload and trailer and
 /// returns its status with how many trailer bytes it wrote (the device
@@ -138,14 +82,14 @@ fn read_response(
 #[derive(Default)]
 struct State {
     queues: [QueueState; 2],
+    /// What each queue's buffers are in memory.
+    memory: [QueueMemory; 2],
     /// Buffers in guest memory the device holds.
     held: HeldBuffers<GuestBuffer>,
     /// The device was reset: it holds no buffer any more.
     device_reset: bool,
     /// The device reported an ERROR: it closed the session.
     failed: Option<u32>,
-    /// The file handle is set up: events may be queued on it.
-    ready: bool,
     /// The file was released.
     closed: bool,
 }
@@ -164,6 +108,20 @@ impl State {
             QueueKind::Output => &mut self.queues[1],
         }
     }
+
+    fn memory_ref(&self, kind: QueueKind) -> &QueueMemory {
+        match kind {
+            QueueKind::Capture => &self.memory[0],
+            QueueKind::Output => &self.memory[1],
+        }
+    }
+
+    fn memory(&mut self, kind: QueueKind) -> &mut QueueMemory {
+        match kind {
+            QueueKind::Capture => &mut self.memory[0],
+            QueueKind::Output => &mut self.memory[1],
+        }
+    }
 }
 
 /// How long the caller of an ioctl waits for the device: the ioctls whose
@@ -171,30 +129,28 @@ impl State {
 /// answer; any other may be interrupted and asked again.
 fn wait_for(code: u32) -> Wait {
     match code {
-        ioctl::VIDIOC_REQBUFS
-        | ioctl::VIDIOC_CREATE_BUFS
-        | ioctl::VIDIOC_REMOVE_BUFS
-        | ioctl::VIDIOC_QBUF
-        | ioctl::VIDIOC_PREPARE_BUF
-        | ioctl::VIDIOC_STREAMON
-        | ioctl::VIDIOC_STREAMOFF
-        | ioctl::VIDIOC_DECODER_CMD
-        | ioctl::VIDIOC_ENCODER_CMD
-        | ioctl::VIDIOC_SUBSCRIBE_EVENT
-        | ioctl::VIDIOC_UNSUBSCRIBE_EVENT => Wait::Uninterruptible,
+        codes::VIDIOC_REQBUFS
+        | codes::VIDIOC_CREATE_BUFS
+        | codes::VIDIOC_REMOVE_BUFS
+        | codes::VIDIOC_QBUF
+        | codes::VIDIOC_PREPARE_BUF
+        | codes::VIDIOC_STREAMON
+        | codes::VIDIOC_STREAMOFF
+        | codes::VIDIOC_DECODER_CMD
+        | codes::VIDIOC_ENCODER_CMD
+        | codes::VIDIOC_SUBSCRIBE_EVENT
+        | codes::VIDIOC_UNSUBSCRIBE_EVENT => Wait::Uninterruptible,
         _ => Wait::Interruptible,
     }
 }
 
 /// One open file of the video node.
-#[repr(C)]
 #[pin_data]
 pub(crate) struct Session {
-    /// The V4L2 file handle: `file->private_data` points here.
-    #[pin]
-    pub(crate) fh: FileHandle,
     id: u32,
     dev: Arc<MediaDevice>,
+    /// Where the file's V4L2 events go.
+    events: EventSink,
     /// Orders the ioctls that change a queue's buffers or stream (QBUF,
     /// PREPARE_BUF, REQBUFS, CREATE_BUFS, REMOVE_BUFS, STREAMON, STREAMOFF)
     /// from their sending to the driver's update after the answer, as
@@ -215,17 +171,15 @@ pub(crate) struct Session {
 
 impl Session {
     /// Opens a session on the device and enters it in the device's map.
-    pub(crate) fn open(dev: Arc<MediaDevice>) -> Result<Arc<Self>> {
-        if dev.is_gone() {
-            return Err(ENODEV);
-        }
+    pub(crate) fn open(dev: Arc<MediaDevice>, events: EventSink) -> Result<Arc<Self>> {
+        dev.check_usable()?;
         let id = dev.open_session()?;
         let session_dev = dev.clone();
         let session = Arc::pin_init(
             pin_init!(Self {
-                fh <- FileHandle::zeroed(),
                 id,
                 dev: session_dev,
+                events,
                 capture_lock <- new_mutex!((), "virtio_media_session_capture"),
                 output_lock <- new_mutex!((), "virtio_media_session_output"),
                 state <- new_mutex!(State::default(), "virtio_media_session"),
@@ -240,35 +194,29 @@ impl Session {
                 return Err(e);
             }
         };
-        match dev.add_session(session.clone()) {
+        match dev.add_session(id, session.clone()) {
             Ok(()) => Ok(session),
             // The id is another open session's: closing it would close
             // that one on the device.
-            Err(AddSessionError::Duplicate) => Err(EIO),
-            Err(AddSessionError::NoMemory) => {
+            Err(AddTargetError::Duplicate) => Err(EIO),
+            Err(AddTargetError::NoMemory) => {
                 let _ = dev.close_session(id);
                 Err(ENOMEM)
             }
         }
     }
 
-    /// The file handle is set up: events may reach it from now on.
-    pub(crate) fn publish(&self) {
-        self.state.lock().ready = true;
-    }
-
     /// The file is being released: close the session on the device (unless
     /// the device already did, with an ERROR) and forget it.
     pub(crate) fn release(self: &Arc<Self>) {
-        self.dev.remove_session(self);
+        self.dev.remove_session(self.id, &(self.clone() as Arc<dyn EventTarget>));
         let failed = {
             let mut state = self.state.lock();
             state.closed = true;
-            state.ready = false;
             state.failed
         };
         self.waiters.notify_all();
-        if failed.is_none() && !self.dev.is_gone() {
+        if failed.is_none() && self.dev.check_usable().is_ok() {
             if let Err(e) = self.dev.close_session(self.id) {
                 // The device may keep state for it; ours is released anyway,
                 // but for pages it may still write into.
@@ -288,14 +236,6 @@ impl Session {
         }
         // Closed (or failed, or reset): the device holds none of its buffers.
         self.release_held();
-    }
-
-    pub(crate) fn file_handle(&self) -> &FileHandle {
-        &self.fh
-    }
-
-    pub(crate) fn id(&self) -> u32 {
-        self.id
     }
 
     pub(crate) fn device(&self) -> &MediaDevice {
@@ -322,57 +262,116 @@ impl Session {
         }
     }
 
-    /// Forwards ioctl `code` with its argument; see [`Arg`].
-    pub(crate) fn ioctl(&self, code: u32, arg: Arg<'_>) -> Result {
-        self.check_usable()?;
-        match arg {
-            Arg::Plain(payload) => self.plain_ioctl(code, payload),
-            Arg::ReadOnly(payload) => {
-                // The device may write the payload back (S_INPUT is WR);
-                // the caller's value is const, so the copy is dropped.
-                let mut copy = KVec::new();
-                copy.extend_from_slice(payload, GFP_KERNEL)?;
-                self.plain_ioctl(code, &mut copy)
+    /// An ioctl of the file (see [`Ioctl`]).
+    pub(crate) fn ioctl(&self, nonblocking: bool, ioctl: Ioctl<'_>) -> Result {
+        match ioctl {
+            // Answered from the configuration space, whatever the device.
+            Ioctl::QueryCap(cap) => {
+                let config = self.dev.config();
+                let card = config.card_name().unwrap_or("virtio-media");
+                cap.set(
+                    b"virtio-media",
+                    card.as_bytes(),
+                    b"platform:virtio-media",
+                    config.device_caps,
+                );
+                return Ok(());
             }
-            Arg::Buffer { buf, planes } => self.buffer_ioctl(code, buf, planes),
-            Arg::Controls { ctrls, array } => self.controls_ioctl(code, ctrls, array),
+            Ioctl::Dqbuf { buf, planes } => return self.dqbuf(buf, planes, nonblocking),
+            Ioctl::ExpBuf(exp) => return self.export_buffer(exp),
+            _ => {}
+        }
+        self.check_usable()?;
+        match ioctl {
+            Ioctl::Bytes { code, arg } => self.forward(code, arg),
+            Ioctl::ReadOnly { code, arg } => self.forward_copy(code, arg),
+            Ioctl::ReqBufs(req) => self.request_buffers(req),
+            Ioctl::CreateBufs(create) => self.create_buffers(create),
+            Ioctl::RemoveBufs(remove) => self.remove_buffers(remove),
+            Ioctl::Stream { code, buf_type } => self.stream(code, BufType(buf_type)),
+            Ioctl::Buffer { code, buf, planes } => self.buffer_ioctl(code, buf, planes),
+            Ioctl::ExtCtrls { code, ctrls, array } => self.controls_ioctl(code, ctrls, array),
+            Ioctl::Command { code, cmd, arg } => {
+                self.forward(code, arg)?;
+                // START resumes a stream that ended with a LAST buffer.
+                if (code == codes::VIDIOC_DECODER_CMD || code == codes::VIDIOC_ENCODER_CMD)
+                    && cmd == crate::kernel_ext::bindings::V4L2_DEC_CMD_START
+                {
+                    self.state.lock().queue(QueueKind::Capture).last_dequeued = false;
+                    self.waiters.notify_all();
+                }
+                Ok(())
+            }
+            Ioctl::Subscribe(sub) => {
+                self.forward_copy(codes::VIDIOC_SUBSCRIBE_EVENT, sub.as_bytes())?;
+                // The initial events (V4L2_EVENT_SUB_FL_SEND_INITIAL) came
+                // before the answer: they are queued before this returns.
+                self.dev.drain_events();
+                Ok(())
+            }
+            Ioctl::Unsubscribe(sub) => {
+                self.forward_copy(codes::VIDIOC_UNSUBSCRIBE_EVENT, sub.as_bytes())
+            }
+            Ioctl::QueryCap(_) | Ioctl::Dqbuf { .. } | Ioctl::ExpBuf(_) => Ok(()),
         }
     }
 
-    /// An ioctl whose payload is one struct or value (no trailer).
-    fn plain_ioctl(&self, code: u32, payload: &mut [u8]) -> Result {
-        match code {
-            ioctl::VIDIOC_REQBUFS => {
-                return self.allocate_buffers(code, payload, REQBUFS_MEMORY, REQBUFS_CAPS)
-            }
-            ioctl::VIDIOC_CREATE_BUFS => {
-                return self.allocate_buffers(code, payload, CREATE_MEMORY, CREATE_CAPS)
-            }
-            _ => {}
-        }
-        let ordered = match code {
-            ioctl::VIDIOC_STREAMON | ioctl::VIDIOC_STREAMOFF => {
-                get_u32(payload, 0).and_then(queue_of)
-            }
-            ioctl::VIDIOC_REMOVE_BUFS => get_u32(payload, REMOVE_TYPE).and_then(queue_of),
-            _ => None,
+    /// An ioctl whose argument is const: the device may write the payload
+    /// back (S_INPUT is WR), into a copy that is then dropped.
+    fn forward_copy(&self, code: u32, arg: &[u8]) -> Result {
+        let mut copy = KVec::new();
+        copy.extend_from_slice(arg, GFP_KERNEL)?;
+        self.forward(code, &mut copy)
+    }
+
+    /// Forwards an ioctl whose argument is one struct or value.
+    fn forward(&self, code: u32, arg: &mut [u8]) -> Result {
+        self.transact(code, arg, &mut []).map(|_| ())
+    }
+
+    /// STREAMON or STREAMOFF of a queue, ordered with its buffer changes.
+    fn stream(&self, code: u32, buf_type: BufType) -> Result {
+        let kind = QueueKind::of(buf_type);
+        let _ordered = kind.map(|kind| self.buffer_lock(kind).lock());
+        let mut arg = buf_type.0.to_ne_bytes();
+        let Some(kind) = kind else {
+            // Not a buffer type: the device says what it thinks of it.
+            return self.forward(code, &mut arg);
         };
-        let _ordered = ordered.map(|kind| self.buffer_lock(kind).lock());
-        // The device may return buffers while it handles STREAMON, before
-        // its response: the queue must already count as streaming then, or
-        // those buffers would be dropped (an m2m device runs its first jobs
-        // right there).
-        let starting = if code == ioctl::VIDIOC_STREAMON {
-            self.mark_streaming(payload)
-        } else {
-            None
-        };
-        let result = self.transact(code, payload, &mut []).map(|_| ());
-        if let (Some(kind), Err(_)) = (starting, &result) {
-            self.state.lock().queue(kind).stop();
+        if code == codes::VIDIOC_STREAMON {
+            // The device may return buffers while it handles STREAMON,
+            // before its response: the queue must already count as
+            // streaming then, or those buffers would be dropped (an m2m
+            // device runs its first jobs right there).
+            let started = {
+                let mut state = self.state.lock();
+                let queue = state.queue(kind);
+                let started = !queue.streaming;
+                queue.streaming = true;
+                queue.last_dequeued = false;
+                started
+            };
+            let result = self.forward(code, &mut arg);
+            if started && result.is_err() {
+                self.state.lock().queue(kind).stop();
+            }
+            return result;
         }
-        result?;
-        self.after_success(code, payload);
+        self.forward(code, &mut arg)?;
+        // Events and responses travel on different queues: handle the
+        // buffers the device returned before it answered, so none of them
+        // survives into the next stream.
+        self.dev.drain_events();
+        let mut released = KVec::new();
+        {
+            let mut state = self.state.lock();
+            // The device gave every buffer of the queue back.
+            state.held.take_where(|k, _| k == kind, &mut released);
+            state.queue(kind).stop();
+        }
+        drop(released);
+        // A blocked DQBUF ends (EINVAL, as vb2 says).
+        self.waiters.notify_all();
         Ok(())
     }
 
@@ -430,27 +429,25 @@ impl Session {
         )
     }
 
-    fn buffer_ioctl(&self, code: u32, buf: &mut [u8], planes: &mut [u8]) -> Result {
-        let buf_type = get_u32(buf, BUF_TYPE).ok_or(EINVAL)?;
-        let kind = queue_of(buf_type).ok_or(EINVAL)?;
-        let mut pointer = [0u8; POINTER_SIZE];
-        pointer.copy_from_slice(buf.get(BUF_M..BUF_M + POINTER_SIZE).ok_or(EINVAL)?);
-        let length = get_u32(buf, BUF_LENGTH).ok_or(EINVAL)?;
+    /// QUERYBUF, QBUF and PREPARE_BUF.
+    fn buffer_ioctl(&self, code: u32, buf: &mut Buffer, planes: &mut [Plane]) -> Result {
+        let buf_type = buf.buf_type();
+        let kind = QueueKind::of(buf_type).ok_or(EINVAL)?;
+        let length = buf.length();
         let result = match code {
-            ioctl::VIDIOC_QUERYBUF => self.transact(code, buf, planes),
+            codes::VIDIOC_QUERYBUF => self.transact(code, buf.as_bytes_mut(), planes.as_bytes_mut()),
             _ => self.queue_buffer(code, kind, buf, planes),
         };
-        if is_multiplanar(buf_type) {
-            // Whatever the device wrote, the planes pointer is the kernel's
-            // copy, the array cannot grow, and the planes it reports must be
-            // the ones it wrote.
-            if let Some(m) = buf.get_mut(BUF_M..BUF_M + POINTER_SIZE) {
-                m.copy_from_slice(&pointer);
-            }
-            let count = get_u32(buf, BUF_LENGTH).unwrap_or(u32::MAX);
+        if buf_type.is_multiplanar() {
+            // Whatever the device wrote, the array cannot grow, and the
+            // planes it reports must be the ones it wrote.
+            let count = buf.length();
             let written = result.as_ref().map_or(usize::MAX, |w| *w);
-            if count > length || (result.is_ok() && count as usize * PLANE_SIZE > written) {
-                set_u32(buf, BUF_LENGTH, length);
+            let needed = usize::try_from(count)
+                .ok()
+                .and_then(|count| count.checked_mul(core::mem::size_of::<Plane>()));
+            if count > length || (result.is_ok() && needed.is_none_or(|needed| needed > written)) {
+                buf.set_length(length);
                 pr_err!(
                     "device reports {} planes (array of {}, {} bytes written)\n",
                     count,
@@ -460,127 +457,20 @@ impl Session {
                 return Err(EIO);
             }
         }
-        if get_u32(buf, BUF_MEMORY) == Some(MEMORY_USERPTR) {
-            let index = get_u32(buf, BUF_INDEX).unwrap_or(u32::MAX);
+        if buf.memory() == buffer_memory::USERPTR {
+            let index = buf.index();
             let state = self.state.lock();
             state.present_to_program(kind, buf, planes, state.held.pointers(kind, index));
         }
         result.map(|_| ())
     }
 
-    /// Marks the queue of a STREAMON payload streaming; returns it unless it
-    /// already was.
-    fn mark_streaming(&self, payload: &[u8]) -> Option<QueueKind> {
-        let kind = get_u32(payload, 0).and_then(queue_of)?;
-        let mut state = self.state.lock();
-        let queue = state.queue(kind);
-        if queue.streaming {
-            return None;
-        }
-        queue.streaming = true;
-        queue.last_dequeued = false;
-        Some(kind)
-    }
-
-    /// Handles the events the device returned so far (after SUBSCRIBE with
-    /// SEND_INITIAL, the initial events are there before the response).
-    pub(crate) fn drain_events(&self) {
-        self.dev.drain_events();
-    }
-
-    /// Mirrors the stream state an ioctl changed.
-    fn after_success(&self, code: u32, payload: &[u8]) {
-        if code == ioctl::VIDIOC_STREAMOFF || code == ioctl::VIDIOC_REQBUFS {
-            // Events and responses travel on different queues: handle the
-            // buffers the device returned before it answered, so none of
-            // them survives into the next stream.
-            self.dev.drain_events();
-        }
-        let mut released = KVec::new();
-        let mut freed = KVec::new();
-        let mut state = self.state.lock();
-        match code {
-            ioctl::VIDIOC_REQBUFS => {
-                let kind = get_u32(payload, REQBUFS_TYPE).and_then(queue_of);
-                if let (Some(kind), Some(count)) = (kind, get_u32(payload, REQBUFS_COUNT)) {
-                    // The device freed the queue's buffers.
-                    state.held.take_where(|k, _| k == kind, &mut released);
-                    let queue = state.queue(kind);
-                    freed = queue.mmap.take();
-                    queue.presented = Presented::AsIs;
-                    queue.num_buffers = count;
-                    queue.queued.clear();
-                    if count == 0 {
-                        queue.stop();
-                    }
-                }
-            }
-            ioctl::VIDIOC_REMOVE_BUFS => {
-                let kind = get_u32(payload, REMOVE_TYPE).and_then(queue_of);
-                let first = get_u32(payload, REMOVE_INDEX).unwrap_or(0);
-                let end = get_u32(payload, REMOVE_COUNT).and_then(|count| first.checked_add(count));
-                if let (Some(kind), Some(end)) = (kind, end) {
-                    // The device freed these buffers: what the driver
-                    // keeps for them goes too.
-                    let removed = |index: u32| (first..end).contains(&index);
-                    state
-                        .held
-                        .take_where(|k, index| k == kind && removed(index), &mut released);
-                    let queue = state.queue(kind);
-                    freed = queue.mmap.remove(first, end);
-                    for index in first..end.min(MAX_BUFFERS) {
-                        queue.queued.remove(index);
-                    }
-                    queue.done.retain(|done| {
-                        !removed(get_u32(&done.buffer, BUF_INDEX).unwrap_or(u32::MAX))
-                    });
-                }
-            }
-            ioctl::VIDIOC_CREATE_BUFS => {
-                let kind = get_u32(payload, CREATE_TYPE).and_then(queue_of);
-                let end = get_u32(payload, CREATE_INDEX)
-                    .zip(get_u32(payload, CREATE_COUNT))
-                    .and_then(|(index, count)| index.checked_add(count));
-                if let (Some(kind), Some(end)) = (kind, end) {
-                    let queue = state.queue(kind);
-                    queue.num_buffers = queue.num_buffers.max(end);
-                }
-            }
-            ioctl::VIDIOC_STREAMON => {
-                if let Some(kind) = get_u32(payload, 0).and_then(queue_of) {
-                    let queue = state.queue(kind);
-                    queue.streaming = true;
-                    queue.last_dequeued = false;
-                }
-            }
-            ioctl::VIDIOC_STREAMOFF => {
-                if let Some(kind) = get_u32(payload, 0).and_then(queue_of) {
-                    // The device gave every buffer of the queue back.
-                    state.held.take_where(|k, _| k == kind, &mut released);
-                    state.queue(kind).stop();
-                }
-            }
-            ioctl::VIDIOC_DECODER_CMD | ioctl::VIDIOC_ENCODER_CMD => {
-                // START resumes a stream that ended with a LAST buffer.
-                if get_u32(payload, DECODER_CMD) == Some(ffi::V4L2_DEC_CMD_START) {
-                    state.queue(QueueKind::Capture).last_dequeued = false;
-                }
-            }
-            _ => return,
-        }
-        drop(state);
-        drop(released);
-        drop(freed);
-        // STREAMOFF and REQBUFS(0) end blocked DQBUFs.
-        self.waiters.notify_all();
-    }
-
     /// VIDIOC_DQBUF: the oldest buffer the device returned on this queue.
-    pub(crate) fn dqbuf(&self, buf: &mut [u8], planes: &mut [u8], nonblocking: bool) -> Result {
-        let buf_type = get_u32(buf, BUF_TYPE).ok_or(EINVAL)?;
-        let kind = queue_of(buf_type).ok_or(EINVAL)?;
-        let capacity = u32::try_from(planes.len() / PLANE_SIZE)?;
-        let capacity = is_multiplanar(buf_type).then_some(capacity);
+    fn dqbuf(&self, buf: &mut Buffer, planes: &mut [Plane], nonblocking: bool) -> Result {
+        let buf_type = buf.buf_type();
+        let kind = QueueKind::of(buf_type).ok_or(EINVAL)?;
+        let capacity = u32::try_from(planes.len())?;
+        let capacity = buf_type.is_multiplanar().then_some(capacity);
         let mut state = self.state.lock();
         let done = loop {
             self.dev.check_usable()?;
@@ -598,18 +488,15 @@ impl Session {
             }
         };
         drop(state);
-
-        let mut pointer = [0u8; POINTER_SIZE];
-        pointer.copy_from_slice(buf.get(BUF_M..BUF_M + POINTER_SIZE).ok_or(EINVAL)?);
-        buf.copy_from_slice(&done.buffer);
-        if is_multiplanar(buf_type) {
-            if let Some(m) = buf.get_mut(BUF_M..BUF_M + POINTER_SIZE) {
-                m.copy_from_slice(&pointer);
-            }
-            let count = get_u32(buf, BUF_LENGTH).unwrap_or(0) as usize;
-            let bytes = count * PLANE_SIZE;
-            if let (Some(dst), Some(src)) = (planes.get_mut(..bytes), done.planes.get(..bytes)) {
-                dst.copy_from_slice(src);
+        let DoneBuffer {
+            buffer,
+            planes: done_planes,
+        } = KBox::into_inner(done);
+        *buf = buffer;
+        if buf_type.is_multiplanar() {
+            let count = usize::try_from(buf.length()).unwrap_or(0);
+            for (dst, src) in planes.iter_mut().zip(done_planes).take(count) {
+                *dst = src;
             }
         }
         Ok(())
@@ -617,38 +504,18 @@ impl Session {
 
     /// A DQBUF event for this session: keep the buffer for DQBUF; the
     /// caller wakes the waiters.
-    pub(crate) fn buffer_done(&self, buffer: &[u8], planes: &[u8]) -> Result<(), BadEvent> {
-        let buf_type = get_u32(buffer, BUF_TYPE).unwrap_or(u32::MAX);
-        let kind = queue_of(buf_type).ok_or(BadEvent::BufferType(buf_type))?;
-        if is_multiplanar(buf_type) {
-            let count = get_u32(buffer, BUF_LENGTH).unwrap_or(u32::MAX);
-            if count as usize > MAX_PLANES {
-                return Err(BadEvent::PlaneCount(count));
-            }
+    pub(crate) fn buffer_done(&self, mut done: KBox<DoneBuffer>) -> Result<(), BadEvent> {
+        let buf_type = done.buffer.buf_type();
+        let kind = QueueKind::of(buf_type).ok_or(BadEvent::BufferType(buf_type.0))?;
+        let count = done.buffer.length();
+        if buf_type.is_multiplanar() && usize::try_from(count).map_or(true, |c| c > done.planes.len()) {
+            return Err(BadEvent::PlaneCount(count));
         }
-        let mut done = KBox::new(
-            DoneBuffer {
-                buffer: [0; BUFFER_SIZE],
-                planes: [0; PLANE_SIZE * MAX_PLANES],
-            },
-            GFP_KERNEL,
-        )
-        .map_err(|_| BadEvent::NotReady)?;
-        done.buffer.copy_from_slice(
-            buffer
-                .get(..BUFFER_SIZE)
-                .ok_or(BadEvent::BufferType(buf_type))?,
-        );
-        done.planes.copy_from_slice(
-            planes
-                .get(..PLANE_SIZE * MAX_PLANES)
-                .ok_or(BadEvent::PlaneCount(0))?,
-        );
-        let index = get_u32(buffer, BUF_INDEX).unwrap_or(u32::MAX);
+        let index = done.buffer.index();
         let mut state = self.state.lock();
         state.queue(kind).claim(index)?;
         let mut released = None;
-        if get_u32(buffer, BUF_MEMORY) == Some(MEMORY_USERPTR) {
+        if done.buffer.memory() == buffer_memory::USERPTR {
             let held = state
                 .held
                 .take(kind, index)
@@ -671,18 +538,9 @@ impl Session {
         self.waiters.notify_all();
     }
 
-    /// An EVENT event for this session.
-    pub(crate) fn event(&self, event: &[u8]) -> Result<(), BadEvent> {
-        // The lock is held while the event is queued: `release` clears
-        // `ready` under it before the file handle is torn down
-        // (`v4l2_fh_exit` clears its `vdev`), so the handle is live here.
-        let state = self.state.lock();
-        if !state.ready {
-            return Err(BadEvent::NotReady);
-        }
-        self.fh.queue_event(event);
-        drop(state);
-        Ok(())
+    /// An EVENT event for this session (dropped once the file is released).
+    pub(crate) fn event(&self, event: &[u8]) {
+        self.events.queue(event);
     }
 
     /// An ERROR event: the device closed the session, so it holds none of
@@ -723,21 +581,18 @@ impl Session {
 
     /// `poll()`, as vb2 answers it: for each queue the caller asked about,
     /// readable/writable when a buffer is done (or, on capture, after the
-    /// LAST buffer), an error when it is not streaming; PRI for events; ERR
-    /// for a failed session.
+    /// LAST buffer), an error when it is not streaming; ERR for a failed
+    /// session. (The V4L2 layer adds PRI for pending events.)
     pub(crate) fn poll_mask(&self, requested: u32) -> u32 {
         let mut mask = 0;
-        if self.fh.event_pending() {
-            mask |= ffi::EPOLLPRI;
-        }
         let state = self.state.lock();
         if state.failed.is_some() || self.dev.check_usable().is_err() {
-            return mask | ffi::EPOLLERR;
+            return EPOLLERR;
         }
         let (has_capture, has_output) = self.dev.queue_kinds();
         let [capture, output] = &state.queues;
-        let read_bits = ffi::EPOLLIN | ffi::EPOLLRDNORM;
-        let write_bits = ffi::EPOLLOUT | ffi::EPOLLWRNORM;
+        let read_bits = EPOLLIN | EPOLLRDNORM;
+        let write_bits = EPOLLOUT | EPOLLWRNORM;
         for (present, queue, bits, ready) in [
             (
                 has_capture,
@@ -751,13 +606,83 @@ impl Session {
                 continue;
             }
             if !queue.streaming {
-                mask |= ffi::EPOLLERR;
+                mask |= EPOLLERR;
             } else if ready {
                 mask |= bits;
             }
         }
         mask
     }
+}
+
+/// The buffers of a REQBUFS or REMOVE_BUFS must go, whatever else happened.
+fn take_buffers(state: &mut State, kind: QueueKind, first: u32, end: u32) -> KVec<crate::guestmem::Held<GuestBuffer>> {
+    let mut released = KVec::new();
+    let removed = |index: u32| (first..end).contains(&index);
+    state
+        .held
+        .take_where(|k, index| k == kind && removed(index), &mut released);
+    let queue = state.queue(kind);
+    for index in first..end.min(MAX_BUFFERS) {
+        queue.queued.remove(index);
+    }
+    queue.done.retain(|done| !removed(done.buffer.index()));
+    released
+}
+
+/// The guest-backed MMAP memory a queue lost, to be freed outside the lock.
+type Freed = KVec<Option<KVec<Arc<crate::kernel_ext::mm::OwnedPages>>>>;
+
+impl Session {
+    /// Mirrors REQBUFS: the device freed the queue's buffers and allocated
+    /// `count` new ones.
+    fn after_reqbufs(&self, kind: QueueKind, count: u32) {
+        // Events and responses travel on different queues: handle the
+        // buffers the device returned before it answered.
+        self.dev.drain_events();
+        let (released, freed): (_, Freed);
+        {
+            let mut state = self.state.lock();
+            released = take_buffers(&mut state, kind, 0, u32::MAX);
+            let memory = state.memory(kind);
+            freed = memory.mmap.take();
+            memory.presented = Presented::AsIs;
+            let queue = state.queue(kind);
+            queue.num_buffers = count;
+            if count == 0 {
+                queue.stop();
+            }
+        }
+        drop(released);
+        drop(freed);
+        // REQBUFS(0) ends blocked DQBUFs.
+        self.waiters.notify_all();
+    }
+
+    /// Mirrors REMOVE_BUFS: the device freed buffers `first..end`.
+    fn after_remove(&self, kind: QueueKind, first: u32, end: u32) {
+        let (released, freed): (_, Freed);
+        {
+            let mut state = self.state.lock();
+            released = take_buffers(&mut state, kind, first, end);
+            freed = state.memory(kind).mmap.remove(first, end);
+        }
+        drop(released);
+        drop(freed);
+    }
+
+    /// VIDIOC_REMOVE_BUFS, ordered with the queue's other buffer changes.
+    fn remove_buffers(&self, remove: &mut crate::kernel_ext::media::v4l2::types::RemoveBuffers) -> Result {
+        let kind = QueueKind::of(remove.buf_type());
+        let _ordered = kind.map(|kind| self.buffer_lock(kind).lock());
+        self.forward(codes::VIDIOC_REMOVE_BUFS, remove.as_bytes_mut())?;
+        let (first, count) = (remove.index(), remove.count());
+        if let (Some(kind), Some(end)) = (kind, first.checked_add(count)) {
+            self.after_remove(kind, first, end);
+        }
+        Ok(())
+    }
+
 
     /// `mmap()` of the buffer plane at `offset`: MMAP on the device.
     pub(crate) fn map(&self, offset: u64, len: u64, writable: bool) -> Result<Arc<Mapping>> {
@@ -786,5 +711,31 @@ impl Session {
             return Err(EINVAL);
         }
         Ok(mapping)
+    }
+}
+
+impl EventTarget for Session {
+    fn buffer_done(&self, done: KBox<DoneBuffer>) -> Result<(), BadEvent> {
+        Session::buffer_done(self, done)
+    }
+
+    fn wake_buffer_waiters(&self) {
+        Session::wake_buffer_waiters(self)
+    }
+
+    fn v4l2_event(&self, event: &[u8]) {
+        self.event(event)
+    }
+
+    fn failed(&self, errno: u32) {
+        Session::failed(self, errno)
+    }
+
+    fn device_reset(&self) {
+        Session::device_reset(self)
+    }
+
+    fn device_gone(&self) {
+        Session::device_gone(self)
     }
 }

@@ -4,7 +4,7 @@
 //! device: attached to the device the virtqueues use and mapped, so the
 //! device gets their DMA addresses as SG entries, as for USERPTR.
 
-use crate::ffi;
+use super::bindings as ffi;
 use core::ptr::NonNull;
 use kernel::{error::from_err_ptr, prelude::*};
 

@@ -8,11 +8,18 @@
 //! for as long as a program leaves a buffer queued, and unpinned (marked
 //! dirty when the device may have written them) when dropped.
 
-use crate::ffi;
-use core::ptr::NonNull;
+use crate::kernel_ext::bindings as ffi;
+use core::{
+    marker::PhantomData,
+    ptr::NonNull,
+    sync::atomic::{AtomicUsize, Ordering},
+};
 use kernel::{
+    error::to_result,
     page::{Page, PAGE_SIZE},
     prelude::*,
+    sync::Arc,
+    types::Opaque,
 };
 
 /// Memory made of whole or partial pages, in order.
@@ -208,5 +215,214 @@ unsafe impl PageRange for OwnedPages {
             remaining -= len;
             NonNull::new(page.as_ptr()).map(|page| (page, 0, len))
         })
+    }
+}
+
+/// An inode programs opened a file through, referenced so that every
+/// mapping of the file can be removed later.
+///
+/// # Invariants
+///
+/// `0` holds a reference taken by `igrab`.
+pub(crate) struct UserInode(NonNull<ffi::inode>);
+
+// SAFETY: Inode references may be used and dropped from any thread.
+unsafe impl Send for UserInode {}
+// SAFETY: Shared references only compare the pointer and unmap, which the
+// mm core serialises itself.
+unsafe impl Sync for UserInode {}
+
+impl UserInode {
+    /// # Safety
+    ///
+    /// `file` must be a valid, open file.
+    pub(crate) unsafe fn of_file(file: *mut ffi::file) -> Option<Self> {
+        // SAFETY: Per the caller.
+        let inode = unsafe { ffi::virtio_media_file_inode_get(file) };
+        // INVARIANT: A non-null result carries a reference.
+        NonNull::new(inode).map(Self)
+    }
+
+    pub(crate) fn same_as(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+
+    /// Removes every program's mapping of the file through this inode:
+    /// a later touch faults again.
+    pub(crate) fn unmap_all(&self) {
+        // SAFETY: The inode is referenced (invariant).
+        unsafe { ffi::virtio_media_inode_unmap_all(self.0.as_ptr()) };
+    }
+}
+
+impl Drop for UserInode {
+    fn drop(&mut self) {
+        // SAFETY: The reference is ours (invariant).
+        unsafe { ffi::virtio_media_inode_put(self.0.as_ptr()) };
+    }
+}
+
+/// Memory of a device that programs map, page by page when they fault:
+/// the owner decides, at every fault, whether it may still be mapped.
+pub(crate) trait DeviceMemory: Send + Sync + 'static {
+    /// (guest physical address, page offset the program mapped it at,
+    /// length in bytes).
+    fn extent(&self) -> (u64, usize, u64);
+
+    /// Runs `insert` unless the memory may no longer be mapped; the owner
+    /// must make sure no insertion it allowed outlives its revocation
+    /// (it removes the mappings after it).
+    fn while_mappable<R>(&self, insert: impl FnOnce() -> R) -> Option<R>;
+
+    /// The last VMA mapping it went away.
+    fn released(this: Arc<Self>);
+}
+
+/// A VMA being set up by an `mmap` file operation.
+///
+/// # Invariants
+///
+/// `0` is a VMA being set up by the `mmap` call that made this.
+#[repr(transparent)]
+pub(crate) struct NewVma(Opaque<ffi::vm_area_struct>);
+
+impl NewVma {
+    /// # Safety
+    ///
+    /// `vma` must be a VMA being set up by an `mmap` file operation, for
+    /// `'a`.
+    pub(crate) unsafe fn from_raw<'a>(vma: *mut ffi::vm_area_struct) -> &'a Self {
+        // SAFETY: Per the caller; the wrapper is transparent.
+        unsafe { &*vma.cast::<Self>() }
+    }
+
+    fn as_raw(&self) -> *mut ffi::vm_area_struct {
+        self.0.get()
+    }
+
+    /// The page offset in the file the program maps.
+    pub(crate) fn pgoff(&self) -> usize {
+        // SAFETY: The VMA is valid (invariant).
+        unsafe { ffi::virtio_media_vma_pgoff(self.as_raw()) }
+    }
+
+    /// Bytes mapped.
+    pub(crate) fn len(&self) -> usize {
+        // SAFETY: The VMA is valid (invariant).
+        unsafe { ffi::virtio_media_vma_len(self.as_raw()) }
+    }
+
+    /// Whether the mapping is `MAP_SHARED`.
+    pub(crate) fn is_shared(&self) -> bool {
+        // SAFETY: The VMA is valid (invariant).
+        unsafe { ffi::virtio_media_vma_shared(self.as_raw()) }
+    }
+
+    /// Whether the mapping is writable.
+    pub(crate) fn is_writable(&self) -> bool {
+        // SAFETY: The VMA is valid (invariant).
+        unsafe { ffi::virtio_media_vma_writable(self.as_raw()) }
+    }
+
+    /// Maps `memory` into the VMA at fault time. All VMAs made from this
+    /// one (fork, split) share the reference; the last one's close calls
+    /// [`DeviceMemory::released`]. A read-only mapping cannot be made
+    /// writable.
+    pub(crate) fn map_device_memory<M: DeviceMemory>(&self, memory: Arc<M>) -> Result {
+        let shared = KBox::new(
+            VmaShared {
+                memory,
+                vmas: AtomicUsize::new(1),
+            },
+            GFP_KERNEL,
+        )?;
+        let private = KBox::into_raw(shared);
+        // SAFETY: The VMA is being set up (invariant); from now on its
+        // private data is the leaked `VmaShared<M>`, which `VmOps::<M>`
+        // expects, and the last `close` takes it back.
+        unsafe { ffi::virtio_media_vma_setup_pfnmap(self.as_raw(), &VmOps::<M>::TABLE, private.cast()) };
+        Ok(())
+    }
+
+    /// Maps the pages of `pages` into the VMA now; each mapped page holds
+    /// its own reference, so the mapping outlives `pages` safely. A
+    /// read-only mapping cannot be made writable.
+    pub(crate) fn map_pages(&self, pages: &OwnedPages) -> Result {
+        let raw = pages.raw_pages()?;
+        // SAFETY: The VMA is being set up (invariant); `raw` holds live
+        // pages of `pages`, which outlives the call.
+        to_result(unsafe { ffi::virtio_media_vma_map_pages(self.as_raw(), raw.as_ptr().cast_mut(), raw.len()) })
+    }
+}
+
+/// What the VMAs of one [`NewVma::map_device_memory`] share: the memory
+/// and how many VMAs map it.
+struct VmaShared<M> {
+    memory: Arc<M>,
+    vmas: AtomicUsize,
+}
+
+/// The VMA operations of device memory of type `M`.
+struct VmOps<M>(PhantomData<M>);
+
+impl<M: DeviceMemory> VmOps<M> {
+    const TABLE: ffi::vm_operations_struct = ffi::vm_operations_struct {
+        open: Some(Self::open),
+        close: Some(Self::close),
+        fault: Some(Self::fault),
+        // SAFETY: All-zero is "no callback" for the other members.
+        ..unsafe { core::mem::zeroed() }
+    };
+
+    /// # Safety
+    ///
+    /// `vma` must be a VMA `map_device_memory::<M>` set up, or made from
+    /// one.
+    unsafe fn shared<'a>(vma: *mut ffi::vm_area_struct) -> &'a VmaShared<M> {
+        // SAFETY: Per the caller, the private data is the `VmaShared<M>`
+        // all these VMAs share, alive while any of them is.
+        unsafe { &*ffi::virtio_media_vma_private(vma).cast::<VmaShared<M>>() }
+    }
+
+    /// A VMA was copied (fork) or split: it shares the reference.
+    ///
+    /// # Safety
+    ///
+    /// Only the mm core calls this, for a VMA of ours.
+    unsafe extern "C" fn open(vma: *mut ffi::vm_area_struct) {
+        // SAFETY: See the safety section.
+        unsafe { Self::shared(vma) }.vmas.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// # Safety
+    ///
+    /// Only the mm core calls this, for a VMA of ours.
+    unsafe extern "C" fn close(vma: *mut ffi::vm_area_struct) {
+        // SAFETY: See the safety section.
+        let shared = unsafe { Self::shared(vma) };
+        if shared.vmas.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // SAFETY: The last VMA gives back the box `map_device_memory`
+            // leaked; no other VMA refers to it any more.
+            let shared = unsafe { KBox::from_raw(core::ptr::from_ref(shared).cast_mut()) };
+            M::released(KBox::into_inner(shared).memory);
+        }
+    }
+
+    /// A program touched the mapping: maps the whole VMA, unless the
+    /// memory may no longer be mapped (then SIGBUS, never stale memory).
+    ///
+    /// # Safety
+    ///
+    /// Only the mm core calls this, for a fault in a VMA of ours.
+    unsafe extern "C" fn fault(vmf: *mut ffi::vm_fault) -> ffi::vm_fault_t {
+        // SAFETY: `vmf` is the fault being handled; its VMA is ours.
+        let shared = unsafe { Self::shared(ffi::virtio_media_vmf_vma(vmf)) };
+        let (phys, pgoff, len) = shared.memory.extent();
+        // SAFETY: `vmf` is valid for the call; `phys`/`len` are the
+        // memory's, which the owner checked when it made the mapping.
+        let inserted = shared
+            .memory
+            .while_mappable(|| unsafe { ffi::virtio_media_vma_insert_pfns(vmf, phys, pgoff, len) });
+        inserted.unwrap_or(ffi::vm_fault_reason_VM_FAULT_SIGBUS)
     }
 }

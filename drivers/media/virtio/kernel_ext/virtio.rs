@@ -1,51 +1,115 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Safe wrappers over the virtio C API: driver registration and the device.
+//! Virtio drivers: registration with the bus, the device, its virtqueues.
 //!
-//! Linux 7.3 has no virtio abstractions in the kernel crate, so this module
-//! is the boundary: raw pointers stay here and in `ffi`.
+//! C headers: [`include/linux/virtio.h`](srctree/include/linux/virtio.h),
+//! [`include/linux/virtio_config.h`](srctree/include/linux/virtio_config.h)
+//!
+//! Linux 7.3 has no virtio abstractions in the kernel crate; this module is
+//! shaped as the bus abstractions there (`kernel::pci`): a [`Driver`]
+//! trait, a registration, and a device table that modpost turns into
+//! module aliases.
 
 pub(crate) mod virtqueue;
 
-use crate::ffi;
-use virtqueue::{Chain, Virtqueue};
+use super::bindings;
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
+    device_id::{RawDeviceId, IdTable},
     error::to_result,
+    new_mutex,
     prelude::*,
-    sync::{Arc, ArcBorrow},
-    types::ForeignOwnable,
+    sync::{Arc, ArcBorrow, Mutex},
     types::Opaque,
 };
+use virtqueue::{Chain, Virtqueue};
 
-/// A virtio driver: what the bus calls on probe and removal.
-pub(crate) trait Driver {
-    /// Per-device state, owned by the bus binding between probe and remove.
-    type Data: ForeignOwnable + Send + Sync;
-    /// Driver name, as shown in sysfs.
-    const NAME: &'static CStr;
-    /// Device IDs to bind, terminated by a zero entry.
-    const ID_TABLE: &'static [ffi::virtio_device_id];
-
-    /// Sets up a newly found device.
-    fn probe(vdev: &Device) -> Result<Self::Data>;
-    /// Tears a device down; `data` is what probe returned.
-    fn remove(vdev: &Device, data: Self::Data);
+/// `struct virtio_device_id`, which the bindings do not make `Copy`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct RawDeviceIdEntry {
+    device: u32,
+    vendor: u32,
 }
 
-/// A device-id table entry for `device` from any vendor.
-pub(crate) const fn device_id(device: u32) -> ffi::virtio_device_id {
-    ffi::virtio_device_id {
-        device,
-        vendor: ffi::VIRTIO_DEV_ANY_ID,
+kernel::static_assert!(
+    core::mem::size_of::<RawDeviceIdEntry>() == core::mem::size_of::<bindings::virtio_device_id>()
+);
+kernel::static_assert!(
+    core::mem::offset_of!(RawDeviceIdEntry, vendor)
+        == core::mem::offset_of!(bindings::virtio_device_id, vendor)
+);
+
+/// A virtio device ID to bind, from any vendor (`struct virtio_device_id`).
+#[repr(transparent)]
+pub(crate) struct DeviceId(RawDeviceIdEntry);
+
+impl DeviceId {
+    /// The ID of device type `device`, from any vendor.
+    pub(crate) const fn new(device: u32) -> Self {
+        Self(RawDeviceIdEntry {
+            device,
+            vendor: bindings::VIRTIO_DEV_ANY_ID,
+        })
     }
+}
+
+// SAFETY: `DeviceId` is a transparent wrapper of `RawDeviceIdEntry`, which
+// has the layout of `struct virtio_device_id` (checked above).
+unsafe impl RawDeviceId for DeviceId {
+    type RawType = RawDeviceIdEntry;
+}
+
+/// A device table (made by [`virtio_device_table`]).
+pub(crate) type DeviceTable = &'static dyn IdTable<DeviceId, ()>;
+
+/// Declares the zero-terminated device table of a virtio driver, which
+/// modpost also turns into the module's `virtio:d...v*` aliases.
+macro_rules! virtio_device_table {
+    ($name:ident, [$($id:expr),* $(,)?]) => {
+        kernel::module_device_table!("virtio", $crate::kernel_ext::virtio::DeviceId, $name, @none, [$($id),*]);
+    };
+}
+pub(crate) use virtio_device_table;
+
+/// A virtio driver: what the bus calls on probe, removal and system sleep.
+#[vtable]
+pub(crate) trait Driver {
+    /// Per-device state, owned by the bus binding between probe and remove.
+    type Data: Send + Sync;
+    /// Driver name, as shown in sysfs.
+    const NAME: &'static CStr;
+    /// Devices to bind.
+    const ID_TABLE: DeviceTable;
+
+    /// Sets up a newly found device. `binding` stays usable outside the
+    /// bus callbacks until the device is removed.
+    fn probe(vdev: &Device, binding: BoundDevice) -> Result<Self::Data>;
+    /// Tears a device down; `data` is what probe returned. The device must
+    /// be reset and its queues deleted when this returns.
+    fn remove(vdev: &Device, data: Self::Data);
+    /// The system goes to sleep: stop the device (reset it, delete its
+    /// queues).
+    fn freeze(_vdev: &Device, _data: &Self::Data) -> Result {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+    /// The system woke up: set the device up again.
+    fn restore(_vdev: &Device, _data: &Self::Data) -> Result {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+}
+
+/// What the bus binding keeps between probe and remove.
+struct Bound<T: Driver> {
+    binding: BoundDevice,
+    data: T::Data,
 }
 
 /// The registration of driver `T` with the virtio bus; unregisters on drop.
 #[pin_data(PinnedDrop)]
 pub(crate) struct DriverRegistration<T: Driver> {
     #[pin]
-    drv: Opaque<ffi::virtio_driver>,
+    drv: Opaque<bindings::virtio_driver>,
     _driver: PhantomData<T>,
 }
 
@@ -58,25 +122,27 @@ unsafe impl<T: Driver> Send for DriverRegistration<T> {}
 impl<T: Driver + 'static> DriverRegistration<T> {
     /// Registers `T` with the virtio bus.
     pub(crate) fn new(module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        let last = T::ID_TABLE.last();
         try_pin_init!(Self {
-            drv <- Opaque::try_ffi_init(move |drv: *mut ffi::virtio_driver| {
-                // The bus walks the table until a zero device ID.
-                if last.map(|id| id.device) != Some(0) {
-                    return Err(EINVAL);
-                }
+            drv <- Opaque::try_ffi_init(move |drv: *mut bindings::virtio_driver| {
                 // SAFETY: `try_ffi_init` gives a pointer valid for writes; an
                 // all-zero `virtio_driver` is a valid value for the C side.
                 unsafe { drv.write(core::mem::zeroed()) };
                 // SAFETY: `drv` was just initialised and is pinned for as long
-                // as the registration exists (until `PinnedDrop::drop`).
+                // as the registration exists (until `PinnedDrop::drop`); the
+                // table is zero-terminated (`IdArray`).
                 unsafe {
                     (*drv).driver.name = T::NAME.as_char_ptr();
                     (*drv).driver.owner = module.as_ptr();
-                    (*drv).id_table = T::ID_TABLE.as_ptr();
+                    (*drv).id_table = T::ID_TABLE.as_ptr().cast();
                     (*drv).probe = Some(Self::probe_callback);
                     (*drv).remove = Some(Self::remove_callback);
-                    to_result(ffi::virtio_media_register_driver(drv))
+                    if T::HAS_FREEZE {
+                        (*drv).freeze = Some(Self::freeze_callback);
+                    }
+                    if T::HAS_RESTORE {
+                        (*drv).restore = Some(Self::restore_callback);
+                    }
+                    to_result(bindings::virtio_media_register_driver(drv))
                 }
             }),
             _driver: PhantomData,
@@ -86,33 +152,85 @@ impl<T: Driver + 'static> DriverRegistration<T> {
     /// # Safety
     ///
     /// Only the virtio bus calls this, with a valid device.
-    unsafe extern "C" fn probe_callback(vdev: *mut ffi::virtio_device) -> c_int {
+    unsafe extern "C" fn probe_callback(vdev: *mut bindings::virtio_device) -> c_int {
         // SAFETY: The bus calls probe with a valid device that outlives the
         // call.
         let dev = unsafe { Device::from_raw(vdev) };
-        match T::probe(dev) {
-            Ok(data) => {
-                // The owned data lives in the generic device's driver data;
+        let binding = match BoundDevice::new(vdev) {
+            Ok(binding) => binding,
+            Err(e) => return e.to_errno(),
+        };
+        let bound = T::probe(dev, binding.clone()).and_then(|data| {
+            Ok(KBox::new(
+                Bound::<T> {
+                    binding: binding.clone(),
+                    data,
+                },
+                GFP_KERNEL,
+            )?)
+        });
+        match bound {
+            Ok(bound) => {
+                // The state lives in the generic device's driver data;
                 // `vdev->priv` stays what `find_vqs` set, for the callbacks.
                 // SAFETY: `vdev` is valid; its driver data is ours between
                 // probe and remove.
-                unsafe { (*vdev).dev.driver_data = data.into_foreign().cast() };
+                unsafe { (*vdev).dev.driver_data = KBox::into_raw(bound).cast() };
                 0
             }
+            Err(e) => {
+                binding.revoke();
+                e.to_errno()
+            }
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Only the virtio bus calls this, with a device `probe_callback`
+    /// bound, between probe and remove.
+    unsafe fn bound<'a>(vdev: *mut bindings::virtio_device) -> &'a Bound<T> {
+        // SAFETY: Probe stored a leaked `Bound<T>` in the driver data.
+        unsafe { &*(*vdev).dev.driver_data.cast::<Bound<T>>() }
+    }
+
+    /// # Safety
+    ///
+    /// Only the virtio bus calls this, with a device `probe_callback` bound.
+    unsafe extern "C" fn remove_callback(vdev: *mut bindings::virtio_device) {
+        // SAFETY: The bus calls remove with the valid device it probed.
+        let dev = unsafe { Device::from_raw(vdev) };
+        // SAFETY: probe succeeded (else remove is not called), so the driver
+        // data holds the box it leaked, taken back once.
+        let bound = unsafe { KBox::from_raw((*vdev).dev.driver_data.cast::<Bound<T>>()) };
+        let Bound { binding, data } = KBox::into_inner(bound);
+        T::remove(dev, data);
+        // Handles the driver kept stop working before the device goes.
+        binding.revoke();
+    }
+
+    /// # Safety
+    ///
+    /// Only the virtio bus calls this, with a bound device.
+    unsafe extern "C" fn freeze_callback(vdev: *mut bindings::virtio_device) -> c_int {
+        // SAFETY: See the safety section.
+        let (dev, bound) = unsafe { (Device::from_raw(vdev), Self::bound(vdev)) };
+        match T::freeze(dev, &bound.data) {
+            Ok(()) => 0,
             Err(e) => e.to_errno(),
         }
     }
 
     /// # Safety
     ///
-    /// Only the virtio bus calls this, with a device `probe_callback` bound.
-    unsafe extern "C" fn remove_callback(vdev: *mut ffi::virtio_device) {
-        // SAFETY: The bus calls remove with the valid device it probed.
-        let dev = unsafe { Device::from_raw(vdev) };
-        // SAFETY: probe succeeded (else remove is not called), so the driver
-        // data holds what `into_foreign` returned, and it is taken back once.
-        let data = unsafe { T::Data::from_foreign((*vdev).dev.driver_data.cast()) };
-        T::remove(dev, data);
+    /// Only the virtio bus calls this, with a bound device.
+    unsafe extern "C" fn restore_callback(vdev: *mut bindings::virtio_device) -> c_int {
+        // SAFETY: See the safety section.
+        let (dev, bound) = unsafe { (Device::from_raw(vdev), Self::bound(vdev)) };
+        match T::restore(dev, &bound.data) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
     }
 }
 
@@ -121,7 +239,7 @@ impl<T: Driver> PinnedDrop for DriverRegistration<T> {
     fn drop(self: Pin<&mut Self>) {
         // SAFETY: `self.drv` was registered by `new` (the pin-init only
         // completes when registration succeeded).
-        unsafe { ffi::virtio_media_unregister_driver(self.drv.get()) };
+        unsafe { bindings::virtio_media_unregister_driver(self.drv.get()) };
     }
 }
 
@@ -134,32 +252,32 @@ pub(crate) struct ShmRegion {
     pub(crate) len: u64,
 }
 
-/// A virtio device bound to this driver.
+/// A virtio device, as the bus hands it to a driver's callbacks.
 #[repr(transparent)]
-pub(crate) struct Device(Opaque<ffi::virtio_device>);
+pub(crate) struct Device(Opaque<bindings::virtio_device>);
 
 impl Device {
     /// # Safety
     ///
     /// `ptr` must point to a valid `virtio_device` that outlives `'a`.
-    unsafe fn from_raw<'a>(ptr: *mut ffi::virtio_device) -> &'a Self {
+    unsafe fn from_raw<'a>(ptr: *mut bindings::virtio_device) -> &'a Self {
         // SAFETY: `Device` is a transparent wrapper of `virtio_device`, and
         // the caller guarantees validity for `'a`.
         unsafe { &*ptr.cast::<Self>() }
     }
 
-    fn as_raw(&self) -> *mut ffi::virtio_device {
+    fn as_raw(&self) -> *mut bindings::virtio_device {
         self.0.get()
     }
 
-    /// The generic device, as parent of the V4L2 device.
-    pub(crate) fn as_dev(&self) -> *mut ffi::device {
-        // SAFETY: `self` wraps a valid device; this only computes a field
-        // address.
-        unsafe { &raw mut (*self.as_raw()).dev }
+    /// The generic device.
+    pub(crate) fn as_device(&self) -> &kernel::device::Device {
+        // SAFETY: `self` wraps a valid device, whose generic device is valid
+        // as long as it is.
+        unsafe { kernel::device::Device::from_raw(&raw mut (*self.as_raw()).dev) }
     }
 
-    /// The virtio device ID the bus matched (42 or 48 for media).
+    /// The virtio device ID the bus matched.
     pub(crate) fn device_id(&self) -> u32 {
         // SAFETY: `self` wraps a valid device; `id` is constant after probe.
         unsafe { (*self.as_raw()).id.device }
@@ -171,7 +289,7 @@ impl Device {
         // SAFETY: `self` is a valid device and `buf` is valid for `len`
         // bytes of writes; the helper reads a consistent snapshot.
         unsafe {
-            ffi::virtio_media_read_config(self.as_raw(), buf.as_mut_ptr().cast(), offset, len)
+            bindings::virtio_media_read_config(self.as_raw(), buf.as_mut_ptr().cast(), offset, len)
         };
         Ok(())
     }
@@ -192,7 +310,7 @@ impl Device {
         let mut vqs = [core::ptr::null_mut(); 2];
         // SAFETY: `self` is valid and `vqs` has room for the two queues.
         let found = to_result(unsafe {
-            ffi::virtio_media_find_vqs(
+            bindings::virtio_media_find_vqs(
                 self.as_raw(),
                 vqs.as_mut_ptr(),
                 Some(commandq_trampoline::<H>),
@@ -220,7 +338,7 @@ impl Device {
         // SAFETY: `self` is valid; deleting absent queues is a no-op. After
         // this no callback runs, so the handler reference can go.
         let data = unsafe {
-            ffi::virtio_media_del_vqs(self.as_raw());
+            bindings::virtio_media_del_vqs(self.as_raw());
             core::mem::replace(&mut (*self.as_raw()).priv_, core::ptr::null_mut())
         };
         if !data.is_null() {
@@ -233,25 +351,14 @@ impl Device {
     /// Lets the device start using the queues (DRIVER_OK).
     pub(crate) fn ready(&self) {
         // SAFETY: `self` is valid.
-        unsafe { ffi::virtio_media_device_ready(self.as_raw()) };
-    }
-
-    /// A handle to reset the device from outside its bus callbacks.
-    ///
-    /// # Safety
-    ///
-    /// The handle must be dropped before `remove` returns for this device.
-    pub(crate) unsafe fn bound(&self) -> BoundDevice {
-        // INVARIANT: The device is bound now; the caller drops the handle
-        // before it is unbound.
-        BoundDevice(NonNull::from(&self.0).cast())
+        unsafe { bindings::virtio_media_device_ready(self.as_raw()) };
     }
 
     /// Shared-memory region `id`, if the device has one.
     pub(crate) fn shm_region(&self, id: u8) -> Option<ShmRegion> {
-        let mut region = ffi::virtio_shm_region::default();
+        let mut region = bindings::virtio_shm_region::default();
         // SAFETY: `self` is a valid device and `region` a valid out-pointer.
-        let found = unsafe { ffi::virtio_media_get_shm_region(self.as_raw(), &mut region, id) };
+        let found = unsafe { bindings::virtio_media_get_shm_region(self.as_raw(), &mut region, id) };
         found.then_some(ShmRegion {
             addr: region.addr,
             len: region.len,
@@ -259,25 +366,53 @@ impl Device {
     }
 }
 
-/// A bound virtio device, held by the driver between probe and remove.
-///
+/// A bound virtio device, usable outside the bus callbacks until it is
+/// unbound: then [`BoundDevice::reset`] does nothing.
+#[derive(Clone)]
+pub(crate) struct BoundDevice(Arc<BoundInner>);
+
 /// # Invariants
 ///
-/// `0` is a device bound to this driver for as long as the handle exists.
-pub(crate) struct BoundDevice(NonNull<ffi::virtio_device>);
+/// While `vdev` is `Some`, it is a device bound to this driver: the bus's
+/// remove callback clears it before the device goes.
+#[pin_data]
+struct BoundInner {
+    #[pin]
+    vdev: Mutex<Option<NonNull<bindings::virtio_device>>>,
+}
 
-// SAFETY: The device may be reset from any thread; the driver serialises
-// resets with its own lock.
-unsafe impl Send for BoundDevice {}
+// SAFETY: The device pointer is only used under the lock, and a device may
+// be reset from any thread.
+unsafe impl Send for BoundInner {}
 // SAFETY: As above.
-unsafe impl Sync for BoundDevice {}
+unsafe impl Sync for BoundInner {}
 
 impl BoundDevice {
+    fn new(vdev: *mut bindings::virtio_device) -> Result<Self> {
+        Ok(Self(Arc::pin_init(
+            pin_init!(BoundInner {
+                // INVARIANT: The bus is probing it.
+                vdev <- new_mutex!(NonNull::new(vdev), "virtio_bound_device"),
+            }),
+            GFP_KERNEL,
+        )?))
+    }
+
+    fn revoke(&self) {
+        *self.0.vdev.lock() = None;
+    }
+
     /// Resets the device: it stops using every buffer and raises no more
-    /// interrupts.
-    pub(crate) fn reset(&self) {
-        // SAFETY: The device is bound (invariant).
-        unsafe { ffi::virtio_reset_device(self.0.as_ptr()) };
+    /// interrupts. Returns whether the device was still bound.
+    pub(crate) fn reset(&self) -> bool {
+        let vdev = self.0.vdev.lock();
+        let Some(vdev) = *vdev else {
+            return false;
+        };
+        // SAFETY: Bound while in the lock (invariant); the reset may sleep,
+        // which a mutex allows.
+        unsafe { bindings::virtio_reset_device(vdev.as_ptr()) };
+        true
     }
 }
 
@@ -294,7 +429,7 @@ pub(crate) trait QueueHandler: Send + Sync + 'static {
 /// # Safety
 ///
 /// `vq` must be a live queue created by `Device::find_vqs::<H>`.
-unsafe fn handler_of<'a, H: QueueHandler>(vq: *mut ffi::virtqueue) -> ArcBorrow<'a, H> {
+unsafe fn handler_of<'a, H: QueueHandler>(vq: *mut bindings::virtqueue) -> ArcBorrow<'a, H> {
     // SAFETY: The caller guarantees `vq` is one of our live queues, whose
     // device's driver data is the `Arc<H>` that `find_vqs` leaked and that
     // `del_vqs` only takes back after the queues (and their callbacks) are
@@ -305,7 +440,7 @@ unsafe fn handler_of<'a, H: QueueHandler>(vq: *mut ffi::virtqueue) -> ArcBorrow<
 /// # Safety
 ///
 /// Only virtio calls this, for the commandq `find_vqs::<H>` created.
-unsafe extern "C" fn commandq_trampoline<H: QueueHandler>(vq: *mut ffi::virtqueue) {
+unsafe extern "C" fn commandq_trampoline<H: QueueHandler>(vq: *mut bindings::virtqueue) {
     // SAFETY: See the function's safety section.
     H::commandq_done(unsafe { handler_of::<H>(vq) });
 }
@@ -313,7 +448,7 @@ unsafe extern "C" fn commandq_trampoline<H: QueueHandler>(vq: *mut ffi::virtqueu
 /// # Safety
 ///
 /// Only virtio calls this, for the eventq `find_vqs::<H>` created.
-unsafe extern "C" fn eventq_trampoline<H: QueueHandler>(vq: *mut ffi::virtqueue) {
+unsafe extern "C" fn eventq_trampoline<H: QueueHandler>(vq: *mut bindings::virtqueue) {
     // SAFETY: See the function's safety section.
     H::eventq_done(unsafe { handler_of::<H>(vq) });
 }

@@ -6,14 +6,9 @@
 #![forbid(unsafe_code)]
 
 use super::*;
+use crate::kernel_ext::media::v4l2::types::{ExtControl, ExtControls};
 use kernel::uaccess::{UserPtr, UserSlice};
 
-const CTRLS_COUNT: usize = offset_of!(ffi::v4l2_ext_controls, count);
-const CTRLS_ERROR_IDX: usize = offset_of!(ffi::v4l2_ext_controls, error_idx);
-const CTRLS_POINTER: usize = offset_of!(ffi::v4l2_ext_controls, controls);
-const CTRL_SIZE: usize = offset_of!(ffi::v4l2_ext_control, size);
-const CTRL_PTR: usize = offset_of!(ffi::v4l2_ext_control, __bindgen_anon_1);
-const CONTROL_SIZE: usize = core::mem::size_of::<ffi::v4l2_ext_control>();
 /// Largest control payload the driver passes (the V4L2 core's own limit
 /// for a compound control's elements is far above any real device's).
 const MAX_CONTROL_PAYLOAD: u32 = 1 << 20;
@@ -28,35 +23,23 @@ fn user_slice(ptr: u64, len: usize) -> Result<UserSlice> {
     ))
 }
 
-/// The user pointers of the controls with a payload, by index.
-fn array_pointers(array: &[u8]) -> Result<KVec<(usize, u64)>> {
-    let mut pointers = KVec::new();
-    for (i, control) in array.chunks(CONTROL_SIZE).enumerate() {
-        if get_u32(control, CTRL_SIZE).is_some_and(|size| size > 0) {
-            pointers.push((i, get_u64(control, CTRL_PTR).unwrap_or(0)), GFP_KERNEL)?;
-        }
-    }
-    Ok(pointers)
-}
-
-/// Puts back the user pointers the device may have overwritten.
-fn restore_array_pointers(array: &mut [u8], pointers: &[(usize, u64)]) {
-    for &(i, ptr) in pointers {
-        set_u64(array, i * CONTROL_SIZE + CTRL_PTR, ptr);
-    }
-}
-
 impl Session {
-    pub(super) fn controls_ioctl(&self, code: u32, ctrls: &mut [u8], array: &mut [u8]) -> Result {
-        let count = get_u32(ctrls, CTRLS_COUNT).ok_or(EINVAL)?;
+    /// G/S/TRY_EXT_CTRLS.
+    pub(super) fn controls_ioctl(
+        &self,
+        code: u32,
+        ctrls: &mut ExtControls,
+        array: &mut [ExtControl],
+    ) -> Result {
+        let count = ctrls.count();
         // Compound and array controls carry a user pointer: their payload
         // is copied into guest memory the device reads and writes through
         // SG entries, and copied back once it answered.
         let mut memory = KVec::new();
-        let mut pointers = KVec::new();
+        let mut payloads = KVec::new();
         let mut total = 0usize;
-        for control in array.chunks(CONTROL_SIZE) {
-            let size = get_u32(control, CTRL_SIZE).unwrap_or(0);
+        for (i, control) in array.iter().enumerate() {
+            let size = control.size();
             if size == 0 {
                 continue;
             }
@@ -77,42 +60,37 @@ impl Session {
                     ENOMEM
                 });
             }
-            let ptr = get_u64(control, CTRL_PTR).ok_or(EINVAL)?;
+            let ptr = control.ptr();
             // Accounted to the program's memory cgroup: it chose the sizes.
             let mut bytes = KVec::new();
             bytes.resize(len, 0u8, GFP_KERNEL_ACCOUNT)?;
-            if code != ioctl::VIDIOC_G_EXT_CTRLS {
+            if code != codes::VIDIOC_G_EXT_CTRLS {
                 user_slice(ptr, len)?.reader().read_slice(&mut bytes)?;
             }
             memory.push(bytes, GFP_KERNEL)?;
-            pointers.push((ptr, len), GFP_KERNEL)?;
+            payloads.push((i, ptr, len), GFP_KERNEL)?;
         }
-        let mut pointer = [0u8; POINTER_SIZE];
-        pointer.copy_from_slice(
-            ctrls
-                .get(CTRLS_POINTER..CTRLS_POINTER + POINTER_SIZE)
-                .ok_or(EINVAL)?,
-        );
-        let saved_array_pointers = array_pointers(array)?;
-        let result = self.exchange(code, ctrls, array, memory);
-        // The core owns these pointers, whatever the device wrote.
-        if let Some(p) = ctrls.get_mut(CTRLS_POINTER..CTRLS_POINTER + POINTER_SIZE) {
-            p.copy_from_slice(&pointer);
+        let result = self.exchange(code, ctrls.as_bytes_mut(), array.as_bytes_mut(), memory);
+        // The count is the core's, and the user pointers the program's,
+        // whatever the device wrote.
+        ctrls.set_count(count);
+        if ctrls.error_idx() > count {
+            ctrls.set_error_idx(count);
         }
-        set_u32(ctrls, CTRLS_COUNT, count);
-        if get_u32(ctrls, CTRLS_ERROR_IDX).is_some_and(|idx| idx > count) {
-            set_u32(ctrls, CTRLS_ERROR_IDX, count);
+        for &(i, ptr, _) in payloads.iter() {
+            if let Some(control) = array.get_mut(i) {
+                control.set_ptr(ptr);
+            }
         }
-        restore_array_pointers(array, &saved_array_pointers);
         let (_, memory) = result?;
         // Every payload comes back, or the ioctl did not work.
-        if memory.len() != pointers.len() {
+        if memory.len() != payloads.len() {
             return Err(EIO);
         }
-        for ((ptr, len), mapped) in pointers.iter().zip(memory.iter()) {
-            user_slice(*ptr, *len)?
+        for (&(_, ptr, len), mapped) in payloads.iter().zip(memory.iter()) {
+            user_slice(ptr, len)?
                 .writer()
-                .write_slice(mapped.bytes().get(..*len).ok_or(EIO)?)?;
+                .write_slice(mapped.bytes().get(..len).ok_or(EIO)?)?;
         }
         Ok(())
     }

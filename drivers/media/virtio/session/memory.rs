@@ -12,16 +12,32 @@
 #![forbid(unsafe_code)]
 
 use super::*;
-use crate::guest_mmap::USERPTR_TOKEN;
+use crate::{
+    guest_mmap::{self, GuestMmapQueue, USERPTR_TOKEN},
+    kernel_ext::{
+        bindings::{
+            O_ACCMODE, O_CLOEXEC, V4L2_BUF_CAP_SUPPORTS_DMABUF, V4L2_BUF_CAP_SUPPORTS_MMAP,
+            V4L2_BUF_CAP_SUPPORTS_USERPTR,
+        },
+        media::v4l2::types::{CreateBuffers, ExportBuffer, Format, RequestBuffers},
+        mm::OwnedPages,
+    },
+};
+use kernel::transmute::FromBytes;
 
-pub(super) const MEMORY_MMAP: u32 = ffi::v4l2_memory_V4L2_MEMORY_MMAP;
-pub(super) const MEMORY_USERPTR: u32 = ffi::v4l2_memory_V4L2_MEMORY_USERPTR;
-const MEMORY_DMABUF: u32 = ffi::v4l2_memory_V4L2_MEMORY_DMABUF;
+/// What the buffers of one queue are in memory.
+#[derive(Default)]
+pub(super) struct QueueMemory {
+    /// What the program's buffers are, if the device knows them as USERPTR.
+    pub(super) presented: Presented,
+    /// The memory of guest-backed MMAP buffers.
+    pub(super) mmap: GuestMmapQueue,
+}
 
 /// What the buffers of a queue are for the program when the device knows
 /// them as USERPTR buffers.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
-pub(crate) enum Presented {
+pub(super) enum Presented {
     /// What the device knows them as.
     #[default]
     AsIs,
@@ -35,35 +51,23 @@ impl Presented {
     fn program_memory(self) -> Option<u32> {
         match self {
             Self::AsIs => None,
-            Self::GuestMmap => Some(MEMORY_MMAP),
-            Self::DmaBuf => Some(MEMORY_DMABUF),
+            Self::GuestMmap => Some(buffer_memory::MMAP),
+            Self::DmaBuf => Some(buffer_memory::DMABUF),
         }
     }
 }
 
-/// Whether the driver passes USERPTR buffers to the device.
-fn userptr_enabled() -> bool {
-    crate::module_parameters::userptr.value()
-}
-
 /// The (value of `m`, length) of each plane of a buffer: a user pointer,
 /// or a dma-buf fd in the low 32 bits.
-fn plane_memory(buf_type: u32, buf: &[u8], planes: &[u8]) -> Result<KVec<(u64, u32)>> {
+fn plane_memory(buf: &Buffer, planes: &[Plane]) -> Result<KVec<(u64, u32)>> {
     let mut memory = KVec::new();
-    if is_multiplanar(buf_type) {
-        let count = usize::try_from(get_u32(buf, BUF_LENGTH).ok_or(EINVAL)?)?;
-        for plane in planes.chunks_exact(PLANE_SIZE).take(count.min(MAX_PLANES)) {
-            let m = get_u64(plane, PLANE_M).ok_or(EINVAL)?;
-            memory.push((m, get_u32(plane, PLANE_LENGTH).ok_or(EINVAL)?), GFP_KERNEL)?;
+    if buf.buf_type().is_multiplanar() {
+        let count = usize::try_from(buf.length())?;
+        for plane in planes.iter().take(count) {
+            memory.push((plane.m(), plane.length()), GFP_KERNEL)?;
         }
     } else {
-        memory.push(
-            (
-                get_u64(buf, BUF_M).ok_or(EINVAL)?,
-                get_u32(buf, BUF_LENGTH).ok_or(EINVAL)?,
-            ),
-            GFP_KERNEL,
-        )?;
+        memory.push((buf.m(), buf.length()), GFP_KERNEL)?;
     }
     Ok(memory)
 }
@@ -73,25 +77,24 @@ fn plane_memory(buf_type: u32, buf: &[u8], planes: &[u8]) -> Result<KVec<(u64, u
 /// plane count becomes the number of values.
 fn present(
     memory: u32,
-    buf_type: u32,
-    buf: &mut [u8],
-    planes: &mut [u8],
+    buf: &mut Buffer,
+    planes: &mut [Plane],
     values: &[u64],
     lengths: Option<&[u32]>,
 ) {
-    set_u32(buf, BUF_MEMORY, memory);
-    if is_multiplanar(buf_type) {
-        set_u32(buf, BUF_LENGTH, values.len().min(MAX_PLANES) as u32);
-        for (i, (plane, value)) in planes.chunks_exact_mut(PLANE_SIZE).zip(values).enumerate() {
-            set_u64(plane, PLANE_M, *value);
+    buf.set_memory(memory);
+    if buf.buf_type().is_multiplanar() {
+        buf.set_length(u32::try_from(values.len().min(planes.len())).unwrap_or(0));
+        for (i, (plane, value)) in planes.iter_mut().zip(values).enumerate() {
+            plane.set_m(*value);
             if let Some(length) = lengths.and_then(|l| l.get(i)) {
-                set_u32(plane, PLANE_LENGTH, *length);
+                plane.set_length(*length);
             }
         }
     } else if let Some(value) = values.first() {
-        set_u64(buf, BUF_M, *value);
+        buf.set_m(*value);
         if let Some(length) = lengths.and_then(|l| l.first()) {
-            set_u32(buf, BUF_LENGTH, *length);
+            buf.set_length(*length);
         }
     }
 }
@@ -118,27 +121,25 @@ impl State {
     pub(super) fn present_to_program(
         &self,
         kind: QueueKind,
-        buf: &mut [u8],
-        planes: &mut [u8],
+        buf: &mut Buffer,
+        planes: &mut [Plane],
         pointers: Option<&[u64]>,
     ) {
-        let buf_type = get_u32(buf, BUF_TYPE).unwrap_or(0);
-        let index = get_u32(buf, BUF_INDEX).unwrap_or(u32::MAX);
-        let queue = self.queue_ref(kind);
-        match queue.presented {
+        let index = buf.index();
+        let memory = self.memory_ref(kind);
+        match memory.presented {
             Presented::GuestMmap => {
-                if let Some(Ok((offsets, lengths))) = queue
+                if let Some(Ok((offsets, lengths))) = memory
                     .mmap
                     .planes(index)
                     .map(|owned| guest_mmap_planes(kind, index, owned))
                 {
-                    present(MEMORY_MMAP, buf_type, buf, planes, &offsets, Some(&lengths));
+                    present(buffer_memory::MMAP, buf, planes, &offsets, Some(&lengths));
                 }
             }
             // The fds the program queued the dma-bufs with.
             Presented::DmaBuf => present(
-                MEMORY_DMABUF,
-                buf_type,
+                buffer_memory::DMABUF,
                 buf,
                 planes,
                 pointers.unwrap_or(&[0]),
@@ -148,91 +149,186 @@ impl State {
             // not for QUERYBUF.
             Presented::AsIs => {
                 if let Some(pointers) = pointers {
-                    present(MEMORY_USERPTR, buf_type, buf, planes, pointers, None);
+                    present(buffer_memory::USERPTR, buf, planes, pointers, None);
                 }
             }
         }
     }
 }
 
+/// REQBUFS and CREATE_BUFS, as [`Session::allocate_buffers`] sees them.
+trait BufferRequest: AsBytes + FromBytes {
+    const CODE: u32;
+    fn buf_type(&self) -> BufType;
+    fn memory(&self) -> u32;
+    fn set_memory(&mut self, memory: u32);
+    fn capabilities(&self) -> u32;
+    fn set_capabilities(&mut self, caps: u32);
+    /// Buffers `first..end` the device allocated.
+    fn allocated(&self) -> Option<(u32, u32)>;
+    /// The plane sizes of the new buffers, when the request says them.
+    fn plane_sizes(&self) -> Option<KVec<u32>>;
+}
+
+impl BufferRequest for RequestBuffers {
+    const CODE: u32 = codes::VIDIOC_REQBUFS;
+
+    fn buf_type(&self) -> BufType {
+        RequestBuffers::buf_type(self)
+    }
+
+    fn memory(&self) -> u32 {
+        RequestBuffers::memory(self)
+    }
+
+    fn set_memory(&mut self, memory: u32) {
+        RequestBuffers::set_memory(self, memory)
+    }
+
+    fn capabilities(&self) -> u32 {
+        RequestBuffers::capabilities(self)
+    }
+
+    fn set_capabilities(&mut self, caps: u32) {
+        RequestBuffers::set_capabilities(self, caps)
+    }
+
+    fn allocated(&self) -> Option<(u32, u32)> {
+        Some((0, self.count()))
+    }
+
+    fn plane_sizes(&self) -> Option<KVec<u32>> {
+        // The queue's format: see `allocate_guest_mmap`.
+        None
+    }
+}
+
+impl BufferRequest for CreateBuffers {
+    const CODE: u32 = codes::VIDIOC_CREATE_BUFS;
+
+    fn buf_type(&self) -> BufType {
+        self.format().buf_type()
+    }
+
+    fn memory(&self) -> u32 {
+        CreateBuffers::memory(self)
+    }
+
+    fn set_memory(&mut self, memory: u32) {
+        CreateBuffers::set_memory(self, memory)
+    }
+
+    fn capabilities(&self) -> u32 {
+        CreateBuffers::capabilities(self)
+    }
+
+    fn set_capabilities(&mut self, caps: u32) {
+        CreateBuffers::set_capabilities(self, caps)
+    }
+
+    fn allocated(&self) -> Option<(u32, u32)> {
+        Some((self.index(), self.index().checked_add(self.count())?))
+    }
+
+    fn plane_sizes(&self) -> Option<KVec<u32>> {
+        guest_mmap::plane_sizes(self.format())
+    }
+}
+
 impl Session {
+    /// Whether the driver passes USERPTR buffers to the device.
+    fn userptr_enabled(&self) -> bool {
+        self.dev.params().userptr
+    }
+
     /// Whether the device can be given imported dma-bufs.
     fn dmabuf_supported(&self) -> bool {
         self.dev.commandq().dmabuf_device().is_some()
     }
 
+    /// VIDIOC_REQBUFS.
+    pub(super) fn request_buffers(&self, req: &mut RequestBuffers) -> Result {
+        self.allocate_buffers(req)
+    }
+
+    /// VIDIOC_CREATE_BUFS.
+    pub(super) fn create_buffers(&self, create: &mut CreateBuffers) -> Result {
+        self.allocate_buffers(create)
+    }
+
     /// REQBUFS and CREATE_BUFS. Buffers the device cannot have as they
     /// are (guest-backed MMAP, DMABUF) are asked for as USERPTR buffers;
     /// guest-backed memory is allocated once the device agreed.
-    pub(super) fn allocate_buffers(
-        &self,
-        code: u32,
-        payload: &mut [u8],
-        memory_at: usize,
-        caps_at: usize,
-    ) -> Result {
-        let memory = get_u32(payload, memory_at).ok_or(EINVAL)?;
+    fn allocate_buffers<R: BufferRequest>(&self, request: &mut R) -> Result {
+        let memory = request.memory();
         let presented = match memory {
-            MEMORY_MMAP if self.dev.guest_mmap() => Presented::GuestMmap,
-            MEMORY_MMAP => Presented::AsIs,
-            MEMORY_USERPTR if userptr_enabled() => Presented::AsIs,
-            MEMORY_DMABUF if self.dmabuf_supported() => Presented::DmaBuf,
+            buffer_memory::MMAP if self.dev.guest_mmap() => Presented::GuestMmap,
+            buffer_memory::MMAP => Presented::AsIs,
+            buffer_memory::USERPTR if self.userptr_enabled() => Presented::AsIs,
+            buffer_memory::DMABUF if self.dmabuf_supported() => Presented::DmaBuf,
             _ => return Err(EINVAL),
         };
-        let type_at = if code == ioctl::VIDIOC_REQBUFS {
-            REQBUFS_TYPE
-        } else {
-            CREATE_TYPE
-        };
-        let kind = get_u32(payload, type_at).and_then(queue_of).ok_or(EINVAL)?;
+        let kind = QueueKind::of(request.buf_type()).ok_or(EINVAL)?;
         let _ordered = self.buffer_lock(kind).lock();
-        if code == ioctl::VIDIOC_CREATE_BUFS {
+        if R::CODE == codes::VIDIOC_CREATE_BUFS {
             // The device cannot tell the kinds of USERPTR buffers apart.
             let state = self.state.lock();
-            let queue = state.queue_ref(kind);
-            if queue.num_buffers > 0 && queue.presented != presented {
+            if state.queue_ref(kind).num_buffers > 0 && state.memory_ref(kind).presented != presented {
                 return Err(EINVAL);
             }
         }
         if presented != Presented::AsIs {
-            set_u32(payload, memory_at, MEMORY_USERPTR);
+            request.set_memory(buffer_memory::USERPTR);
         }
-        let result = self.transact(code, payload, &mut []).map(|_| ());
-        if let Some(caps) = get_u32(payload, caps_at) {
-            // The device's own DMABUF (virtio objects) is not used.
-            let mut caps = caps & !ffi::V4L2_BUF_CAP_SUPPORTS_DMABUF;
-            if caps & ffi::V4L2_BUF_CAP_SUPPORTS_USERPTR != 0 {
-                if self.dev.guest_mmap() {
-                    caps |= ffi::V4L2_BUF_CAP_SUPPORTS_MMAP;
-                }
-                if self.dmabuf_supported() {
-                    caps |= ffi::V4L2_BUF_CAP_SUPPORTS_DMABUF;
-                }
+        let result = self.forward(R::CODE, request.as_bytes_mut());
+        // The device's own DMABUF (virtio objects) is not used.
+        let mut caps = request.capabilities() & !V4L2_BUF_CAP_SUPPORTS_DMABUF;
+        if caps & V4L2_BUF_CAP_SUPPORTS_USERPTR != 0 {
+            if self.dev.guest_mmap() {
+                caps |= V4L2_BUF_CAP_SUPPORTS_MMAP;
             }
-            if !userptr_enabled() {
-                caps &= !ffi::V4L2_BUF_CAP_SUPPORTS_USERPTR;
+            if self.dmabuf_supported() {
+                caps |= V4L2_BUF_CAP_SUPPORTS_DMABUF;
             }
-            set_u32(payload, caps_at, caps);
         }
-        set_u32(payload, memory_at, memory);
+        if !self.userptr_enabled() {
+            caps &= !V4L2_BUF_CAP_SUPPORTS_USERPTR;
+        }
+        request.set_capabilities(caps);
+        request.set_memory(memory);
         result?;
-        if let Err(e) = self.check_buffer_count(code, payload) {
-            if code == ioctl::VIDIOC_REQBUFS {
-                self.free_device_buffers(payload);
+        let Some((first, end)) = request
+            .allocated()
+            .filter(|&(_, end)| end <= MAX_BUFFERS)
+        else {
+            pr_err!(
+                "device gave session {} buffers beyond the driver's {}; refused\n",
+                self.id,
+                MAX_BUFFERS
+            );
+            if R::CODE == codes::VIDIOC_REQBUFS {
+                self.free_device_buffers(request.buf_type());
             }
-            return Err(e);
+            return Err(EIO);
+        };
+        if R::CODE == codes::VIDIOC_REQBUFS {
+            self.after_reqbufs(kind, end);
+        } else {
+            let mut state = self.state.lock();
+            let queue = state.queue(kind);
+            queue.num_buffers = queue.num_buffers.max(end);
         }
-        self.after_success(code, payload);
-        self.state.lock().queue(kind).presented = presented;
+        self.state.lock().memory(kind).presented = presented;
         if presented == Presented::GuestMmap {
-            if let Err(e) = self.allocate_guest_mmap(code, kind, payload) {
-                pr_warn!(
-                    "no memory for the MMAP buffers of session {}: {:?}\n",
-                    self.id,
-                    e
-                );
-                if code == ioctl::VIDIOC_REQBUFS {
-                    self.free_device_buffers(payload);
+            let sizes = match request.plane_sizes() {
+                Some(sizes) => Ok(Some(sizes)),
+                None => self.queue_plane_sizes(request.buf_type()),
+            };
+            let allocated = sizes.and_then(|sizes| self.allocate_guest_mmap(kind, first, end, sizes));
+            if let Err(e) = allocated {
+                pr_debug!("no memory for the MMAP buffers of session {}: {:?}\n", self.id, e);
+                if R::CODE == codes::VIDIOC_REQBUFS {
+                    self.free_device_buffers(request.buf_type());
                 }
                 return Err(e);
             }
@@ -240,66 +336,39 @@ impl Session {
         Ok(())
     }
 
-    /// A device may not give a queue more than [`MAX_BUFFERS`] buffers: the
-    /// driver keeps state per buffer.
-    fn check_buffer_count(&self, code: u32, payload: &[u8]) -> Result {
-        let end = if code == ioctl::VIDIOC_REQBUFS {
-            get_u32(payload, REQBUFS_COUNT)
-        } else {
-            get_u32(payload, CREATE_INDEX)
-                .zip(get_u32(payload, CREATE_COUNT))
-                .and_then(|(index, count)| index.checked_add(count))
-        };
-        match end {
-            Some(end) if end <= MAX_BUFFERS => Ok(()),
-            _ => {
-                pr_err!(
-                    "device gave session {} buffers up to {:?}, more than the driver's {}; refused\n",
-                    self.id,
-                    end,
-                    MAX_BUFFERS
-                );
-                Err(EIO)
-            }
-        }
+    /// The plane sizes of the queue's current format.
+    fn queue_plane_sizes(&self, buf_type: BufType) -> Result<Option<KVec<u32>>> {
+        let mut format = Format::zeroed();
+        format.set_buf_type(buf_type);
+        self.forward(codes::VIDIOC_G_FMT, format.as_bytes_mut())?;
+        Ok(guest_mmap::plane_sizes(&format))
     }
 
-    /// Allocates the memory of the guest-backed MMAP buffers the device
-    /// just agreed to, sized by the format (the queue's, for REQBUFS).
-    fn allocate_guest_mmap(&self, code: u32, kind: QueueKind, payload: &[u8]) -> Result {
-        let (first, count, sizes) = if code == ioctl::VIDIOC_REQBUFS {
-            let mut format = [0u8; core::mem::size_of::<ffi::v4l2_format>()];
-            format[..4].copy_from_slice(payload.get(REQBUFS_TYPE..REQBUFS_TYPE + 4).ok_or(EINVAL)?);
-            self.transact(ioctl::VIDIOC_G_FMT, &mut format, &mut [])?;
-            (
-                0,
-                get_u32(payload, REQBUFS_COUNT).ok_or(EINVAL)?,
-                guest_mmap::plane_sizes(&format),
-            )
-        } else {
-            let format = payload
-                .get(CREATE_FORMAT..CREATE_FORMAT + core::mem::size_of::<ffi::v4l2_format>());
-            (
-                get_u32(payload, CREATE_INDEX).ok_or(EINVAL)?,
-                get_u32(payload, CREATE_COUNT).ok_or(EINVAL)?,
-                format.and_then(guest_mmap::plane_sizes),
-            )
-        };
+    /// Allocates the memory of the guest-backed MMAP buffers `first..end`
+    /// the device just agreed to, with planes of `sizes` bytes.
+    fn allocate_guest_mmap(
+        &self,
+        kind: QueueKind,
+        first: u32,
+        end: u32,
+        sizes: Option<KVec<u32>>,
+    ) -> Result {
+        let count = end.saturating_sub(first);
         if count == 0 {
             return Ok(());
         }
         let sizes = sizes.ok_or(EINVAL)?;
         let mut state = self.state.lock();
-        let queue = state.queue(kind);
+        let mmap = &mut state.memory(kind).mmap;
         // The device chose the sizes and the program the count: bounded.
         let total = sizes
             .iter()
             .try_fold(0u64, |sum, &size| sum.checked_add(u64::from(size)))
             .and_then(|buffer| buffer.checked_mul(u64::from(count)))
-            .and_then(|added| added.checked_add(queue.mmap.bytes()));
+            .and_then(|added| added.checked_add(mmap.bytes()));
         match total {
             Some(total) if total <= guest_mmap::MAX_QUEUE_BYTES => {
-                queue.mmap.allocate(first, count, &sizes)
+                mmap.allocate(first, count, &sizes)
             }
             _ => {
                 crate::log::warn_limited!(
@@ -314,15 +383,18 @@ impl Session {
         }
     }
 
-    /// Frees the device's buffers of a REQBUFS whose memory the driver
-    /// could not allocate.
-    fn free_device_buffers(&self, payload: &[u8]) {
-        let mut request = [0u8; core::mem::size_of::<ffi::v4l2_requestbuffers>()];
-        if let Some(buf_type) = get_u32(payload, REQBUFS_TYPE) {
-            set_u32(&mut request, REQBUFS_TYPE, buf_type);
-            set_u32(&mut request, REQBUFS_MEMORY, MEMORY_USERPTR);
-            let _ = self.transact(ioctl::VIDIOC_REQBUFS, &mut request, &mut []);
-            self.after_success(ioctl::VIDIOC_REQBUFS, &request);
+    /// Frees the device's buffers of a REQBUFS the driver refused.
+    fn free_device_buffers(&self, buf_type: BufType) {
+        let mut request = RequestBuffers::zeroed();
+        request.set_buf_type(buf_type);
+        request.set_memory(buffer_memory::USERPTR);
+        if self
+            .forward(codes::VIDIOC_REQBUFS, request.as_bytes_mut())
+            .is_ok()
+        {
+            if let Some(kind) = QueueKind::of(buf_type) {
+                self.after_reqbufs(kind, 0);
+            }
         }
     }
 
@@ -334,12 +406,12 @@ impl Session {
         &self,
         code: u32,
         kind: QueueKind,
-        buf: &mut [u8],
-        planes: &mut [u8],
+        buf: &mut Buffer,
+        planes: &mut [Plane],
     ) -> Result<usize> {
         let _ordered = self.buffer_lock(kind).lock();
-        let index = get_u32(buf, BUF_INDEX).ok_or(EINVAL)?;
-        if code != ioctl::VIDIOC_QBUF {
+        let index = buf.index();
+        if code != codes::VIDIOC_QBUF {
             return self.send_buffer(code, kind, buf, planes);
         }
         // Counted as queued before the device hears of it: it may return
@@ -360,21 +432,22 @@ impl Session {
         &self,
         code: u32,
         kind: QueueKind,
-        buf: &mut [u8],
-        planes: &mut [u8],
+        buf: &mut Buffer,
+        planes: &mut [Plane],
     ) -> Result<usize> {
-        let buf_type = get_u32(buf, BUF_TYPE).ok_or(EINVAL)?;
-        let index = get_u32(buf, BUF_INDEX).ok_or(EINVAL)?;
-        let memory = get_u32(buf, BUF_MEMORY).ok_or(EINVAL)?;
-        let presented = self.state.lock().queue_ref(kind).presented;
+        let index = buf.index();
+        let memory = buf.memory();
+        let presented = self.state.lock().memory_ref(kind).presented;
         if presented.program_memory().is_some_and(|m| m != memory) {
             return Err(EINVAL);
         }
         let device_writes = kind == QueueKind::Capture;
         let (held, pointers, lengths) = match (memory, presented) {
-            (MEMORY_MMAP, Presented::AsIs) => return self.transact(code, buf, planes),
-            (MEMORY_USERPTR, Presented::AsIs) if userptr_enabled() => {
-                let user = plane_memory(buf_type, buf, planes)?;
+            (buffer_memory::MMAP, Presented::AsIs) => {
+                return self.transact(code, buf.as_bytes_mut(), planes.as_bytes_mut())
+            }
+            (buffer_memory::USERPTR, Presented::AsIs) if self.userptr_enabled() => {
+                let user = plane_memory(buf, planes)?;
                 let memory = GuestBuffer::pin_user(&self.dev, &user, device_writes)?;
                 let mut pointers = KVec::with_capacity(user.len(), GFP_KERNEL)?;
                 for (ptr, _) in user.iter() {
@@ -382,12 +455,12 @@ impl Session {
                 }
                 (memory, pointers, None)
             }
-            (MEMORY_MMAP, Presented::GuestMmap) => {
+            (buffer_memory::MMAP, Presented::GuestMmap) => {
                 let mut owned = KVec::new();
                 owned.extend_from_slice(
                     self.state
                         .lock()
-                        .queue_ref(kind)
+                        .memory_ref(kind)
                         .mmap
                         .planes(index)
                         .ok_or(EINVAL)?,
@@ -397,12 +470,15 @@ impl Session {
                 let (offsets, lengths) = guest_mmap_planes(kind, index, &owned)?;
                 (memory, offsets, Some(lengths))
             }
-            (MEMORY_DMABUF, Presented::DmaBuf) => {
+            (buffer_memory::DMABUF, Presented::DmaBuf) => {
                 let mut fds = KVec::new();
                 let mut pointers = KVec::new();
-                for (m, length) in plane_memory(buf_type, buf, planes)? {
-                    // `m.fd` is the low half of the union.
-                    fds.push((m as u32 as i32, length), GFP_KERNEL)?;
+                for (m, length) in plane_memory(buf, planes)? {
+                    // CAST: `m.fd` is the low half of the union (the
+                    // architectures this driver builds for are
+                    // little-endian), a signed 32-bit fd.
+                    let fd = m as u32 as i32;
+                    fds.push((fd, length), GFP_KERNEL)?;
                     pointers.push(u64::from(m as u32), GFP_KERNEL)?;
                 }
                 let (memory, lengths) =
@@ -411,10 +487,8 @@ impl Session {
             }
             _ => return Err(EINVAL),
         };
-        let planes = if is_multiplanar(buf_type) {
-            planes
-                .get_mut(..pointers.len() * PLANE_SIZE)
-                .ok_or(EINVAL)?
+        let planes = if buf.buf_type().is_multiplanar() {
+            planes.get_mut(..pointers.len()).ok_or(EINVAL)?
         } else {
             &mut planes[..0]
         };
@@ -425,28 +499,19 @@ impl Session {
             for value in pointers.iter() {
                 tokens.push(USERPTR_TOKEN | value, GFP_KERNEL)?;
             }
-            present(
-                MEMORY_USERPTR,
-                buf_type,
-                buf,
-                planes,
-                &tokens,
-                lengths.as_deref(),
-            );
+            present(buffer_memory::USERPTR, buf, planes, &tokens, lengths.as_deref());
         }
-        self.hold_and_send(code, kind, index, buf, planes, held, pointers)
+        self.hold_and_send(code, kind, buf, planes, held, pointers)
     }
 
-    /// Holds `memory` for buffer `index` and sends its QBUF or PREPARE_BUF
+    /// Holds `memory` for the buffer and sends its QBUF or PREPARE_BUF
     /// with the SG entries after the planes.
-    #[expect(clippy::too_many_arguments)]
     fn hold_and_send(
         &self,
         code: u32,
         kind: QueueKind,
-        index: u32,
-        buf: &mut [u8],
-        planes: &mut [u8],
+        buf: &mut Buffer,
+        planes: &mut [Plane],
         memory: GuestBuffer,
         pointers: KVec<u64>,
     ) -> Result<usize> {
@@ -455,21 +520,25 @@ impl Session {
         if state.device_reset || state.closed || state.failed.is_some() {
             return Err(self.dev.check_usable().err().unwrap_or(EIO));
         }
-        let prepare = code == ioctl::VIDIOC_PREPARE_BUF;
-        let (serial, replaced) = state.held.insert(kind, index, prepare, pointers, memory)?;
+        let prepare = code == codes::VIDIOC_PREPARE_BUF;
+        let (serial, replaced) = state
+            .held
+            .insert(kind, buf.index(), prepare, pointers, memory)?;
         drop(state);
         drop(replaced);
         // Uninterruptible: a QBUF the device may still be handling must
-        // keep its pages, so only the device's own answer releases them.
+        // keep its pages, so only the device's own answer releases them
+        // (or the reset of a device that gave none).
         let response = self.send_ioctl(
             code,
-            buf,
-            planes,
+            buf.as_bytes(),
+            planes.as_bytes(),
             &sg_entries,
             KVec::new(),
             Wait::Uninterruptible,
         )?;
-        let result = read_response(code, response, buf, planes).map(|(written, _)| written);
+        let result = read_response(code, response, buf.as_bytes_mut(), planes.as_bytes_mut())
+            .map(|(written, _)| written);
         if result.is_err() {
             let refused = self.state.lock().held.remove_serial(serial);
             drop(refused);
@@ -480,34 +549,29 @@ impl Session {
     /// EXPBUF: a dma-buf of a guest-backed MMAP buffer plane. The device's
     /// own MMAP buffers (in its shared memory) cannot be exported: the
     /// ioctl is disabled on such a device's node.
-    pub(crate) fn export_buffer(
-        &self,
-        buf_type: u32,
-        index: u32,
-        plane: u32,
-        flags: u32,
-    ) -> Result<i32> {
+    pub(super) fn export_buffer(&self, exp: &mut ExportBuffer) -> Result {
         self.check_usable()?;
-        if flags & !(ffi::O_CLOEXEC | ffi::O_ACCMODE) != 0 {
+        if exp.flags() & !(O_CLOEXEC | O_ACCMODE) != 0 {
             return Err(EINVAL);
         }
-        let kind = queue_of(buf_type).ok_or(EINVAL)?;
+        let kind = QueueKind::of(exp.buf_type()).ok_or(EINVAL)?;
         let pages = {
             let state = self.state.lock();
-            let queue = state.queue_ref(kind);
+            let memory = state.memory_ref(kind);
             // (On a device with shared memory the ioctl is disabled.)
-            if queue.presented != Presented::GuestMmap {
+            if memory.presented != Presented::GuestMmap {
                 return Err(EINVAL);
             }
-            let plane = usize::try_from(plane)?;
-            queue
+            let plane = usize::try_from(exp.plane())?;
+            memory
                 .mmap
-                .planes(index)
+                .planes(exp.index())
                 .and_then(|p| p.get(plane))
                 .ok_or(EINVAL)?
                 .clone()
         };
-        pages.export(flags)
+        exp.set_fd(pages.export(exp.flags())?);
+        Ok(())
     }
 
     /// `mmap()` of a guest-backed buffer plane: its pages, if `len` bytes
@@ -517,7 +581,7 @@ impl Session {
         let (kind, index, plane) = guest_mmap::decode_offset(offset).ok_or(EINVAL)?;
         let state = self.state.lock();
         let pages = state
-            .queue_ref(kind)
+            .memory_ref(kind)
             .mmap
             .planes(index)
             .and_then(|p| p.get(plane))

@@ -15,7 +15,7 @@
 //! large buffer (which may copy it through swiotlb) and the notification
 //! (which traps to the hypervisor) never run with interrupts off.
 
-use crate::{dmabuf::DeviceRef, ffi, pages::PageRange};
+use crate::kernel_ext::{bindings as ffi, dma_buf::DeviceRef, mm::PageRange};
 use core::{
     marker::PhantomData,
     ptr::NonNull,

@@ -5,7 +5,15 @@
 
 #![forbid(unsafe_code)]
 
-use super::*;
+use crate::{
+    kernel_ext::{
+        bindings::V4L2_BUF_FLAG_LAST,
+        media::v4l2::types::{BufType, Buffer, Plane},
+    },
+};
+use kernel::{prelude::*, transmute::FromBytes};
+
+pub(crate) use crate::kernel_ext::media::v4l2::types::MAX_PLANES;
 
 /// Which of a session's two queues a buffer type belongs to.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -14,19 +22,18 @@ pub(crate) enum QueueKind {
     Output = 1,
 }
 
-/// `V4L2_TYPE_IS_OUTPUT` for the buffer types a queue can have, or `None`
-/// for a value that is no buffer type.
-pub(crate) fn queue_of(buf_type: u32) -> Option<QueueKind> {
-    match buf_type {
-        1 | 3 | 4 | 6 | 9 | 11 | 13 => Some(QueueKind::Capture),
-        2 | 5 | 7 | 8 | 10 | 12 | 14 => Some(QueueKind::Output),
-        _ => None,
+impl QueueKind {
+    /// The queue of a buffer type (`V4L2_TYPE_IS_OUTPUT`), or `None` for a
+    /// value that is no buffer type.
+    pub(crate) fn of(buf_type: BufType) -> Option<Self> {
+        if !buf_type.is_valid() {
+            None
+        } else if buf_type.is_output() {
+            Some(Self::Output)
+        } else {
+            Some(Self::Capture)
+        }
     }
-}
-
-pub(super) fn is_multiplanar(buf_type: u32) -> bool {
-    buf_type == ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE
-        || buf_type == ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE
 }
 
 /// Most buffers a queue may have: a device that reports more is broken.
@@ -77,35 +84,49 @@ impl IndexSet {
     }
 }
 
-/// A buffer the device returned, waiting for DQBUF.
+/// A buffer the device returned, waiting for DQBUF: its `v4l2_buffer` and
+/// planes as the device wrote them (the program's view of them once
+/// `memory.rs` rewrote them).
 pub(crate) struct DoneBuffer {
-    pub(super) buffer: [u8; BUFFER_SIZE],
-    pub(super) planes: [u8; PLANE_SIZE * MAX_PLANES],
+    pub(crate) buffer: Buffer,
+    pub(crate) planes: [Plane; MAX_PLANES],
+}
+
+impl DoneBuffer {
+    /// The buffer of a DQBUF event: a `v4l2_buffer` and `VIDEO_MAX_PLANES`
+    /// planes.
+    pub(crate) fn from_event(buffer: &[u8], planes: &[u8]) -> Result<KBox<Self>> {
+        let buffer = Buffer::from_bytes_copy(buffer).ok_or(EINVAL)?;
+        let mut chunks = planes.chunks_exact(core::mem::size_of::<Plane>());
+        let planes = core::array::from_fn(|_| {
+            chunks
+                .next()
+                .and_then(Plane::from_bytes_copy)
+                .unwrap_or_else(Plane::zeroed)
+        });
+        Ok(KBox::new(Self { buffer, planes }, GFP_KERNEL)?)
+    }
 }
 
 /// Stream state of one queue, as far as the driver needs it.
 #[derive(Default)]
 pub(crate) struct QueueState {
-    pub(super) streaming: bool,
+    pub(crate) streaming: bool,
     /// Buffers allocated by REQBUFS and CREATE_BUFS.
-    pub(super) num_buffers: u32,
+    pub(crate) num_buffers: u32,
     /// Buffers queued to the device and not returned yet: the only ones a
     /// DQBUF event may bring back.
-    pub(super) queued: IndexSet,
+    pub(crate) queued: IndexSet,
     /// Returned buffers, oldest first.
-    pub(super) done: KVec<KBox<DoneBuffer>>,
+    pub(crate) done: KVec<KBox<DoneBuffer>>,
     /// A buffer flagged LAST was dequeued: DQBUF says EPIPE until restart.
-    pub(super) last_dequeued: bool,
-    /// What the program's buffers are, if the device knows them as USERPTR.
-    pub(super) presented: Presented,
-    /// The memory of guest-backed MMAP buffers.
-    pub(super) mmap: GuestMmapQueue,
+    pub(crate) last_dequeued: bool,
 }
 
 impl QueueState {
     /// The stream stopped (STREAMOFF, REQBUFS(0)): the device holds none of
     /// the queue's buffers any more.
-    pub(super) fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.streaming = false;
         self.done.clear();
         self.queued.clear();
@@ -116,13 +137,13 @@ impl QueueState {
     /// dropped after STREAMOFF (as V4L2 does), refused if never allocated
     /// or not queued (so the buffers waiting for DQBUF are at most the
     /// queue's buffers, whatever the device sends).
-    pub(super) fn accept(&mut self, done: KBox<DoneBuffer>) -> Result<(), BadEvent> {
-        self.claim(get_u32(&done.buffer, BUF_INDEX).unwrap_or(u32::MAX))?;
+    pub(crate) fn accept(&mut self, done: KBox<DoneBuffer>) -> Result<(), BadEvent> {
+        self.claim(done.buffer.index())?;
         self.keep(done)
     }
 
     /// The device returned buffer `index`: it must be one it holds.
-    pub(super) fn claim(&mut self, index: u32) -> Result<(), BadEvent> {
+    pub(crate) fn claim(&mut self, index: u32) -> Result<(), BadEvent> {
         if index >= self.num_buffers {
             return Err(BadEvent::BufferIndex {
                 index,
@@ -136,11 +157,11 @@ impl QueueState {
     }
 
     /// Keeps a claimed buffer for DQBUF while streaming.
-    pub(super) fn keep(&mut self, done: KBox<DoneBuffer>) -> Result<(), BadEvent> {
+    pub(crate) fn keep(&mut self, done: KBox<DoneBuffer>) -> Result<(), BadEvent> {
         if self.streaming {
             self.done
                 .push(done, GFP_KERNEL)
-                .map_err(|_| BadEvent::NotReady)?;
+                .map_err(|_| BadEvent::NoMemory)?;
         }
         Ok(())
     }
@@ -148,7 +169,7 @@ impl QueueState {
     /// What DQBUF can do now: take the oldest returned buffer (`Some`),
     /// fail, or wait (`None`). `plane_capacity` is the caller's planes array
     /// length for multi-planar types.
-    pub(super) fn dequeue(
+    pub(crate) fn dequeue(
         &mut self,
         kind: QueueKind,
         plane_capacity: Option<u32>,
@@ -157,13 +178,12 @@ impl QueueState {
             return Err(EINVAL);
         }
         if let Some(front) = self.done.first() {
-            let count = get_u32(&front.buffer, BUF_LENGTH).unwrap_or(0);
+            let count = front.buffer.length();
             if plane_capacity.is_some_and(|capacity| count > capacity) {
                 return Err(EINVAL);
             }
             let done = self.done.remove(0)?;
-            let flags = get_u32(&done.buffer, BUF_FLAGS).unwrap_or(0);
-            if kind == QueueKind::Capture && flags & ffi::V4L2_BUF_FLAG_LAST != 0 {
+            if kind == QueueKind::Capture && done.buffer.flags() & V4L2_BUF_FLAG_LAST != 0 {
                 self.last_dequeued = true;
             }
             return Ok(Some(done));
@@ -189,30 +209,29 @@ pub(crate) enum BadEvent {
     NotQueued(u32),
     /// A USERPTR buffer whose memory the driver does not hold.
     NotHeld(u32),
-    NotReady,
+    /// No memory to keep the buffer.
+    NoMemory,
 }
 
-#[kunit_tests(virtio_media_session)]
+#[kunit_tests(virtio_media_stream)]
 mod tests {
     use super::*;
+    use crate::kernel_ext::bindings::{
+        v4l2_buf_type_V4L2_BUF_TYPE_META_OUTPUT, V4L2_BUF_FLAG_LAST,
+    };
 
     fn returned(index: u32, flags: u32, planes: u32) -> KBox<DoneBuffer> {
-        let mut done = KBox::new(
-            DoneBuffer {
-                buffer: [0; BUFFER_SIZE],
-                planes: [0; PLANE_SIZE * MAX_PLANES],
-            },
-            GFP_KERNEL,
-        )
-        .expect("allocation");
-        set_u32(&mut done.buffer, BUF_INDEX, index);
-        set_u32(&mut done.buffer, BUF_FLAGS, flags);
-        set_u32(&mut done.buffer, BUF_LENGTH, planes);
-        done
+        let mut buffer = Buffer::zeroed();
+        buffer.set_index(index);
+        buffer.set_flags(flags);
+        buffer.set_length(planes);
+        let planes = core::array::from_fn(|_| Plane::zeroed());
+        // A test that cannot allocate a few hundred bytes fails anyway.
+        KBox::new(DoneBuffer { buffer, planes }, GFP_KERNEL).expect("allocation")
     }
 
     fn index_of(done: &DoneBuffer) -> Option<u32> {
-        get_u32(&done.buffer, BUF_INDEX)
+        Some(done.buffer.index())
     }
 
     fn queued(q: &mut QueueState, indexes: &[u32]) {
@@ -273,7 +292,7 @@ mod tests {
             ..Default::default()
         };
         queued(&mut q, &[0]);
-        assert_eq!(q.accept(returned(0, ffi::V4L2_BUF_FLAG_LAST, 1)), Ok(()));
+        assert_eq!(q.accept(returned(0, V4L2_BUF_FLAG_LAST, 1)), Ok(()));
         assert!(matches!(q.dequeue(QueueKind::Capture, None), Ok(Some(_))));
         assert_eq!(q.dequeue(QueueKind::Capture, None).err(), Some(EPIPE));
         // STREAMOFF clears it; streaming again waits normally.
@@ -287,7 +306,7 @@ mod tests {
             ..Default::default()
         };
         queued(&mut out, &[0]);
-        assert_eq!(out.accept(returned(0, ffi::V4L2_BUF_FLAG_LAST, 1)), Ok(()));
+        assert_eq!(out.accept(returned(0, V4L2_BUF_FLAG_LAST, 1)), Ok(()));
         assert!(matches!(out.dequeue(QueueKind::Output, None), Ok(Some(_))));
         assert!(matches!(out.dequeue(QueueKind::Output, None), Ok(None)));
     }
@@ -333,18 +352,15 @@ mod tests {
     #[test]
     fn buffer_types_map_to_queues() {
         assert_eq!(
-            queue_of(ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE),
+            QueueKind::of(BufType::VIDEO_CAPTURE_MPLANE),
             Some(QueueKind::Capture)
         );
+        assert_eq!(QueueKind::of(BufType::VIDEO_OUTPUT), Some(QueueKind::Output));
         assert_eq!(
-            queue_of(ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT),
+            QueueKind::of(BufType(v4l2_buf_type_V4L2_BUF_TYPE_META_OUTPUT)),
             Some(QueueKind::Output)
         );
-        assert_eq!(
-            queue_of(ffi::v4l2_buf_type_V4L2_BUF_TYPE_META_OUTPUT),
-            Some(QueueKind::Output)
-        );
-        assert_eq!(queue_of(0), None);
-        assert_eq!(queue_of(0x80), None);
+        assert_eq!(QueueKind::of(BufType(0)), None);
+        assert_eq!(QueueKind::of(BufType(0x80)), None);
     }
 }
