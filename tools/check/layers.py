@@ -8,6 +8,8 @@ Prints what it found and exits 1 on any breach of these rules:
   * every `unsafe` (the keyword) is under kernel_ext/ (the abstraction
     layer); every driver module says #![forbid(unsafe_code)] (the crate root,
     whose module! expansion needs it, says #![deny(unsafe_code)]);
+  * the driver names no C bindings (`bindings`): the constants and types
+    it needs come from kernel_ext's typed modules;
   * kernel_ext/ refers to nothing of the driver (`crate::` paths other than
     `crate::kernel_ext`);
   * the driver modules' references to each other (`use crate::...` trees
@@ -108,6 +110,8 @@ def main():
         for line_no, line in enumerate(text.splitlines(), 1):
             if re.search(r"\bunsafe\b", line):
                 problems.append(f"{path}:{line_no}: unsafe in the driver layer: {line.strip()}")
+            if re.search(r"\bbindings\b", line):
+                problems.append(f"{path}:{line_no}: C bindings in the driver layer: {line.strip()}")
         wanted = "#![deny(unsafe_code)]" if path == ROOT_FILE else "#![forbid(unsafe_code)]"
         if wanted not in raw:
             problems.append(f"{path}: does not say {wanted}")

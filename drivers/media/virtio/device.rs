@@ -10,18 +10,20 @@ use crate::{
     command::{CommandQueue, PendingCommand, Response, Wait, WaitError},
     events::{AddTargetError, EventQueue, EventTarget, EVENT_BATCH, EVENT_BUFFERS},
     kernel_ext::{
-        bindings,
+        media::v4l2::uapi,
         mm::UserInode,
         virtio::{self, BoundDevice, ShmRegion},
         workqueue,
     },
     protocol::{self, DeviceConfig},
 };
-use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{
     new_mutex, new_srcu,
     prelude::*,
-    sync::{Arc, ArcBorrow, Mutex, Srcu},
+    sync::{
+        atomic::{Acquire, Atomic, AtomicFlag, Full, Release},
+        Arc, ArcBorrow, Mutex, Srcu,
+    },
     workqueue::{impl_has_work, new_work, Queue, Work, WorkItem},
 };
 
@@ -59,11 +61,15 @@ pub(crate) struct MediaDevice {
     #[pin]
     binding: Mutex<Option<BoundDevice>>,
     /// Set when the device is removed: every call then fails with ENODEV.
-    gone: AtomicBool,
+    gone: Atomic<bool>,
+    /// How many times the system slept: each time the device was reset
+    /// and forgot its sessions and mappings, whose ids and offsets may be
+    /// given out again. What was made before must not be used after.
+    generation: Atomic<u64>,
     /// Set when the device stopped answering or broke the protocol in a
     /// way that leaves commands unanswered: it is reset and every call then
     /// fails with EIO.
-    broken: AtomicBool,
+    broken: AtomicFlag,
     /// Faults that map shared memory into programs run in its read side;
     /// stopping the device waits for them before it unmaps everything
     /// (`stop`), so no mapping of a stopped device survives.
@@ -73,7 +79,16 @@ pub(crate) struct MediaDevice {
     /// device's memory are zapped when it stops.
     #[pin]
     user_inodes: Mutex<KVec<UserInode>>,
+    /// Guest memory the device may still write into though its owner let
+    /// go of it (a session whose CLOSE failed): pinned and mapped until the
+    /// device is reset, then released.
+    #[pin]
+    orphans: Mutex<KVec<Orphan>>,
 }
+
+/// Memory kept for the device until its reset (see `keep_until_reset`);
+/// only ever dropped.
+pub(crate) type Orphan = KBox<dyn Send>;
 
 impl_has_work! {
     impl HasWork<Self, 0> for MediaDevice { self.event_work }
@@ -97,8 +112,9 @@ impl WorkItem<1> for MediaDevice {
 
     fn run(this: Arc<MediaDevice>) {
         let binding = this.binding.lock();
-        // Removed meanwhile: the removal stopped it.
-        if let Some(vdev) = binding.as_ref() {
+        // Removed meanwhile: the removal stopped it. Resumed from sleep
+        // meanwhile: the restore set it up afresh.
+        if let (Some(vdev), true) = (binding.as_ref(), this.is_broken()) {
             pr_err!("device reset: it stopped answering; its sessions now fail with EIO\n");
             this.stop(vdev);
         }
@@ -161,10 +177,12 @@ impl MediaDevice {
             event_work <- new_work!("virtio_media::MediaDevice::event_work"),
             reset_work <- new_work!("virtio_media::MediaDevice::reset_work"),
             binding <- new_mutex!(None, "virtio_media_binding"),
-            gone: AtomicBool::new(false),
-            broken: AtomicBool::new(false),
+            gone: Atomic::new(false),
+            generation: Atomic::new(0),
+            broken: AtomicFlag::new(false),
             mappings <- new_srcu!("virtio_media_mappings"),
             user_inodes <- new_mutex!(KVec::new(), "virtio_media_user_inodes"),
+            orphans <- new_mutex!(KVec::new(), "virtio_media_orphans"),
         }? Error)
     }
 
@@ -183,7 +201,7 @@ impl MediaDevice {
     /// The device is being removed: every call fails with ENODEV from now
     /// on.
     pub(crate) fn mark_gone(&self) {
-        self.gone.store(true, Ordering::Release);
+        self.gone.store(true, Release);
     }
 
     /// Takes the bound device back, for removal: the reset work finds none
@@ -226,11 +244,16 @@ impl MediaDevice {
     }
 
     pub(crate) fn is_gone(&self) -> bool {
-        self.gone.load(Ordering::Acquire)
+        self.gone.load(Acquire)
+    }
+
+    /// See the `generation` field.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Acquire)
     }
 
     pub(crate) fn is_broken(&self) -> bool {
-        self.broken.load(Ordering::Acquire)
+        self.broken.load(Acquire)
     }
 
     /// `Ok` while commands can be sent: `ENODEV` once the device is
@@ -339,7 +362,7 @@ impl MediaDevice {
     /// The device cannot be trusted to answer any more: reset it (on the
     /// workqueue), which fails every command in flight and every session.
     pub(crate) fn declare_broken(self: &Arc<Self>, why: &str) {
-        if self.broken.swap(true, Ordering::AcqRel) {
+        if self.broken.xchg(true, Full) {
             return;
         }
         pr_err!("device broken: {}; resetting it\n", why);
@@ -362,13 +385,13 @@ impl MediaDevice {
     /// Which queues a session of this device has: (capture, output).
     pub(crate) fn queue_kinds(&self) -> (bool, bool) {
         let caps = self.config.device_caps;
-        let m2m = bindings::V4L2_CAP_VIDEO_M2M | bindings::V4L2_CAP_VIDEO_M2M_MPLANE;
-        let output = bindings::V4L2_CAP_VIDEO_OUTPUT
-            | bindings::V4L2_CAP_VIDEO_OUTPUT_MPLANE
-            | bindings::V4L2_CAP_VBI_OUTPUT
-            | bindings::V4L2_CAP_SLICED_VBI_OUTPUT
-            | bindings::V4L2_CAP_SDR_OUTPUT
-            | bindings::V4L2_CAP_META_OUTPUT;
+        let m2m = uapi::V4L2_CAP_VIDEO_M2M | uapi::V4L2_CAP_VIDEO_M2M_MPLANE;
+        let output = uapi::V4L2_CAP_VIDEO_OUTPUT
+            | uapi::V4L2_CAP_VIDEO_OUTPUT_MPLANE
+            | uapi::V4L2_CAP_VBI_OUTPUT
+            | uapi::V4L2_CAP_SLICED_VBI_OUTPUT
+            | uapi::V4L2_CAP_SDR_OUTPUT
+            | uapi::V4L2_CAP_META_OUTPUT;
         if caps & m2m != 0 {
             (true, true)
         } else if caps & output != 0 {
@@ -418,7 +441,11 @@ impl MediaDevice {
     }
 
     /// Enters a new session under `id` (see [`EventQueue::add_target`]).
-    pub(crate) fn add_session(&self, id: u32, session: Arc<dyn EventTarget>) -> Result<(), AddTargetError> {
+    pub(crate) fn add_session(
+        &self,
+        id: u32,
+        session: Arc<dyn EventTarget>,
+    ) -> Result<(), AddTargetError> {
         self.eventq.add_target(id, session)
     }
 
@@ -436,11 +463,88 @@ impl MediaDevice {
     /// removal deletes them.
     pub(crate) fn stop(&self, vdev: &BoundDevice) {
         vdev.reset();
-        self.eventq.for_each_target(|session| session.device_reset());
+        self.eventq
+            .for_each_target(|session| session.device_reset());
+        self.release_orphans();
         self.zap_user_mappings();
         self.commandq.shut_down();
         self.eventq.shut_down();
         self.eventq.for_each_target(|session| session.device_gone());
+    }
+
+    /// Keeps `memory` (pinned, mapped for the device) until the device is
+    /// reset: stopped, suspended or removed. Without memory to note it, it
+    /// is leaked rather than freed under the device.
+    pub(crate) fn keep_until_reset<T: Send + 'static>(&self, memory: T) {
+        let mut orphans = self.orphans.lock();
+        match (
+            KBox::<T>::new_uninit(GFP_KERNEL),
+            orphans.reserve(1, GFP_KERNEL),
+        ) {
+            (Ok(slot), Ok(())) => {
+                let kept: KBox<T> = KBox::write(slot, memory);
+                // Room was reserved just above; were it not, leak it too.
+                if let Err(refused) = orphans.push_within_capacity(kept as Orphan) {
+                    core::mem::forget(refused);
+                }
+            }
+            _ => {
+                pr_err!("no memory to note buffers the device may use; they stay allocated\n");
+                core::mem::forget(memory);
+            }
+        }
+    }
+
+    /// Releases what `keep_until_reset` kept, once the device is reset.
+    fn release_orphans(&self) {
+        let orphans = core::mem::take(&mut *self.orphans.lock());
+        drop(orphans);
+    }
+
+    /// The system goes to sleep (the bus's freeze): stop the device as
+    /// `stop` does, but for good only for what it had: its sessions fail
+    /// with EIO from now on and are forgotten, programs' mappings of its
+    /// memory are removed, its queues emptied. The caller deletes the
+    /// queues; `resume` takes new ones. Tasks and the driver's workqueue
+    /// are frozen by now, so no command is under way.
+    pub(crate) fn suspend(&self) {
+        let binding = self.binding.lock();
+        let Some(vdev) = binding.as_ref() else {
+            return;
+        };
+        // Before the zap: faults of older mappings see it and fail.
+        self.generation.fetch_add(1, Full);
+        vdev.reset();
+        let sessions = self.eventq.take_targets();
+        for session in sessions.values() {
+            session.device_reset();
+        }
+        self.release_orphans();
+        self.zap_user_mappings();
+        self.commandq.shut_down();
+        self.eventq.shut_down();
+        for session in sessions.values() {
+            session.device_gone();
+        }
+        pr_info!(
+            "suspended: {} open sessions now fail with EIO\n",
+            sessions.iter().count()
+        );
+    }
+
+    /// The system woke up (the bus's restore): use the queues `find_vqs`
+    /// made for the reset device. New sessions work as after probe; a
+    /// device that had stopped answering gets a new chance, as everything
+    /// it was broken with is forgotten.
+    pub(crate) fn resume(
+        &self,
+        commandq: virtio::virtqueue::Virtqueue<crate::command::InFlight>,
+        eventq: virtio::virtqueue::Virtqueue<crate::events::EventBuffer>,
+    ) -> Result {
+        self.commandq.attach(commandq);
+        self.eventq.attach(eventq)?;
+        self.broken.store(false, Release);
+        Ok(())
     }
 
     /// Remembers the inode a program opened the node through, so that its
@@ -465,11 +569,16 @@ impl MediaDevice {
         }
     }
 
-    /// Runs `insert` unless the device stopped, so that no mapping of its
-    /// memory is made after `zap_user_mappings`.
-    pub(crate) fn while_mappable<R>(&self, insert: impl FnOnce() -> R) -> Option<R> {
+    /// Runs `insert` unless the device stopped or was reset since
+    /// `generation`, so that no mapping of its memory is made after
+    /// `zap_user_mappings`.
+    pub(crate) fn while_mappable<R>(
+        &self,
+        generation: u64,
+        insert: impl FnOnce() -> R,
+    ) -> Option<R> {
         let _guard = self.mappings.read_lock();
-        if self.check_usable().is_err() {
+        if self.check_usable().is_err() || self.generation() != generation {
             return None;
         }
         Some(insert())
@@ -492,4 +601,3 @@ impl virtio::QueueHandler for MediaDevice {
         let _ = this.workqueue().enqueue::<_, 0>(Arc::from(this));
     }
 }
-

@@ -9,17 +9,17 @@ use crate::{
     command::Wait,
     device::{Abandon, MediaDevice, Params},
     kernel_ext::{
-        bindings::{
-            V4L2_CAP_STREAMING, V4L2_CAP_VIDEO_CAPTURE, V4L2_CAP_VIDEO_CAPTURE_MPLANE,
-            V4L2_CAP_VIDEO_M2M, V4L2_CAP_VIDEO_M2M_MPLANE, V4L2_CAP_VIDEO_OUTPUT,
-            V4L2_CAP_VIDEO_OUTPUT_MPLANE, VIRTIO_ID_MEDIA_DRAFT, VIRTIO_ID_MEDIA_SPEC,
-            VIRTIO_MEDIA_SHM_MMAP,
-        },
         media::v4l2::{
             self,
             ioctl::{VIDIOC_EXPBUF, VIDIOC_G_PARM, VIDIOC_S_PARM},
             types::{BufType, StreamParm},
+            uapi::{
+                V4L2_CAP_STREAMING, V4L2_CAP_VIDEO_CAPTURE, V4L2_CAP_VIDEO_CAPTURE_MPLANE,
+                V4L2_CAP_VIDEO_M2M, V4L2_CAP_VIDEO_M2M_MPLANE, V4L2_CAP_VIDEO_OUTPUT,
+                V4L2_CAP_VIDEO_OUTPUT_MPLANE,
+            },
         },
+        uapi::{VIRTIO_ID_MEDIA_DRAFT, VIRTIO_ID_MEDIA_SPEC, VIRTIO_MEDIA_SHM_MMAP},
         virtio,
     },
     protocol::{self, DeviceConfig},
@@ -128,6 +128,27 @@ impl virtio::Driver for VirtioMediaDriver {
             "removed \"{}\"\n",
             dev.config().card_name().unwrap_or("<invalid>")
         );
+    }
+
+    fn freeze(vdev: &virtio::Device, bound: &Self::Data) -> Result {
+        bound.dev.suspend();
+        vdev.del_vqs::<MediaDevice>();
+        Ok(())
+    }
+
+    fn restore(vdev: &virtio::Device, bound: &Self::Data) -> Result {
+        let dev = &bound.dev;
+        let resumed = vdev.find_vqs(dev.clone()).and_then(|(commandq, eventq)| {
+            vdev.ready();
+            dev.resume(commandq, eventq)
+        });
+        if let Err(e) = resumed {
+            pr_err!("cannot set the device up after sleep: {:?}\n", e);
+            dev.declare_broken("it could not be set up again after sleep");
+            return Err(e);
+        }
+        pr_info!("resumed\n");
+        Ok(())
     }
 }
 

@@ -16,12 +16,11 @@ use crate::{
     protocol::{self, Event, MAX_EVENT_SIZE},
     stream::{BadEvent, DoneBuffer},
 };
-use core::sync::atomic::AtomicU64;
 use kernel::{
     new_mutex, new_spinlock_irq,
     prelude::*,
     rbtree::{RBTree, RBTreeNode},
-    sync::{Arc, Mutex, SpinLockIrq},
+    sync::{atomic::Atomic, Arc, Mutex, SpinLockIrq},
 };
 
 /// What the events of one session go to.
@@ -83,7 +82,7 @@ pub(crate) struct EventQueue {
     #[pin]
     targets: Mutex<RBTree<u32, Arc<dyn EventTarget>>>,
     /// Events dropped as malformed, for rate-limited logging.
-    dropped: AtomicU64,
+    dropped: Atomic<u64>,
 }
 
 impl EventQueue {
@@ -92,7 +91,7 @@ impl EventQueue {
             vq <- new_spinlock_irq!(None, "virtio_media_eventq"),
             draining <- new_mutex!((), "virtio_media_eventq_draining"),
             targets <- new_mutex!(RBTree::new(), "virtio_media_sessions"),
-            dropped: AtomicU64::new(0),
+            dropped: Atomic::new(0),
         })
     }
 
@@ -233,10 +232,17 @@ impl EventQueue {
 
     /// Enters a new session; the device must not reuse an id that is
     /// still open.
-    pub(crate) fn add_target(&self, id: u32, target: Arc<dyn EventTarget>) -> Result<(), AddTargetError> {
+    pub(crate) fn add_target(
+        &self,
+        id: u32,
+        target: Arc<dyn EventTarget>,
+    ) -> Result<(), AddTargetError> {
         let mut targets = self.targets.lock();
         if targets.get(&id).is_some() {
-            pr_err!("device opened session {} while it is still open; the open fails\n", id);
+            pr_err!(
+                "device opened session {} while it is still open; the open fails\n",
+                id
+            );
             return Err(AddTargetError::Duplicate);
         }
         let node = RBTreeNode::new(id, target, GFP_KERNEL).map_err(|_| AddTargetError::NoMemory)?;
@@ -250,6 +256,12 @@ impl EventQueue {
         if targets.get(&id).is_some_and(|t| Arc::ptr_eq(t, target)) {
             targets.remove(&id);
         }
+    }
+
+    /// Takes every open session out of the map: the device was reset and
+    /// forgot them, and may give their ids to new sessions.
+    pub(crate) fn take_targets(&self) -> RBTree<u32, Arc<dyn EventTarget>> {
+        core::mem::replace(&mut *self.targets.lock(), RBTree::new())
     }
 
     /// Calls `f` for every open session.

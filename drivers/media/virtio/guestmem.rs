@@ -159,12 +159,6 @@ impl GuestBuffer {
         }
         Ok(entries)
     }
-
-    /// Leaves the pages pinned and mapped for good: for a device that may
-    /// still write into them and cannot be told to stop.
-    pub(crate) fn abandon(mut self) {
-        core::mem::forget(core::mem::take(&mut self.planes));
-    }
 }
 
 impl Drop for GuestBuffer {
@@ -287,13 +281,6 @@ impl<M> HeldBuffers<M> {
     /// Number of buffers held.
     pub(crate) fn len(&self) -> usize {
         self.held.len()
-    }
-}
-
-impl Held<GuestBuffer> {
-    /// See [`GuestBuffer::abandon`].
-    pub(crate) fn abandon(self) {
-        self.memory.abandon();
     }
 }
 

@@ -6,13 +6,13 @@
 
 #![forbid(unsafe_code)]
 
-use core::sync::atomic::{AtomicU64, Ordering};
 #[cfg(CONFIG_KUNIT)]
 use kernel::prelude::*;
+use kernel::sync::atomic::{Atomic, Relaxed};
 
 /// Counts one occurrence; returns the count if this one is to be logged.
-pub(crate) fn counted(counter: &AtomicU64) -> Option<u64> {
-    let count = counter.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+pub(crate) fn counted(counter: &Atomic<u64>) -> Option<u64> {
+    let count = counter.fetch_add(1, Relaxed).wrapping_add(1);
     (count <= 10 || count.is_power_of_two()).then_some(count)
 }
 
@@ -20,7 +20,8 @@ pub(crate) fn counted(counter: &AtomicU64) -> Option<u64> {
 /// appended to the line.
 macro_rules! warn_limited {
     ($fmt:literal $(, $arg:expr)* $(,)?) => {{
-        static COUNT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+        static COUNT: kernel::sync::atomic::Atomic<u64> =
+            kernel::sync::atomic::Atomic::new(0);
         if let Some(count) = $crate::log::counted(&COUNT) {
             kernel::pr_warn!("{} (seen {} times)\n", format_args!($fmt $(, $arg)*), count);
         }
@@ -34,7 +35,7 @@ mod tests {
 
     #[test]
     fn the_first_ten_then_powers_of_two() {
-        let counter = AtomicU64::new(0);
+        let counter = Atomic::new(0u64);
         let logged: KVec<u64> = {
             let mut logged = KVec::new();
             for _ in 0..100 {

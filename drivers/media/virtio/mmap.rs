@@ -29,6 +29,9 @@ pub(crate) struct Mapping {
     len: u64,
     /// Page offset the program mapped the buffer at.
     pgoff: usize,
+    /// The device's generation when it made the mapping: after a reset
+    /// the offset means nothing, or another mapping.
+    generation: u64,
     #[pin]
     work: Work<Mapping>,
 }
@@ -60,8 +63,10 @@ impl Mapping {
             return Err(EIO);
         }
         let phys = shm.addr.checked_add(shm_offset).ok_or(EIO)?;
+        let generation = dev.generation();
         Arc::pin_init(
             pin_init!(Self {
+                generation,
                 dev,
                 shm_offset,
                 phys,
@@ -88,7 +93,7 @@ impl DeviceMemory for Mapping {
     }
 
     fn while_mappable<R>(&self, insert: impl FnOnce() -> R) -> Option<R> {
-        self.dev.while_mappable(insert)
+        self.dev.while_mappable(self.generation, insert)
     }
 
     fn released(this: Arc<Self>) {
@@ -100,6 +105,11 @@ impl WorkItem for Mapping {
     type Pointer = Arc<Mapping>;
 
     fn run(this: Arc<Mapping>) {
+        // The device was reset since (system sleep): it forgot the
+        // mapping, and the offset may be another one's now.
+        if this.dev.generation() != this.generation {
+            return;
+        }
         match this.dev.unmap(this.shm_offset) {
             Ok(()) => {}
             // The device is gone or was reset: nothing is mapped any more.

@@ -8,11 +8,11 @@
 
 #![forbid(unsafe_code)]
 
-use crate::kernel_ext::uapi::{
-    self, CmdClose, CmdHeader, CmdIoctl, CmdMmap, CmdMunmap, CmdOpen, Config, EventError as WireError,
-    EventHeader, Le32, Le64, RespHeader, RespMmap, RespOpen, SgEntry,
-};
 use crate::kernel_ext::media::v4l2::types::{Buffer, Event as V4l2Event, Plane, MAX_PLANES};
+use crate::kernel_ext::uapi::{
+    self, CmdClose, CmdHeader, CmdIoctl, CmdMmap, CmdMunmap, CmdOpen, Config,
+    EventError as WireError, EventHeader, Le32, Le64, RespHeader, RespMmap, RespOpen, SgEntry,
+};
 use core::mem::size_of;
 use kernel::{
     ioctl::{_IOC_DIR, _IOC_NR, _IOC_SIZE, _IOR, _IOW},
@@ -131,7 +131,9 @@ fn header(cmd: u32) -> CmdHeader {
 fn request(command: &impl AsBytes, tail: &[&[u8]]) -> Result<KVec<u8>> {
     let len = tail
         .iter()
-        .try_fold(command.as_bytes().len(), |len, part| len.checked_add(part.len()))
+        .try_fold(command.as_bytes().len(), |len, part| {
+            len.checked_add(part.len())
+        })
         .ok_or(EINVAL)?;
     let mut buf = KVec::with_capacity(len, GFP_KERNEL)?;
     buf.extend_from_slice(command.as_bytes(), GFP_KERNEL)?;

@@ -10,7 +10,6 @@
 
 use crate::{
     command::{Mapped, Response, Wait},
-    mmap::Mapping,
     device::{Abandon, MediaDevice},
     events::{AddTargetError, EventTarget},
     guestmem::{GuestBuffer, HeldBuffers},
@@ -20,6 +19,7 @@ use crate::{
         types::{memory as buffer_memory, BufType, Buffer, Plane},
         EventSink,
     },
+    mmap::Mapping,
     protocol::{self, SG_ENTRY_SIZE},
     stream::{BadEvent, DoneBuffer, QueueKind, QueueState, MAX_BUFFERS},
 };
@@ -86,7 +86,9 @@ struct State {
     memory: [QueueMemory; 2],
     /// Buffers in guest memory the device holds.
     held: HeldBuffers<GuestBuffer>,
-    /// The device was reset: it holds no buffer any more.
+    /// The device was reset (it stopped answering, or the system slept):
+    /// it forgot the session and holds no buffer any more. Its id may be
+    /// another session's now, so nothing is sent under it again.
     device_reset: bool,
     /// The device reported an ERROR: it closed the session.
     failed: Option<u32>,
@@ -95,6 +97,12 @@ struct State {
 }
 
 impl State {
+    /// The device has no session for this file any more (reset, or closed
+    /// with an ERROR): ioctls fail with EIO and CLOSE is not sent.
+    fn lost(&self) -> bool {
+        self.device_reset || self.failed.is_some()
+    }
+
     fn queue_ref(&self, kind: QueueKind) -> &QueueState {
         match kind {
             QueueKind::Capture => &self.queues[0],
@@ -209,28 +217,27 @@ impl Session {
     /// The file is being released: close the session on the device (unless
     /// the device already did, with an ERROR) and forget it.
     pub(crate) fn release(self: &Arc<Self>) {
-        self.dev.remove_session(self.id, &(self.clone() as Arc<dyn EventTarget>));
-        let failed = {
+        self.dev
+            .remove_session(self.id, &(self.clone() as Arc<dyn EventTarget>));
+        let lost = {
             let mut state = self.state.lock();
             state.closed = true;
-            state.failed
+            state.lost()
         };
         self.waiters.notify_all();
-        if failed.is_none() && self.dev.check_usable().is_ok() {
+        if !lost && self.dev.check_usable().is_ok() {
             if let Err(e) = self.dev.close_session(self.id) {
                 // The device may keep state for it; ours is released anyway,
                 // but for pages it may still write into.
                 let mut held = KVec::new();
                 self.state.lock().held.take_where(|_, _| true, &mut held);
                 pr_warn!(
-                    "CLOSE of session {} failed ({:?}); its memory is freed, but for {} buffers in guest memory left to the device\n",
+                    "CLOSE of session {} failed ({:?}); {} buffers stay with the device until its reset\n",
                     self.id,
                     e,
                     held.len()
                 );
-                for buffer in held.drain_all() {
-                    buffer.abandon();
-                }
+                self.dev.keep_until_reset(held);
                 return;
             }
         }
@@ -248,7 +255,7 @@ impl Session {
 
     fn check_usable(&self) -> Result {
         self.dev.check_usable()?;
-        if self.state.lock().failed.is_some() {
+        if self.state.lock().lost() {
             return Err(EIO);
         }
         Ok(())
@@ -295,7 +302,7 @@ impl Session {
                 self.forward(code, arg)?;
                 // START resumes a stream that ended with a LAST buffer.
                 if (code == codes::VIDIOC_DECODER_CMD || code == codes::VIDIOC_ENCODER_CMD)
-                    && cmd == crate::kernel_ext::bindings::V4L2_DEC_CMD_START
+                    && cmd == crate::kernel_ext::media::v4l2::uapi::V4L2_DEC_CMD_START
                 {
                     self.state.lock().queue(QueueKind::Capture).last_dequeued = false;
                     self.waiters.notify_all();
@@ -435,7 +442,9 @@ impl Session {
         let kind = QueueKind::of(buf_type).ok_or(EINVAL)?;
         let length = buf.length();
         let result = match code {
-            codes::VIDIOC_QUERYBUF => self.transact(code, buf.as_bytes_mut(), planes.as_bytes_mut()),
+            codes::VIDIOC_QUERYBUF => {
+                self.transact(code, buf.as_bytes_mut(), planes.as_bytes_mut())
+            }
             _ => self.queue_buffer(code, kind, buf, planes),
         };
         if buf_type.is_multiplanar() {
@@ -474,7 +483,7 @@ impl Session {
         let mut state = self.state.lock();
         let done = loop {
             self.dev.check_usable()?;
-            if state.failed.is_some() {
+            if state.lost() {
                 return Err(EIO);
             }
             if let Some(done) = state.queue(kind).dequeue(kind, capacity)? {
@@ -508,7 +517,9 @@ impl Session {
         let buf_type = done.buffer.buf_type();
         let kind = QueueKind::of(buf_type).ok_or(BadEvent::BufferType(buf_type.0))?;
         let count = done.buffer.length();
-        if buf_type.is_multiplanar() && usize::try_from(count).map_or(true, |c| c > done.planes.len()) {
+        if buf_type.is_multiplanar()
+            && usize::try_from(count).map_or(true, |c| c > done.planes.len())
+        {
             return Err(BadEvent::PlaneCount(count));
         }
         let index = done.buffer.index();
@@ -579,44 +590,35 @@ impl Session {
         drop(released);
     }
 
-    /// `poll()`, as vb2 answers it: for each queue the caller asked about,
-    /// readable/writable when a buffer is done (or, on capture, after the
-    /// LAST buffer), an error when it is not streaming; ERR for a failed
-    /// session. (The V4L2 layer adds PRI for pending events.)
+    /// `poll()`, as vb2 answers it (`vb2_core_poll` for one queue,
+    /// `v4l2_m2m_poll` for both; see `stream.rs`), and ERR for a lost
+    /// session. The V4L2 layer adds PRI for pending events.
     pub(crate) fn poll_mask(&self, requested: u32) -> u32 {
-        let mut mask = 0;
         let state = self.state.lock();
-        if state.failed.is_some() || self.dev.check_usable().is_err() {
+        if state.lost() || self.dev.check_usable().is_err() {
             return EPOLLERR;
         }
-        let (has_capture, has_output) = self.dev.queue_kinds();
         let [capture, output] = &state.queues;
         let read_bits = EPOLLIN | EPOLLRDNORM;
         let write_bits = EPOLLOUT | EPOLLWRNORM;
-        for (present, queue, bits, ready) in [
-            (
-                has_capture,
-                capture,
-                read_bits,
-                !capture.done.is_empty() || capture.last_dequeued,
-            ),
-            (has_output, output, write_bits, !output.done.is_empty()),
-        ] {
-            if !present || requested & bits == 0 {
-                continue;
+        match self.dev.queue_kinds() {
+            (true, true) if requested & (read_bits | write_bits) != 0 => {
+                crate::stream::m2m_poll(capture, output)
             }
-            if !queue.streaming {
-                mask |= EPOLLERR;
-            } else if ready {
-                mask |= bits;
-            }
+            (true, false) if requested & read_bits != 0 => capture.poll(read_bits),
+            (false, true) if requested & write_bits != 0 => output.poll(write_bits),
+            _ => 0,
         }
-        mask
     }
 }
 
 /// The buffers of a REQBUFS or REMOVE_BUFS must go, whatever else happened.
-fn take_buffers(state: &mut State, kind: QueueKind, first: u32, end: u32) -> KVec<crate::guestmem::Held<GuestBuffer>> {
+fn take_buffers(
+    state: &mut State,
+    kind: QueueKind,
+    first: u32,
+    end: u32,
+) -> KVec<crate::guestmem::Held<GuestBuffer>> {
     let mut released = KVec::new();
     let removed = |index: u32| (first..end).contains(&index);
     state
@@ -672,7 +674,10 @@ impl Session {
     }
 
     /// VIDIOC_REMOVE_BUFS, ordered with the queue's other buffer changes.
-    fn remove_buffers(&self, remove: &mut crate::kernel_ext::media::v4l2::types::RemoveBuffers) -> Result {
+    fn remove_buffers(
+        &self,
+        remove: &mut crate::kernel_ext::media::v4l2::types::RemoveBuffers,
+    ) -> Result {
         let kind = QueueKind::of(remove.buf_type());
         let _ordered = kind.map(|kind| self.buffer_lock(kind).lock());
         self.forward(codes::VIDIOC_REMOVE_BUFS, remove.as_bytes_mut())?;
@@ -682,7 +687,6 @@ impl Session {
         }
         Ok(())
     }
-
 
     /// `mmap()` of the buffer plane at `offset`: MMAP on the device.
     pub(crate) fn map(&self, offset: u64, len: u64, writable: bool) -> Result<Arc<Mapping>> {

@@ -5,11 +5,10 @@
 
 #![forbid(unsafe_code)]
 
-use crate::{
-    kernel_ext::{
-        bindings::V4L2_BUF_FLAG_LAST,
-        media::v4l2::types::{BufType, Buffer, Plane},
-    },
+use crate::kernel_ext::media::v4l2::{
+    poll::{EPOLLERR, EPOLLIN, EPOLLOUT, EPOLLRDNORM, EPOLLWRNORM},
+    types::{BufType, Buffer, Plane},
+    uapi::V4L2_BUF_FLAG_LAST,
 };
 use kernel::{prelude::*, transmute::FromBytes};
 
@@ -82,6 +81,10 @@ impl IndexSet {
     pub(crate) fn clear(&mut self) {
         self.words.clear();
     }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.words.iter().all(|&word| word == 0)
+    }
 }
 
 /// A buffer the device returned, waiting for DQBUF: its `v4l2_buffer` and
@@ -124,6 +127,29 @@ pub(crate) struct QueueState {
 }
 
 impl QueueState {
+    /// The program queued a buffer it has not dequeued yet (vb2's
+    /// `queued_list` is not empty).
+    fn holds_buffers(&self) -> bool {
+        !self.queued.is_empty() || !self.done.is_empty()
+    }
+
+    /// DQBUF has something to give: a buffer, or EPIPE after LAST.
+    fn dequeue_ready(&self) -> bool {
+        !self.done.is_empty() || self.last_dequeued
+    }
+
+    /// `poll()` of a session with only this queue, as `vb2_core_poll`
+    /// answers it: `bits` when DQBUF has something, an error when the
+    /// queue is not streaming.
+    pub(crate) fn poll(&self, bits: u32) -> u32 {
+        if !self.streaming {
+            EPOLLERR
+        } else if self.dequeue_ready() {
+            bits
+        } else {
+            0
+        }
+    }
     /// The stream stopped (STREAMOFF, REQBUFS(0)): the device holds none of
     /// the queue's buffers any more.
     pub(crate) fn stop(&mut self) {
@@ -213,12 +239,30 @@ pub(crate) enum BadEvent {
     NoMemory,
 }
 
+/// `poll()` of a memory-to-memory session, as `v4l2_m2m_poll` answers it:
+/// `EPOLLERR` only when neither queue can make progress (not streaming, or
+/// streaming without a buffer), so a decoder's program can wait for the
+/// first SOURCE_CHANGE with only OUTPUT streaming; then OUTPUT's done
+/// buffers make it writable and CAPTURE's (or LAST) readable.
+pub(crate) fn m2m_poll(capture: &QueueState, output: &QueueState) -> u32 {
+    let output_active = output.streaming && output.holds_buffers();
+    let capture_active = capture.streaming && (capture.holds_buffers() || capture.last_dequeued);
+    if !output_active && !capture_active {
+        return EPOLLERR;
+    }
+    let mut mask = 0;
+    if !output.done.is_empty() {
+        mask |= EPOLLOUT | EPOLLWRNORM;
+    }
+    if capture.dequeue_ready() {
+        mask |= EPOLLIN | EPOLLRDNORM;
+    }
+    mask
+}
+
 #[kunit_tests(virtio_media_stream)]
 mod tests {
     use super::*;
-    use crate::kernel_ext::bindings::{
-        v4l2_buf_type_V4L2_BUF_TYPE_META_OUTPUT, V4L2_BUF_FLAG_LAST,
-    };
 
     fn returned(index: u32, flags: u32, planes: u32) -> KBox<DoneBuffer> {
         let mut buffer = Buffer::zeroed();
@@ -238,6 +282,55 @@ mod tests {
         for &i in indexes {
             assert_eq!(q.queued.insert(i), Ok(true));
         }
+    }
+
+    #[test]
+    fn m2m_poll_waits_for_source_change_with_only_output_streaming() {
+        let mut capture = QueueState::default();
+        let mut output = QueueState {
+            num_buffers: 2,
+            ..Default::default()
+        };
+        // Neither queue streams: an error, as v4l2_m2m_poll says.
+        assert_eq!(m2m_poll(&capture, &output), EPOLLERR);
+        // A decoder before its first SOURCE_CHANGE: only OUTPUT streams,
+        // with a buffer queued. No error: the program waits for the event.
+        output.streaming = true;
+        queued(&mut output, &[0]);
+        assert_eq!(m2m_poll(&capture, &output), 0);
+        // The device returned it: writable.
+        assert_eq!(output.accept(returned(0, 0, 1)), Ok(()));
+        assert_eq!(m2m_poll(&capture, &output), EPOLLOUT | EPOLLWRNORM);
+        // CAPTURE set up and a frame returned: readable too.
+        capture.num_buffers = 1;
+        capture.streaming = true;
+        queued(&mut capture, &[0]);
+        assert_eq!(capture.accept(returned(0, 0, 1)), Ok(()));
+        assert_eq!(
+            m2m_poll(&capture, &output),
+            EPOLLOUT | EPOLLWRNORM | EPOLLIN | EPOLLRDNORM
+        );
+        // Both streaming but holding nothing: an error again.
+        output.done.clear();
+        capture.done.clear();
+        assert_eq!(m2m_poll(&capture, &output), EPOLLERR);
+        // After LAST, CAPTURE is readable (DQBUF says EPIPE).
+        capture.last_dequeued = true;
+        assert_eq!(m2m_poll(&capture, &output), EPOLLIN | EPOLLRDNORM);
+    }
+
+    #[test]
+    fn single_queue_poll_errs_unless_streaming() {
+        let mut q = QueueState {
+            num_buffers: 1,
+            ..Default::default()
+        };
+        assert_eq!(q.poll(EPOLLIN), EPOLLERR);
+        q.streaming = true;
+        assert_eq!(q.poll(EPOLLIN), 0);
+        queued(&mut q, &[0]);
+        assert_eq!(q.accept(returned(0, 0, 1)), Ok(()));
+        assert_eq!(q.poll(EPOLLIN), EPOLLIN);
     }
 
     #[test]
@@ -355,11 +448,11 @@ mod tests {
             QueueKind::of(BufType::VIDEO_CAPTURE_MPLANE),
             Some(QueueKind::Capture)
         );
-        assert_eq!(QueueKind::of(BufType::VIDEO_OUTPUT), Some(QueueKind::Output));
         assert_eq!(
-            QueueKind::of(BufType(v4l2_buf_type_V4L2_BUF_TYPE_META_OUTPUT)),
+            QueueKind::of(BufType::VIDEO_OUTPUT),
             Some(QueueKind::Output)
         );
+        assert_eq!(QueueKind::of(BufType::META_OUTPUT), Some(QueueKind::Output));
         assert_eq!(QueueKind::of(BufType(0)), None);
         assert_eq!(QueueKind::of(BufType(0x80)), None);
     }

@@ -44,7 +44,7 @@ module! {
         },
         guest_mmap: bool {
             default: false,
-            description: "Allocate MMAP buffers in guest memory even when the device has shared memory",
+            description: "MMAP buffers in guest memory even with device shared memory",
         },
     },
 }

@@ -21,6 +21,9 @@
     unsafe_op_in_unsafe_fn
 )]
 
+// Not inlined: rustdoc would document the whole kernel crate's bindings
+// again (tens of thousands of pages).
+#[doc(no_inline)]
 pub(crate) use kernel::bindings::*;
 
 // The generated code names C scalar types as `ffi::c_int` and so on.

@@ -6,7 +6,7 @@
 
 use super::bindings as ffi;
 use core::ptr::NonNull;
-use kernel::{error::from_err_ptr, prelude::*};
+use kernel::{dma::DataDirection, error::from_err_ptr, prelude::*, scatterlist::SGTable};
 
 /// A reference to a `struct device`.
 ///
@@ -52,7 +52,7 @@ pub(crate) struct ImportedDmaBuf {
     buf: NonNull<ffi::dma_buf>,
     attach: NonNull<ffi::dma_buf_attachment>,
     sgt: NonNull<ffi::sg_table>,
-    dir: ffi::dma_data_direction,
+    dir: DataDirection,
 }
 
 // SAFETY: A dma-buf reference, its attachment and mapping may be used and
@@ -65,9 +65,9 @@ impl ImportedDmaBuf {
     /// Imports the dma-buf behind `fd` of the caller for `device`.
     pub(crate) fn import(device: DeviceRef, fd: i32, device_writes: bool) -> Result<Self> {
         let dir = if device_writes {
-            ffi::dma_data_direction::DMA_FROM_DEVICE
+            DataDirection::FromDevice
         } else {
-            ffi::dma_data_direction::DMA_TO_DEVICE
+            DataDirection::ToDevice
         };
         // SAFETY: Any fd value may be passed; it is looked up in the
         // caller's table.
@@ -84,7 +84,7 @@ impl ImportedDmaBuf {
             }
         };
         // SAFETY: `attach` is a live attachment of `buf`.
-        let sgt = unsafe { ffi::dma_buf_map_attachment_unlocked(attach.as_ptr(), dir) };
+        let sgt = unsafe { ffi::dma_buf_map_attachment_unlocked(attach.as_ptr(), dir.into()) };
         let sgt = match from_err_ptr(sgt).map(NonNull::new) {
             Ok(Some(sgt)) => sgt,
             Ok(None) | Err(_) => {
@@ -114,22 +114,14 @@ impl ImportedDmaBuf {
 
     /// Device address and length of each DMA segment, in order.
     pub(crate) fn segments(&self) -> Result<KVec<(u64, u32)>> {
-        // SAFETY: `sgt` is live (invariant).
-        let count = unsafe { (*self.sgt.as_ptr()).nents } as usize;
-        let mut addrs = KVec::from_elem(0u64, count, GFP_KERNEL)?;
-        let mut lens = KVec::from_elem(0u32, count, GFP_KERNEL)?;
-        // SAFETY: `sgt` is live; both arrays hold `count` elements.
-        let found = unsafe {
-            ffi::virtio_media_sgt_dma_segments(
-                self.sgt.as_ptr(),
-                addrs.as_mut_ptr(),
-                lens.as_mut_ptr(),
-                count as u32,
-            )
-        } as usize;
-        let mut segments = KVec::with_capacity(found.min(count), GFP_KERNEL)?;
-        for (addr, len) in addrs.iter().zip(lens.iter()).take(found) {
-            segments.push((*addr, *len), GFP_KERNEL)?;
+        // SAFETY: `sgt` stays mapped while `self` lives (invariant), and
+        // the exporter does not change a mapped table.
+        let table = unsafe { SGTable::from_raw(self.sgt.as_ptr()) };
+        let mut segments = KVec::new();
+        for entry in table.iter() {
+            // `sg_dma_len` is an `unsigned int`; the conversion cannot fail.
+            let len = u32::try_from(entry.dma_len()).map_err(|_| EINVAL)?;
+            segments.push((entry.dma_address(), len), GFP_KERNEL)?;
         }
         Ok(segments)
     }
@@ -143,7 +135,7 @@ impl Drop for ImportedDmaBuf {
             ffi::dma_buf_unmap_attachment_unlocked(
                 self.attach.as_ptr(),
                 self.sgt.as_ptr(),
-                self.dir,
+                self.dir.into(),
             );
             ffi::dma_buf_detach(self.buf.as_ptr(), self.attach.as_ptr());
             ffi::dma_buf_put(self.buf.as_ptr());

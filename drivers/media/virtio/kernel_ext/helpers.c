@@ -50,6 +50,20 @@ void virtio_media_del_vqs(struct virtio_device *vdev)
 	vdev->config->del_vqs(vdev);
 }
 
+/*
+ * virtio_reset_device(), unless the device is gone: a virtio-pci device
+ * whose process died or that was surprise-removed reads all-ones, and
+ * vp_reset() would poll its status forever for a 0. Such a device does no
+ * DMA and raises no interrupt any more. Returns whether it was reset.
+ */
+bool virtio_media_reset_device(struct virtio_device *vdev)
+{
+	if (vdev->config->get_status(vdev) == 0xff)
+		return false;
+	virtio_reset_device(vdev);
+	return true;
+}
+
 void virtio_media_device_ready(struct virtio_device *vdev)
 {
 	virtio_device_ready(vdev);
@@ -161,9 +175,15 @@ void virtio_media_inode_unmap_all(struct inode *inode)
 	unmap_mapping_range(inode->i_mapping, 0, 0, 1);
 }
 
+/*
+ * Freezable: no work item (an unmap, an abandoned command's clean-up) runs
+ * between a device's freeze and restore, where it could send a command
+ * with an id the reset device has forgotten, or given to another.
+ */
 struct workqueue_struct *virtio_media_alloc_workqueue(void)
 {
-	return alloc_workqueue("virtio_media", WQ_UNBOUND | WQ_HIGHPRI | WQ_MEM_RECLAIM, 0);
+	return alloc_workqueue("virtio_media", WQ_UNBOUND | WQ_HIGHPRI | WQ_MEM_RECLAIM | WQ_FREEZABLE,
+			       0);
 }
 
 /*
@@ -203,24 +223,6 @@ struct device *virtio_media_dmabuf_device(struct virtqueue *vq)
 	return dev;
 }
 
-/* Copies up to @max DMA segments of @sgt; returns how many it has. */
-unsigned int virtio_media_sgt_dma_segments(struct sg_table *sgt, u64 *addrs, u32 *lens,
-					   unsigned int max)
-{
-	struct scatterlist *sg;
-	unsigned int i, n = 0;
-
-	for_each_sgtable_dma_sg(sgt, sg, i) {
-		if (n < max) {
-			addrs[n] = sg_dma_address(sg);
-			lens[n] = sg_dma_len(sg);
-		}
-		n++;
-	}
-	return n;
-}
-
-
 /*
  * EXPBUF of guest-backed MMAP buffers: a dma-buf over the plane's pages.
  * The dma-buf holds its own page references, so it outlives the buffer
@@ -235,7 +237,7 @@ static struct sg_table *virtio_media_export_map(struct dma_buf_attachment *attac
 						enum dma_data_direction dir)
 {
 	struct virtio_media_export *exp = attach->dmabuf->priv;
-	struct sg_table *sgt = kzalloc(sizeof(*sgt), GFP_KERNEL);
+	struct sg_table *sgt = kzalloc_obj(*sgt);
 	int ret;
 
 	if (!sgt)
@@ -303,7 +305,7 @@ int virtio_media_export_pages(struct page *const *pages, unsigned long count, un
 
 	if (!count)
 		return -EINVAL;
-	exp = kzalloc(sizeof(*exp), GFP_KERNEL);
+	exp = kzalloc_obj(*exp);
 	if (!exp)
 		return -ENOMEM;
 	exp->pages = kvmalloc_array(count, sizeof(*exp->pages), GFP_KERNEL);

@@ -21,6 +21,7 @@ bool virtio_media_get_shm_region(struct virtio_device *vdev, struct virtio_shm_r
 int virtio_media_find_vqs(struct virtio_device *vdev, struct virtqueue *vqs[2],
 			  vq_callback_t *commandq_done, vq_callback_t *eventq_done);
 void virtio_media_del_vqs(struct virtio_device *vdev);
+bool virtio_media_reset_device(struct virtio_device *vdev);
 void virtio_media_device_ready(struct virtio_device *vdev);
 
 struct file;
@@ -50,13 +51,11 @@ vm_fault_t virtio_media_vma_insert_pfns(struct vm_fault *vmf, u64 phys, unsigned
 struct inode *virtio_media_file_inode_get(struct file *file);
 void virtio_media_inode_put(struct inode *inode);
 void virtio_media_inode_unmap_all(struct inode *inode);
-int virtio_media_vma_map_pages(struct vm_area_struct *vma, struct page **pages, unsigned long count);
+int virtio_media_vma_map_pages(struct vm_area_struct *vma, struct page **pages,
+			       unsigned long count);
 
 struct device *virtio_media_dmabuf_device(struct virtqueue *vq);
 int virtio_media_export_pages(struct page *const *pages, unsigned long count, unsigned int flags);
-struct sg_table;
-unsigned int virtio_media_sgt_dma_segments(struct sg_table *sgt, u64 *addrs, u32 *lens,
-					   unsigned int max);
 dma_addr_t virtio_media_map_page(struct virtqueue *vq, struct page *page, size_t offset,
 				 size_t len, enum dma_data_direction dir);
 

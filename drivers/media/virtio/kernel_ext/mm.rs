@@ -9,16 +9,12 @@
 //! dirty when the device may have written them) when dropped.
 
 use crate::kernel_ext::bindings as ffi;
-use core::{
-    marker::PhantomData,
-    ptr::NonNull,
-    sync::atomic::{AtomicUsize, Ordering},
-};
+use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
     error::to_result,
     page::{Page, PAGE_SIZE},
     prelude::*,
-    sync::Arc,
+    sync::{Arc, Refcount},
     types::Opaque,
 };
 
@@ -332,7 +328,7 @@ impl NewVma {
         let shared = KBox::new(
             VmaShared {
                 memory,
-                vmas: AtomicUsize::new(1),
+                vmas: Refcount::new(1),
             },
             GFP_KERNEL,
         )?;
@@ -340,7 +336,9 @@ impl NewVma {
         // SAFETY: The VMA is being set up (invariant); from now on its
         // private data is the leaked `VmaShared<M>`, which `VmOps::<M>`
         // expects, and the last `close` takes it back.
-        unsafe { ffi::virtio_media_vma_setup_pfnmap(self.as_raw(), &VmOps::<M>::TABLE, private.cast()) };
+        unsafe {
+            ffi::virtio_media_vma_setup_pfnmap(self.as_raw(), &VmOps::<M>::TABLE, private.cast())
+        };
         Ok(())
     }
 
@@ -351,7 +349,9 @@ impl NewVma {
         let raw = pages.raw_pages()?;
         // SAFETY: The VMA is being set up (invariant); `raw` holds live
         // pages of `pages`, which outlives the call.
-        to_result(unsafe { ffi::virtio_media_vma_map_pages(self.as_raw(), raw.as_ptr().cast_mut(), raw.len()) })
+        to_result(unsafe {
+            ffi::virtio_media_vma_map_pages(self.as_raw(), raw.as_ptr().cast_mut(), raw.len())
+        })
     }
 }
 
@@ -359,7 +359,7 @@ impl NewVma {
 /// and how many VMAs map it.
 struct VmaShared<M> {
     memory: Arc<M>,
-    vmas: AtomicUsize,
+    vmas: Refcount,
 }
 
 /// The VMA operations of device memory of type `M`.
@@ -391,7 +391,7 @@ impl<M: DeviceMemory> VmOps<M> {
     /// Only the mm core calls this, for a VMA of ours.
     unsafe extern "C" fn open(vma: *mut ffi::vm_area_struct) {
         // SAFETY: See the safety section.
-        unsafe { Self::shared(vma) }.vmas.fetch_add(1, Ordering::Relaxed);
+        unsafe { Self::shared(vma) }.vmas.inc();
     }
 
     /// # Safety
@@ -400,7 +400,7 @@ impl<M: DeviceMemory> VmOps<M> {
     unsafe extern "C" fn close(vma: *mut ffi::vm_area_struct) {
         // SAFETY: See the safety section.
         let shared = unsafe { Self::shared(vma) };
-        if shared.vmas.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if shared.vmas.dec_and_test() {
             // SAFETY: The last VMA gives back the box `map_device_memory`
             // leaked; no other VMA refers to it any more.
             let shared = unsafe { KBox::from_raw(core::ptr::from_ref(shared).cast_mut()) };

@@ -131,9 +131,10 @@ wire_structs! {
 // The protocol's constants, re-exported so that the driver needs no
 // bindings.
 pub(crate) use bindings::{
-    VIRTIO_MEDIA_CMD_CLOSE, VIRTIO_MEDIA_CMD_IOCTL, VIRTIO_MEDIA_CMD_MMAP, VIRTIO_MEDIA_CMD_MUNMAP,
-    VIRTIO_MEDIA_CMD_OPEN, VIRTIO_MEDIA_EVT_DQBUF, VIRTIO_MEDIA_EVT_ERROR, VIRTIO_MEDIA_EVT_EVENT,
-    VIRTIO_MEDIA_MMAP_FLAG_RW,
+    VIRTIO_ID_MEDIA_DRAFT, VIRTIO_ID_MEDIA_SPEC, VIRTIO_MEDIA_CMD_CLOSE, VIRTIO_MEDIA_CMD_IOCTL,
+    VIRTIO_MEDIA_CMD_MMAP, VIRTIO_MEDIA_CMD_MUNMAP, VIRTIO_MEDIA_CMD_OPEN, VIRTIO_MEDIA_EVT_DQBUF,
+    VIRTIO_MEDIA_EVT_ERROR, VIRTIO_MEDIA_EVT_EVENT, VIRTIO_MEDIA_MMAP_FLAG_RW,
+    VIRTIO_MEDIA_SHM_MMAP,
 };
 
 #[kunit_tests(virtio_media_uapi)]
@@ -153,7 +154,10 @@ mod tests {
         );
         let (header, rest) =
             EventHeader::from_bytes_copy_prefix(&[2, 0, 0, 0, 7, 0, 0, 0, 9]).ok_or(EINVAL)?;
-        assert_eq!((header.event.get(), header.session_id.get(), rest), (2, 7, &[9u8][..]));
+        assert_eq!(
+            (header.event.get(), header.session_id.get(), rest),
+            (2, 7, &[9u8][..])
+        );
         Ok(())
     }
 }

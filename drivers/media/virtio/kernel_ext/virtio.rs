@@ -15,7 +15,7 @@ pub(crate) mod virtqueue;
 use super::bindings;
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
-    device_id::{RawDeviceId, IdTable},
+    device_id::{IdTable, RawDeviceId},
     error::to_result,
     new_mutex,
     prelude::*,
@@ -358,7 +358,8 @@ impl Device {
     pub(crate) fn shm_region(&self, id: u8) -> Option<ShmRegion> {
         let mut region = bindings::virtio_shm_region::default();
         // SAFETY: `self` is a valid device and `region` a valid out-pointer.
-        let found = unsafe { bindings::virtio_media_get_shm_region(self.as_raw(), &mut region, id) };
+        let found =
+            unsafe { bindings::virtio_media_get_shm_region(self.as_raw(), &mut region, id) };
         found.then_some(ShmRegion {
             addr: region.addr,
             len: region.len,
@@ -411,7 +412,10 @@ impl BoundDevice {
         };
         // SAFETY: Bound while in the lock (invariant); the reset may sleep,
         // which a mutex allows.
-        unsafe { bindings::virtio_reset_device(vdev.as_ptr()) };
+        if !unsafe { bindings::virtio_media_reset_device(vdev.as_ptr()) } {
+            // Not reset, but gone: it reaches no memory and raises nothing.
+            pr_err!("device reads all-ones: it is gone; not waiting for its reset\n");
+        }
         true
     }
 }

@@ -10,14 +10,15 @@
 //! work of the module runs after the module is gone.
 
 use super::bindings;
-use core::{
-    ptr::NonNull,
-    sync::atomic::{AtomicPtr, Ordering},
+use core::ptr::NonNull;
+use kernel::{
+    prelude::*,
+    sync::atomic::{Acquire, Atomic, Release},
+    workqueue::Queue,
 };
-use kernel::{prelude::*, workqueue::Queue};
 
 /// The module's queue while it exists.
-static MODULE_QUEUE: AtomicPtr<bindings::workqueue_struct> = AtomicPtr::new(core::ptr::null_mut());
+static MODULE_QUEUE: Atomic<*mut bindings::workqueue_struct> = Atomic::new(core::ptr::null_mut());
 
 /// The workqueue of the module: create it at module init, before anything
 /// that queues work (the drivers) is registered, and drop it last.
@@ -33,7 +34,7 @@ impl ModuleQueue {
         // SAFETY: Plain allocation; NULL on failure.
         let wq = unsafe { bindings::virtio_media_alloc_workqueue() };
         let wq = NonNull::new(wq).ok_or(ENOMEM)?;
-        MODULE_QUEUE.store(wq.as_ptr(), Ordering::Release);
+        MODULE_QUEUE.store(wq.as_ptr(), Release);
         // INVARIANT: Created and stored just above.
         Ok(Self(wq))
     }
@@ -41,7 +42,7 @@ impl ModuleQueue {
 
 impl Drop for ModuleQueue {
     fn drop(&mut self) {
-        MODULE_QUEUE.store(core::ptr::null_mut(), Ordering::Release);
+        MODULE_QUEUE.store(core::ptr::null_mut(), Release);
         // SAFETY: Created in `new`, destroyed once; every user (the
         // drivers' devices) is gone by now (the registrations are dropped
         // before the queue), and destroying it waits for queued items.
@@ -60,7 +61,7 @@ unsafe impl Sync for ModuleQueue {}
 /// devices, files and work items), which the module's init and exit order
 /// guarantees to be between [`ModuleQueue::new`] and its drop.
 pub(crate) fn module_queue() -> &'static Queue {
-    let wq = MODULE_QUEUE.load(Ordering::Acquire);
+    let wq = MODULE_QUEUE.load(Acquire);
     // SAFETY: Per the documentation, the queue is live for every caller;
     // `Queue` is a transparent wrapper of `workqueue_struct`.
     unsafe { Queue::from_raw(wq) }

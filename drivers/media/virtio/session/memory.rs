@@ -15,15 +15,20 @@ use super::*;
 use crate::{
     guest_mmap::{self, GuestMmapQueue, USERPTR_TOKEN},
     kernel_ext::{
-        bindings::{
-            O_ACCMODE, O_CLOEXEC, V4L2_BUF_CAP_SUPPORTS_DMABUF, V4L2_BUF_CAP_SUPPORTS_MMAP,
-            V4L2_BUF_CAP_SUPPORTS_USERPTR,
+        media::v4l2::{
+            types::{CreateBuffers, ExportBuffer, Format, RequestBuffers},
+            uapi::{
+                V4L2_BUF_CAP_SUPPORTS_DMABUF, V4L2_BUF_CAP_SUPPORTS_MMAP,
+                V4L2_BUF_CAP_SUPPORTS_USERPTR,
+            },
         },
-        media::v4l2::types::{CreateBuffers, ExportBuffer, Format, RequestBuffers},
         mm::OwnedPages,
     },
 };
-use kernel::transmute::FromBytes;
+use kernel::{
+    fs::file::flags::{O_ACCMODE, O_CLOEXEC},
+    transmute::FromBytes,
+};
 
 /// What the buffers of one queue are in memory.
 #[derive(Default)]
@@ -273,7 +278,9 @@ impl Session {
         if R::CODE == codes::VIDIOC_CREATE_BUFS {
             // The device cannot tell the kinds of USERPTR buffers apart.
             let state = self.state.lock();
-            if state.queue_ref(kind).num_buffers > 0 && state.memory_ref(kind).presented != presented {
+            if state.queue_ref(kind).num_buffers > 0
+                && state.memory_ref(kind).presented != presented
+            {
                 return Err(EINVAL);
             }
         }
@@ -297,10 +304,7 @@ impl Session {
         request.set_capabilities(caps);
         request.set_memory(memory);
         result?;
-        let Some((first, end)) = request
-            .allocated()
-            .filter(|&(_, end)| end <= MAX_BUFFERS)
-        else {
+        let Some((first, end)) = request.allocated().filter(|&(_, end)| end <= MAX_BUFFERS) else {
             pr_err!(
                 "device gave session {} buffers beyond the driver's {}; refused\n",
                 self.id,
@@ -324,9 +328,14 @@ impl Session {
                 Some(sizes) => Ok(Some(sizes)),
                 None => self.queue_plane_sizes(request.buf_type()),
             };
-            let allocated = sizes.and_then(|sizes| self.allocate_guest_mmap(kind, first, end, sizes));
+            let allocated =
+                sizes.and_then(|sizes| self.allocate_guest_mmap(kind, first, end, sizes));
             if let Err(e) = allocated {
-                pr_debug!("no memory for the MMAP buffers of session {}: {:?}\n", self.id, e);
+                pr_debug!(
+                    "no memory for the MMAP buffers of session {}: {:?}\n",
+                    self.id,
+                    e
+                );
                 if R::CODE == codes::VIDIOC_REQBUFS {
                     self.free_device_buffers(request.buf_type());
                 }
@@ -499,7 +508,13 @@ impl Session {
             for value in pointers.iter() {
                 tokens.push(USERPTR_TOKEN | value, GFP_KERNEL)?;
             }
-            present(buffer_memory::USERPTR, buf, planes, &tokens, lengths.as_deref());
+            present(
+                buffer_memory::USERPTR,
+                buf,
+                planes,
+                &tokens,
+                lengths.as_deref(),
+            );
         }
         self.hold_and_send(code, kind, buf, planes, held, pointers)
     }

@@ -27,6 +27,18 @@ pub(crate) use ioctl::Ioctl;
 // kernels, where the core's copies have that layout.
 kernel::static_assert!(core::mem::size_of::<usize>() == 8);
 
+/// The `videodev2.h` constants drivers use, by their C names, so that
+/// drivers need no bindings.
+pub(crate) mod uapi {
+    pub(crate) use crate::kernel_ext::bindings::{
+        V4L2_BUF_CAP_SUPPORTS_DMABUF, V4L2_BUF_CAP_SUPPORTS_MMAP, V4L2_BUF_CAP_SUPPORTS_USERPTR,
+        V4L2_BUF_FLAG_LAST, V4L2_CAP_META_OUTPUT, V4L2_CAP_SDR_OUTPUT, V4L2_CAP_SLICED_VBI_OUTPUT,
+        V4L2_CAP_STREAMING, V4L2_CAP_VBI_OUTPUT, V4L2_CAP_VIDEO_CAPTURE,
+        V4L2_CAP_VIDEO_CAPTURE_MPLANE, V4L2_CAP_VIDEO_M2M, V4L2_CAP_VIDEO_M2M_MPLANE,
+        V4L2_CAP_VIDEO_OUTPUT, V4L2_CAP_VIDEO_OUTPUT_MPLANE, V4L2_DEC_CMD_START,
+    };
+}
+
 /// `poll()` bits (uapi/linux/eventpoll.h; bindgen cannot evaluate their
 /// `__force` casts).
 pub(crate) mod poll {

@@ -16,12 +16,14 @@
 //! (which traps to the hypervisor) never run with interrupts off.
 
 use crate::kernel_ext::{bindings as ffi, dma_buf::DeviceRef, mm::PageRange};
-use core::{
-    marker::PhantomData,
-    ptr::NonNull,
-    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+use core::{marker::PhantomData, ptr::NonNull};
+use kernel::{
+    prelude::*,
+    sync::{
+        atomic::{Acquire, Atomic, Full, Relaxed, Release},
+        Arc,
+    },
 };
-use kernel::{prelude::*, sync::Arc};
 
 /// A buffer chain: one device-readable and one device-writable buffer,
 /// either of which may be empty.
@@ -44,8 +46,8 @@ pub(crate) trait Chain {
 /// drop to zero before the queue may be deleted.
 struct Shared {
     vq: NonNull<ffi::virtqueue>,
-    live: AtomicBool,
-    users: AtomicUsize,
+    live: Atomic<bool>,
+    users: Atomic<usize>,
 }
 
 // SAFETY: Mapping, unmapping and notifying a live virtqueue need no lock
@@ -59,16 +61,17 @@ unsafe impl Sync for Shared {}
 struct Use<'a>(&'a Shared);
 
 impl Shared {
-    // Sequentially consistent: `enter` (count, then check `live`) and
-    // `revoke` (clear `live`, then check the count) must not both miss the
-    // other's store.
+    // Each side stores, then loads the other's variable: `enter` counts,
+    // then checks `live`; `revoke` clears `live`, then checks the count.
+    // Fully ordered read-modify-writes (a store alone cannot be `Full`)
+    // keep them from both missing the other's store.
     fn enter(&self) -> Option<Use<'_>> {
-        self.users.fetch_add(1, Ordering::SeqCst);
-        if self.live.load(Ordering::SeqCst) {
+        self.users.fetch_add(1, Full);
+        if self.live.load(Relaxed) {
             // INVARIANT: Counted while live: the owner's revocation waits.
             Some(Use(self))
         } else {
-            self.users.fetch_sub(1, Ordering::SeqCst);
+            self.users.fetch_sub(1, Release);
             None
         }
     }
@@ -77,8 +80,8 @@ impl Shared {
     /// (one mapping or one notification), and this only runs when the
     /// device goes away, in process context.
     fn revoke(&self) {
-        self.live.store(false, Ordering::SeqCst);
-        while self.users.load(Ordering::SeqCst) != 0 {
+        self.live.xchg(false, Full);
+        while self.users.load(Acquire) != 0 {
             kernel::time::delay::fsleep(kernel::time::Delta::from_micros(50));
         }
     }
@@ -92,7 +95,7 @@ impl Use<'_> {
 
 impl Drop for Use<'_> {
     fn drop(&mut self) {
-        self.0.users.fetch_sub(1, Ordering::SeqCst);
+        self.0.users.fetch_sub(1, Release);
     }
 }
 
@@ -140,8 +143,8 @@ impl<T: Chain> Virtqueue<T> {
             shared: Arc::new(
                 Shared {
                     vq,
-                    live: AtomicBool::new(true),
-                    users: AtomicUsize::new(0),
+                    live: Atomic::new(true),
+                    users: Atomic::new(0),
                 },
                 GFP_KERNEL,
             )?,

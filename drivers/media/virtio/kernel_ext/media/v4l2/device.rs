@@ -121,10 +121,13 @@ impl<T: Driver> Registration<T> {
         let (v4l2, vdev) = unsafe { ((*device).v4l2.get(), (*device).vdev.get()) };
         // CAST: `kernel::device::Device` is a transparent wrapper of
         // `struct device`.
-        let parent = core::ptr::from_ref(parent).cast::<bindings::device>().cast_mut();
+        let parent = core::ptr::from_ref(parent)
+            .cast::<bindings::device>()
+            .cast_mut();
         // SAFETY: `v4l2` is zeroed and pinned; `parent` is valid for the
         // call, and the V4L2 device takes its own reference to it.
-        if let Err(e) = kernel::error::to_result(unsafe { bindings::v4l2_device_register(parent, v4l2) }) {
+        let registered = unsafe { bindings::v4l2_device_register(parent, v4l2) };
+        if let Err(e) = kernel::error::to_result(registered) {
             // SAFETY: Nothing registered; leaked just above.
             drop(unsafe { KBox::from_raw(device) });
             return Err(e);
@@ -151,7 +154,9 @@ impl<T: Driver> Registration<T> {
             }
         }
         // SAFETY: `vdev` is fully set up; `module` owns the operations.
-        let ret = unsafe { bindings::__video_register_device(vdev, options.node_type, -1, 1, module.as_ptr()) };
+        let ret = unsafe {
+            bindings::__video_register_device(vdev, options.node_type, -1, 1, module.as_ptr())
+        };
         if ret < 0 {
             // SAFETY: The V4L2 device was registered above; dropping its
             // initial reference runs `Device::release`, which frees it.

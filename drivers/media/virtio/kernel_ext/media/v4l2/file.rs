@@ -96,9 +96,7 @@ impl EventSink {
         if let Some(fh) = *fh {
             // SAFETY: `fh` is live while it is in the lock (invariant) and
             // `ev` is a whole `v4l2_event`, which the core copies.
-            unsafe {
-                bindings::v4l2_event_queue_fh(fh.as_ptr(), core::ptr::from_ref(&ev).cast())
-            };
+            unsafe { bindings::v4l2_event_queue_fh(fh.as_ptr(), core::ptr::from_ref(&ev).cast()) };
         }
     }
 
@@ -248,7 +246,13 @@ impl<T: Driver> FileOps<T> {
             Ok(slot) => slot,
             Err(e) => return Error::from(e).to_errno(),
         };
-        let driver_file = match T::open(device.data(), &OpenFile { file, events: &events }) {
+        let driver_file = match T::open(
+            device.data(),
+            &OpenFile {
+                file,
+                events: &events,
+            },
+        ) {
             Ok(driver_file) => driver_file,
             Err(e) => return e.to_errno(),
         };
@@ -308,7 +312,12 @@ impl<T: Driver> FileOps<T> {
         table: *mut bindings::poll_table_struct,
     ) -> bindings::__poll_t {
         // SAFETY: See the safety section.
-        let (driver_file, fh) = unsafe { (FileData::<T>::of_file(file), FileData::<T>::fh_of_file(file)) };
+        let (driver_file, fh) = unsafe {
+            (
+                FileData::<T>::of_file(file),
+                FileData::<T>::fh_of_file(file),
+            )
+        };
         // SAFETY: `file`, `fh` and `table` are valid for the call; the
         // event wait queue lives as long as the file.
         let (pending, requested) = unsafe {
@@ -335,7 +344,10 @@ impl<T: Driver> FileOps<T> {
     /// # Safety
     ///
     /// Only the V4L2 core calls this, for an open file of a node of `T`.
-    unsafe extern "C" fn mmap(file: *mut bindings::file, vma: *mut bindings::vm_area_struct) -> c_int {
+    unsafe extern "C" fn mmap(
+        file: *mut bindings::file,
+        vma: *mut bindings::vm_area_struct,
+    ) -> c_int {
         // SAFETY: See the safety section; `vma` is being set up by this
         // call.
         let (driver_file, vma) = unsafe { (FileData::<T>::of_file(file), NewVma::from_raw(vma)) };

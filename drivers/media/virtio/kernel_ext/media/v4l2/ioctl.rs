@@ -104,7 +104,6 @@ pub(crate) const VIDIOC_ENUM_FREQ_BANDS: u32 = rw::<bindings::v4l2_frequency_ban
 pub(crate) const VIDIOC_QUERY_EXT_CTRL: u32 = rw::<bindings::v4l2_query_ext_ctrl>(103);
 pub(crate) const VIDIOC_REMOVE_BUFS: u32 = rw::<bindings::v4l2_remove_buffers>(104);
 
-
 /// One ioctl, as the driver receives it: a typed view where it reads or
 /// changes the argument, the argument's bytes where it only passes them
 /// on. Every reference is the V4L2 core's copy, valid for the call.
@@ -126,18 +125,33 @@ pub(crate) enum Ioctl<'a> {
     /// VIDIOC_QUERYBUF, VIDIOC_QBUF or VIDIOC_PREPARE_BUF. For the
     /// multi-planar types, `planes` is the planes array (the buffer's
     /// `length` entries) and `buf.m` reads 0; otherwise it is empty.
-    Buffer { code: u32, buf: &'a mut Buffer, planes: &'a mut [Plane] },
+    Buffer {
+        code: u32,
+        buf: &'a mut Buffer,
+        planes: &'a mut [Plane],
+    },
     /// VIDIOC_DQBUF, the planes as for [`Ioctl::Buffer`].
-    Dqbuf { buf: &'a mut Buffer, planes: &'a mut [Plane] },
+    Dqbuf {
+        buf: &'a mut Buffer,
+        planes: &'a mut [Plane],
+    },
     /// VIDIOC_EXPBUF.
     ExpBuf(&'a mut ExportBuffer),
     /// VIDIOC_G/S/TRY_EXT_CTRLS: the controls array is `array`, and the
     /// structure's pointer to it reads 0.
-    ExtCtrls { code: u32, ctrls: &'a mut ExtControls, array: &'a mut [ExtControl] },
+    ExtCtrls {
+        code: u32,
+        ctrls: &'a mut ExtControls,
+        array: &'a mut [ExtControl],
+    },
     /// VIDIOC_DECODER_CMD, VIDIOC_ENCODER_CMD and their TRY_ forms: the
     /// command (`V4L2_DEC_CMD_*`, `V4L2_ENC_CMD_*`) and the argument's
     /// bytes.
-    Command { code: u32, cmd: u32, arg: &'a mut [u8] },
+    Command {
+        code: u32,
+        cmd: u32,
+        arg: &'a mut [u8],
+    },
     /// VIDIOC_SUBSCRIBE_EVENT: the file is subscribed locally before the
     /// driver is asked (a device may send the initial events at once), and
     /// unsubscribed again if the driver fails.
@@ -230,7 +244,15 @@ unsafe extern "C" fn forward<T: Driver, const CODE: u32, A: Payload>(
     arg: *mut A,
 ) -> c_int {
     // SAFETY: See the function's safety section.
-    unsafe { call::<T>(file, Ioctl::Bytes { code: CODE, arg: bytes_of(arg) }) }
+    unsafe {
+        call::<T>(
+            file,
+            Ioctl::Bytes {
+                code: CODE,
+                arg: bytes_of(arg),
+            },
+        )
+    }
 }
 
 /// # Safety
@@ -260,7 +282,15 @@ unsafe extern "C" fn forward_value<T: Driver, const CODE: u32>(
 ) -> c_int {
     let arg = value.to_le_bytes();
     // SAFETY: See the function's safety section.
-    unsafe { call::<T>(file, Ioctl::ReadOnly { code: CODE, arg: &arg }) }
+    unsafe {
+        call::<T>(
+            file,
+            Ioctl::ReadOnly {
+                code: CODE,
+                arg: &arg,
+            },
+        )
+    }
 }
 
 /// `VIDIOC_S_STD`, whose `v4l2_std_id` argument comes by value.
@@ -275,7 +305,15 @@ unsafe extern "C" fn forward_std<T: Driver, const CODE: u32>(
 ) -> c_int {
     let arg = value.to_le_bytes();
     // SAFETY: See the function's safety section.
-    unsafe { call::<T>(file, Ioctl::ReadOnly { code: CODE, arg: &arg }) }
+    unsafe {
+        call::<T>(
+            file,
+            Ioctl::ReadOnly {
+                code: CODE,
+                arg: &arg,
+            },
+        )
+    }
 }
 
 /// # Safety
@@ -287,7 +325,15 @@ unsafe extern "C" fn stream<T: Driver, const CODE: u32>(
     buf_type: c_uint,
 ) -> c_int {
     // SAFETY: See the function's safety section.
-    unsafe { call::<T>(file, Ioctl::Stream { code: CODE, buf_type }) }
+    unsafe {
+        call::<T>(
+            file,
+            Ioctl::Stream {
+                code: CODE,
+                buf_type,
+            },
+        )
+    }
 }
 
 /// # Safety
@@ -380,7 +426,16 @@ unsafe extern "C" fn command<T: Driver, const CODE: u32, A: CodecCommand>(
     // SAFETY: See the function's safety section.
     let cmd = unsafe { (*arg).cmd() };
     // SAFETY: As above.
-    unsafe { call::<T>(file, Ioctl::Command { code: CODE, cmd, arg: bytes_of(arg) }) }
+    unsafe {
+        call::<T>(
+            file,
+            Ioctl::Command {
+                code: CODE,
+                cmd,
+                arg: bytes_of(arg),
+            },
+        )
+    }
 }
 
 payloads!(bindings::v4l2_encoder_cmd, bindings::v4l2_decoder_cmd);
@@ -394,7 +449,9 @@ payloads!(bindings::v4l2_encoder_cmd, bindings::v4l2_decoder_cmd);
 /// `buf` must be the core's copy of a `v4l2_buffer` argument, valid for
 /// `'a`; the returned pointer must be written back into `m` before the
 /// handler returns.
-unsafe fn buffer_args<'a>(buf: *mut bindings::v4l2_buffer) -> Result<(&'a mut Buffer, &'a mut [Plane], u64)> {
+unsafe fn buffer_args<'a>(
+    buf: *mut bindings::v4l2_buffer,
+) -> Result<(&'a mut Buffer, &'a mut [Plane], u64)> {
     // SAFETY: Per the caller.
     let buf = unsafe { Buffer::from_raw(buf) };
     let planes_ptr = buf.m();
@@ -433,7 +490,16 @@ unsafe extern "C" fn buffer<T: Driver, const CODE: u32>(
         Ok((buf, planes, saved)) => {
             let multiplanar = buf.buf_type().is_multiplanar();
             // SAFETY: As above.
-            let ret = unsafe { call::<T>(file, Ioctl::Buffer { code: CODE, buf: &mut *buf, planes }) };
+            let ret = unsafe {
+                call::<T>(
+                    file,
+                    Ioctl::Buffer {
+                        code: CODE,
+                        buf: &mut *buf,
+                        planes,
+                    },
+                )
+            };
             if multiplanar {
                 buf.set_m(saved);
             }
@@ -458,7 +524,15 @@ unsafe extern "C" fn dqbuf<T: Driver>(
         Ok((buf, planes, saved)) => {
             let multiplanar = buf.buf_type().is_multiplanar();
             // SAFETY: As above.
-            let ret = unsafe { call::<T>(file, Ioctl::Dqbuf { buf: &mut *buf, planes }) };
+            let ret = unsafe {
+                call::<T>(
+                    file,
+                    Ioctl::Dqbuf {
+                        buf: &mut *buf,
+                        planes,
+                    },
+                )
+            };
             if multiplanar {
                 buf.set_m(saved);
             }
@@ -497,7 +571,16 @@ unsafe extern "C" fn ext_ctrls<T: Driver, const CODE: u32>(
     // whatever the driver wrote.
     ctrls.set_controls_ptr(core::ptr::null_mut());
     // SAFETY: As above.
-    let ret = unsafe { call::<T>(file, Ioctl::ExtCtrls { code: CODE, ctrls: &mut *ctrls, array }) };
+    let ret = unsafe {
+        call::<T>(
+            file,
+            Ioctl::ExtCtrls {
+                code: CODE,
+                ctrls: &mut *ctrls,
+                array,
+            },
+        )
+    };
     ctrls.set_controls_ptr(array_ptr);
     ret
 }
@@ -515,7 +598,8 @@ unsafe extern "C" fn subscribe_event<T: Driver>(
     // (V4L2_EVENT_SUB_FL_SEND_INITIAL) before it answers, and the core
     // drops events nobody subscribed to.
     // SAFETY: `fh` and `sub` are valid for the call; no custom event ops.
-    let ret = unsafe { bindings::v4l2_event_subscribe(fh, sub, EVENT_QUEUE_DEPTH, core::ptr::null()) };
+    let ret =
+        unsafe { bindings::v4l2_event_subscribe(fh, sub, EVENT_QUEUE_DEPTH, core::ptr::null()) };
     if ret < 0 {
         return ret;
     }
@@ -523,7 +607,11 @@ unsafe extern "C" fn subscribe_event<T: Driver>(
     // only read.
     let ret = unsafe {
         let view = &*sub.cast::<EventSubscription>();
-        to_c(T::ioctl(FileData::<T>::of_fh(fh), false, Ioctl::Subscribe(view)))
+        to_c(T::ioctl(
+            FileData::<T>::of_fh(fh),
+            false,
+            Ioctl::Subscribe(view),
+        ))
     };
     if ret < 0 {
         // SAFETY: As above; undoes the local subscription.
@@ -544,7 +632,11 @@ unsafe extern "C" fn unsubscribe_event<T: Driver>(
     // SAFETY: As in `subscribe_event`.
     let forwarded = unsafe {
         let view = &*sub.cast::<EventSubscription>();
-        to_c(T::ioctl(FileData::<T>::of_fh(fh), false, Ioctl::Unsubscribe(view)))
+        to_c(T::ioctl(
+            FileData::<T>::of_fh(fh),
+            false,
+            Ioctl::Unsubscribe(view),
+        ))
     };
     // SAFETY: As in `subscribe_event`.
     let ret = unsafe { bindings::v4l2_event_unsubscribe(fh, sub) };
@@ -636,7 +728,9 @@ impl<T: Driver> IoctlOps<T> {
         vidioc_enum_output: Some(forward::<T, VIDIOC_ENUMOUTPUT, bindings::v4l2_output>),
         vidioc_g_output: Some(forward::<T, VIDIOC_G_OUTPUT, u32>),
         vidioc_s_output: Some(forward_value::<T, VIDIOC_S_OUTPUT>),
-        vidioc_query_ext_ctrl: Some(forward::<T, VIDIOC_QUERY_EXT_CTRL, bindings::v4l2_query_ext_ctrl>),
+        vidioc_query_ext_ctrl: Some(
+            forward::<T, VIDIOC_QUERY_EXT_CTRL, bindings::v4l2_query_ext_ctrl>,
+        ),
         vidioc_g_ext_ctrls: Some(ext_ctrls::<T, VIDIOC_G_EXT_CTRLS>),
         vidioc_s_ext_ctrls: Some(ext_ctrls::<T, VIDIOC_S_EXT_CTRLS>),
         vidioc_try_ext_ctrls: Some(ext_ctrls::<T, VIDIOC_TRY_EXT_CTRLS>),
@@ -653,25 +747,45 @@ impl<T: Driver> IoctlOps<T> {
         vidioc_s_selection: Some(forward::<T, VIDIOC_S_SELECTION, bindings::v4l2_selection>),
         vidioc_g_enc_index: Some(forward::<T, VIDIOC_G_ENC_INDEX, bindings::v4l2_enc_idx>),
         vidioc_encoder_cmd: Some(command::<T, VIDIOC_ENCODER_CMD, bindings::v4l2_encoder_cmd>),
-        vidioc_try_encoder_cmd: Some(command::<T, VIDIOC_TRY_ENCODER_CMD, bindings::v4l2_encoder_cmd>),
+        vidioc_try_encoder_cmd: Some(
+            command::<T, VIDIOC_TRY_ENCODER_CMD, bindings::v4l2_encoder_cmd>,
+        ),
         vidioc_decoder_cmd: Some(command::<T, VIDIOC_DECODER_CMD, bindings::v4l2_decoder_cmd>),
-        vidioc_try_decoder_cmd: Some(command::<T, VIDIOC_TRY_DECODER_CMD, bindings::v4l2_decoder_cmd>),
+        vidioc_try_decoder_cmd: Some(
+            command::<T, VIDIOC_TRY_DECODER_CMD, bindings::v4l2_decoder_cmd>,
+        ),
         vidioc_g_parm: Some(forward::<T, VIDIOC_G_PARM, bindings::v4l2_streamparm>),
         vidioc_s_parm: Some(forward::<T, VIDIOC_S_PARM, bindings::v4l2_streamparm>),
         vidioc_g_tuner: Some(forward::<T, VIDIOC_G_TUNER, bindings::v4l2_tuner>),
         vidioc_s_tuner: Some(forward_const::<T, VIDIOC_S_TUNER, bindings::v4l2_tuner>),
         vidioc_g_frequency: Some(forward::<T, VIDIOC_G_FREQUENCY, bindings::v4l2_frequency>),
         vidioc_s_frequency: Some(forward_const::<T, VIDIOC_S_FREQUENCY, bindings::v4l2_frequency>),
-        vidioc_enum_freq_bands: Some(forward::<T, VIDIOC_ENUM_FREQ_BANDS, bindings::v4l2_frequency_band>),
-        vidioc_g_sliced_vbi_cap: Some(forward::<T, VIDIOC_G_SLICED_VBI_CAP, bindings::v4l2_sliced_vbi_cap>),
-        vidioc_s_hw_freq_seek: Some(forward_const::<T, VIDIOC_S_HW_FREQ_SEEK, bindings::v4l2_hw_freq_seek>),
-        vidioc_enum_framesizes: Some(forward::<T, VIDIOC_ENUM_FRAMESIZES, bindings::v4l2_frmsizeenum>),
-        vidioc_enum_frameintervals: Some(forward::<T, VIDIOC_ENUM_FRAMEINTERVALS, bindings::v4l2_frmivalenum>),
+        vidioc_enum_freq_bands: Some(
+            forward::<T, VIDIOC_ENUM_FREQ_BANDS, bindings::v4l2_frequency_band>,
+        ),
+        vidioc_g_sliced_vbi_cap: Some(
+            forward::<T, VIDIOC_G_SLICED_VBI_CAP, bindings::v4l2_sliced_vbi_cap>,
+        ),
+        vidioc_s_hw_freq_seek: Some(
+            forward_const::<T, VIDIOC_S_HW_FREQ_SEEK, bindings::v4l2_hw_freq_seek>,
+        ),
+        vidioc_enum_framesizes: Some(
+            forward::<T, VIDIOC_ENUM_FRAMESIZES, bindings::v4l2_frmsizeenum>,
+        ),
+        vidioc_enum_frameintervals: Some(
+            forward::<T, VIDIOC_ENUM_FRAMEINTERVALS, bindings::v4l2_frmivalenum>,
+        ),
         vidioc_s_dv_timings: Some(forward::<T, VIDIOC_S_DV_TIMINGS, bindings::v4l2_dv_timings>),
         vidioc_g_dv_timings: Some(forward::<T, VIDIOC_G_DV_TIMINGS, bindings::v4l2_dv_timings>),
-        vidioc_query_dv_timings: Some(forward::<T, VIDIOC_QUERY_DV_TIMINGS, bindings::v4l2_dv_timings>),
-        vidioc_enum_dv_timings: Some(forward::<T, VIDIOC_ENUM_DV_TIMINGS, bindings::v4l2_enum_dv_timings>),
-        vidioc_dv_timings_cap: Some(forward::<T, VIDIOC_DV_TIMINGS_CAP, bindings::v4l2_dv_timings_cap>),
+        vidioc_query_dv_timings: Some(
+            forward::<T, VIDIOC_QUERY_DV_TIMINGS, bindings::v4l2_dv_timings>,
+        ),
+        vidioc_enum_dv_timings: Some(
+            forward::<T, VIDIOC_ENUM_DV_TIMINGS, bindings::v4l2_enum_dv_timings>,
+        ),
+        vidioc_dv_timings_cap: Some(
+            forward::<T, VIDIOC_DV_TIMINGS_CAP, bindings::v4l2_dv_timings_cap>,
+        ),
         vidioc_subscribe_event: Some(subscribe_event::<T>),
         vidioc_unsubscribe_event: Some(unsubscribe_event::<T>),
         ..NO_HANDLERS

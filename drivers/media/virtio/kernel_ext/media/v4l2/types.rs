@@ -120,12 +120,14 @@ pub(crate) const MAX_PLANES: usize = bindings::VIDEO_MAX_PLANES as usize;
 pub(crate) struct BufType(pub(crate) u32);
 
 impl BufType {
-    pub(crate) const VIDEO_CAPTURE: Self = Self(bindings::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE);
+    pub(crate) const VIDEO_CAPTURE: Self =
+        Self(bindings::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE);
     pub(crate) const VIDEO_OUTPUT: Self = Self(bindings::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT);
     pub(crate) const VIDEO_CAPTURE_MPLANE: Self =
         Self(bindings::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE);
     pub(crate) const VIDEO_OUTPUT_MPLANE: Self =
         Self(bindings::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE);
+    pub(crate) const META_OUTPUT: Self = Self(bindings::v4l2_buf_type_V4L2_BUF_TYPE_META_OUTPUT);
 
     /// Whether this is a buffer type at all (`V4L2_BUF_TYPE_*` from
     /// VIDEO_CAPTURE to META_OUTPUT).
@@ -474,7 +476,10 @@ mod tests {
         buf.set_length(3);
         let bytes = buf.as_bytes();
         let m = core::mem::offset_of!(bindings::v4l2_buffer, m);
-        assert_eq!(bytes.get(m..m + 8), Some(&0x1234_5678_9abcu64.to_ne_bytes()[..]));
+        assert_eq!(
+            bytes.get(m..m + 8),
+            Some(&0x1234_5678_9abcu64.to_ne_bytes()[..])
+        );
         let again = Buffer::from_bytes_copy(bytes).ok_or(EINVAL)?;
         assert_eq!((again.m(), again.length()), (0x1234_5678_9abc, 3));
         Ok(())
@@ -496,7 +501,10 @@ mod tests {
 
     #[test]
     fn buffer_types() {
-        assert!(BufType::VIDEO_OUTPUT_MPLANE.is_output() && BufType::VIDEO_OUTPUT_MPLANE.is_multiplanar());
+        assert!(
+            BufType::VIDEO_OUTPUT_MPLANE.is_output()
+                && BufType::VIDEO_OUTPUT_MPLANE.is_multiplanar()
+        );
         assert!(!BufType::VIDEO_CAPTURE.is_output() && !BufType::VIDEO_CAPTURE.is_multiplanar());
         assert!(BufType(bindings::v4l2_buf_type_V4L2_BUF_TYPE_META_OUTPUT).is_output());
         assert!(!BufType(0).is_valid() && !BufType(0x80).is_valid());
