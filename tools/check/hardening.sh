@@ -25,7 +25,7 @@ hardening_case() {
 	need module && need vfu || { record "hardening: $label" FAIL "(no module or device)"; return; }
 	guest "$id" --ko "$ko" --ko "$bin" --modules virtio_media --vfu "--device-id 42 $flags" \
 		--append "$module_params" --env "CASE=$case" --env "ARGS=$args" "${envs[@]}" \
-		--test tools/vm/tests/hardening.sh --timeout 300
+		--test tools/vm/tests/hardening.sh --timeout "${GUEST_TIMEOUT:-600}"
 	local status=$? log=$results/$id/console.log
 	module_params=""
 	if [ "$status" = 0 ]; then
@@ -84,3 +84,6 @@ check_test hardening-dup-session hardening_case hardening-dup-session "--backend
 check_test hardening-error-pins hardening_case hardening-error-pins \
 	"--backend capture --fault error-event --fault-every 11" error-pins "" \
 	"a failed session releases its pages"
+check_test hardening-close-pins hardening_case hardening-close-pins "--backend capture --fault close-error" \
+	close-pins "" "a failed CLOSE's pages come back when the device is reset" \
+	EXPECT_LOG="stay with the device until its reset"

@@ -128,7 +128,7 @@ run_vfu() {
 	rm -rf "${results:?}/$name"
 	need module && need vfu || return 1
 	guest "$name" --ko "$ko" "${extra[@]}" --modules virtio_media --vfu "$flags" \
-		--append "$module_params" --env "$env" --test "$test" --timeout 300
+		--append "$module_params" --env "$env" --test "$test" --timeout "${GUEST_TIMEOUT:-600}"
 }
 
 # Runs the selected tests, then prints the summary line; the exit status
@@ -137,6 +137,7 @@ check_main() {
 	local i selected=0 pattern=${T:-}
 	mkdir -p "$results"
 	: > "$summary"
+	: > "$results/timings.txt"
 	tools/vm/deps.sh || { echo "0 passed, 1 failed"; return 1; }
 	need kernel || { echo "0 passed, 1 failed (no kernel: tools/vm/kernel.sh)"; return 1; }
 	for i in "${!check_ids[@]}"; do
@@ -145,8 +146,12 @@ check_main() {
 		fi
 		selected=$((selected + 1))
 		guest_runs=()
+		local started=$SECONDS
 		eval "${check_cmds[$i]}"
+		# What each test costs, for keeping make check within its budget.
+		echo "$((SECONDS - started)) s ${check_ids[$i]}" >> "$results/timings.txt"
 	done
+	echo "total $SECONDS s" >> "$results/timings.txt"
 	if [ "$selected" = 0 ]; then
 		echo "no test ID matches T='$pattern'; the IDs are:"
 		printf '  %s\n' "${check_ids[@]}"

@@ -16,6 +16,12 @@ log=$dir/kernel.log
 [ -s "$log" ] || log=$dir/console.log
 [ -s "$log" ] || { echo "no kernel log: neither $dir/kernel.log nor $dir/console.log"; exit 1; }
 
+# REPORT_ALLOW: an extended regex of report lines a test expects (the
+# kernel's own reaction to what the test did on purpose); they are listed
+# in DIR/allowed-reports.txt, not counted.
+allow=${REPORT_ALLOW:-}
+: > "$dir/allowed-reports.txt"
+
 # name|extended regex, matched against each line of the log.
 patterns=(
 	'KASAN|BUG: KASAN:'
@@ -37,9 +43,10 @@ patterns=(
 # Each line counts once, for the first pattern it matches (a KASAN report
 # is not also a BUG).
 found=0
-if printf '%s\n' "${patterns[@]}" | awk -v file="$log" '
+if printf '%s\n' "${patterns[@]}" | awk -v file="$log" -v allow="$allow" -v allowed="$dir/allowed-reports.txt" '
 	BEGIN { FS = "|" }
 	NR == FNR { name[NR] = $1; sub(/^[^|]*\|/, ""); regex[NR] = $0; n = NR; next }
+	allow != "" && $0 ~ allow { print > allowed; next }
 	{
 		for (i = 1; i <= n; i++) {
 			if ($0 ~ regex[i]) {

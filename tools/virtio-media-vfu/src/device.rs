@@ -65,6 +65,8 @@ pub struct VirtioMediaPci {
     pub response_delay: Duration,
     /// Fault injection (off by default).
     pub faults: Faults,
+    /// CLOSE commands processed since start.
+    closes: u64,
     /// Commands processed since start (drives the fault pattern).
     pub cmd_counter: u64,
     /// Bumped by every reset; delayed completions of an older generation
@@ -111,6 +113,9 @@ pub struct Faults {
     pub huge_format: bool,
     /// Report 100000 buffers in every REQBUFS answer.
     pub huge_count: bool,
+    /// Answer every CLOSE but the first (the driver's check at probe) with
+    /// EIO; the session is closed all the same.
+    pub close_error: bool,
     pub every: u32,
 }
 
@@ -162,6 +167,7 @@ impl VirtioMediaPci {
             msix_bar,
             response_delay: Duration::ZERO,
             faults: Faults::default(),
+            closes: 0,
             cmd_counter: 0,
             generation: 0,
             delayed_tx: None,
@@ -510,6 +516,14 @@ impl VirtioMediaPci {
 
     fn inject_faults(&mut self, cmd: &[u8], resp: &mut RespWriter) {
         self.cmd_counter += 1;
+        let is_close = word(cmd, 0) == Some(2);
+        self.closes += u64::from(is_close);
+        if self.faults.close_error && is_close && self.closes > 1 {
+            log::warn!("fault: CLOSE answered with EIO");
+            resp.data.clear();
+            resp.data.extend_from_slice(&(libc::EIO as u32).to_le_bytes());
+            resp.data.extend_from_slice(&0u32.to_le_bytes());
+        }
         let status = word(&resp.data, 0);
         if word(cmd, 0) == Some(3) && status == Some(0) {
             let code = word(cmd, 12);

@@ -126,11 +126,12 @@ pub struct Args {
     /// DQBUF event sent twice), "silent" (from the Nth command on, no
     /// command is answered until the driver resets the device),
     /// "dup-session" (an OPEN is answered with the id of a session that is
-    /// still open), "huge-format" (G/S/TRY_FMT report a 64 MiB sizeimage)
-    /// and "huge-count" (REQBUFS reports 100000 buffers).
+    /// still open), "huge-format" (G/S/TRY_FMT report a 64 MiB sizeimage),
+    /// "huge-count" (REQBUFS reports 100000 buffers) and "close-error"
+    /// (every CLOSE but the first answered with EIO).
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = [
         "delay", "error-event", "malformed", "event-flood", "dqbuf-repeat", "silent", "dup-session",
-        "huge-format", "huge-count",
+        "huge-format", "huge-count", "close-error",
     ])]
     pub fault: Vec<String>,
 
@@ -212,6 +213,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         dup_session: fault("dup-session"),
         huge_format: fault("huge-format"),
         huge_count: fault("huge-count"),
+        close_error: fault("close-error"),
         every: args.fault_every,
     };
     if !args.fault.is_empty() {

@@ -16,6 +16,7 @@
  *   hardening reqbufs DEVICE COUNT MEMORY EXPECTED-ERRNO
  *   hardening dup-session DEVICE
  *   hardening error-pins DEVICE
+ *   hardening close-pins DEVICE
  *   hardening stream-once DEVICE FRAMES
  *   hardening flood-ioctls DEVICE SECONDS
  */
@@ -624,6 +625,40 @@ static int error_pins(void)
 }
 
 /*
+ * USERPTR buffers queued, then the file closed and the device fails the
+ * CLOSE: the device may still write into the pages, so they stay pinned
+ * until it is reset (hardening.sh then unbinds it and counts again).
+ */
+static int close_pins(void)
+{
+	struct stream s;
+	void *mem[BUFFERS][VIDEO_MAX_PLANES];
+	long before, queued, closed;
+
+	before = pinned_pages();
+	if (open_stream(&s, 0) < 0)
+		return fail("open");
+	for (int b = 0; b < BUFFERS; b++)
+		for (unsigned int p = 0; p < s.planes; p++)
+			if (posix_memalign(&mem[b][p], 4096, s.size[p]))
+				return fail("memory");
+	if (reqbufs(&s, BUFFERS, V4L2_MEMORY_USERPTR) < BUFFERS)
+		return fail("REQBUFS USERPTR");
+	for (int b = 0; b < BUFFERS; b++)
+		if (qbuf_userptr(&s, b, mem[b]) < 0)
+			return fail("QBUF");
+	queued = pinned_pages();
+	close(s.fd);
+	closed = pinned_pages();
+	printf("close-pins: pinned pages %ld before, %ld with buffers queued, %ld after a failed CLOSE\n",
+	       before, queued, closed);
+	if (queued <= before)
+		return fail("no page was pinned");
+	printf("PASS: the file closed with the device holding its buffers\n");
+	return 0;
+}
+
+/*
  * MMAP streaming from a device that sends every DQBUF event twice: a buffer
  * comes back at most once per QBUF, so the program never dequeues more
  * buffers than it queued. (A copy that arrives after the program queued the
@@ -741,6 +776,8 @@ int main(int argc, char **argv)
 		return dup_session();
 	if (!strcmp(argv[1], "error-pins"))
 		return error_pins();
+	if (!strcmp(argv[1], "close-pins"))
+		return close_pins();
 	if (!strcmp(argv[1], "stream-once") && argc == 4)
 		return stream_once(atol(argv[3]));
 	if (!strcmp(argv[1], "flood-ioctls") && argc == 4)

@@ -5,7 +5,29 @@
 dev=/dev/video0
 bin=/extra/hardening
 status=0
+# Pages pinned by FOLL_PIN and not released yet.
+pinned_pages() {
+	echo 1 > /proc/sys/vm/stat_refresh
+	awk '$1 == "nr_foll_pin_acquired" { a = $2 } $1 == "nr_foll_pin_released" { r = $2 }
+		END { print a - r }' /proc/vmstat
+}
 case "$CASE" in
+close-pins)
+	# The device keeps the pages of a session whose CLOSE failed until it
+	# is reset: unbinding it must give every one back.
+	before=$(pinned_pages)
+	timeout 120 $bin close-pins $dev || status=1
+	vdev=$(basename "$(readlink -f /sys/bus/virtio/drivers/virtio_media/virtio*)")
+	echo "$vdev" > /sys/bus/virtio/drivers/virtio_media/unbind || { echo "FAIL: unbind"; status=1; }
+	after=$(pinned_pages)
+	echo "close-pins: pinned pages $before before, $after after the device was unbound"
+	if [ "$after" != "$before" ]; then
+		echo "FAIL: pages stay pinned after the device was reset"
+		status=1
+	elif [ "$status" = 0 ]; then
+		echo "PASS: $before pinned pages before, $after after the unbind"
+	fi
+	;;
 mmap-unbind)
 	$bin mmap-unbind $dev /tmp/go > /tmp/case.log 2>&1 &
 	pid=$!

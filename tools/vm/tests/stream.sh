@@ -24,10 +24,13 @@ else
 	echo "FAIL: $got bytes, expected 300 frames of $size bytes"
 	status=1
 fi
+# One pass over the file, two processes a frame (process creation is what
+# costs under TCG); dd reads exactly one frame from a regular file.
 i=0
 while [ $i -lt 300 ]; do
-	echo "$i $(dd if=/tmp/one.raw bs="$size" skip=$i count=1 2>/dev/null | md5sum | cut -d' ' -f1)"
+	sum=$(dd bs="$size" count=1 2>/dev/null | md5sum)
+	echo "$i ${sum%% *}"
 	i=$((i + 1))
-done > /tmp/one.md5
+done < /tmp/one.raw > /tmp/one.md5
 export_file single.md5 /tmp/one.md5
 exit $status
