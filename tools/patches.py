@@ -103,13 +103,23 @@ def read_table():
 
 
 def candidates():
-    """Tracked and new (not ignored) files that might go upstream."""
-    listed = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"])
-    return sorted(
-        f
-        for f in set(listed.splitlines())
-        if (f.startswith(CANDIDATE_DIRS) or f in CANDIDATE_FILES) and (REPO / f).is_file()
-    )
+    """The tracked files that might go upstream (their working-tree text).
+
+    Untracked files are left out, with a warning: a stale build output of an
+    older layout must not land in the series, and a new file that should
+    fails the series' build until it is added."""
+
+    def listed(*args):
+        return {
+            f
+            for f in run(["git", "ls-files", *args]).splitlines()
+            if (f.startswith(CANDIDATE_DIRS) or f in CANDIDATE_FILES) and (REPO / f).is_file()
+        }
+
+    untracked = listed("--others", "--exclude-standard")
+    if untracked:
+        print(f"make patches: untracked, left out: {' '.join(sorted(untracked))}", file=sys.stderr)
+    return sorted(listed("--cached"))
 
 
 def place(patches, out):
