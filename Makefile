@@ -12,6 +12,8 @@
 #   make check T=RE  only the tests whose ID matches the regular expression RE
 #   make bench       benchmark in a guest on the non-debug kernel:
 #                    build/results/bench.{json,png,txt}
+#   make patches     the driver as a patch series against Linux 7.3:
+#                    build/patches/*.patch (split: tools/patches/series)
 
 LLVM ?= -19
 export LLVM
@@ -21,7 +23,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 # The cached guest kernel, unless KDIR names another tree.
 kdir = $(if $(KDIR),$(KDIR),$$(tools/vm/kernel.sh))
 
-.PHONY: all modules kernel clean check run device bench
+.PHONY: all modules kernel clean check run device bench patches
 all: modules
 
 modules:
@@ -48,3 +50,6 @@ run:
 
 bench:
 	@tools/bench.sh
+
+patches:
+	@tools/patches.py --ksrc "$$(tools/vm/kernel.sh source)"

@@ -5,6 +5,7 @@
 #   kernel.sh debug    the test kernel: sanitizers, lockdep (make check, run)
 #   kernel.sh bench    the benchmark kernel: no checkers (make bench)
 #   kernel.sh headers  only install the UAPI headers, print their include dir
+#   kernel.sh source   only unpack the plain source tree, print its path
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -53,10 +54,17 @@ unpack() { # DIR
 	mv "$tmp" "$dir"
 }
 
+src_dir=$CACHE_DIR/kernel-src-$KERNEL_VERSION
+if [ "${1:-}" = source ]; then
+	unpack "$src_dir"
+	echo "$src_dir"
+	exit 0
+fi
+
 headers_dir=$CACHE_DIR/headers-$KERNEL_VERSION
 if [ "${1:-}" = headers ]; then
 	if [ ! -f "$headers_dir/usr/include/linux/videodev2.h" ]; then
-		src=$CACHE_DIR/kernel-src-$KERNEL_VERSION
+		src=$src_dir
 		unpack "$src"
 		make -s -C "$src" headers_install INSTALL_HDR_PATH="$headers_dir/usr" >&2
 	fi
