@@ -28,6 +28,8 @@ Verbs:
 Devices are named vfu0, vfu1, ... as run-guest.sh attaches them (the QEMU
 device ID); run-guest.sh passes the initial ones as --device ID:PID:PORT.
 The program ends when QEMU closes the line, stopping the devices it started.
+Devices it starts get --no-msix, as run-guest.sh gives the initial ones:
+QEMU 11.1.3 aborts when it unplugs a vfio-user device that has MSI-X.
 Everything it does is logged to OUT/host-actions.log.
 
 QMP is a line of JSON each way; its few messages are handled here with the
@@ -195,7 +197,7 @@ class HostActions:
         self.next_index += 1
         sock = os.path.join(self.out, f"{dev_id}.sock")
         logf = open(os.path.join(self.out, f"{dev_id}.log"), "w")
-        proc = subprocess.Popen([self.vfu_bin, "--socket", sock] + flags,
+        proc = subprocess.Popen([self.vfu_bin, "--socket", sock, "--no-msix"] + flags,
                                 stdout=logf, stderr=subprocess.STDOUT)
         logf.close()
         dev = Device(dev_id, proc.pid, port, proc)
