@@ -24,9 +24,16 @@ Verbs:
     kill ID [SIGNAL]    send SIGNAL (default KILL) to the process of device
                         ID and wait until it is gone
     qmp JSON            one QMP command; TEXT is QEMU's answer
+    after SECONDS VERB ARGS..
+                        answers at once and performs VERB ARGS SECONDS
+                        later (its result goes to the log only): for an
+                        action that must come while the guest cannot ask,
+                        such as waking it from suspend to idle
 
 Devices are named vfu0, vfu1, ... as run-guest.sh attaches them (the QEMU
-device ID); run-guest.sh passes the initial ones as --device ID:PID:PORT.
+device ID); run-guest.sh passes the initial ones as --device ID:PID:PORT
+(PORT, the PCIe root port, is empty without run-guest.sh --hotplug: such a
+device sits on the root bus and cannot be unplugged).
 The program ends when QEMU closes the line, stopping the devices it started.
 Devices it starts get --no-msix, as run-guest.sh gives the initial ones:
 QEMU 11.1.3 aborts when it unplugs a vfio-user device that has MSI-X.
@@ -153,6 +160,7 @@ class HostActions:
         self.ports = args.ports.split(",") if args.ports else []
         self.next_index = len(self.devices)
         self.qmp = None
+        self.scheduled = []  # (monotonic time due, verb, args)
 
     def log(self, text):
         self.logfile.write(f"[{now()}] {text}\n")
@@ -192,7 +200,8 @@ class HostActions:
         else:
             port = self.free_port()
             if port is None:
-                raise RuntimeError(f"no free root port (ports: {' '.join(self.ports)})")
+                ports = " ".join(self.ports) or "none without run-guest.sh --hotplug"
+                raise RuntimeError(f"no free root port (ports: {ports})")
         dev_id = f"vfu{self.next_index}"
         self.next_index += 1
         sock = os.path.join(self.out, f"{dev_id}.sock")
@@ -236,12 +245,35 @@ class HostActions:
         answer = self.qmp.command(json.loads(" ".join(args)))
         return json.dumps(answer)
 
+    def do_after(self, args):
+        if len(args) < 2:
+            raise ValueError("usage: after SECONDS VERB ARGS...")
+        delay = float(args[0])
+        self.scheduled.append((time.monotonic() + delay, args[1], args[2:]))
+        return f"{' '.join(args[1:])} in {delay:g} s"
+
+    def run_scheduled(self):
+        """Performs the scheduled actions that are due; returns the time
+        until the next one (None when there is none)."""
+        now_s = time.monotonic()
+        due = [a for a in self.scheduled if a[0] <= now_s]
+        self.scheduled = [a for a in self.scheduled if a[0] > now_s]
+        for _, verb, args in due:
+            try:
+                self.log(f"scheduled {verb} {' '.join(args)}: ok {self.perform(verb, args)}")
+            except Exception as e:  # logged, there is no one to answer
+                self.log(f"scheduled {verb} {' '.join(args)}: fail {type(e).__name__}: {e}")
+        if not self.scheduled:
+            return None
+        return max(0.0, min(a[0] for a in self.scheduled) - time.monotonic())
+
     def perform(self, verb, args):
         handlers = {
             "device_del": self.do_device_del,
             "device_add": self.do_device_add,
             "kill": self.do_kill,
             "qmp": self.do_qmp,
+            "after": self.do_after,
         }
         if verb not in handlers:
             raise ValueError(f"unknown action {verb} (known: {' '.join(handlers)})")
@@ -250,7 +282,7 @@ class HostActions:
     def serve(self, conn):
         buffer = b""
         while True:
-            readable = select.select([conn, self.qmp], [], [])[0]
+            readable = select.select([conn, self.qmp], [], [], self.run_scheduled())[0]
             if self.qmp in readable:
                 self.qmp.poll_events()
             if conn not in readable:

@@ -5,7 +5,7 @@
 #                [--file FILE]... [--cpio FILE.cpio.gz]... [--vfu "DEVICE ARGS"]... [--env VAR=VALUE]...
 #                [--timeout SECONDS] [--smp N] [--mem SIZE]
 #                [--append "KERNEL ARGS"]   (e.g. module parameters: virtio_media.guest_mmap=1)
-#                [--qmp] [--host-actions]
+#                [--qmp] [--host-actions] [--hotplug]
 #
 # --ko and --file copy FILE into the guest's /extra; --cpio appends an
 # initramfs part (e.g. tools/vm/guest-perf.sh's). Each --vfu attaches one
@@ -20,21 +20,23 @@
 # every run writes, empty when there is none). KVM=1 uses KVM instead of TCG.
 #
 # --qmp gives QEMU a QMP socket, qmp.sock in the logs folder (one client at
-# a time). --host-actions lets the test ask the host to act while it runs:
-# `host_action VERB ARGS...` in the guest (tools/vm/guest-host-action.sh)
-# sends the request over the guest's /dev/ttyS2 to tools/vm/host-actions.py,
-# which carries it out through QMP and answers when it is done (device_del
-# ID, device_add DEVICE FLAGS..., kill ID [SIGNAL], qmp JSON; its log is
-# host-actions.log). It implies --qmp and puts each --vfu device behind its
-# own PCIe root port (rp0, rp1, ...; two more stay free for device_add) so it
-# can be unplugged; the devices are vfu0, vfu1, ... in QMP. These devices
-# run with --no-msix: QEMU 11.1.3 aborts when it unplugs a vfio-user device
-# that has MSI-X (an assertion in vfio_user_msix_teardown).
+# a time); the --vfu devices are vfu0, vfu1, ... there. --host-actions lets
+# the test ask the host to act while it runs: `host_action VERB ARGS...` in
+# the guest (tools/vm/guest-host-action.sh) sends the request over the
+# guest's /dev/ttyS2 to tools/vm/host-actions.py, which carries it out
+# (through QMP, or on the device processes) and answers when it is done:
+# device_del ID, device_add [bus=PORT] DEVICE FLAGS..., kill ID [SIGNAL],
+# qmp JSON, after SECONDS VERB ARGS...; its log is host-actions.log. It
+# implies --qmp. --hotplug (implies --host-actions) puts each --vfu device
+# behind its own PCIe root port (rp0, rp1, ...; two more stay free for
+# device_add) so that it can be unplugged, and starts the devices with
+# --no-msix: QEMU 11.1.3 aborts when it unplugs a vfio-user device that has
+# MSI-X (an assertion in vfio_user_msix_teardown).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 name="" test="" modules="" timeout_s=300 smp=2 mem=1G kos=() envs=() vfus=() cpios=() append=""
-qmp=0 host_actions=0
+qmp=0 host_actions=0 hotplug=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--name) name=$2; shift 2 ;;
@@ -50,6 +52,7 @@ while [ $# -gt 0 ]; do
 	--append) append=$2; shift 2 ;;
 	--qmp) qmp=1; shift ;;
 	--host-actions) host_actions=1 qmp=1; shift ;;
+	--hotplug) hotplug=1 host_actions=1 qmp=1; shift ;;
 	*) die "unknown argument $1" ;;
 	esac
 done
@@ -93,7 +96,7 @@ accel=(-accel tcg -cpu max,la57=off)
 [ "${KVM:-0}" = 1 ] && accel=(-accel kvm -cpu host)
 device=() root_ports=() actions_devices=()
 # Hot-pluggable slots: one PCIe root port per device and two spare ones.
-if [ "$host_actions" = 1 ]; then
+if [ "$hotplug" = 1 ]; then
 	for i in $(seq 0 $((${#vfus[@]} + 1))); do
 		device+=(-device "pcie-root-port,id=rp$i,chassis=1,slot=$((i + 1))")
 		root_ports+=("rp$i")
@@ -103,7 +106,7 @@ for i in "${!vfus[@]}"; do
 	suffix=$([ "$i" = 0 ] || echo "$i")
 	sock=$out/vfu$suffix.sock
 	flags=${vfus[$i]}
-	[ "$host_actions" = 1 ] && flags="$flags --no-msix"
+	[ "$hotplug" = 1 ] && flags="$flags --no-msix"
 	# shellcheck disable=SC2086 # a --vfu value is a word list of device flags
 	"$REPO_DIR/tools/virtio-media-vfu/target/release/virtio-media-vfu" --socket "$sock" $flags \
 		> "$out/vfu$suffix.log" 2>&1 &
@@ -111,10 +114,8 @@ for i in "${!vfus[@]}"; do
 	for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 	[ -S "$sock" ] || die "the device did not create $sock (see $out/vfu$suffix.log)"
 	bus=""
-	if [ "$host_actions" = 1 ]; then
-		bus=",\"bus\":\"rp$i\""
-		actions_devices+=(--device "vfu$i:${vfu_pids[$i]}:rp$i")
-	fi
+	[ "$hotplug" = 1 ] && bus=",\"bus\":\"rp$i\""
+	actions_devices+=(--device "vfu$i:${vfu_pids[$i]}:${bus:+rp$i}")
 	device+=(-device "{\"driver\":\"vfio-user-pci\",\"id\":\"vfu$i\"$bus,\"socket\":{\"path\":\"$sock\",\"type\":\"unix\"}}")
 done
 monitor=()

@@ -29,6 +29,7 @@ while [ $i -le "$cycles" ]; do
 	mode=mmap
 	[ $((i % 2)) = 0 ] && mode=user
 	cycle $i $mode || break
+	[ -n "${SLAB_TRACE:-}" ] && echo "cycle $i: unreclaimable slab $(slab) KiB"
 	done=$i
 	i=$((i + 1))
 done
@@ -38,9 +39,11 @@ echo "after $done cycles in $seconds s: pinned pages $pins1, unreclaimable slab 
 why=""
 [ "$done" = "$cycles" ] || why="$why; cycle $((done + 1)) of $cycles failed"
 [ "$pins1" = "$pins0" ] || why="$why; $((pins1 - pins0)) pages still pinned"
-# Slack for per-CPU slab caches; a leak of 64 bytes a buffer would pass it
-# in about 200 cycles, kmemleak (after the test) sees smaller ones.
-[ $((slab1 - slab0)) -le 128 ] || why="$why; unreclaimable slab grew by $((slab1 - slab0)) KiB"
+# Between two samples of an idle guest the slab moves by up to 300 KiB
+# (16 cycles of the debug kernel, sampled after each); a leak of 4 KiB a
+# cycle passes this in 200 cycles. kmemleak, after the test, sees smaller
+# ones.
+[ $((slab1 - slab0)) -le 512 ] || why="$why; unreclaimable slab grew by $((slab1 - slab0)) KiB"
 [ "$(module_users)" = "$modules0" ] || why="$why; other modules' user counts changed: $(module_users | tr '\n' ' ')"
 if [ -z "$why" ]; then
 	result insmod-cycles OK "$done cycles in $seconds s; pins $pins0 -> $pins1, slab $slab0 -> $slab1 KiB"
