@@ -58,8 +58,8 @@ check_test lifecycle-unbind-cycles t_lifecycle_unbind
 
 t_lifecycle_kill_device() {
 	lifecycle_guest lifecycle-kill-device lifecycle-kill-device.sh \
-		"kill-device-error=device process killed: program gets an error;kill-device-new=device process killed: new device streams;kill-device-unplug=device process killed: dead device unplugs" \
-		--hotplug --vfu "--device-id 42 --backend capture"
+		"kill-device-error=device killed: the program gets an error;kill-device-new=device killed: a new device streams;kill-device-unbind=device killed: the dead device unbinds" \
+		--host-actions --vfu "--device-id 42 --backend capture"
 }
 check_test lifecycle-kill-device t_lifecycle_kill_device
 

@@ -35,8 +35,9 @@ device ID); run-guest.sh passes the initial ones as --device ID:PID:PORT
 (PORT, the PCIe root port, is empty without run-guest.sh --hotplug: such a
 device sits on the root bus and cannot be unplugged).
 The program ends when QEMU closes the line, stopping the devices it started.
-Devices it starts get --no-msix, as run-guest.sh gives the initial ones:
-QEMU 11.1.3 aborts when it unplugs a vfio-user device that has MSI-X.
+Devices it starts get --no-msix, as run-guest.sh --hotplug gives the
+initial ones: QEMU 11.1.3 aborts when it unplugs a vfio-user device that has
+MSI-X (and when the process of one without MSI-X dies: do not kill these).
 Everything it does is logged to OUT/host-actions.log.
 
 QMP is a line of JSON each way; its few messages are handled here with the

@@ -27,11 +27,13 @@
 # (through QMP, or on the device processes) and answers when it is done:
 # device_del ID, device_add [bus=PORT] DEVICE FLAGS..., kill ID [SIGNAL],
 # qmp JSON, after SECONDS VERB ARGS...; its log is host-actions.log. It
-# implies --qmp. --hotplug (implies --host-actions) puts each --vfu device
-# behind its own PCIe root port (rp0, rp1, ...; two more stay free for
-# device_add) so that it can be unplugged, and starts the devices with
-# --no-msix: QEMU 11.1.3 aborts when it unplugs a vfio-user device that has
-# MSI-X (an assertion in vfio_user_msix_teardown).
+# implies --qmp and adds two empty PCIe root ports for device_add.
+# --hotplug (implies --host-actions) also puts each --vfu device behind its
+# own root port (rp0, rp1, ...; the empty ones follow) so that it can be
+# unplugged, and starts these devices with --no-msix: QEMU 11.1.3 aborts
+# when it unplugs a vfio-user device that has MSI-X (an assertion in
+# vfio_user_msix_teardown). It also aborts when the process of a device
+# without MSI-X dies, so a device that a test kills must keep its MSI-X.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -95,9 +97,12 @@ rm -f "$out/overlay.cpio.gz"
 accel=(-accel tcg -cpu max,la57=off)
 [ "${KVM:-0}" = 1 ] && accel=(-accel kvm -cpu host)
 device=() root_ports=() actions_devices=()
-# Hot-pluggable slots: one PCIe root port per device and two spare ones.
-if [ "$hotplug" = 1 ]; then
-	for i in $(seq 0 $((${#vfus[@]} + 1))); do
+# Hot-pluggable slots: one PCIe root port per device with --hotplug, and
+# two empty ones for devices the test adds.
+if [ "$host_actions" = 1 ]; then
+	ports=2
+	[ "$hotplug" = 1 ] && ports=$((ports + ${#vfus[@]}))
+	for i in $(seq 0 $((ports - 1))); do
 		device+=(-device "pcie-root-port,id=rp$i,chassis=1,slot=$((i + 1))")
 		root_ports+=("rp$i")
 	done
