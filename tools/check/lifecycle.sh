@@ -4,11 +4,11 @@
 # system sleep. The guest tests are tools/vm/tests/lifecycle-*.sh; each
 # prints "RESULT KEY OK|FAIL DETAIL" lines, recorded here one by one.
 #
-# LIFECYCLE_CYCLES sets the number of insmod and unbind cycles: 20 by
+# LIFECYCLE_CYCLES sets the number of insmod and unbind cycles: 10 by
 # default, to keep make check short; long runs use 200
-# (make check T=lifecycle LIFECYCLE_CYCLES=200).
+# (LIFECYCLE_CYCLES=200 make check T=lifecycle).
 
-lifecycle_cycles=${LIFECYCLE_CYCLES:-20}
+lifecycle_cycles=${LIFECYCLE_CYCLES:-10}
 lifecycle_probe=$BUILD_DIR/tests/lifecycle-probe
 
 # lifecycle_guest NAME TEST "KEY=LABEL;..." [run-guest.sh ARGS...]: one guest
