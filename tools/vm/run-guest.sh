@@ -5,6 +5,7 @@
 #                [--file FILE]... [--cpio FILE.cpio.gz]... [--vfu "DEVICE ARGS"]... [--env VAR=VALUE]...
 #                [--timeout SECONDS] [--smp N] [--mem SIZE]
 #                [--append "KERNEL ARGS"]   (e.g. module parameters: virtio_media.guest_mmap=1)
+#                [--qmp] [--host-actions] [--hotplug]
 #
 # --ko and --file copy FILE into the guest's /extra; --cpio appends an
 # initramfs part (e.g. tools/vm/guest-perf.sh's). Each --vfu attaches one
@@ -17,10 +18,27 @@
 # verdict, 126 when the test passed but the kernel reported a problem
 # (tools/vm/guest-report.sh; the reports are in kernel-report.txt, which
 # every run writes, empty when there is none). KVM=1 uses KVM instead of TCG.
+#
+# --qmp gives QEMU a QMP socket, qmp.sock in the logs folder (one client at
+# a time); the --vfu devices are vfu0, vfu1, ... there. --host-actions lets
+# the test ask the host to act while it runs: `host_action VERB ARGS...` in
+# the guest (tools/vm/guest-host-action.sh) sends the request over the
+# guest's /dev/ttyS2 to tools/vm/host-actions.py, which carries it out
+# (through QMP, or on the device processes) and answers when it is done:
+# device_del ID, device_add [bus=PORT] DEVICE FLAGS..., kill ID [SIGNAL],
+# qmp JSON, after SECONDS VERB ARGS...; its log is host-actions.log. It
+# implies --qmp and adds two empty PCIe root ports for device_add.
+# --hotplug (implies --host-actions) also puts each --vfu device behind its
+# own root port (rp0, rp1, ...; the empty ones follow) so that it can be
+# unplugged, and starts these devices with --no-msix: QEMU 11.1.3 aborts
+# when it unplugs a vfio-user device that has MSI-X (an assertion in
+# vfio_user_msix_teardown). It also aborts when the process of a device
+# without MSI-X dies, so a device that a test kills must keep its MSI-X.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 name="" test="" modules="" timeout_s=300 smp=2 mem=1G kos=() envs=() vfus=() cpios=() append=""
+qmp=0 host_actions=0 hotplug=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--name) name=$2; shift 2 ;;
@@ -34,6 +52,9 @@ while [ $# -gt 0 ]; do
 	--smp) smp=$2; shift 2 ;;
 	--mem) mem=$2; shift 2 ;;
 	--append) append=$2; shift 2 ;;
+	--qmp) qmp=1; shift ;;
+	--host-actions) host_actions=1 qmp=1; shift ;;
+	--hotplug) hotplug=1 host_actions=1 qmp=1; shift ;;
 	*) die "unknown argument $1" ;;
 	esac
 done
@@ -47,10 +68,10 @@ rm -rf "$out"; mkdir -p "$out"
 
 # The per-run part of the initramfs: the test script and extra modules.
 overlay=$(mktemp -d)
-vfu_pids=()
+vfu_pids=() actions_pid=""
 cleanup() {
 	local pid
-	for pid in "${vfu_pids[@]}"; do
+	for pid in $actions_pid "${vfu_pids[@]}"; do
 		kill "$pid" 2>/dev/null || true
 		wait "$pid" 2>/dev/null || true
 	done
@@ -59,6 +80,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$overlay/extra"
 [ -n "$test" ] && install -m 755 "$test" "$overlay/test.sh"
+install -D -m 755 "$VM_DIR/guest-host-action.sh" "$overlay/usr/bin/host_action"
 for ko in "${kos[@]}"; do cp "$ko" "$overlay/extra/"; done
 # Sourced by the guest's shell: each VAR=VALUE as VAR='VALUE', so values may
 # hold spaces and shell syntax (regular expressions).
@@ -74,18 +96,45 @@ rm -f "$out/overlay.cpio.gz"
 # interrupt of early boot (7.3.4 under TCG), before anything of ours runs.
 accel=(-accel tcg -cpu max,la57=off)
 [ "${KVM:-0}" = 1 ] && accel=(-accel kvm -cpu host)
-device=()
+device=() root_ports=() actions_devices=()
+# Hot-pluggable slots: one PCIe root port per device with --hotplug, and
+# two empty ones for devices the test adds.
+if [ "$host_actions" = 1 ]; then
+	ports=2
+	[ "$hotplug" = 1 ] && ports=$((ports + ${#vfus[@]}))
+	for i in $(seq 0 $((ports - 1))); do
+		device+=(-device "pcie-root-port,id=rp$i,chassis=1,slot=$((i + 1))")
+		root_ports+=("rp$i")
+	done
+fi
 for i in "${!vfus[@]}"; do
 	suffix=$([ "$i" = 0 ] || echo "$i")
 	sock=$out/vfu$suffix.sock
+	flags=${vfus[$i]}
+	[ "$hotplug" = 1 ] && flags="$flags --no-msix"
 	# shellcheck disable=SC2086 # a --vfu value is a word list of device flags
-	"$REPO_DIR/tools/virtio-media-vfu/target/release/virtio-media-vfu" --socket "$sock" ${vfus[$i]} \
+	"$REPO_DIR/tools/virtio-media-vfu/target/release/virtio-media-vfu" --socket "$sock" $flags \
 		> "$out/vfu$suffix.log" 2>&1 &
 	vfu_pids+=($!)
 	for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 	[ -S "$sock" ] || die "the device did not create $sock (see $out/vfu$suffix.log)"
-	device+=(-device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"path\":\"$sock\",\"type\":\"unix\"}}")
+	bus=""
+	[ "$hotplug" = 1 ] && bus=",\"bus\":\"rp$i\""
+	actions_devices+=(--device "vfu$i:${vfu_pids[$i]}:${bus:+rp$i}")
+	device+=(-device "{\"driver\":\"vfio-user-pci\",\"id\":\"vfu$i\"$bus,\"socket\":{\"path\":\"$sock\",\"type\":\"unix\"}}")
 done
+monitor=()
+[ "$qmp" = 1 ] && monitor+=(-qmp "unix:$out/qmp.sock,server=on,wait=off")
+if [ "$host_actions" = 1 ]; then
+	# It listens on the guest's ttyS2 line before QEMU starts and joins it.
+	/usr/bin/python3 "$VM_DIR/host-actions.py" --out "$out" --listen "$out/host-actions.sock" \
+		--qmp "$out/qmp.sock" --vfu-bin "$REPO_DIR/tools/virtio-media-vfu/target/release/virtio-media-vfu" \
+		--ports "$(IFS=,; echo "${root_ports[*]}")" "${actions_devices[@]}" 2> "$out/host-actions.err" &
+	actions_pid=$!
+	for _ in $(seq 100); do [ -S "$out/host-actions.sock" ] && break; sleep 0.1; done
+	[ -S "$out/host-actions.sock" ] || die "host-actions.py did not start (see $out/host-actions.err)"
+	monitor+=(-chardev "socket,id=host-actions,path=$out/host-actions.sock" -serial chardev:host-actions)
+fi
 
 # At most GUEST_SLOTS guests at once on this machine (default 2, one per
 # pair of host threads a TCG guest keeps busy): several test runs sharing
@@ -110,11 +159,29 @@ timeout --kill-after=10 "$timeout_s" "$qemu" "${accel[@]}" -nodefaults -display 
 	-m "$mem" -smp "$smp" \
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$out/initramfs.cpio.gz" \
 	-append "console=ttyS0 panic=-1 oops=panic vm.modules=$modules $append" \
-	-serial "file:$out/console.log" -serial "file:$out/export.log" \
+	-serial "file:$out/console.log" -serial "file:$out/export.log" "${monitor[@]}" \
 	"${device[@]}" > "$out/qemu.log" 2>&1
 qemu_status=$?
 set -e
 rm -f "$out/initramfs.cpio.gz"
+# QEMU logs every access to a device whose process died (two lines each,
+# thousands a second while the guest polls it): keep the start and the end.
+if [ "$(stat -c %s "$out/qemu.log")" -gt $((1 << 20)) ]; then
+	lines=$(wc -l < "$out/qemu.log")
+	{
+		head -n 100 "$out/qemu.log"
+		echo "[run-guest.sh: $((lines - 200)) lines left out]"
+		tail -n 100 "$out/qemu.log"
+	} > "$out/qemu.log.short"
+	mv "$out/qemu.log.short" "$out/qemu.log"
+fi
+# host-actions.py ends with QEMU, after stopping the devices it started.
+if [ -n "$actions_pid" ]; then
+	for _ in $(seq 150); do kill -0 "$actions_pid" 2>/dev/null || break; sleep 0.1; done
+	kill "$actions_pid" 2>/dev/null || true
+	wait "$actions_pid" 2>/dev/null || true
+	actions_pid=""
+fi
 # Devices that exit on disconnect finish on their own (they may write files).
 for i in "${!vfus[@]}"; do
 	case " ${vfus[$i]} " in *" --exit-on-disconnect "*) ;; *) continue ;; esac

@@ -103,6 +103,12 @@ pub struct Args {
     #[arg(long, short)]
     pub verbose: bool,
 
+    /// No MSI-X capability: the device interrupts through INTx only. QEMU
+    /// 11.1.3 aborts when it unplugs (device_del) a vfio-user device that
+    /// has MSI-X, so devices that are to be unplugged run with this.
+    #[arg(long)]
+    pub no_msix: bool,
+
     /// Exit when the client disconnects instead of waiting for the next one.
     #[arg(long)]
     pub exit_on_disconnect: bool,
@@ -201,6 +207,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         devices::BackendOpts { frame_log, source_change_every: args.source_change_every, crop: args.crop },
     )?;
     let mut dev = device::VirtioMediaPci::new(args.device_id, shm.clone(), backend, events, mem);
+    if args.no_msix {
+        dev.pci.remove_msix();
+    }
     dev.response_delay = std::time::Duration::from_millis(args.response_delay_ms);
     let fault = |name: &str| args.fault.iter().any(|f| f == name);
     dev.faults = device::Faults {
@@ -251,8 +260,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let server = vfio_user::Server::new(
         &args.socket,
         true,
-        vfu::irqs(),
-        vfu::regions(shm.size(), shm.raw_fd()),
+        vfu::irqs(!args.no_msix),
+        vfu::regions(shm.size(), shm.raw_fd(), !args.no_msix),
     )
     .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.socket.display()))?;
     let shm_desc = if shm.is_present() {

@@ -203,6 +203,16 @@ impl PciConfigSpace {
         }
     }
 
+    /// Drops the MSI-X capability and BAR4: the device then interrupts
+    /// through INTx only (see `--no-msix`).
+    pub fn remove_msix(&mut self) {
+        self.bytes[0x34] = CAP_COMMON as u8;
+        self.bytes[CAP_MSIX..CAP_MSIX + 12].fill(0);
+        self.wmask[CAP_MSIX..CAP_MSIX + 12].fill(0);
+        self.set32(0x20, 0);
+        self.wmask32(0x20, 0);
+    }
+
     pub fn msix_enabled(&self) -> bool {
         self.read16(CAP_MSIX + 2) & MSIX_CTRL_ENABLE != 0
     }
@@ -366,6 +376,22 @@ mod tests {
         // BAR0 and BAR4 are unchanged.
         assert_eq!(c.read32(0x10), !(BAR0_SIZE as u32 - 1) & !0xf);
         assert_eq!(c.read32(0x20), !(MSIX_BAR_SIZE as u32 - 1));
+    }
+
+    #[test]
+    fn no_msix_leaves_intx_only() {
+        let mut c = PciConfigSpace::new(42, 1 << 20);
+        let with_msix = walk(&c);
+        c.remove_msix();
+        let caps = walk(&c);
+        assert!(!caps.iter().any(|(_, id, _)| *id == PCI_CAP_ID_MSIX));
+        assert_eq!(caps[..], with_msix[1..], "the virtio structures stay where they are");
+        // BAR4 is not implemented and MSI-X cannot be enabled.
+        c.write(0x20, &0xffff_ffffu32.to_le_bytes());
+        assert_eq!(c.read32(0x20), 0);
+        c.write((CAP_MSIX + 3) as u64, &[0x80]);
+        assert!(!c.msix_enabled());
+        assert_eq!(c.read8(0x3d), 1, "INTA#");
     }
 
     #[test]

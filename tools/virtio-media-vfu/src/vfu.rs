@@ -19,8 +19,9 @@ use crate::pci;
 
 /// Region layout offered to the client. `shm_fd` is the shared-memory
 /// memfd; `None` (a device without shared memory) leaves the BAR2 region
-/// absent: size 0, no flags, no fd, so the client maps nothing.
-pub fn regions(shm_size: u64, shm_fd: Option<i32>) -> Vec<ServerRegion> {
+/// absent: size 0, no flags, no fd, so the client maps nothing. Without
+/// `msix`, the MSI-X BAR (BAR4) is absent the same way.
+pub fn regions(shm_size: u64, shm_fd: Option<i32>, msix: bool) -> Vec<ServerRegion> {
     (0..VFIO_PCI_NUM_REGIONS)
         .map(|index| {
             let mut info = vfio_region_info {
@@ -53,7 +54,7 @@ pub fn regions(shm_size: u64, shm_fd: Option<i32>) -> Vec<ServerRegion> {
                     });
                     mmap_fd = Some(shm_fd);
                 }
-                i if i == pci::BAR_MSIX => {
+                i if i == pci::BAR_MSIX && msix => {
                     info.size = pci::MSIX_BAR_SIZE;
                     info.flags = rw;
                 }
@@ -72,7 +73,8 @@ pub fn regions(shm_size: u64, shm_fd: Option<i32>) -> Vec<ServerRegion> {
         .collect()
 }
 
-pub fn irqs() -> Vec<IrqInfo> {
+/// Interrupts offered to the client: INTx, and MSI-X unless `msix` is false.
+pub fn irqs(msix: bool) -> Vec<IrqInfo> {
     (0..VFIO_PCI_NUM_IRQS)
         .map(|index| match index {
             VFIO_PCI_INTX_IRQ_INDEX => IrqInfo {
@@ -80,7 +82,7 @@ pub fn irqs() -> Vec<IrqInfo> {
                 count: 1,
                 flags: VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_MASKABLE | VFIO_IRQ_INFO_AUTOMASKED,
             },
-            VFIO_PCI_MSIX_IRQ_INDEX => IrqInfo {
+            VFIO_PCI_MSIX_IRQ_INDEX if msix => IrqInfo {
                 index,
                 count: pci::MSIX_VECTORS as u32,
                 flags: VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_NORESIZE,
@@ -183,14 +185,14 @@ mod tests {
 
     #[test]
     fn shm_region_with_and_without_shared_memory() {
-        let with = regions(1 << 20, Some(7));
+        let with = regions(1 << 20, Some(7), true);
         let bar2 = &with[pci::BAR_SHM as usize];
         assert_eq!(bar2.region_info.size, 1 << 20);
         assert_ne!(bar2.region_info.flags & VFIO_REGION_INFO_FLAG_MMAP, 0);
         assert_eq!(bar2.mmap_fd, Some(7));
         assert_eq!(bar2.sparse_areas.len(), 1);
 
-        let without = regions(0, None);
+        let without = regions(0, None, true);
         assert_eq!(without.len(), with.len());
         let bar2 = &without[pci::BAR_SHM as usize];
         assert_eq!(bar2.region_info.index, pci::BAR_SHM);
@@ -201,5 +203,22 @@ mod tests {
             let (a, b) = (&with[i as usize].region_info, &without[i as usize].region_info);
             assert_eq!((a.size, a.flags), (b.size, b.flags), "region {i}");
         }
+    }
+
+    #[test]
+    fn no_msix_region_or_vectors() {
+        let with = regions(1 << 20, Some(7), true);
+        let without = regions(1 << 20, Some(7), false);
+        let bar4 = &without[pci::BAR_MSIX as usize].region_info;
+        assert_eq!((bar4.size, bar4.flags), (0, 0));
+        assert_eq!(with[pci::BAR_MSIX as usize].region_info.size, pci::MSIX_BAR_SIZE);
+        for i in [pci::BAR0, pci::BAR_SHM, VFIO_PCI_CONFIG_REGION_INDEX] {
+            let (a, b) = (&with[i as usize].region_info, &without[i as usize].region_info);
+            assert_eq!((a.size, a.flags), (b.size, b.flags), "region {i}");
+        }
+        let count = |msix, index| irqs(msix).iter().find(|i| i.index == index).map(|i| i.count);
+        assert_eq!(count(true, VFIO_PCI_MSIX_IRQ_INDEX), Some(pci::MSIX_VECTORS as u32));
+        assert_eq!(count(false, VFIO_PCI_MSIX_IRQ_INDEX), Some(0));
+        assert_eq!(count(false, VFIO_PCI_INTX_IRQ_INDEX), Some(1));
     }
 }

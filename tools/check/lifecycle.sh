@@ -1,0 +1,78 @@
+# Life-cycle tests of the driver: the module loaded and unloaded again and
+# again, devices unbound while used, a device whose process dies, devices
+# unplugged and plugged in (QMP, through run-guest.sh --host-actions), and
+# system sleep. The guest tests are tools/vm/tests/lifecycle-*.sh; each
+# prints "RESULT KEY OK|FAIL DETAIL" lines, recorded here one by one.
+#
+# LIFECYCLE_CYCLES sets the number of insmod and unbind cycles: 10 by
+# default, to keep make check short; long runs use 200
+# (LIFECYCLE_CYCLES=200 make check T=lifecycle).
+
+lifecycle_cycles=${LIFECYCLE_CYCLES:-10}
+lifecycle_probe=$BUILD_DIR/tests/lifecycle-probe
+
+# lifecycle_guest NAME TEST "KEY=LABEL;..." [run-guest.sh ARGS...]: one guest
+# run of tools/vm/tests/TEST with the module and lifecycle-probe; records
+# one line for each KEY, a FAIL for a KEY the test did not report.
+lifecycle_guest() {
+	local name=$1 test=$2 keys=$3 status pair key label line verdict
+	shift 3
+	if need module && need vfu && need headers && mkdir -p "$(dirname "$lifecycle_probe")" &&
+		gcc -O2 -static -Wall -Wextra -Werror -I"$V4L2R_VIDEODEV2_H_PATH" -o "$lifecycle_probe" \
+			tools/vm/tests/lifecycle-probe.c > "$results/lifecycle-probe.build.log" 2>&1; then
+		# KUnit off: the module's suites would run at every insmod.
+		guest "$name" --ko "$ko" --file tools/vm/tests/lifecycle-lib.sh --file "$lifecycle_probe" \
+			--modules virtio_media --append "kunit.enable=0 $module_params" \
+			--test "tools/vm/tests/$test" --timeout 600 "$@"
+		status=$?
+	else
+		status="no module, device or lifecycle-probe (see $results)"
+	fi
+	while [ -n "$keys" ]; do
+		pair=${keys%%;*}
+		[ "$pair" = "$keys" ] && keys="" || keys=${keys#*;}
+		key=${pair%%=*} label=${pair#*=}
+		line=$(grep -ao "RESULT $key \(OK\|FAIL\) .*" "$results/$name/console.log" 2> /dev/null | tail -n 1)
+		verdict=$(echo "$line" | cut -d' ' -f3)
+		if [ -n "$line" ]; then
+			record "lifecycle: $label" "$verdict" "$(echo "$line" | cut -d' ' -f4-)"
+		else
+			record "lifecycle: $label" FAIL "no result (guest status $status; $results/$name/console.log)"
+		fi
+	done
+}
+
+t_lifecycle_insmod() {
+	lifecycle_guest lifecycle-insmod lifecycle-insmod.sh \
+		"insmod-cycles=$lifecycle_cycles x insmod, stream, rmmod" \
+		--vfu "--device-id 42 --backend capture" --env "CYCLES=$lifecycle_cycles"
+}
+check_test lifecycle-insmod-cycles t_lifecycle_insmod
+
+t_lifecycle_unbind() {
+	lifecycle_guest lifecycle-unbind lifecycle-unbind.sh \
+		"unbind-cycles=$lifecycle_cycles x unbind, bind while streaming" \
+		--vfu "--device-id 42 --backend capture" --env "CYCLES=$lifecycle_cycles"
+}
+check_test lifecycle-unbind-cycles t_lifecycle_unbind
+
+t_lifecycle_kill_device() {
+	lifecycle_guest lifecycle-kill-device lifecycle-kill-device.sh \
+		"kill-device-error=device killed: the program gets an error;kill-device-new=device killed: a new device streams;kill-device-unbind=device killed: the dead device unbinds" \
+		--host-actions --vfu "--device-id 42 --backend capture"
+}
+check_test lifecycle-kill-device t_lifecycle_kill_device
+
+t_lifecycle_device_del() {
+	lifecycle_guest lifecycle-device-del lifecycle-device-del.sh \
+		"device-del-stream=device_del: streaming program gets ENODEV;device-del-sigbus=device_del: SIGBUS on its mapped buffers;device-add-stream=device_del: device_add, new device streams" \
+		--hotplug --vfu "--device-id 42 --backend capture" --vfu "--device-id 42 --backend capture"
+}
+check_test lifecycle-device-del t_lifecycle_device_del
+
+t_lifecycle_suspend() {
+	lifecycle_guest lifecycle-suspend lifecycle-suspend.sh \
+		"suspend-resume=suspend to idle and resume;suspend-streamer=suspend: streaming program goes on or fails;suspend-session=suspend: open session answers;suspend-new=suspend: new session streams" \
+		--host-actions --vfu "--device-id 42 --backend capture"
+}
+check_test lifecycle-suspend t_lifecycle_suspend
