@@ -1,0 +1,192 @@
+# Guest test: rounds of a workload against a hostile device
+# (virtio-media-vfu --fuzz SEED; Documentation/fuzzing.rst).
+#
+# Each round loads the driver (the device then plays round R, seed
+# SEED + R), runs programs for ROUND_SECONDS at most and unloads it. A
+# round passes when
+#   * every program ends: killed at its deadline at the latest, it must
+#     then exit (a program the kernel keeps is a hang);
+#   * no task sleeps uninterruptibly for D_LIMIT s or more (the driver's
+#     command timeout is 5 s);
+#   * the module unloads;
+#   * the pinned-page count is back to where it was before the first round,
+#     exactly, and unreclaimable slab within SLAB_TOLERANCE_KIB of where it
+#     was after the first round (KASAN's quarantine and per-CPU caches make
+#     slab move a little by themselves).
+# The program results themselves may be anything: the device lies. The
+# kernel log, kmemleak and the module unload are checked by /init and the
+# runner after the test. One line per round goes to fuzz-rounds.txt.
+#
+# Variables (test.env): ROUNDS, ROUND_SECONDS, BACKEND (capture, output,
+# m2m: which streams to run), COMPLIANCE_EVERY (v4l2-compliance -s in
+# every Nth round, 0 = never), GUEST_MMAP_EVERY (guest_mmap=1 in every Nth
+# round, 0 = never), D_LIMIT, SLAB_TOLERANCE_KIB.
+. /test.env
+rounds=${ROUNDS:-5}
+round_s=${ROUND_SECONDS:-20}
+backend=${BACKEND:-capture}
+compliance_every=${COMPLIANCE_EVERY:-0}
+guest_mmap_every=${GUEST_MMAP_EVERY:-2}
+d_limit=${D_LIMIT:-10}
+slab_tolerance=${SLAB_TOLERANCE_KIB:-1024}
+ko=/extra/virtio_media.ko
+work=/tmp/fuzz
+out=/tmp/fuzz-rounds.txt
+mkdir -p $work
+: > $out
+
+pins() { # pages pinned now (FOLL_PIN acquired - released)
+	echo 1 > /proc/sys/vm/stat_refresh
+	awk '/^nr_foll_pin_acquired/ { a = $2 } /^nr_foll_pin_released/ { r = $2 } END { print a - r }' /proc/vmstat
+}
+slab() { # unreclaimable slab, KiB, after the caches the kernel can drop
+	sync; echo 3 > /proc/sys/vm/drop_caches
+	awk '/^SUnreclaim/ { print $2 }' /proc/meminfo
+}
+
+# run NAME COMMAND...: starts a program of the round in the background.
+run() {
+	name=$1; shift
+	"$@" > $work/$name.log 2>&1 &
+	echo "$name" > $work/pid.$!
+}
+
+state() { # the state letter of task $1 (empty once it is gone)
+	sed -n 's/.*) \([A-Z]\).*/\1/p' /proc/$1/stat 2>/dev/null
+}
+
+# Task state and where it sleeps, for the report of a stuck task.
+describe_task() {
+	echo "  task $1 ($(cat /proc/$1/comm 2>/dev/null)): state $(state $1), wchan $(cat /proc/$1/wchan 2>/dev/null)"
+	sed 's/^/    /' /proc/$1/stack 2>/dev/null
+}
+
+# watch DEADLINE: waits for the round's programs; past the deadline they
+# get SIGTERM, 3 s later SIGKILL, and one still there KILL_GRACE s after
+# that is reported stuck. Meanwhile samples every task's state each
+# second: a task in D for d_limit consecutive samples is reported once.
+# Prints the problems.
+watch() {
+	deadline=$1 now=0
+	: > $work/dcount
+	while :; do
+		left=0
+		for f in $work/pid.*; do
+			[ -e "$f" ] || continue
+			pid=${f##*.} name=$(cat "$f")
+			st=$(state "$pid")
+			if [ -z "$st" ] || [ "$st" = Z ]; then
+				wait "$pid" 2>/dev/null
+				echo "$name rc=$?" >> $work/results
+				rm -f "$f"
+				continue
+			fi
+			left=$((left + 1))
+			if [ $now -ge $((deadline + 3 + 10)) ]; then
+				echo "STUCK: $name (pid $pid) did not exit $((now - deadline - 3)) s after SIGKILL"
+				describe_task "$pid"
+				echo "$name stuck" >> $work/results
+				rm -f "$f"
+			elif [ $now -ge $((deadline + 3)) ]; then
+				kill -KILL "$pid" 2>/dev/null
+			elif [ $now -ge "$deadline" ]; then
+				kill -TERM "$pid" 2>/dev/null
+				echo "$name killed at deadline" >> $work/killed
+			fi
+		done
+		# Tasks in D: "pid consecutive-seconds" carried over in dcount.
+		cat /proc/[0-9]*/stat 2>/dev/null |
+			awk 'match($0, /\) [A-Z] /) && substr($0, RSTART + 2, 1) == "D" { print $1 }' > $work/dnow
+		awk 'NR == FNR { c[$1] = $2; next } { print $1, c[$1] + 1 }' $work/dcount $work/dnow > $work/dnext
+		mv $work/dnext $work/dcount
+		while read -r pid count; do
+			if [ "$count" = "$d_limit" ]; then
+				echo "STUCK: a task slept uninterruptibly for $d_limit s"
+				describe_task "$pid"
+			fi
+		done < $work/dcount
+		[ $left = 0 ] && break
+		sleep 1
+		now=$((now + 1))
+	done
+}
+
+# The round's node: what the driver registered for the virtio device.
+find_node() {
+	for i in $(seq 20); do
+		for d in /sys/bus/virtio/drivers/virtio_media/virtio*/video4linux/*; do
+			[ -e "$d" ] && { echo "/dev/${d##*/}"; return 0; }
+		done
+		sleep 0.5
+	done
+	return 1
+}
+
+case "$backend" in
+capture) mmap_args="--stream-mmap" user_args="--stream-user" ;;
+output) mmap_args="--stream-out-mmap" user_args="--stream-out-user" ;;
+m2m) mmap_args="--stream-mmap --stream-out-mmap" user_args="--stream-user --stream-out-user" ;;
+*) echo "FAIL: unknown BACKEND $backend"; exit 1 ;;
+esac
+
+pins0=$(pins)
+slab1=""
+failed=0
+r=0
+echo "fuzz-device: $rounds rounds of up to $round_s s, backend $backend; pinned pages before: $pins0"
+while [ $r -lt "$rounds" ]; do
+	rm -f $work/*
+	params=""
+	[ "$guest_mmap_every" -gt 0 ] && [ $((r % guest_mmap_every)) = 1 ] && params="guest_mmap=1"
+	echo "=== fuzz round $r ${params:-guest_mmap=0} ==="
+	# The kernel log says which round a report belongs to.
+	echo "fuzz-device: round $r" > /dev/kmsg
+	start=$(date +%s)
+	why=""
+	if ! timeout 60 insmod $ko $params; then
+		why="insmod failed"
+	fi
+	node=$(find_node)
+	if [ -n "$node" ]; then
+		# Several sessions at once: controls, two streams, maybe compliance.
+		run ctl sh -c "for i in 1 2 3 4 5 6; do
+			v4l2-ctl -d $node --all; v4l2-ctl -d $node --list-ctrls-menus
+			v4l2-ctl -d $node --list-formats-ext; v4l2-ctl -d $node -c brightness=\$((i * 40))
+			v4l2-ctl -d $node -C brightness; v4l2-ctl -d $node -c horizontal_flip=\$((i % 2))
+		done"
+		run mmap v4l2-ctl -d "$node" $mmap_args --stream-count=30 --stream-to=/dev/null
+		run user v4l2-ctl -d "$node" $user_args --stream-count=30 --stream-to=/dev/null
+		run events v4l2-ctl -d "$node" --poll-for-event=ctrl=brightness
+		if [ "$compliance_every" -gt 0 ] && [ $((r % compliance_every)) = 0 ]; then
+			run compliance v4l2-compliance -d "$node" -s
+		fi
+		watch $((round_s - ($(date +%s) - start))) > $work/problems
+		if [ -s $work/problems ]; then
+			cat $work/problems
+			why="$why${why:+; }$(grep -m 1 '^STUCK' $work/problems)"
+		fi
+		echo "programs: $(tr '\n' ' ' < $work/results)"
+		[ -s $work/killed ] && echo "killed at the deadline: $(cut -d' ' -f1 $work/killed | sort -u | tr '\n' ' ')"
+	else
+		echo "no video node: the driver did not register the device"
+	fi
+	if grep -q '^virtio_media ' /proc/modules && ! timeout 60 rmmod virtio_media; then
+		why="$why${why:+; }rmmod failed"
+		echo "rmmod failed; users: $(cat /sys/module/virtio_media/refcnt 2>/dev/null)"
+	fi
+	p=$(pins) s=$(slab)
+	[ -z "$slab1" ] && slab1=$s
+	[ "$p" = "$pins0" ] || why="$why${why:+; }$((p - pins0)) pages still pinned"
+	[ $((s - slab1)) -le "$slab_tolerance" ] || why="$why${why:+; }slab grew by $((s - slab1)) KiB"
+	line="round $r ($(($(date +%s) - start)) s, ${node:-no node}, ${params:-guest_mmap=0}): pins $p, slab $s KiB"
+	if [ -n "$why" ]; then
+		echo "FAIL $line: $why" | tee -a $out
+		failed=$((failed + 1))
+	else
+		echo "OK $line" | tee -a $out
+	fi
+	r=$((r + 1))
+done
+export_file fuzz-rounds.txt $out
+echo "fuzz-device: $((rounds - failed)) of $rounds rounds passed; pinned pages $pins0 -> $(pins), slab after round 0 $slab1 KiB -> $(slab) KiB"
+[ $failed = 0 ]
