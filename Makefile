@@ -12,6 +12,8 @@
 #   make check T=RE  only the tests whose ID matches the regular expression RE
 #   make bench       benchmark in a guest on the non-debug kernel:
 #                    build/results/bench.{json,png,txt}
+#   make fuzz        the fuzzers for longer (DEVICE_SEEDS=N, IOCTL_SECONDS=S,
+#                    see Documentation/fuzzing.rst): build/fuzz-results/
 
 LLVM ?= -19
 export LLVM
@@ -21,7 +23,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 # The cached guest kernel, unless KDIR names another tree.
 kdir = $(if $(KDIR),$(KDIR),$$(tools/vm/kernel.sh))
 
-.PHONY: all modules kernel clean check run device bench
+.PHONY: all modules kernel clean check run device bench fuzz
 all: modules
 
 modules:
@@ -46,3 +48,8 @@ run:
 
 bench:
 	@tools/bench.sh
+
+# Command-line variables (DEVICE_SEEDS=N ...) reach tools/fuzz.sh through
+# the environment.
+fuzz:
+	@tools/fuzz.sh
