@@ -61,13 +61,13 @@ describe_task() {
 	sed 's/^/    /' /proc/$1/stack 2>/dev/null
 }
 
-# watch DEADLINE: waits for the round's programs; past the deadline they
+# watch_programs DEADLINE: waits for the round's programs; past the deadline they
 # get SIGTERM, 3 s later SIGKILL, and one still there KILL_GRACE s after
 # that is reported stuck. Meanwhile samples every task's state each
 # second: a task in D for d_limit consecutive samples is reported once.
 # Prints the problems.
-watch() {
-	deadline=$1 now=0
+watch_programs() {
+	deadline=$1 t0=$(date +%s) now=0
 	: > $work/dcount
 	while :; do
 		left=0
@@ -107,13 +107,14 @@ watch() {
 		done < $work/dcount
 		[ $left = 0 ] && break
 		sleep 1
-		now=$((now + 1))
+		now=$(($(date +%s) - t0))
 	done
 }
 
-# The round's node: what the driver registered for the virtio device.
+# The round's node: what the driver registered for the virtio device
+# (insmod returns once probe is done; devtmpfs may take a moment).
 find_node() {
-	for i in $(seq 20); do
+	for i in 1 2 3 4; do
 		for d in /sys/bus/virtio/drivers/virtio_media/virtio*/video4linux/*; do
 			[ -e "$d" ] && { echo "/dev/${d##*/}"; return 0; }
 		done
@@ -160,7 +161,7 @@ while [ $r -lt "$rounds" ]; do
 		if [ "$compliance_every" -gt 0 ] && [ $((r % compliance_every)) = 0 ]; then
 			run compliance v4l2-compliance -d "$node" -s
 		fi
-		watch $((round_s - ($(date +%s) - start))) > $work/problems
+		watch_programs $((round_s - ($(date +%s) - start))) > $work/problems
 		if [ -s $work/problems ]; then
 			cat $work/problems
 			why="$why${why:+; }$(grep -m 1 '^STUCK' $work/problems)"
