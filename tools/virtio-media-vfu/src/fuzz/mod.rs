@@ -89,15 +89,15 @@ impl Kind {
     /// for the rest of the round) stay rare.
     fn rates(self) -> &'static [u32] {
         match self {
-            Kind::RespSize | Kind::RespErrno | Kind::UsedLen => &[0, 0, 5, 20, 60],
-            Kind::RespField | Kind::EventField => &[0, 0, 10, 40, 120],
+            Kind::RespSize | Kind::RespErrno | Kind::UsedLen => &[0, 0, 10, 40, 100],
+            Kind::RespField | Kind::EventField => &[0, 0, 20, 80, 200],
             Kind::RespSession | Kind::RespMmap => &[0, 0, 100, 300],
-            Kind::EventLen => &[0, 0, 5, 30],
-            Kind::Silent => &[0, 0, 0, 2, 6],
-            Kind::Late => &[0, 0, 10, 40],
-            Kind::Twice => &[0, 0, 0, 0, 1, 3],
-            Kind::EventFlood => &[0, 0, 0, 5, 20],
-            Kind::Config => &[0, 0, 0, 2, 10],
+            Kind::EventLen => &[0, 0, 10, 50],
+            Kind::Silent => &[0, 0, 0, 3, 10],
+            Kind::Late => &[0, 0, 20, 80],
+            Kind::Twice => &[0, 0, 0, 0, 2, 5],
+            Kind::EventFlood => &[0, 0, 0, 10, 40],
+            Kind::Config => &[0, 0, 0, 5, 20],
         }
     }
 }
