@@ -2,8 +2,9 @@
 # (virtio-media-vfu --fuzz) under a guest workload, and hostile programs
 # (tools/fuzz/v4l2-fuzz). make check runs a fixed, bounded amount; make fuzz
 # (tools/fuzz.sh) runs the same tests longer by setting
-#   DEVICE_SEEDS  device seeds in all (make check: 20), in boots of up to
-#                 ROUNDS_PER_BOOT rounds, one seed per round
+#   DEVICE_SEEDS  device seeds in all (make check: 20), in boots of two
+#                 devices and up to ROUNDS_PER_BOOT rounds (make check: 10),
+#                 each round one seed per device
 #   FIRST_SEED    the first device seed (make check: 1)
 #   ROUND_SECONDS how long a round's programs may run (make check: 8)
 #   IOCTL_SEED, IOCTL_RUNS (runs, one seed each), IOCTL_CALLS (calls per
@@ -13,49 +14,55 @@
 fuzz_device_seeds=${DEVICE_SEEDS:-20}
 fuzz_first_seed=${FIRST_SEED:-1}
 fuzz_round_seconds=${ROUND_SECONDS:-8}
-fuzz_rounds_per_boot=${ROUNDS_PER_BOOT:-12}
+fuzz_rounds_per_boot=${ROUNDS_PER_BOOT:-10}
 fuzz_ioctl_seed=${IOCTL_SEED:-1}
 fuzz_ioctl_calls=${IOCTL_CALLS:-600}
 fuzz_ioctl_seconds=${IOCTL_SECONDS:-0}
 fuzz_ioctl_faults=${IOCTL_FAULTS:-100}
 fuzz_bin=$BUILD_DIR/tests/v4l2-fuzz
 
-# The mutations a device made, by kind, from its log: "RespField 12, ...".
+# The mutations devices made, by kind, from their logs on stdin:
+# "RespField 12, ...".
 fuzz_mutations() {
-	grep -o 'fuzz: round [0-9]* [A-Za-z]*:' "$1" 2>/dev/null | awk '{ n[$4]++ } END {
+	grep -o 'fuzz: round [0-9]* [A-Za-z]*:' | awk '{ n[$4]++ } END {
 		for (k in n) printf "%s%s %d", sep, substr(k, 1, length(k) - 1), n[k]; sep = ", " }'
 }
 
-# fuzz_device NAME BACKEND "DEVICE FLAGS" FIRST_SEED ROUNDS: one guest, one
-# hostile device, ROUNDS rounds (seeds FIRST_SEED...); each round loads the
-# driver, runs the workload of tests/fuzz-device.sh and unloads it.
+# fuzz_device NAME "FLAGS0" "FLAGS1" FIRST_SEED ROUNDS: one guest with two
+# hostile devices, ROUNDS rounds; device 0 plays seeds FIRST_SEED...,
+# device 1 the ROUNDS seeds after those. Each round loads the driver, runs
+# the workload of tests/fuzz-device.sh on both nodes and unloads it.
 fuzz_device() {
-	local name=$1 backend=$2 flags=$3 seed=$4 rounds=$5 status label
-	local dir=$results/$1 last=$(($4 + $5 - 1))
-	label="fuzz: device seeds $seed-$last, $backend"
+	local name=$1 flags0=$2 flags1=$3 seed=$4 rounds=$5 status label
+	local dir=$results/$1 seed1=$(($4 + $5)) last=$(($4 + 2 * $5 - 1))
+	local backends
+	backends=$(for f in "$flags0" "$flags1"; do set -- $f; echo "${2:-capture}"; done | paste -sd,)
+	label="fuzz: device seeds $seed-$last ($flags0; $flags1)"
+	label=${label//--backend /}
 	if ! need module || ! need vfu; then
 		record "$label" FAIL "(no module or no device build)"
 		return
 	fi
-	guest "$name" --ko "$ko" --vfu "$flags --fuzz $seed" \
-		--env ROUNDS="$rounds" --env ROUND_SECONDS="$fuzz_round_seconds" --env BACKEND="$backend" \
+	guest "$name" --ko "$ko" --vfu "$flags0 --fuzz $seed" --vfu "$flags1 --fuzz $seed1" \
+		--env ROUNDS="$rounds" --env ROUND_SECONDS="$fuzz_round_seconds" --env BACKENDS="$backends" \
 		--env COMPLIANCE_EVERY=2 --env GUEST_MMAP_EVERY=2 \
-		--test tools/vm/tests/fuzz-device.sh --timeout $((rounds * (fuzz_round_seconds + 75) + 120))
+		--test tools/vm/tests/fuzz-device.sh --timeout $((rounds * (fuzz_round_seconds + 75) + 180))
 	status=$?
-	local ok bad played failed_seeds
+	local ok bad played0 played1 failed_seeds
 	ok=$(grep -c '^OK round' "$dir/fuzz-rounds.txt" 2>/dev/null)
 	bad=$(grep -c '^FAIL round' "$dir/fuzz-rounds.txt" 2>/dev/null)
-	played=$(grep -c 'fuzz: round [0-9]* seed' "$dir/vfu.log" 2>/dev/null)
+	played0=$(grep -c 'fuzz: round [0-9]* seed' "$dir/vfu.log" 2>/dev/null)
+	played1=$(grep -c 'fuzz: round [0-9]* seed' "$dir/vfu1.log" 2>/dev/null)
 	failed_seeds=$(sed -n 's/^FAIL round \([0-9]*\).*/\1/p' "$dir/fuzz-rounds.txt" 2>/dev/null |
-		awk -v s="$seed" '{ printf "%s%d", sep, s + $1; sep = " " }')
-	local detail="${ok:-0} of $rounds rounds passed; mutations: $(fuzz_mutations "$dir/vfu.log")"
-	if [ "$status" = 0 ] && [ "${ok:-0}" = "$rounds" ] && [ "${played:-0}" -ge "$rounds" ]; then
+		awk -v a="$seed" -v b="$seed1" '{ printf "%s%d+%d", sep, a + $1, b + $1; sep = " " }')
+	local detail="${ok:-0} of $rounds rounds passed; mutations: $(cat "$dir/vfu.log" "$dir/vfu1.log" 2>/dev/null | fuzz_mutations)"
+	if [ "$status" = 0 ] && [ "${ok:-0}" = "$rounds" ] && [ "${played0:-0}" -ge "$rounds" ] &&
+		[ "${played1:-0}" -ge "$rounds" ]; then
 		record "$label" OK "$detail"
 	else
-		record "$label" FAIL "status $status, ${bad:-0} failed${failed_seeds:+ (seeds $failed_seeds)}, device played ${played:-0} rounds; $detail ($dir/console.log)"
+		record "$label" FAIL "status $status, ${bad:-0} rounds failed${failed_seeds:+ (seeds $failed_seeds)}, devices played ${played0:-0}+${played1:-0} rounds; $detail ($dir/console.log)"
 	fi
 }
-
 
 # build_v4l2_fuzz: the static ioctl fuzzer, against the kernel's UAPI headers.
 build_v4l2_fuzz() {
@@ -91,16 +98,19 @@ fuzz_ioctl() {
 	fi
 }
 
-# The device seeds, cut into boots (test fuzz-device-FIRSTSEED each):
-# capture, m2m without shared memory (guest-backed MMAP), output, in turn.
-fuzz_backends=(capture m2m output)
-fuzz_flags=("--backend capture" "--backend m2m --no-shm" "--backend output")
+# The device seeds, cut into boots (test fuzz-device-FIRSTSEED each) of two
+# devices each, in turn: capture and m2m without shared memory (every MMAP
+# buffer guest-backed); output and m2m; capture without shared memory and
+# the virtio-media crate's simple device.
+fuzz_pairs=("--backend capture" "--backend m2m --no-shm" "--backend output" "--backend m2m"
+	"--backend capture --no-shm" "--backend simple")
 fuzz_seed=$fuzz_first_seed fuzz_left=$fuzz_device_seeds fuzz_boot=0
 while [ "$fuzz_left" -gt 0 ]; do
-	fuzz_n=$((fuzz_left < fuzz_rounds_per_boot ? fuzz_left : fuzz_rounds_per_boot))
-	check_test "fuzz-device-$fuzz_seed" fuzz_device "fuzz-device-$fuzz_seed" "${fuzz_backends[fuzz_boot % 3]}" \
-		"${fuzz_flags[fuzz_boot % 3]}" "$fuzz_seed" "$fuzz_n"
-	fuzz_seed=$((fuzz_seed + fuzz_n)) fuzz_left=$((fuzz_left - fuzz_n)) fuzz_boot=$((fuzz_boot + 1))
+	fuzz_n=$(((fuzz_left + 1) / 2))
+	[ "$fuzz_n" -gt "$fuzz_rounds_per_boot" ] && fuzz_n=$fuzz_rounds_per_boot
+	check_test "fuzz-device-$fuzz_seed" fuzz_device "fuzz-device-$fuzz_seed" "${fuzz_pairs[fuzz_boot % 3 * 2]}" \
+		"${fuzz_pairs[fuzz_boot % 3 * 2 + 1]}" "$fuzz_seed" "$fuzz_n"
+	fuzz_seed=$((fuzz_seed + 2 * fuzz_n)) fuzz_left=$((fuzz_left - 2 * fuzz_n)) fuzz_boot=$((fuzz_boot + 1))
 done
 # The ioctl fuzzer, IOCTL_RUNS runs from IOCTL_SEED (test fuzz-ioctl-SEED).
 for ((fuzz_i = 0; fuzz_i < ${IOCTL_RUNS:-1}; fuzz_i++)); do

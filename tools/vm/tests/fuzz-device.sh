@@ -1,16 +1,17 @@
 # Guest test: rounds of a workload against a hostile device
 # (virtio-media-vfu --fuzz SEED; Documentation/fuzzing.rst).
 #
-# Each round loads the driver (the device then plays round R, seed
-# SEED + R), runs programs for ROUND_SECONDS at most and unloads it. A
-# round passes when
+# Each round loads the driver (each device then plays round R, seed
+# SEED + R of its --fuzz SEED), runs programs on every node for
+# ROUND_SECONDS at most and unloads it. A round passes when
 #   * every program ends: killed at its deadline at the latest, it must
 #     then exit (a program the kernel keeps is a hang);
 #   * no task sleeps uninterruptibly for D_LIMIT s or more (the driver's
 #     command timeout is 5 s);
 #   * the module unloads;
 #   * the pinned-page count is back to where it was before the first round,
-#     exactly, and unreclaimable slab within SLAB_TOLERANCE_KIB of where it
+#     exactly, and unreclaimable slab (counted every SLAB_EVERY rounds and
+#     after the last) within SLAB_TOLERANCE_KIB of where it
 #     was after the first round in which the driver registered a node (its
 #     first use allocates for good: V4L2 core, caches; per-CPU caches make
 #     slab move a little by themselves).
@@ -18,18 +19,21 @@
 # kernel log, kmemleak and the module unload are checked by /init and the
 # runner after the test. One line per round goes to fuzz-rounds.txt.
 #
-# Variables (test.env): ROUNDS, ROUND_SECONDS, BACKEND (capture, output,
-# m2m: which streams to run), COMPLIANCE_EVERY (v4l2-compliance -s in
-# every Nth round, 0 = never), GUEST_MMAP_EVERY (guest_mmap=1 in every Nth
-# round, 0 = never), D_LIMIT, SLAB_TOLERANCE_KIB.
+# Variables (test.env): ROUNDS, ROUND_SECONDS, BACKENDS (the backend of each
+# test device, in --vfu order, comma-separated: capture, output, m2m or
+# simple; which streams
+# to run), COMPLIANCE_EVERY (v4l2-compliance -s in every Nth round, on one
+# node in turn; 0 = never), GUEST_MMAP_EVERY (guest_mmap=1 in every Nth
+# round, 0 = never), D_LIMIT, SLAB_TOLERANCE_KIB, SLAB_EVERY.
 . /test.env
 rounds=${ROUNDS:-5}
 round_s=${ROUND_SECONDS:-20}
-backend=${BACKEND:-capture}
+backends=$(echo "${BACKENDS:-capture}" | tr ',' ' ')
 compliance_every=${COMPLIANCE_EVERY:-0}
 guest_mmap_every=${GUEST_MMAP_EVERY:-2}
 d_limit=${D_LIMIT:-10}
 slab_tolerance=${SLAB_TOLERANCE_KIB:-1024}
+slab_every=${SLAB_EVERY:-5}
 ko=/extra/virtio_media.ko
 work=/tmp/fuzz
 out=/tmp/fuzz-rounds.txt
@@ -115,30 +119,47 @@ watch_programs() {
 	done
 }
 
-# The round's node: what the driver registered for the virtio device
-# (insmod returns once probe is done; devtmpfs may take a moment).
-find_node() {
-	for i in 1 2 3 4; do
-		for d in /sys/bus/virtio/drivers/virtio_media/virtio*/video4linux/*; do
-			[ -e "$d" ] && { echo "/dev/${d##*/}"; return 0; }
+# The node the driver registered for each virtio device, in PCI order
+# (insmod returns once probe is done; devtmpfs may take a moment): one line
+# per device, "-" for a device the driver did not register.
+find_nodes() {
+	sleep 0.5
+	for n in $(ls /sys/bus/virtio/devices | sed 's/^virtio//' | sort -n); do
+		node=-
+		for d in /sys/bus/virtio/devices/virtio$n/video4linux/*; do
+			[ -e "$d" ] && node=/dev/${d##*/}
 		done
-		sleep 0.5
+		echo "$node"
 	done
-	return 1
 }
 
-case "$backend" in
-capture) mmap_args="--stream-mmap" user_args="--stream-user" ;;
-output) mmap_args="--stream-out-mmap" user_args="--stream-out-user" ;;
-m2m) mmap_args="--stream-mmap --stream-out-mmap" user_args="--stream-user --stream-out-user" ;;
-*) echo "FAIL: unknown BACKEND $backend"; exit 1 ;;
-esac
+# stream_args BACKEND mmap|user: v4l2-ctl's streaming options for it.
+stream_args() {
+	case "$1" in
+	output) echo "--stream-out-$2" ;;
+	m2m) echo "--stream-$2 --stream-out-$2" ;;
+	*) echo "--stream-$2" ;;
+	esac
+}
 
+# Several sessions of one node at once: controls, two streams, events.
+node_programs() { # NAME NODE BACKEND
+	run "$1-ctl" sh -c "for i in 1 2 3 4 5 6; do
+		v4l2-ctl -d $2 --all; v4l2-ctl -d $2 --list-ctrls-menus
+		v4l2-ctl -d $2 --list-formats-ext; v4l2-ctl -d $2 -c brightness=\$((i * 40))
+		v4l2-ctl -d $2 -C brightness; v4l2-ctl -d $2 -c horizontal_flip=\$((i % 2))
+	done"
+	run "$1-mmap" v4l2-ctl -d "$2" $(stream_args "$3" mmap) --stream-count=30 --stream-to=/dev/null
+	run "$1-user" v4l2-ctl -d "$2" $(stream_args "$3" user) --stream-count=30 --stream-to=/dev/null
+	run "$1-events" v4l2-ctl -d "$2" --poll-for-event=ctrl=brightness
+}
+
+ndev=$(echo $backends | wc -w)
 pins0=$(pins)
 slab1=""
 failed=0
 r=0
-echo "fuzz-device: $rounds rounds of up to $round_s s, backend $backend; pinned pages before: $pins0"
+echo "fuzz-device: $rounds rounds of up to $round_s s, devices: $backends; pinned pages before: $pins0"
 while [ $r -lt "$rounds" ]; do
 	rm -f $work/*
 	params=""
@@ -151,21 +172,22 @@ while [ $r -lt "$rounds" ]; do
 	if ! timeout 60 insmod $ko $params; then
 		why="insmod failed"
 	fi
-	node=$(find_node)
+	nodes=$(find_nodes | tr '\n' ' ')
 	t_loaded=$(date +%s)
-	if [ -n "$node" ]; then
-		# Several sessions at once: controls, two streams, maybe compliance.
-		run ctl sh -c "for i in 1 2 3 4 5 6; do
-			v4l2-ctl -d $node --all; v4l2-ctl -d $node --list-ctrls-menus
-			v4l2-ctl -d $node --list-formats-ext; v4l2-ctl -d $node -c brightness=\$((i * 40))
-			v4l2-ctl -d $node -C brightness; v4l2-ctl -d $node -c horizontal_flip=\$((i % 2))
-		done"
-		run mmap v4l2-ctl -d "$node" $mmap_args --stream-count=30 --stream-to=/dev/null
-		run user v4l2-ctl -d "$node" $user_args --stream-count=30 --stream-to=/dev/null
-		run events v4l2-ctl -d "$node" --poll-for-event=ctrl=brightness
-		if [ "$compliance_every" -gt 0 ] && [ $((r % compliance_every)) = 0 ]; then
-			run compliance v4l2-compliance -d "$node" -s
+	i=0 any=""
+	for node in $nodes; do
+		backend=$(echo $backends | cut -d' ' -f$((i + 1)))
+		if [ "$node" != - ]; then
+			any=1
+			node_programs "n$i" "$node" "${backend:-capture}"
+			if [ "$compliance_every" -gt 0 ] && [ $((r % compliance_every)) = 0 ] &&
+				[ $((r / compliance_every % ndev)) = $i ]; then
+				run "n$i-compliance" v4l2-compliance -d "$node" -s
+			fi
 		fi
+		i=$((i + 1))
+	done
+	if [ -n "$any" ]; then
 		watch_programs $((round_s - ($(date +%s) - start))) > $work/problems
 		if [ -s $work/problems ]; then
 			cat $work/problems
@@ -173,8 +195,6 @@ while [ $r -lt "$rounds" ]; do
 		fi
 		echo "programs: $(tr '\n' ' ' < $work/results)"
 		[ -s $work/killed ] && echo "killed at the deadline: $(cut -d' ' -f1 $work/killed | sort -u | tr '\n' ' ')"
-	else
-		echo "no video node: the driver did not register the device"
 	fi
 	t_run=$(date +%s)
 	if grep -q '^virtio_media ' /proc/modules && ! timeout 60 rmmod virtio_media; then
@@ -182,12 +202,17 @@ while [ $r -lt "$rounds" ]; do
 		echo "rmmod failed; users: $(cat /sys/module/virtio_media/refcnt 2>/dev/null)"
 	fi
 	t_unload=$(date +%s)
-	p=$(pins) s=$(slab)
-	[ -z "$slab1" ] && [ -n "$node" ] && slab1=$s
+	p=$(pins) s=""
 	[ "$p" = "$pins0" ] || why="$why${why:+; }$((p - pins0)) pages still pinned"
-	[ -z "$slab1" ] || [ $((s - slab1)) -le "$slab_tolerance" ] ||
-		why="$why${why:+; }slab grew by $((s - slab1)) KiB"
-	line="round $r ($((t_loaded - start))+$((t_run - t_loaded))+$((t_unload - t_run))+$(($(date +%s) - t_unload)) s load+run+unload+count, ${node:-no node}, ${params:-guest_mmap=0}): pins $p, slab $s KiB"
+	# Slab after the first round with a node, every SLAB_EVERY rounds and
+	# after the last (counting it takes seconds under KASAN).
+	if { [ -z "$slab1" ] && [ -n "$any" ]; } || [ $((r % slab_every)) = 0 ] || [ $((r + 1)) = "$rounds" ]; then
+		s=$(slab)
+		[ -z "$slab1" ] && [ -n "$any" ] && slab1=$s
+		[ -z "$slab1" ] || [ $((s - slab1)) -le "$slab_tolerance" ] ||
+			why="$why${why:+; }slab grew by $((s - slab1)) KiB"
+	fi
+	line="round $r ($((t_loaded - start))+$((t_run - t_loaded))+$((t_unload - t_run))+$(($(date +%s) - t_unload)) s load+run+unload+count, nodes $nodes${params:-guest_mmap=0}): pins $p${s:+, slab $s KiB}"
 	if [ -n "$why" ]; then
 		echo "FAIL $line: $why" | tee -a $out
 		failed=$((failed + 1))

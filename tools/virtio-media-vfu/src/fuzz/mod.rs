@@ -128,6 +128,8 @@ pub enum Replay {
 }
 
 const RECENT: usize = 16;
+/// The commands of the driver's probe: OPEN, G_PARM, CLOSE.
+const PROBE_COMMANDS: u32 = 3;
 
 pub struct Fuzzer {
     base_seed: u64,
@@ -142,6 +144,10 @@ pub struct Fuzzer {
     config: Option<Vec<u8>>,
     /// Commands still to swallow in a silence.
     silent_for: u32,
+    /// Commands still answered honestly at the start of the round: half
+    /// the rounds let the driver's probe (OPEN, G_PARM, CLOSE) through, so
+    /// that they reach the programs instead of ending at probe.
+    grace: u32,
     /// Session ids the device handed out, MMAP answers, returned heads.
     sessions: Vec<u32>,
     mmaps: Vec<(u64, u64)>,
@@ -163,6 +169,7 @@ impl Fuzzer {
             active: false,
             config: None,
             silent_for: 0,
+            grace: 0,
             sessions: Vec::new(),
             mmaps: Vec::new(),
             returned: [Vec::new(), Vec::new()],
@@ -183,6 +190,7 @@ impl Fuzzer {
             self.rates[i] = self.rng.pick(k.rates());
         }
         self.silent_for = 0;
+        self.grace = if self.rng.below(2) == 0 { PROBE_COMMANDS } else { 0 };
         self.sessions.clear();
         self.mmaps.clear();
         self.returned = [Vec::new(), Vec::new()];
@@ -194,13 +202,18 @@ impl Fuzzer {
             .map(|(k, r)| format!("{k:?} {r}"))
             .collect();
         log::info!(
-            "fuzz: round {} seed {}: per mille {}",
+            "fuzz: round {} seed {}: per mille {}{}",
             self.round,
             self.seed(),
             if mix.is_empty() {
                 "nothing".to_string()
             } else {
                 mix.join(", ")
+            },
+            if self.grace > 0 {
+                "; probe answered honestly"
+            } else {
+                ""
             }
         );
         // The driver reads the configuration once, at probe: half the
@@ -314,6 +327,14 @@ impl Fuzzer {
                 remember(&mut self.sessions, id);
             }
         }
+        let honest = CmdPlan {
+            answer: Answer::Now,
+            used_len: None,
+        };
+        if self.grace > 0 {
+            self.grace -= 1;
+            return honest;
+        }
         let name = describe(cmd);
 
         if code == CMD_OPEN && status == Some(0) && resp.len() >= 12 && self.hit(Kind::RespSession) {
@@ -345,10 +366,7 @@ impl Fuzzer {
             self.mutate_size(&name, resp, capacity);
         }
 
-        let mut plan = CmdPlan {
-            answer: Answer::Now,
-            used_len: None,
-        };
+        let mut plan = honest;
         if self.hit(Kind::UsedLen) {
             let v = self.used_len_value(resp.len(), capacity);
             self.note(Kind::UsedLen, format!("{name}: used length {} -> {v}", resp.len()));
