@@ -25,7 +25,7 @@ fuzz_bin=$BUILD_DIR/tests/v4l2-fuzz
 # "RespField 12, ...".
 fuzz_mutations() {
 	grep -o 'fuzz: round [0-9]* [A-Za-z]*:' | awk '{ n[$4]++ } END {
-		for (k in n) printf "%s%s %d", sep, substr(k, 1, length(k) - 1), n[k]; sep = ", " }'
+		for (k in n) { printf "%s%s %d", sep, substr(k, 1, length(k) - 1), n[k]; sep = ", " } }'
 }
 
 # fuzz_device NAME "FLAGS0" "FLAGS1" FIRST_SEED ROUNDS: one guest with two

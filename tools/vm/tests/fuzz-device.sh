@@ -24,7 +24,9 @@
 # simple; which streams
 # to run), COMPLIANCE_EVERY (v4l2-compliance -s in every Nth round, on one
 # node in turn; 0 = never), GUEST_MMAP_EVERY (guest_mmap=1 in every Nth
-# round, 0 = never), D_LIMIT, SLAB_TOLERANCE_KIB, SLAB_EVERY.
+# round, 0 = never), D_LIMIT, SLAB_TOLERANCE_KIB, SLAB_EVERY, STUCK_AFTER
+# (s a killed program may take to exit, default 10: the driver's command
+# timeout is 5 s; raise it to look past a known slow release).
 . /test.env
 rounds=${ROUNDS:-5}
 round_s=${ROUND_SECONDS:-20}
@@ -34,6 +36,7 @@ guest_mmap_every=${GUEST_MMAP_EVERY:-2}
 d_limit=${D_LIMIT:-10}
 slab_tolerance=${SLAB_TOLERANCE_KIB:-1024}
 slab_every=${SLAB_EVERY:-5}
+stuck_after=${STUCK_AFTER:-10}
 ko=/extra/virtio_media.ko
 work=/tmp/fuzz
 out=/tmp/fuzz-rounds.txt
@@ -70,7 +73,7 @@ describe_task() {
 }
 
 # watch_programs DEADLINE: waits for the round's programs; past the deadline they
-# get SIGTERM, 3 s later SIGKILL, and one still there KILL_GRACE s after
+# get SIGTERM, 3 s later SIGKILL, and one still there STUCK_AFTER s after
 # that is reported stuck. Meanwhile samples every task's state each
 # second: a task in D for d_limit consecutive samples is reported once.
 # Prints the problems.
@@ -90,7 +93,7 @@ watch_programs() {
 				continue
 			fi
 			left=$((left + 1))
-			if [ $now -ge $((deadline + 3 + 10)) ]; then
+			if [ $now -ge $((deadline + 3 + stuck_after)) ]; then
 				echo "STUCK: $name (pid $pid) did not exit $((now - deadline - 3)) s after SIGKILL"
 				describe_task "$pid"
 				echo "$name stuck" >> $work/results
@@ -200,6 +203,12 @@ while [ $r -lt "$rounds" ]; do
 	if grep -q '^virtio_media ' /proc/modules && ! timeout 60 rmmod virtio_media; then
 		why="$why${why:+; }rmmod failed"
 		echo "rmmod failed; users: $(cat /sys/module/virtio_media/refcnt 2>/dev/null)"
+		# A stuck task holds the module: wait for it, so the next
+		# rounds still count.
+		for i in $(seq 60); do
+			sleep 1
+			rmmod virtio_media 2>/dev/null && { echo "rmmod worked $i s later"; break; }
+		done
 	fi
 	t_unload=$(date +%s)
 	p=$(pins) s=""
