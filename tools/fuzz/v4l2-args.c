@@ -16,6 +16,8 @@
 
 static const uint32_t buf_types[] = {
 	V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE, V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE,
+	V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE, V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE,
+	V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE, V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE,
 	V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE, V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE,
 	V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_BUF_TYPE_VIDEO_OUTPUT,
 	V4L2_BUF_TYPE_META_CAPTURE, V4L2_BUF_TYPE_VIDEO_OVERLAY, 0, 15, 0x80,
@@ -192,7 +194,7 @@ void *gen_ioctl_arg(struct rng *r, unsigned long code, void *arg, size_t size,
 {
 	/* Noise first, so every field the cases below leave alone is random
 	 * or zero. */
-	if (chance(r, 300))
+	if (chance(r, 100))
 		for (size_t i = 0; i < size; i++)
 			((uint8_t *)arg)[i] = (uint8_t)rnd(r);
 	else

@@ -84,6 +84,7 @@ struct slot {
 struct shared {
 	struct slot slots[MAX_SLOTS];
 	uint64_t calls[NOPS], failed[NOPS], ioctls_ok;
+	uint64_t ioctl_errno[134];	/* failed ioctls by errno */
 	uint64_t faults_armed, faults_injected, interrupts, hangs, forks, sequences;
 	int stop;
 };
@@ -205,9 +206,18 @@ static long end(struct worker *w, enum op op, int nth, long ret)
 	return ret;
 }
 
+/* An fd of the process's table: mostly one that is open. */
 static int get_fd(struct worker *w)
 {
-	return __atomic_load_n(&w->proc->fds[below(&w->rng, NFD)], __ATOMIC_RELAXED);
+	unsigned int i = (unsigned int)below(&w->rng, NFD);
+
+	for (int tries = chance(&w->rng, 900) ? NFD : 1; tries > 0; tries--, i = (i + 1) % NFD) {
+		int fd = __atomic_load_n(&w->proc->fds[i], __ATOMIC_RELAXED);
+
+		if (fd >= 0 || tries == 1)
+			return fd;
+	}
+	return -1;
 }
 
 /* Puts `fd` in slot i, closing what was there (other threads may still be
@@ -270,6 +280,9 @@ static void do_ioctl(struct worker *w, int fd, unsigned long code)
 	void *arg = gen_ioctl_arg(r, code, w->scratch, _IOC_SIZE(code), &w->proc->arenas, &w->proc->learned);
 	int nth = begin(w, OP_IOCTL, code);
 	long ret = end(w, OP_IOCTL, nth, ioctl(fd, code, arg));
+
+	if (ret < 0)
+		__atomic_fetch_add(&shared->ioctl_errno[errno > 0 && errno < 134 ? errno : 0], 1, __ATOMIC_RELAXED);
 
 	if (verbose)
 		fprintf(stderr, "[%d] %s fd %d -> %ld %s\n", (int)syscall(SYS_gettid),
@@ -673,6 +686,9 @@ static void worker_process(int index, uint64_t seed, int threads)
 	}
 	p->learned.other_fds[2] = open("/dev/null", O_RDWR);
 	p->learned.other_fds[3] = memfd_create("fuzz-other", 0);
+	/* Half the table open from the start, each device in turn. */
+	for (int i = 0; i < NFD / 2; i++)
+		p->fds[i] = open(devices[(index + i) % ndevices], O_RDWR | (i % 2 ? O_NONBLOCK : 0));
 	for (int t = 0; t < threads; t++) {
 		struct rng mix = { seed ^ ((uint64_t)(index + 1) << 32) ^ (uint64_t)(t + 1) };
 
@@ -847,6 +863,11 @@ int main(int argc, char **argv)
 		if (op != OP_STREAM)
 			printf(" %s %llu (%llu failed)%s", op_names[op], (unsigned long long)shared->calls[op],
 			       (unsigned long long)shared->failed[op], op + 1 < NOPS ? "," : "\n");
+	printf("v4l2-fuzz: failed ioctls by errno:");
+	for (int e = 0; e < 134; e++)
+		if (shared->ioctl_errno[e])
+			printf(" %s %llu", e ? strerrorname_np(e) : "other", (unsigned long long)shared->ioctl_errno[e]);
+	printf("\n");
 	printf("v4l2-fuzz: %llu ioctls succeeded; %llu streaming sequences; %llu forks; %llu faults armed, "
 	       "%llu injected; %llu interrupts; %llu stuck calls; %d workers died\n",
 	       (unsigned long long)shared->ioctls_ok, (unsigned long long)shared->sequences,
