@@ -7,6 +7,8 @@
 #                 each round one seed per device
 #   FIRST_SEED    the first device seed (make check: 1)
 #   ROUND_SECONDS how long a round's programs may run (make check: 8)
+#   STUCK_AFTER   seconds a killed program may take to exit (10; more to
+#                 look past a known slow release)
 #   IOCTL_SEED, IOCTL_RUNS (runs, one seed each), IOCTL_CALLS (calls per
 #                 worker), IOCTL_SECONDS (0: no time limit), IOCTL_FAULTS
 #                 (per mille of calls with fail-nth)
@@ -45,7 +47,7 @@ fuzz_device() {
 	fi
 	guest "$name" --ko "$ko" --vfu "$flags0 --fuzz $seed" --vfu "$flags1 --fuzz $seed1" \
 		--env ROUNDS="$rounds" --env ROUND_SECONDS="$fuzz_round_seconds" --env BACKENDS="$backends" \
-		--env COMPLIANCE_EVERY=2 --env GUEST_MMAP_EVERY=2 \
+		--env COMPLIANCE_EVERY=2 --env GUEST_MMAP_EVERY=2 --env STUCK_AFTER="${STUCK_AFTER:-10}" \
 		--test tools/vm/tests/fuzz-device.sh --timeout $((rounds * (fuzz_round_seconds + 75) + 180))
 	status=$?
 	local ok bad played0 played1 failed_seeds
