@@ -13,7 +13,7 @@
 #   make bench       benchmark in a guest on the non-debug kernel:
 #                    build/results/bench.{json,png,txt}
 #   make fuzz        the fuzzers for longer (DEVICE_SEEDS=N, IOCTL_SECONDS=S,
-#                    see Documentation/fuzzing.rst): build/fuzz-results/
+#                    see Documentation/fuzzing.rst): build/results/fuzz-summary.txt
 
 LLVM ?= -19
 export LLVM
