@@ -6,7 +6,7 @@
 #                 devices and up to ROUNDS_PER_BOOT rounds (make check: 10),
 #                 each round one seed per device
 #   FIRST_SEED    the first device seed (make check: 1)
-#   ROUND_SECONDS how long a round's programs may run (make check: 8)
+#   ROUND_SECONDS how long a round's programs may run (make check: 6)
 #   STUCK_AFTER   seconds a killed program may take to exit (10; more to
 #                 look past a known slow release)
 #   IOCTL_SEED, IOCTL_RUNS (runs, one seed each), IOCTL_CALLS (calls per
@@ -15,10 +15,10 @@
 
 fuzz_device_seeds=${DEVICE_SEEDS:-20}
 fuzz_first_seed=${FIRST_SEED:-1}
-fuzz_round_seconds=${ROUND_SECONDS:-8}
+fuzz_round_seconds=${ROUND_SECONDS:-6}
 fuzz_rounds_per_boot=${ROUNDS_PER_BOOT:-10}
 fuzz_ioctl_seed=${IOCTL_SEED:-1}
-fuzz_ioctl_calls=${IOCTL_CALLS:-600}
+fuzz_ioctl_calls=${IOCTL_CALLS:-400}
 fuzz_ioctl_seconds=${IOCTL_SECONDS:-0}
 fuzz_ioctl_faults=${IOCTL_FAULTS:-100}
 fuzz_bin=$BUILD_DIR/tests/v4l2-fuzz
