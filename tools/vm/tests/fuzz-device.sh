@@ -23,8 +23,8 @@
 # test device, in --vfu order, comma-separated: capture, output, m2m or
 # simple; which streams
 # to run), COMPLIANCE_EVERY (v4l2-compliance -s in every Nth round, on one
-# node in turn; 0 = never), GUEST_MMAP_EVERY (guest_mmap=1 in every Nth
-# round, 0 = never), D_LIMIT, SLAB_TOLERANCE_KIB, SLAB_EVERY, STUCK_AFTER
+# node in turn; 0 = never), GUEST_MMAP_EVERY (guest_mmap=1 in the last of
+# every N rounds, 0 = never), D_LIMIT, SLAB_TOLERANCE_KIB, SLAB_EVERY, STUCK_AFTER
 # (s a killed program may take to exit, default 10: the driver's command
 # timeout is 5 s; raise it to look past a known slow release).
 . /test.env
@@ -166,7 +166,7 @@ echo "fuzz-device: $rounds rounds of up to $round_s s, devices: $backends; pinne
 while [ $r -lt "$rounds" ]; do
 	rm -f $work/*
 	params=""
-	[ "$guest_mmap_every" -gt 0 ] && [ $((r % guest_mmap_every)) = 1 ] && params="guest_mmap=1"
+	[ "$guest_mmap_every" -gt 0 ] && [ $((r % guest_mmap_every)) = $((guest_mmap_every - 1)) ] && params="guest_mmap=1"
 	echo "=== fuzz round $r ${params:-guest_mmap=0} ==="
 	# The kernel log says which round a report belongs to.
 	echo "fuzz-device: round $r" > /dev/kmsg
