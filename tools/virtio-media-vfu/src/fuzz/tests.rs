@@ -210,3 +210,28 @@ fn hostile_device_writes_only_into_given_buffers() {
         assert!(f.count(Kind::EventField) > 0, "seed {seed}: no event mutated");
     }
 }
+
+/// A configuration change reaches the driver: BAR0 shows the new values,
+/// `config_generation` moves and the configuration vector fires.
+#[test]
+fn config_changes_raise_the_config_interrupt() {
+    let mut h = Harness::with_backend("capture", true);
+    let cfg = h.dev.backend.config().as_ref().to_vec();
+    let mut f = Fuzzer::new(3, &cfg);
+    f.driver_ok();
+    f.rates = [0; KINDS.len()];
+    f.rates[Kind::Config.index()] = 1000;
+    h.dev.fuzz = Some(f);
+    let (generation, config_irqs) = (h.dev.transport.config_generation, h.dev.irqs.msix_count[0]);
+    h.open();
+    assert_eq!(h.dev.transport.config_generation, generation.wrapping_add(1));
+    assert_eq!(
+        h.dev.irqs.msix_count[0],
+        config_irqs + 1,
+        "configuration vector 0 raised"
+    );
+    let mut seen = vec![0u8; 40];
+    h.dev.bar0_read(crate::pci::DEVICE_OFF, &mut seen);
+    assert_eq!(Some(&seen[..]), h.dev.fuzz.as_ref().unwrap().config());
+    assert_ne!(seen, cfg, "the driver reads the changed configuration");
+}
