@@ -55,10 +55,12 @@ slab() { # unreclaimable slab, KiB, after the caches the kernel can drop
 	awk '/^SUnreclaim/ { print $2 }' /proc/meminfo
 }
 
-# run NAME COMMAND...: starts a program of the round in the background.
+# run NAME COMMAND...: starts a program of the round in the background, in
+# its own process group, so that signals reach the programs a shell loop
+# starts too (an orphan would keep the driver busy).
 run() {
 	name=$1; shift
-	"$@" > $work/$name.log 2>&1 &
+	setsid "$@" > $work/$name.log 2>&1 &
 	echo "$name" > $work/pid.$!
 }
 
@@ -99,9 +101,9 @@ watch_programs() {
 				echo "$name stuck" >> $work/results
 				rm -f "$f"
 			elif [ $now -ge $((deadline + 3)) ]; then
-				kill -KILL "$pid" 2>/dev/null
+				kill -KILL -- -"$pid" 2>/dev/null
 			elif [ $now -ge "$deadline" ]; then
-				kill -TERM "$pid" 2>/dev/null
+				kill -TERM -- -"$pid" 2>/dev/null
 				echo "$name killed at deadline" >> $work/killed
 			fi
 		done
