@@ -106,12 +106,15 @@ fuzz_ioctl() {
 # the virtio-media crate's simple device.
 fuzz_pairs=("--backend capture" "--backend m2m --no-shm" "--backend output" "--backend m2m"
 	"--backend capture --no-shm" "--backend simple")
+# DEVICE_PAIRS (e.g. 1,2) picks the pairs to cycle through.
+IFS=, read -ra fuzz_pair_list <<< "${DEVICE_PAIRS:-0,1,2}"
 fuzz_seed=$fuzz_first_seed fuzz_left=$fuzz_device_seeds fuzz_boot=0
 while [ "$fuzz_left" -gt 0 ]; do
 	fuzz_n=$(((fuzz_left + 1) / 2))
 	[ "$fuzz_n" -gt "$fuzz_rounds_per_boot" ] && fuzz_n=$fuzz_rounds_per_boot
-	check_test "fuzz-device-$fuzz_seed" fuzz_device "fuzz-device-$fuzz_seed" "${fuzz_pairs[fuzz_boot % 3 * 2]}" \
-		"${fuzz_pairs[fuzz_boot % 3 * 2 + 1]}" "$fuzz_seed" "$fuzz_n"
+	fuzz_pair=${fuzz_pair_list[fuzz_boot % ${#fuzz_pair_list[@]}]}
+	check_test "fuzz-device-$fuzz_seed" fuzz_device "fuzz-device-$fuzz_seed" "${fuzz_pairs[fuzz_pair * 2]}" \
+		"${fuzz_pairs[fuzz_pair * 2 + 1]}" "$fuzz_seed" "$fuzz_n"
 	fuzz_seed=$((fuzz_seed + 2 * fuzz_n)) fuzz_left=$((fuzz_left - 2 * fuzz_n)) fuzz_boot=$((fuzz_boot + 1))
 done
 # The ioctl fuzzer, IOCTL_RUNS runs from IOCTL_SEED (test fuzz-ioctl-SEED).
