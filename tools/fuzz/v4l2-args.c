@@ -64,7 +64,7 @@ static uint64_t gen_ptr(struct rng *r, const struct arenas *a, size_t len)
 	case 2: return (uintptr_t)a->none;
 	case 3: return (uintptr_t)a->edge + 4096 - below(r, 64);	/* runs into `none` */
 	case 4: return 0xffffffff81000000ull;			/* kernel text */
-	case 5: return (uintptr_t)a->shmem + (below(r, 2) ? 0 : below(r, a->shmem_size));
+	case 5: return (uintptr_t)a->shmem + (below(r, 2) ? 0 : below(r, a->shmem_size));	/* may run into its guard */
 	case 6: return (uintptr_t)a->good + below(r, room + 1);	/* unaligned */
 	case 7: return rnd(r);
 	default: return (uintptr_t)a->good + (below(r, room + 1) & ~4095ull);

@@ -124,10 +124,23 @@ static uint64_t now_ms(void)
 
 static void on_usr1(int sig) { (void)sig; }
 
-static void on_fault(int sig)
+static __thread struct worker *current_worker;
+
+static void on_fault(int sig, siginfo_t *info, void *uc)
 {
+	char msg[160];
+	int len;
+
+	(void)uc;
 	if (touch_jmp)
 		siglongjmp(*touch_jmp, 1);
+	/* A fault of the fuzzer itself: say where, then die of it. */
+	len = snprintf(msg, sizeof(msg), "v4l2-fuzz: task %ld: signal %d at %p, op %d code %#lx\n",
+		       syscall(SYS_gettid), sig, info->si_addr,
+		       current_worker && current_worker->slot ? current_worker->slot->op - 1 : -1,
+		       current_worker && current_worker->slot ? current_worker->slot->code : 0UL);
+	if (write(2, msg, (size_t)len) < 0)
+		len = 0;
 	signal(sig, SIG_DFL);
 	raise(sig);
 }
@@ -452,6 +465,7 @@ static void do_fork(struct worker *w)
 
 		pthread_mutex_init(&p->maps_lock, NULL);
 		c.slot = take_slot();
+		current_worker = &c;
 		c.failnth = open("/proc/thread-self/fail-nth", O_RDWR);
 		run_calls(&c, CHILD_CALLS);
 		release_slot(c.slot);
@@ -631,6 +645,7 @@ static void *worker_thread(void *v)
 	struct worker w = { .rng = { t->seed }, .proc = t->proc };
 
 	w.slot = take_slot();
+	current_worker = &w;
 	w.failnth = fault_permille ? open("/proc/thread-self/fail-nth", O_RDWR) : -1;
 	w.scratch = mmap(NULL, SCRATCH, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (w.scratch != MAP_FAILED)
@@ -639,16 +654,33 @@ static void *worker_thread(void *v)
 	return NULL;
 }
 
+/* `size` bytes (of `fd`, or anonymous) between two PROT_NONE guard areas
+ * as large as the largest length the generators use: a buffer the kernel
+ * is told runs past its end hits a guard and fails, instead of reaching
+ * the fuzzer's own stacks and scratch memory (which the device would
+ * then write frames into). */
+#define GUARD (1 << 20)
+static uint8_t *guarded(size_t size, int prot, int fd)
+{
+	uint8_t *base = mmap(NULL, size + 2 * GUARD, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	void *m;
+
+	if (base == MAP_FAILED)
+		return NULL;
+	m = mmap(base + GUARD, size, prot, MAP_FIXED | (fd >= 0 ? MAP_SHARED : MAP_PRIVATE | MAP_ANONYMOUS), fd, 0);
+	return m == MAP_FAILED ? NULL : m;
+}
+
 static void setup_arenas(struct arenas *a)
 {
 	uint8_t *two;
 	int mfd;
 
 	a->good_size = GOOD_SIZE;
-	a->good = mmap(NULL, GOOD_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	a->ro = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	two = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (a->good == MAP_FAILED || a->ro == MAP_FAILED || two == MAP_FAILED) {
+	a->good = guarded(GOOD_SIZE, PROT_READ | PROT_WRITE, -1);
+	a->ro = guarded(4096, PROT_READ, -1);
+	two = guarded(8192, PROT_READ | PROT_WRITE, -1);
+	if (!a->good || !a->ro || !two) {
 		perror("v4l2-fuzz: mmap");
 		exit(2);
 	}
@@ -658,8 +690,8 @@ static void setup_arenas(struct arenas *a)
 	a->none = two + 4096;
 	a->shmem_size = SHMEM_SIZE;
 	mfd = memfd_create("fuzz-shmem", 0);
-	if (mfd < 0 || ftruncate(mfd, SHMEM_SIZE) < 0 ||
-	    (a->shmem = mmap(NULL, SHMEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0)) == MAP_FAILED)
+	a->shmem = mfd >= 0 && ftruncate(mfd, SHMEM_SIZE) == 0 ? guarded(SHMEM_SIZE, PROT_READ | PROT_WRITE, mfd) : NULL;
+	if (!a->shmem)
 		a->shmem = a->good;
 	if (mfd >= 0)
 		close(mfd);
@@ -783,8 +815,8 @@ int main(int argc, char **argv)
 	struct sigaction sa = { .sa_handler = on_usr1 };	/* no SA_RESTART: calls return EINTR */
 
 	sigaction(SIGUSR1, &sa, NULL);
-	sa.sa_handler = on_fault;
-	sa.sa_flags = SA_NODEFER;
+	sa.sa_sigaction = on_fault;
+	sa.sa_flags = SA_NODEFER | SA_SIGINFO;
 	sigaction(SIGSEGV, &sa, NULL);
 	sigaction(SIGBUS, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
@@ -818,6 +850,10 @@ int main(int argc, char **argv)
 				printf("FAIL: worker process %d ended with status %#x\n", pid, status);
 				died++;
 			}
+			/* Its threads' slots are not in a call any more. */
+			for (int i = 0; i < MAX_SLOTS; i++)
+				if (shared->slots[i].pid == pid)
+					__atomic_store_n(&shared->slots[i].used, 0, __ATOMIC_RELEASE);
 		}
 		if (seconds && now - start >= seconds * 1000)
 			__atomic_store_n(&shared->stop, 1, __ATOMIC_RELAXED);
@@ -831,7 +867,11 @@ int main(int argc, char **argv)
 			if (now < begun + INTERRUPT_MS)
 				continue;
 			if (now >= s->signalled_ms + 500) {
-				syscall(SYS_tgkill, s->pid, s->tid, SIGUSR1);
+				if (syscall(SYS_tgkill, s->pid, s->tid, SIGUSR1) < 0 && errno == ESRCH) {
+					/* Gone (a forked child that died): not a call. */
+					__atomic_store_n(&s->used, 0, __ATOMIC_RELEASE);
+					continue;
+				}
 				s->signalled_ms = now;
 				__atomic_fetch_add(&shared->interrupts, 1, __ATOMIC_RELAXED);
 			}
