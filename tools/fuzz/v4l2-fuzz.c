@@ -44,6 +44,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 #include <linux/udmabuf.h>
 #include <linux/videodev2.h>
@@ -128,15 +129,16 @@ static __thread struct worker *current_worker;
 
 static void on_fault(int sig, siginfo_t *info, void *uc)
 {
-	char msg[160];
+	char msg[200];
 	int len;
 
-	(void)uc;
 	if (touch_jmp)
 		siglongjmp(*touch_jmp, 1);
 	/* A fault of the fuzzer itself: say where, then die of it. */
-	len = snprintf(msg, sizeof(msg), "v4l2-fuzz: task %ld: signal %d at %p, op %d code %#lx\n",
-		       syscall(SYS_gettid), sig, info->si_addr,
+	len = snprintf(msg, sizeof(msg), "v4l2-fuzz: task %ld: signal %d code %d at %p, rip %#llx rsp %#llx, op %d code %#lx\n",
+		       syscall(SYS_gettid), sig, info->si_code, info->si_addr,
+		       (unsigned long long)((ucontext_t *)uc)->uc_mcontext.gregs[REG_RIP],
+		       (unsigned long long)((ucontext_t *)uc)->uc_mcontext.gregs[REG_RSP],
 		       current_worker && current_worker->slot ? current_worker->slot->op - 1 : -1,
 		       current_worker && current_worker->slot ? current_worker->slot->code : 0UL);
 	if (write(2, msg, (size_t)len) < 0)
