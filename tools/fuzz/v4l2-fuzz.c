@@ -3,7 +3,7 @@
  * v4l2-fuzz: hostile programs for a V4L2 driver.
  *
  *   v4l2-fuzz [-s SEED] [-n CALLS] [-t SECONDS] [-p PROCS] [-j THREADS]
- *             [-f PERMILLE] [-l SECONDS] [-v] DEVICE...
+ *             [-f PERMILLE] [-l SECONDS] [-i MS] [-v] DEVICE...
  *
  * PROCS processes of THREADS threads each make CALLS calls (or stop after
  * SECONDS): every V4L2 ioctl with struct-aware random and boundary
@@ -22,8 +22,9 @@
  * (worker w of process p uses splitmix64(SEED, p, w)); what they find
  * (fds, offsets) depends on timing.
  *
- * A watchdog interrupts (SIGUSR1) any call still running after 2 s (a
- * blocking DQBUF waits for frames that may never come) and reports one
+ * A watchdog interrupts (SIGUSR1) any call still running after -i MS
+ * (default 2000; 0: never) (a blocking DQBUF waits for frames that may
+ * never come) and reports one
  * still running after -l SECONDS (default 15): the driver's commands time
  * out after 5 s, so such a call is stuck. Prints the calls made, per kind,
  * and exits 1 if a call got stuck or a worker died.
@@ -59,7 +60,6 @@
 #define SCRATCH 16384
 #define GOOD_SIZE (16 << 20)
 #define SHMEM_SIZE (1 << 20)
-#define INTERRUPT_MS 2000
 
 enum op {
 	OP_IOCTL, OP_STREAM, OP_OPEN, OP_CLOSE, OP_DUP, OP_MMAP, OP_MUNMAP,
@@ -112,7 +112,7 @@ struct worker {
 static struct shared *shared;
 static const char **devices;
 static int ndevices, verbose, fault_permille;
-static uint64_t calls_per_worker = 2000;
+static uint64_t calls_per_worker = 2000, interrupt_ms = 2000;
 static __thread sigjmp_buf *touch_jmp;
 
 static uint64_t now_ms(void)
@@ -787,7 +787,7 @@ int main(int argc, char **argv)
 	uint64_t seed = 1, seconds = 0, limit_ms = 15000, start, first_hang = 0;
 	int procs = 2, threads = 4, opt, live = 0, died = 0;
 
-	while ((opt = getopt(argc, argv, "s:n:t:p:j:f:l:v")) != -1) {
+	while ((opt = getopt(argc, argv, "s:n:t:p:j:f:l:i:v")) != -1) {
 		switch (opt) {
 		case 's': seed = strtoull(optarg, NULL, 0); break;
 		case 'n': calls_per_worker = strtoull(optarg, NULL, 0); break;
@@ -796,10 +796,11 @@ int main(int argc, char **argv)
 		case 'j': threads = atoi(optarg); break;
 		case 'f': fault_permille = atoi(optarg); break;
 		case 'l': limit_ms = strtoull(optarg, NULL, 0) * 1000; break;
+		case 'i': interrupt_ms = strtoull(optarg, NULL, 0); break;
 		case 'v': verbose = 1; break;
 		default:
 			fprintf(stderr, "usage: %s [-s SEED] [-n CALLS] [-t SECONDS] [-p PROCS] [-j THREADS] "
-				"[-f PERMILLE] [-l SECONDS] [-v] DEVICE...\n", argv[0]);
+				"[-f PERMILLE] [-l SECONDS] [-i MS] [-v] DEVICE...\n", argv[0]);
 			return 2;
 		}
 	}
@@ -866,9 +867,9 @@ int main(int argc, char **argv)
 
 			if (!__atomic_load_n(&s->used, __ATOMIC_ACQUIRE) || !op)
 				continue;
-			if (now < begun + INTERRUPT_MS)
+			if (now < begun + (interrupt_ms ? interrupt_ms : 2000))
 				continue;
-			if (now >= s->signalled_ms + 500) {
+			if (interrupt_ms && now >= s->signalled_ms + 500) {
 				if (syscall(SYS_tgkill, s->pid, s->tid, SIGUSR1) < 0 && errno == ESRCH) {
 					/* Gone (a forked child that died): not a call. */
 					__atomic_store_n(&s->used, 0, __ATOMIC_RELEASE);

@@ -7,7 +7,8 @@
 # fuzzer's files are all closed (before the unload) are reported.
 # Variables (test.env): SEED, CALLS (per worker), SECONDS_LIMIT (0: none),
 # PROCS, THREADS, FAULTS (per mille of calls with fail-nth), LIMIT (s a
-# call may take), SLAB_TOLERANCE_KIB.
+# call may take), INTERRUPT_MS (when a long call gets SIGUSR1; 0: never),
+# SLAB_TOLERANCE_KIB.
 . /test.env
 seed=${SEED:-1}
 calls=${CALLS:-1000}
@@ -16,6 +17,7 @@ procs=${PROCS:-2}
 threads=${THREADS:-3}
 faults=${FAULTS:-100}
 limit=${LIMIT:-15}
+interrupt=${INTERRUPT_MS:-2000}
 slab_tolerance=${SLAB_TOLERANCE_KIB:-1024}
 
 pins() {
@@ -41,7 +43,7 @@ status=0
 # fuzzer that cannot end at all.
 total_limit=$((seconds > 0 ? seconds + limit + 120 : 3600))
 timeout -s KILL $total_limit /extra/v4l2-fuzz -s "$seed" -n "$calls" -t "$seconds" -p "$procs" -j "$threads" \
-	-f "$faults" -l "$limit" $nodes > /tmp/v4l2-fuzz.log 2>&1
+	-f "$faults" -l "$limit" -i "$interrupt" $nodes > /tmp/v4l2-fuzz.log 2>&1
 rc=$?
 cat /tmp/v4l2-fuzz.log
 export_file v4l2-fuzz.log /tmp/v4l2-fuzz.log
