@@ -101,9 +101,11 @@ watch_programs() {
 				echo "$name stuck" >> $work/results
 				rm -f "$f"
 			elif [ $now -ge $((deadline + 3)) ]; then
-				kill -KILL -- -"$pid" 2>/dev/null
+				# The group and the process itself: a signal sent before
+				# setsid ran would miss the group. Again every second.
+				kill -KILL -- -"$pid" "$pid" 2>/dev/null
 			elif [ $now -ge "$deadline" ]; then
-				kill -TERM -- -"$pid" 2>/dev/null
+				kill -TERM -- -"$pid" "$pid" 2>/dev/null
 				echo "$name killed at deadline" >> $work/killed
 			fi
 		done
@@ -193,7 +195,8 @@ while [ $r -lt "$rounds" ]; do
 		i=$((i + 1))
 	done
 	if [ -n "$any" ]; then
-		watch_programs $((round_s - ($(date +%s) - start))) > $work/problems
+		# ROUND_SECONDS of running, however long loading took.
+		watch_programs "$round_s" > $work/problems
 		if [ -s $work/problems ]; then
 			cat $work/problems
 			why="$why${why:+; }$(grep -m 1 '^STUCK' $work/problems)"
