@@ -68,6 +68,16 @@ state() { # the state letter of task $1 (empty once it is gone)
 	sed -n 's/.*) \([A-Z]\).*/\1/p' /proc/$1/stat 2>/dev/null
 }
 
+# kill_group SIGNAL PID: the program and every process of its group (by
+# /proc, as shells differ on negative pids).
+kill_group() {
+	kill -"$1" "$2" 2>/dev/null
+	for p in $(cat /proc/[0-9]*/stat 2>/dev/null |
+		awk -v g="$2" '{ s = $0; sub(/.*\) /, "", s); split(s, f, " "); if (f[3] == g) print $1 }'); do
+		kill -"$1" "$p" 2>/dev/null
+	done
+}
+
 # Task state and where it sleeps, for the report of a stuck task.
 describe_task() {
 	echo "  task $1 ($(cat /proc/$1/comm 2>/dev/null)): state $(state $1), wchan $(cat /proc/$1/wchan 2>/dev/null)"
@@ -103,9 +113,9 @@ watch_programs() {
 			elif [ $now -ge $((deadline + 3)) ]; then
 				# The group and the process itself: a signal sent before
 				# setsid ran would miss the group. Again every second.
-				kill -KILL -- -"$pid" "$pid" 2>/dev/null
+				kill_group KILL "$pid"
 			elif [ $now -ge "$deadline" ]; then
-				kill -TERM -- -"$pid" "$pid" 2>/dev/null
+				kill_group TERM "$pid"
 				echo "$name killed at deadline" >> $work/killed
 			fi
 		done
