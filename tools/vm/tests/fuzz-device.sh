@@ -55,27 +55,15 @@ slab() { # unreclaimable slab, KiB, after the caches the kernel can drop
 	awk '/^SUnreclaim/ { print $2 }' /proc/meminfo
 }
 
-# run NAME COMMAND...: starts a program of the round in the background, in
-# its own process group, so that signals reach the programs a shell loop
-# starts too (an orphan would keep the driver busy).
+# run NAME COMMAND...: starts a program of the round in the background.
 run() {
 	name=$1; shift
-	setsid "$@" > $work/$name.log 2>&1 &
+	"$@" > $work/$name.log 2>&1 &
 	echo "$name" > $work/pid.$!
 }
 
 state() { # the state letter of task $1 (empty once it is gone)
 	sed -n 's/.*) \([A-Z]\).*/\1/p' /proc/$1/stat 2>/dev/null
-}
-
-# kill_group SIGNAL PID: the program and every process of its group (by
-# /proc, as shells differ on negative pids).
-kill_group() {
-	kill -"$1" "$2" 2>/dev/null
-	for p in $(cat /proc/[0-9]*/stat 2>/dev/null |
-		awk -v g="$2" '{ s = $0; sub(/.*\) /, "", s); split(s, f, " "); if (f[3] == g) print $1 }'); do
-		kill -"$1" "$p" 2>/dev/null
-	done
 }
 
 # Task state and where it sleeps, for the report of a stuck task.
@@ -111,11 +99,9 @@ watch_programs() {
 				echo "$name stuck" >> $work/results
 				rm -f "$f"
 			elif [ $now -ge $((deadline + 3)) ]; then
-				# The group and the process itself: a signal sent before
-				# setsid ran would miss the group. Again every second.
-				kill_group KILL "$pid"
+				kill -KILL "$pid" 2>/dev/null	# again each turn
 			elif [ $now -ge "$deadline" ]; then
-				kill_group TERM "$pid"
+				kill -TERM "$pid" 2>/dev/null
 				echo "$name killed at deadline" >> $work/killed
 			fi
 		done
@@ -161,10 +147,11 @@ stream_args() {
 
 # Several sessions of one node at once: controls, two streams, events.
 node_programs() { # NAME NODE BACKEND
-	run "$1-ctl" sh -c "for i in 1 2 3 4 5 6; do
-		v4l2-ctl -d $2 --all; v4l2-ctl -d $2 --list-ctrls-menus
-		v4l2-ctl -d $2 --list-formats-ext; v4l2-ctl -d $2 -c brightness=\$((i * 40))
-		v4l2-ctl -d $2 -C brightness; v4l2-ctl -d $2 -c horizontal_flip=\$((i % 2))
+	# A killed shell leaves its child running: each v4l2-ctl of the loop
+	# has its own limit, so none outlives the round by much.
+	run "$1-ctl" sh -c "c='timeout -s KILL 12 v4l2-ctl -d $2'; for i in 1 2 3 4 5 6; do
+		\$c --all; \$c --list-ctrls-menus; \$c --list-formats-ext
+		\$c -c brightness=\$((i * 40)); \$c -C brightness; \$c -c horizontal_flip=\$((i % 2))
 	done"
 	run "$1-mmap" v4l2-ctl -d "$2" $(stream_args "$3" mmap) --stream-count=30 --stream-to=/dev/null
 	run "$1-user" v4l2-ctl -d "$2" $(stream_args "$3" user) --stream-count=30 --stream-to=/dev/null
