@@ -93,15 +93,26 @@ watch_programs() {
 				continue
 			fi
 			left=$((left + 1))
-			if [ $now -ge $((deadline + 3 + stuck_after)) ]; then
-				echo "STUCK: $name (pid $pid) did not exit $((now - deadline - 3)) s after SIGKILL"
-				describe_task "$pid"
-				echo "$name stuck" >> $work/results
-				rm -f "$f"
-			elif [ $now -ge $((deadline + 3)) ]; then
-				kill -KILL "$pid" 2>/dev/null	# again each turn
+			# TERM at the deadline, KILL 3 s after the TERM, stuck
+			# STUCK_AFTER s after the KILL, all from when each was sent
+			# (a turn of this loop can take seconds on a slow guest).
+			if [ -e $work/kill.$pid ]; then
+				if [ $now -ge $(($(cat $work/kill.$pid) + stuck_after)) ]; then
+					echo "STUCK: $name (pid $pid) did not exit $((now - $(cat $work/kill.$pid))) s after SIGKILL"
+					describe_task "$pid"
+					echo "$name stuck" >> $work/results
+					rm -f "$f"
+				else
+					kill -KILL "$pid" 2>/dev/null
+				fi
+			elif [ -e $work/term.$pid ]; then
+				if [ $now -ge $(($(cat $work/term.$pid) + 3)) ]; then
+					kill -KILL "$pid" 2>/dev/null
+					echo $now > $work/kill.$pid
+				fi
 			elif [ $now -ge "$deadline" ]; then
 				kill -TERM "$pid" 2>/dev/null
+				echo $now > $work/term.$pid
 				echo "$name killed at deadline" >> $work/killed
 			fi
 		done
@@ -112,7 +123,7 @@ watch_programs() {
 		mv $work/dnext $work/dcount
 		while read -r pid count; do
 			if [ "$count" = "$d_limit" ]; then
-				echo "STUCK: a task slept uninterruptibly for $d_limit s"
+				echo "STUCK: a task slept uninterruptibly in $d_limit samples in a row (at least $d_limit s)"
 				describe_task "$pid"
 			fi
 		done < $work/dcount
