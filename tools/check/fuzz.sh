@@ -77,7 +77,7 @@ build_v4l2_fuzz() {
 # fuzz_ioctl NAME SEED: v4l2-fuzz against a capture and an m2m device (two
 # nodes), with fault injection, then the driver unloaded.
 fuzz_ioctl() {
-	local name=$1 seed=$2 dir=$results/$1 label status summary
+	local name=$1 seed=$2 dir=$results/$1 label status totals
 	label="fuzz: ioctl seed $seed, 2 x 3 workers x $fuzz_ioctl_calls calls"
 	[ "$fuzz_ioctl_seconds" -gt 0 ] && label="$label or ${fuzz_ioctl_seconds} s"
 	if ! need module || ! need vfu || ! build_v4l2_fuzz; then
@@ -91,12 +91,12 @@ fuzz_ioctl() {
 		--env PROCS=2 --env THREADS=3 --env FAULTS="$fuzz_ioctl_faults" \
 		--test tools/vm/tests/fuzz-ioctl.sh --timeout "$timeout"
 	status=$?
-	summary=$(grep -m 1 '^v4l2-fuzz: [0-9]* calls in' "$dir/v4l2-fuzz.log" 2>/dev/null | cut -d: -f2 | cut -d, -f1)
-	summary="$summary; $(grep -m 1 'faults armed' "$dir/v4l2-fuzz.log" 2>/dev/null | sed 's/^v4l2-fuzz: //')"
+	totals=$(grep -m 1 '^v4l2-fuzz: [0-9]* calls in' "$dir/v4l2-fuzz.log" 2>/dev/null | cut -d: -f2 | cut -d, -f1)
+	totals="$totals; $(grep -m 1 'faults armed' "$dir/v4l2-fuzz.log" 2>/dev/null | sed 's/^v4l2-fuzz: //')"
 	if [ "$status" = 0 ] && grep -q '^PASS' "$dir/console.log"; then
-		record "$label" OK "$summary"
+		record "$label" OK "$totals"
 	else
-		record "$label" FAIL "status $status: $(grep -m 1 -E '^(FAIL|HANG)' "$dir/console.log")${summary:+; $summary} ($dir/console.log)"
+		record "$label" FAIL "status $status: $(grep -m 1 -E '^(FAIL|HANG)' "$dir/console.log")${totals:+; $totals} ($dir/console.log)"
 	fi
 }
 
