@@ -14,6 +14,8 @@
 #                    build/results/bench.{json,png,txt}
 #   make patches     the driver as a patch series against Linux 7.3:
 #                    build/patches/*.patch (split: tools/patches/series)
+#   make fuzz        the fuzzers for longer (DEVICE_SEEDS=N, IOCTL_SECONDS=S,
+#                    see Documentation/fuzzing.rst): build/results/fuzz-summary.txt
 
 LLVM ?= -19
 export LLVM
@@ -23,7 +25,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 # The cached guest kernel, unless KDIR names another tree.
 kdir = $(if $(KDIR),$(KDIR),$$(tools/vm/kernel.sh))
 
-.PHONY: all modules kernel clean check run device bench patches
+.PHONY: all modules kernel clean check run device bench patches fuzz
 all: modules
 
 modules:
@@ -53,3 +55,8 @@ bench:
 
 patches:
 	@tools/patches.py --ksrc "$$(tools/vm/kernel.sh source)"
+
+# Command-line variables (DEVICE_SEEDS=N ...) reach tools/fuzz.sh through
+# the environment.
+fuzz:
+	@tools/fuzz.sh

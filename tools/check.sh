@@ -16,6 +16,7 @@ cd "$REPO_DIR"
 . tools/check/driver.sh     # the driver with the test device
 . tools/check/hardening.sh  # misbehaving programs and devices
 . tools/check/lifecycle.sh  # modules, devices and the system coming and going
+. tools/check/fuzz.sh       # the fuzzers: a hostile device, hostile programs
 . tools/check/vivid.sh      # the guest user space against vivid
 . tools/check/upstream.sh   # the upstream series, in-tree build, modinfo
 

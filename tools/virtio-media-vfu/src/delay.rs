@@ -112,7 +112,7 @@ mod tests {
     use std::time::Duration;
 
     fn delayed(due: Instant, head: u16) -> Delayed {
-        Delayed { due, head, writable: vec![], data: vec![], generation: 0 }
+        Delayed { due, head, writable: vec![], data: vec![], generation: 0, used_len: None }
     }
 
     #[test]

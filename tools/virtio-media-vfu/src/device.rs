@@ -81,6 +81,8 @@ pub struct VirtioMediaPci {
     /// Sessions the device opened and has not closed, from the OPEN and
     /// CLOSE commands it answered (fault injection and the reset log).
     pub open_sessions: std::collections::BTreeSet<u32>,
+    /// `--fuzz`: the hostile layer between the backend and the queues.
+    pub fuzz: Option<crate::fuzz::Fuzzer>,
 }
 
 /// Fault injection switches (`--fault`). Each enabled fault hits every
@@ -137,6 +139,8 @@ pub struct Delayed {
     pub writable: Vec<(GuestAddress, u32)>,
     pub data: Vec<u8>,
     pub generation: u64,
+    /// The used length to report instead of the bytes written (`--fuzz`).
+    pub used_len: Option<u32>,
 }
 
 impl VirtioMediaPci {
@@ -174,6 +178,7 @@ impl VirtioMediaPci {
             stats: None,
             delayed_pending: 0,
             open_sessions: Default::default(),
+            fuzz: None,
         }
     }
 
@@ -215,7 +220,10 @@ impl VirtioMediaPci {
             }
             o if (pci::DEVICE_OFF..pci::DEVICE_OFF + pci::DEVICE_LEN).contains(&o) => {
                 let cfg = self.backend.config();
-                let bytes: &[u8] = cfg.as_ref();
+                let bytes: &[u8] = match self.fuzz.as_ref().and_then(|f| f.config()) {
+                    Some(fuzzed) => fuzzed,
+                    None => cfg.as_ref(),
+                };
                 let start = (o - pci::DEVICE_OFF) as usize;
                 for (i, b) in data.iter_mut().enumerate() {
                     *b = bytes.get(start + i).copied().unwrap_or(0);
@@ -251,6 +259,9 @@ impl VirtioMediaPci {
             Action::None => {}
             Action::Reset => self.device_reset(),
             Action::DriverOk => {
+                if let Some(f) = self.fuzz.as_mut() {
+                    f.driver_ok();
+                }
                 // Events may have been queued before the driver was ready.
                 self.notify(COMMANDQ);
                 self.flush_events();
@@ -284,6 +295,9 @@ impl VirtioMediaPci {
         self.shm.reset();
         self.events.clear();
         self.generation += 1;
+        if let Some(f) = self.fuzz.as_mut() {
+            f.reset(self.backend.config().as_ref());
+        }
         log::info!("device reset complete");
     }
 
@@ -422,9 +436,15 @@ impl VirtioMediaPci {
                     self.inject_faults(&cmd, &mut resp);
                 }
             }
+            let plan = self.fuzz_command(&cmd, &mut resp.data, capacity);
             let mut delay = self.response_delay;
             if self.faults.delay && self.fault_hit() {
                 delay += FAULT_DELAY;
+            }
+            match plan.answer {
+                crate::fuzz::Answer::Never => continue,
+                crate::fuzz::Answer::After(d) => delay += d,
+                crate::fuzz::Answer::Now => {}
             }
             if !delay.is_zero() {
                 if let Some(tx) = &self.delayed_tx {
@@ -435,6 +455,7 @@ impl VirtioMediaPci {
                         writable,
                         data: resp.data,
                         generation: self.generation,
+                        used_len: plan.used_len,
                     };
                     match tx.send(d) {
                         Ok(()) => {
@@ -462,14 +483,18 @@ impl VirtioMediaPci {
                 self.flush_events();
             }
             let written = scatter(&mem, &writable, &resp.data);
-            if let Err(e) = self.transport.queues[COMMANDQ].add_used(&mem, head, written) {
+            if let Err(e) = self.transport.queues[COMMANDQ].add_used(&mem, head, plan.used_len.unwrap_or(written)) {
                 log::error!("commandq: add_used failed: {e}");
+            }
+            if let Some(f) = self.fuzz.as_mut() {
+                f.returned(COMMANDQ, head, written);
             }
             used += 1;
             if self.stats.is_some() {
                 timed.push((crate::stats::kind(&cmd), started));
             }
         }
+        used += self.fuzz_replay(COMMANDQ, &mem);
         if used > 0 {
             self.signal_queue(COMMANDQ);
         }
@@ -560,6 +585,54 @@ impl VirtioMediaPci {
         }
     }
 
+    /// `--fuzz`: lets the fuzzer mutate a response, and maybe the
+    /// configuration space (raising the configuration-change interrupt).
+    fn fuzz_command(&mut self, cmd: &[u8], resp: &mut Vec<u8>, capacity: usize) -> crate::fuzz::CmdPlan {
+        let now = crate::fuzz::CmdPlan { answer: crate::fuzz::Answer::Now, used_len: None };
+        let shm_size = self.shm.size();
+        let Some(f) = self.fuzz.as_mut() else {
+            return now;
+        };
+        let plan = f.command(cmd, resp, capacity, shm_size);
+        if f.maybe_change_config(self.backend.config().as_ref()) {
+            self.transport.config_generation = self.transport.config_generation.wrapping_add(1);
+            self.signal_config();
+        }
+        plan
+    }
+
+    /// `--fuzz`: an extra used-ring entry on queue `q`, if the fuzzer wants
+    /// one (a chain returned twice, or an id that was never made
+    /// available). Returns the number of entries added.
+    fn fuzz_replay(&mut self, q: usize, mem: &GuestMemoryMmap) -> usize {
+        let size = self.transport.queues[q].size();
+        let Some(replay) = self.fuzz.as_mut().and_then(|f| f.replay(q, size)) else {
+            return 0;
+        };
+        let queue = &mut self.transport.queues[q];
+        let res = match replay {
+            crate::fuzz::Replay::Head(head, len) => queue.add_used(mem, head, len),
+            crate::fuzz::Replay::Bogus(id, len) => {
+                // add_used refuses ids beyond the queue: write the entry by hand.
+                let next = queue.next_used();
+                let elem = queue.used_ring() + 4 + 8 * (next % size.max(1)) as u64;
+                let res = mem
+                    .write_obj(id, GuestAddress(elem))
+                    .and_then(|()| mem.write_obj(len, GuestAddress(elem + 4)))
+                    .and_then(|()| mem.write_obj(next.wrapping_add(1), GuestAddress(queue.used_ring() + 2)));
+                queue.set_next_used(next.wrapping_add(1));
+                res.map_err(virtio_queue::Error::GuestMemory)
+            }
+        };
+        match res {
+            Ok(()) => 1,
+            Err(e) => {
+                log::error!("fuzz: extra used entry on queue {q} failed: {e}");
+                0
+            }
+        }
+    }
+
     /// Completes a delayed response (called by the delay worker).
     pub fn complete_delayed(&mut self, d: Delayed) {
         self.delayed_pending = self.delayed_pending.saturating_sub(1);
@@ -575,9 +648,13 @@ impl VirtioMediaPci {
             return;
         }
         let written = scatter(&mem, &d.writable, &d.data);
-        if let Err(e) = self.transport.queues[COMMANDQ].add_used(&mem, d.head, written) {
+        if let Err(e) = self.transport.queues[COMMANDQ].add_used(&mem, d.head, d.used_len.unwrap_or(written)) {
             log::error!("commandq: add_used failed: {e}");
         }
+        if let Some(f) = self.fuzz.as_mut() {
+            f.returned(COMMANDQ, d.head, written);
+        }
+        self.fuzz_replay(COMMANDQ, &mem);
         self.signal_queue(COMMANDQ);
         self.flush_events();
     }
@@ -595,6 +672,14 @@ impl VirtioMediaPci {
         if !self.queue_usable(EVENTQ, &mem) {
             return;
         }
+        if let Some(f) = self.fuzz.as_mut() {
+            let first = self.events.pop();
+            let burst = f.flood(first.as_deref());
+            if let Some(first) = first {
+                self.events.unpop(first);
+            }
+            burst.into_iter().for_each(|e| self.events.push_raw(e));
+        }
         let mut used = 0;
         // `--fault dqbuf-repeat`: the copy of the DQBUF event just sent, and
         // the buffer set aside for it: an event and its copy go together,
@@ -602,7 +687,7 @@ impl VirtioMediaPci {
         // buffer again (the copy would then be a new return to it).
         let mut repeat = None;
         loop {
-            let (event, chain, is_copy) = match repeat.take() {
+            let (mut event, chain, is_copy) = match repeat.take() {
                 Some((copy, chain)) => (copy, chain, true),
                 None => {
                     let Some(event) = self.events.pop() else { break };
@@ -632,6 +717,7 @@ impl VirtioMediaPci {
                 .map(|d| (d.addr(), d.len()))
                 .collect();
             let capacity: usize = writable.iter().map(|(_, l)| *l as usize).sum();
+            let used_len = self.fuzz.as_mut().and_then(|f| f.event(&mut event, capacity));
             let written = if capacity < event.len() {
                 log::error!(
                     "eventq: buffer of {capacity} bytes too small for a {}-byte event; event dropped",
@@ -641,8 +727,11 @@ impl VirtioMediaPci {
             } else {
                 scatter(&mem, &writable, &event)
             };
-            if let Err(e) = self.transport.queues[EVENTQ].add_used(&mem, head, written) {
+            if let Err(e) = self.transport.queues[EVENTQ].add_used(&mem, head, used_len.unwrap_or(written)) {
                 log::error!("eventq: add_used failed: {e}");
+            }
+            if let Some(f) = self.fuzz.as_mut() {
+                f.returned(EVENTQ, head, written);
             }
             used += 1;
             if let Some(second) = copy_chain {
@@ -650,6 +739,7 @@ impl VirtioMediaPci {
                 repeat = Some((event, second));
             }
         }
+        used += self.fuzz_replay(EVENTQ, &mem);
         if used > 0 {
             log::debug!("eventq: {used} event(s) delivered, {} pending", self.events.len());
             self.signal_queue(EVENTQ);

@@ -10,6 +10,7 @@ mod delay;
 mod device;
 mod devices;
 mod framelog;
+mod fuzz;
 mod media;
 mod pci;
 mod shm;
@@ -169,6 +170,17 @@ pub struct Args {
     #[arg(long)]
     pub crop: bool,
 
+    /// A hostile device, deterministic for SEED: mutates response sizes and
+    /// fields, errnos, session ids, MMAP addresses and lengths, used
+    /// lengths, events (types, sizes, sessions, buffer indexes, floods),
+    /// leaves commands unanswered, answers late, twice or with ids never
+    /// made available, and changes the configuration space. Each device
+    /// reset after DRIVER_OK starts a new round with seed SEED + round and
+    /// its own mix of mutations; every mutation is logged ("fuzz: ...").
+    /// Off by default.
+    #[arg(long, value_name = "SEED")]
+    pub fuzz: Option<u64>,
+
     /// Time every command on the device side (from taking it off the
     /// commandq to its response in the used ring and the interrupt raised)
     /// and write count, min, p50, p99, max and mean per command kind as
@@ -227,6 +239,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     if !args.fault.is_empty() {
         log::warn!("fault injection enabled: {:?}", dev.faults);
+    }
+    if let Some(seed) = args.fuzz {
+        log::warn!("fuzzing: a hostile device, seed {seed}");
+        dev.fuzz = Some(fuzz::Fuzzer::new(seed, dev.backend.config().as_ref()));
     }
     if args.stats.is_some() {
         dev.stats = Some(stats::CmdStats::default());

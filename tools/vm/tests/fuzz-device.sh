@@ -1,0 +1,248 @@
+# Guest test: rounds of a workload against a hostile device
+# (virtio-media-vfu --fuzz SEED; Documentation/fuzzing.rst).
+#
+# Each round loads the driver (each device then plays round R, seed
+# SEED + R of its --fuzz SEED), runs programs on every node for
+# ROUND_SECONDS at most and unloads it. A round passes when
+#   * every program ends: killed at its deadline at the latest, it must
+#     then exit (a program the kernel keeps is a hang);
+#   * no task sleeps uninterruptibly for D_LIMIT s or more (the driver's
+#     command timeout is 5 s);
+#   * the module unloads;
+#   * the pinned-page count is back to where it was before the first round,
+#     exactly, and unreclaimable slab (counted every SLAB_EVERY rounds and
+#     after the last) within SLAB_TOLERANCE_KIB of where it
+#     was after the first round in which the driver registered a node (its
+#     first use allocates for good: V4L2 core, caches; per-CPU caches make
+#     slab move a little by themselves).
+# The program results themselves may be anything: the device lies. The
+# kernel log, kmemleak and the module unload are checked by /init and the
+# runner after the test. One line per round goes to fuzz-rounds.txt.
+#
+# Variables (test.env): ROUNDS, ROUND_SECONDS, BACKENDS (the backend of each
+# test device, in --vfu order, comma-separated: capture, output, m2m or
+# simple; which streams
+# to run), COMPLIANCE_EVERY (v4l2-compliance -s in every Nth round, on one
+# node in turn; 0 = never), GUEST_MMAP_EVERY (guest_mmap=1 in the last of
+# every N rounds, 0 = never), D_LIMIT, SLAB_TOLERANCE_KIB, SLAB_EVERY, STUCK_AFTER
+# (s a killed program may take to exit, default 10: the driver's command
+# timeout is 5 s; raise it to look past a known slow release).
+. /test.env
+rounds=${ROUNDS:-5}
+round_s=${ROUND_SECONDS:-20}
+backends=$(echo "${BACKENDS:-capture}" | tr ',' ' ')
+compliance_every=${COMPLIANCE_EVERY:-0}
+guest_mmap_every=${GUEST_MMAP_EVERY:-2}
+d_limit=${D_LIMIT:-10}
+slab_tolerance=${SLAB_TOLERANCE_KIB:-1024}
+slab_every=${SLAB_EVERY:-5}
+stuck_after=${STUCK_AFTER:-10}
+ko=/extra/virtio_media.ko
+work=/tmp/fuzz
+out=/tmp/fuzz-rounds.txt
+mkdir -p $work
+: > $out
+
+pins() { # pages pinned now (FOLL_PIN acquired - released)
+	echo 1 > /proc/sys/vm/stat_refresh
+	awk '/^nr_foll_pin_acquired/ { a = $2 } /^nr_foll_pin_released/ { r = $2 } END { print a - r }' /proc/vmstat
+}
+slab() { # unreclaimable slab, KiB, after the caches the kernel can drop
+	sync; echo 3 > /proc/sys/vm/drop_caches
+	# Shrinking a cache also empties KASAN's quarantine of its objects,
+	# which would otherwise count as slab for a long while.
+	for f in /sys/kernel/slab/*/shrink; do echo 1 > "$f"; done 2> /dev/null
+	awk '/^SUnreclaim/ { print $2 }' /proc/meminfo
+}
+
+# run NAME COMMAND...: starts a program of the round in the background.
+run() {
+	name=$1; shift
+	"$@" > $work/$name.log 2>&1 &
+	echo "$name" > $work/pid.$!
+}
+
+state() { # the state letter of task $1 (empty once it is gone)
+	sed -n 's/.*) \([A-Z]\).*/\1/p' /proc/$1/stat 2>/dev/null
+}
+
+# Task state and where it sleeps, for the report of a stuck task.
+describe_task() {
+	echo "  task $1 ($(cat /proc/$1/comm 2>/dev/null)): state $(state $1), wchan $(cat /proc/$1/wchan 2>/dev/null)"
+	sed 's/^/    /' /proc/$1/stack 2>/dev/null
+}
+
+# watch_programs DEADLINE: waits for the round's programs; past the deadline they
+# get SIGTERM, 3 s later SIGKILL, and one still there STUCK_AFTER s after
+# that is reported stuck. Meanwhile samples every task's state each
+# second: a task in D for d_limit consecutive samples is reported once.
+# Prints the problems.
+watch_programs() {
+	deadline=$1 t0=$(date +%s) now=0
+	: > $work/dcount
+	while :; do
+		left=0
+		for f in $work/pid.*; do
+			[ -e "$f" ] || continue
+			pid=${f##*.} name=$(cat "$f")
+			st=$(state "$pid")
+			if [ -z "$st" ] || [ "$st" = Z ]; then
+				wait "$pid" 2>/dev/null
+				echo "$name rc=$?" >> $work/results
+				rm -f "$f"
+				continue
+			fi
+			left=$((left + 1))
+			# TERM at the deadline, KILL 3 s after the TERM, stuck
+			# STUCK_AFTER s after the KILL, all from when each was sent
+			# (a turn of this loop can take seconds on a slow guest).
+			if [ -e $work/kill.$pid ]; then
+				if [ $now -ge $(($(cat $work/kill.$pid) + stuck_after)) ]; then
+					echo "STUCK: $name (pid $pid) did not exit $((now - $(cat $work/kill.$pid))) s after SIGKILL"
+					describe_task "$pid"
+					echo "$name stuck" >> $work/results
+					rm -f "$f"
+				else
+					kill -KILL "$pid" 2>/dev/null
+				fi
+			elif [ -e $work/term.$pid ]; then
+				if [ $now -ge $(($(cat $work/term.$pid) + 3)) ]; then
+					kill -KILL "$pid" 2>/dev/null
+					echo $now > $work/kill.$pid
+				fi
+			elif [ $now -ge "$deadline" ]; then
+				kill -TERM "$pid" 2>/dev/null
+				echo $now > $work/term.$pid
+				echo "$name killed at deadline" >> $work/killed
+			fi
+		done
+		# Tasks in D: "pid consecutive-seconds" carried over in dcount.
+		cat /proc/[0-9]*/stat 2>/dev/null |
+			awk 'match($0, /\) [A-Z] /) && substr($0, RSTART + 2, 1) == "D" { print $1 }' > $work/dnow
+		awk 'NR == FNR { c[$1] = $2; next } { print $1, c[$1] + 1 }' $work/dcount $work/dnow > $work/dnext
+		mv $work/dnext $work/dcount
+		while read -r pid count; do
+			if [ "$count" = "$d_limit" ]; then
+				echo "STUCK: a task slept uninterruptibly in $d_limit samples in a row (at least $d_limit s)"
+				describe_task "$pid"
+			fi
+		done < $work/dcount
+		[ $left = 0 ] && break
+		sleep 1
+		now=$(($(date +%s) - t0))
+	done
+}
+
+# The node the driver registered for each virtio device, in PCI order
+# (insmod returns once probe is done; devtmpfs may take a moment): one line
+# per device, "-" for a device the driver did not register.
+find_nodes() {
+	sleep 0.5
+	for n in $(ls /sys/bus/virtio/devices | sed 's/^virtio//' | sort -n); do
+		node=-
+		for d in /sys/bus/virtio/devices/virtio$n/video4linux/*; do
+			[ -e "$d" ] && node=/dev/${d##*/}
+		done
+		echo "$node"
+	done
+}
+
+# stream_args BACKEND mmap|user: v4l2-ctl's streaming options for it.
+stream_args() {
+	case "$1" in
+	output) echo "--stream-out-$2" ;;
+	m2m) echo "--stream-$2 --stream-out-$2" ;;
+	*) echo "--stream-$2" ;;
+	esac
+}
+
+# Several sessions of one node at once: controls, two streams, events.
+node_programs() { # NAME NODE BACKEND
+	# A killed shell leaves its child running: each v4l2-ctl of the loop
+	# has its own limit, so none outlives the round by much.
+	run "$1-ctl" sh -c "c='timeout -s KILL 12 v4l2-ctl -d $2'; for i in 1 2 3 4 5 6; do
+		\$c --all; \$c --list-ctrls-menus; \$c --list-formats-ext
+		\$c -c brightness=\$((i * 40)); \$c -C brightness; \$c -c horizontal_flip=\$((i % 2))
+	done"
+	run "$1-mmap" v4l2-ctl -d "$2" $(stream_args "$3" mmap) --stream-count=30 --stream-to=/dev/null
+	run "$1-user" v4l2-ctl -d "$2" $(stream_args "$3" user) --stream-count=30 --stream-to=/dev/null
+	run "$1-events" v4l2-ctl -d "$2" --poll-for-event=ctrl=brightness
+}
+
+ndev=$(echo $backends | wc -w)
+pins0=$(pins)
+slab1=""
+failed=0
+r=0
+echo "fuzz-device: $rounds rounds of up to $round_s s, devices: $backends; pinned pages before: $pins0"
+while [ $r -lt "$rounds" ]; do
+	rm -f $work/*
+	params=""
+	[ "$guest_mmap_every" -gt 0 ] && [ $((r % guest_mmap_every)) = $((guest_mmap_every - 1)) ] && params="guest_mmap=1"
+	echo "=== fuzz round $r ${params:-guest_mmap=0} ==="
+	# The kernel log says which round a report belongs to.
+	echo "fuzz-device: round $r" > /dev/kmsg
+	start=$(date +%s)
+	why=""
+	if ! timeout 60 insmod $ko $params; then
+		why="insmod failed"
+	fi
+	nodes=$(find_nodes | tr '\n' ' ')
+	t_loaded=$(date +%s)
+	i=0 any=""
+	for node in $nodes; do
+		backend=$(echo $backends | cut -d' ' -f$((i + 1)))
+		if [ "$node" != - ]; then
+			any=1
+			node_programs "n$i" "$node" "${backend:-capture}"
+			if [ "$compliance_every" -gt 0 ] && [ $((r % compliance_every)) = 0 ] &&
+				[ $((r / compliance_every % ndev)) = $i ]; then
+				run "n$i-compliance" v4l2-compliance -d "$node" -s
+			fi
+		fi
+		i=$((i + 1))
+	done
+	if [ -n "$any" ]; then
+		# ROUND_SECONDS of running, however long loading took.
+		watch_programs "$round_s" > $work/problems
+		if [ -s $work/problems ]; then
+			cat $work/problems
+			why="$why${why:+; }$(grep -m 1 '^STUCK' $work/problems)"
+		fi
+		echo "programs: $(tr '\n' ' ' < $work/results)"
+		[ -s $work/killed ] && echo "killed at the deadline: $(cut -d' ' -f1 $work/killed | sort -u | tr '\n' ' ')"
+	fi
+	t_run=$(date +%s)
+	if grep -q '^virtio_media ' /proc/modules && ! timeout 60 rmmod virtio_media; then
+		why="$why${why:+; }rmmod failed"
+		echo "rmmod failed; users: $(cat /sys/module/virtio_media/refcnt 2>/dev/null)"
+		# A stuck task holds the module: wait for it, so the next
+		# rounds still count.
+		for i in $(seq 60); do
+			sleep 1
+			rmmod virtio_media 2>/dev/null && { echo "rmmod worked $i s later"; break; }
+		done
+	fi
+	t_unload=$(date +%s)
+	p=$(pins) s=""
+	[ "$p" = "$pins0" ] || why="$why${why:+; }$((p - pins0)) pages still pinned"
+	# Slab after the first round with a node, every SLAB_EVERY rounds and
+	# after the last (counting it takes seconds under KASAN).
+	if { [ -z "$slab1" ] && [ -n "$any" ]; } || [ $((r % slab_every)) = 0 ] || [ $((r + 1)) = "$rounds" ]; then
+		s=$(slab)
+		[ -z "$slab1" ] && [ -n "$any" ] && slab1=$s
+		[ -z "$slab1" ] || [ $((s - slab1)) -le "$slab_tolerance" ] ||
+			why="$why${why:+; }slab grew by $((s - slab1)) KiB"
+	fi
+	line="round $r ($((t_loaded - start))+$((t_run - t_loaded))+$((t_unload - t_run))+$(($(date +%s) - t_unload)) s load+run+unload+count, nodes $nodes${params:-guest_mmap=0}): pins $p${s:+, slab $s KiB}"
+	if [ -n "$why" ]; then
+		echo "FAIL $line: $why" | tee -a $out
+		failed=$((failed + 1))
+	else
+		echo "OK $line" | tee -a $out
+	fi
+	r=$((r + 1))
+done
+export_file fuzz-rounds.txt $out
+echo "fuzz-device: $((rounds - failed)) of $rounds rounds passed; pinned pages $pins0 -> $(pins), slab after the first round with a node ${slab1:-(none)} KiB -> $(slab) KiB"
+[ $failed = 0 ]
