@@ -34,6 +34,7 @@ const FLAG_LAST: u32 = 0x0010_0000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ev {
     Dq {
+        session: u32,
         queue: u32,
         index: u32,
         flags: u32,
@@ -57,6 +58,7 @@ pub fn parse_event(b: &[u8]) -> Ev {
             let buf = &b[8..];
             let nplanes = le32(buf, 72) as usize;
             Ev::Dq {
+                session: le32(b, 4),
                 queue: le32(buf, 4),
                 index: le32(buf, 0),
                 flags: le32(buf, 12),
@@ -964,6 +966,107 @@ mod decoder_tests {
     }
 
     #[test]
+    fn two_sessions_decode_at_once() {
+        // One device, two sessions (two programs), their commands
+        // interleaved: each gets its own stream's frames.
+        let a = h264(320, 240, 12);
+        let b = encode("libvpx", 176, 144, 12, 5);
+        let mut rig = streaming(4);
+        let mut second = {
+            let mut other =
+                <DecoderDevice as VirtioMediaDevice<CmdReader, RespWriter>>::new_session(
+                    &mut rig.dev,
+                    2,
+                )
+                .unwrap();
+            std::mem::swap(&mut rig.s, &mut other);
+            rig.subscribe(EventType::Eos);
+            rig.s_fmt(OUT, FMT_VP8, 0, 0).unwrap();
+            rig.reqbufs(OUT, 4);
+            rig.reqbufs(CAP, 4);
+            rig.streamon(OUT);
+            std::mem::swap(&mut rig.s, &mut other);
+            other
+        };
+        let mut frames: [Vec<(i64, Vec<u8>)>; 2] = [vec![], vec![]];
+        let mut capture_on = false;
+        let mut handle = |rig: &mut DecRig,
+                          second: &mut DecSession,
+                          frames: &mut [Vec<(i64, Vec<u8>)>; 2],
+                          capture_on: &mut bool| {
+            for e in rig.events() {
+                let Ev::Dq {
+                    session,
+                    queue: 9,
+                    index,
+                    flags,
+                    bytesused,
+                    ts,
+                    ..
+                } = e
+                else {
+                    if e == Ev::Event(bindings::V4L2_EVENT_SOURCE_CHANGE) && !*capture_on {
+                        // The VP8 session's first SOURCE_CHANGE: set CAPTURE up.
+                        std::mem::swap(&mut rig.s, second);
+                        for i in 0..4 {
+                            rig.qbuf(CAP, i, &[0], (0, 0)).unwrap();
+                        }
+                        rig.streamon(CAP);
+                        std::mem::swap(&mut rig.s, second);
+                        *capture_on = true;
+                    }
+                    continue;
+                };
+                let own = session == rig.s.id;
+                if !own {
+                    std::mem::swap(&mut rig.s, second);
+                }
+                if bytesused[0] > 0 {
+                    frames[usize::from(!own)].push((ts.0, rig.read(index, 0, bytesused[0])));
+                }
+                if flags & FLAG_LAST == 0 {
+                    rig.qbuf(CAP, index, &[0], (0, 0)).unwrap();
+                }
+                if !own {
+                    std::mem::swap(&mut rig.s, second);
+                }
+            }
+        };
+        for n in 0..12 {
+            let i = (n % 4) as u32;
+            rig.fill(i, &a[n]);
+            rig.qbuf(OUT, i, &[a[n].len() as u32], (n as i64 + 1, 0))
+                .unwrap();
+            handle(&mut rig, &mut second, &mut frames, &mut capture_on);
+            std::mem::swap(&mut rig.s, &mut second);
+            rig.fill(i, &b[n]);
+            rig.qbuf(OUT, i, &[b[n].len() as u32], (n as i64 + 1, 0))
+                .unwrap();
+            std::mem::swap(&mut rig.s, &mut second);
+            handle(&mut rig, &mut second, &mut frames, &mut capture_on);
+        }
+        for _ in 0..2 {
+            rig.stop().unwrap();
+            handle(&mut rig, &mut second, &mut frames, &mut capture_on);
+            std::mem::swap(&mut rig.s, &mut second);
+        }
+        for _ in 0..4 {
+            handle(&mut rig, &mut second, &mut frames, &mut capture_on);
+        }
+        for (got, (coded, units, size)) in frames
+            .iter()
+            .zip([(Coded::H264, &a, (320, 240)), (Coded::Vp8, &b, (176, 144))])
+        {
+            let reference = reference_decode(coded, units);
+            assert_eq!(got.len(), reference.len(), "{coded:?} frame count");
+            for ((ts, data), r) in got.iter().zip(&reference) {
+                assert_eq!(*ts, r.token.unwrap() + 1, "{coded:?}");
+                assert!(*data == nv12(r, size.0, size.1), "{coded:?} frame {ts}");
+            }
+        }
+    }
+
+    #[test]
     fn stop_edge_cases() {
         let mut rig = decoder();
         // Not streaming: accepted, nothing happens.
@@ -1488,4 +1591,98 @@ mod encoder_tests {
             .iter()
             .any(|e| matches!(e, Ev::Dq { queue: 10, flags, .. } if flags & FLAG_ERROR != 0)));
     }
+}
+
+/// The codec backends behind the transport: device configuration, and
+/// ioctls through the commandq.
+#[test]
+fn codec_backends_through_the_commandq() {
+    use crate::tests::{ioctl_cmd, Harness};
+    for (backend, card, queue, fourcc) in [
+        ("decoder", "virtio-media-vfu decoder", 10u32, FMT_H264),
+        ("encoder", "virtio-media-vfu encoder", 9, FMT_H264),
+    ] {
+        let mut h = Harness::with_backend(backend, true);
+        let mut cfg = vec![0u8; 40];
+        h.dev.bar0_read(crate::pci::DEVICE_OFF, &mut cfg);
+        let caps = crate::devices::V4L2_CAP_VIDEO_M2M_MPLANE | crate::devices::V4L2_CAP_STREAMING;
+        assert_eq!(le32(&cfg, 0), caps);
+        assert_eq!(&cfg[8..8 + card.len()], card.as_bytes());
+        let s = h.open();
+        // VIDIOC_ENUM_FMT (2) index 0 on the coded queue.
+        let mut desc = vec![0u8; 64];
+        desc[4..8].copy_from_slice(&queue.to_le_bytes());
+        let resp = h.command(&ioctl_cmd(s, 2, &desc), 8 + 64);
+        assert_eq!(le32(&resp, 0), 0, "{backend}");
+        assert_eq!(le32(&resp, 8 + 8) & 1, 1, "{backend}: COMPRESSED");
+        assert_eq!(le32(&resp, 8 + 44), fourcc, "{backend}");
+    }
+}
+
+/// Decoding speed of a 1080p H.264 stream through the decoder backend
+/// (parser, decode, copy into MMAP CAPTURE buffers), one session, one
+/// libavcodec thread, against libavcodec alone, in CPU time of the
+/// test's thread (wall time on a shared machine says little). Timing, so
+/// not in the normal run: `./build.sh test --release -- --ignored
+/// decode_speed --nocapture`.
+#[test]
+#[ignore = "timing; run with --release --ignored"]
+fn decode_speed_1080p() {
+    fn cpu_secs() -> f64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid out pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    }
+    let units = encode("libx264", 1920, 1080, 60, 0);
+    let start = cpu_secs();
+    let pics = reference_decode(Coded::H264, &units);
+    let lib = 60.0 / (cpu_secs() - start);
+    assert_eq!(pics.len(), 60);
+    let mut rig = decoder();
+    rig.subscribe(EventType::Eos);
+    rig.s_fmt(OUT, FMT_H264, 1920, 1080).unwrap();
+    rig.reqbufs(OUT, 4);
+    rig.reqbufs(CAP, 4);
+    for i in 0..4 {
+        rig.qbuf(CAP, i, &[0], (0, 0)).unwrap();
+    }
+    rig.streamon(OUT);
+    rig.streamon(CAP);
+    let start = cpu_secs();
+    let mut frames = 0;
+    let mut count = |rig: &mut DecRig| {
+        for e in rig.events() {
+            if let Ev::Dq {
+                queue: 9,
+                index,
+                flags,
+                bytesused,
+                ..
+            } = e
+            {
+                frames += usize::from(bytesused[0] > 0);
+                if flags & FLAG_LAST == 0 {
+                    rig.qbuf(CAP, index, &[0], (0, 0)).unwrap();
+                }
+            }
+        }
+    };
+    for (n, u) in units.iter().enumerate() {
+        rig.fill((n % 4) as u32, u);
+        rig.qbuf(OUT, (n % 4) as u32, &[u.len() as u32], (n as i64 + 1, 0))
+            .unwrap();
+        count(&mut rig);
+    }
+    rig.stop().unwrap();
+    for _ in 0..4 {
+        count(&mut rig);
+    }
+    let dev = frames as f64 / (cpu_secs() - start);
+    eprintln!("decode_speed_1080p: libavcodec alone {lib:.1} frames/s, through the decoder backend {dev:.1} frames/s");
+    assert_eq!(frames, 60);
+    assert!(dev >= 25.0, "{dev:.1} frames/s is below real time");
 }

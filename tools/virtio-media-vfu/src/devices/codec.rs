@@ -125,7 +125,9 @@ pub fn coded_sizeimage(width: u32, height: u32, requested: u32) -> u32 {
 
 /// Lays out `pic` (I420) as the memory planes of `fmt`, whose frame size
 /// is at least the picture's. Rows and columns of `fmt` beyond the picture
-/// are left black. None if `fmt` cannot hold the picture.
+/// are left black. None if `fmt` cannot hold the picture. Each output
+/// byte is written once, straight from libavcodec's planes (this runs for
+/// every decoded frame).
 pub fn picture_planes(pic: &Picture, fmt: &Format) -> Option<Vec<Vec<u8>>> {
     let (pw, ph) = (pic.width() as usize, pic.height() as usize);
     let (fw, fh) = (fmt.width as usize, fmt.height as usize);
@@ -138,47 +140,37 @@ pub fn picture_planes(pic: &Picture, fmt: &Format) -> Option<Vec<Vec<u8>>> {
     let (pcw, pch) = (pw.div_ceil(2), ph.div_ceil(2));
     let (fcw, fch) = (fw / 2, fh / 2);
     let bpl = fmt.planes.first()?.bytesperline as usize;
-    if bpl < fw {
+    if bpl < fw || pcw > fcw || pch > fch {
         return None;
     }
-    let mut y = vec![0u8; bpl * fh];
-    let mut u = vec![128u8; fcw * fch];
-    let mut v = vec![128u8; fcw * fch];
-    for r in 0..ph {
-        y.get_mut(r * bpl..r * bpl + pw)?
-            .copy_from_slice(pic.row(0, r, pw)?);
-    }
-    for r in 0..pch.min(fch) {
-        u.get_mut(r * fcw..r * fcw + pcw)?
-            .copy_from_slice(pic.row(1, r, pcw)?);
-        v.get_mut(r * fcw..r * fcw + pcw)?
-            .copy_from_slice(pic.row(2, r, pcw)?);
-    }
-    let interleave = || {
-        let mut uv = vec![128u8; fcw * 2 * fch];
-        for (i, pair) in uv.chunks_exact_mut(2).enumerate() {
-            pair[0] = u[i];
-            pair[1] = v[i];
-        }
-        uv
-    };
-    let planes = match fmt.fourcc {
-        FMT_NV12 => {
-            let mut p = y;
-            p.extend_from_slice(&interleave());
-            vec![p]
-        }
-        FMT_NV12M => {
-            let uv = interleave();
-            vec![y, uv]
-        }
-        FMT_YUV420 => {
-            let mut p = y;
-            p.extend_from_slice(&u);
-            p.extend_from_slice(&v);
-            vec![p]
-        }
-        FMT_YUV420M => vec![y, u, v],
+    let luma = bpl * fh;
+    let chroma = fcw * fch;
+    // Y, then the chroma planes at their offsets in the memory planes.
+    let (mut planes, uv_at, u_at, v_at) = match fmt.fourcc {
+        FMT_NV12 => (
+            vec![vec![0u8; luma + 2 * chroma]],
+            Some((0, luma)),
+            None,
+            None,
+        ),
+        FMT_NV12M => (
+            vec![vec![0u8; luma], vec![0u8; 2 * chroma]],
+            Some((1, 0)),
+            None,
+            None,
+        ),
+        FMT_YUV420 => (
+            vec![vec![0u8; luma + 2 * chroma]],
+            None,
+            Some((0, luma)),
+            Some((0, luma + chroma)),
+        ),
+        FMT_YUV420M => (
+            vec![vec![0u8; luma], vec![0u8; chroma], vec![0u8; chroma]],
+            None,
+            Some((1, 0)),
+            Some((2, 0)),
+        ),
         _ => return None,
     };
     let fits = planes.len() == fmt.planes.len()
@@ -186,7 +178,41 @@ pub fn picture_planes(pic: &Picture, fmt: &Format) -> Option<Vec<Vec<u8>>> {
             .iter()
             .zip(&fmt.planes)
             .all(|(p, l)| p.len() <= l.sizeimage as usize);
-    fits.then_some(planes)
+    if !fits {
+        return None;
+    }
+    for r in 0..ph {
+        planes[0]
+            .get_mut(r * bpl..r * bpl + pw)?
+            .copy_from_slice(pic.row(0, r, pw)?);
+    }
+    let partial = pcw < fcw || pch < fch;
+    if let Some((p, at)) = uv_at {
+        let uv = planes.get_mut(p)?.get_mut(at..at + 2 * chroma)?;
+        if partial {
+            uv.fill(128);
+        }
+        for r in 0..pch {
+            let (u, v) = (pic.row(1, r, pcw)?, pic.row(2, r, pcw)?);
+            let row = uv.get_mut(r * 2 * fcw..r * 2 * fcw + 2 * pcw)?;
+            for (pair, (&cu, &cv)) in row.chunks_exact_mut(2).zip(u.iter().zip(v)) {
+                pair[0] = cu;
+                pair[1] = cv;
+            }
+        }
+    }
+    for (plane, at) in [(1usize, u_at), (2, v_at)] {
+        let Some((p, at)) = at else { continue };
+        let dst = planes.get_mut(p)?.get_mut(at..at + chroma)?;
+        if partial {
+            dst.fill(128);
+        }
+        for r in 0..pch {
+            dst.get_mut(r * fcw..r * fcw + pcw)?
+                .copy_from_slice(pic.row(plane, r, pcw)?);
+        }
+    }
+    Some(planes)
 }
 
 /// Stands for OUTPUT buffer timestamps inside the codec: libavcodec gets
