@@ -990,10 +990,10 @@ mod decoder_tests {
         };
         let mut frames: [Vec<(i64, Vec<u8>)>; 2] = [vec![], vec![]];
         let mut capture_on = false;
-        let mut handle = |rig: &mut DecRig,
-                          second: &mut DecSession,
-                          frames: &mut [Vec<(i64, Vec<u8>)>; 2],
-                          capture_on: &mut bool| {
+        let handle = |rig: &mut DecRig,
+                      second: &mut DecSession,
+                      frames: &mut [Vec<(i64, Vec<u8>)>; 2],
+                      capture_on: &mut bool| {
             for e in rig.events() {
                 let Ev::Dq {
                     session,
