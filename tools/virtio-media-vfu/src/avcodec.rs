@@ -211,6 +211,13 @@ impl Drop for Parser {
 // through `&mut self`; FFmpeg parser contexts have no thread affinity.
 unsafe impl Send for Parser {}
 
+/// One access unit of a byte stream (or one VP8/VP9 frame) and the
+/// token its pictures carry.
+pub struct Unit {
+    pub data: Vec<u8>,
+    pub pts: Option<i64>,
+}
+
 /// A libavcodec video decoder with its parser.
 pub struct Decoder {
     coded: Coded,
@@ -276,16 +283,11 @@ impl Decoder {
         self.coded
     }
 
-    /// Decodes one OUTPUT buffer's bytes, tagged with `token` (frames made
-    /// from them carry it back), appending finished pictures to `out`. An
-    /// error means some of the data could not be decoded; the pictures
-    /// decoded anyway are still appended.
-    pub fn decode(
-        &mut self,
-        data: &[u8],
-        token: i64,
-        out: &mut VecDeque<Picture>,
-    ) -> Result<(), CodecError> {
+    /// Splits one OUTPUT buffer's bytes, tagged with `token`, into the
+    /// access units they complete (frames made from a unit carry its
+    /// token back). The error says the parser had to drop data; the units
+    /// found are returned anyway.
+    pub fn split(&mut self, data: &[u8], token: i64) -> (Vec<Unit>, Result<(), CodecError>) {
         self.last_token = Some(token);
         let units = match &mut self.parser {
             // SAFETY: the decoder's context is live for the parser call.
@@ -299,8 +301,36 @@ impl Decoder {
             self.parser = Parser::new(self.coded.id());
             result = Err(CodecError(format!("no access unit in {MAX_HELD} bytes")));
         }
-        for (unit, pts) in units {
-            if let Err(e) = self.send(&unit, pts.or(Some(token)), out) {
+        let units = units
+            .into_iter()
+            .map(|(data, pts)| Unit {
+                data,
+                pts: pts.or(Some(token)),
+            })
+            .collect();
+        (units, result)
+    }
+
+    /// Decodes one access unit, appending the pictures it finishes to
+    /// `out`.
+    pub fn decode_unit(
+        &mut self,
+        unit: &Unit,
+        out: &mut VecDeque<Picture>,
+    ) -> Result<(), CodecError> {
+        self.send(&unit.data, unit.pts, out)
+    }
+
+    /// `split` and `decode_unit` in one go.
+    pub fn decode(
+        &mut self,
+        data: &[u8],
+        token: i64,
+        out: &mut VecDeque<Picture>,
+    ) -> Result<(), CodecError> {
+        let (units, mut result) = self.split(data, token);
+        for u in &units {
+            if let Err(e) = self.decode_unit(u, out) {
                 result = Err(e);
             }
         }

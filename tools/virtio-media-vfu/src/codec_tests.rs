@@ -1067,6 +1067,59 @@ mod decoder_tests {
     }
 
     #[test]
+    fn a_buffer_of_many_frames_is_decoded_as_capture_buffers_come() {
+        // One OUTPUT buffer with the whole stream, one CAPTURE buffer: at
+        // most READY_LIMIT pictures are decoded ahead (a guest could
+        // otherwise pack thousands of tiny frames of a huge size into one
+        // buffer), and the OUTPUT buffer comes back once it is all decoded.
+        let units = h264(320, 240, 30);
+        let mut rig = streaming(1);
+        let all = units.concat();
+        rig.fill(0, &all);
+        rig.qbuf(OUT, 0, &[all.len() as u32], (1, 0)).unwrap();
+        let mut evs = rig.events();
+        assert!(
+            rig.s.pictures_ready() <= 2,
+            "{} pictures decoded ahead",
+            rig.s.pictures_ready()
+        );
+        assert!(
+            !evs.iter().any(|e| matches!(e, Ev::Dq { queue: 10, .. })),
+            "OUTPUT buffer still in use"
+        );
+        let (mut returned, mut frames) = (false, 0);
+        for _ in 0..100 {
+            for e in std::mem::take(&mut evs) {
+                match e {
+                    Ev::Dq { queue: 10, .. } => returned = true,
+                    Ev::Dq {
+                        queue: 9,
+                        index,
+                        bytesused,
+                        ..
+                    } => {
+                        frames += usize::from(bytesused[0] > 0);
+                        rig.qbuf(CAP, index, &[0], (0, 0)).unwrap();
+                    }
+                    _ => {}
+                }
+            }
+            if returned {
+                break;
+            }
+            evs = rig.events();
+            assert!(rig.s.pictures_ready() <= 2);
+        }
+        assert!(returned);
+        let done = finish(&mut rig);
+        frames += done
+            .iter()
+            .filter(|e| matches!(e, Ev::Dq { queue: 9, bytesused, .. } if bytesused[0] > 0))
+            .count();
+        assert_eq!(frames, 30);
+    }
+
+    #[test]
     fn stop_edge_cases() {
         let mut rig = decoder();
         // Not streaming: accepted, nothing happens.

@@ -38,7 +38,7 @@ use super::capture::{query_ioctls, subscribe, unsupported_ioctls, which_raw};
 use super::codec::*;
 use super::common::*;
 use super::m2m::Colorimetry;
-use crate::avcodec::{Coded, Decoder, Picture};
+use crate::avcodec::{Coded, Decoder, Picture, Unit};
 
 pub const SRC: QueueType = QueueType::VideoOutputMplane;
 pub const DST: QueueType = QueueType::VideoCaptureMplane;
@@ -111,6 +111,11 @@ pub struct DecSession {
     pub dst: BufQueue,
     pub ctrls: Controls,
     dec: Option<Decoder>,
+    /// Access units of the OUTPUT buffer being decoded, not yet decoded.
+    units: VecDeque<Unit>,
+    /// The OUTPUT buffer being decoded, and whether all went well so far;
+    /// returned once its last unit is decoded.
+    input: Option<(usize, bool)>,
     ready: VecDeque<Item>,
     /// Geometry of the last picture put in `ready` (a different one gets
     /// a `Change` marker before it).
@@ -163,7 +168,7 @@ impl DecSession {
         }
     }
 
-    fn pictures_ready(&self) -> usize {
+    pub fn pictures_ready(&self) -> usize {
         self.ready
             .iter()
             .filter(|i| matches!(i, Item::Picture(_)))
@@ -174,6 +179,8 @@ impl DecSession {
     /// buffers freed): the next stream is parsed from scratch.
     fn reset_stream(&mut self) {
         self.dec = None;
+        self.units.clear();
+        self.input = None;
         self.ready.clear();
         self.decoded = None;
         self.parsed = false;
@@ -252,40 +259,53 @@ impl DecoderDevice {
     }
 
     /// Decodes queued OUTPUT buffers while few enough pictures wait.
+    /// Decodes queued OUTPUT buffers, one access unit at a time, while
+    /// few enough pictures wait: a buffer that holds many frames is not
+    /// decoded (nor returned) all at once, so memory stays bounded
+    /// whatever the guest queues.
     fn decode(&mut self, s: &mut DecSession) -> IoctlResult<()> {
         while s.src.streaming && !s.stopped && s.pictures_ready() < READY_LIMIT {
-            match s.drain {
-                Drain::Inputs(0) => {
-                    self.flush(s);
-                    break;
+            if let Some(unit) = s.units.pop_front() {
+                let ok = self.decode_unit(s, &unit);
+                if let Some((_, all_ok)) = s.input.as_mut() {
+                    *all_ok &= ok;
                 }
-                Drain::Flushed => break,
+                continue;
+            }
+            if let Some((idx, ok)) = s.input.take() {
+                // Every unit of the buffer went through: it is done.
+                let used = s.src.bytesused(idx, 0);
+                let flags = if ok {
+                    BufferFlags::empty()
+                } else {
+                    BufferFlags::ERROR
+                };
+                let b = s.src.complete(idx, &[used], flags)?;
+                self.emit(s.id, b);
+                if let Drain::Inputs(n) = s.drain {
+                    s.drain = Drain::Inputs(n.saturating_sub(1));
+                }
+                continue;
+            }
+            match s.drain {
+                Drain::Inputs(0) | Drain::Flushed => break,
                 Drain::None | Drain::Inputs(_) => {}
             }
             let Some(idx) = s.src.queued.pop_front() else {
                 break;
             };
-            let ok = self.decode_buffer(s, idx);
-            let used = s.src.bytesused(idx, 0);
-            let flags = if ok {
-                BufferFlags::empty()
-            } else {
-                BufferFlags::ERROR
-            };
-            let b = s.src.complete(idx, &[used], flags)?;
-            self.emit(s.id, b);
-            if let Drain::Inputs(n) = s.drain {
-                s.drain = Drain::Inputs(n.saturating_sub(1));
-            }
+            let ok = self.split_buffer(s, idx);
+            s.input = Some((idx, ok));
         }
-        if s.drain == Drain::Inputs(0) && !s.stopped {
+        if s.drain == Drain::Inputs(0) && s.input.is_none() && s.units.is_empty() && !s.stopped {
             self.flush(s);
         }
         Ok(())
     }
 
-    /// Decodes OUTPUT buffer `idx`; false if something in it failed.
-    fn decode_buffer(&mut self, s: &mut DecSession, idx: usize) -> bool {
+    /// Reads OUTPUT buffer `idx` and splits it into access units
+    /// (`s.units`); false if something in it failed.
+    fn split_buffer(&mut self, s: &mut DecSession, idx: usize) -> bool {
         let used = s.src.bytesused(idx, 0) as usize;
         let data = match s.src.read_plane(&self.ctx, idx, 0, used) {
             Ok(d) => d,
@@ -323,10 +343,28 @@ impl DecoderDevice {
         let Some(dec) = s.dec.as_mut() else {
             return false;
         };
-        let mut pics = VecDeque::new();
-        let res = dec.decode(&data, token, &mut pics);
+        let (units, res) = dec.split(&data, token);
+        s.units.extend(units);
         if let Err(e) = &res {
             log::debug!("decoder session {}: OUTPUT buffer {idx}: {}", s.id, e.0);
+        }
+        res.is_ok()
+    }
+
+    /// Decodes one access unit; false if libavcodec rejected it.
+    fn decode_unit(&mut self, s: &mut DecSession, unit: &Unit) -> bool {
+        let Some(dec) = s.dec.as_mut() else {
+            return false;
+        };
+        let mut pics = VecDeque::new();
+        let res = dec.decode_unit(unit, &mut pics);
+        if let Err(e) = &res {
+            log::debug!(
+                "decoder session {}: {} bytes not decoded: {}",
+                s.id,
+                unit.data.len(),
+                e.0
+            );
         }
         for p in pics {
             Self::accept(s, p);
@@ -564,6 +602,8 @@ where
             dst,
             ctrls: Self::controls(),
             dec: None,
+            units: VecDeque::new(),
+            input: None,
             ready: VecDeque::new(),
             decoded: None,
             parsed: false,
@@ -806,6 +846,8 @@ impl VirtioMediaIoctlHandler for DecoderDevice {
         if queue == SRC {
             // Seek: the bitstream queued and buffered so far is dropped;
             // pictures already decoded may still come out.
+            s.units.clear();
+            s.input = None;
             if let Some(dec) = s.dec.as_mut() {
                 if let Err(e) = dec.reset() {
                     log::warn!("decoder session {}: reset failed: {}", s.id, e.0);
@@ -906,7 +948,8 @@ impl VirtioMediaIoctlHandler for DecoderDevice {
                     // Nothing to drain (not an error, for compatibility).
                     return Ok(cmd);
                 }
-                s.drain = Drain::Inputs(s.src.queued.len());
+                // The buffer being decoded was queued before STOP too.
+                s.drain = Drain::Inputs(s.src.queued.len() + usize::from(s.input.is_some()));
             }
             _ => {
                 s.stopped = false;
