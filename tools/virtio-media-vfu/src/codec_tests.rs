@@ -592,6 +592,34 @@ mod decoder_tests {
     }
 
     #[test]
+    fn odd_sizes_and_frame_threads() {
+        // An odd picture size: the frame buffer is one column and row
+        // larger (black luma, neutral chroma), the compose rectangle is
+        // the picture.
+        let units = encode("libvpx", 175, 143, 6, 0);
+        let mut rig = decoder();
+        let got = Client::new(FMT_VP8).run(&mut rig, &units);
+        assert_matches_reference(Coded::Vp8, &units, &got.frames, true);
+        let sel = rig
+            .dev
+            .g_selection(
+                &rig.s,
+                v4l2r::ioctl::SelectionType::Capture,
+                v4l2r::ioctl::SelectionTarget::Compose,
+            )
+            .unwrap();
+        assert_eq!(
+            (sel.width, sel.height, rig.g_fmt(CAP).1, rig.g_fmt(CAP).2),
+            (175, 143, 176, 144)
+        );
+        // Two frame threads (--codec-threads 2): same frames, same order.
+        let units = h264(320, 240, 16);
+        let mut rig = Rig::new(|ctx| DecoderDevice::new(ctx, 2));
+        let got = Client::new(FMT_H264).run(&mut rig, &units);
+        assert_matches_reference(Coded::H264, &units, &got.frames, true);
+    }
+
+    #[test]
     fn enum_fmt_lists_the_decodable_formats_with_flags() {
         let mut rig = decoder();
         let mut coded = vec![];
