@@ -1148,6 +1148,52 @@ mod decoder_tests {
     }
 
     #[test]
+    fn the_buffer_that_made_the_source_change_waits_for_capture() {
+        // GStreamer's way: OUTPUT only, then a wait (poll) for the event.
+        let units = h264(320, 240, 8);
+        let mut rig = decoder();
+        rig.subscribe(EventType::SourceChange(0));
+        rig.s_fmt(OUT, FMT_H264, 320, 240).unwrap();
+        rig.reqbufs(OUT, 4);
+        rig.streamon(OUT);
+        let (mut returned, mut changed, mut next) = (vec![], false, 0);
+        while !changed {
+            let i = next as u32 % 4;
+            assert!(next < 4, "no SOURCE_CHANGE after 4 buffers");
+            rig.fill(i, &units[next]);
+            rig.qbuf(OUT, i, &[units[next].len() as u32], (next as i64 + 1, 0))
+                .unwrap();
+            next += 1;
+            for e in rig.events() {
+                match e {
+                    Ev::Dq {
+                        queue: 10, index, ..
+                    } => returned.push(index),
+                    Ev::Event(t) => changed |= t == bindings::V4L2_EVENT_SOURCE_CHANGE,
+                    _ => {}
+                }
+            }
+        }
+        // The buffer being decoded when the first picture came out stays
+        // queued, with those queued after it.
+        let held = next - returned.len();
+        assert!(held >= 1, "{next} queued, {returned:?} returned");
+        rig.reqbufs(CAP, 2);
+        rig.qbuf(CAP, 0, &[0], (0, 0)).unwrap();
+        rig.qbuf(CAP, 1, &[0], (0, 0)).unwrap();
+        rig.streamon(CAP);
+        let evs = rig.events();
+        let more = evs
+            .iter()
+            .filter(|e| matches!(e, Ev::Dq { queue: 10, .. }))
+            .count();
+        assert!(more >= 1, "returned once CAPTURE streams: {evs:?}");
+        assert!(evs
+            .iter()
+            .any(|e| matches!(e, Ev::Dq { queue: 9, bytesused, .. } if bytesused[0] > 0)));
+    }
+
+    #[test]
     fn stop_edge_cases() {
         let mut rig = decoder();
         // Not streaming: accepted, nothing happens.

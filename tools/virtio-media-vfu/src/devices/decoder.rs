@@ -168,6 +168,12 @@ impl DecSession {
         }
     }
 
+    /// CAPTURE is not set up for the stream yet: the initial source
+    /// change, or a resolution change, waits for the client.
+    fn capture_waiting(&self) -> bool {
+        !self.configured && (self.parsed || self.ready.iter().any(|i| matches!(i, Item::Change(_))))
+    }
+
     pub fn pictures_ready(&self) -> usize {
         self.ready
             .iter()
@@ -271,6 +277,13 @@ impl DecoderDevice {
                     *all_ok &= ok;
                 }
                 continue;
+            }
+            if s.capture_waiting() {
+                // dev-decoder.rst: the buffer whose data made the source
+                // change is returned once CAPTURE is set up. (A client
+                // polling for the event then still has a queued OUTPUT
+                // buffer, which keeps vb2's m2m poll from saying EPOLLERR.)
+                break;
             }
             if let Some((idx, ok)) = s.input.take() {
                 // Every unit of the buffer went through: it is done.
