@@ -16,5 +16,6 @@ cd "$REPO_DIR"
 . tools/check/driver.sh     # the driver with the test device
 . tools/check/hardening.sh  # misbehaving programs and devices
 . tools/check/vivid.sh      # the guest user space against vivid
+. tools/check/codec-device.sh # the codec backends on every memory type
 
 check_main
