@@ -8,7 +8,7 @@
 
 # A 10-frame H.264 stream (B-frames, a key frame every 5) for the
 # decoder's --stream-from, made by the host's FFmpeg.
-codec_device_stream=""
+codec_device_stream="" codec_device_guest_envs=()
 need_codec_device_stream() {
 	[ -n "$codec_device_stream" ] && return 0
 	local log=$results/codec-device-stream.log
@@ -25,7 +25,10 @@ need_codec_device_stream() {
 codec_device_compliance() {
 	local name=$1 flags=$2 label=$3 env=$4 file=$5 m log totals
 	shift 5
-	run_vfu "$name" "$flags" tools/vm/tests/compliance.sh "$env" "$file"
+	need module && need vfu || return 1
+	guest "$name" --ko "$ko" ${file:+--ko "$file"} --modules virtio_media --vfu "$flags" \
+		--append "$module_params" --env "$env" "${codec_device_guest_envs[@]}" \
+		--test tools/vm/tests/compliance.sh --timeout 600
 	log=$results/$name/compliance.log
 	cp "$log" "$results/$name.compliance.log" 2>/dev/null
 	totals=$(grep '^Total for' "$log" 2>/dev/null | tail -n 1)
@@ -73,11 +76,15 @@ t_codec_device_encoder() { # VARIANT
 	guest-mmap) module_params=virtio_media.guest_mmap=1 label="$label, guest_mmap=1" ;;
 	no-shm) flags="$flags --no-shm" label="$label, no shared memory" ;;
 	dmabuf)
+		# vivid has no H.264: its YUYV 1280x720 buffers (1.8 MB) hold a
+		# 640x480 NV12 frame and a 1 MiB coded buffer.
 		env="EXPORTER=vivid" file=tools/vm/tests/vivid-exporter.sh label="$label, vivid exports (-e)"
+		codec_device_guest_envs=(--env "EXPORTER_FORMAT=width=1280,height=720,pixelformat=YUYV")
 		expect=(DMABUF) ;;
 	esac
 	codec_device_compliance "codec-device-encoder-$1" "$flags" "$label" "$env" "$file" "${expect[@]}"
 	module_params=""
+	codec_device_guest_envs=()
 }
 
 for variant in guest-mmap no-shm; do
