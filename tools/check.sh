@@ -19,5 +19,6 @@ cd "$REPO_DIR"
 . tools/check/fuzz.sh       # the fuzzers: a hostile device, hostile programs
 . tools/check/vivid.sh      # the guest user space against vivid
 . tools/check/upstream.sh   # the upstream series, in-tree build, modinfo
+. tools/check/codec-device.sh # the codec backends on every memory type
 
 check_main
