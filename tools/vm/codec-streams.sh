@@ -69,10 +69,10 @@ done
 # The encoder tests' source: 30 raw NV12 frames.
 ff -f lavfi -i "$(pattern 640x480 30)" -pix_fmt nv12 -f rawvideo enc-src-640x480.nv12
 
-# The references: every frame at its own size (-autoscale 0: the resolution
+# The references: every frame at its own size (-noautoscale: the resolution
 # change is not scaled away), none dropped or repeated (passthrough).
 while read -r name file _; do
-	ff -i "$file" -map 0:v -fps_mode passthrough -autoscale 0 -pix_fmt nv12 -f framemd5 "$name.framemd5"
+	ff -i "$file" -map 0:v -fps_mode passthrough -noautoscale -pix_fmt nv12 -f framemd5 "$name.framemd5"
 	grep -v '^#' "$name.framemd5" | awk -F', *' '{ print $6 }' > "$name.md5"
 done < streams.txt
 # Each reference has the frames the stream was made with.

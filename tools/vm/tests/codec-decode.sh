@@ -36,11 +36,11 @@ run_job() { # PROGRAM FILE CODEC SEEK
 	start=$(uptime_cs)
 	case "$program" in
 	ffmpeg)
-		# -autoscale 0: frames keep their size across a resolution
+		# -noautoscale: frames keep their size across a resolution
 		# change; passthrough: none dropped or repeated.
 		ffmpeg -hide_banner -nostdin -loglevel warning ${seek:+-ss $seek} \
 			-c:v "$(ffmpeg_decoder "$codec")" -i "/extra/$file" -map 0:v \
-			-fps_mode passthrough -autoscale 0 -pix_fmt nv12 -f framemd5 "/tmp/out/$job.framemd5" \
+			-fps_mode passthrough -noautoscale -pix_fmt nv12 -f framemd5 "/tmp/out/$job.framemd5" \
 			> "/tmp/out/$job.log" 2>&1
 		status=$?
 		grep -v '^#' "/tmp/out/$job.framemd5" 2>/dev/null | awk -F', *' '{ print $6 }' > "/tmp/out/$job.md5" ;;
