@@ -183,3 +183,21 @@ t_codec_compliance() { # decoder|encoder
 }
 check_test codec-compliance-decoder t_codec_compliance decoder
 check_test codec-compliance-encoder t_codec_compliance encoder
+
+# GStreamer's V4L2 mem2mem plumbing on the m2m converter backend: frames
+# through v4l2convert (NV12 to NV12) must equal the frames without it.
+t_codec_gst_convert() {
+	local name=codec-gst-convert dir got expected differ missing frames=30
+	need_codec || { record "codec: gst v4l2convert (prerequisites)" FAIL; return; }
+	codec_guest "$name" "--device-id 48 --backend m2m" tools/vm/tests/codec-convert.sh \
+		--env "CONVERT_FRAMES=$frames" --env CONVERT_SIZE=320x240
+	dir=$results/$name
+	read -r got expected differ missing < <(compare_frames "$dir/convert.md5" "$dir/ref.md5")
+	if [ "$got" = "$frames" ] && [ "$expected" = "$frames" ] && [ "$differ" = 0 ]; then
+		record "codec: gst v4l2convert through the driver" OK "$got of $expected frames, $differ differ"
+	else
+		record "codec: gst v4l2convert through the driver" FAIL \
+			"$got of $expected frames (of $frames), $differ differ, $missing missing ($dir)"
+	fi
+}
+check_test codec-gst-convert t_codec_gst_convert
