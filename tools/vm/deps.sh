@@ -4,9 +4,13 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
+# pkg-config and the libav*-dev packages: the codec backends of
+# tools/virtio-media-vfu (ffmpeg-next links Debian's FFmpeg; it does not
+# build without its "format" feature, hence libavformat).
 apt_pkgs="flex bison bc libelf-dev libssl-dev cpio busybox-static xz-utils zstd
 	libclang-$LLVM_VERSION-dev clang-$LLVM_VERSION llvm-$LLVM_VERSION lld-$LLVM_VERSION
-	python3 kmod rsync gcc libc6-dev file"
+	python3 kmod rsync gcc libc6-dev file
+	pkg-config libavcodec-dev libavformat-dev libavutil-dev libswscale-dev"
 # shellcheck disable=SC2086 # a word list of packages
 apt_install_missing $apt_pkgs
 

@@ -114,6 +114,9 @@ apt_install_missing() {
 	[ -n "$missing" ] || return 0
 	log "installing:$missing"
 	DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+	# Wait for the dpkg lock rather than fail when another apt-get runs
+	# (several checkouts of the project may install at the same time).
 	# shellcheck disable=SC2086 # a word list of packages
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >&2
+	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+		install -y -q --no-install-recommends $missing >&2
 }

@@ -6,6 +6,7 @@
 // Helpers kept for tests and the upcoming backends.
 #![allow(dead_code)]
 
+mod avcodec;
 mod delay;
 mod device;
 mod devices;
@@ -17,6 +18,8 @@ mod stats;
 mod transport;
 mod vfu;
 
+#[cfg(test)]
+mod codec_tests;
 #[cfg(test)]
 mod tests;
 
@@ -95,7 +98,9 @@ pub struct Args {
     /// multi-planar capture device with controls (incl. a U8 array control)
     /// and events; "output" = output device that consumes frames and exposes
     /// their checksum as a control; "m2m" = mem2mem pixel-format converter
-    /// with STOP/START drain and LAST buffers.
+    /// with STOP/START drain and LAST buffers; "decoder" = V4L2 stateful
+    /// video decoder (H.264, HEVC, VP8, VP9 to NV12/YU12/NM12/YM12, with
+    /// libavcodec).
     #[arg(long, value_name = "NAME", default_value = "simple", value_parser = clap::builder::PossibleValuesParser::new(devices::BACKENDS))]
     pub backend: String,
 
@@ -152,6 +157,12 @@ pub struct Args {
     #[arg(long)]
     pub crop: bool,
 
+    /// Decoder backend: libavcodec threads per session (1 = decode in the
+    /// command's thread only; more use frame threads and add a frame of
+    /// delay per thread).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub codec_threads: u16,
+
     /// Time every command on the device side (from taking it off the
     /// commandq to its response in the used ring and the interrupt raised)
     /// and write count, min, p50, p99, max and mean per command kind as
@@ -187,7 +198,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         events.clone(),
         shm.clone(),
         mem.clone(),
-        devices::BackendOpts { frame_log, source_change_every: args.source_change_every, crop: args.crop },
+        devices::BackendOpts {
+            frame_log,
+            source_change_every: args.source_change_every,
+            crop: args.crop,
+            codec_threads: usize::from(args.codec_threads),
+        },
     )?;
     let mut dev = device::VirtioMediaPci::new(args.device_id, shm.clone(), backend, events, mem);
     dev.response_delay = std::time::Duration::from_millis(args.response_delay_ms);

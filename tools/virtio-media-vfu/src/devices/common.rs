@@ -171,6 +171,7 @@ pub const FMT_RGB24: u32 = fourcc(b"RGB3");
 pub const FMT_NV12: u32 = fourcc(b"NV12");
 pub const FMT_NV12M: u32 = fourcc(b"NM12");
 pub const FMT_YUV420M: u32 = fourcc(b"YM12");
+pub const FMT_YUV420: u32 = fourcc(b"YU12");
 pub const FMT_GREY: u32 = fourcc(b"GREY");
 
 pub fn fourcc_str(f: u32) -> String {
@@ -185,6 +186,7 @@ pub fn format_description(f: u32) -> &'static str {
         FMT_NV12 => "Y/UV 4:2:0",
         FMT_NV12M => "Y/UV 4:2:0 (N-C)",
         FMT_YUV420M => "Planar YUV 4:2:0 (N-C)",
+        FMT_YUV420 => "Planar YUV 4:2:0",
         FMT_GREY => "8-bit Greyscale",
         _ => "unknown",
     }
@@ -204,6 +206,7 @@ pub fn layout(fourcc: u32, width: u32, height: u32) -> Option<Format> {
         FMT_NV12 => vec![p(w, w * h * 3 / 2)],
         FMT_NV12M => vec![p(w, w * h), p(w, w * h / 2)],
         FMT_YUV420M => vec![p(w, w * h), p(w / 2, w * h / 4), p(w / 2, w * h / 4)],
+        FMT_YUV420 => vec![p(w, w * h * 3 / 2)],
         _ => return None,
     };
     Some(Format {

@@ -2,7 +2,9 @@
 //! Device backends selectable with `--backend`.
 
 pub mod capture;
+pub mod codec;
 pub mod common;
+pub mod decoder;
 pub mod m2m;
 pub mod simple;
 
@@ -13,7 +15,7 @@ use crate::framelog::FrameLog;
 use crate::shm::{Shm, ShmMapper};
 
 /// Backend names accepted by `--backend`.
-pub const BACKENDS: &[&str] = &["simple", "capture", "output", "m2m"];
+pub const BACKENDS: &[&str] = &["simple", "capture", "output", "m2m", "decoder"];
 
 /// V4L2 device_caps bits.
 pub const V4L2_CAP_VIDEO_CAPTURE_MPLANE: u32 = 0x0000_1000;
@@ -32,6 +34,8 @@ pub struct BackendOpts {
     pub source_change_every: u32,
     /// `--crop` (capture).
     pub crop: bool,
+    /// `--codec-threads` (decoder): libavcodec threads per session.
+    pub codec_threads: usize,
 }
 
 /// Builds the backend `name`. Fails for an unknown name, and for "simple"
@@ -44,7 +48,7 @@ pub fn make_backend(
     mem: SharedGuestMemory,
     opts: BackendOpts,
 ) -> anyhow::Result<Box<dyn MediaBackend>> {
-    let BackendOpts { frame_log, source_change_every, crop } = opts;
+    let BackendOpts { frame_log, source_change_every, crop, codec_threads } = opts;
     let guest = GuestMemMapper { mem };
     match name {
         "simple" => {
@@ -106,6 +110,20 @@ pub fn make_backend(
             );
             let factory = Box::new(move || {
                 m2m::M2mDevice::new(common::DevCtx::new(shm.clone(), guest.clone(), events.clone()))
+            });
+            Ok(Box::new(RunnerBackend::new(factory, config)))
+        }
+        "decoder" => {
+            let config = make_config(
+                V4L2_CAP_VIDEO_M2M_MPLANE | V4L2_CAP_STREAMING,
+                VFL_TYPE_VIDEO,
+                "virtio-media-vfu decoder",
+            );
+            let factory = Box::new(move || {
+                decoder::DecoderDevice::new(
+                    common::DevCtx::new(shm.clone(), guest.clone(), events.clone()),
+                    codec_threads,
+                )
             });
             Ok(Box::new(RunnerBackend::new(factory, config)))
         }
