@@ -359,10 +359,23 @@ impl Session {
         let mut pointer = [0u8; POINTER_SIZE];
         pointer.copy_from_slice(buf.get(BUF_M..BUF_M + POINTER_SIZE).ok_or(EINVAL)?);
         let length = get_u32(buf, BUF_LENGTH).ok_or(EINVAL)?;
+        // A QBUF counts as queued before it is sent: the device may return
+        // the buffer before it answers.
+        let queuing = code == ioctl::VIDIOC_QBUF;
+        if queuing {
+            let mut state = self.state.lock();
+            let queue = state.queue(kind);
+            queue.queued = queue.queued.saturating_add(1);
+        }
         let result = match code {
             ioctl::VIDIOC_QUERYBUF => self.transact(code, buf, planes),
             _ => self.queue_buffer(code, kind, buf, planes),
         };
+        if queuing && result.is_err() {
+            let mut state = self.state.lock();
+            let queue = state.queue(kind);
+            queue.queued = queue.queued.saturating_sub(1);
+        }
         if is_multiplanar(buf_type) {
             // Whatever the device wrote, the planes pointer is the kernel's
             // copy, the array cannot grow, and the planes it reports must be
@@ -596,7 +609,10 @@ impl Session {
     /// `poll()`, as vb2 answers it: for each queue the caller asked about,
     /// readable/writable when a buffer is done (or, on capture, after the
     /// LAST buffer), an error when it is not streaming; PRI for events; ERR
-    /// for a failed session.
+    /// for a failed session. A mem2mem device answers as `v4l2_m2m_poll()`
+    /// does: an error only when neither queue has anything to wait for, so
+    /// a decoder's CAPTURE queue may be polled (for SOURCE_CHANGE, PRI)
+    /// before it streams, while OUTPUT holds the stream's first buffers.
     pub(crate) fn poll_mask(&self, requested: u32) -> u32 {
         let mut mask = 0;
         if self.fh.event_pending() {
@@ -610,6 +626,23 @@ impl Session {
         let [capture, output] = &state.queues;
         let read_bits = ffi::EPOLLIN | ffi::EPOLLRDNORM;
         let write_bits = ffi::EPOLLOUT | ffi::EPOLLWRNORM;
+        if has_capture && has_output {
+            if requested & (read_bits | write_bits) == 0 {
+                return mask;
+            }
+            let output_waits = output.streaming && output.queued > 0;
+            let capture_waits = capture.streaming && (capture.queued > 0 || capture.last_dequeued);
+            if !output_waits && !capture_waits {
+                return mask | ffi::EPOLLERR;
+            }
+            if !output.done.is_empty() {
+                mask |= write_bits;
+            }
+            if !capture.done.is_empty() || capture.last_dequeued {
+                mask |= read_bits;
+            }
+            return mask;
+        }
         for (present, queue, bits, ready) in [
             (has_capture, capture, read_bits, !capture.done.is_empty() || capture.last_dequeued),
             (has_output, output, write_bits, !output.done.is_empty()),

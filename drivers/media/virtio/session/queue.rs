@@ -43,6 +43,9 @@ pub(crate) struct QueueState {
     pub(super) done: KVec<KBox<DoneBuffer>>,
     /// A buffer flagged LAST was dequeued: DQBUF says EPIPE until restart.
     pub(super) last_dequeued: bool,
+    /// Buffers queued (QBUF, counted from before the device has them) and
+    /// not dequeued yet: vb2's `queued_list`, which m2m poll looks at.
+    pub(super) queued: u32,
     /// What the program's buffers are, if the device knows them as USERPTR.
     pub(super) presented: Presented,
     /// The memory of guest-backed MMAP buffers.
@@ -54,6 +57,7 @@ impl QueueState {
         self.streaming = false;
         self.done.clear();
         self.last_dequeued = false;
+        self.queued = 0;
     }
 
     /// A buffer the device returned: kept for DQBUF while streaming,
@@ -85,6 +89,7 @@ impl QueueState {
                 return Err(EINVAL);
             }
             let done = self.done.remove(0)?;
+            self.queued = self.queued.saturating_sub(1);
             let flags = get_u32(&done.buffer, BUF_FLAGS).unwrap_or(0);
             if kind == QueueKind::Capture && flags & ffi::V4L2_BUF_FLAG_LAST != 0 {
                 self.last_dequeued = true;
