@@ -14,6 +14,9 @@
 . /test.env
 mkdir -p /tmp/out
 export HOME=/tmp
+# GST_DEBUG (e.g. "v4l2*:6") reaches the programs; their messages go to
+# each job's log.
+[ -n "${GST_DEBUG:-}" ] && export GST_DEBUG GST_DEBUG_NO_COLOR=1
 
 # The GStreamer elements and FFmpeg decoder of a codec.
 ffmpeg_decoder() { echo "${1}_v4l2m2m"; }
