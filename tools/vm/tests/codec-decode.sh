@@ -59,8 +59,8 @@ run_job() { # PROGRAM FILE CODEC SEEK
 		status=2 ;;
 	esac
 	end=$(uptime_cs)
-	echo "$job status=$status frames=$(wc -l < "/tmp/out/$job.md5") seconds=$(( (end - start) / 100 )).$(( (end - start) % 100 ))" \
-		>> /tmp/out/results.txt
+	printf '%s status=%d frames=%d seconds=%d.%02d\n' "$job" "$status" "$(wc -l < "/tmp/out/$job.md5")" \
+		$(( (end - start) / 100 )) $(( (end - start) % 100 )) >> /tmp/out/results.txt
 	return $status
 }
 
