@@ -65,8 +65,8 @@ compare_frames() {
 # against its reference; OK when every frame is there and equal.
 record_decode() {
 	local label=$1 dir=$2 job=$3 ref=$4 first=${5:-1} got expected differ missing seconds
-	if [ ! -f "$dir/$job.md5" ]; then
-		record "$label" FAIL "no output ($dir/results.txt)"
+	if [ ! -s "$dir/$job.md5" ]; then
+		record "$label" FAIL "no frame: $(grep -m1 "^$job " "$dir/results.txt" 2>/dev/null) ($dir/$job.log)"
 		return
 	fi
 	read -r got expected differ missing < <(compare_frames "$dir/$job.md5" "$ref" "$first")
