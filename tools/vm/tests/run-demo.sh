@@ -30,12 +30,13 @@ echo "  ffmpeg -c:v h264_v4l2m2m -i $clip -vf fps=2 decoded-%02d.png"
 ffmpeg -hide_banner -nostdin -loglevel error -c:v h264_v4l2m2m -i "$clip" -vf fps=2 \
 	/tmp/decoded-%02d.png || exit 1
 ls -l /tmp/decoded-*.png
+for f in /tmp/decoded-*.png; do
+	export_file "$(basename "$f")" "$f"
+done
 echo "GStreamer decodes the same clip (v4l2h264dec):"
 echo "  gst-launch-1.0 filesrc location=$clip ! matroskademux ! h264parse ! v4l2h264dec ! fakesink silent=false -v"
 # fakesink silent=false -v prints a "chain" line per frame it receives.
 frames=$(gst-launch-1.0 -v filesrc location="$clip" ! matroskademux ! h264parse ! v4l2h264dec ! \
 	fakesink silent=false | grep -c 'chain   \*')
 echo "  $frames frames decoded"
-for f in /tmp/decoded-*.png; do
-	export_file "$(basename "$f")" "$f"
-done
+[ "$frames" -gt 0 ] || exit 1
