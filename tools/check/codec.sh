@@ -1,13 +1,19 @@
 # Guest tests of the codec devices through the driver with real programs:
-# FFmpeg (*_v4l2m2m) and GStreamer (v4l2*dec, v4l2h264enc) decode and
-# encode; every decoded frame is compared with the host's software decode
-# of the same stream (tools/vm/codec-streams.sh), encodes are decoded on
-# the host and measured (PSNR). The programs come from
-# tools/vm/guest-media.sh, appended to the guest's initramfs.
+# FFmpeg (*_v4l2m2m) and GStreamer (v4l2*dec, v4l2h264enc, v4l2convert)
+# decode, encode and convert; every decoded frame is compared with the
+# host's software decode of the same stream (tools/vm/codec-streams.sh),
+# encodes are decoded on the host and measured (PSNR). The programs come
+# from tools/vm/guest-media.sh, appended to the guest's initramfs.
+#
+# All of it but v4l2-compliance runs in one guest ("codec-programs", with
+# a decoder, an m2m converter and an encoder device): a boot of the debug
+# kernel costs about 30 s under TCG. The first codec test that needs it
+# starts it; each test then reports its own lines from its files.
 
 # The codecs the test device decodes (virtio-media-vfu --backend decoder).
 codec_decoder_codecs="h264 hevc vp8 vp9"
 codec_decoder_flags="--device-id 48 --backend decoder"
+codec_convert_flags="--device-id 48 --backend m2m"
 codec_encoder_flags="--device-id 48 --backend encoder"
 # The seek tests: 2 s stream at 30 frames per second, keyframes at 0 and
 # 1 s; both programs must continue from frame 45 (between keyframes).
@@ -18,6 +24,13 @@ codec_encoder_flags="--device-id 48 --backend encoder"
 codec_seek_stream=h264-320x240-bframes
 codec_seek_frame=45
 declare -A codec_seek_s=([ffmpeg]=1.5 [gst]=1.517)
+# Two programs at once on the decoder, each in its own session.
+codec_parallel="ffmpeg:h264-640x480.mkv:h264 gst:$codec_seek_stream.mkv:h264"
+# The encoder tests: 30 raw NV12 frames; the host's decode of what each
+# program encoded must reach this PSNR against them.
+codec_enc_src=enc-src-640x480.nv12 codec_enc_size=640x480 codec_enc_frames=30
+codec_min_psnr=35
+codec_convert_frames=30
 
 # need_codec: the media initramfs part and the streams, built once.
 codec_media="" codec_streams=""
@@ -27,24 +40,43 @@ need_codec() {
 	codec_streams=$(tools/vm/codec-streams.sh 2> "$results/codec-streams.log") || return 1
 }
 
-# codec_guest NAME "DEVICE FLAGS" TEST [--env VAR=VALUE]... [STREAM-FILE]...:
-# a guest with the module, the media programs, one test device and the
-# stream files in /extra.
-codec_guest() {
-	local name=$1 flags=$2 test=$3 args=()
-	shift 3
+# codec_has_backend NAME: the test device was built with that backend.
+codec_has_backend() {
+	"$vfu_bin" --help 2>/dev/null | grep -q "\"$1\" ="
+}
+
+# codec_programs: the shared guest run, once per make check; its files are
+# in $results/codec-programs/. Every test that reads them counts its
+# kernel reports.
+codec_programs_status=""
+codec_programs() {
+	guest_runs+=("$results/codec-programs")
+	[ -n "$codec_programs_status" ] && return "$codec_programs_status"
+	codec_programs_status=1
 	need module && need vfu && need_codec || return 1
-	while [ $# -gt 0 ]; do
-		if [ "$1" = --env ]; then
-			args+=(--env "$2")
-			shift 2
-		else
-			args+=(--file "$codec_streams/$1")
-			shift
-		fi
+	local decodes="" stream file codec program args=() vfus=()
+	for program in ffmpeg gst; do
+		while read -r stream file codec _; do
+			[[ " $codec_decoder_codecs " == *" $codec "* ]] || continue
+			decodes="$decodes $program:$file:$codec"
+			[ "$program" = ffmpeg ] && args+=(--file "$codec_streams/$file")
+		done < "$codec_streams/streams.txt"
+		decodes="$decodes $program:$codec_seek_stream.mkv:h264:${codec_seek_s[$program]}"
 	done
-	guest "$name" --ko "$ko" --modules virtio_media --cpio "$codec_media" "${args[@]}" \
-		--vfu "$flags" --test "$test" --timeout 600
+	# Device order is PCI order: the decoder is /dev/video0.
+	vfus=(--vfu "$codec_decoder_flags" --vfu "$codec_convert_flags")
+	args+=(--file tools/vm/tests/codec-decode.sh --file tools/vm/tests/codec-convert.sh
+		--env "DECODES='${decodes# }'" --env "PARALLEL_DECODES='$codec_parallel'"
+		--env "CONVERT_FRAMES=$codec_convert_frames" --env CONVERT_SIZE=320x240)
+	if codec_has_backend encoder; then
+		vfus+=(--vfu "$codec_encoder_flags")
+		args+=(--file tools/vm/tests/codec-encode.sh --file "$codec_streams/$codec_enc_src"
+			--env "ENC_SRC=$codec_enc_src" --env "ENC_SIZE=$codec_enc_size")
+	fi
+	guest codec-programs --ko "$ko" --modules virtio_media --cpio "$codec_media" "${vfus[@]}" \
+		"${args[@]}" --test tools/vm/tests/codec-programs.sh --timeout 900
+	codec_programs_status=$?
+	return "$codec_programs_status"
 }
 
 # compare_frames GOT REF [FIRST]: prints "GOT EXPECTED DIFFER MISSING" for
@@ -61,10 +93,10 @@ compare_frames() {
 		}' - "$1" 2>/dev/null || echo "0 0 0 0"
 }
 
-# record_decode LABEL DIR JOB REF [FIRST]: one decode job of codec-decode.sh
+# record_decode LABEL JOB REF [FIRST]: one decode job of codec-decode.sh
 # against its reference; OK when every frame is there and equal.
 record_decode() {
-	local label=$1 dir=$2 job=$3 ref=$4 first=${5:-1} got expected differ missing seconds
+	local label=$1 job=$2 ref=$3 first=${4:-1} dir=$results/codec-programs got expected differ missing seconds
 	if [ ! -s "$dir/$job.md5" ]; then
 		record "$label" FAIL "no frame: $(grep -m1 "^$job " "$dir/results.txt" 2>/dev/null) ($dir/$job.log)"
 		return
@@ -80,25 +112,16 @@ record_decode() {
 	fi
 }
 
-# Every stream of the device's codecs decoded by PROGRAM in one guest, then
-# the seek; each stream's result is its own line, and the last frame of
-# every stream (the drain at end of stream) has its own.
+# Every stream of the device's codecs decoded by PROGRAM, then the seek;
+# each stream's result is its own line, and the last frame of every stream
+# (the drain at end of stream) has its own.
 t_codec_decode() { # PROGRAM
-	local program=$1 name=codec-decode-$1 dir decodes="" files=() stream file codec
-	local drained=0 streams=0 undrained=""
-	need_codec || { record "codec: $program decodes (prerequisites)" FAIL "($results/guest-media.log, $results/codec-streams.log)"; return; }
+	local program=$1 dir=$results/codec-programs stream file codec drained=0 streams=0 undrained=""
+	codec_programs || [ -s "$dir/results.txt" ] ||
+		{ record "codec: $program decodes" FAIL "no results ($results/codec-programs.run.log)"; return; }
 	while read -r stream file codec _; do
 		[[ " $codec_decoder_codecs " == *" $codec "* ]] || continue
-		decodes="$decodes $program:$file:$codec"
-		files+=("$file")
-	done < "$codec_streams/streams.txt"
-	decodes="$decodes $program:$codec_seek_stream.mkv:h264:${codec_seek_s[$program]}"
-	codec_guest "$name" "$codec_decoder_flags" tools/vm/tests/codec-decode.sh \
-		--env "DECODES='${decodes# }'" "${files[@]}"
-	dir=$results/$name
-	while read -r stream file codec _; do
-		[[ " $codec_decoder_codecs " == *" $codec "* ]] || continue
-		record_decode "codec: $program decodes $stream" "$dir" "$program-$stream" "$codec_streams/$stream.md5"
+		record_decode "codec: $program decodes $stream" "$program-$stream" "$codec_streams/$stream.md5"
 		streams=$((streams + 1))
 		if [ -s "$dir/$program-$stream.md5" ] &&
 			[ "$(tail -n 1 "$dir/$program-$stream.md5")" = "$(tail -n 1 "$codec_streams/$stream.md5")" ]; then
@@ -112,7 +135,7 @@ t_codec_decode() { # PROGRAM
 	else
 		record "codec: $program end of stream reaches the last frame" FAIL "$drained of $streams streams; not:$undrained"
 	fi
-	record_decode "codec: $program seek to ${codec_seek_s[$program]} s, frames from $codec_seek_frame" "$dir" \
+	record_decode "codec: $program seek to ${codec_seek_s[$program]} s, frames from $codec_seek_frame" \
 		"$program-$codec_seek_stream-seek" "$codec_streams/$codec_seek_stream.md5" $((codec_seek_frame + 1))
 }
 check_test codec-decode-ffmpeg t_codec_decode ffmpeg
@@ -120,29 +143,40 @@ check_test codec-decode-gst t_codec_decode gst
 
 # Two programs decode at once, each in its own session of one device.
 t_codec_two_sessions() {
-	local name=codec-two-sessions dir
-	need_codec || { record "codec: two sessions (prerequisites)" FAIL; return; }
-	codec_guest "$name" "$codec_decoder_flags" tools/vm/tests/codec-decode.sh \
-		--env "DECODES='ffmpeg:h264-640x480.mkv:h264 gst:$codec_seek_stream.mkv:h264'" --env PARALLEL=1 \
-		h264-640x480.mkv "$codec_seek_stream.mkv"
-	dir=$results/$name
-	record_decode "codec: two at once, ffmpeg h264-640x480" "$dir" ffmpeg-h264-640x480 \
-		"$codec_streams/h264-640x480.md5"
-	record_decode "codec: two at once, gst $codec_seek_stream" "$dir" "gst-$codec_seek_stream" \
-		"$codec_streams/$codec_seek_stream.md5"
+	local spec program file
+	codec_programs
+	for spec in $codec_parallel; do
+		IFS=: read -r program file _ <<< "$spec"
+		record_decode "codec: two at once, $program ${file%.*}" "par-$program-${file%.*}" \
+			"$codec_streams/${file%.*}.md5"
+	done
 }
 check_test codec-two-sessions t_codec_two_sessions
 
+# GStreamer's V4L2 mem2mem plumbing on the m2m converter backend: frames
+# through v4l2convert (NV12 to NV12) must equal the frames without it.
+t_codec_gst_convert() {
+	local dir=$results/codec-programs got expected differ missing frames=$codec_convert_frames
+	codec_programs
+	read -r got expected differ missing < <(compare_frames "$dir/convert.md5" "$dir/ref.md5")
+	if [ "$got" = "$frames" ] && [ "$expected" = "$frames" ] && [ "$differ" = 0 ]; then
+		record "codec: gst v4l2convert through the driver" OK "$got of $expected frames, $differ differ"
+	else
+		record "codec: gst v4l2convert through the driver" FAIL \
+			"$got of $expected frames (of $frames), $differ differ, $missing missing ($dir/convert.log)"
+	fi
+}
+check_test codec-gst-convert t_codec_gst_convert
+
 # The encoder: FFmpeg and GStreamer encode the same raw sequence through
 # the driver; the host decodes each stream and compares it with the source.
-codec_enc_src=enc-src-640x480.nv12 codec_enc_size=640x480 codec_enc_frames=30
-codec_min_psnr=35
 t_codec_encode() {
-	local name=codec-encode dir program stream frames psnr average min
-	need_codec || { record "codec: encode (prerequisites)" FAIL; return; }
-	codec_guest "$name" "$codec_encoder_flags" tools/vm/tests/codec-encode.sh \
-		--env "ENC_SRC=$codec_enc_src" --env "ENC_SIZE=$codec_enc_size" "$codec_enc_src"
-	dir=$results/$name
+	local dir=$results/codec-programs program stream frames psnr average min
+	if ! codec_has_backend encoder; then
+		record "codec: encode (ffmpeg, gst)" FAIL "the test device has no encoder backend ($vfu_bin --help)"
+		return
+	fi
+	codec_programs
 	for program in ffmpeg gst; do
 		stream=$dir/$program-enc.h264
 		frames=$(ffmpeg -nostdin -v error -i "$stream" -f framemd5 - 2>/dev/null | grep -vc '^#')
@@ -164,19 +198,23 @@ t_codec_encode() {
 }
 check_test codec-encode t_codec_encode
 
-# v4l2-compliance -s on both codec devices: the decoder streams a real
-# H.264 stream (--stream-from, Annex B); 0 failures.
+# v4l2-compliance -s on both codec devices, each in its own guest: the
+# decoder streams a real H.264 stream (--stream-from, Annex B); 0 failures.
 t_codec_compliance() { # decoder|encoder
 	local kind=$1 name=codec-compliance-$1 log totals flags args="-s" files=()
-	need_codec || { record "codec: v4l2-compliance -s, $kind (prerequisites)" FAIL; return; }
+	need module && need vfu && need_codec ||
+		{ record "codec: v4l2-compliance -s, $kind (prerequisites)" FAIL; return; }
 	if [ "$kind" = decoder ]; then
 		flags=$codec_decoder_flags
 		args="-s --stream-from=/extra/$codec_seek_stream.h264"
-		files=("$codec_seek_stream.h264")
+		files=(--file "$codec_streams/$codec_seek_stream.h264")
 	else
+		codec_has_backend encoder ||
+			{ record "codec: v4l2-compliance -s, encoder" FAIL "the test device has no encoder backend"; return; }
 		flags=$codec_encoder_flags
 	fi
-	codec_guest "$name" "$flags" tools/vm/tests/compliance.sh --env "COMPLIANCE_ARGS='$args'" "${files[@]}"
+	guest "$name" --ko "$ko" --modules virtio_media "${files[@]}" --vfu "$flags" \
+		--env "COMPLIANCE_ARGS='$args'" --test tools/vm/tests/compliance.sh --timeout 600
 	log=$results/$name/compliance.log
 	totals=$(grep '^Total for' "$log" 2>/dev/null | tail -n 1)
 	if [ -n "$totals" ] && echo "$totals" | grep -q 'Failed: 0,'; then
@@ -187,21 +225,3 @@ t_codec_compliance() { # decoder|encoder
 }
 check_test codec-compliance-decoder t_codec_compliance decoder
 check_test codec-compliance-encoder t_codec_compliance encoder
-
-# GStreamer's V4L2 mem2mem plumbing on the m2m converter backend: frames
-# through v4l2convert (NV12 to NV12) must equal the frames without it.
-t_codec_gst_convert() {
-	local name=codec-gst-convert dir got expected differ missing frames=30
-	need_codec || { record "codec: gst v4l2convert (prerequisites)" FAIL; return; }
-	codec_guest "$name" "--device-id 48 --backend m2m" tools/vm/tests/codec-convert.sh \
-		--env "CONVERT_FRAMES=$frames" --env CONVERT_SIZE=320x240
-	dir=$results/$name
-	read -r got expected differ missing < <(compare_frames "$dir/convert.md5" "$dir/ref.md5")
-	if [ "$got" = "$frames" ] && [ "$expected" = "$frames" ] && [ "$differ" = 0 ]; then
-		record "codec: gst v4l2convert through the driver" OK "$got of $expected frames, $differ differ"
-	else
-		record "codec: gst v4l2convert through the driver" FAIL \
-			"$got of $expected frames (of $frames), $differ differ, $missing missing ($dir)"
-	fi
-}
-check_test codec-gst-convert t_codec_gst_convert

@@ -6,17 +6,17 @@
 # convert.md5). /test.env: CONVERT_FRAMES, CONVERT_SIZE (WIDTHxHEIGHT).
 . /test.env
 export HOME=/tmp
-mkdir -p /tmp/out
+mkdir -p /tmp/convert
 src="videotestsrc num-buffers=$CONVERT_FRAMES pattern=ball ! video/x-raw,format=NV12,width=${CONVERT_SIZE%x*},height=${CONVERT_SIZE#*x},framerate=30/1"
 status=0
-gst-framemd5 "$src" > /tmp/out/ref.out 2> /tmp/out/ref.log || status=1
+gst-framemd5 "$src" > /tmp/convert/ref.out 2> /tmp/convert/ref.log || status=1
 gst-framemd5 "$src ! v4l2convert disable-passthrough=true ! video/x-raw,format=NV12" \
-	> /tmp/out/convert.out 2> /tmp/out/convert.log || status=1
+	> /tmp/convert/convert.out 2> /tmp/convert/convert.log || status=1
 for f in ref convert; do
-	grep -q '^EOS$' /tmp/out/$f.out || { echo "FAIL: $f: no end of stream"; status=1; }
-	grep -v '^EOS$' /tmp/out/$f.out | awk '{ print $5 }' > /tmp/out/$f.md5
-	echo "$f: $(wc -l < /tmp/out/$f.md5) frames"
-	export_file $f.md5 /tmp/out/$f.md5
-	export_file $f.log /tmp/out/$f.log
+	grep -q '^EOS$' /tmp/convert/$f.out || { echo "FAIL: $f: no end of stream"; status=1; }
+	grep -v '^EOS$' /tmp/convert/$f.out | awk '{ print $5 }' > /tmp/convert/$f.md5
+	echo "$f: $(wc -l < /tmp/convert/$f.md5) frames"
+	export_file $f.md5 /tmp/convert/$f.md5
+	export_file $f.log /tmp/convert/$f.log
 done
 exit $status

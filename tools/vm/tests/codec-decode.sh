@@ -5,14 +5,16 @@
 #
 # /test.env: DECODES="JOB ..." where a JOB is PROGRAM:FILE:CODEC[:SEEK]:
 # PROGRAM ffmpeg or gst, FILE a stream in /extra, CODEC h264, hevc, vp8 or
-# vp9, SEEK a position in seconds to seek to before decoding. PARALLEL=1
-# runs all the jobs at once (each program opens its own session).
+# vp9, SEEK a position in seconds to seek to before decoding; they run one
+# after the other. Then the jobs of PARALLEL_DECODES run all at once (each
+# program opens its own session), named with a "par-" prefix.
 # For each job, exports JOB.md5 (one MD5 per frame, in output order),
 # JOB.log (the program's messages) and a line in results.txt:
 #     JOB status=N frames=M seconds=S
-# where JOB is PROGRAM-NAME[-seek]. Exits 1 if a program failed.
+# where JOB is [par-]PROGRAM-NAME[-seek]. Exits 1 if a program failed.
 . /test.env
-mkdir -p /tmp/out
+out=/tmp/decode
+mkdir -p $out
 export HOME=/tmp
 # GST_DEBUG (e.g. "v4l2*:6") reaches the programs; their messages go to
 # each job's log.
@@ -33,9 +35,9 @@ gst_chain() { # FILE CODEC
 }
 uptime_cs() { tr -d . < /proc/uptime | cut -d' ' -f1; }
 
-run_job() { # PROGRAM FILE CODEC SEEK
-	local program=$1 file=$2 codec=$3 seek=$4 job status start end
-	job=$program-${file%.*}${seek:+-seek}
+run_job() { # PREFIX PROGRAM FILE CODEC SEEK
+	local prefix=$1 program=$2 file=$3 codec=$4 seek=$5 job status start end
+	job=$prefix$program-${file%.*}${seek:+-seek}
 	start=$(uptime_cs)
 	case "$program" in
 	ffmpeg)
@@ -43,44 +45,46 @@ run_job() { # PROGRAM FILE CODEC SEEK
 		# change; passthrough: none dropped or repeated.
 		ffmpeg -hide_banner -nostdin -loglevel warning ${seek:+-ss $seek} \
 			-c:v "$(ffmpeg_decoder "$codec")" -i "/extra/$file" -map 0:v \
-			-fps_mode passthrough -noautoscale -pix_fmt nv12 -f framemd5 "/tmp/out/$job.framemd5" \
-			> "/tmp/out/$job.log" 2>&1
+			-fps_mode passthrough -noautoscale -pix_fmt nv12 -f framemd5 "$out/$job.framemd5" \
+			> "$out/$job.log" 2>&1
 		status=$?
-		grep -v '^#' "/tmp/out/$job.framemd5" 2>/dev/null | awk -F', *' '{ print $6 }' > "/tmp/out/$job.md5" ;;
+		grep -v '^#' "$out/$job.framemd5" 2>/dev/null | awk -F', *' '{ print $6 }' > "$out/$job.md5" ;;
 	gst)
 		gst-framemd5 ${seek:+--seek $seek} --timeout 120 "$(gst_chain "$file" "$codec")" \
-			> "/tmp/out/$job.out" 2> "/tmp/out/$job.log"
+			> "$out/$job.out" 2> "$out/$job.log"
 		status=$?
 		# Without EOS the stream did not end: a drain that never finished.
-		grep -q '^EOS$' "/tmp/out/$job.out" || { echo "no EOS" >> "/tmp/out/$job.log"; status=1; }
-		grep -v '^EOS$' "/tmp/out/$job.out" | awk '{ print $5 }' > "/tmp/out/$job.md5" ;;
+		grep -q '^EOS$' "$out/$job.out" || { echo "no EOS" >> "$out/$job.log"; status=1; }
+		grep -v '^EOS$' "$out/$job.out" | awk '{ print $5 }' > "$out/$job.md5" ;;
 	*)
-		echo "unknown program $program" > "/tmp/out/$job.log"
+		echo "unknown program $program" > "$out/$job.log"
 		status=2 ;;
 	esac
 	end=$(uptime_cs)
-	printf '%s status=%d frames=%d seconds=%d.%02d\n' "$job" "$status" "$(wc -l < "/tmp/out/$job.md5")" \
-		$(( (end - start) / 100 )) $(( (end - start) % 100 )) >> /tmp/out/results.txt
+	printf '%s status=%d frames=%d seconds=%d.%02d\n' "$job" "$status" "$(wc -l < "$out/$job.md5")" \
+		$(( (end - start) / 100 )) $(( (end - start) % 100 )) >> $out/results.txt
 	return $status
 }
 
-: > /tmp/out/results.txt
+: > $out/results.txt
 status=0
-pids=""
 for spec in $DECODES; do
 	IFS=: read -r program file codec seek <<-EOF
 	$spec
 	EOF
-	if [ "${PARALLEL:-0}" = 1 ]; then
-		run_job "$program" "$file" "$codec" "$seek" &
-		pids="$pids $!"
-	else
-		run_job "$program" "$file" "$codec" "$seek" || status=1
-	fi
+	run_job "" "$program" "$file" "$codec" "$seek" || status=1
+done
+pids=""
+for spec in ${PARALLEL_DECODES:-}; do
+	IFS=: read -r program file codec seek <<-EOF
+	$spec
+	EOF
+	run_job par- "$program" "$file" "$codec" "$seek" &
+	pids="$pids $!"
 done
 for pid in $pids; do wait "$pid" || status=1; done
-cat /tmp/out/results.txt
-for f in /tmp/out/*.md5 /tmp/out/*.log /tmp/out/results.txt; do
+cat $out/results.txt
+for f in $out/*.md5 $out/*.log $out/results.txt; do
 	export_file "$(basename "$f")" "$f"
 done
 exit $status

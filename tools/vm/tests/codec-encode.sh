@@ -5,21 +5,21 @@
 # /test.env: ENC_SRC (a file in /extra), ENC_SIZE (WIDTHxHEIGHT).
 . /test.env
 export HOME=/tmp
-mkdir -p /tmp/out
+mkdir -p /tmp/encode
 src=/extra/$ENC_SRC
 width=${ENC_SIZE%x*}
 height=${ENC_SIZE#*x}
 status=0
 
 ffmpeg -hide_banner -nostdin -loglevel warning -f rawvideo -pix_fmt nv12 -video_size "$ENC_SIZE" \
-	-framerate 30 -i "$src" -c:v h264_v4l2m2m -f h264 /tmp/out/ffmpeg-enc.h264 \
-	> /tmp/out/ffmpeg-enc.log 2>&1 || { echo "FAIL: ffmpeg exited with $?"; status=1; }
+	-framerate 30 -i "$src" -c:v h264_v4l2m2m -f h264 /tmp/encode/ffmpeg-enc.h264 \
+	> /tmp/encode/ffmpeg-enc.log 2>&1 || { echo "FAIL: ffmpeg exited with $?"; status=1; }
 # h264parse to byte-stream: an Annex B file like FFmpeg's.
 gst-launch-1.0 -q filesrc location="$src" ! \
 	rawvideoparse format=nv12 width="$width" height="$height" framerate=30/1 ! \
 	v4l2h264enc ! h264parse ! video/x-h264,stream-format=byte-stream ! \
-	filesink location=/tmp/out/gst-enc.h264 > /tmp/out/gst-enc.log 2>&1 ||
+	filesink location=/tmp/encode/gst-enc.h264 > /tmp/encode/gst-enc.log 2>&1 ||
 	{ echo "FAIL: gst-launch-1.0 exited with $?"; status=1; }
-ls -l /tmp/out
-for f in /tmp/out/*; do export_file "$(basename "$f")" "$f"; done
+ls -l /tmp/encode
+for f in /tmp/encode/*; do export_file "$(basename "$f")" "$f"; done
 exit $status
