@@ -6,10 +6,12 @@
 #   make             build drivers/media/virtio/virtio_media.ko
 #   make CLIPPY=1    the same, through clippy
 #   make KDIR=DIR    against another Rust-enabled kernel build tree
-#   make kernel      build (once) the cached guest kernel
+#   make kernel      build (once) the cached guest kernels (test and benchmark)
 #   make run         boot a guest with the device and use the driver
 #   make check       run every test; ends with "N passed, N failed"
-#   make bench       benchmark in a guest: build/results/bench.{json,png,txt}
+#   make check T=RE  only the tests whose ID matches the regular expression RE
+#   make bench       benchmark in a guest on the non-debug kernel:
+#                    build/results/bench.{json,png,txt}
 
 LLVM ?= -19
 export LLVM
@@ -27,16 +29,19 @@ modules:
 	$(MAKE) -C "$(kdir)" M=$(CURDIR) CONFIG_VIRTIO_MEDIA=m modules
 
 kernel:
-	@tools/vm/kernel.sh
+	@tools/vm/kernel.sh debug
+	@tools/vm/kernel.sh bench
 
 device:
 	V4L2R_VIDEODEV2_H_PATH=$$(tools/vm/kernel.sh headers) tools/virtio-media-vfu/build.sh
 
+# Only the driver's directory: Kbuild's clean deletes object files under M
+# recursively, which would include the test device's cargo target/.
 clean:
-	$(MAKE) -C "$(kdir)" M=$(CURDIR) CONFIG_VIRTIO_MEDIA=m clean
+	$(MAKE) -C "$(kdir)" M=$(CURDIR)/drivers/media/virtio CONFIG_VIRTIO_MEDIA=m clean
 
 check:
-	@tools/check.sh
+	@T='$(T)' tools/check.sh
 
 run:
 	@tools/run.sh

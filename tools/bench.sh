@@ -23,14 +23,27 @@ tools/vm/deps.sh
 # What only the benchmark needs on the host: a static C build, the chart.
 apt_install_missing gcc libc6-dev python3-matplotlib
 
-KDIR=${KDIR:-$(tools/vm/kernel.sh)}
+# The benchmark kernel (no lockdep, no sanitizers), unless KDIR names one
+# (make check's smoke test runs on its test kernel, with BENCH_KO).
+flavour=bench
+[ -n "${KDIR:-}" ] && flavour="the kernel in $KDIR"
+KDIR=${KDIR:-$(tools/vm/kernel.sh bench)}
 export KDIR
-# BENCH_KO: a module already built (make check's), else build it.
+kernel_note="non-debug kernel (no lockdep, no sanitizers)"
+grep -qE '^CONFIG_(KASAN|PROVE_LOCKING)=y' "$KDIR/.config" && kernel_note="debug kernel (sanitizers, lockdep)"
+# BENCH_KO: a module already built for KDIR (make check's), else build one
+# from a copy of the sources, so the work tree's build (for the test kernel)
+# stays as it is.
 ko=${BENCH_KO:-}
 if [ -z "$ko" ]; then
-	make -s modules
-	ko=drivers/media/virtio/virtio_media.ko
+	copy=$BUILD_DIR/bench/module
+	mkdir -p "$copy"
+	rsync -a --delete --exclude='*.o' --exclude='*.ko' --exclude='.*.cmd' \
+		Kbuild Kconfig drivers include "$copy/"
+	make -s -C "$KDIR" M="$copy" CONFIG_VIRTIO_MEDIA=m LLVM=-"$LLVM_VERSION" modules
+	ko=$copy/drivers/media/virtio/virtio_media.ko
 fi
+log "benchmarking on $flavour: $kernel_note"
 V4L2R_VIDEODEV2_H_PATH=$(tools/vm/kernel.sh headers)
 export V4L2R_VIDEODEV2_H_PATH
 tools/virtio-media-vfu/build.sh >&2
@@ -71,7 +84,7 @@ if [ "$quick" != 1 ] && [ "${BENCH_CODEC:-1}" = 1 ]; then
 fi
 
 meta=$(/usr/bin/python3 -c 'import json, sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' \
-	note "debug kernel (lockdep) under QEMU TCG, 2 vCPUs" \
+	note "$kernel_note under QEMU TCG, 2 vCPUs" \
 	date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
 	host_load_before "$load_before" host_load_after "$load_after" host_cores "$(nproc)" \
 	runs "$runs" seconds_per_ioctl_run "$secs" delay_ms "$delay")

@@ -1,8 +1,11 @@
 #!/bin/sh
 # /init of the test guest. Mounts the basics, loads the modules named on the
 # kernel command line (vm.modules=a,b; parameters as m.param=value), runs
-# /test.sh, prints the end marker with its exit status and powers off. The
-# runner reads the marker.
+# /test.sh, then checks the kernel after it: the modules must unload and, on
+# a kernel with kmemleak, a scan must find no new leak. The whole kernel log
+# goes to the host (kernel.log), which looks for reports in it
+# (tools/vm/guest-report.sh). Prints the end marker with the test's exit
+# status and powers off; the runner reads the marker.
 /bin/busybox --install -s /bin
 export PATH=/bin:/usr/bin:/usr/sbin:/sbin
 mount -t proc proc /proc
@@ -12,7 +15,15 @@ mount -t tmpfs tmpfs /tmp
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 echo 4 > /proc/sys/kernel/printk
 
+kmemleak=/sys/kernel/debug/kmemleak
+# What boot left unreferenced is not the test's: forget it.
+if [ -w $kmemleak ]; then
+	echo scan > $kmemleak
+	echo clear > $kmemleak
+fi
+
 status=0
+loaded=""
 for m in $(tr ' ' '\n' < /proc/cmdline | sed -n 's/^vm\.modules=//p' | tr ',' ' '); do
 	if [ -f "/extra/$m.ko" ]; then
 		# Parameters as for a built-in module: "m.param=value" on the
@@ -22,11 +33,33 @@ for m in $(tr ' ' '\n' < /proc/cmdline | sed -n 's/^vm\.modules=//p' | tr ',' ' 
 		modprobe "$m" || status=$?
 	fi
 	[ "$status" = 0 ] || { echo "vm-init: loading $m failed ($status)"; break; }
+	loaded="$m $loaded"
 done
 if [ "$status" = 0 ] && [ -x /test.sh ]; then
 	sh /test.sh
 	status=$?
 fi
+
+# After the test: nothing of it may keep the modules busy (a process stuck
+# in the driver would), and unloading them must work and leak nothing.
+kill -9 -1 2>/dev/null
+sleep 1
+for m in $loaded; do
+	grep -q "^$m " /proc/modules || continue
+	rmmod "$m" || echo "vm-init: module $m did not unload" > /dev/kmsg
+done
+if [ -w $kmemleak ]; then
+	# kmemleak reports objects at least 5 s old only.
+	sleep 5
+	echo scan > $kmemleak
+	cat $kmemleak > /tmp/kmemleak.log
+	if [ -s /tmp/kmemleak.log ]; then
+		echo "vm-init: kmemleak: $(grep -c '^unreferenced object' /tmp/kmemleak.log) new suspected memory leaks" > /dev/kmsg
+		export_file kmemleak.log /tmp/kmemleak.log
+	fi
+fi
+dmesg > /tmp/kernel.log
+export_file kernel.log /tmp/kernel.log
 echo "=== VM-EXIT-STATUS $status ==="
 sync
 poweroff -f

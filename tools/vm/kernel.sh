@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
-# Builds the guest kernel once into the cache, keyed by version + fragment hash.
+# Builds a guest kernel once into the cache, keyed by version + fragment hash.
 # Prints the build tree's path (KDIR) on stdout. A second run does nothing.
-#   kernel.sh          build (or reuse) and print KDIR
+#   kernel.sh          the test kernel (debug flavour, or $KERNEL_FLAVOUR)
+#   kernel.sh debug    the test kernel: sanitizers, lockdep (make check, run)
+#   kernel.sh bench    the benchmark kernel: no checkers (make bench)
 #   kernel.sh headers  only install the UAPI headers, print their include dir
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-fragment=$VM_DIR/kernel.config
-# The key covers what the build tree depends on: the fragment, the source
+flavour=${KERNEL_FLAVOUR:-debug}
+case "${1:-}" in
+debug | bench) flavour=$1; shift ;;
+esac
+case "$flavour" in
+debug | bench) ;;
+*) die "unknown kernel flavour '$flavour' (debug or bench)" ;;
+esac
+# The shared fragment, then the flavour's.
+fragments=("$VM_DIR/kernel.config" "$VM_DIR/kernel-$flavour.config")
+# The key covers what the build tree depends on: the fragments, the source
 # version and the toolchain (a Rust module must be built by the same rustc).
 kernel_key() {
-	{ cat "$fragment"; echo "$KERNEL_VERSION"; rustc --version; echo "llvm-$LLVM_VERSION"; } |
+	{ cat "${fragments[@]}"; echo "$KERNEL_VERSION"; rustc --version; echo "llvm-$LLVM_VERSION"; } |
 		sha256sum | cut -c1-12
 }
 key=$(kernel_key)
@@ -53,7 +64,7 @@ if [ "${1:-}" = headers ]; then
 	exit 0
 fi
 
-kdir=$CACHE_DIR/kernel-$KERNEL_VERSION-$key
+kdir=$CACHE_DIR/kernel-$KERNEL_VERSION-$flavour-$key
 if [ -f "$kdir/.build-done" ]; then
 	echo "$kdir"
 	exit 0
@@ -65,7 +76,7 @@ kmake() { make -C "$kdir" LLVM=-$LLVM_VERSION "$@"; }
 export LIBCLANG_PATH=/usr/lib/llvm-$LLVM_VERSION/lib
 kmake rustavailable >&2 || die "the Rust toolchain does not satisfy the kernel (make rustavailable)"
 kmake allnoconfig >&2
-(cd "$kdir" && scripts/kconfig/merge_config.sh -m .config "$fragment" >&2)
+(cd "$kdir" && scripts/kconfig/merge_config.sh -m .config "${fragments[@]}" >&2)
 kmake olddefconfig >&2
 # Every line of the fragment must have survived olddefconfig; a missing
 # dependency would silently drop it.
@@ -77,9 +88,12 @@ while read -r line; do
 		sym=${line#\# }; sym=${sym%% *}
 		grep -q "^$sym=" "$kdir/.config" && { log "fragment wants $sym off"; missing=1; } ;;
 	esac
-done < "$fragment"
-[ "$missing" = 0 ] || die "kernel config does not match tools/vm/kernel.config"
-log "building kernel in $kdir (about 9 minutes on 2 cores)"
+done < <(cat "${fragments[@]}")
+[ "$missing" = 0 ] || die "kernel config does not match ${fragments[*]}"
+log "building the $flavour kernel in $kdir (10 to 20 minutes on 2 cores)"
+start=$(date +%s)
 kmake -j"$(( $(nproc) + 1 ))" bzImage modules >&2
+# The build time, for the notes and Documentation/build-and-test.rst.
+echo "$(( $(date +%s) - start )) s on $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)" > "$kdir/.build-time"
 touch "$kdir/.build-done"
 echo "$kdir"
