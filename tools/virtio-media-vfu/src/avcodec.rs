@@ -326,8 +326,12 @@ impl Decoder {
         if let Err(e) = self.receive(out) {
             result = Err(e);
         }
-        // After EOF libavcodec only accepts packets again once flushed.
+        // After EOF libavcodec only accepts packets again once flushed, and
+        // a flushed parser starts afresh.
         self.dec.flush();
+        if self.coded.needs_parser() {
+            self.parser = Parser::new(self.coded.id());
+        }
         result
     }
 
@@ -658,6 +662,11 @@ pub mod testing {
             .map(|k| ((k / cw + 2 * i) % 160 + 48) as u8)
             .collect();
         [y, u, v]
+    }
+
+    pub fn has_encoder(name: &str) -> bool {
+        init();
+        ff::encoder::find_by_name(name).is_some()
     }
 
     /// Encodes `n` pattern frames with the libavcodec encoder `name`

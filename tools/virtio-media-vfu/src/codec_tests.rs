@@ -465,6 +465,11 @@ impl Client {
             if done {
                 return out;
             }
+            if next == chunks.len() && !capture_on && free_out.len() == self.out_bufs as usize {
+                // Every chunk was consumed without a stream header: there
+                // is nothing to drain (STOP needs both queues streaming).
+                return out;
+            }
             if setup {
                 if capture_on {
                     rig.streamoff(CAP);
@@ -545,6 +550,416 @@ mod decoder_tests {
 
     fn h264(w: u32, h: u32, n: u32) -> Vec<Vec<u8>> {
         encode("libx264", w, h, n, 0)
+    }
+
+    /// Encoder name and coded kind of every format this libavcodec can
+    /// both make and decode.
+    fn formats() -> Vec<(&'static str, Coded, u32)> {
+        [
+            ("libx264", Coded::H264, FMT_H264),
+            ("libx265", Coded::Hevc, FMT_HEVC),
+            ("libvpx", Coded::Vp8, FMT_VP8),
+            ("libvpx-vp9", Coded::Vp9, FMT_VP9),
+        ]
+        .into_iter()
+        .filter(|(name, c, _)| c.decodable() && crate::avcodec::testing::has_encoder(name))
+        .collect()
+    }
+
+    #[test]
+    fn every_codec_decodes_like_libavcodec() {
+        let all = formats();
+        assert!(
+            all.len() >= 3,
+            "Debian's libavcodec makes and decodes H.264, HEVC, VP8, VP9: {all:?}"
+        );
+        for (name, coded, fourcc) in all {
+            let units = encode(name, 176, 144, 12, 0);
+            let mut rig = decoder();
+            let got = Client::new(fourcc).run(&mut rig, &units);
+            assert_eq!(
+                (got.source_changes, got.lasts, got.errors),
+                (1, 1, 0),
+                "{name}"
+            );
+            assert_matches_reference(coded, &units, &got.frames, true);
+        }
+    }
+
+    #[test]
+    fn enum_fmt_lists_the_decodable_formats_with_flags() {
+        let mut rig = decoder();
+        let mut coded = vec![];
+        for i in 0.. {
+            let Ok(d) = rig.dev.enum_fmt(&rig.s, OUT, i) else {
+                break;
+            };
+            assert_ne!(d.flags & 0x1, 0, "COMPRESSED");
+            assert_ne!(d.flags & 0x8, 0, "DYN_RESOLUTION");
+            coded.push(d.pixelformat);
+        }
+        assert_eq!(coded[0], FMT_H264);
+        assert!(
+            coded.contains(&FMT_VP8) && coded.contains(&FMT_VP9) && coded.contains(&FMT_HEVC),
+            "{coded:x?}"
+        );
+        let raw: Vec<u32> = (0..)
+            .map_while(|i| rig.dev.enum_fmt(&rig.s, CAP, i).ok())
+            .map(|d| d.pixelformat)
+            .collect();
+        assert_eq!(raw, RAW_FORMATS);
+        assert_eq!(
+            rig.dev.enum_fmt(&rig.s, QueueType::VideoCapture, 0).err(),
+            Some(libc::EINVAL)
+        );
+        let ctrl =
+            crate::devices::common::g_ctrl(&rig.s.ctrls, CID_MIN_BUFFERS_FOR_CAPTURE).unwrap();
+        assert_eq!(ctrl.value, 2);
+    }
+
+    #[test]
+    fn h264_any_split_of_the_byte_stream() {
+        let units = h264(320, 240, 20);
+        let stream: Vec<u8> = units.concat();
+        // Chunks that cut NAL units anywhere, and some that hold several
+        // access units.
+        for size in [997usize, 20000] {
+            let chunks: Vec<Vec<u8>> = stream.chunks(size).map(|c| c.to_vec()).collect();
+            let mut rig = decoder();
+            let got = Client::new(FMT_H264).run(&mut rig, &chunks);
+            assert_eq!((got.errors, got.output_errors), (0, 0), "chunks of {size}");
+            assert_matches_reference(Coded::H264, &units, &got.frames, false);
+        }
+    }
+
+    #[test]
+    fn every_capture_format_and_userptr() {
+        let units = h264(160, 120, 6);
+        let reference = reference_decode(Coded::H264, &units);
+        for memory in [MemoryType::Mmap, MemoryType::UserPtr] {
+            for raw in RAW_FORMATS.iter().copied() {
+                let mut rig = decoder();
+                let client = Client {
+                    raw,
+                    memory,
+                    ..Client::new(FMT_H264)
+                };
+                let got = client.run(&mut rig, &units);
+                assert_eq!(got.frames.len(), reference.len());
+                for (g, r) in got.frames.iter().zip(&reference) {
+                    // Back to NV12 to compare.
+                    let (w, h) = (160usize, 120usize);
+                    let y = &g.data[..w * h];
+                    let (u, v): (Vec<u8>, Vec<u8>) = match raw {
+                        FMT_NV12 | FMT_NV12M => (
+                            g.data[w * h..].iter().step_by(2).copied().collect(),
+                            g.data[w * h + 1..].iter().step_by(2).copied().collect(),
+                        ),
+                        _ => (
+                            g.data[w * h..w * h * 5 / 4].to_vec(),
+                            g.data[w * h * 5 / 4..].to_vec(),
+                        ),
+                    };
+                    let want = nv12(r, 160, 120);
+                    assert!(y == &want[..w * h], "{} {memory:?} luma", fourcc_str(raw));
+                    let want_u: Vec<u8> = want[w * h..].iter().step_by(2).copied().collect();
+                    assert!(
+                        u == want_u && v.len() == want_u.len(),
+                        "{} {memory:?} chroma",
+                        fourcc_str(raw)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn resolution_change_mid_stream() {
+        // Two streams back to back: the second has a new SPS and size.
+        for (name, coded, fourcc) in formats() {
+            let mut units = encode(name, 320, 240, 10, 0);
+            units.extend(encode(name, 176, 144, 10, 10));
+            let mut rig = decoder();
+            let got = Client::new(fourcc).run(&mut rig, &units);
+            assert_eq!(got.source_changes, 2, "{name}: initial and mid-stream");
+            assert_eq!(
+                got.lasts, 2,
+                "{name}: one LAST ends the old size, one the drain"
+            );
+            assert_eq!(got.errors, 0);
+            assert_eq!(got.frames[9].size, (320, 240));
+            assert_eq!(got.frames[10].size, (176, 144));
+            assert_matches_reference(coded, &units, &got.frames, true);
+            assert_eq!(rig.g_fmt(CAP).1, 176);
+        }
+    }
+
+    /// Queues `units` one per OUTPUT buffer on a session set up by hand
+    /// (both queues streaming, CAPTURE buffers all queued), handing
+    /// CAPTURE buffers back as they come; returns the events.
+    fn feed(rig: &mut DecRig, units: &[Vec<u8>], first_ts: i64) -> Vec<Ev> {
+        let mut evs = vec![];
+        for (n, u) in units.iter().enumerate() {
+            let i = (n % 4) as u32;
+            rig.fill(i, u);
+            rig.qbuf(OUT, i, &[u.len() as u32], (first_ts + n as i64, 0))
+                .unwrap();
+            for e in rig.events() {
+                if let Ev::Dq {
+                    queue: 9,
+                    index,
+                    flags,
+                    ..
+                } = e
+                {
+                    if flags & FLAG_LAST == 0 {
+                        rig.qbuf(CAP, index, &[0], (0, 0)).unwrap();
+                    }
+                }
+                evs.push(e);
+            }
+        }
+        evs
+    }
+
+    /// Sends STOP and hands CAPTURE buffers back until the LAST one.
+    fn finish(rig: &mut DecRig) -> Vec<Ev> {
+        rig.stop().unwrap();
+        let mut evs = vec![];
+        for _ in 0..100 {
+            let new = rig.events();
+            let mut last = false;
+            for e in &new {
+                if let Ev::Dq {
+                    queue: 9,
+                    index,
+                    flags,
+                    ..
+                } = e
+                {
+                    if flags & FLAG_LAST != 0 {
+                        last = true;
+                    } else {
+                        rig.qbuf(CAP, *index, &[0], (0, 0)).unwrap();
+                    }
+                }
+            }
+            evs.extend(new);
+            if last {
+                evs.extend(rig.events());
+                return evs;
+            }
+        }
+        panic!("no LAST buffer: {evs:?}");
+    }
+
+    /// A session set up for 320x240 H.264 with `cap` CAPTURE buffers.
+    fn streaming(cap: u32) -> DecRig {
+        let mut rig = decoder();
+        rig.subscribe(EventType::SourceChange(0));
+        rig.subscribe(EventType::Eos);
+        rig.s_fmt(OUT, FMT_H264, 320, 240).unwrap();
+        rig.reqbufs(OUT, 4);
+        rig.reqbufs(CAP, cap);
+        for i in 0..cap {
+            rig.qbuf(CAP, i, &[0], (0, 0)).unwrap();
+        }
+        rig.streamon(OUT);
+        rig.streamon(CAP);
+        rig
+    }
+
+    /// Timestamps of the frames of `units` (timestamped from `first`) in
+    /// display order.
+    fn display_order(units: &[Vec<u8>], first: i64) -> Vec<i64> {
+        reference_decode(Coded::H264, units)
+            .iter()
+            .map(|p| p.token.unwrap() + first)
+            .collect()
+    }
+
+    fn frames(evs: &[Ev]) -> Vec<(i64, u32)> {
+        evs.iter()
+            .filter_map(|e| match e {
+                Ev::Dq {
+                    queue: 9,
+                    ts,
+                    flags,
+                    bytesused,
+                    ..
+                } if bytesused[0] > 0 => Some((ts.0, *flags)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn capture_set_up_from_the_output_size_goes_on_without_restart() {
+        // FFmpeg's way: CAPTURE streams before the stream is parsed; the
+        // stream has the size given, so SOURCE_CHANGE changes nothing and
+        // no LAST buffer interrupts the decoding.
+        let units = h264(320, 240, 10);
+        let mut rig = streaming(4);
+        let mut evs = feed(&mut rig, &units, 1);
+        rig.stop().unwrap();
+        evs.extend(rig.events());
+        let changes = evs
+            .iter()
+            .filter(|e| **e == Ev::Event(bindings::V4L2_EVENT_SOURCE_CHANGE))
+            .count();
+        assert_eq!(changes, 1);
+        let f = frames(&evs);
+        assert_eq!(f.len(), 10);
+        let lasts: Vec<usize> = f
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, fl))| fl & FLAG_LAST != 0)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(lasts, vec![9], "only the drain's last frame carries LAST");
+        assert_eq!(evs.last(), Some(&Ev::Event(bindings::V4L2_EVENT_EOS)));
+    }
+
+    #[test]
+    fn drain_then_start_then_seek() {
+        let units = h264(320, 240, 30); // GOP of 10: IDR at 0, 10, 20
+        let mut rig = streaming(4);
+        let evs = feed(&mut rig, &units[..10], 1);
+        let before = frames(&evs).len();
+        rig.stop().unwrap();
+        assert_eq!(
+            rig.stop().err(),
+            None,
+            "STOP once the drain ended is accepted"
+        );
+        let evs = rig.events();
+        let f = frames(&evs);
+        assert_eq!(before + f.len(), 10, "every frame of the first GOP");
+        assert_ne!(f.last().unwrap().1 & FLAG_LAST, 0);
+        assert_eq!(evs.last(), Some(&Ev::Event(bindings::V4L2_EVENT_EOS)));
+
+        // Stopped: OUTPUT buffers are taken but not decoded until START.
+        for e in &evs {
+            if let Ev::Dq {
+                queue: 9, index, ..
+            } = e
+            {
+                rig.qbuf(CAP, *index, &[0], (0, 0)).unwrap();
+            }
+        }
+        rig.fill(0, &units[10]);
+        rig.qbuf(OUT, 0, &[units[10].len() as u32], (11, 0))
+            .unwrap();
+        assert!(rig.events().is_empty(), "nothing decoded while stopped");
+        rig.start().unwrap();
+        let mut evs = rig.events();
+        evs.extend(feed(&mut rig, &units[11..20], 12));
+        evs.extend(finish(&mut rig));
+        assert_eq!(rig.start().err(), None);
+        let got: Vec<i64> = frames(&evs).iter().map(|f| f.0).collect();
+        assert_eq!(
+            got,
+            display_order(&units[10..20], 11),
+            "the second GOP after START"
+        );
+
+        // Seek: STREAMOFF/STREAMON(OUTPUT), then the third GOP. What was
+        // queued before is dropped; what comes after decodes normally.
+        let _ = feed(&mut rig, &units[20..23], 21);
+        rig.streamoff(OUT);
+        rig.streamon(OUT);
+        for e in rig.events() {
+            if let Ev::Dq {
+                queue: 9, index, ..
+            } = e
+            {
+                rig.qbuf(CAP, index, &[0], (0, 0)).unwrap();
+            }
+        }
+        let mut all = feed(&mut rig, &units[20..30], 100);
+        all.extend(finish(&mut rig));
+        let after: Vec<i64> = frames(&all)
+            .iter()
+            .map(|f| f.0)
+            .filter(|&t| t >= 100)
+            .collect();
+        assert_eq!(
+            after,
+            display_order(&units[20..30], 100),
+            "the GOP after the seek, complete"
+        );
+    }
+
+    #[test]
+    fn stop_edge_cases() {
+        let mut rig = decoder();
+        // Not streaming: accepted, nothing happens.
+        rig.stop().unwrap();
+        assert!(rig.events().is_empty());
+        let mut rig = streaming(2);
+        // Nothing queued on OUTPUT: the next CAPTURE buffer comes back empty
+        // with LAST, then EOS.
+        rig.stop().unwrap();
+        let evs = rig.events();
+        assert!(
+            matches!(&evs[0], Ev::Dq { queue: 9, flags, bytesused, .. } if flags & FLAG_LAST != 0 && bytesused[0] == 0)
+        );
+        assert_eq!(evs[1], Ev::Event(bindings::V4L2_EVENT_EOS));
+        // A drain that waits for CAPTURE buffers refuses a second STOP or START.
+        let mut rig = streaming(1);
+        rig.streamoff(CAP);
+        rig.streamon(CAP); // no buffer queued
+        let units = h264(320, 240, 3);
+        let _ = feed(&mut rig, &units, 1);
+        rig.stop().unwrap();
+        assert_eq!(rig.stop().err(), Some(libc::EBUSY));
+        assert_eq!(rig.start().err(), Some(libc::EBUSY));
+        rig.streamoff(CAP);
+        assert_eq!(
+            rig.start().err(),
+            None,
+            "STREAMOFF(CAPTURE) cancelled the drain"
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics_or_hangs() {
+        // A deterministic byte soup, raw and after a valid stream start.
+        let mut x: u32 = 12345;
+        let mut soup = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (x >> 16) as u8
+                })
+                .collect()
+        };
+        let h264 = h264(176, 144, 4);
+        for (_, coded, fourcc) in formats() {
+            let _ = coded;
+            let mut chunks: Vec<Vec<u8>> = (0..6).map(|i| soup(100 + i * 3000)).collect();
+            // Start codes in the soup.
+            chunks.push(
+                [
+                    &[0u8, 0, 0, 1, 0x67][..],
+                    &soup(50),
+                    &[0, 0, 1, 0x65],
+                    &soup(5000),
+                ]
+                .concat(),
+            );
+            chunks.insert(0, h264[0].clone());
+            chunks.push(h264[1].clone());
+            let mut rig = decoder();
+            let got = Client::new(fourcc).run(&mut rig, &chunks);
+            // Each size change after the first, and the drain, end with
+            // LAST; nothing to drain if no header was ever found.
+            assert_eq!(got.lasts, got.source_changes, "{}", fourcc_str(fourcc));
+        }
+        // Empty and one-byte buffers.
+        let mut rig = decoder();
+        let got = Client::new(FMT_H264).run(&mut rig, &[vec![], vec![0], vec![0, 0, 0, 1]]);
+        assert_eq!(got.frames.len(), 0);
     }
 
     #[test]
