@@ -513,6 +513,9 @@ impl Encoder {
         let mut opts = ff::Dictionary::new();
         opts.set("preset", "veryfast");
         opts.set("tune", "zerolatency");
+        // Key frames where the GOP size puts them (and where the client
+        // forces one), not where x264 detects a scene cut.
+        opts.set("x264-params", "scenecut=0");
         let bitrate = params.bitrate as usize;
         match params.rate_control {
             RateControl::Vbr => enc.set_bit_rate(bitrate),
@@ -549,6 +552,27 @@ impl Encoder {
 
     pub fn params(&self) -> &EncoderParams {
         &self.params
+    }
+
+    /// Changes the target bitrate of an open encoder: libavcodec's libx264
+    /// wrapper compares it before every frame and reconfigures x264.
+    pub fn set_bitrate(&mut self, bitrate: u32) {
+        if matches!(self.params.rate_control, RateControl::ConstantQp(_))
+            || self.params.bitrate == bitrate
+        {
+            return;
+        }
+        self.params.bitrate = bitrate;
+        // SAFETY: `self.enc` owns a live, opened AVCodecContext; bit_rate
+        // and rc_max_rate are plain fields, read by the wrapper on the next
+        // frame from this same thread.
+        unsafe {
+            let raw = self.enc.as_mut_ptr();
+            (*raw).bit_rate = i64::from(bitrate);
+            if self.params.rate_control == RateControl::Cbr {
+                (*raw).rc_max_rate = i64::from(bitrate);
+            }
+        }
     }
 
     /// Encodes one source frame given as its planes (NV12: Y, UV; I420:

@@ -981,3 +981,408 @@ mod decoder_tests {
         assert_eq!(sel.as_mut().map(|r| (r.width, r.height)), Ok((320, 240)));
     }
 }
+
+// ---- encoder --------------------------------------------------------------
+
+use crate::avcodec::testing::pattern;
+use crate::devices::encoder::{self as enc, EncoderDevice};
+
+pub type EncRig = Rig<EncoderDevice>;
+
+pub fn encoder() -> EncRig {
+    Rig::new(EncoderDevice::new)
+}
+
+impl EncRig {
+    fn queue_mem(&self, queue: QueueType, index: u32, plane: usize) -> &PlaneMem {
+        let q = if queue == OUT {
+            &self.s.src
+        } else {
+            &self.s.dst
+        };
+        &q.bufs[index as usize].mem[plane]
+    }
+
+    fn write(&mut self, index: u32, plane: usize, data: &[u8]) {
+        if self.memory == MemoryType::UserPtr {
+            let (a, _) = self.planes[&(OUT as u32, index)][plane];
+            self.mem.write_slice(data, GuestAddress(a)).unwrap();
+        } else if let PlaneMem::Mmap(b) = self.queue_mem(OUT, index, plane) {
+            b.write_at(0, data).unwrap();
+        }
+    }
+
+    fn read_unit(&mut self, index: u32, len: u32) -> Vec<u8> {
+        let mut out = vec![0u8; len as usize];
+        if self.memory == MemoryType::UserPtr {
+            let (a, _) = self.planes[&(CAP as u32, index)][0];
+            self.mem.read_slice(&mut out, GuestAddress(a)).unwrap();
+        } else if let PlaneMem::Mmap(b) = self.queue_mem(CAP, index, 0) {
+            b.read_at(0, &mut out).unwrap();
+        }
+        out
+    }
+
+    fn cmd(&mut self, cmd: u32) -> Result<(), i32> {
+        let c = bindings::v4l2_encoder_cmd {
+            cmd,
+            ..Default::default()
+        };
+        self.dev.encoder_cmd(&mut self.s, c).map(|_| ())
+    }
+
+    fn set_ctrl(&mut self, id: u32, value: i32) -> Result<i32, i32> {
+        self.dev.s_ctrl(&mut self.s, id, value).map(|c| c.value)
+    }
+}
+
+/// Memory planes of pattern frame `i` in raw format `fourcc`.
+fn source_planes(fourcc: u32, i: u32, w: u32, h: u32) -> Vec<Vec<u8>> {
+    let [y, u, v] = pattern(i, w, h);
+    let uv: Vec<u8> = u.iter().zip(&v).flat_map(|(a, b)| [*a, *b]).collect();
+    match fourcc {
+        FMT_NV12 => vec![[y, uv].concat()],
+        FMT_NV12M => vec![y, uv],
+        FMT_YUV420 => vec![[y, u, v].concat()],
+        _ => vec![y, u, v],
+    }
+}
+
+/// An encoded access unit as the client got it.
+#[derive(Debug)]
+struct Unit {
+    ts: (i64, i64),
+    flags: u32,
+    data: Vec<u8>,
+}
+
+const FLAG_KEYFRAME: u32 = 0x8;
+
+/// A dev-encoder.rst client: CAPTURE format first, then OUTPUT, both
+/// queues streaming, `n` pattern frames (timestamp = frame + 1 s), STOP,
+/// done at LAST. `before_frame(rig, i)` runs before frame i is queued.
+fn encode_frames(
+    rig: &mut EncRig,
+    fourcc: u32,
+    (w, h): (u32, u32),
+    n: u32,
+    mut before_frame: impl FnMut(&mut EncRig, u32),
+) -> (Vec<Unit>, usize) {
+    rig.subscribe(EventType::Eos);
+    rig.s_fmt(CAP, FMT_H264, 0, 0).unwrap();
+    rig.s_fmt(OUT, fourcc, w, h).unwrap();
+    let (_, cw, ch, _) = rig.g_fmt(CAP);
+    assert_eq!((cw, ch), (w, h), "CAPTURE size follows OUTPUT");
+    assert_eq!(rig.reqbufs(OUT, 3), 3);
+    assert_eq!(rig.reqbufs(CAP, 3), 3);
+    for i in 0..3 {
+        rig.qbuf(CAP, i, &[0], (0, 0)).unwrap();
+    }
+    rig.streamon(OUT);
+    rig.streamon(CAP);
+    let nplanes = rig.s.raw.planes.len();
+    let mut free: Vec<u32> = (0..3).collect();
+    let (mut next, mut units, mut eos, mut stop_sent) = (0u32, vec![], 0, false);
+    for _ in 0..10 * n + 20 {
+        while let (Some(&i), true) = (free.first(), next < n) {
+            free.remove(0);
+            before_frame(rig, next);
+            let planes = source_planes(fourcc, next, w, h);
+            for (p, d) in planes.iter().enumerate() {
+                rig.write(i, p, d);
+            }
+            let used: Vec<u32> = planes.iter().map(|p| p.len() as u32).collect();
+            assert_eq!(used.len(), nplanes);
+            rig.qbuf(OUT, i, &used, (i64::from(next) + 1, 0)).unwrap();
+            next += 1;
+        }
+        if next == n && !stop_sent {
+            rig.cmd(enc::ENC_CMD_STOP).unwrap();
+            stop_sent = true;
+        }
+        let mut last = false;
+        for ev in rig.events() {
+            match ev {
+                Ev::Dq { queue, index, .. } if queue == OUT as u32 => free.push(index),
+                Ev::Dq {
+                    index,
+                    flags,
+                    bytesused,
+                    ts,
+                    ..
+                } => {
+                    if bytesused[0] > 0 {
+                        let data = rig.read_unit(index, bytesused[0]);
+                        units.push(Unit { ts, flags, data });
+                    }
+                    if flags & FLAG_LAST != 0 {
+                        last = true;
+                    } else {
+                        rig.qbuf(CAP, index, &[0], (0, 0)).unwrap();
+                    }
+                }
+                Ev::Event(t) if t == bindings::V4L2_EVENT_EOS => eos += 1,
+                Ev::Event(t) => panic!("unexpected event {t}"),
+            }
+        }
+        if last {
+            return (units, eos);
+        }
+    }
+    panic!("the encoder stalled after {} units", units.len());
+}
+
+/// PSNR (dB) of a decoded picture against the pattern frame it encodes,
+/// over all three planes.
+fn psnr(p: &Picture, i: u32) -> f64 {
+    let (w, h) = (p.width(), p.height());
+    let src = pattern(i, w, h);
+    let (mut se, mut count) = (0f64, 0f64);
+    for (plane, s) in src.iter().enumerate() {
+        let pw = if plane == 0 {
+            w as usize
+        } else {
+            (w as usize).div_ceil(2)
+        };
+        for (r, row) in s.chunks(pw).enumerate() {
+            let got = p.row(plane, r, pw).unwrap();
+            for (a, b) in row.iter().zip(got) {
+                let d = f64::from(*a) - f64::from(*b);
+                se += d * d;
+                count += 1.0;
+            }
+        }
+    }
+    if se == 0.0 {
+        return 99.0;
+    }
+    10.0 * (255.0f64 * 255.0 / (se / count)).log10()
+}
+
+mod encoder_tests {
+    use super::*;
+
+    fn check_stream(units: &[Unit], n: u32, size: (u32, u32)) -> f64 {
+        assert_eq!(units.len() as u32, n, "one unit per frame");
+        let data: Vec<Vec<u8>> = units.iter().map(|u| u.data.clone()).collect();
+        let pictures = reference_decode(Coded::H264, &data);
+        assert_eq!(pictures.len() as u32, n, "every frame decodes");
+        let mut worst = f64::MAX;
+        for (i, (u, p)) in units.iter().zip(&pictures).enumerate() {
+            assert_eq!(u.ts, (i as i64 + 1, 0), "timestamp of unit {i}");
+            assert_eq!((p.width(), p.height()), size);
+            worst = worst.min(psnr(p, i as u32));
+        }
+        assert_ne!(units[0].flags & FLAG_KEYFRAME, 0, "starts with a key frame");
+        worst
+    }
+
+    #[test]
+    fn h264_from_every_raw_format_reaches_35_db() {
+        for memory in [MemoryType::Mmap, MemoryType::UserPtr] {
+            for fourcc in RAW_FORMATS.iter().copied() {
+                let mut rig = encoder();
+                rig.memory = memory;
+                let (units, eos) = encode_frames(&mut rig, fourcc, (320, 240), 12, |_, _| {});
+                assert_eq!(eos, 1);
+                let worst = check_stream(&units, 12, (320, 240));
+                assert!(
+                    worst >= 35.0,
+                    "{} {memory:?}: worst frame {worst:.1} dB",
+                    fourcc_str(fourcc)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn default_bitrate_gives_35_db_from_vga_to_1080p() {
+        for size in [(640, 480), (1280, 720), (1920, 1080)] {
+            let mut rig = encoder();
+            let (units, _) = encode_frames(&mut rig, FMT_NV12, size, 4, |_, _| {});
+            let worst = check_stream(&units, 4, size);
+            assert!(worst >= 35.0, "{size:?}: worst frame {worst:.1} dB");
+        }
+    }
+
+    #[test]
+    fn controls_shape_the_stream() {
+        // GOP size 5: key frames at 0 and 5; a forced one at 7, from which
+        // the next GOP counts (the next would be 12).
+        let mut rig = encoder();
+        rig.set_ctrl(enc::CID_GOP_SIZE, 5).unwrap();
+        assert_eq!(
+            rig.set_ctrl(enc::CID_H264_PROFILE, 3).err(),
+            Some(libc::EINVAL),
+            "no Extended profile"
+        );
+        assert_eq!(
+            rig.dev.querymenu(&rig.s, enc::CID_H264_PROFILE, 3).err(),
+            Some(libc::EINVAL)
+        );
+        assert!(rig.dev.querymenu(&rig.s, enc::CID_H264_PROFILE, 4).is_ok());
+        rig.set_ctrl(enc::CID_H264_PROFILE, 0).unwrap();
+        rig.set_ctrl(enc::CID_H264_LEVEL, 8).unwrap(); // 3.0
+        let (units, _) = encode_frames(&mut rig, FMT_NV12, (320, 240), 12, |rig, i| {
+            if i == 7 {
+                rig.set_ctrl(enc::CID_FORCE_KEY_FRAME, 0).unwrap();
+                assert_eq!(
+                    rig.set_ctrl(enc::CID_GOP_SIZE, 9).err(),
+                    Some(libc::EBUSY),
+                    "fixed while streaming"
+                );
+                assert_eq!(
+                    rig.set_ctrl(enc::CID_BITRATE, 500_000),
+                    Ok(500_000),
+                    "bitrate changes any time"
+                );
+            }
+        });
+        let keys: Vec<usize> = units
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.flags & FLAG_KEYFRAME != 0)
+            .map(|(i, _)| i)
+            .collect();
+        for (i, u) in units.iter().enumerate() {
+            // An IDR (NAL type 5) exactly where the flag says.
+            let idr = u
+                .data
+                .windows(4)
+                .any(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 5);
+            assert_eq!(idr, keys.contains(&i), "unit {i}");
+        }
+        assert_eq!(keys, vec![0, 5, 7]);
+        check_stream(&units, 12, (320, 240));
+        // SPS: profile_idc 66 (Baseline), level_idc 30.
+        let sps = units[0]
+            .data
+            .windows(4)
+            .position(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 7)
+            .unwrap();
+        assert_eq!((units[0].data[sps + 4], units[0].data[sps + 6]), (66, 30));
+        assert_eq!(
+            crate::devices::common::g_ctrl(&rig.s.ctrls, enc::CID_FORCE_KEY_FRAME).err(),
+            Some(libc::EACCES)
+        );
+    }
+
+    #[test]
+    fn constant_qp_cbr_and_bitrate_follow_the_controls() {
+        let size_of = |setup: &dyn Fn(&mut EncRig)| {
+            let mut rig = encoder();
+            setup(&mut rig);
+            let (units, _) = encode_frames(&mut rig, FMT_NV12, (320, 240), 10, |_, _| {});
+            check_stream(&units, 10, (320, 240));
+            units.iter().map(|u| u.data.len()).sum::<usize>()
+        };
+        let low = size_of(&|r| {
+            r.set_ctrl(enc::CID_BITRATE, 100_000).unwrap();
+        });
+        let high = size_of(&|r| {
+            r.set_ctrl(enc::CID_BITRATE, 8_000_000).unwrap();
+            r.set_ctrl(enc::CID_BITRATE_MODE, 1).unwrap();
+        });
+        let qp10 = size_of(&|r| {
+            r.set_ctrl(enc::CID_FRAME_RC_ENABLE, 0).unwrap();
+            r.set_ctrl(enc::CID_H264_I_FRAME_QP, 10).unwrap();
+        });
+        let qp45 = size_of(&|r| {
+            r.set_ctrl(enc::CID_FRAME_RC_ENABLE, 0).unwrap();
+            r.set_ctrl(enc::CID_H264_I_FRAME_QP, 45).unwrap();
+        });
+        assert!(low < high, "100 kb/s {low} B < 8 Mb/s CBR {high} B");
+        assert!(qp45 < qp10, "QP 45 {qp45} B < QP 10 {qp10} B");
+    }
+
+    #[test]
+    fn crop_encodes_the_visible_rectangle() {
+        let mut rig = encoder();
+        rig.s_fmt(OUT, FMT_YUV420, 320, 240).unwrap();
+        let r = rig
+            .dev
+            .s_selection(
+                &mut rig.s,
+                v4l2r::ioctl::SelectionType::Output,
+                v4l2r::ioctl::SelectionTarget::Crop,
+                bindings::v4l2_rect {
+                    left: 0,
+                    top: 0,
+                    width: 300,
+                    height: 201,
+                },
+                v4l2r::ioctl::SelectionFlags::empty(),
+            )
+            .unwrap();
+        assert_eq!((r.width, r.height), (300, 200));
+        assert_eq!(rig.g_fmt(CAP).1, 300);
+        // encode_frames sets the OUTPUT format again, which resets the
+        // crop: drive this one by hand.
+        rig.subscribe(EventType::Eos);
+        rig.reqbufs(OUT, 2);
+        rig.reqbufs(CAP, 2);
+        rig.qbuf(CAP, 0, &[0], (0, 0)).unwrap();
+        rig.qbuf(CAP, 1, &[0], (0, 0)).unwrap();
+        rig.streamon(OUT);
+        rig.streamon(CAP);
+        let planes = source_planes(FMT_YUV420, 0, 320, 240);
+        rig.write(0, 0, &planes[0]);
+        rig.qbuf(OUT, 0, &[planes[0].len() as u32], (5, 0)).unwrap();
+        rig.cmd(enc::ENC_CMD_STOP).unwrap();
+        let evs = rig.events();
+        let (index, used) = evs
+            .iter()
+            .find_map(|e| match e {
+                Ev::Dq {
+                    queue: 9,
+                    index,
+                    bytesused,
+                    ..
+                } if bytesused[0] > 0 => Some((*index, bytesused[0])),
+                _ => None,
+            })
+            .unwrap();
+        let unit = rig.read_unit(index, used);
+        let pics = reference_decode(Coded::H264, &[unit]);
+        assert_eq!((pics[0].width(), pics[0].height()), (300, 200));
+        assert!(evs.contains(&Ev::Event(bindings::V4L2_EVENT_EOS)));
+    }
+
+    #[test]
+    fn drain_edge_cases_and_restart() {
+        let mut rig = encoder();
+        rig.cmd(enc::ENC_CMD_STOP).unwrap(); // not streaming: nothing
+        assert!(rig.events().is_empty());
+        let (units, _) = encode_frames(&mut rig, FMT_NV12, (160, 120), 3, |_, _| {});
+        assert_eq!(units.len(), 3);
+        // Stopped: a new frame waits for START, then a new stream begins
+        // with a key frame.
+        let planes = source_planes(FMT_NV12, 0, 160, 120);
+        rig.write(0, 0, &planes[0]);
+        rig.qbuf(OUT, 0, &[planes[0].len() as u32], (9, 0)).unwrap();
+        for i in 0..3 {
+            let _ = rig.qbuf(CAP, i, &[0], (0, 0));
+        }
+        assert!(
+            rig.events()
+                .iter()
+                .all(|e| !matches!(e, Ev::Dq { queue: 10, .. })),
+            "not encoded while stopped"
+        );
+        rig.cmd(enc::ENC_CMD_START).unwrap();
+        let evs = rig.events();
+        assert!(evs.iter().any(|e| matches!(e, Ev::Dq { queue: 9, flags, ts: (9, 0), .. } if flags & FLAG_KEYFRAME != 0)));
+        // STOP with nothing queued on OUTPUT: an empty LAST buffer at once.
+        rig.cmd(enc::ENC_CMD_STOP).unwrap();
+        let evs = rig.events();
+        assert!(evs.iter().any(|e| matches!(e, Ev::Dq { queue: 9, flags, bytesused, .. } if flags & FLAG_LAST != 0 && bytesused[0] == 0)));
+        assert!(evs.contains(&Ev::Event(bindings::V4L2_EVENT_EOS)));
+        // A short OUTPUT buffer comes back with ERROR, nothing encoded.
+        rig.cmd(enc::ENC_CMD_START).unwrap();
+        rig.qbuf(OUT, 1, &[100], (1, 0)).unwrap();
+        let evs = rig.events();
+        assert!(evs
+            .iter()
+            .any(|e| matches!(e, Ev::Dq { queue: 10, flags, .. } if flags & FLAG_ERROR != 0)));
+    }
+}
