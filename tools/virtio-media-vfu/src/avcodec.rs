@@ -220,6 +220,9 @@ pub struct Decoder {
     /// Scaler for pictures that are not 8-bit 4:2:0 (4:2:2, 4:4:4,
     /// 10-bit...): converted to I420 so CAPTURE formats stay 8-bit 4:2:0.
     scaler: Option<(Scaler, Pixel, u32, u32)>,
+    /// Token of the last buffer decoded: what the parser's last unit
+    /// carries at a drain if it lost track of its input.
+    last_token: Option<i64>,
 }
 
 /// A swscale context, owned by one decoder.
@@ -265,6 +268,7 @@ impl Decoder {
             dec,
             parser,
             scaler: None,
+            last_token: None,
         })
     }
 
@@ -282,6 +286,7 @@ impl Decoder {
         token: i64,
         out: &mut VecDeque<Picture>,
     ) -> Result<(), CodecError> {
+        self.last_token = Some(token);
         let units = match &mut self.parser {
             // SAFETY: the decoder's context is live for the parser call.
             Some(p) if !data.is_empty() => p.parse(unsafe { self.dec.as_mut_ptr() }, data, token),
@@ -315,7 +320,7 @@ impl Decoder {
                 ff::ffi::AV_NOPTS_VALUE,
             );
             for (unit, pts) in units {
-                if let Err(e) = self.send(&unit, pts, out) {
+                if let Err(e) = self.send(&unit, pts.or(self.last_token), out) {
                     result = Err(e);
                 }
             }

@@ -891,6 +891,44 @@ mod decoder_tests {
     }
 
     #[test]
+    fn empty_last_buffers_and_capture_carry_timestamps_and_colorimetry() {
+        // v4l2-compliance fails a dequeued TIMESTAMP_COPY buffer whose
+        // timestamp is 0, the empty LAST buffer of a drain included.
+        let units = h264(320, 240, 4);
+        let mut rig = streaming(4);
+        let _ = feed(&mut rig, &units, 7);
+        let _ = finish(&mut rig);
+        rig.start().unwrap();
+        rig.stop().unwrap();
+        let evs = rig.events();
+        assert!(
+            evs.iter().any(
+                |e| matches!(e, Ev::Dq { queue: 9, flags, bytesused, ts: (10, 0), .. }
+                if flags & FLAG_LAST != 0 && bytesused[0] == 0)
+            ),
+            "{evs:?}"
+        );
+        // The colorimetry set on OUTPUT is CAPTURE's too.
+        let mut rig = decoder();
+        let mut f = bindings::v4l2_format {
+            type_: OUT as u32,
+            ..Default::default()
+        };
+        f.fmt.pix_mp = bindings::v4l2_pix_format_mplane {
+            pixelformat: FMT_H264,
+            colorspace: bindings::v4l2_colorspace_V4L2_COLORSPACE_REC709,
+            quantization: 2,
+            xfer_func: 1,
+            ..Default::default()
+        };
+        rig.dev.s_fmt(&mut rig.s, OUT, f).unwrap();
+        let cap = rig.dev.g_fmt(&rig.s, CAP).unwrap();
+        // SAFETY: multi-planar format.
+        let mp = unsafe { cap.fmt.pix_mp };
+        assert_eq!((mp.colorspace, mp.quantization, mp.xfer_func), (3, 2, 1));
+    }
+
+    #[test]
     fn stop_edge_cases() {
         let mut rig = decoder();
         // Not streaming: accepted, nothing happens.

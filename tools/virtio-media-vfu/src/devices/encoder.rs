@@ -28,6 +28,7 @@ use virtio_media::{VirtioMediaDevice, VirtioMediaDeviceSession, VirtioMediaEvent
 use super::capture::{query_ioctls, subscribe, unsupported_ioctls, which_raw};
 use super::codec::*;
 use super::common::*;
+use super::m2m::Colorimetry;
 use crate::avcodec::{EncodedUnit, Encoder, EncoderParams, H264Profile, RateControl};
 
 pub const SRC: QueueType = QueueType::VideoOutputMplane;
@@ -190,6 +191,8 @@ pub struct EncSession {
     pub crop: bindings::v4l2_rect,
     /// Frame interval (numerator, denominator), for rate control.
     pub interval: (u32, u32),
+    /// Colorimetry set on OUTPUT, reported on both queues.
+    pub col: Colorimetry,
     pub src: BufQueue,
     pub dst: BufQueue,
     pub ctrls: Controls,
@@ -438,7 +441,8 @@ impl EncoderDevice {
         match unit {
             Some(u) => self.return_unit(s, idx, &u, BufferFlags::LAST)?,
             None => {
-                let b = s.dst.complete(idx, &[0], BufferFlags::LAST)?;
+                let ts = Some(s.timestamps.latest());
+                let b = s.dst.complete_ts(idx, &[0], BufferFlags::LAST, ts)?;
                 self.emit(s.id, b);
             }
         }
@@ -588,6 +592,7 @@ where
             raw,
             coded: coded_layout(FMT_H264, 0, 0, 0),
             interval: (1, 30),
+            col: Colorimetry::default(),
             src,
             dst,
             ctrls: controls(),
@@ -662,11 +667,13 @@ impl VirtioMediaIoctlHandler for EncoderDevice {
     }
 
     fn g_fmt(&mut self, s: &Self::Session, queue: QueueType) -> IoctlResult<bindings::v4l2_format> {
-        match queue {
-            SRC => Ok(fmt_to_v4l2(queue, &s.raw)),
-            DST => Ok(fmt_to_v4l2(queue, &s.coded)),
-            _ => Err(libc::EINVAL),
-        }
+        let mut f = match queue {
+            SRC => fmt_to_v4l2(queue, &s.raw),
+            DST => fmt_to_v4l2(queue, &s.coded),
+            _ => return Err(libc::EINVAL),
+        };
+        s.col.apply(&mut f);
+        Ok(f)
     }
 
     fn try_fmt(
@@ -675,19 +682,27 @@ impl VirtioMediaIoctlHandler for EncoderDevice {
         queue: QueueType,
         f: bindings::v4l2_format,
     ) -> IoctlResult<bindings::v4l2_format> {
-        match queue {
-            SRC => Ok(fmt_to_v4l2(queue, &Self::raw_format(&f))),
+        let (mut out, col) = match queue {
+            SRC => (
+                fmt_to_v4l2(queue, &Self::raw_format(&f)),
+                Colorimetry::from_request(&f),
+            ),
             DST => {
                 // SAFETY: the encoder queues are multi-planar.
                 let requested = unsafe { f.fmt.pix_mp.plane_fmt[0].sizeimage };
                 let size = coded_sizeimage(s.coded.width, s.coded.height, requested);
-                Ok(fmt_to_v4l2(
-                    queue,
-                    &coded_layout(FMT_H264, s.coded.width, s.coded.height, size),
-                ))
+                (
+                    fmt_to_v4l2(
+                        queue,
+                        &coded_layout(FMT_H264, s.coded.width, s.coded.height, size),
+                    ),
+                    s.col,
+                )
             }
-            _ => Err(libc::EINVAL),
-        }
+            _ => return Err(libc::EINVAL),
+        };
+        col.apply(&mut out);
+        Ok(out)
     }
 
     fn s_fmt(
@@ -702,11 +717,11 @@ impl VirtioMediaIoctlHandler for EncoderDevice {
                     return Err(libc::EBUSY);
                 }
                 s.raw = Self::raw_format(&f);
+                s.col = Colorimetry::from_request(&f);
                 s.crop = s.full_rect();
                 let size = s.coded.planes.first().map(|p| p.sizeimage).unwrap_or(0);
                 s.update_coded(if s.dst.bufs.is_empty() { 0 } else { size });
                 s.enc = None;
-                Ok(fmt_to_v4l2(queue, &s.raw))
             }
             DST => {
                 if !s.src.bufs.is_empty() || !s.dst.bufs.is_empty() {
@@ -715,10 +730,10 @@ impl VirtioMediaIoctlHandler for EncoderDevice {
                 // SAFETY: the encoder queues are multi-planar.
                 let requested = unsafe { f.fmt.pix_mp.plane_fmt[0].sizeimage };
                 s.update_coded(requested);
-                Ok(fmt_to_v4l2(queue, &s.coded))
             }
-            _ => Err(libc::EINVAL),
+            _ => return Err(libc::EINVAL),
         }
+        self.g_fmt(s, queue)
     }
 
     fn enum_framesizes(
