@@ -1387,6 +1387,36 @@ mod encoder_tests {
     }
 
     #[test]
+    fn parm_on_output_only_and_button_events() {
+        let mut rig = encoder();
+        assert_eq!(rig.dev.g_parm(&rig.s, CAP).err(), Some(libc::EINVAL));
+        let mut parm = bindings::v4l2_streamparm {
+            type_: OUT as u32,
+            ..Default::default()
+        };
+        parm.parm.output.timeperframe = bindings::v4l2_fract {
+            numerator: 1,
+            denominator: 60,
+        };
+        let got = rig.dev.s_parm(&mut rig.s, parm).unwrap();
+        // SAFETY: an OUTPUT queue's parameters.
+        let tpf = unsafe { got.parm.output.timeperframe };
+        assert_eq!((tpf.numerator, tpf.denominator), (1, 60));
+        assert_eq!(rig.s.params().interval, (1, 60));
+        // The control framework sends an initial event for a button too
+        // (v4l2-compliance waits for it); none for a control class.
+        let flags = SubscribeEventFlags::SEND_INITIAL;
+        rig.dev
+            .subscribe_event(&mut rig.s, EventType::Ctrl(enc::CID_FORCE_KEY_FRAME), flags)
+            .unwrap();
+        assert_eq!(rig.events(), vec![Ev::Event(bindings::V4L2_EVENT_CTRL)]);
+        rig.dev
+            .subscribe_event(&mut rig.s, EventType::Ctrl(enc::CID_CODEC_CLASS), flags)
+            .unwrap();
+        assert!(rig.events().is_empty());
+    }
+
+    #[test]
     fn drain_edge_cases_and_restart() {
         let mut rig = encoder();
         rig.cmd(enc::ENC_CMD_STOP).unwrap(); // not streaming: nothing

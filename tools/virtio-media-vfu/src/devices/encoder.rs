@@ -748,36 +748,29 @@ impl VirtioMediaIoctlHandler for EncoderDevice {
         framesizes(index, pixel_format)
     }
 
+    /// The frame interval on OUTPUT only: without
+    /// V4L2_FMT_FLAG_ENC_CAP_FRAME_INTERVAL, G/S_PARM on CAPTURE are
+    /// EINVAL (dev-encoder.rst; v4l2-compliance checks it).
     fn g_parm(
         &mut self,
         s: &Self::Session,
         queue: QueueType,
     ) -> IoctlResult<bindings::v4l2_streamparm> {
-        let timeperframe = bindings::v4l2_fract {
-            numerator: s.interval.0,
-            denominator: s.interval.1,
-        };
+        if queue != SRC {
+            return Err(libc::EINVAL);
+        }
         let mut parm = bindings::v4l2_streamparm {
             type_: queue as u32,
             ..Default::default()
         };
-        match queue {
-            SRC => {
-                parm.parm.output = bindings::v4l2_outputparm {
-                    capability: bindings::V4L2_CAP_TIMEPERFRAME,
-                    timeperframe,
-                    ..Default::default()
-                }
-            }
-            DST => {
-                parm.parm.capture = bindings::v4l2_captureparm {
-                    capability: bindings::V4L2_CAP_TIMEPERFRAME,
-                    timeperframe,
-                    ..Default::default()
-                }
-            }
-            _ => return Err(libc::EINVAL),
-        }
+        parm.parm.output = bindings::v4l2_outputparm {
+            capability: bindings::V4L2_CAP_TIMEPERFRAME,
+            timeperframe: bindings::v4l2_fract {
+                numerator: s.interval.0,
+                denominator: s.interval.1,
+            },
+            ..Default::default()
+        };
         Ok(parm)
     }
 
@@ -786,17 +779,12 @@ impl VirtioMediaIoctlHandler for EncoderDevice {
         s: &mut Self::Session,
         parm: bindings::v4l2_streamparm,
     ) -> IoctlResult<bindings::v4l2_streamparm> {
-        let queue = QueueType::n(parm.type_).ok_or(libc::EINVAL)?;
-        // SAFETY: the member read matches the queue direction.
-        let tpf = unsafe {
-            match queue {
-                SRC => parm.parm.output.timeperframe,
-                DST => parm.parm.capture.timeperframe,
-                _ => return Err(libc::EINVAL),
-            }
-        };
-        // One interval for both queues (no V4L2_FMT_FLAG_ENC_CAP_FRAME_INTERVAL);
-        // 0 keeps it, and 1..240 frames per second are accepted.
+        if QueueType::n(parm.type_) != Some(SRC) {
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: an OUTPUT queue's parameters are `parm.output`.
+        let tpf = unsafe { parm.parm.output.timeperframe };
+        // 0 keeps the interval; 1 to 240 frames per second are accepted.
         if tpf.numerator != 0 && tpf.denominator != 0 {
             let (n, d) = (u64::from(tpf.numerator), u64::from(tpf.denominator));
             s.interval = if d > 240 * n {
@@ -807,7 +795,7 @@ impl VirtioMediaIoctlHandler for EncoderDevice {
                 (tpf.numerator, tpf.denominator)
             };
         }
-        self.g_parm(s, queue)
+        self.g_parm(s, SRC)
     }
 
     fn g_selection(
