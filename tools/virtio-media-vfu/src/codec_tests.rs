@@ -99,7 +99,10 @@ where
         + VirtioMediaIoctlHandler<Session = <D as VirtioMediaDevice<CmdReader, RespWriter>>::Session>,
 {
     pub fn new(make: impl FnOnce(DevCtx) -> D) -> Self {
-        let shm = Shm::new(256 << 20).unwrap();
+        Self::with_shm(Shm::new(256 << 20).unwrap(), make)
+    }
+
+    pub fn with_shm(shm: Arc<Shm>, make: impl FnOnce(DevCtx) -> D) -> Self {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), GUEST_MEM)]).unwrap();
         let events = EventQueueHandle::default();
         let ctx = DevCtx::new(
@@ -926,6 +929,38 @@ mod decoder_tests {
         // SAFETY: multi-planar format.
         let mp = unsafe { cap.fmt.pix_mp };
         assert_eq!((mp.colorspace, mp.quantization, mp.xfer_func), (3, 2, 1));
+    }
+
+    #[test]
+    fn without_shared_memory_userptr_only() {
+        let units = h264(160, 120, 5);
+        let mut rig = Rig::with_shm(Shm::absent(), |ctx| DecoderDevice::new(ctx, 1));
+        let r = rig.dev.reqbufs(
+            &mut rig.s,
+            OUT,
+            MemoryType::Mmap,
+            2,
+            MemoryConsistency::empty(),
+        );
+        assert_eq!(r.err(), Some(libc::EINVAL));
+        let got = Client {
+            memory: MemoryType::UserPtr,
+            ..Client::new(FMT_H264)
+        }
+        .run(&mut rig, &units);
+        assert_matches_reference(Coded::H264, &units, &got.frames, true);
+        let mut rig = Rig::with_shm(Shm::absent(), EncoderDevice::new);
+        let r = rig.dev.reqbufs(
+            &mut rig.s,
+            CAP,
+            MemoryType::Mmap,
+            2,
+            MemoryConsistency::empty(),
+        );
+        assert_eq!(r.err(), Some(libc::EINVAL));
+        rig.memory = MemoryType::UserPtr;
+        let (units, _) = encode_frames(&mut rig, FMT_NV12, (160, 120), 4, |_, _| {});
+        assert_eq!(units.len(), 4);
     }
 
     #[test]
