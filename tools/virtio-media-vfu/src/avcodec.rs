@@ -220,6 +220,9 @@ pub struct Decoder {
     /// Scaler for pictures that are not 8-bit 4:2:0 (4:2:2, 4:4:4,
     /// 10-bit...): converted to I420 so CAPTURE formats stay 8-bit 4:2:0.
     scaler: Option<(Scaler, Pixel, u32, u32)>,
+    /// Token of the last buffer decoded: what the parser's last unit
+    /// carries at a drain if it lost track of its input.
+    last_token: Option<i64>,
 }
 
 /// A swscale context, owned by one decoder.
@@ -265,6 +268,7 @@ impl Decoder {
             dec,
             parser,
             scaler: None,
+            last_token: None,
         })
     }
 
@@ -282,6 +286,7 @@ impl Decoder {
         token: i64,
         out: &mut VecDeque<Picture>,
     ) -> Result<(), CodecError> {
+        self.last_token = Some(token);
         let units = match &mut self.parser {
             // SAFETY: the decoder's context is live for the parser call.
             Some(p) if !data.is_empty() => p.parse(unsafe { self.dec.as_mut_ptr() }, data, token),
@@ -315,7 +320,7 @@ impl Decoder {
                 ff::ffi::AV_NOPTS_VALUE,
             );
             for (unit, pts) in units {
-                if let Err(e) = self.send(&unit, pts, out) {
+                if let Err(e) = self.send(&unit, pts.or(self.last_token), out) {
                     result = Err(e);
                 }
             }
@@ -326,8 +331,12 @@ impl Decoder {
         if let Err(e) = self.receive(out) {
             result = Err(e);
         }
-        // After EOF libavcodec only accepts packets again once flushed.
+        // After EOF libavcodec only accepts packets again once flushed, and
+        // a flushed parser starts afresh.
         self.dec.flush();
+        if self.coded.needs_parser() {
+            self.parser = Parser::new(self.coded.id());
+        }
         result
     }
 
@@ -509,6 +518,9 @@ impl Encoder {
         let mut opts = ff::Dictionary::new();
         opts.set("preset", "veryfast");
         opts.set("tune", "zerolatency");
+        // Key frames where the GOP size puts them (and where the client
+        // forces one), not where x264 detects a scene cut.
+        opts.set("x264-params", "scenecut=0");
         let bitrate = params.bitrate as usize;
         match params.rate_control {
             RateControl::Vbr => enc.set_bit_rate(bitrate),
@@ -545,6 +557,27 @@ impl Encoder {
 
     pub fn params(&self) -> &EncoderParams {
         &self.params
+    }
+
+    /// Changes the target bitrate of an open encoder: libavcodec's libx264
+    /// wrapper compares it before every frame and reconfigures x264.
+    pub fn set_bitrate(&mut self, bitrate: u32) {
+        if matches!(self.params.rate_control, RateControl::ConstantQp(_))
+            || self.params.bitrate == bitrate
+        {
+            return;
+        }
+        self.params.bitrate = bitrate;
+        // SAFETY: `self.enc` owns a live, opened AVCodecContext; bit_rate
+        // and rc_max_rate are plain fields, read by the wrapper on the next
+        // frame from this same thread.
+        unsafe {
+            let raw = self.enc.as_mut_ptr();
+            (*raw).bit_rate = i64::from(bitrate);
+            if self.params.rate_control == RateControl::Cbr {
+                (*raw).rc_max_rate = i64::from(bitrate);
+            }
+        }
     }
 
     /// Encodes one source frame given as its planes (NV12: Y, UV; I420:
@@ -658,6 +691,11 @@ pub mod testing {
             .map(|k| ((k / cw + 2 * i) % 160 + 48) as u8)
             .collect();
         [y, u, v]
+    }
+
+    pub fn has_encoder(name: &str) -> bool {
+        init();
+        ff::encoder::find_by_name(name).is_some()
     }
 
     /// Encodes `n` pattern frames with the libavcodec encoder `name`

@@ -99,7 +99,10 @@ where
         + VirtioMediaIoctlHandler<Session = <D as VirtioMediaDevice<CmdReader, RespWriter>>::Session>,
 {
     pub fn new(make: impl FnOnce(DevCtx) -> D) -> Self {
-        let shm = Shm::new(256 << 20).unwrap();
+        Self::with_shm(Shm::new(256 << 20).unwrap(), make)
+    }
+
+    pub fn with_shm(shm: Arc<Shm>, make: impl FnOnce(DevCtx) -> D) -> Self {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), GUEST_MEM)]).unwrap();
         let events = EventQueueHandle::default();
         let ctx = DevCtx::new(
@@ -465,6 +468,11 @@ impl Client {
             if done {
                 return out;
             }
+            if next == chunks.len() && !capture_on && free_out.len() == self.out_bufs as usize {
+                // Every chunk was consumed without a stream header: there
+                // is nothing to drain (STOP needs both queues streaming).
+                return out;
+            }
             if setup {
                 if capture_on {
                     rig.streamoff(CAP);
@@ -547,6 +555,486 @@ mod decoder_tests {
         encode("libx264", w, h, n, 0)
     }
 
+    /// Encoder name and coded kind of every format this libavcodec can
+    /// both make and decode.
+    fn formats() -> Vec<(&'static str, Coded, u32)> {
+        [
+            ("libx264", Coded::H264, FMT_H264),
+            ("libx265", Coded::Hevc, FMT_HEVC),
+            ("libvpx", Coded::Vp8, FMT_VP8),
+            ("libvpx-vp9", Coded::Vp9, FMT_VP9),
+        ]
+        .into_iter()
+        .filter(|(name, c, _)| c.decodable() && crate::avcodec::testing::has_encoder(name))
+        .collect()
+    }
+
+    #[test]
+    fn every_codec_decodes_like_libavcodec() {
+        let all = formats();
+        assert!(
+            all.len() >= 3,
+            "Debian's libavcodec makes and decodes H.264, HEVC, VP8, VP9: {all:?}"
+        );
+        for (name, coded, fourcc) in all {
+            let units = encode(name, 176, 144, 12, 0);
+            let mut rig = decoder();
+            let got = Client::new(fourcc).run(&mut rig, &units);
+            assert_eq!(
+                (got.source_changes, got.lasts, got.errors),
+                (1, 1, 0),
+                "{name}"
+            );
+            assert_matches_reference(coded, &units, &got.frames, true);
+        }
+    }
+
+    #[test]
+    fn enum_fmt_lists_the_decodable_formats_with_flags() {
+        let mut rig = decoder();
+        let mut coded = vec![];
+        for i in 0.. {
+            let Ok(d) = rig.dev.enum_fmt(&rig.s, OUT, i) else {
+                break;
+            };
+            assert_ne!(d.flags & 0x1, 0, "COMPRESSED");
+            assert_ne!(d.flags & 0x8, 0, "DYN_RESOLUTION");
+            coded.push(d.pixelformat);
+        }
+        assert_eq!(coded[0], FMT_H264);
+        assert!(
+            coded.contains(&FMT_VP8) && coded.contains(&FMT_VP9) && coded.contains(&FMT_HEVC),
+            "{coded:x?}"
+        );
+        let raw: Vec<u32> = (0..)
+            .map_while(|i| rig.dev.enum_fmt(&rig.s, CAP, i).ok())
+            .map(|d| d.pixelformat)
+            .collect();
+        assert_eq!(raw, RAW_FORMATS);
+        assert_eq!(
+            rig.dev.enum_fmt(&rig.s, QueueType::VideoCapture, 0).err(),
+            Some(libc::EINVAL)
+        );
+        let ctrl =
+            crate::devices::common::g_ctrl(&rig.s.ctrls, CID_MIN_BUFFERS_FOR_CAPTURE).unwrap();
+        assert_eq!(ctrl.value, 2);
+    }
+
+    #[test]
+    fn h264_any_split_of_the_byte_stream() {
+        let units = h264(320, 240, 20);
+        let stream: Vec<u8> = units.concat();
+        // Chunks that cut NAL units anywhere, and some that hold several
+        // access units.
+        for size in [997usize, 20000] {
+            let chunks: Vec<Vec<u8>> = stream.chunks(size).map(|c| c.to_vec()).collect();
+            let mut rig = decoder();
+            let got = Client::new(FMT_H264).run(&mut rig, &chunks);
+            assert_eq!((got.errors, got.output_errors), (0, 0), "chunks of {size}");
+            assert_matches_reference(Coded::H264, &units, &got.frames, false);
+        }
+    }
+
+    #[test]
+    fn every_capture_format_and_userptr() {
+        let units = h264(160, 120, 6);
+        let reference = reference_decode(Coded::H264, &units);
+        for memory in [MemoryType::Mmap, MemoryType::UserPtr] {
+            for raw in RAW_FORMATS.iter().copied() {
+                let mut rig = decoder();
+                let client = Client {
+                    raw,
+                    memory,
+                    ..Client::new(FMT_H264)
+                };
+                let got = client.run(&mut rig, &units);
+                assert_eq!(got.frames.len(), reference.len());
+                for (g, r) in got.frames.iter().zip(&reference) {
+                    // Back to NV12 to compare.
+                    let (w, h) = (160usize, 120usize);
+                    let y = &g.data[..w * h];
+                    let (u, v): (Vec<u8>, Vec<u8>) = match raw {
+                        FMT_NV12 | FMT_NV12M => (
+                            g.data[w * h..].iter().step_by(2).copied().collect(),
+                            g.data[w * h + 1..].iter().step_by(2).copied().collect(),
+                        ),
+                        _ => (
+                            g.data[w * h..w * h * 5 / 4].to_vec(),
+                            g.data[w * h * 5 / 4..].to_vec(),
+                        ),
+                    };
+                    let want = nv12(r, 160, 120);
+                    assert!(y == &want[..w * h], "{} {memory:?} luma", fourcc_str(raw));
+                    let want_u: Vec<u8> = want[w * h..].iter().step_by(2).copied().collect();
+                    assert!(
+                        u == want_u && v.len() == want_u.len(),
+                        "{} {memory:?} chroma",
+                        fourcc_str(raw)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn resolution_change_mid_stream() {
+        // Two streams back to back: the second has a new SPS and size.
+        for (name, coded, fourcc) in formats() {
+            let mut units = encode(name, 320, 240, 10, 0);
+            units.extend(encode(name, 176, 144, 10, 10));
+            let mut rig = decoder();
+            let got = Client::new(fourcc).run(&mut rig, &units);
+            assert_eq!(got.source_changes, 2, "{name}: initial and mid-stream");
+            assert_eq!(
+                got.lasts, 2,
+                "{name}: one LAST ends the old size, one the drain"
+            );
+            assert_eq!(got.errors, 0);
+            assert_eq!(got.frames[9].size, (320, 240));
+            assert_eq!(got.frames[10].size, (176, 144));
+            assert_matches_reference(coded, &units, &got.frames, true);
+            assert_eq!(rig.g_fmt(CAP).1, 176);
+        }
+    }
+
+    /// Queues `units` one per OUTPUT buffer on a session set up by hand
+    /// (both queues streaming, CAPTURE buffers all queued), handing
+    /// CAPTURE buffers back as they come; returns the events.
+    fn feed(rig: &mut DecRig, units: &[Vec<u8>], first_ts: i64) -> Vec<Ev> {
+        let mut evs = vec![];
+        for (n, u) in units.iter().enumerate() {
+            let i = (n % 4) as u32;
+            rig.fill(i, u);
+            rig.qbuf(OUT, i, &[u.len() as u32], (first_ts + n as i64, 0))
+                .unwrap();
+            for e in rig.events() {
+                if let Ev::Dq {
+                    queue: 9,
+                    index,
+                    flags,
+                    ..
+                } = e
+                {
+                    if flags & FLAG_LAST == 0 {
+                        rig.qbuf(CAP, index, &[0], (0, 0)).unwrap();
+                    }
+                }
+                evs.push(e);
+            }
+        }
+        evs
+    }
+
+    /// Sends STOP and hands CAPTURE buffers back until the LAST one.
+    fn finish(rig: &mut DecRig) -> Vec<Ev> {
+        rig.stop().unwrap();
+        let mut evs = vec![];
+        for _ in 0..100 {
+            let new = rig.events();
+            let mut last = false;
+            for e in &new {
+                if let Ev::Dq {
+                    queue: 9,
+                    index,
+                    flags,
+                    ..
+                } = e
+                {
+                    if flags & FLAG_LAST != 0 {
+                        last = true;
+                    } else {
+                        rig.qbuf(CAP, *index, &[0], (0, 0)).unwrap();
+                    }
+                }
+            }
+            evs.extend(new);
+            if last {
+                evs.extend(rig.events());
+                return evs;
+            }
+        }
+        panic!("no LAST buffer: {evs:?}");
+    }
+
+    /// A session set up for 320x240 H.264 with `cap` CAPTURE buffers.
+    fn streaming(cap: u32) -> DecRig {
+        let mut rig = decoder();
+        rig.subscribe(EventType::SourceChange(0));
+        rig.subscribe(EventType::Eos);
+        rig.s_fmt(OUT, FMT_H264, 320, 240).unwrap();
+        rig.reqbufs(OUT, 4);
+        rig.reqbufs(CAP, cap);
+        for i in 0..cap {
+            rig.qbuf(CAP, i, &[0], (0, 0)).unwrap();
+        }
+        rig.streamon(OUT);
+        rig.streamon(CAP);
+        rig
+    }
+
+    /// Timestamps of the frames of `units` (timestamped from `first`) in
+    /// display order.
+    fn display_order(units: &[Vec<u8>], first: i64) -> Vec<i64> {
+        reference_decode(Coded::H264, units)
+            .iter()
+            .map(|p| p.token.unwrap() + first)
+            .collect()
+    }
+
+    fn frames(evs: &[Ev]) -> Vec<(i64, u32)> {
+        evs.iter()
+            .filter_map(|e| match e {
+                Ev::Dq {
+                    queue: 9,
+                    ts,
+                    flags,
+                    bytesused,
+                    ..
+                } if bytesused[0] > 0 => Some((ts.0, *flags)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn capture_set_up_from_the_output_size_goes_on_without_restart() {
+        // FFmpeg's way: CAPTURE streams before the stream is parsed; the
+        // stream has the size given, so SOURCE_CHANGE changes nothing and
+        // no LAST buffer interrupts the decoding.
+        let units = h264(320, 240, 10);
+        let mut rig = streaming(4);
+        let mut evs = feed(&mut rig, &units, 1);
+        rig.stop().unwrap();
+        evs.extend(rig.events());
+        let changes = evs
+            .iter()
+            .filter(|e| **e == Ev::Event(bindings::V4L2_EVENT_SOURCE_CHANGE))
+            .count();
+        assert_eq!(changes, 1);
+        let f = frames(&evs);
+        assert_eq!(f.len(), 10);
+        let lasts: Vec<usize> = f
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, fl))| fl & FLAG_LAST != 0)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(lasts, vec![9], "only the drain's last frame carries LAST");
+        assert_eq!(evs.last(), Some(&Ev::Event(bindings::V4L2_EVENT_EOS)));
+    }
+
+    #[test]
+    fn drain_then_start_then_seek() {
+        let units = h264(320, 240, 30); // GOP of 10: IDR at 0, 10, 20
+        let mut rig = streaming(4);
+        let evs = feed(&mut rig, &units[..10], 1);
+        let before = frames(&evs).len();
+        rig.stop().unwrap();
+        assert_eq!(
+            rig.stop().err(),
+            None,
+            "STOP once the drain ended is accepted"
+        );
+        let evs = rig.events();
+        let f = frames(&evs);
+        assert_eq!(before + f.len(), 10, "every frame of the first GOP");
+        assert_ne!(f.last().unwrap().1 & FLAG_LAST, 0);
+        assert_eq!(evs.last(), Some(&Ev::Event(bindings::V4L2_EVENT_EOS)));
+
+        // Stopped: OUTPUT buffers are taken but not decoded until START.
+        for e in &evs {
+            if let Ev::Dq {
+                queue: 9, index, ..
+            } = e
+            {
+                rig.qbuf(CAP, *index, &[0], (0, 0)).unwrap();
+            }
+        }
+        rig.fill(0, &units[10]);
+        rig.qbuf(OUT, 0, &[units[10].len() as u32], (11, 0))
+            .unwrap();
+        assert!(rig.events().is_empty(), "nothing decoded while stopped");
+        rig.start().unwrap();
+        let mut evs = rig.events();
+        evs.extend(feed(&mut rig, &units[11..20], 12));
+        evs.extend(finish(&mut rig));
+        assert_eq!(rig.start().err(), None);
+        let got: Vec<i64> = frames(&evs).iter().map(|f| f.0).collect();
+        assert_eq!(
+            got,
+            display_order(&units[10..20], 11),
+            "the second GOP after START"
+        );
+
+        // Seek: STREAMOFF/STREAMON(OUTPUT), then the third GOP. What was
+        // queued before is dropped; what comes after decodes normally.
+        let _ = feed(&mut rig, &units[20..23], 21);
+        rig.streamoff(OUT);
+        rig.streamon(OUT);
+        for e in rig.events() {
+            if let Ev::Dq {
+                queue: 9, index, ..
+            } = e
+            {
+                rig.qbuf(CAP, index, &[0], (0, 0)).unwrap();
+            }
+        }
+        let mut all = feed(&mut rig, &units[20..30], 100);
+        all.extend(finish(&mut rig));
+        let after: Vec<i64> = frames(&all)
+            .iter()
+            .map(|f| f.0)
+            .filter(|&t| t >= 100)
+            .collect();
+        assert_eq!(
+            after,
+            display_order(&units[20..30], 100),
+            "the GOP after the seek, complete"
+        );
+    }
+
+    #[test]
+    fn empty_last_buffers_and_capture_carry_timestamps_and_colorimetry() {
+        // v4l2-compliance fails a dequeued TIMESTAMP_COPY buffer whose
+        // timestamp is 0, the empty LAST buffer of a drain included.
+        let units = h264(320, 240, 4);
+        let mut rig = streaming(4);
+        let _ = feed(&mut rig, &units, 7);
+        let _ = finish(&mut rig);
+        rig.start().unwrap();
+        rig.stop().unwrap();
+        let evs = rig.events();
+        assert!(
+            evs.iter().any(
+                |e| matches!(e, Ev::Dq { queue: 9, flags, bytesused, ts: (10, 0), .. }
+                if flags & FLAG_LAST != 0 && bytesused[0] == 0)
+            ),
+            "{evs:?}"
+        );
+        // The colorimetry set on OUTPUT is CAPTURE's too.
+        let mut rig = decoder();
+        let mut f = bindings::v4l2_format {
+            type_: OUT as u32,
+            ..Default::default()
+        };
+        f.fmt.pix_mp = bindings::v4l2_pix_format_mplane {
+            pixelformat: FMT_H264,
+            colorspace: bindings::v4l2_colorspace_V4L2_COLORSPACE_REC709,
+            quantization: 2,
+            xfer_func: 1,
+            ..Default::default()
+        };
+        rig.dev.s_fmt(&mut rig.s, OUT, f).unwrap();
+        let cap = rig.dev.g_fmt(&rig.s, CAP).unwrap();
+        // SAFETY: multi-planar format.
+        let mp = unsafe { cap.fmt.pix_mp };
+        assert_eq!((mp.colorspace, mp.quantization, mp.xfer_func), (3, 2, 1));
+    }
+
+    #[test]
+    fn without_shared_memory_userptr_only() {
+        let units = h264(160, 120, 5);
+        let mut rig = Rig::with_shm(Shm::absent(), |ctx| DecoderDevice::new(ctx, 1));
+        let r = rig.dev.reqbufs(
+            &mut rig.s,
+            OUT,
+            MemoryType::Mmap,
+            2,
+            MemoryConsistency::empty(),
+        );
+        assert_eq!(r.err(), Some(libc::EINVAL));
+        let got = Client {
+            memory: MemoryType::UserPtr,
+            ..Client::new(FMT_H264)
+        }
+        .run(&mut rig, &units);
+        assert_matches_reference(Coded::H264, &units, &got.frames, true);
+        let mut rig = Rig::with_shm(Shm::absent(), EncoderDevice::new);
+        let r = rig.dev.reqbufs(
+            &mut rig.s,
+            CAP,
+            MemoryType::Mmap,
+            2,
+            MemoryConsistency::empty(),
+        );
+        assert_eq!(r.err(), Some(libc::EINVAL));
+        rig.memory = MemoryType::UserPtr;
+        let (units, _) = encode_frames(&mut rig, FMT_NV12, (160, 120), 4, |_, _| {});
+        assert_eq!(units.len(), 4);
+    }
+
+    #[test]
+    fn stop_edge_cases() {
+        let mut rig = decoder();
+        // Not streaming: accepted, nothing happens.
+        rig.stop().unwrap();
+        assert!(rig.events().is_empty());
+        let mut rig = streaming(2);
+        // Nothing queued on OUTPUT: the next CAPTURE buffer comes back empty
+        // with LAST, then EOS.
+        rig.stop().unwrap();
+        let evs = rig.events();
+        assert!(
+            matches!(&evs[0], Ev::Dq { queue: 9, flags, bytesused, .. } if flags & FLAG_LAST != 0 && bytesused[0] == 0)
+        );
+        assert_eq!(evs[1], Ev::Event(bindings::V4L2_EVENT_EOS));
+        // A drain that waits for CAPTURE buffers refuses a second STOP or START.
+        let mut rig = streaming(1);
+        rig.streamoff(CAP);
+        rig.streamon(CAP); // no buffer queued
+        let units = h264(320, 240, 3);
+        let _ = feed(&mut rig, &units, 1);
+        rig.stop().unwrap();
+        assert_eq!(rig.stop().err(), Some(libc::EBUSY));
+        assert_eq!(rig.start().err(), Some(libc::EBUSY));
+        rig.streamoff(CAP);
+        assert_eq!(
+            rig.start().err(),
+            None,
+            "STREAMOFF(CAPTURE) cancelled the drain"
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics_or_hangs() {
+        // A deterministic byte soup, raw and after a valid stream start.
+        let mut x: u32 = 12345;
+        let mut soup = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (x >> 16) as u8
+                })
+                .collect()
+        };
+        let h264 = h264(176, 144, 4);
+        for (_, coded, fourcc) in formats() {
+            let _ = coded;
+            let mut chunks: Vec<Vec<u8>> = (0..6).map(|i| soup(100 + i * 3000)).collect();
+            // Start codes in the soup.
+            chunks.push(
+                [
+                    &[0u8, 0, 0, 1, 0x67][..],
+                    &soup(50),
+                    &[0, 0, 1, 0x65],
+                    &soup(5000),
+                ]
+                .concat(),
+            );
+            chunks.insert(0, h264[0].clone());
+            chunks.push(h264[1].clone());
+            let mut rig = decoder();
+            let got = Client::new(fourcc).run(&mut rig, &chunks);
+            // Each size change after the first, and the drain, end with
+            // LAST; nothing to drain if no header was ever found.
+            assert_eq!(got.lasts, got.source_changes, "{}", fourcc_str(fourcc));
+        }
+        // Empty and one-byte buffers.
+        let mut rig = decoder();
+        let got = Client::new(FMT_H264).run(&mut rig, &[vec![], vec![0], vec![0, 0, 0, 1]]);
+        assert_eq!(got.frames.len(), 0);
+    }
+
     #[test]
     fn h264_one_unit_per_buffer_matches_libavcodec() {
         let units = h264(320, 240, 24);
@@ -564,5 +1052,440 @@ mod decoder_tests {
             v4l2r::ioctl::SelectionTarget::Compose,
         );
         assert_eq!(sel.as_mut().map(|r| (r.width, r.height)), Ok((320, 240)));
+    }
+}
+
+// ---- encoder --------------------------------------------------------------
+
+use crate::avcodec::testing::pattern;
+use crate::devices::encoder::{self as enc, EncoderDevice};
+
+pub type EncRig = Rig<EncoderDevice>;
+
+pub fn encoder() -> EncRig {
+    Rig::new(EncoderDevice::new)
+}
+
+impl EncRig {
+    fn queue_mem(&self, queue: QueueType, index: u32, plane: usize) -> &PlaneMem {
+        let q = if queue == OUT {
+            &self.s.src
+        } else {
+            &self.s.dst
+        };
+        &q.bufs[index as usize].mem[plane]
+    }
+
+    fn write(&mut self, index: u32, plane: usize, data: &[u8]) {
+        if self.memory == MemoryType::UserPtr {
+            let (a, _) = self.planes[&(OUT as u32, index)][plane];
+            self.mem.write_slice(data, GuestAddress(a)).unwrap();
+        } else if let PlaneMem::Mmap(b) = self.queue_mem(OUT, index, plane) {
+            b.write_at(0, data).unwrap();
+        }
+    }
+
+    fn read_unit(&mut self, index: u32, len: u32) -> Vec<u8> {
+        let mut out = vec![0u8; len as usize];
+        if self.memory == MemoryType::UserPtr {
+            let (a, _) = self.planes[&(CAP as u32, index)][0];
+            self.mem.read_slice(&mut out, GuestAddress(a)).unwrap();
+        } else if let PlaneMem::Mmap(b) = self.queue_mem(CAP, index, 0) {
+            b.read_at(0, &mut out).unwrap();
+        }
+        out
+    }
+
+    fn cmd(&mut self, cmd: u32) -> Result<(), i32> {
+        let c = bindings::v4l2_encoder_cmd {
+            cmd,
+            ..Default::default()
+        };
+        self.dev.encoder_cmd(&mut self.s, c).map(|_| ())
+    }
+
+    fn set_ctrl(&mut self, id: u32, value: i32) -> Result<i32, i32> {
+        self.dev.s_ctrl(&mut self.s, id, value).map(|c| c.value)
+    }
+}
+
+/// Memory planes of pattern frame `i` in raw format `fourcc`.
+fn source_planes(fourcc: u32, i: u32, w: u32, h: u32) -> Vec<Vec<u8>> {
+    let [y, u, v] = pattern(i, w, h);
+    let uv: Vec<u8> = u.iter().zip(&v).flat_map(|(a, b)| [*a, *b]).collect();
+    match fourcc {
+        FMT_NV12 => vec![[y, uv].concat()],
+        FMT_NV12M => vec![y, uv],
+        FMT_YUV420 => vec![[y, u, v].concat()],
+        _ => vec![y, u, v],
+    }
+}
+
+/// An encoded access unit as the client got it.
+#[derive(Debug)]
+struct Unit {
+    ts: (i64, i64),
+    flags: u32,
+    data: Vec<u8>,
+}
+
+const FLAG_KEYFRAME: u32 = 0x8;
+
+/// A dev-encoder.rst client: CAPTURE format first, then OUTPUT, both
+/// queues streaming, `n` pattern frames (timestamp = frame + 1 s), STOP,
+/// done at LAST. `before_frame(rig, i)` runs before frame i is queued.
+fn encode_frames(
+    rig: &mut EncRig,
+    fourcc: u32,
+    (w, h): (u32, u32),
+    n: u32,
+    mut before_frame: impl FnMut(&mut EncRig, u32),
+) -> (Vec<Unit>, usize) {
+    rig.subscribe(EventType::Eos);
+    rig.s_fmt(CAP, FMT_H264, 0, 0).unwrap();
+    rig.s_fmt(OUT, fourcc, w, h).unwrap();
+    let (_, cw, ch, _) = rig.g_fmt(CAP);
+    assert_eq!((cw, ch), (w, h), "CAPTURE size follows OUTPUT");
+    assert_eq!(rig.reqbufs(OUT, 3), 3);
+    assert_eq!(rig.reqbufs(CAP, 3), 3);
+    for i in 0..3 {
+        rig.qbuf(CAP, i, &[0], (0, 0)).unwrap();
+    }
+    rig.streamon(OUT);
+    rig.streamon(CAP);
+    let nplanes = rig.s.raw.planes.len();
+    let mut free: Vec<u32> = (0..3).collect();
+    let (mut next, mut units, mut eos, mut stop_sent) = (0u32, vec![], 0, false);
+    for _ in 0..10 * n + 20 {
+        while let (Some(&i), true) = (free.first(), next < n) {
+            free.remove(0);
+            before_frame(rig, next);
+            let planes = source_planes(fourcc, next, w, h);
+            for (p, d) in planes.iter().enumerate() {
+                rig.write(i, p, d);
+            }
+            let used: Vec<u32> = planes.iter().map(|p| p.len() as u32).collect();
+            assert_eq!(used.len(), nplanes);
+            rig.qbuf(OUT, i, &used, (i64::from(next) + 1, 0)).unwrap();
+            next += 1;
+        }
+        if next == n && !stop_sent {
+            rig.cmd(enc::ENC_CMD_STOP).unwrap();
+            stop_sent = true;
+        }
+        let mut last = false;
+        for ev in rig.events() {
+            match ev {
+                Ev::Dq { queue, index, .. } if queue == OUT as u32 => free.push(index),
+                Ev::Dq {
+                    index,
+                    flags,
+                    bytesused,
+                    ts,
+                    ..
+                } => {
+                    if bytesused[0] > 0 {
+                        let data = rig.read_unit(index, bytesused[0]);
+                        units.push(Unit { ts, flags, data });
+                    }
+                    if flags & FLAG_LAST != 0 {
+                        last = true;
+                    } else {
+                        rig.qbuf(CAP, index, &[0], (0, 0)).unwrap();
+                    }
+                }
+                Ev::Event(t) if t == bindings::V4L2_EVENT_EOS => eos += 1,
+                Ev::Event(t) => panic!("unexpected event {t}"),
+            }
+        }
+        if last {
+            return (units, eos);
+        }
+    }
+    panic!("the encoder stalled after {} units", units.len());
+}
+
+/// PSNR (dB) of a decoded picture against the pattern frame it encodes,
+/// over all three planes.
+fn psnr(p: &Picture, i: u32) -> f64 {
+    let (w, h) = (p.width(), p.height());
+    let src = pattern(i, w, h);
+    let (mut se, mut count) = (0f64, 0f64);
+    for (plane, s) in src.iter().enumerate() {
+        let pw = if plane == 0 {
+            w as usize
+        } else {
+            (w as usize).div_ceil(2)
+        };
+        for (r, row) in s.chunks(pw).enumerate() {
+            let got = p.row(plane, r, pw).unwrap();
+            for (a, b) in row.iter().zip(got) {
+                let d = f64::from(*a) - f64::from(*b);
+                se += d * d;
+                count += 1.0;
+            }
+        }
+    }
+    if se == 0.0 {
+        return 99.0;
+    }
+    10.0 * (255.0f64 * 255.0 / (se / count)).log10()
+}
+
+mod encoder_tests {
+    use super::*;
+
+    fn check_stream(units: &[Unit], n: u32, size: (u32, u32)) -> f64 {
+        assert_eq!(units.len() as u32, n, "one unit per frame");
+        let data: Vec<Vec<u8>> = units.iter().map(|u| u.data.clone()).collect();
+        let pictures = reference_decode(Coded::H264, &data);
+        assert_eq!(pictures.len() as u32, n, "every frame decodes");
+        let mut worst = f64::MAX;
+        for (i, (u, p)) in units.iter().zip(&pictures).enumerate() {
+            assert_eq!(u.ts, (i as i64 + 1, 0), "timestamp of unit {i}");
+            assert_eq!((p.width(), p.height()), size);
+            worst = worst.min(psnr(p, i as u32));
+        }
+        assert_ne!(units[0].flags & FLAG_KEYFRAME, 0, "starts with a key frame");
+        worst
+    }
+
+    #[test]
+    fn h264_from_every_raw_format_reaches_35_db() {
+        for memory in [MemoryType::Mmap, MemoryType::UserPtr] {
+            for fourcc in RAW_FORMATS.iter().copied() {
+                let mut rig = encoder();
+                rig.memory = memory;
+                let (units, eos) = encode_frames(&mut rig, fourcc, (320, 240), 12, |_, _| {});
+                assert_eq!(eos, 1);
+                let worst = check_stream(&units, 12, (320, 240));
+                assert!(
+                    worst >= 35.0,
+                    "{} {memory:?}: worst frame {worst:.1} dB",
+                    fourcc_str(fourcc)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn default_bitrate_gives_35_db_from_vga_to_1080p() {
+        for size in [(640, 480), (1280, 720), (1920, 1080)] {
+            let mut rig = encoder();
+            let (units, _) = encode_frames(&mut rig, FMT_NV12, size, 4, |_, _| {});
+            let worst = check_stream(&units, 4, size);
+            assert!(worst >= 35.0, "{size:?}: worst frame {worst:.1} dB");
+        }
+    }
+
+    #[test]
+    fn controls_shape_the_stream() {
+        // GOP size 5: key frames at 0 and 5; a forced one at 7, from which
+        // the next GOP counts (the next would be 12).
+        let mut rig = encoder();
+        rig.set_ctrl(enc::CID_GOP_SIZE, 5).unwrap();
+        assert_eq!(
+            rig.set_ctrl(enc::CID_H264_PROFILE, 3).err(),
+            Some(libc::EINVAL),
+            "no Extended profile"
+        );
+        assert_eq!(
+            rig.dev.querymenu(&rig.s, enc::CID_H264_PROFILE, 3).err(),
+            Some(libc::EINVAL)
+        );
+        assert!(rig.dev.querymenu(&rig.s, enc::CID_H264_PROFILE, 4).is_ok());
+        rig.set_ctrl(enc::CID_H264_PROFILE, 0).unwrap();
+        rig.set_ctrl(enc::CID_H264_LEVEL, 8).unwrap(); // 3.0
+        let (units, _) = encode_frames(&mut rig, FMT_NV12, (320, 240), 12, |rig, i| {
+            if i == 7 {
+                rig.set_ctrl(enc::CID_FORCE_KEY_FRAME, 0).unwrap();
+                assert_eq!(
+                    rig.set_ctrl(enc::CID_GOP_SIZE, 9).err(),
+                    Some(libc::EBUSY),
+                    "fixed while streaming"
+                );
+                assert_eq!(
+                    rig.set_ctrl(enc::CID_BITRATE, 500_000),
+                    Ok(500_000),
+                    "bitrate changes any time"
+                );
+            }
+        });
+        let keys: Vec<usize> = units
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.flags & FLAG_KEYFRAME != 0)
+            .map(|(i, _)| i)
+            .collect();
+        for (i, u) in units.iter().enumerate() {
+            // An IDR (NAL type 5) exactly where the flag says.
+            let idr = u
+                .data
+                .windows(4)
+                .any(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 5);
+            assert_eq!(idr, keys.contains(&i), "unit {i}");
+        }
+        assert_eq!(keys, vec![0, 5, 7]);
+        check_stream(&units, 12, (320, 240));
+        // SPS: profile_idc 66 (Baseline), level_idc 30.
+        let sps = units[0]
+            .data
+            .windows(4)
+            .position(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 7)
+            .unwrap();
+        assert_eq!((units[0].data[sps + 4], units[0].data[sps + 6]), (66, 30));
+        assert_eq!(
+            crate::devices::common::g_ctrl(&rig.s.ctrls, enc::CID_FORCE_KEY_FRAME).err(),
+            Some(libc::EACCES)
+        );
+    }
+
+    #[test]
+    fn constant_qp_cbr_and_bitrate_follow_the_controls() {
+        let size_of = |setup: &dyn Fn(&mut EncRig)| {
+            let mut rig = encoder();
+            setup(&mut rig);
+            let (units, _) = encode_frames(&mut rig, FMT_NV12, (320, 240), 10, |_, _| {});
+            check_stream(&units, 10, (320, 240));
+            units.iter().map(|u| u.data.len()).sum::<usize>()
+        };
+        let low = size_of(&|r| {
+            r.set_ctrl(enc::CID_BITRATE, 100_000).unwrap();
+        });
+        let high = size_of(&|r| {
+            r.set_ctrl(enc::CID_BITRATE, 8_000_000).unwrap();
+            r.set_ctrl(enc::CID_BITRATE_MODE, 1).unwrap();
+        });
+        let qp10 = size_of(&|r| {
+            r.set_ctrl(enc::CID_FRAME_RC_ENABLE, 0).unwrap();
+            r.set_ctrl(enc::CID_H264_I_FRAME_QP, 10).unwrap();
+        });
+        let qp45 = size_of(&|r| {
+            r.set_ctrl(enc::CID_FRAME_RC_ENABLE, 0).unwrap();
+            r.set_ctrl(enc::CID_H264_I_FRAME_QP, 45).unwrap();
+        });
+        assert!(low < high, "100 kb/s {low} B < 8 Mb/s CBR {high} B");
+        assert!(qp45 < qp10, "QP 45 {qp45} B < QP 10 {qp10} B");
+    }
+
+    #[test]
+    fn crop_encodes_the_visible_rectangle() {
+        let mut rig = encoder();
+        rig.s_fmt(OUT, FMT_YUV420, 320, 240).unwrap();
+        let r = rig
+            .dev
+            .s_selection(
+                &mut rig.s,
+                v4l2r::ioctl::SelectionType::Output,
+                v4l2r::ioctl::SelectionTarget::Crop,
+                bindings::v4l2_rect {
+                    left: 0,
+                    top: 0,
+                    width: 300,
+                    height: 201,
+                },
+                v4l2r::ioctl::SelectionFlags::empty(),
+            )
+            .unwrap();
+        assert_eq!((r.width, r.height), (300, 200));
+        assert_eq!(rig.g_fmt(CAP).1, 300);
+        // encode_frames sets the OUTPUT format again, which resets the
+        // crop: drive this one by hand.
+        rig.subscribe(EventType::Eos);
+        rig.reqbufs(OUT, 2);
+        rig.reqbufs(CAP, 2);
+        rig.qbuf(CAP, 0, &[0], (0, 0)).unwrap();
+        rig.qbuf(CAP, 1, &[0], (0, 0)).unwrap();
+        rig.streamon(OUT);
+        rig.streamon(CAP);
+        let planes = source_planes(FMT_YUV420, 0, 320, 240);
+        rig.write(0, 0, &planes[0]);
+        rig.qbuf(OUT, 0, &[planes[0].len() as u32], (5, 0)).unwrap();
+        rig.cmd(enc::ENC_CMD_STOP).unwrap();
+        let evs = rig.events();
+        let (index, used) = evs
+            .iter()
+            .find_map(|e| match e {
+                Ev::Dq {
+                    queue: 9,
+                    index,
+                    bytesused,
+                    ..
+                } if bytesused[0] > 0 => Some((*index, bytesused[0])),
+                _ => None,
+            })
+            .unwrap();
+        let unit = rig.read_unit(index, used);
+        let pics = reference_decode(Coded::H264, &[unit]);
+        assert_eq!((pics[0].width(), pics[0].height()), (300, 200));
+        assert!(evs.contains(&Ev::Event(bindings::V4L2_EVENT_EOS)));
+    }
+
+    #[test]
+    fn parm_on_output_only_and_button_events() {
+        let mut rig = encoder();
+        assert_eq!(rig.dev.g_parm(&rig.s, CAP).err(), Some(libc::EINVAL));
+        let mut parm = bindings::v4l2_streamparm {
+            type_: OUT as u32,
+            ..Default::default()
+        };
+        parm.parm.output.timeperframe = bindings::v4l2_fract {
+            numerator: 1,
+            denominator: 60,
+        };
+        let got = rig.dev.s_parm(&mut rig.s, parm).unwrap();
+        // SAFETY: an OUTPUT queue's parameters.
+        let tpf = unsafe { got.parm.output.timeperframe };
+        assert_eq!((tpf.numerator, tpf.denominator), (1, 60));
+        assert_eq!(rig.s.params().interval, (1, 60));
+        // The control framework sends an initial event for a button too
+        // (v4l2-compliance waits for it); none for a control class.
+        let flags = SubscribeEventFlags::SEND_INITIAL;
+        rig.dev
+            .subscribe_event(&mut rig.s, EventType::Ctrl(enc::CID_FORCE_KEY_FRAME), flags)
+            .unwrap();
+        assert_eq!(rig.events(), vec![Ev::Event(bindings::V4L2_EVENT_CTRL)]);
+        rig.dev
+            .subscribe_event(&mut rig.s, EventType::Ctrl(enc::CID_CODEC_CLASS), flags)
+            .unwrap();
+        assert!(rig.events().is_empty());
+    }
+
+    #[test]
+    fn drain_edge_cases_and_restart() {
+        let mut rig = encoder();
+        rig.cmd(enc::ENC_CMD_STOP).unwrap(); // not streaming: nothing
+        assert!(rig.events().is_empty());
+        let (units, _) = encode_frames(&mut rig, FMT_NV12, (160, 120), 3, |_, _| {});
+        assert_eq!(units.len(), 3);
+        // Stopped: a new frame waits for START, then a new stream begins
+        // with a key frame.
+        let planes = source_planes(FMT_NV12, 0, 160, 120);
+        rig.write(0, 0, &planes[0]);
+        rig.qbuf(OUT, 0, &[planes[0].len() as u32], (9, 0)).unwrap();
+        for i in 0..3 {
+            let _ = rig.qbuf(CAP, i, &[0], (0, 0));
+        }
+        assert!(
+            rig.events()
+                .iter()
+                .all(|e| !matches!(e, Ev::Dq { queue: 10, .. })),
+            "not encoded while stopped"
+        );
+        rig.cmd(enc::ENC_CMD_START).unwrap();
+        let evs = rig.events();
+        assert!(evs.iter().any(|e| matches!(e, Ev::Dq { queue: 9, flags, ts: (9, 0), .. } if flags & FLAG_KEYFRAME != 0)));
+        // STOP with nothing queued on OUTPUT: an empty LAST buffer at once.
+        rig.cmd(enc::ENC_CMD_STOP).unwrap();
+        let evs = rig.events();
+        assert!(evs.iter().any(|e| matches!(e, Ev::Dq { queue: 9, flags, bytesused, .. } if flags & FLAG_LAST != 0 && bytesused[0] == 0)));
+        assert!(evs.contains(&Ev::Event(bindings::V4L2_EVENT_EOS)));
+        // A short OUTPUT buffer comes back with ERROR, nothing encoded.
+        rig.cmd(enc::ENC_CMD_START).unwrap();
+        rig.qbuf(OUT, 1, &[100], (1, 0)).unwrap();
+        let evs = rig.events();
+        assert!(evs
+            .iter()
+            .any(|e| matches!(e, Ev::Dq { queue: 10, flags, .. } if flags & FLAG_ERROR != 0)));
     }
 }

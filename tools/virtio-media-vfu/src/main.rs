@@ -100,7 +100,8 @@ pub struct Args {
     /// their checksum as a control; "m2m" = mem2mem pixel-format converter
     /// with STOP/START drain and LAST buffers; "decoder" = V4L2 stateful
     /// video decoder (H.264, HEVC, VP8, VP9 to NV12/YU12/NM12/YM12, with
-    /// libavcodec).
+    /// libavcodec); "encoder" = V4L2 stateful video encoder
+    /// (NV12/YU12/NM12/YM12 to H.264, with libx264 through libavcodec).
     #[arg(long, value_name = "NAME", default_value = "simple", value_parser = clap::builder::PossibleValuesParser::new(devices::BACKENDS))]
     pub backend: String,
 

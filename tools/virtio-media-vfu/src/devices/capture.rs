@@ -855,13 +855,18 @@ pub fn subscribe(
     if type_ == bindings::V4L2_EVENT_CTRL {
         let i = ctrls.find(id).ok_or(libc::EINVAL)?;
         ctx.subscribe(session, Subscription { type_, id, flags: flags.bits() });
-        // Like the control framework: an initial event for every control
-        // but write-only ones (control classes included); payload controls
-        // get one too, with no value.
+        // Like the control framework (send_initial_event): an initial
+        // event for every control but control classes, without
+        // CH_VALUE for write-only ones (buttons); payload controls get
+        // one too, with no value.
         let d = &ctrls.defs[i];
-        if flags.contains(SubscribeEventFlags::SEND_INITIAL) && d.flags & CTRL_FLAG_WRITE_ONLY == 0
-        {
-            let ev = ctrls.ctrl_event(i, EVENT_CTRL_CH_VALUE | EVENT_CTRL_CH_FLAGS);
+        if flags.contains(SubscribeEventFlags::SEND_INITIAL) && d.type_ != CTRL_TYPE_CTRL_CLASS {
+            let changes = if d.flags & CTRL_FLAG_WRITE_ONLY == 0 {
+                EVENT_CTRL_CH_VALUE | EVENT_CTRL_CH_FLAGS
+            } else {
+                EVENT_CTRL_CH_FLAGS
+            };
+            let ev = ctrls.ctrl_event(i, changes);
             ctx.send_event(session, ev);
         }
         return Ok(());

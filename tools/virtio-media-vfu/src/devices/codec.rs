@@ -213,11 +213,18 @@ impl Timestamps {
         t
     }
 
+    /// The timestamp of `token`; for a frame the codec could not tie to
+    /// its input, and for empty LAST buffers, the latest one given (a
+    /// TIMESTAMP_COPY buffer must not come back with no timestamp).
     pub fn lookup(&self, token: Option<i64>) -> bindings::timeval {
         token
             .and_then(|t| self.table.iter().rev().find(|(k, _)| *k == t))
             .map(|(_, ts)| *ts)
-            .unwrap_or_default()
+            .unwrap_or_else(|| self.latest())
+    }
+
+    pub fn latest(&self) -> bindings::timeval {
+        self.table.back().map(|(_, ts)| *ts).unwrap_or_default()
     }
 }
 
@@ -325,10 +332,11 @@ mod tests {
         });
         assert_eq!(t.lookup(Some(b)).tv_sec, i64::MAX);
         assert_eq!(t.lookup(Some(a)).tv_usec, 7);
-        assert_eq!(t.lookup(None).tv_sec, 0);
+        assert_eq!(t.lookup(None).tv_sec, i64::MAX, "unknown: the latest");
         for _ in 0..300 {
             t.token(Default::default());
         }
         assert_eq!(t.lookup(Some(a)).tv_usec, 0, "forgotten after KEEP tokens");
+        assert_eq!(Timestamps::default().lookup(Some(0)).tv_sec, 0);
     }
 }

@@ -584,8 +584,15 @@ impl BufQueue {
             buf.raw.timestamp = buffer.as_v4l2_buffer().timestamp;
         }
         buf.state = BufState::Queued;
-        buf.raw.flags = (buf.raw.flags | BufferFlags::QUEUED.bits())
-            & !(BufferFlags::DONE.bits() | BufferFlags::ERROR.bits() | BufferFlags::LAST.bits());
+        // What the device set when it last returned the buffer goes (the
+        // frame type flags of an encoder's CAPTURE buffers too).
+        let returned = BufferFlags::DONE
+            | BufferFlags::ERROR
+            | BufferFlags::LAST
+            | BufferFlags::KEYFRAME
+            | BufferFlags::PFRAME
+            | BufferFlags::BFRAME;
+        buf.raw.flags = (buf.raw.flags | BufferFlags::QUEUED.bits()) & !returned.bits();
         self.queued.push_back(idx);
         buf.to_v4l2()
     }
@@ -726,6 +733,7 @@ pub fn clone_sg(s: &SgEntry) -> SgEntry {
 pub const CTRL_TYPE_INTEGER: u32 = 1;
 pub const CTRL_TYPE_BOOLEAN: u32 = 2;
 pub const CTRL_TYPE_MENU: u32 = 3;
+pub const CTRL_TYPE_BUTTON: u32 = 4;
 pub const CTRL_TYPE_CTRL_CLASS: u32 = 6;
 pub const CTRL_TYPE_U8: u32 = 0x0100;
 pub const CTRL_FLAG_READ_ONLY: u32 = 0x0004;
@@ -733,6 +741,7 @@ pub const CTRL_FLAG_SLIDER: u32 = 0x0020;
 pub const CTRL_FLAG_WRITE_ONLY: u32 = 0x0040;
 pub const CTRL_FLAG_VOLATILE: u32 = 0x0080;
 pub const CTRL_FLAG_HAS_PAYLOAD: u32 = 0x0100;
+pub const CTRL_FLAG_EXECUTE_ON_WRITE: u32 = 0x0200;
 pub const CTRL_FLAG_NEXT_CTRL: u32 = 0x8000_0000;
 pub const CTRL_FLAG_NEXT_COMPOUND: u32 = 0x4000_0000;
 pub const CTRL_ID_MASK: u32 = 0x0fff_ffff;
@@ -890,7 +899,9 @@ impl Controls {
         if d.type_ != CTRL_TYPE_MENU || (index as i64) < d.min || (index as i64) > d.max {
             return Err(libc::EINVAL);
         }
-        let name = d.menu.get(index as usize).ok_or(libc::EINVAL)?;
+        // An empty name is a menu item the device does not offer (the
+        // kernel's menu_skip_mask).
+        let name = d.menu.get(index as usize).filter(|n| !n.is_empty()).ok_or(libc::EINVAL)?;
         let mut m = bindings::v4l2_querymenu {
             id,
             index,
@@ -902,7 +913,8 @@ impl Controls {
     }
 
     /// Validates a scalar value like the kernel: integers and booleans are
-    /// clamped/rounded, menus must be in range.
+    /// clamped/rounded, menus must be in range (ERANGE) and offered
+    /// (EINVAL), buttons take any value as 0.
     pub fn validate(&self, i: usize, v: i64) -> IoctlResult<i64> {
         let d = &self.defs[i];
         if d.flags & CTRL_FLAG_READ_ONLY != 0 || d.type_ == CTRL_TYPE_CTRL_CLASS {
@@ -917,10 +929,13 @@ impl Controls {
             CTRL_TYPE_MENU => {
                 if v < d.min || v > d.max {
                     Err(libc::ERANGE)
+                } else if d.menu.get(v as usize).is_some_and(|n| n.is_empty()) {
+                    Err(libc::EINVAL)
                 } else {
                     Ok(v)
                 }
             }
+            CTRL_TYPE_BUTTON => Ok(0),
             _ => Err(libc::EINVAL),
         }
     }
@@ -966,6 +981,9 @@ pub fn g_ctrl(ctrls: &Controls, id: u32) -> IoctlResult<bindings::v4l2_control> 
     let d = &ctrls.defs[i];
     if d.is_payload() || d.type_ == CTRL_TYPE_CTRL_CLASS {
         return Err(libc::EINVAL);
+    }
+    if d.flags & CTRL_FLAG_WRITE_ONLY != 0 {
+        return Err(libc::EACCES);
     }
     Ok(bindings::v4l2_control {
         id,

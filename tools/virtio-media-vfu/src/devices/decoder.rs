@@ -37,6 +37,7 @@ use virtio_media::{VirtioMediaDevice, VirtioMediaDeviceSession, VirtioMediaEvent
 use super::capture::{query_ioctls, subscribe, unsupported_ioctls, which_raw};
 use super::codec::*;
 use super::common::*;
+use super::m2m::Colorimetry;
 use crate::avcodec::{Coded, Decoder, Picture};
 
 pub const SRC: QueueType = QueueType::VideoOutputMplane;
@@ -104,6 +105,8 @@ pub struct DecSession {
     pub raw_fourcc: u32,
     /// What G_FMT(CAPTURE) and G_SELECTION report.
     pub stream: StreamInfo,
+    /// Colorimetry set on OUTPUT, reported on both queues.
+    pub col: Colorimetry,
     pub src: BufQueue,
     pub dst: BufQueue,
     pub ctrls: Controls,
@@ -448,7 +451,8 @@ impl DecoderDevice {
 
     fn return_empty_last(&mut self, s: &mut DecSession, idx: usize) -> IoctlResult<()> {
         let zeros = vec![0; s.dst.plane_sizes.len()];
-        let b = s.dst.complete(idx, &zeros, BufferFlags::LAST)?;
+        let ts = Some(s.timestamps.latest());
+        let b = s.dst.complete_ts(idx, &zeros, BufferFlags::LAST, ts)?;
         self.emit(s.id, b);
         Ok(())
     }
@@ -555,6 +559,7 @@ where
             coded: coded_layout(fourcc, w, h, coded_sizeimage(w, h, 0)),
             raw_fourcc: RAW_FORMATS[0],
             stream: StreamInfo::of_size(w, h),
+            col: Colorimetry::default(),
             src,
             dst,
             ctrls: Self::controls(),
@@ -637,11 +642,13 @@ impl VirtioMediaIoctlHandler for DecoderDevice {
     }
 
     fn g_fmt(&mut self, s: &Self::Session, queue: QueueType) -> IoctlResult<bindings::v4l2_format> {
-        match queue {
-            SRC => Ok(fmt_to_v4l2(queue, &s.coded)),
-            DST => Ok(fmt_to_v4l2(queue, &s.raw_format())),
-            _ => Err(libc::EINVAL),
-        }
+        let mut f = match queue {
+            SRC => fmt_to_v4l2(queue, &s.coded),
+            DST => fmt_to_v4l2(queue, &s.raw_format()),
+            _ => return Err(libc::EINVAL),
+        };
+        s.col.apply(&mut f);
+        Ok(f)
     }
 
     fn try_fmt(
@@ -650,18 +657,21 @@ impl VirtioMediaIoctlHandler for DecoderDevice {
         queue: QueueType,
         f: bindings::v4l2_format,
     ) -> IoctlResult<bindings::v4l2_format> {
-        match queue {
-            SRC => Ok(fmt_to_v4l2(queue, &self.coded_format(&f))),
+        let (mut out, col) = match queue {
+            SRC => (
+                fmt_to_v4l2(queue, &self.coded_format(&f)),
+                Colorimetry::from_request(&f),
+            ),
             DST => {
                 // No scaler: the frame size is the stream's.
                 let (fourcc, _, _) = fmt_request(queue, &f);
-                Ok(fmt_to_v4l2(
-                    queue,
-                    &raw_layout(fourcc, s.stream.width, s.stream.height),
-                ))
+                let fmt = raw_layout(fourcc, s.stream.width, s.stream.height);
+                (fmt_to_v4l2(queue, &fmt), s.col)
             }
-            _ => Err(libc::EINVAL),
-        }
+            _ => return Err(libc::EINVAL),
+        };
+        col.apply(&mut out);
+        Ok(out)
     }
 
     fn s_fmt(
@@ -680,8 +690,9 @@ impl VirtioMediaIoctlHandler for DecoderDevice {
                     // A placeholder until the stream says otherwise.
                     s.stream = StreamInfo::of_size(s.coded.width, s.coded.height);
                 }
+                s.col = Colorimetry::from_request(&f);
                 s.reset_stream();
-                Ok(fmt_to_v4l2(queue, &s.coded))
+                self.g_fmt(s, queue)
             }
             DST => {
                 if !s.dst.bufs.is_empty() {
@@ -689,7 +700,7 @@ impl VirtioMediaIoctlHandler for DecoderDevice {
                 }
                 let (fourcc, _, _) = fmt_request(queue, &f);
                 s.raw_fourcc = raw_layout(fourcc, 16, 16).fourcc;
-                Ok(fmt_to_v4l2(queue, &s.raw_format()))
+                self.g_fmt(s, queue)
             }
             _ => Err(libc::EINVAL),
         }

@@ -5,6 +5,7 @@ pub mod capture;
 pub mod codec;
 pub mod common;
 pub mod decoder;
+pub mod encoder;
 pub mod m2m;
 pub mod simple;
 
@@ -15,7 +16,7 @@ use crate::framelog::FrameLog;
 use crate::shm::{Shm, ShmMapper};
 
 /// Backend names accepted by `--backend`.
-pub const BACKENDS: &[&str] = &["simple", "capture", "output", "m2m", "decoder"];
+pub const BACKENDS: &[&str] = &["simple", "capture", "output", "m2m", "decoder", "encoder"];
 
 /// V4L2 device_caps bits.
 pub const V4L2_CAP_VIDEO_CAPTURE_MPLANE: u32 = 0x0000_1000;
@@ -124,6 +125,17 @@ pub fn make_backend(
                     common::DevCtx::new(shm.clone(), guest.clone(), events.clone()),
                     codec_threads,
                 )
+            });
+            Ok(Box::new(RunnerBackend::new(factory, config)))
+        }
+        "encoder" => {
+            let config = make_config(
+                V4L2_CAP_VIDEO_M2M_MPLANE | V4L2_CAP_STREAMING,
+                VFL_TYPE_VIDEO,
+                "virtio-media-vfu encoder",
+            );
+            let factory = Box::new(move || {
+                encoder::EncoderDevice::new(common::DevCtx::new(shm.clone(), guest.clone(), events.clone()))
             });
             Ok(Box::new(RunnerBackend::new(factory, config)))
         }
