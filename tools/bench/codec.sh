@@ -14,8 +14,8 @@ set -euo pipefail
 cd "$REPO_DIR"
 name=${1:?usage: codec.sh NAME KO} ko=${2:?usage: codec.sh NAME KO}
 runs=${BENCH_RUNS:-5}
-# The decoder device's libavcodec threads (virtio-media-vfu --backend
-# decoder); the floor decodes with as many.
+# The decoder device's libavcodec threads (virtio-media-vfu
+# --codec-threads); the floor decodes with as many.
 device_threads=${BENCH_CODEC_DEVICE_THREADS:-1}
 streams="bench-640x480.mkv:640:480 bench-1920x1080.mkv:1920:1080"
 
@@ -26,7 +26,7 @@ files=()
 for spec in $streams; do files+=(--file "$dir/${spec%%:*}"); done
 set +e
 tools/vm/run-guest.sh --name "$name" --ko "$ko" --modules virtio_media --cpio "$media" "${files[@]}" \
-	--vfu "--device-id 48 --backend decoder" --env "BENCH_RUNS=$runs" \
+	--vfu "--device-id 48 --backend decoder --codec-threads $device_threads" --env "BENCH_RUNS=$runs" \
 	--env "BENCH_CODEC_STREAMS='$streams'" --test tools/vm/tests/bench-codec.sh --timeout "${BENCH_TIMEOUT:-2400}"
 status=$?
 set -e
