@@ -181,10 +181,13 @@ t_codec_encode() {
 		stream=$dir/$program-enc.h264
 		frames=$(ffmpeg -nostdin -v error -i "$stream" -f framemd5 - 2>/dev/null | grep -vc '^#')
 		# psnr prints "PSNR y:.. u:.. v:.. average:A min:M max:.." for
-		# the frames both inputs have.
+		# the frames both inputs have, paired by timestamp: frame N of
+		# each gets timestamp N (a raw H.264 stream has none of its own;
+		# the demuxer's guess differs from the raw input's).
 		psnr=$(ffmpeg -nostdin -hide_banner -i "$stream" -f rawvideo -pix_fmt nv12 \
 			-video_size "$codec_enc_size" -i "$codec_streams/$codec_enc_src" \
-			-lavfi '[0:v][1:v]psnr' -f null - 2>&1 | grep -o 'PSNR y:.*' | tail -n 1)
+			-lavfi '[0:v]settb=1/30,setpts=N[a];[1:v]settb=1/30,setpts=N[b];[a][b]psnr' \
+			-f null - 2>&1 | grep -o 'PSNR y:.*' | tail -n 1)
 		average=$(echo "$psnr" | sed -n 's/.*average:\([0-9.inf]*\).*/\1/p')
 		min=$(echo "$psnr" | sed -n 's/.* min:\([0-9.inf]*\).*/\1/p')
 		local detail="$frames of $codec_enc_frames frames, PSNR average ${average:-?} dB, min ${min:-?} dB"

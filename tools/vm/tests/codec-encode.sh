@@ -11,8 +11,10 @@ width=${ENC_SIZE%x*}
 height=${ENC_SIZE#*x}
 status=0
 
+# FFmpeg's default bit rate, 200 kb/s, sets the device's
+# V4L2_CID_MPEG_VIDEO_BITRATE; GStreamer leaves the device's default.
 ffmpeg -hide_banner -nostdin -loglevel warning -f rawvideo -pix_fmt nv12 -video_size "$ENC_SIZE" \
-	-framerate 30 -i "$src" -c:v h264_v4l2m2m -f h264 /tmp/encode/ffmpeg-enc.h264 \
+	-framerate 30 -i "$src" -c:v h264_v4l2m2m -b:v 4M -f h264 /tmp/encode/ffmpeg-enc.h264 \
 	> /tmp/encode/ffmpeg-enc.log 2>&1 || { echo "FAIL: ffmpeg exited with $?"; status=1; }
 # h264parse to byte-stream: an Annex B file like FFmpeg's.
 gst-launch-1.0 -q filesrc location="$src" ! \
