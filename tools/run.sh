@@ -11,7 +11,7 @@ export KDIR
 make -s modules
 ko=drivers/media/virtio/virtio_media.ko
 # The clip the guest decodes (tools/vm/codec-streams.sh): H.264 640x480,
-# 45 frames of a moving test pattern.
+# 30 frames of a moving test pattern.
 demo_clip=h264-640x480.mkv
 
 vfu_args=() media=()

@@ -11,8 +11,9 @@
 #
 # The pictures are testsrc2 (moving colour bars, a moving gradient and a
 # frame counter), so a repeated, dropped or misplaced frame changes the MD5.
-# The streams are short because TCG guests are slow: about 2 s at 320x240,
-# less than 1 s at 1920x1080.
+# The streams are short because TCG guests are slow: 2 s for the B-frame
+# stream (the seek tests need two keyframes), 1 s at 640x480, 1/3 s at
+# 1280x720 and 1920x1080, 2/3 s for the other codecs.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -42,25 +43,25 @@ h264() { # NAME SIZE FRAMES X264-OPTIONS...
 # B-frames (x264's default of 3, high profile) and the seek tests' stream.
 h264 h264-320x240-bframes 320x240 60 -bf 3
 # Without B-frames (main profile), at the sizes programs use.
-h264 h264-640x480 640x480 45 -bf 0 -profile:v main
-h264 h264-1280x720 1280x720 20 -bf 0
-h264 h264-1920x1080 1920x1080 20 -bf 0
+h264 h264-640x480 640x480 30 -bf 0 -profile:v main
+h264 h264-1280x720 1280x720 10 -bf 0
+h264 h264-1920x1080 1920x1080 10 -bf 0
 # A resolution change mid-stream: two encodes at two sizes, one after the
 # other in an Annex B stream (the second starts with its own SPS and IDR).
-ff -f lavfi -i "$(pattern 320x240 15)" -pix_fmt yuv420p -c:v libx264 -bf 0 -preset veryfast part1.h264
-ff -f lavfi -i "$(pattern 640x480 15)" -pix_fmt yuv420p -c:v libx264 -bf 0 -preset veryfast part2.h264
+ff -f lavfi -i "$(pattern 320x240 10)" -pix_fmt yuv420p -c:v libx264 -bf 0 -preset veryfast part1.h264
+ff -f lavfi -i "$(pattern 640x480 10)" -pix_fmt yuv420p -c:v libx264 -bf 0 -preset veryfast part2.h264
 cat part1.h264 part2.h264 > h264-reschange.h264
 rm part1.h264 part2.h264
-echo "h264-reschange h264-reschange.h264 h264 320x240,640x480 30" >> streams.txt
+echo "h264-reschange h264-reschange.h264 h264 320x240,640x480 20" >> streams.txt
 # The same 320x240 stream as Annex B, for v4l2-compliance --stream-from.
 ff -i h264-320x240-bframes.mkv -c copy -bsf:v h264_mp4toannexb h264-320x240-bframes.h264
-ff -f lavfi -i "$(pattern 320x240 30)" -pix_fmt yuv420p -c:v libx265 -x265-params log-level=error \
+ff -f lavfi -i "$(pattern 320x240 20)" -pix_fmt yuv420p -c:v libx265 -x265-params log-level=error \
 	-g 30 hevc-320x240.mkv
-echo "hevc-320x240 hevc-320x240.mkv hevc 320x240 30" >> streams.txt
-ff -f lavfi -i "$(pattern 320x240 30)" -pix_fmt yuv420p -c:v libvpx -b:v 1M -g 30 vp8-320x240.mkv
-echo "vp8-320x240 vp8-320x240.mkv vp8 320x240 30" >> streams.txt
-ff -f lavfi -i "$(pattern 320x240 30)" -pix_fmt yuv420p -c:v libvpx-vp9 -b:v 1M -g 30 vp9-320x240.mkv
-echo "vp9-320x240 vp9-320x240.mkv vp9 320x240 30" >> streams.txt
+echo "hevc-320x240 hevc-320x240.mkv hevc 320x240 20" >> streams.txt
+ff -f lavfi -i "$(pattern 320x240 20)" -pix_fmt yuv420p -c:v libvpx -b:v 1M -g 30 vp8-320x240.mkv
+echo "vp8-320x240 vp8-320x240.mkv vp8 320x240 20" >> streams.txt
+ff -f lavfi -i "$(pattern 320x240 20)" -pix_fmt yuv420p -c:v libvpx-vp9 -b:v 1M -g 30 vp9-320x240.mkv
+echo "vp9-320x240 vp9-320x240.mkv vp9 320x240 20" >> streams.txt
 # The benchmark's streams (make bench): longer, without B-frames.
 for size in 640x480:150 1920x1080:60; do
 	ff -f lavfi -i "$(pattern "${size%:*}" "${size#*:}")" -pix_fmt yuv420p -c:v libx264 -g 30 \
