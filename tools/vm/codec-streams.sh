@@ -8,6 +8,7 @@
 #   NAME.md5                  its MD5 column, one line per frame
 #   streams.txt               NAME FILE CODEC WIDTHxHEIGHT FRAMES, one a line
 #   enc-src-640x480.nv12      the encoder tests' source, 30 raw frames
+#   h264-320x240-short.h264   10 frames for v4l2-compliance --stream-from
 #
 # The pictures are testsrc2 (moving colour bars, a moving gradient and a
 # frame counter), so a repeated, dropped or misplaced frame changes the MD5.
@@ -53,8 +54,10 @@ ff -f lavfi -i "$(pattern 640x480 10)" -pix_fmt yuv420p -c:v libx264 -bf 0 -pres
 cat part1.h264 part2.h264 > h264-reschange.h264
 rm part1.h264 part2.h264
 echo "h264-reschange h264-reschange.h264 h264 320x240,640x480 20" >> streams.txt
-# The same 320x240 stream as Annex B, for v4l2-compliance --stream-from.
-ff -i h264-320x240-bframes.mkv -c copy -bsf:v h264_mp4toannexb h264-320x240-bframes.h264
+# A short Annex B stream for v4l2-compliance --stream-from, which puts the
+# whole file in each OUTPUT buffer it streams (60 by default): 10 frames.
+ff -f lavfi -i "$(pattern 320x240 10)" -pix_fmt yuv420p -c:v libx264 -bf 0 -preset veryfast \
+	h264-320x240-short.h264
 ff -f lavfi -i "$(pattern 320x240 20)" -pix_fmt yuv420p -c:v libx265 -x265-params log-level=error \
 	-g 30 hevc-320x240.mkv
 echo "hevc-320x240 hevc-320x240.mkv hevc 320x240 20" >> streams.txt
