@@ -30,7 +30,7 @@ fi
 
 set +e
 tools/vm/run-guest.sh --name run --ko "$ko" --modules virtio_media --test "$test" \
-	"${vfu_args[@]}" "${media[@]}" --env "DEMO_CLIP=$demo_clip" --timeout 300
+	"${vfu_args[@]}" "${media[@]}" --env "DEMO_CLIP=$demo_clip" --timeout 600
 status=$?
 set -e
 out=$BUILD_DIR/results/run
