@@ -73,8 +73,8 @@ codec_programs() {
 		args+=(--file tools/vm/tests/codec-encode.sh --file "$codec_streams/$codec_enc_src"
 			--env "ENC_SRC=$codec_enc_src" --env "ENC_SIZE=$codec_enc_size")
 	fi
-	# About 4 minutes on an idle host; a host loaded 16 on 2 cores took
-	# over 15 (the boot alone over 70 s).
+	# 8 minutes with the host loaded 10 on its 2 cores; at 16 it ran past
+	# 15 (the boot alone took 70 s).
 	guest codec-programs --ko "$ko" --modules virtio_media --cpio "$codec_media" "${vfus[@]}" \
 		"${args[@]}" --test tools/vm/tests/codec-programs.sh --timeout 1800
 	codec_programs_status=$?
