@@ -14,6 +14,7 @@ cd "$REPO_DIR"
 . tools/check/host.sh       # the test device's unit tests, builds
 . tools/check/kunit.sh      # the module's KUnit suites
 . tools/check/driver.sh     # the driver with the test device
+. tools/check/hardening.sh  # misbehaving programs and devices
 . tools/check/codec.sh      # FFmpeg and GStreamer with the codec devices
 . tools/check/vivid.sh      # the guest user space against vivid
 

@@ -60,7 +60,12 @@ trap cleanup EXIT
 mkdir -p "$overlay/extra"
 [ -n "$test" ] && install -m 755 "$test" "$overlay/test.sh"
 for ko in "${kos[@]}"; do cp "$ko" "$overlay/extra/"; done
-printf '%s\n' "${envs[@]}" > "$overlay/test.env"
+# Sourced by the guest's shell: each VAR=VALUE as VAR='VALUE', so values may
+# hold spaces and shell syntax (regular expressions).
+for env in "${envs[@]}"; do
+	value=${env#*=}
+	printf "%s='%s'\n" "${env%%=*}" "${value//\'/\'\\\'\'}"
+done > "$overlay/test.env"
 (cd "$overlay" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/overlay.cpio.gz"
 cat "$base" "${cpios[@]}" "$out/overlay.cpio.gz" > "$out/initramfs.cpio.gz"
 rm -f "$out/overlay.cpio.gz"
@@ -80,6 +85,22 @@ for i in "${!vfus[@]}"; do
 	for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 	[ -S "$sock" ] || die "the device did not create $sock (see $out/vfu$suffix.log)"
 	device+=(-device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"path\":\"$sock\",\"type\":\"unix\"}}")
+done
+
+# At most GUEST_SLOTS guests at once on this machine (default 2, one per
+# pair of host threads a TCG guest keeps busy): several test runs sharing
+# the machine queue here instead of slowing each other's guests down until
+# timeouts fire. The wait does not count against the timeout.
+slots=${GUEST_SLOTS:-2}
+mkdir -p "$CACHE_DIR/guest-slots"
+slot_fd=""
+while [ -z "$slot_fd" ]; do
+	for i in $(seq "$slots"); do
+		exec {fd}> "$CACHE_DIR/guest-slots/$i"
+		if flock -n "$fd"; then slot_fd=$fd; break; fi
+		exec {fd}>&-
+	done
+	[ -n "$slot_fd" ] || sleep 1
 done
 
 log "booting guest '$name' (timeout ${timeout_s}s)"

@@ -8,42 +8,61 @@
 //! the chain, so a caller that gives up (timeout, signal) never leaves the
 //! device writing into freed memory: the entry is freed when the device
 //! returns it, or when the queue is torn down after a device reset.
+//!
+//! Guest memory a command points the device at (control payloads) is
+//! mapped before the queue's lock is taken and unmapped by whoever ends up
+//! with the entry, in process context: a mapping may copy the whole
+//! buffer (swiotlb) and must not stall other sessions with interrupts off.
+
+#![forbid(unsafe_code)]
 
 use crate::{
     dmabuf::DeviceRef,
-    pages::PageRange,
     protocol::{self, ResponseError, SG_ENTRY_SIZE},
-    virtqueue::{Chain, Virtqueue},
+    virtqueue::{Chain, Mapper, Virtqueue},
 };
 use kernel::{
     new_condvar, new_spinlock_irq,
     prelude::*,
     sync::{Arc, CondVar, CondVarTimeoutResult, SpinLockIrq},
-    time::msecs_to_jiffies,
+    time::{msecs_to_jiffies, Delta, Instant, Monotonic},
 };
 
-/// How long a command may take before its caller gets `EIO`. The spec asks
-/// the device to answer "as soon as possible"; this only catches a device
-/// that stopped answering.
-const COMMAND_TIMEOUT_MS: u32 = 5000;
+/// How long a command may take before the device counts as broken. The
+/// spec asks the device to answer "as soon as possible"; this only
+/// catches a device that stopped answering.
+pub(crate) const COMMAND_TIMEOUT_MS: u32 = 5000;
 
 /// Whether a signal may end the wait for a response.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Wait {
-    /// An ioctl: a signal returns `EINTR` (the command stays in flight).
+    /// The caller may give up on a signal; the command stays in flight and
+    /// its response is handled without the caller (see `MediaDevice`).
     Interruptible,
-    /// Release and unmap paths, which must see the answer.
+    /// Commands whose effect the driver mirrors (buffer and stream state),
+    /// and the release and unmap paths: they see the answer, or the
+    /// timeout.
     Uninterruptible,
+}
+
+/// Why a wait for a response ended without one.
+pub(crate) enum WaitError {
+    /// A signal came first (`Wait::Interruptible`); the command is still
+    /// in flight.
+    Interrupted(PendingCommand),
+    /// The device did not answer within [`COMMAND_TIMEOUT_MS`].
+    TimedOut,
+    /// The queue was torn down (the device was reset or removed).
+    Gone,
 }
 
 enum State {
     Pending,
     Done {
-        response: KVec<u8>,
+        entry: KBox<InFlight>,
         written: u32,
-        memory: KVec<KVec<u8>>,
     },
-    /// The device went away before answering.
+    /// The queue was torn down before the device answered.
     Aborted,
 }
 
@@ -64,11 +83,30 @@ impl Command {
 }
 
 /// Guest memory a command points the device at (a control's payload),
-/// mapped for the device while the command is in flight.
-struct Mapped {
+/// mapped for the device while it is mapped; dropping it unmaps it.
+pub(crate) struct Mapped {
     bytes: KVec<u8>,
-    /// Device address while mapped.
-    addr: Option<u64>,
+    /// Device address while mapped, and the queue it is mapped on.
+    mapping: Option<(u64, Mapper)>,
+}
+
+impl Mapped {
+    fn unmap(&mut self) {
+        if let Some((addr, mapper)) = self.mapping.take() {
+            mapper.unmap(addr, self.bytes.len());
+        }
+    }
+
+    /// What the device left in the memory.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        self.unmap();
+    }
 }
 
 /// The queue's side of one command: owns its buffers while in flight.
@@ -76,30 +114,21 @@ pub(crate) struct InFlight {
     request: KVec<u8>,
     response: KVec<u8>,
     memory: KVec<Mapped>,
-    command: Arc<Command>,
+    /// Taken when the command completes or is aborted.
+    command: Option<Arc<Command>>,
 }
 
 impl InFlight {
-    /// Unmaps whatever of the command's memory is mapped.
-    fn unmap(&mut self, queue: &mut Virtqueue<InFlight>) {
-        for mapped in self.memory.iter_mut() {
-            if let Some(addr) = mapped.addr.take() {
-                queue.unmap(addr, mapped.bytes.len());
-            }
+    fn end(mut self: KBox<Self>, written: Option<u32>) {
+        if let Some(command) = self.command.take() {
+            command.finish(match written {
+                Some(written) => State::Done {
+                    entry: self,
+                    written,
+                },
+                None => State::Aborted,
+            });
         }
-    }
-
-    /// Unmaps the command's memory and hands it over: the device is done.
-    fn take_memory(&mut self, queue: &mut Virtqueue<InFlight>) -> KVec<KVec<u8>> {
-        self.unmap(queue);
-        let mut memory = KVec::new();
-        if memory.reserve(self.memory.len(), GFP_ATOMIC).is_ok() {
-            for mapped in self.memory.drain_all() {
-                // Cannot fail: the capacity is reserved.
-                let _ = memory.push(mapped.bytes, GFP_ATOMIC);
-            }
-        }
-        memory
     }
 }
 
@@ -110,11 +139,11 @@ impl Chain for InFlight {
 }
 
 /// A response the device wrote: `bytes[..written]` is what it wrote, and
-/// `memory` the guest memory the command pointed at, in order.
+/// `memory` the guest memory the command pointed at, in order, unmapped.
 pub(crate) struct Response {
     pub(crate) bytes: KVec<u8>,
     pub(crate) written: usize,
-    pub(crate) memory: KVec<KVec<u8>>,
+    pub(crate) memory: KVec<Mapped>,
 }
 
 impl Response {
@@ -127,6 +156,81 @@ impl Response {
     /// device reported (`EIO` for a malformed header).
     pub(crate) fn status(&self) -> Result {
         check_status(&self.bytes, self.written)
+    }
+}
+
+/// A command the device has not answered yet.
+pub(crate) struct PendingCommand {
+    command: Arc<Command>,
+}
+
+impl PendingCommand {
+    /// Waits for the response, at most [`COMMAND_TIMEOUT_MS`] of real time.
+    pub(crate) fn wait(self, wait: Wait) -> Result<Response, WaitError> {
+        let command = &self.command;
+        let start = Instant::<Monotonic>::now();
+        let timeout = Delta::from_millis(i64::from(COMMAND_TIMEOUT_MS));
+        let mut state = command.state.lock();
+        while matches!(*state, State::Pending) {
+            // The deadline is in time, not in turns: a waiter that cannot
+            // sleep interruptibly (a signal is pending) polls, and each
+            // turn may take much longer than its nominal millisecond.
+            let left = timeout - start.elapsed();
+            if left.is_negative() || left.is_zero() {
+                return Err(WaitError::TimedOut);
+            }
+            let left_ms = u32::try_from(left.as_millis_ceil()).unwrap_or(COMMAND_TIMEOUT_MS);
+            match command
+                .done
+                .wait_interruptible_timeout(&mut state, msecs_to_jiffies(left_ms))
+            {
+                CondVarTimeoutResult::Woken { .. } | CondVarTimeoutResult::Timeout => {}
+                CondVarTimeoutResult::Signal { .. } => {
+                    if wait == Wait::Interruptible {
+                        drop(state);
+                        return Err(WaitError::Interrupted(self));
+                    }
+                    // Pending signals make every further wait return at
+                    // once: poll with a short sleep instead.
+                    drop(state);
+                    kernel::time::delay::fsleep(Delta::from_millis(1));
+                    state = command.state.lock();
+                }
+            }
+        }
+        let done = core::mem::replace(&mut *state, State::Aborted);
+        drop(state);
+        let State::Done { entry, written } = done else {
+            return Err(WaitError::Gone);
+        };
+        let InFlight {
+            response,
+            mut memory,
+            ..
+        } = KBox::into_inner(entry);
+        // The device is done with the memory: unmapped before the CPU
+        // reads it (a bounce buffer is copied back by the unmap).
+        for mapped in memory.iter_mut() {
+            mapped.unmap();
+        }
+        let written = usize::try_from(written).unwrap_or(usize::MAX);
+        if written > response.len() {
+            pr_err!(
+                "device claims {} bytes written into a {}-byte response\n",
+                written,
+                response.len()
+            );
+            return Ok(Response {
+                bytes: response,
+                written: 0,
+                memory,
+            });
+        }
+        Ok(Response {
+            bytes: response,
+            written,
+            memory,
+        })
     }
 }
 
@@ -155,25 +259,27 @@ impl CommandQueue {
         *self.vq.lock() = Some(vq);
     }
 
-    /// Sends `request` and waits for a response of at most `response_len`
-    /// bytes. `Ok` when the device answered, whatever its status (see
-    /// [`Response::status`]); `Err` when it did not.
-    pub(crate) fn send(&self, request: KVec<u8>, response_len: usize, wait: Wait) -> Result<Response> {
-        self.send_with_memory(request, response_len, wait, KVec::new(), 0)
+    /// Maps and unmaps guest memory for the device; `None` once the queue
+    /// is torn down.
+    pub(crate) fn mapper(&self) -> Option<Mapper> {
+        self.vq.lock().as_ref().map(|queue| queue.mapper())
     }
 
-    /// Like [`CommandQueue::send`], and also maps each of `memory` for the
-    /// device and writes its `virtio_media_sg_entry` into the request at
-    /// `sg_offset` (one entry per buffer, in order). The buffers come back
-    /// in the response once the device is done with them.
-    pub(crate) fn send_with_memory(
+    /// Sends `request`, to be answered with at most `response_len` bytes.
+    /// Each of `memory` is mapped for the device and its
+    /// `virtio_media_sg_entry` written into the request at `sg_offset`
+    /// (one entry per buffer, in order); the buffers come back in the
+    /// response once the device is done with them.
+    ///
+    /// `ETIMEDOUT` when the ring stayed full for [`COMMAND_TIMEOUT_MS`],
+    /// `ENODEV` once the queue is torn down.
+    pub(crate) fn submit(
         &self,
         request: KVec<u8>,
         response_len: usize,
-        wait: Wait,
         memory: KVec<KVec<u8>>,
         sg_offset: usize,
-    ) -> Result<Response> {
+    ) -> Result<PendingCommand> {
         let sg_end = memory
             .len()
             .checked_mul(SG_ENTRY_SIZE)
@@ -181,10 +287,6 @@ impl CommandQueue {
             .ok_or(EINVAL)?;
         if !memory.is_empty() && sg_end > request.len() {
             return Err(EINVAL);
-        }
-        let mut mapped = KVec::with_capacity(memory.len(), GFP_KERNEL)?;
-        for bytes in memory {
-            mapped.push(Mapped { bytes, addr: None }, GFP_KERNEL)?;
         }
         let mut response = KVec::with_capacity(response_len, GFP_KERNEL)?;
         response.resize(response_len, 0, GFP_KERNEL)?;
@@ -199,95 +301,45 @@ impl CommandQueue {
             InFlight {
                 request,
                 response,
-                memory: mapped,
-                command: command.clone(),
+                memory: KVec::with_capacity(memory.len(), GFP_KERNEL)?,
+                command: Some(command.clone()),
             },
             GFP_KERNEL,
         )?;
+        if !memory.is_empty() {
+            let mapper = self.mapper().ok_or(ENODEV)?;
+            map_memory(&mapper, &mut chain, memory, sg_offset)?;
+        }
 
-        // Queue it, waiting for free descriptors if the ring is full. The
-        // device is notified after the lock is dropped: the notification
-        // traps, and other commands must not wait for it with interrupts
-        // off (it was the largest cost of a forwarded ioctl).
+        // Queue it, waiting (boundedly) for free descriptors if the ring is
+        // full. The device is notified after the lock is dropped: the
+        // notification traps, and other commands must not wait for it with
+        // interrupts off (it was the largest cost of a forwarded ioctl).
         let kick = {
             let mut vq = self.vq.lock();
+            let mut remaining = msecs_to_jiffies(COMMAND_TIMEOUT_MS);
             loop {
                 let Some(queue) = Option::as_mut(&mut vq) else {
                     return Err(ENODEV);
                 };
-                map_memory(queue, &mut chain, sg_offset)?;
                 match queue.add(chain) {
                     Ok(()) => break queue.prepare_kick(),
-                    Err((e, mut back)) if e == ENOSPC => {
-                        back.unmap(queue);
+                    Err((e, back)) if e == ENOSPC => {
                         chain = back;
-                        if self.space.wait_interruptible(&mut vq) {
-                            return Err(EINTR);
+                        match self.space.wait_interruptible_timeout(&mut vq, remaining) {
+                            CondVarTimeoutResult::Woken { jiffies } => remaining = jiffies,
+                            CondVarTimeoutResult::Signal { .. } => return Err(ERESTARTSYS),
+                            CondVarTimeoutResult::Timeout => return Err(ETIMEDOUT),
                         }
                     }
-                    Err((e, mut back)) => {
-                        back.unmap(queue);
-                        return Err(e);
-                    }
+                    Err((e, _)) => return Err(e),
                 }
             }
         };
         if let Some(kick) = kick {
             kick.notify();
         }
-
-        let mut state = command.state.lock();
-        let mut remaining = msecs_to_jiffies(COMMAND_TIMEOUT_MS);
-        while matches!(*state, State::Pending) {
-            match command.done.wait_interruptible_timeout(&mut state, remaining) {
-                CondVarTimeoutResult::Woken { jiffies } => remaining = jiffies,
-                CondVarTimeoutResult::Signal { jiffies } => {
-                    if wait == Wait::Interruptible {
-                        return Err(EINTR);
-                    }
-                    // Pending signals make every further wait return at
-                    // once; poll with a short sleep instead until the
-                    // deadline.
-                    remaining = jiffies;
-                    drop(state);
-                    kernel::time::delay::fsleep(kernel::time::Delta::from_millis(1));
-                    remaining = remaining.saturating_sub(msecs_to_jiffies(1));
-                    state = command.state.lock();
-                    if remaining == 0 && matches!(*state, State::Pending) {
-                        pr_err!("device did not answer a command in {} ms\n", COMMAND_TIMEOUT_MS);
-                        return Err(EIO);
-                    }
-                }
-                CondVarTimeoutResult::Timeout => {
-                    pr_err!("device did not answer a command in {} ms\n", COMMAND_TIMEOUT_MS);
-                    return Err(EIO);
-                }
-            }
-        }
-        match core::mem::replace(&mut *state, State::Aborted) {
-            State::Done {
-                response,
-                written,
-                memory,
-            } => {
-                let written = usize::try_from(written).unwrap_or(usize::MAX);
-                if written > response.len() {
-                    pr_err!(
-                        "device claims {} bytes written into a {}-byte response\n",
-                        written,
-                        response.len()
-                    );
-                    return Err(EIO);
-                }
-                Ok(Response {
-                    bytes: response,
-                    written,
-                    memory,
-                })
-            }
-            State::Aborted => Err(ENODEV),
-            State::Pending => Err(EIO),
-        }
+        Ok(PendingCommand { command })
     }
 
     /// Completes every command the device returned. Runs in the commandq's
@@ -297,90 +349,77 @@ impl CommandQueue {
         let Some(queue) = Option::as_mut(&mut vq) else {
             return;
         };
-        while let Some((mut entry, written)) = queue.get_buf() {
-            let memory = entry.take_memory(queue);
-            let InFlight {
-                response, command, ..
-            } = KBox::into_inner(entry);
-            command.finish(State::Done {
-                response,
-                written,
-                memory,
-            });
+        while let Some((entry, written)) = queue.get_buf() {
+            entry.end(Some(written));
         }
         drop(vq);
         self.space.notify_all();
+    }
+
+    /// Whether the ring caught the device misbehaving and stopped using the
+    /// queue (then nothing in flight will complete).
+    pub(crate) fn is_broken(&self) -> bool {
+        self.vq
+            .lock()
+            .as_ref()
+            .is_some_and(|queue| queue.is_broken())
     }
 
     /// The device imported dma-bufs are attached to; `None` when the device
     /// is gone or its transport cannot use dma-bufs.
     pub(crate) fn dmabuf_device(&self) -> Option<DeviceRef> {
-        self.vq.lock().as_ref().and_then(|queue| queue.dmabuf_device())
+        self.mapper()?.dmabuf_device()
     }
 
-    /// Maps guest pages for the device; see [`Virtqueue::map_pages`].
-    pub(crate) fn map_pages(&self, pages: &impl PageRange, device_writes: bool) -> Result<KVec<(u64, u32)>> {
-        let mut mapped = KVec::with_capacity(pages.chunks().count(), GFP_KERNEL)?;
-        match Option::as_mut(&mut self.vq.lock()) {
-            Some(queue) => queue.map_pages(pages, device_writes, &mut mapped)?,
-            None => return Err(ENODEV),
-        }
-        Ok(mapped)
-    }
-
-    /// Undoes [`CommandQueue::map_pages`]. Once the queue is shut down the
-    /// device is reset and cannot reach the pages any more; the teardown
-    /// unmaps every buffer before that, so only a buffer whose file closed
-    /// while the device went away is left to its transport's teardown.
-    pub(crate) fn unmap_pages(&self, device_writes: bool, mapped: &[(u64, u32)]) {
-        if let Some(queue) = Option::as_mut(&mut self.vq.lock()) {
-            queue.unmap_pages(device_writes, mapped);
-        }
-    }
-
-    /// Called once the device is reset, before its queues are deleted:
-    /// fails every command still queued and refuses new ones.
+    /// Called once the device is reset: fails every command still queued
+    /// and refuses new ones. Process context: unmaps what was mapped.
     pub(crate) fn shut_down(&self) {
-        let mut vq = self.vq.lock();
-        let Some(mut queue) = vq.take() else {
+        let Some(mut queue) = self.vq.lock().take() else {
             return;
         };
-        // `queue` drops at the end, outside the lock: it waits for kicks
-        // still being sent.
-        while let Some((mut entry, _)) = queue.get_buf() {
-            entry.unmap(&mut queue);
-            entry.command.finish(State::Aborted);
+        // The device is reset: it uses none of these any more.
+        while let Some((entry, _)) = queue.get_buf() {
+            entry.end(None);
         }
-        while let Some(mut entry) = queue.detach_unused() {
-            entry.unmap(&mut queue);
-            entry.command.finish(State::Aborted);
+        while let Some(entry) = queue.detach_unused() {
+            entry.end(None);
         }
-        drop(vq);
         self.space.notify_all();
+        // Dropped last: waits for mappers and kicks still under way.
+        drop(queue);
     }
 }
 
-/// Maps the command's memory and writes one SG entry per buffer into the
-/// request; on failure nothing stays mapped.
-fn map_memory(queue: &mut Virtqueue<InFlight>, chain: &mut InFlight, sg_offset: usize) -> Result {
+/// Maps each of `memory` and writes its SG entry into the request; on
+/// failure what was mapped is unmapped (when `chain` drops).
+fn map_memory(
+    mapper: &Mapper,
+    chain: &mut InFlight,
+    memory: KVec<KVec<u8>>,
+    sg_offset: usize,
+) -> Result {
     let mut entry = sg_offset;
-    for i in 0..chain.memory.len() {
-        let Some(mapped) = chain.memory.get_mut(i) else {
-            break;
+    for bytes in memory {
+        let len = u32::try_from(bytes.len())?;
+        chain.memory.push(
+            Mapped {
+                bytes,
+                mapping: None,
+            },
+            GFP_KERNEL,
+        )?;
+        let Some(mapped) = chain.memory.last_mut() else {
+            return Err(EINVAL);
         };
-        let len = u32::try_from(mapped.bytes.len())?;
-        let addr = match queue.map(&mut mapped.bytes) {
-            Ok(addr) => addr,
-            Err(e) => {
-                chain.unmap(queue);
-                return Err(e);
-            }
-        };
-        mapped.addr = Some(addr);
-        if let Some(field) = chain.request.get_mut(entry..entry + SG_ENTRY_SIZE) {
-            field.copy_from_slice(&protocol::sg_entry(addr, len));
-        }
-        entry += SG_ENTRY_SIZE;
+        let addr = mapper.map(&mut mapped.bytes)?;
+        mapped.mapping = Some((addr, mapper.clone()));
+        let end = entry.checked_add(SG_ENTRY_SIZE).ok_or(EINVAL)?;
+        chain
+            .request
+            .get_mut(entry..end)
+            .ok_or(EINVAL)?
+            .copy_from_slice(&protocol::sg_entry(addr, len));
+        entry = end;
     }
     Ok(())
 }

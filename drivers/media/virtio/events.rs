@@ -6,21 +6,28 @@
 //! and allocation happen in process context. Each buffer goes back to the
 //! device as soon as its event is handled, as the spec requires.
 
+#![forbid(unsafe_code)]
+
 use crate::{
     protocol::{self, Event, MAX_EVENT_SIZE},
     session::Session,
     virtqueue::{Chain, Virtqueue},
     MediaDevice,
 };
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::AtomicU64;
 use kernel::{
     new_mutex, new_spinlock_irq,
     prelude::*,
     sync::{Arc, Mutex, SpinLockIrq},
 };
 
-/// Buffers kept on the eventq.
-const EVENT_BUFFERS: usize = 64;
+/// Buffers kept on the eventq: at most this many events can have been
+/// returned before a given moment.
+pub(crate) const EVENT_BUFFERS: usize = 64;
+/// Events the worker handles before it yields, so a device that floods
+/// events cannot hold the draining lock (and the ioctls that wait for it)
+/// for long.
+pub(crate) const EVENT_BATCH: usize = 64;
 
 /// One event-sized, device-writable buffer.
 pub(crate) struct EventBuffer {
@@ -96,22 +103,31 @@ impl EventQueue {
         Option::as_mut(&mut self.vq.lock())?.get_buf()
     }
 
-    /// Handles every event the device returned, then requeues its buffer.
+    /// Handles at most `budget` events the device returned, requeueing
+    /// each buffer; returns whether more may be waiting.
     ///
-    /// Sessions that got buffers back are woken once all returned events
-    /// are handled: an m2m device returns a job's OUTPUT and CAPTURE
-    /// buffers as two events, and a poller woken between them would see
-    /// the queue writable but not readable, which no vb2 m2m driver shows
+    /// Sessions that got buffers back are woken once the batch is handled:
+    /// an m2m device returns a job's OUTPUT and CAPTURE buffers as two
+    /// events, and a poller woken between them would see the queue
+    /// writable but not readable, which no vb2 m2m driver shows
     /// (v4l2-compliance's streaming loop can lose count on it).
-    pub(crate) fn drain(&self, dev: &MediaDevice) {
+    pub(crate) fn drain(&self, dev: &MediaDevice, budget: usize) -> bool {
         let _draining = self.draining.lock();
         let mut woken: KVec<Arc<Session>> = KVec::new();
-        while let Some((buffer, written)) = self.take_returned() {
+        let mut handled = 0;
+        while handled < budget {
+            let Some((buffer, written)) = self.take_returned() else {
+                break;
+            };
+            handled += 1;
             let len = usize::try_from(written).unwrap_or(usize::MAX);
             let done = match buffer.bytes.get(..len) {
                 Some(bytes) => self.dispatch(dev, bytes),
                 None => {
-                    self.drop_event(format_args!("event claims {} bytes, buffer has {}", len, MAX_EVENT_SIZE));
+                    self.drop_event(format_args!(
+                        "event claims {} bytes, buffer has {}",
+                        len, MAX_EVENT_SIZE
+                    ));
                     None
                 }
             };
@@ -132,6 +148,7 @@ impl EventQueue {
         for session in woken.iter() {
             session.wake_buffer_waiters();
         }
+        handled == budget
     }
 
     /// Handles one event; returns the session a buffer came back to.
@@ -144,7 +161,9 @@ impl EventQueue {
             }
         };
         let id = match event {
-            Event::Error { session, .. } | Event::Dqbuf { session, .. } | Event::V4l2 { session, .. } => session,
+            Event::Error { session, .. }
+            | Event::Dqbuf { session, .. }
+            | Event::V4l2 { session, .. } => session,
         };
         // An ERROR ends the session on the device: take it out of the map
         // at once, since the device may hand its id to a new session.
@@ -161,7 +180,9 @@ impl EventQueue {
                 session.failed(errno);
                 return None;
             }
-            Event::Dqbuf { buffer, planes, .. } => session.buffer_done(buffer, planes).map(|()| true),
+            Event::Dqbuf { buffer, planes, .. } => {
+                session.buffer_done(buffer, planes).map(|()| true)
+            }
             Event::V4l2 { event, .. } => session.event(event).map(|()| false),
         };
         match handled {
@@ -174,11 +195,10 @@ impl EventQueue {
         }
     }
 
-    /// Counts a dropped event; logs the first ones and then every power of
-    /// two, so a broken device cannot flood the log.
+    /// Counts a dropped event and logs it (see [`crate::log`]), so a
+    /// broken device cannot flood the log.
     fn drop_event(&self, why: core::fmt::Arguments<'_>) {
-        let count = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-        if count <= 10 || count.is_power_of_two() {
+        if let Some(count) = crate::log::counted(&self.dropped) {
             pr_warn!("{} ({} events dropped so far)\n", why, count);
         }
     }

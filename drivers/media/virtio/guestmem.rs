@@ -5,11 +5,14 @@
 //! buffers (the driver's), mapped for the device from QBUF until the
 //! buffer comes back.
 
+#![forbid(unsafe_code)]
+
 use crate::{
     dmabuf::ImportedDmaBuf,
     pages::{OwnedPages, PinnedPages},
     protocol::sg_entry,
     session::QueueKind,
+    virtqueue::{Mapper, Segments},
     MediaDevice,
 };
 use kernel::{prelude::*, sync::Arc};
@@ -26,7 +29,7 @@ enum Pages {
 struct Plane {
     pages: Pages,
     /// Device address and length of each page or segment, in order.
-    mapped: KVec<(u64, u32)>,
+    mapped: Segments,
 }
 
 /// The memory of one buffer while the device may use it.
@@ -35,30 +38,40 @@ struct Plane {
 /// must only be dropped once the device is done with the buffer (it
 /// returned it, the queue was stopped or freed, or the device was reset).
 pub(crate) struct GuestBuffer {
-    dev: Arc<MediaDevice>,
+    mapper: Mapper,
     device_writes: bool,
     planes: KVec<Plane>,
 }
 
 impl GuestBuffer {
-    fn empty(dev: Arc<MediaDevice>, planes: usize, device_writes: bool) -> Result<Self> {
+    fn empty(dev: &MediaDevice, planes: usize, device_writes: bool) -> Result<Self> {
+        let mapper = dev.commandq().mapper().ok_or(ENODEV)?;
         Ok(Self {
-            dev,
+            mapper,
             device_writes,
-            planes: KVec::with_capacity(planes, GFP_KERNEL)?,
+            planes: KVec::with_capacity(planes, GFP_KERNEL_ACCOUNT)?,
         })
     }
 
     /// Pins and maps the user planes `(address, length)`; zero-length
     /// planes carry no memory, as the device expects.
-    pub(crate) fn pin_user(dev: Arc<MediaDevice>, planes: &[(u64, u32)], device_writes: bool) -> Result<Self> {
+    pub(crate) fn pin_user(
+        dev: &MediaDevice,
+        planes: &[(u64, u32)],
+        device_writes: bool,
+    ) -> Result<Self> {
         let mut this = Self::empty(dev, planes.len(), device_writes)?;
         for &(addr, len) in planes.iter().filter(|(_, len)| *len > 0) {
-            let pinned = PinnedPages::pin(addr, usize::try_from(len)?, device_writes).inspect_err(|e| {
-                pr_debug!("USERPTR {:#x}+{:#x} cannot be pinned: {:?}\n", addr, len, e);
-            })?;
-            let mapped = this.dev.commandq().map_pages(&pinned, device_writes)?;
-            this.planes.push(Plane { pages: Pages::User(pinned), mapped }, GFP_KERNEL)?;
+            let pinned =
+                PinnedPages::pin(addr, usize::try_from(len)?, device_writes).inspect_err(|e| {
+                    pr_debug!("USERPTR {:#x}+{:#x} cannot be pinned: {:?}\n", addr, len, e);
+                })?;
+            let mapped = this.mapper.map_pages(&pinned, device_writes)?;
+            let plane = Plane {
+                pages: Pages::User(pinned),
+                mapped,
+            };
+            this.push(plane)?;
         }
         Ok(this)
     }
@@ -66,14 +79,14 @@ impl GuestBuffer {
     /// Imports the dma-buf planes `(fd, length)` (length 0: the whole
     /// dma-buf); returns the lengths the device is given.
     pub(crate) fn import_dmabufs(
-        dev: Arc<MediaDevice>,
+        dev: &MediaDevice,
         planes: &[(i32, u32)],
         device_writes: bool,
     ) -> Result<(Self, KVec<u32>)> {
         let mut this = Self::empty(dev, planes.len(), device_writes)?;
         let mut lengths = KVec::with_capacity(planes.len(), GFP_KERNEL)?;
         for &(fd, length) in planes {
-            let device = this.dev.commandq().dmabuf_device().ok_or(EINVAL)?;
+            let device = this.mapper.dmabuf_device().ok_or(EINVAL)?;
             let imported = ImportedDmaBuf::import(device, fd, device_writes).inspect_err(|e| {
                 pr_debug!("DMABUF fd {} cannot be imported: {:?}\n", fd, e);
             })?;
@@ -83,20 +96,55 @@ impl GuestBuffer {
                 return Err(EINVAL);
             }
             let mapped = truncate(imported.segments()?, length)?;
-            this.planes.push(Plane { pages: Pages::DmaBuf(imported), mapped }, GFP_KERNEL)?;
+            this.push(Plane {
+                pages: Pages::DmaBuf(imported),
+                mapped,
+            })?;
             lengths.push(length, GFP_KERNEL)?;
         }
         Ok((this, lengths))
     }
 
     /// Maps the driver's pages of a guest-backed MMAP buffer.
-    pub(crate) fn map_driver(dev: Arc<MediaDevice>, planes: &[Arc<OwnedPages>], device_writes: bool) -> Result<Self> {
+    pub(crate) fn map_driver(
+        dev: &MediaDevice,
+        planes: &[Arc<OwnedPages>],
+        device_writes: bool,
+    ) -> Result<Self> {
         let mut this = Self::empty(dev, planes.len(), device_writes)?;
         for plane in planes {
-            let mapped = this.dev.commandq().map_pages(&**plane, device_writes)?;
-            this.planes.push(Plane { pages: Pages::Driver(plane.clone()), mapped }, GFP_KERNEL)?;
+            let mapped = this.mapper.map_pages(&**plane, device_writes)?;
+            this.push(Plane {
+                pages: Pages::Driver(plane.clone()),
+                mapped,
+            })?;
         }
         Ok(this)
+    }
+
+    /// Adds a mapped plane; on failure it is unmapped, not leaked.
+    fn push(&mut self, plane: Plane) -> Result {
+        // Room was reserved for every plane (`empty`).
+        if let Err(refused) = self.planes.push_within_capacity(plane) {
+            self.release(refused.0);
+            return Err(ENOMEM);
+        }
+        Ok(())
+    }
+
+    /// Unmaps a plane for the device, then unpins or lets go of its pages.
+    fn release(&self, plane: Plane) {
+        match plane.pages {
+            Pages::User(pinned) => {
+                self.mapper.unmap_pages(self.device_writes, &plane.mapped);
+                drop(pinned);
+            }
+            Pages::Driver(owned) => {
+                self.mapper.unmap_pages(self.device_writes, &plane.mapped);
+                drop(owned);
+            }
+            Pages::DmaBuf(imported) => drop(imported),
+        }
     }
 
     /// The SG entries of every plane, in order, contiguous pages merged.
@@ -119,20 +167,9 @@ impl GuestBuffer {
 
 impl Drop for GuestBuffer {
     fn drop(&mut self) {
-        // Unmapped for the device first, then unpinned or let go.
-        for plane in self.planes.drain_all() {
-            let unmap = || self.dev.commandq().unmap_pages(self.device_writes, &plane.mapped);
-            match plane.pages {
-                Pages::User(pinned) => {
-                    unmap();
-                    drop(pinned);
-                }
-                Pages::Driver(owned) => {
-                    unmap();
-                    drop(owned);
-                }
-                Pages::DmaBuf(imported) => drop(imported),
-            }
+        let planes = core::mem::take(&mut self.planes);
+        for plane in planes {
+            self.release(plane);
         }
     }
 }
@@ -167,7 +204,9 @@ impl<M> Default for HeldBuffers<M> {
 
 impl<M> HeldBuffers<M> {
     fn position(&self, kind: QueueKind, index: u32) -> Option<usize> {
-        self.held.iter().position(|h| h.kind == kind && h.index == index)
+        self.held
+            .iter()
+            .position(|h| h.kind == kind && h.index == index)
     }
 
     /// Records a buffer handed to the device by QBUF, or by PREPARE_BUF
@@ -183,7 +222,9 @@ impl<M> HeldBuffers<M> {
         memory: M,
     ) -> Result<(u64, Option<Held<M>>)> {
         let replaced = match self.position(kind, index) {
-            Some(i) if self.held.get(i).is_some_and(|h| h.prepared_only) => self.held.remove(i).ok(),
+            Some(i) if self.held.get(i).is_some_and(|h| h.prepared_only) => {
+                self.held.remove(i).ok()
+            }
             Some(_) => return Err(EINVAL),
             None => None,
         };
@@ -221,12 +262,17 @@ impl<M> HeldBuffers<M> {
         self.held.get(i).map(|h| h.pointers.as_slice())
     }
 
-    /// Moves every entry `which` accepts into `into` (to drop outside the
-    /// session's lock); those `into` has no room for stay.
-    pub(crate) fn take_where(&mut self, which: impl Fn(QueueKind) -> bool, into: &mut KVec<Held<M>>) {
+    /// Moves every entry `which` accepts (by queue and index) into `into`
+    /// (to drop outside the session's lock); those `into` has no room for
+    /// stay.
+    pub(crate) fn take_where(
+        &mut self,
+        which: impl Fn(QueueKind, u32) -> bool,
+        into: &mut KVec<Held<M>>,
+    ) {
         let mut i = 0;
         while let Some(h) = self.held.get(i) {
-            if which(h.kind) && into.reserve(1, GFP_KERNEL).is_ok() {
+            if which(h.kind, h.index) && into.reserve(1, GFP_KERNEL).is_ok() {
                 if let Ok(h) = self.held.remove(i) {
                     let _ = into.push(h, GFP_KERNEL);
                 }
@@ -297,16 +343,27 @@ mod tests {
     #[test]
     fn a_buffer_is_held_once_until_returned() {
         let mut held = HeldBuffers::<u32>::default();
-        let (first, none) = held.insert(QueueKind::Capture, 1, false, pointers(&[0x1000]), 10).expect("insert");
+        let (first, none) = held
+            .insert(QueueKind::Capture, 1, false, pointers(&[0x1000]), 10)
+            .expect("insert");
         assert!(none.is_none());
         // Queued again before it came back: refused, the first one kept.
-        assert_eq!(held.insert(QueueKind::Capture, 1, false, pointers(&[0x2000]), 11).err(), Some(EINVAL));
+        assert_eq!(
+            held.insert(QueueKind::Capture, 1, false, pointers(&[0x2000]), 11)
+                .err(),
+            Some(EINVAL)
+        );
         // The same index on the other queue is another buffer.
-        let (other, _) = held.insert(QueueKind::Output, 1, false, pointers(&[0x3000]), 12).expect("insert");
+        let (other, _) = held
+            .insert(QueueKind::Output, 1, false, pointers(&[0x3000]), 12)
+            .expect("insert");
         assert_ne!(first, other);
         assert_eq!(held.pointers(QueueKind::Capture, 1), Some(&[0x1000u64][..]));
         let back = held.take(QueueKind::Capture, 1).expect("held");
-        assert_eq!((back.memory, back.pointers.as_slice()), (10, &[0x1000u64][..]));
+        assert_eq!(
+            (back.memory, back.pointers.as_slice()),
+            (10, &[0x1000u64][..])
+        );
         assert!(held.take(QueueKind::Capture, 1).is_none());
         assert!(held.remove_serial(first).is_none());
         assert_eq!(held.remove_serial(other).map(|h| h.memory), Some(12));
@@ -316,16 +373,21 @@ mod tests {
     #[test]
     fn prepared_buffers_are_replaced_and_queues_released_apart() {
         let mut held = HeldBuffers::<u32>::default();
-        held.insert(QueueKind::Capture, 0, true, pointers(&[1]), 1).expect("prepare");
-        let (_, replaced) = held.insert(QueueKind::Capture, 0, false, pointers(&[2]), 2).expect("queue");
+        held.insert(QueueKind::Capture, 0, true, pointers(&[1]), 1)
+            .expect("prepare");
+        let (_, replaced) = held
+            .insert(QueueKind::Capture, 0, false, pointers(&[2]), 2)
+            .expect("queue");
         assert_eq!(replaced.map(|h| h.memory), Some(1));
-        held.insert(QueueKind::Capture, 3, false, pointers(&[3]), 3).expect("queue");
-        held.insert(QueueKind::Output, 0, false, pointers(&[4]), 4).expect("queue");
+        held.insert(QueueKind::Capture, 3, false, pointers(&[3]), 3)
+            .expect("queue");
+        held.insert(QueueKind::Output, 0, false, pointers(&[4]), 4)
+            .expect("queue");
         let mut released = KVec::new();
-        held.take_where(|kind| kind == QueueKind::Capture, &mut released);
+        held.take_where(|kind, _| kind == QueueKind::Capture, &mut released);
         assert_eq!(released.len(), 2);
         assert_eq!(held.len(), 1);
-        held.take_where(|_| true, &mut released);
+        held.take_where(|_, _| true, &mut released);
         assert_eq!(released.len(), 3);
         assert_eq!(held.len(), 0);
     }
@@ -333,7 +395,12 @@ mod tests {
     #[test]
     fn segments_are_cut_to_the_plane() {
         let mut segments = KVec::new();
-        segments.extend_from_slice(&[(0x1000, 0x1000), (0x5000, 0x2000), (0x9000, 0x1000)], GFP_KERNEL).expect("alloc");
+        segments
+            .extend_from_slice(
+                &[(0x1000, 0x1000), (0x5000, 0x2000), (0x9000, 0x1000)],
+                GFP_KERNEL,
+            )
+            .expect("alloc");
         let cut = truncate(segments, 0x2800).expect("covered");
         assert_eq!(cut.as_slice(), &[(0x1000, 0x1000), (0x5000, 0x1800)]);
         let mut short = KVec::new();
@@ -343,7 +410,13 @@ mod tests {
 
     #[test]
     fn contiguous_pages_become_one_entry() {
-        let pages = [(0x1000, 0x800), (0x1800, 0x800), (0x2000, 0x1000), (0x8000, 0x1000), (0x9000, 0x10)];
+        let pages = [
+            (0x1000, 0x800),
+            (0x1800, 0x800),
+            (0x2000, 0x1000),
+            (0x8000, 0x1000),
+            (0x9000, 0x10),
+        ];
         let merged = merge(&pages).expect("merge");
         assert_eq!(merged.as_slice(), &[(0x1000, 0x2000), (0x8000, 0x1010)]);
     }
@@ -352,7 +425,10 @@ mod tests {
     fn nothing_merges_across_gaps_or_overflow() {
         assert_eq!(merge(&[]).expect("merge").len(), 0);
         let gaps = [(0x3000, 0x1000), (0x1000, 0x1000), (0x2000, 0x1000)];
-        assert_eq!(merge(&gaps).expect("merge").as_slice(), &[(0x3000, 0x1000), (0x1000, 0x2000)]);
+        assert_eq!(
+            merge(&gaps).expect("merge").as_slice(),
+            &[(0x3000, 0x1000), (0x1000, 0x2000)]
+        );
         // A length that would no longer fit an entry starts a new one.
         let big = [(0, u32::MAX), (u64::from(u32::MAX), 2)];
         assert_eq!(merge(&big).expect("merge").len(), 2);

@@ -9,25 +9,32 @@
 //! LOG_STATUS) and the ones not supported yet (EXPBUF, EDID) have no handler,
 //! so the core answers `ENOTTY`. QUERYCAP, DQBUF and DQEVENT are local.
 
+#![forbid(unsafe_code)]
+
 use crate::{
     ffi,
-    protocol::{ioc, Direction},
     v4l2::{
         dqbuf, expbuf, forward, forward_buffer, forward_const, forward_ext_ctrls, forward_std,
         forward_value, querycap, subscribe_event, unsubscribe_event, ConstOps, NO_HANDLERS,
     },
 };
-use core::mem::size_of;
-use kernel::{ffi::c_int, prelude::*};
+use kernel::{
+    ffi::c_int,
+    ioctl::{_IOR, _IOW, _IOWR},
+    prelude::*,
+};
 
-const fn rw<T>(nr: u8) -> u32 {
-    ioc(Direction::Both, b'V', nr, size_of::<T>())
+/// The V4L2 ioctl type, `'V'`.
+const V: u32 = b'V' as u32;
+
+const fn rw<T>(nr: u32) -> u32 {
+    _IOWR::<T>(V, nr)
 }
-const fn r<T>(nr: u8) -> u32 {
-    ioc(Direction::FromDevice, b'V', nr, size_of::<T>())
+const fn r<T>(nr: u32) -> u32 {
+    _IOR::<T>(V, nr)
 }
-const fn w<T>(nr: u8) -> u32 {
-    ioc(Direction::ToDevice, b'V', nr, size_of::<T>())
+const fn w<T>(nr: u32) -> u32 {
+    _IOW::<T>(V, nr)
 }
 
 // The codes of videodev2.h, which bindgen cannot expand.

@@ -8,7 +8,9 @@
 //! `mmap_lock` and waiting for the device there could stall every other
 //! thread of the process (or deadlock with a fault on the same lock).
 
-use crate::{command::Wait, protocol, MediaDevice};
+#![forbid(unsafe_code)]
+
+use crate::MediaDevice;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use kernel::{
     prelude::*,
@@ -23,6 +25,10 @@ pub(crate) struct Mapping {
     shm_offset: u64,
     /// Guest physical address of the mapping.
     phys: u64,
+    /// Bytes mapped, within the shared-memory region.
+    len: u64,
+    /// Page offset the program mapped the buffer at.
+    pgoff: usize,
     /// VMAs using this mapping.
     vmas: AtomicUsize,
     #[pin]
@@ -36,7 +42,12 @@ impl_has_work! {
 impl Mapping {
     /// Records a mapping the device made at `shm_offset`, after checking
     /// that `len` bytes from there lie inside the shared-memory region.
-    pub(crate) fn new(dev: Arc<MediaDevice>, shm_offset: u64, len: u64) -> Result<Arc<Self>> {
+    pub(crate) fn new(
+        dev: Arc<MediaDevice>,
+        shm_offset: u64,
+        len: u64,
+        pgoff: usize,
+    ) -> Result<Arc<Self>> {
         let Some(shm) = dev.shm() else {
             return Err(ENODEV);
         };
@@ -56,6 +67,8 @@ impl Mapping {
                 dev,
                 shm_offset,
                 phys,
+                len,
+                pgoff,
                 vmas: AtomicUsize::new(1),
                 work <- new_work!("virtio_media::Mapping::work"),
             }),
@@ -63,9 +76,14 @@ impl Mapping {
         )
     }
 
-    /// Guest physical address to map.
-    pub(crate) fn phys_addr(&self) -> u64 {
-        self.phys
+    /// (guest physical address, page offset the program mapped it at,
+    /// length) of the mapping.
+    pub(crate) fn extent(&self) -> (u64, usize, u64) {
+        (self.phys, self.pgoff, self.len)
+    }
+
+    pub(crate) fn device(&self) -> &MediaDevice {
+        &self.dev
     }
 
     /// One more VMA shares this mapping.
@@ -90,15 +108,10 @@ impl WorkItem for Mapping {
     type Pointer = Arc<Mapping>;
 
     fn run(this: Arc<Mapping>) {
-        let sent = protocol::munmap_request(this.shm_offset).and_then(|req| {
-            this.dev
-                .commandq()
-                .send(req, protocol::HEADER_RESPONSE_SIZE, Wait::Uninterruptible)
-        });
-        match sent.and_then(|resp| resp.status()) {
+        match this.dev.unmap(this.shm_offset) {
             Ok(()) => {}
-            // The device is gone: nothing is mapped any more.
-            Err(e) if e == ENODEV => {}
+            // The device is gone or was reset: nothing is mapped any more.
+            Err(e) if e == ENODEV || this.dev.is_broken() => {}
             Err(e) => pr_warn!("MUNMAP of {:#x} failed: {:?}\n", this.shm_offset, e),
         }
     }

@@ -1,28 +1,32 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The virtio-media wire format, as pure functions over bytes.
+//! The virtio-media wire format: building commands and parsing responses
+//! and events, through the typed wire structures of `kernel_ext::uapi`.
 //!
 //! Nothing here touches a device or a pointer, so all of it is covered by
-//! the KUnit suite at the bottom. Layouts come from
-//! `include/uapi/linux/virtio_media.h` through the generated bindings.
+//! the KUnit suite at the bottom.
+
+#![forbid(unsafe_code)]
 
 use crate::ffi;
-use kernel::prelude::*;
+use crate::kernel_ext::uapi::{
+    self, CmdClose, CmdHeader, CmdIoctl, CmdMmap, CmdMunmap, CmdOpen, Config, EventError as WireError,
+    EventHeader, Le32, Le64, RespHeader, RespMmap, RespOpen, SgEntry,
+};
+use core::mem::size_of;
+use kernel::{
+    ioctl::{_IOC_DIR, _IOC_NR, _IOC_SIZE, _IOR, _IOW},
+    prelude::*,
+    transmute::{AsBytes, FromBytes},
+};
+
+/// The direction bits of an ioctl code (`_IOC_WRITE`, `_IOC_READ`, which
+/// the kernel crate does not export), as its own macros set them.
+const IOC_WRITE: u32 = _IOC_DIR(_IOW::<u8>(0, 0));
+const IOC_READ: u32 = _IOC_DIR(_IOR::<u8>(0, 0));
 
 /// Largest errno a device may report; anything above is a protocol error.
 const MAX_ERRNO: u32 = 4095;
-
-/// `_IOC` field layout of the ioctl codes on every Linux architecture we
-/// support (asm-generic/ioctl.h; x86 uses the generic one).
-const IOC_NRBITS: u32 = 8;
-const IOC_TYPEBITS: u32 = 8;
-const IOC_SIZEBITS: u32 = 14;
-const IOC_NRSHIFT: u32 = 0;
-const IOC_TYPESHIFT: u32 = IOC_NRSHIFT + IOC_NRBITS;
-const IOC_SIZESHIFT: u32 = IOC_TYPESHIFT + IOC_TYPEBITS;
-const IOC_DIRSHIFT: u32 = IOC_SIZESHIFT + IOC_SIZEBITS;
-const IOC_WRITE: u32 = 1;
-const IOC_READ: u32 = 2;
 
 /// Which side of the descriptor chain an ioctl's payload goes in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,44 +41,25 @@ pub(crate) enum Direction {
     Both,
 }
 
-/// Builds an ioctl code like the C `_IOC` macro.
-pub(crate) const fn ioc(dir: Direction, ty: u8, nr: u8, size: usize) -> u32 {
-    let dir_bits = match dir {
-        Direction::None => 0,
-        Direction::ToDevice => IOC_WRITE,
-        Direction::FromDevice => IOC_READ,
-        Direction::Both => IOC_READ | IOC_WRITE,
-    };
-    (dir_bits << IOC_DIRSHIFT)
-        | ((ty as u32) << IOC_TYPESHIFT)
-        | ((nr as u32) << IOC_NRSHIFT)
-        | ((size as u32) << IOC_SIZESHIFT)
-}
-
 /// The command number (`_IOC_NR`), which is what the protocol sends.
 pub(crate) const fn ioctl_nr(code: u32) -> u32 {
-    (code >> IOC_NRSHIFT) & ((1 << IOC_NRBITS) - 1)
+    _IOC_NR(code)
 }
 
 /// The payload size encoded in the code (`_IOC_SIZE`).
 pub(crate) const fn ioctl_size(code: u32) -> usize {
-    ((code >> IOC_SIZESHIFT) & ((1 << IOC_SIZEBITS) - 1)) as usize
+    _IOC_SIZE(code)
 }
 
 /// The payload direction encoded in the code (`_IOC_DIR`).
 pub(crate) const fn ioctl_direction(code: u32) -> Direction {
-    match code >> IOC_DIRSHIFT {
-        0 => Direction::None,
-        IOC_WRITE => Direction::ToDevice,
-        IOC_READ => Direction::FromDevice,
-        _ => Direction::Both,
+    let dir = _IOC_DIR(code);
+    match (dir & IOC_WRITE != 0, dir & IOC_READ != 0) {
+        (false, false) => Direction::None,
+        (true, false) => Direction::ToDevice,
+        (false, true) => Direction::FromDevice,
+        (true, true) => Direction::Both,
     }
-}
-
-fn read_le32(bytes: &[u8], offset: usize) -> Option<u32> {
-    let end = offset.checked_add(4)?;
-    let field = bytes.get(offset..end)?;
-    Some(u32::from_le_bytes(field.try_into().ok()?))
 }
 
 /// Device configuration (`struct virtio_media_config`).
@@ -90,23 +75,25 @@ pub(crate) struct DeviceConfig {
 
 impl DeviceConfig {
     /// Size of the config structure on the wire.
-    pub(crate) const SIZE: usize = core::mem::size_of::<ffi::virtio_media_config>();
+    pub(crate) const SIZE: usize = size_of::<Config>();
 
     /// Parses the config space bytes.
     pub(crate) fn parse(bytes: &[u8]) -> Result<Self> {
-        let card_bytes = bytes.get(8..8 + 32).ok_or(EINVAL)?;
-        let mut card = [0u8; 32];
-        card.copy_from_slice(card_bytes);
+        let (config, _) = Config::from_bytes_copy_prefix(bytes).ok_or(EINVAL)?;
         Ok(Self {
-            device_caps: read_le32(bytes, 0).ok_or(EINVAL)?,
-            device_type: read_le32(bytes, 4).ok_or(EINVAL)?,
-            card,
+            device_caps: config.device_caps.get(),
+            device_type: config.device_type.get(),
+            card: config.card,
         })
     }
 
     /// The card name up to its first NUL, if it is valid UTF-8.
     pub(crate) fn card_name(&self) -> Option<&str> {
-        let len = self.card.iter().position(|&b| b == 0).unwrap_or(self.card.len());
+        let len = self
+            .card
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.card.len());
         core::str::from_utf8(self.card.get(..len)?).ok()
     }
 }
@@ -124,138 +111,169 @@ pub(crate) enum ResponseError {
 
 /// Checks a response's `virtio_media_resp_header`: `Ok` on status 0.
 pub(crate) fn response_status(resp: &[u8]) -> Result<(), ResponseError> {
-    let status = read_le32(resp, 0).ok_or(ResponseError::Short(resp.len()))?;
-    match status {
+    let (header, _) =
+        RespHeader::from_bytes_copy_prefix(resp).ok_or(ResponseError::Short(resp.len()))?;
+    match header.status.get() {
         0 => Ok(()),
-        1..=MAX_ERRNO => Err(ResponseError::Device(status)),
-        _ => Err(ResponseError::BadStatus(status)),
+        status @ 1..=MAX_ERRNO => Err(ResponseError::Device(status)),
+        status => Err(ResponseError::BadStatus(status)),
     }
 }
 
-const CMD_HEADER_SIZE: usize = core::mem::size_of::<ffi::virtio_media_cmd_header>();
+fn header(cmd: u32) -> CmdHeader {
+    CmdHeader {
+        cmd: Le32::new(cmd),
+        padding: Le32::new(0),
+    }
+}
 
-/// Appends a command header for `cmd` to `buf`.
-fn push_header(buf: &mut KVec<u8>, cmd: u32) -> Result {
-    buf.extend_from_slice(&cmd.to_le_bytes(), GFP_KERNEL)?;
-    buf.extend_from_slice(&0u32.to_le_bytes(), GFP_KERNEL)?;
-    Ok(())
+/// A request made of `command` and then `tail`.
+fn request(command: &impl AsBytes, tail: &[&[u8]]) -> Result<KVec<u8>> {
+    let len = tail
+        .iter()
+        .try_fold(command.as_bytes().len(), |len, part| len.checked_add(part.len()))
+        .ok_or(EINVAL)?;
+    let mut buf = KVec::with_capacity(len, GFP_KERNEL)?;
+    buf.extend_from_slice(command.as_bytes(), GFP_KERNEL)?;
+    for part in tail {
+        buf.extend_from_slice(part, GFP_KERNEL)?;
+    }
+    Ok(buf)
 }
 
 /// `VIRTIO_MEDIA_CMD_OPEN`.
 pub(crate) fn open_request() -> Result<KVec<u8>> {
-    let mut buf = KVec::with_capacity(CMD_HEADER_SIZE, GFP_KERNEL)?;
-    push_header(&mut buf, ffi::VIRTIO_MEDIA_CMD_OPEN)?;
-    Ok(buf)
+    request(
+        &CmdOpen {
+            hdr: header(uapi::VIRTIO_MEDIA_CMD_OPEN),
+        },
+        &[],
+    )
 }
 
 /// Size of the OPEN response.
-pub(crate) const OPEN_RESPONSE_SIZE: usize = core::mem::size_of::<ffi::virtio_media_resp_open>();
+pub(crate) const OPEN_RESPONSE_SIZE: usize = size_of::<RespOpen>();
 
 /// The session id of a successful OPEN response.
 pub(crate) fn open_response_session(resp: &[u8]) -> Option<u32> {
-    read_le32(resp, 8)
+    let (open, _) = RespOpen::from_bytes_copy_prefix(resp)?;
+    Some(open.session_id.get())
 }
 
 /// `VIRTIO_MEDIA_CMD_CLOSE` for `session`.
 pub(crate) fn close_request(session: u32) -> Result<KVec<u8>> {
-    let mut buf = KVec::with_capacity(core::mem::size_of::<ffi::virtio_media_cmd_close>(), GFP_KERNEL)?;
-    push_header(&mut buf, ffi::VIRTIO_MEDIA_CMD_CLOSE)?;
-    buf.extend_from_slice(&session.to_le_bytes(), GFP_KERNEL)?;
-    buf.extend_from_slice(&0u32.to_le_bytes(), GFP_KERNEL)?;
-    Ok(buf)
+    request(
+        &CmdClose {
+            hdr: header(uapi::VIRTIO_MEDIA_CMD_CLOSE),
+            session_id: Le32::new(session),
+            padding: Le32::new(0),
+        },
+        &[],
+    )
 }
 
 /// Size of a response that is only a header.
-pub(crate) const HEADER_RESPONSE_SIZE: usize =
-    core::mem::size_of::<ffi::virtio_media_resp_header>();
+pub(crate) const HEADER_RESPONSE_SIZE: usize = size_of::<RespHeader>();
 
 /// Size of an IOCTL command's header (before the payload).
-pub(crate) const IOCTL_CMD_SIZE: usize = core::mem::size_of::<ffi::virtio_media_cmd_ioctl>();
+pub(crate) const IOCTL_CMD_SIZE: usize = size_of::<CmdIoctl>();
 /// Size of an IOCTL response's header (before the payload).
-pub(crate) const IOCTL_RESP_SIZE: usize = core::mem::size_of::<ffi::virtio_media_resp_ioctl>();
+pub(crate) const IOCTL_RESP_SIZE: usize = size_of::<uapi::RespIoctl>();
 
 /// `VIRTIO_MEDIA_CMD_IOCTL`: the header, then `payload` and `trailer` (the
 /// pointed-to arrays that follow the main struct) when the device reads
 /// them.
-pub(crate) fn ioctl_request(session: u32, code: u32, payload: &[u8], trailer: &[u8]) -> Result<KVec<u8>> {
-    let to_device = matches!(ioctl_direction(code), Direction::ToDevice | Direction::Both);
-    let body = if to_device {
-        payload.len().checked_add(trailer.len()).ok_or(EINVAL)?
-    } else {
-        0
+pub(crate) fn ioctl_request(
+    session: u32,
+    code: u32,
+    payload: &[u8],
+    trailer: &[u8],
+) -> Result<KVec<u8>> {
+    let command = CmdIoctl {
+        hdr: header(uapi::VIRTIO_MEDIA_CMD_IOCTL),
+        session_id: Le32::new(session),
+        code: Le32::new(ioctl_nr(code)),
     };
-    let mut buf = KVec::with_capacity(IOCTL_CMD_SIZE.checked_add(body).ok_or(EINVAL)?, GFP_KERNEL)?;
-    push_header(&mut buf, ffi::VIRTIO_MEDIA_CMD_IOCTL)?;
-    buf.extend_from_slice(&session.to_le_bytes(), GFP_KERNEL)?;
-    buf.extend_from_slice(&ioctl_nr(code).to_le_bytes(), GFP_KERNEL)?;
-    if to_device {
-        buf.extend_from_slice(payload, GFP_KERNEL)?;
-        buf.extend_from_slice(trailer, GFP_KERNEL)?;
+    match ioctl_direction(code) {
+        Direction::ToDevice | Direction::Both => request(&command, &[payload, trailer]),
+        Direction::None | Direction::FromDevice => request(&command, &[]),
     }
-    Ok(buf)
 }
 
 /// Size of the response to an ioctl whose payload and trailer are
 /// `payload_len` bytes together.
 pub(crate) fn ioctl_response_size(code: u32, payload_len: usize) -> Result<usize> {
     match ioctl_direction(code) {
-        Direction::FromDevice | Direction::Both => IOCTL_RESP_SIZE.checked_add(payload_len).ok_or(EINVAL),
+        Direction::FromDevice | Direction::Both => {
+            IOCTL_RESP_SIZE.checked_add(payload_len).ok_or(EINVAL)
+        }
         Direction::None | Direction::ToDevice => Ok(IOCTL_RESP_SIZE),
     }
 }
 
 /// `VIRTIO_MEDIA_CMD_MMAP` of the buffer plane at `offset`.
 pub(crate) fn mmap_request(session: u32, writable: bool, offset: u64) -> Result<KVec<u8>> {
-    let mut buf = KVec::with_capacity(core::mem::size_of::<ffi::virtio_media_cmd_mmap>(), GFP_KERNEL)?;
-    push_header(&mut buf, ffi::VIRTIO_MEDIA_CMD_MMAP)?;
-    buf.extend_from_slice(&session.to_le_bytes(), GFP_KERNEL)?;
-    let flags = if writable { ffi::VIRTIO_MEDIA_MMAP_FLAG_RW } else { 0 };
-    buf.extend_from_slice(&flags.to_le_bytes(), GFP_KERNEL)?;
-    buf.extend_from_slice(&offset.to_le_bytes(), GFP_KERNEL)?;
-    Ok(buf)
+    let flags = if writable {
+        uapi::VIRTIO_MEDIA_MMAP_FLAG_RW
+    } else {
+        0
+    };
+    request(
+        &CmdMmap {
+            hdr: header(uapi::VIRTIO_MEDIA_CMD_MMAP),
+            session_id: Le32::new(session),
+            flags: Le32::new(flags),
+            offset: Le64::new(offset),
+        },
+        &[],
+    )
 }
 
 /// Size of the MMAP response.
-pub(crate) const MMAP_RESPONSE_SIZE: usize = core::mem::size_of::<ffi::virtio_media_resp_mmap>();
+pub(crate) const MMAP_RESPONSE_SIZE: usize = size_of::<RespMmap>();
 
 /// (offset in the shared-memory region, length) of an MMAP response.
 pub(crate) fn mmap_response(resp: &[u8]) -> Option<(u64, u64)> {
-    Some((read_le64(resp, 8)?, read_le64(resp, 16)?))
+    let (mmap, _) = RespMmap::from_bytes_copy_prefix(resp)?;
+    Some((mmap.addr.get(), mmap.len.get()))
 }
 
 /// `VIRTIO_MEDIA_CMD_MUNMAP` of the mapping at shared-memory offset `addr`.
 pub(crate) fn munmap_request(addr: u64) -> Result<KVec<u8>> {
-    let mut buf = KVec::with_capacity(core::mem::size_of::<ffi::virtio_media_cmd_munmap>(), GFP_KERNEL)?;
-    push_header(&mut buf, ffi::VIRTIO_MEDIA_CMD_MUNMAP)?;
-    buf.extend_from_slice(&addr.to_le_bytes(), GFP_KERNEL)?;
-    Ok(buf)
-}
-
-fn read_le64(bytes: &[u8], offset: usize) -> Option<u64> {
-    let end = offset.checked_add(8)?;
-    let field = bytes.get(offset..end)?;
-    Some(u64::from_le_bytes(field.try_into().ok()?))
+    request(
+        &CmdMunmap {
+            hdr: header(uapi::VIRTIO_MEDIA_CMD_MUNMAP),
+            guest_addr: Le64::new(addr),
+        },
+        &[],
+    )
 }
 
 /// Size of `struct v4l2_buffer` in the 64-bit wire layout.
-pub(crate) const BUFFER_SIZE: usize = core::mem::size_of::<ffi::v4l2_buffer>();
+pub(crate) const BUFFER_SIZE: usize = size_of::<ffi::v4l2_buffer>();
 /// Size of `struct v4l2_plane` in the 64-bit wire layout.
-pub(crate) const PLANE_SIZE: usize = core::mem::size_of::<ffi::v4l2_plane>();
+pub(crate) const PLANE_SIZE: usize = size_of::<ffi::v4l2_plane>();
 /// Size of a `virtio_media_sg_entry`.
-pub(crate) const SG_ENTRY_SIZE: usize = core::mem::size_of::<ffi::virtio_media_sg_entry>();
+pub(crate) const SG_ENTRY_SIZE: usize = size_of::<SgEntry>();
 
 /// A `virtio_media_sg_entry` on the wire: device address, length, padding.
 pub(crate) fn sg_entry(addr: u64, len: u32) -> [u8; SG_ENTRY_SIZE] {
     let mut entry = [0u8; SG_ENTRY_SIZE];
-    entry[..8].copy_from_slice(&addr.to_le_bytes());
-    entry[8..12].copy_from_slice(&len.to_le_bytes());
+    entry.copy_from_slice(
+        SgEntry {
+            start: Le64::new(addr),
+            len: Le32::new(len),
+            padding: Le32::new(0),
+        }
+        .as_bytes(),
+    );
     entry
 }
 /// Most planes a buffer can have.
 pub(crate) const MAX_PLANES: usize = ffi::VIDEO_MAX_PLANES as usize;
 /// Size of `struct v4l2_event`.
-pub(crate) const EVENT_SIZE: usize = core::mem::size_of::<ffi::v4l2_event>();
-const EVENT_HEADER_SIZE: usize = core::mem::size_of::<ffi::virtio_media_event_header>();
+pub(crate) const EVENT_SIZE: usize = size_of::<ffi::v4l2_event>();
+const EVENT_HEADER_SIZE: usize = size_of::<EventHeader>();
 /// Size of the largest event: DQBUF.
 pub(crate) const MAX_EVENT_SIZE: usize = EVENT_HEADER_SIZE + BUFFER_SIZE + PLANE_SIZE * MAX_PLANES;
 
@@ -265,7 +283,11 @@ pub(crate) enum Event<'a> {
     /// The session is broken and closed on the device side.
     Error { session: u32, errno: u32 },
     /// A buffer is done: `struct v4l2_buffer`, then `VIDEO_MAX_PLANES` planes.
-    Dqbuf { session: u32, buffer: &'a [u8], planes: &'a [u8] },
+    Dqbuf {
+        session: u32,
+        buffer: &'a [u8],
+        planes: &'a [u8],
+    },
     /// A V4L2 event: `struct v4l2_event`.
     V4l2 { session: u32, event: &'a [u8] },
 }
@@ -281,23 +303,32 @@ pub(crate) enum EventError {
 
 /// Parses the first `len` bytes the device wrote into an event buffer.
 pub(crate) fn parse_event(bytes: &[u8]) -> Result<Event<'_>, EventError> {
-    let short = |kind| EventError::Short { kind, len: bytes.len() };
-    let kind = read_le32(bytes, 0).ok_or(short(u32::MAX))?;
-    let session = read_le32(bytes, 4).ok_or(short(kind))?;
-    let body = bytes.get(EVENT_HEADER_SIZE..).ok_or(short(kind))?;
+    let short = |kind| EventError::Short {
+        kind,
+        len: bytes.len(),
+    };
+    let (header, body) = EventHeader::from_bytes_copy_prefix(bytes).ok_or(short(u32::MAX))?;
+    let (kind, session) = (header.event.get(), header.session_id.get());
     match kind {
-        ffi::VIRTIO_MEDIA_EVT_ERROR => Ok(Event::Error {
-            session,
-            errno: read_le32(body, 0).ok_or(short(kind))?,
-        }),
-        ffi::VIRTIO_MEDIA_EVT_DQBUF => {
+        uapi::VIRTIO_MEDIA_EVT_ERROR => {
+            let (error, _) = WireError::from_bytes_copy_prefix(bytes).ok_or(short(kind))?;
+            Ok(Event::Error {
+                session,
+                errno: error.errno.get(),
+            })
+        }
+        uapi::VIRTIO_MEDIA_EVT_DQBUF => {
             let buffer = body.get(..BUFFER_SIZE).ok_or(short(kind))?;
             let planes = body
                 .get(BUFFER_SIZE..BUFFER_SIZE + PLANE_SIZE * MAX_PLANES)
                 .ok_or(short(kind))?;
-            Ok(Event::Dqbuf { session, buffer, planes })
+            Ok(Event::Dqbuf {
+                session,
+                buffer,
+                planes,
+            })
         }
-        ffi::VIRTIO_MEDIA_EVT_EVENT => Ok(Event::V4l2 {
+        uapi::VIRTIO_MEDIA_EVT_EVENT => Ok(Event::V4l2 {
             session,
             event: body.get(..EVENT_SIZE).ok_or(short(kind))?,
         }),
@@ -307,7 +338,8 @@ pub(crate) fn parse_event(bytes: &[u8]) -> Result<Event<'_>, EventError> {
 
 /// Reads the little-endian `u32` at `offset`, if `bytes` holds it.
 pub(crate) fn get_u32(bytes: &[u8], offset: usize) -> Option<u32> {
-    read_le32(bytes, offset)
+    let end = offset.checked_add(4)?;
+    Le32::from_bytes_copy(bytes.get(offset..end)?).map(Le32::get)
 }
 
 /// Writes `value` at `offset`; `false` if `bytes` is too short.
@@ -317,7 +349,7 @@ pub(crate) fn set_u32(bytes: &mut [u8], offset: usize, value: u32) -> bool {
     };
     match bytes.get_mut(offset..end) {
         Some(field) => {
-            field.copy_from_slice(&value.to_le_bytes());
+            field.copy_from_slice(Le32::new(value).as_bytes());
             true
         }
         None => false,
@@ -327,13 +359,19 @@ pub(crate) fn set_u32(bytes: &mut [u8], offset: usize, value: u32) -> bool {
 #[kunit_tests(virtio_media_protocol)]
 mod tests {
     use super::*;
+    use kernel::ioctl::{_IOR, _IOW, _IOWR};
+
+    const V: u32 = b'V' as u32;
 
     #[test]
     fn sg_entry_layout() {
         let entry = sg_entry(0x1122_3344_5566_7788, 0x99aa_bbcc);
         let start = core::mem::offset_of!(ffi::virtio_media_sg_entry, start);
         let len = core::mem::offset_of!(ffi::virtio_media_sg_entry, len);
-        assert_eq!(&entry[start..start + 8], &0x1122_3344_5566_7788u64.to_le_bytes());
+        assert_eq!(
+            &entry[start..start + 8],
+            &0x1122_3344_5566_7788u64.to_le_bytes()
+        );
         assert_eq!(&entry[len..len + 4], &0x99aa_bbccu32.to_le_bytes());
         assert_eq!(&entry[len + 4..], &[0u8; 4]);
     }
@@ -341,16 +379,19 @@ mod tests {
     #[test]
     fn ioctl_code_fields() {
         // VIDIOC_G_FMT is _IOWR('V', 4, struct v4l2_format): 0xc0d05604.
-        let code = ioc(Direction::Both, b'V', 4, 208);
+        let code = _IOWR::<[u8; 208]>(V, 4);
         assert_eq!(code, 0xc0d0_5604);
         assert_eq!(ioctl_nr(code), 4);
         assert_eq!(ioctl_size(code), 208);
         assert_eq!(ioctl_direction(code), Direction::Both);
         // VIDIOC_STREAMON is _IOW('V', 18, int).
-        let code = ioc(Direction::ToDevice, b'V', 18, 4);
+        let code = _IOW::<u32>(V, 18);
         assert_eq!(code, 0x4004_5612);
         assert_eq!(ioctl_direction(code), Direction::ToDevice);
-        assert_eq!(ioctl_direction(ioc(Direction::FromDevice, b'V', 0, 104)), Direction::FromDevice);
+        assert_eq!(
+            ioctl_direction(_IOR::<[u8; 104]>(V, 0)),
+            Direction::FromDevice
+        );
     }
 
     #[test]
@@ -375,31 +416,44 @@ mod tests {
         let open = open_request().expect("allocation");
         assert_eq!(open.as_slice(), &[1, 0, 0, 0, 0, 0, 0, 0]);
         let close = close_request(0x0102_0304).expect("allocation");
-        assert_eq!(close.as_slice(), &[2, 0, 0, 0, 0, 0, 0, 0, 4, 3, 2, 1, 0, 0, 0, 0]);
+        assert_eq!(
+            close.as_slice(),
+            &[2, 0, 0, 0, 0, 0, 0, 0, 4, 3, 2, 1, 0, 0, 0, 0]
+        );
         assert_eq!(OPEN_RESPONSE_SIZE, 16);
-        assert_eq!(open_response_session(&[0, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0]), Some(7));
+        assert_eq!(
+            open_response_session(&[0, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0]),
+            Some(7)
+        );
         assert_eq!(open_response_session(&[0; 10]), None);
     }
 
     #[test]
     fn ioctl_layout_by_direction() {
         // G_FMT (WR): payload in the request and room for it in the response.
-        let g_fmt = ioc(Direction::Both, b'V', 4, 208);
+        let g_fmt = _IOWR::<[u8; 208]>(V, 4);
         let req = ioctl_request(9, g_fmt, &[0xaa; 208], &[]).expect("allocation");
         assert_eq!(req.len(), IOCTL_CMD_SIZE + 208);
-        assert_eq!(&req[..16], &[3, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 4, 0, 0, 0]);
+        assert_eq!(
+            &req[..16],
+            &[3, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 4, 0, 0, 0]
+        );
         assert_eq!(ioctl_response_size(g_fmt, 208), Ok(8 + 208));
         // QBUF (WR) with two planes following the buffer.
-        let qbuf = ioc(Direction::Both, b'V', 15, BUFFER_SIZE);
-        let req = ioctl_request(1, qbuf, &[0; BUFFER_SIZE], &[1; 2 * PLANE_SIZE]).expect("allocation");
+        let qbuf = _IOWR::<ffi::v4l2_buffer>(V, 15);
+        let req =
+            ioctl_request(1, qbuf, &[0; BUFFER_SIZE], &[1; 2 * PLANE_SIZE]).expect("allocation");
         assert_eq!(req.len(), 16 + BUFFER_SIZE + 2 * PLANE_SIZE);
         assert_eq!(req[16 + BUFFER_SIZE], 1);
         // STREAMON (W): nothing comes back but the header.
-        let streamon = ioc(Direction::ToDevice, b'V', 18, 4);
-        assert_eq!(ioctl_request(1, streamon, &[1, 0, 0, 0], &[]).map(|r| r.len()), Ok(20));
+        let streamon = _IOW::<u32>(V, 18);
+        assert_eq!(
+            ioctl_request(1, streamon, &[1, 0, 0, 0], &[]).map(|r| r.len()),
+            Ok(20)
+        );
         assert_eq!(ioctl_response_size(streamon, 4), Ok(8));
         // QUERYCAP-like R ioctl: no payload sent, all of it comes back.
-        let r = ioc(Direction::FromDevice, b'V', 0, 104);
+        let r = _IOR::<[u8; 104]>(V, 0);
         assert_eq!(ioctl_request(1, r, &[0; 104], &[]).map(|r| r.len()), Ok(16));
         assert_eq!(ioctl_response_size(r, 104), Ok(112));
     }
@@ -424,7 +478,10 @@ mod tests {
         assert_eq!(mmap_response(&resp), Some((0x20_0000, 0x1_0000)));
         assert_eq!(mmap_response(&resp[..20]), None);
         let req = munmap_request(0x20_0000).expect("allocation");
-        assert_eq!(&req[..], &[5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            &req[..],
+            &[5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0]
+        );
     }
 
     #[test]
@@ -434,7 +491,11 @@ mod tests {
         ev[4] = 7;
         ev[8] = 2; // buffer index 2
         match parse_event(&ev) {
-            Ok(Event::Dqbuf { session, buffer, planes }) => {
+            Ok(Event::Dqbuf {
+                session,
+                buffer,
+                planes,
+            }) => {
                 assert_eq!(session, 7);
                 assert_eq!(get_u32(buffer, 0), Some(2));
                 assert_eq!(planes.len(), PLANE_SIZE * MAX_PLANES);
@@ -448,13 +509,28 @@ mod tests {
         );
         ev[0] = 0; // ERROR
         ev[8] = 5;
-        assert_eq!(parse_event(&ev[..16]), Ok(Event::Error { session: 7, errno: 5 }));
+        assert_eq!(
+            parse_event(&ev[..16]),
+            Ok(Event::Error {
+                session: 7,
+                errno: 5
+            })
+        );
         ev[0] = 2; // EVENT
-        assert!(matches!(parse_event(&ev[..8 + EVENT_SIZE]), Ok(Event::V4l2 { session: 7, .. })));
+        assert!(matches!(
+            parse_event(&ev[..8 + EVENT_SIZE]),
+            Ok(Event::V4l2 { session: 7, .. })
+        ));
         assert!(parse_event(&ev[..8 + EVENT_SIZE - 1]).is_err());
         ev[0] = 9;
         assert_eq!(parse_event(&ev), Err(EventError::UnknownKind(9)));
-        assert_eq!(parse_event(&ev[..3]), Err(EventError::Short { kind: u32::MAX, len: 3 }));
+        assert_eq!(
+            parse_event(&ev[..3]),
+            Err(EventError::Short {
+                kind: u32::MAX,
+                len: 3
+            })
+        );
     }
 
     #[test]
@@ -470,7 +546,10 @@ mod tests {
     #[test]
     fn response_header_status() {
         assert_eq!(response_status(&[0; 8]), Ok(()));
-        assert_eq!(response_status(&[22, 0, 0, 0, 0, 0, 0, 0]), Err(ResponseError::Device(22)));
+        assert_eq!(
+            response_status(&[22, 0, 0, 0, 0, 0, 0, 0]),
+            Err(ResponseError::Device(22))
+        );
         assert_eq!(response_status(&[1, 2]), Err(ResponseError::Short(2)));
         assert_eq!(
             response_status(&[0, 0x10, 0, 0, 0, 0, 0, 0]),

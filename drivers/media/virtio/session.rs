@@ -6,17 +6,19 @@
 //! eventq returned until DQBUF takes them, and mirrors the stream state the
 //! device cannot tell us synchronously (streaming, last buffer, failure).
 
+#![forbid(unsafe_code)]
+
 use crate::{
-    command::{Response, Wait},
+    command::{Mapped, Response, Wait},
     ffi,
+    guest_mmap::{self, GuestMmapQueue},
+    guestmem::{GuestBuffer, HeldBuffers},
     ioctl,
     mmap::Mapping,
     pages::OwnedPages,
     protocol::{self, get_u32, set_u32, BUFFER_SIZE, MAX_PLANES, PLANE_SIZE, SG_ENTRY_SIZE},
-    guest_mmap::{self, GuestMmapQueue},
-    guestmem::{GuestBuffer, HeldBuffers},
     v4l2::FileHandle,
-    MediaDevice,
+    Abandon, AddSessionError, MediaDevice,
 };
 use core::mem::offset_of;
 use kernel::{
@@ -30,8 +32,8 @@ mod memory;
 mod queue;
 
 use memory::{Presented, MEMORY_USERPTR};
+use queue::{is_multiplanar, DoneBuffer, QueueState, MAX_BUFFERS};
 pub(crate) use queue::{queue_of, BadEvent, QueueKind};
-use queue::{is_multiplanar, DoneBuffer, QueueState};
 
 /// An ioctl argument as its handler received it, as bytes.
 pub(crate) enum Arg<'a> {
@@ -40,9 +42,15 @@ pub(crate) enum Arg<'a> {
     /// A struct or value the ioctl only reads.
     ReadOnly(&'a [u8]),
     /// A `v4l2_buffer` and, for multi-planar types, its planes.
-    Buffer { buf: &'a mut [u8], planes: &'a mut [u8] },
+    Buffer {
+        buf: &'a mut [u8],
+        planes: &'a mut [u8],
+    },
     /// A `v4l2_ext_controls` and its controls array.
-    Controls { ctrls: &'a mut [u8], array: &'a mut [u8] },
+    Controls {
+        ctrls: &'a mut [u8],
+        array: &'a mut [u8],
+    },
 }
 
 const BUF_TYPE: usize = offset_of!(ffi::v4l2_buffer, type_);
@@ -64,6 +72,9 @@ const CREATE_COUNT: usize = offset_of!(ffi::v4l2_create_buffers, count);
 const CREATE_FORMAT: usize = offset_of!(ffi::v4l2_create_buffers, format);
 const CREATE_TYPE: usize = CREATE_FORMAT + offset_of!(ffi::v4l2_format, type_);
 const DECODER_CMD: usize = offset_of!(ffi::v4l2_decoder_cmd, cmd);
+const REMOVE_INDEX: usize = offset_of!(ffi::v4l2_remove_buffers, index);
+const REMOVE_COUNT: usize = offset_of!(ffi::v4l2_remove_buffers, count);
+const REMOVE_TYPE: usize = offset_of!(ffi::v4l2_remove_buffers, type_);
 /// Size of the pointer fields the driver restores after the device wrote.
 const POINTER_SIZE: usize = 8;
 
@@ -91,7 +102,7 @@ fn read_response(
     mut response: Response,
     payload: &mut [u8],
     trailer: &mut [u8],
-) -> Result<(usize, KVec<KVec<u8>>)> {
+) -> Result<(usize, KVec<Mapped>)> {
     let memory = core::mem::take(&mut response.memory);
     let status = response.status();
     let mut trailer_written = 0;
@@ -102,7 +113,10 @@ fn read_response(
                 let (main, rest) = body.split_at(payload.len());
                 payload.copy_from_slice(main);
                 trailer_written = rest.len().min(trailer.len());
-                if let (Some(dst), Some(src)) = (trailer.get_mut(..trailer_written), rest.get(..trailer_written)) {
+                if let (Some(dst), Some(src)) = (
+                    trailer.get_mut(..trailer_written),
+                    rest.get(..trailer_written),
+                ) {
                     dst.copy_from_slice(src);
                 }
             }
@@ -152,6 +166,26 @@ impl State {
     }
 }
 
+/// How long the caller of an ioctl waits for the device: the ioctls whose
+/// effect the driver mirrors (buffers, streams, subscriptions) must see the
+/// answer; any other may be interrupted and asked again.
+fn wait_for(code: u32) -> Wait {
+    match code {
+        ioctl::VIDIOC_REQBUFS
+        | ioctl::VIDIOC_CREATE_BUFS
+        | ioctl::VIDIOC_REMOVE_BUFS
+        | ioctl::VIDIOC_QBUF
+        | ioctl::VIDIOC_PREPARE_BUF
+        | ioctl::VIDIOC_STREAMON
+        | ioctl::VIDIOC_STREAMOFF
+        | ioctl::VIDIOC_DECODER_CMD
+        | ioctl::VIDIOC_ENCODER_CMD
+        | ioctl::VIDIOC_SUBSCRIBE_EVENT
+        | ioctl::VIDIOC_UNSUBSCRIBE_EVENT => Wait::Uninterruptible,
+        _ => Wait::Interruptible,
+    }
+}
+
 /// One open file of the video node.
 #[repr(C)]
 #[pin_data]
@@ -161,6 +195,15 @@ pub(crate) struct Session {
     pub(crate) fh: FileHandle,
     id: u32,
     dev: Arc<MediaDevice>,
+    /// Orders the ioctls that change a queue's buffers or stream (QBUF,
+    /// PREPARE_BUF, REQBUFS, CREATE_BUFS, REMOVE_BUFS, STREAMON, STREAMOFF)
+    /// from their sending to the driver's update after the answer, as
+    /// vb2's queue lock does: so memory a QBUF hands to the device cannot
+    /// be released by a STREAMOFF that overtakes it. Taken before `state`.
+    #[pin]
+    capture_lock: Mutex<()>,
+    #[pin]
+    output_lock: Mutex<()>,
     /// A mutex, not a spinlock: event handling allocates under it, and
     /// nothing in interrupt context takes it.
     #[pin]
@@ -183,6 +226,8 @@ impl Session {
                 fh <- FileHandle::zeroed(),
                 id,
                 dev: session_dev,
+                capture_lock <- new_mutex!((), "virtio_media_session_capture"),
+                output_lock <- new_mutex!((), "virtio_media_session_output"),
                 state <- new_mutex!(State::default(), "virtio_media_session"),
                 waiters <- kernel::new_poll_condvar!("virtio_media_session_waiters"),
             }),
@@ -195,11 +240,16 @@ impl Session {
                 return Err(e);
             }
         };
-        if let Err(e) = dev.add_session(session.clone()) {
-            let _ = dev.close_session(id);
-            return Err(e);
+        match dev.add_session(session.clone()) {
+            Ok(()) => Ok(session),
+            // The id is another open session's: closing it would close
+            // that one on the device.
+            Err(AddSessionError::Duplicate) => Err(EIO),
+            Err(AddSessionError::NoMemory) => {
+                let _ = dev.close_session(id);
+                Err(ENOMEM)
+            }
         }
-        Ok(session)
     }
 
     /// The file handle is set up: events may reach it from now on.
@@ -223,7 +273,7 @@ impl Session {
                 // The device may keep state for it; ours is released anyway,
                 // but for pages it may still write into.
                 let mut held = KVec::new();
-                self.state.lock().held.take_where(|_| true, &mut held);
+                self.state.lock().held.take_where(|_, _| true, &mut held);
                 pr_warn!(
                     "CLOSE of session {} failed ({:?}); its memory is freed, but for {} buffers in guest memory left to the device\n",
                     self.id,
@@ -257,13 +307,19 @@ impl Session {
     }
 
     fn check_usable(&self) -> Result {
-        if self.dev.is_gone() {
-            return Err(ENODEV);
-        }
+        self.dev.check_usable()?;
         if self.state.lock().failed.is_some() {
             return Err(EIO);
         }
         Ok(())
+    }
+
+    /// The lock that orders the buffer-changing ioctls of queue `kind`.
+    fn buffer_lock(&self, kind: QueueKind) -> &Mutex<()> {
+        match kind {
+            QueueKind::Capture => &self.capture_lock,
+            QueueKind::Output => &self.output_lock,
+        }
     }
 
     /// Forwards ioctl `code` with its argument; see [`Arg`].
@@ -286,10 +342,22 @@ impl Session {
     /// An ioctl whose payload is one struct or value (no trailer).
     fn plain_ioctl(&self, code: u32, payload: &mut [u8]) -> Result {
         match code {
-            ioctl::VIDIOC_REQBUFS => return self.allocate_buffers(code, payload, REQBUFS_MEMORY, REQBUFS_CAPS),
-            ioctl::VIDIOC_CREATE_BUFS => return self.allocate_buffers(code, payload, CREATE_MEMORY, CREATE_CAPS),
+            ioctl::VIDIOC_REQBUFS => {
+                return self.allocate_buffers(code, payload, REQBUFS_MEMORY, REQBUFS_CAPS)
+            }
+            ioctl::VIDIOC_CREATE_BUFS => {
+                return self.allocate_buffers(code, payload, CREATE_MEMORY, CREATE_CAPS)
+            }
             _ => {}
         }
+        let ordered = match code {
+            ioctl::VIDIOC_STREAMON | ioctl::VIDIOC_STREAMOFF => {
+                get_u32(payload, 0).and_then(queue_of)
+            }
+            ioctl::VIDIOC_REMOVE_BUFS => get_u32(payload, REMOVE_TYPE).and_then(queue_of),
+            _ => None,
+        };
+        let _ordered = ordered.map(|kind| self.buffer_lock(kind).lock());
         // The device may return buffers while it handles STREAMON, before
         // its response: the queue must already count as streaming then, or
         // those buffers would be dropped (an m2m device runs its first jobs
@@ -311,7 +379,8 @@ impl Session {
     /// Sends the ioctl and copies back what the device wrote (see
     /// [`read_response`]); returns how many trailer bytes it wrote.
     fn transact(&self, code: u32, payload: &mut [u8], trailer: &mut [u8]) -> Result<usize> {
-        self.exchange(code, payload, trailer, KVec::new()).map(|(written, _)| written)
+        self.exchange(code, payload, trailer, KVec::new())
+            .map(|(written, _)| written)
     }
 
     /// [`Session::transact`] for an ioctl that also points the device at
@@ -323,8 +392,8 @@ impl Session {
         payload: &mut [u8],
         trailer: &mut [u8],
         memory: KVec<KVec<u8>>,
-    ) -> Result<(usize, KVec<KVec<u8>>)> {
-        let response = self.send_ioctl(code, payload, trailer, &[], memory, Wait::Interruptible)?;
+    ) -> Result<(usize, KVec<Mapped>)> {
+        let response = self.send_ioctl(code, payload, trailer, &[], memory, wait_for(code))?;
         read_response(code, response, payload, trailer)
     }
 
@@ -343,14 +412,22 @@ impl Session {
         let sg_len = memory.len().checked_mul(SG_ENTRY_SIZE).ok_or(EINVAL)?;
         let body = payload.len().checked_add(trailer.len()).ok_or(EINVAL)?;
         let extra = sg_entries.len().checked_add(sg_len).ok_or(EINVAL)?;
-        let mut request_trailer = KVec::with_capacity(trailer.len().checked_add(extra).ok_or(EINVAL)?, GFP_KERNEL)?;
+        let mut request_trailer =
+            KVec::with_capacity(trailer.len().checked_add(extra).ok_or(EINVAL)?, GFP_KERNEL)?;
         request_trailer.extend_from_slice(trailer, GFP_KERNEL)?;
         request_trailer.extend_from_slice(sg_entries, GFP_KERNEL)?;
         request_trailer.resize(trailer.len() + extra, 0, GFP_KERNEL)?;
         let request = protocol::ioctl_request(self.id, code, payload, &request_trailer)?;
         let sg_offset = protocol::IOCTL_CMD_SIZE + body + sg_entries.len();
         let response_len = protocol::ioctl_response_size(code, body)?;
-        self.dev.commandq().send_with_memory(request, response_len, wait, memory, sg_offset)
+        self.dev.command(
+            request,
+            response_len,
+            wait,
+            memory,
+            sg_offset,
+            Abandon::Drop,
+        )
     }
 
     fn buffer_ioctl(&self, code: u32, buf: &mut [u8], planes: &mut [u8]) -> Result {
@@ -387,7 +464,12 @@ impl Session {
             let written = result.as_ref().map_or(usize::MAX, |w| *w);
             if count > length || (result.is_ok() && count as usize * PLANE_SIZE > written) {
                 set_u32(buf, BUF_LENGTH, length);
-                pr_err!("device reports {} planes (array of {}, {} bytes written)\n", count, length, written);
+                pr_err!(
+                    "device reports {} planes (array of {}, {} bytes written)\n",
+                    count,
+                    length,
+                    written
+                );
                 return Err(EIO);
             }
         }
@@ -435,14 +517,36 @@ impl Session {
                 let kind = get_u32(payload, REQBUFS_TYPE).and_then(queue_of);
                 if let (Some(kind), Some(count)) = (kind, get_u32(payload, REQBUFS_COUNT)) {
                     // The device freed the queue's buffers.
-                    state.held.take_where(|k| k == kind, &mut released);
+                    state.held.take_where(|k, _| k == kind, &mut released);
                     let queue = state.queue(kind);
                     freed = queue.mmap.take();
                     queue.presented = Presented::AsIs;
                     queue.num_buffers = count;
+                    queue.queued.clear();
                     if count == 0 {
                         queue.stop();
                     }
+                }
+            }
+            ioctl::VIDIOC_REMOVE_BUFS => {
+                let kind = get_u32(payload, REMOVE_TYPE).and_then(queue_of);
+                let first = get_u32(payload, REMOVE_INDEX).unwrap_or(0);
+                let end = get_u32(payload, REMOVE_COUNT).and_then(|count| first.checked_add(count));
+                if let (Some(kind), Some(end)) = (kind, end) {
+                    // The device freed these buffers: what the driver
+                    // keeps for them goes too.
+                    let removed = |index: u32| (first..end).contains(&index);
+                    state
+                        .held
+                        .take_where(|k, index| k == kind && removed(index), &mut released);
+                    let queue = state.queue(kind);
+                    freed = queue.mmap.remove(first, end);
+                    for index in first..end.min(MAX_BUFFERS) {
+                        queue.queued.remove(index);
+                    }
+                    queue.done.retain(|done| {
+                        !removed(get_u32(&done.buffer, BUF_INDEX).unwrap_or(u32::MAX))
+                    });
                 }
             }
             ioctl::VIDIOC_CREATE_BUFS => {
@@ -465,7 +569,7 @@ impl Session {
             ioctl::VIDIOC_STREAMOFF => {
                 if let Some(kind) = get_u32(payload, 0).and_then(queue_of) {
                     // The device gave every buffer of the queue back.
-                    state.held.take_where(|k| k == kind, &mut released);
+                    state.held.take_where(|k, _| k == kind, &mut released);
                     state.queue(kind).stop();
                 }
             }
@@ -492,9 +596,7 @@ impl Session {
         let capacity = is_multiplanar(buf_type).then_some(capacity);
         let mut state = self.state.lock();
         let done = loop {
-            if self.dev.is_gone() {
-                return Err(ENODEV);
-            }
+            self.dev.check_usable()?;
             if state.failed.is_some() {
                 return Err(EIO);
             }
@@ -545,19 +647,30 @@ impl Session {
             GFP_KERNEL,
         )
         .map_err(|_| BadEvent::NotReady)?;
-        done.buffer.copy_from_slice(buffer.get(..BUFFER_SIZE).ok_or(BadEvent::BufferType(buf_type))?);
-        done.planes
-            .copy_from_slice(planes.get(..PLANE_SIZE * MAX_PLANES).ok_or(BadEvent::PlaneCount(0))?);
+        done.buffer.copy_from_slice(
+            buffer
+                .get(..BUFFER_SIZE)
+                .ok_or(BadEvent::BufferType(buf_type))?,
+        );
+        done.planes.copy_from_slice(
+            planes
+                .get(..PLANE_SIZE * MAX_PLANES)
+                .ok_or(BadEvent::PlaneCount(0))?,
+        );
+        let index = get_u32(buffer, BUF_INDEX).unwrap_or(u32::MAX);
         let mut state = self.state.lock();
+        state.queue(kind).claim(index)?;
         let mut released = None;
         if get_u32(buffer, BUF_MEMORY) == Some(MEMORY_USERPTR) {
-            let index = get_u32(buffer, BUF_INDEX).unwrap_or(u32::MAX);
-            let held = state.held.take(kind, index).ok_or(BadEvent::NotQueued(index))?;
+            let held = state
+                .held
+                .take(kind, index)
+                .ok_or(BadEvent::NotHeld(index))?;
             let DoneBuffer { buffer, planes } = &mut *done;
             state.present_to_program(kind, buffer, planes, Some(&held.pointers));
             released = Some(held);
         }
-        let accepted = state.queue(kind).accept(done);
+        let accepted = state.queue(kind).keep(done);
         drop(state);
         // The device is done with the pages: unmapped and unpinned here,
         // outside the session's lock.
@@ -573,17 +686,29 @@ impl Session {
 
     /// An EVENT event for this session.
     pub(crate) fn event(&self, event: &[u8]) -> Result<(), BadEvent> {
-        if !self.state.lock().ready {
+        // The lock is held while the event is queued: `release` clears
+        // `ready` under it before the file handle is torn down
+        // (`v4l2_fh_exit` clears its `vdev`), so the handle is live here.
+        let state = self.state.lock();
+        if !state.ready {
             return Err(BadEvent::NotReady);
         }
         self.fh.queue_event(event);
+        drop(state);
         Ok(())
     }
 
-    /// An ERROR event: the device closed the session.
+    /// An ERROR event: the device closed the session, so it holds none of
+    /// its buffers any more: their guest memory is released now, not at
+    /// close.
     pub(crate) fn failed(&self, errno: u32) {
-        pr_warn!("device reports error {} on session {}: session closed\n", errno, self.id);
+        pr_warn!(
+            "device reports error {} on session {}: session closed\n",
+            errno,
+            self.id
+        );
         self.state.lock().failed = Some(errno);
+        self.release_held();
         self.waiters.notify_all();
     }
 
@@ -602,7 +727,10 @@ impl Session {
 
     fn release_held(&self) {
         let mut released = KVec::new();
-        self.state.lock().held.take_where(|_| true, &mut released);
+        self.state
+            .lock()
+            .held
+            .take_where(|_, _| true, &mut released);
         drop(released);
     }
 
@@ -619,7 +747,7 @@ impl Session {
             mask |= ffi::EPOLLPRI;
         }
         let state = self.state.lock();
-        if state.failed.is_some() || self.dev.is_gone() {
+        if state.failed.is_some() || self.dev.check_usable().is_err() {
             return mask | ffi::EPOLLERR;
         }
         let (has_capture, has_output) = self.dev.queue_kinds();
@@ -644,7 +772,12 @@ impl Session {
             return mask;
         }
         for (present, queue, bits, ready) in [
-            (has_capture, capture, read_bits, !capture.done.is_empty() || capture.last_dequeued),
+            (
+                has_capture,
+                capture,
+                read_bits,
+                !capture.done.is_empty() || capture.last_dequeued,
+            ),
             (has_output, output, write_bits, !output.done.is_empty()),
         ] {
             if !present || requested & bits == 0 {
@@ -662,19 +795,24 @@ impl Session {
     /// `mmap()` of the buffer plane at `offset`: MMAP on the device.
     pub(crate) fn map(&self, offset: u64, len: u64, writable: bool) -> Result<Arc<Mapping>> {
         self.check_usable()?;
-        let response = self.dev.commandq().send(
+        let response = self.dev.command(
             protocol::mmap_request(self.id, writable, offset)?,
             protocol::MMAP_RESPONSE_SIZE,
             Wait::Interruptible,
+            KVec::new(),
+            0,
+            Abandon::Unmap,
         )?;
         response.status()?;
-        let (shm_offset, mapped_len) = protocol::mmap_response(response.written()).ok_or_else(|| {
-            pr_err!("MMAP response of {} bytes is too short\n", response.written);
-            EIO
-        })?;
+        let (shm_offset, mapped_len) =
+            protocol::mmap_response(response.written()).ok_or_else(|| {
+                pr_err!("MMAP response of {} bytes is too short\n", response.written);
+                EIO
+            })?;
         let page = kernel::page::PAGE_SIZE as u64;
         let mapped_pages = mapped_len.checked_next_multiple_of(page).ok_or(EIO)?;
-        let mapping = Mapping::new(self.dev.clone(), shm_offset, mapped_pages.max(len))?;
+        let pgoff = usize::try_from(offset / page)?;
+        let mapping = Mapping::new(self.dev.clone(), shm_offset, mapped_pages.max(len), pgoff)?;
         if len > mapped_pages {
             // Larger than the buffer: unmap on the device and refuse.
             Mapping::unmap_later(mapping);

@@ -9,35 +9,36 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{
-    new_mutex,
+    new_mutex, new_srcu,
     prelude::*,
     rbtree::{RBTree, RBTreeNode},
-    sync::{Arc, ArcBorrow, Mutex},
+    sync::{Arc, ArcBorrow, Mutex, Srcu},
     workqueue::{impl_has_work, new_work, Work, WorkItem},
 };
 
 mod command;
-mod dmabuf;
 mod events;
-mod ffi;
 mod guest_mmap;
 mod guestmem;
 mod ioctl;
+mod kernel_ext;
+mod log;
 mod mmap;
-mod pages;
 mod protocol;
 mod session;
-mod v4l2;
-mod virtio;
 
-mod virtqueue;
+// Old paths of the abstraction layer's modules, while the driver moves to
+// the new ones.
+pub(crate) use kernel_ext::{
+    bindings as ffi, dma_buf as dmabuf, media::v4l2, mm as pages, virtio, virtio::virtqueue,
+};
 
-use command::{CommandQueue, Wait};
+use command::{CommandQueue, PendingCommand, Response, Wait, WaitError};
 use events::EventQueue;
 use protocol::DeviceConfig;
 use session::Session;
-use v4l2::VideoNode;
-use virtio::ShmRegion;
+use v4l2::{UserInode, VideoNode};
+use virtio::{BoundDevice, ShmRegion};
 
 module! {
     type: VirtioMediaModule,
@@ -58,6 +59,13 @@ module! {
     },
 }
 
+/// Why a new session could not be entered in the device's map.
+pub(crate) enum AddSessionError {
+    /// The device gave an id that another open session has.
+    Duplicate,
+    NoMemory,
+}
+
 /// Per-device state, shared by the bus binding, the video node (until the
 /// V4L2 core releases it), every session and the queue callbacks.
 #[pin_data]
@@ -76,20 +84,96 @@ pub(crate) struct MediaDevice {
     #[pin]
     node: VideoNode,
     #[pin]
-    event_work: Work<MediaDevice>,
+    event_work: Work<MediaDevice, 0>,
+    /// Stops a device that stopped answering (see `declare_broken`).
+    #[pin]
+    reset_work: Work<MediaDevice, 1>,
+    /// The virtio device while bound: set by probe, taken by remove. The
+    /// reset work uses it under this lock, so it never outlives the binding.
+    #[pin]
+    binding: Mutex<Option<BoundDevice>>,
     /// Set when the device is removed: every call then fails with ENODEV.
     gone: AtomicBool,
+    /// Set when the device stopped answering or broke the protocol in a
+    /// way that leaves commands unanswered: it is reset and every call then
+    /// fails with EIO.
+    broken: AtomicBool,
+    /// Faults that map shared memory into programs run in its read side;
+    /// stopping the device waits for them before it unmaps everything
+    /// (`stop`), so no mapping of a stopped device survives.
+    #[pin]
+    mappings: Srcu,
+    /// The inodes programs opened the node through; their mappings of the
+    /// device's memory are zapped when it stops.
+    #[pin]
+    user_inodes: Mutex<KVec<UserInode>>,
 }
 
 impl_has_work! {
-    impl HasWork<Self> for MediaDevice { self.event_work }
+    impl HasWork<Self, 0> for MediaDevice { self.event_work }
+    impl HasWork<Self, 1> for MediaDevice { self.reset_work }
 }
 
-impl WorkItem for MediaDevice {
+impl WorkItem<0> for MediaDevice {
     type Pointer = Arc<MediaDevice>;
 
     fn run(this: Arc<MediaDevice>) {
-        this.eventq.drain(&this);
+        // Bounded: a device that floods events must not keep the worker
+        // (or a STREAMOFF waiting for the lock) forever.
+        if this.eventq.drain(&this, events::EVENT_BATCH) {
+            let _ = ffi::driver_workqueue().enqueue::<_, 0>(this);
+        }
+    }
+}
+
+impl WorkItem<1> for MediaDevice {
+    type Pointer = Arc<MediaDevice>;
+
+    fn run(this: Arc<MediaDevice>) {
+        let binding = this.binding.lock();
+        // Removed meanwhile: the removal stopped it.
+        if let Some(vdev) = binding.as_ref() {
+            pr_err!("device reset: it stopped answering; its sessions now fail with EIO\n");
+            this.stop(vdev);
+        }
+    }
+}
+
+/// What to do with the answer to a command whose caller gave up (a signal),
+/// so the device keeps nothing the guest no longer knows about.
+#[derive(Clone, Copy)]
+pub(crate) enum Abandon {
+    /// Nothing: the caller may ask again.
+    Drop,
+    /// CLOSE the session an OPEN created.
+    CloseSession,
+    /// MUNMAP the mapping an MMAP created.
+    Unmap,
+}
+
+/// Waits, on the driver's workqueue, for the answer to a command its caller
+/// gave up on, and undoes what it created.
+#[pin_data]
+struct Abandoned {
+    dev: Arc<MediaDevice>,
+    #[pin]
+    pending: Mutex<Option<PendingCommand>>,
+    then: Abandon,
+    #[pin]
+    work: Work<Abandoned>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for Abandoned { self.work }
+}
+
+impl WorkItem for Abandoned {
+    type Pointer = Arc<Abandoned>;
+
+    fn run(this: Arc<Abandoned>) {
+        if let Some(pending) = this.pending.lock().take() {
+            this.dev.finish_abandoned(pending, this.then);
+        }
     }
 }
 
@@ -111,13 +195,144 @@ impl MediaDevice {
         &self.commandq
     }
 
-    /// Handles the events the device has returned so far.
+    /// Handles the events the device returned before the call (at most a
+    /// ring's worth: more are new, and the worker handles them).
     pub(crate) fn drain_events(&self) {
-        self.eventq.drain(self);
+        self.eventq.drain(self, events::EVENT_BUFFERS);
     }
 
     pub(crate) fn is_gone(&self) -> bool {
         self.gone.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    /// `Ok` while commands can be sent: `ENODEV` once the device is
+    /// removed, `EIO` once it is broken.
+    pub(crate) fn check_usable(&self) -> Result {
+        if self.is_gone() {
+            return Err(ENODEV);
+        }
+        if self.is_broken() {
+            return Err(EIO);
+        }
+        Ok(())
+    }
+
+    /// Sends a command (see [`CommandQueue::submit`]) and waits for its
+    /// answer. A caller interrupted by a signal gets `ERESTARTSYS` and the
+    /// answer is handled as `abandon` says; a device that does not answer
+    /// in time is declared broken (`EIO`).
+    pub(crate) fn command(
+        self: &Arc<Self>,
+        request: KVec<u8>,
+        response_len: usize,
+        wait: Wait,
+        memory: KVec<KVec<u8>>,
+        sg_offset: usize,
+        abandon: Abandon,
+    ) -> Result<Response> {
+        self.check_usable()?;
+        let pending = match self
+            .commandq
+            .submit(request, response_len, memory, sg_offset)
+        {
+            Ok(pending) => pending,
+            Err(e) if e == ETIMEDOUT => {
+                self.declare_broken("the commandq stayed full");
+                return Err(EIO);
+            }
+            Err(e) if e == ENODEV => return Err(self.check_usable().err().unwrap_or(ENODEV)),
+            Err(e) => return Err(e),
+        };
+        match pending.wait(wait) {
+            Ok(response) => Ok(response),
+            Err(WaitError::Interrupted(pending)) => {
+                self.abandon(pending, abandon);
+                Err(ERESTARTSYS)
+            }
+            Err(WaitError::TimedOut) => {
+                self.declare_broken("a command was not answered in time");
+                Err(EIO)
+            }
+            Err(WaitError::Gone) => Err(self.check_usable().err().unwrap_or(ENODEV)),
+        }
+    }
+
+    /// Hands a command whose caller gave up to the workqueue, which waits
+    /// for its answer and undoes what it created.
+    fn abandon(self: &Arc<Self>, pending: PendingCommand, then: Abandon) {
+        let work = Arc::pin_init(
+            pin_init!(Abandoned {
+                dev: self.clone(),
+                pending <- new_mutex!(None, "virtio_media_abandoned"),
+                then,
+                work <- new_work!("virtio_media::Abandoned::work"),
+            }),
+            GFP_KERNEL,
+        );
+        match work {
+            Ok(work) => {
+                *work.pending.lock() = Some(pending);
+                let _ = ffi::driver_workqueue().enqueue(work);
+            }
+            // No memory for the work: wait here instead.
+            Err(_) => self.finish_abandoned(pending, then),
+        }
+    }
+
+    fn finish_abandoned(self: &Arc<Self>, pending: PendingCommand, then: Abandon) {
+        let response = match pending.wait(Wait::Uninterruptible) {
+            Ok(response) => response,
+            Err(WaitError::TimedOut) => {
+                self.declare_broken("a command was not answered in time");
+                return;
+            }
+            Err(_) => return,
+        };
+        if response.status().is_err() {
+            return;
+        }
+        match then {
+            Abandon::Drop => {}
+            Abandon::CloseSession => {
+                if let Some(id) = protocol::open_response_session(response.written()) {
+                    pr_debug!("closing session {}, whose opener was interrupted\n", id);
+                    let _ = self.close_session(id);
+                }
+            }
+            Abandon::Unmap => {
+                if let Some((offset, _)) = protocol::mmap_response(response.written()) {
+                    pr_debug!("unmapping {:#x}, whose mapper was interrupted\n", offset);
+                    let _ = self.unmap(offset);
+                }
+            }
+        }
+    }
+
+    /// The device cannot be trusted to answer any more: reset it (on the
+    /// workqueue), which fails every command in flight and every session.
+    pub(crate) fn declare_broken(self: &Arc<Self>, why: &str) {
+        if self.broken.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        pr_err!("device broken: {}; resetting it\n", why);
+        let _ = ffi::driver_workqueue().enqueue::<_, 1>(self.clone());
+    }
+
+    /// Sends MUNMAP for the mapping at shared-memory offset `offset`.
+    pub(crate) fn unmap(self: &Arc<Self>, offset: u64) -> Result {
+        let response = self.command(
+            protocol::munmap_request(offset)?,
+            protocol::HEADER_RESPONSE_SIZE,
+            Wait::Uninterruptible,
+            KVec::new(),
+            0,
+            Abandon::Drop,
+        )?;
+        response.status()
     }
 
     /// Which queues a session of this device has: (capture, output).
@@ -139,27 +354,38 @@ impl MediaDevice {
         }
     }
 
-    /// Opens a session on the device and returns its id.
-    pub(crate) fn open_session(&self) -> Result<u32> {
-        let resp = self.commandq.send(
+    /// Opens a session on the device and returns its id. An opener
+    /// interrupted by a signal leaves the session to be closed when the
+    /// device answers.
+    pub(crate) fn open_session(self: &Arc<Self>) -> Result<u32> {
+        let resp = self.command(
             protocol::open_request()?,
             protocol::OPEN_RESPONSE_SIZE,
             Wait::Interruptible,
+            KVec::new(),
+            0,
+            Abandon::CloseSession,
         )?;
         resp.status()?;
         protocol::open_response_session(resp.written()).ok_or_else(|| {
-            pr_err!("OPEN response of {} bytes has no session id\n", resp.written);
+            pr_err!(
+                "OPEN response of {} bytes has no session id\n",
+                resp.written
+            );
             EIO
         })
     }
 
     /// Closes `session`. The spec requires no response to CLOSE: an empty
     /// one is success, a header is checked.
-    pub(crate) fn close_session(&self, session: u32) -> Result {
-        let resp = self.commandq.send(
+    pub(crate) fn close_session(self: &Arc<Self>, session: u32) -> Result {
+        let resp = self.command(
             protocol::close_request(session)?,
             protocol::HEADER_RESPONSE_SIZE,
             Wait::Uninterruptible,
+            KVec::new(),
+            0,
+            Abandon::Drop,
         )?;
         if resp.written == 0 {
             return Ok(());
@@ -169,14 +395,18 @@ impl MediaDevice {
 
     /// Enters a new session in the map; the device must not reuse an id
     /// that is still open.
-    pub(crate) fn add_session(&self, session: Arc<Session>) -> Result {
+    pub(crate) fn add_session(&self, session: Arc<Session>) -> Result<(), AddSessionError> {
         let id = session.id();
-        let node = RBTreeNode::new(id, session, GFP_KERNEL)?;
         let mut sessions = self.sessions.lock();
         if sessions.get(&id).is_some() {
-            pr_err!("device opened session {} twice\n", id);
-            return Err(EIO);
+            pr_err!(
+                "device opened session {} while it is still open; the open fails\n",
+                id
+            );
+            return Err(AddSessionError::Duplicate);
         }
+        let node =
+            RBTreeNode::new(id, session, GFP_KERNEL).map_err(|_| AddSessionError::NoMemory)?;
         sessions.insert(node);
         Ok(())
     }
@@ -201,15 +431,72 @@ impl MediaDevice {
     }
 }
 
+impl MediaDevice {
+    /// Stops the device: reset (no more interrupts or DMA), release the
+    /// guest memory of held buffers while the queues can still unmap it,
+    /// remove programs' mappings of its shared memory, fail every command
+    /// in flight and wake every waiter. The queues stay allocated until
+    /// removal deletes them.
+    fn stop(&self, vdev: &BoundDevice) {
+        vdev.reset();
+        for session in self.sessions.lock().values() {
+            session.device_reset();
+        }
+        self.zap_user_mappings();
+        self.commandq.shut_down();
+        self.eventq.shut_down();
+        for session in self.sessions.lock().values() {
+            session.device_gone();
+        }
+    }
+
+    /// Remembers the inode a program opened the node through, so that its
+    /// mappings can be removed when the device stops.
+    pub(crate) fn note_user_inode(&self, inode: UserInode) -> Result {
+        let mut inodes = self.user_inodes.lock();
+        if !inodes.iter().any(|known| known.same_as(&inode)) {
+            inodes.push(inode, GFP_KERNEL)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every program's mapping of the device's memory: a program
+    /// that touches one afterwards gets SIGBUS, never stale memory or
+    /// memory the region's addresses were given to since. The caller has
+    /// set `gone` or `broken`, which new faults see.
+    fn zap_user_mappings(&self) {
+        // Faults that saw the device working are done inserting pages.
+        self.mappings.synchronize();
+        for inode in self.user_inodes.lock().iter() {
+            inode.unmap_all();
+        }
+    }
+
+    /// Runs `insert` unless the device stopped, so that no mapping of its
+    /// memory is made after `zap_user_mappings`.
+    pub(crate) fn while_mappable<R>(&self, insert: impl FnOnce() -> R) -> Option<R> {
+        let _guard = self.mappings.read_lock();
+        if self.check_usable().is_err() {
+            return None;
+        }
+        Some(insert())
+    }
+}
+
 impl virtio::QueueHandler for MediaDevice {
-    fn commandq_done(&self) {
-        self.commandq.complete_returned();
+    fn commandq_done(this: ArcBorrow<'_, Self>) {
+        this.commandq.complete_returned();
+        // A ring the device corrupted (a used entry it does not own) is
+        // stopped by virtio: nothing more completes on it.
+        if this.commandq.is_broken() {
+            Arc::from(this).declare_broken("it corrupted the commandq");
+        }
     }
 
     /// Events are handled on the driver's workqueue, not in the interrupt.
     fn eventq_done(this: ArcBorrow<'_, Self>) {
         // Already queued: the running or pending work sees these events.
-        let _ = ffi::driver_workqueue().enqueue(Arc::from(this));
+        let _ = ffi::driver_workqueue().enqueue::<_, 0>(Arc::from(this));
     }
 }
 
@@ -259,7 +546,7 @@ impl virtio::Driver for VirtioMediaDriver {
             pr_info!("MMAP buffers are in guest memory, passed to the device as USERPTR buffers\n");
         }
         let dev = Arc::pin_init(
-            pin_init!(MediaDevice {
+            try_pin_init!(MediaDevice {
                 config,
                 shm,
                 guest_mmap,
@@ -268,11 +555,19 @@ impl virtio::Driver for VirtioMediaDriver {
                 sessions <- new_mutex!(RBTree::new(), "virtio_media_sessions"),
                 node <- VideoNode::new(),
                 event_work <- new_work!("virtio_media::MediaDevice::event_work"),
+                reset_work <- new_work!("virtio_media::MediaDevice::reset_work"),
+                binding <- new_mutex!(None, "virtio_media_binding"),
                 gone: AtomicBool::new(false),
-            }),
+                broken: AtomicBool::new(false),
+                mappings <- new_srcu!("virtio_media_mappings"),
+                user_inodes <- new_mutex!(KVec::new(), "virtio_media_user_inodes"),
+            }? Error),
             GFP_KERNEL,
         )?;
         let (commandq, eventq) = vdev.find_vqs(dev.clone())?;
+        // SAFETY: Taken back by `remove` (or the failure path below) before
+        // the device is unbound.
+        *dev.binding.lock() = Some(unsafe { vdev.bound() });
         dev.commandq.attach(commandq);
         vdev.ready();
         let started = dev
@@ -296,10 +591,10 @@ impl virtio::Driver for VirtioMediaDriver {
         dev.gone.store(true, Ordering::Release);
         dev.node.unregister();
         Self::teardown(vdev, &dev);
-        for session in dev.sessions.lock().values() {
-            session.device_gone();
-        }
-        pr_info!("removed \"{}\"\n", dev.config.card_name().unwrap_or("<invalid>"));
+        pr_info!(
+            "removed \"{}\"\n",
+            dev.config.card_name().unwrap_or("<invalid>")
+        );
     }
 }
 
@@ -307,7 +602,7 @@ impl VirtioMediaDriver {
     /// A device that cannot open a session is of no use: check it answers,
     /// and ask it which optional ioctls it lacks (returned, to be disabled
     /// on the node so the V4L2 core answers ENOTTY for every buffer type).
-    fn check_answers(dev: &MediaDevice) -> Result<KVec<u32>> {
+    fn check_answers(dev: &Arc<MediaDevice>) -> Result<KVec<u32>> {
         let session = dev.open_session().inspect_err(|e| {
             pr_err!("device does not answer OPEN ({:?}); not binding\n", e);
         })?;
@@ -323,7 +618,7 @@ impl VirtioMediaDriver {
     /// G/S_PARM are optional (m2m devices other than encoders lack them); a
     /// device that answers ENOTTY for its main buffer type has neither.
     /// EXPBUF only exists for guest-backed MMAP buffers.
-    fn missing_ioctls(dev: &MediaDevice, session: u32) -> Result<KVec<u32>> {
+    fn missing_ioctls(dev: &Arc<MediaDevice>, session: u32) -> Result<KVec<u32>> {
         let mut missing = KVec::new();
         if !dev.guest_mmap() {
             missing.push(ioctl::VIDIOC_EXPBUF, GFP_KERNEL)?;
@@ -332,12 +627,23 @@ impl VirtioMediaDriver {
             return Ok(missing);
         };
         let mut parm = KVec::new();
-        parm.resize(core::mem::size_of::<ffi::v4l2_streamparm>(), 0u8, GFP_KERNEL)?;
+        parm.resize(
+            core::mem::size_of::<ffi::v4l2_streamparm>(),
+            0u8,
+            GFP_KERNEL,
+        )?;
         protocol::set_u32(&mut parm, 0, buf_type);
         let code = ioctl::VIDIOC_G_PARM;
         let request = protocol::ioctl_request(session, code, &parm, &[])?;
         let response_len = protocol::ioctl_response_size(code, parm.len())?;
-        let response = dev.commandq.send(request, response_len, Wait::Interruptible)?;
+        let response = dev.command(
+            request,
+            response_len,
+            Wait::Interruptible,
+            KVec::new(),
+            0,
+            Abandon::Drop,
+        )?;
         if response.status() == Err(ENOTTY) {
             missing.push(ioctl::VIDIOC_G_PARM, GFP_KERNEL)?;
             missing.push(ioctl::VIDIOC_S_PARM, GFP_KERNEL)?;
@@ -345,18 +651,16 @@ impl VirtioMediaDriver {
         Ok(missing)
     }
 
-    /// Stops the device and fails what is still in flight, in the order
-    /// that keeps the callbacks' data valid: reset (no more interrupts),
-    /// reclaim buffers, delete the queues.
+    /// Stops the device (see `MediaDevice::stop`, which the reset work
+    /// may have run already: it does nothing twice), then deletes the
+    /// queues: after that no callback runs.
     fn teardown(vdev: &virtio::Device, dev: &MediaDevice) {
-        vdev.reset();
-        // The device holds no buffer any more: release the guest memory of
-        // held buffers while the commandq can still unmap it.
-        for session in dev.sessions.lock().values() {
-            session.device_reset();
+        // The reset work holds the binding while it runs, and finds none
+        // once it is taken.
+        let bound = dev.binding.lock().take();
+        if let Some(bound) = bound {
+            dev.stop(&bound);
         }
-        dev.commandq.shut_down();
-        dev.eventq.shut_down();
         vdev.del_vqs::<MediaDevice>();
     }
 }

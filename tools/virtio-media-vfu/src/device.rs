@@ -11,7 +11,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{
     Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
     GuestRegionMmap, MmapRegion,
@@ -76,10 +76,13 @@ pub struct VirtioMediaPci {
     pub stats: Option<crate::stats::CmdStats>,
     /// Delayed responses handed to the worker and not completed yet.
     pub delayed_pending: usize,
+    /// Sessions the device opened and has not closed, from the OPEN and
+    /// CLOSE commands it answered (fault injection and the reset log).
+    pub open_sessions: std::collections::BTreeSet<u32>,
 }
 
 /// Fault injection switches (`--fault`). Each enabled fault hits every
-/// `every`-th command.
+/// `every`-th command unless it says otherwise.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Faults {
     /// Delay the response by an extra FAULT_DELAY.
@@ -90,8 +93,35 @@ pub struct Faults {
     /// Cut the response short: 4 bytes (half a header) for errors, the bare
     /// 8-byte header (status 0, no payload) for successes with payload.
     pub malformed: bool,
+    /// After every command and every eventq notification, queue
+    /// FLOOD_EVENTS V4L2 events (SOURCE_CHANGE) for every open session, so
+    /// events never stop while sessions are open.
+    pub event_flood: bool,
+    /// Send every DQBUF event twice: the second one is for a buffer the
+    /// driver no longer has queued.
+    pub dqbuf_repeat: bool,
+    /// From the `every`-th command on, take commands off the commandq and
+    /// never answer them (until the driver resets the device).
+    pub silent: bool,
+    /// Answer an OPEN with the id of a session that is still open (the new
+    /// session is closed on the device), whenever one is open.
+    pub dup_session: bool,
+    /// Report 64 MiB for the first plane's sizeimage in every G/S/TRY_FMT
+    /// answer.
+    pub huge_format: bool,
+    /// Report 100000 buffers in every REQBUFS answer.
+    pub huge_count: bool,
     pub every: u32,
 }
+
+/// V4L2 events `--fault event-flood` queues per session and round.
+pub const FLOOD_EVENTS: usize = 8;
+/// Events `--fault event-flood` lets wait for eventq buffers at most.
+pub const FLOOD_PENDING: usize = 1024;
+/// The sizeimage `--fault huge-format` reports.
+pub const HUGE_SIZEIMAGE: u32 = 64 << 20;
+/// The buffer count `--fault huge-count` reports.
+pub const HUGE_COUNT: u32 = 100_000;
 
 pub const FAULT_DELAY: Duration = Duration::from_millis(500);
 
@@ -137,6 +167,7 @@ impl VirtioMediaPci {
             delayed_tx: None,
             stats: None,
             delayed_pending: 0,
+            open_sessions: Default::default(),
         }
     }
 
@@ -235,6 +266,14 @@ impl VirtioMediaPci {
         if self.transport.status != 0 {
             self.transport.reset();
         }
+        // What a driver left open when it reset the device (the driver
+        // resets it when it unbinds): tests read this line.
+        let (mappings, bytes) = self.shm.usage();
+        log::info!(
+            "device reset: {} sessions open, {mappings} MMAP buffers ({bytes} bytes) still allocated",
+            self.backend.num_sessions()
+        );
+        self.open_sessions.clear();
         self.backend.reset();
         self.shm.reset();
         self.events.clear();
@@ -269,8 +308,23 @@ impl VirtioMediaPci {
         log::trace!("notify queue {q}");
         match q {
             COMMANDQ => self.process_commandq(),
-            EVENTQ => self.flush_events(),
+            EVENTQ => {
+                self.flood_events();
+                self.flush_events()
+            }
             _ => log::warn!("notify for nonexistent queue {q}"),
+        }
+    }
+
+    /// `--fault event-flood`: more events for every open session.
+    fn flood_events(&mut self) {
+        if !self.faults.event_flood || self.events.len() >= FLOOD_PENDING {
+            return;
+        }
+        for &session in &self.open_sessions {
+            for _ in 0..FLOOD_EVENTS {
+                self.events.push_raw(source_change_event(session));
+            }
         }
     }
 
@@ -307,6 +361,10 @@ impl VirtioMediaPci {
             let Some(chain) = self.transport.queues[COMMANDQ].pop_descriptor_chain(&mem) else {
                 break;
             };
+            if self.faults.silent && self.cmd_counter >= u64::from(self.faults.every) {
+                log::warn!("fault: silent, command (head {}) never answered", chain.head_index());
+                continue;
+            }
             let started = Instant::now();
             let head = chain.head_index();
             let mut cmd = Vec::new();
@@ -354,6 +412,7 @@ impl VirtioMediaPci {
                 }
                 None => {
                     self.backend.handle(&cmd, &mut resp);
+                    self.track_sessions(&cmd, &mut resp);
                     self.inject_faults(&cmd, &mut resp);
                 }
             }
@@ -413,7 +472,35 @@ impl VirtioMediaPci {
                 st.record(kind, started.elapsed());
             }
         }
+        self.flood_events();
         self.flush_events();
+    }
+
+    /// Follows the sessions the backend opens and closes; with `--fault
+    /// dup-session`, answers an OPEN with the id of another open session.
+    fn track_sessions(&mut self, cmd: &[u8], resp: &mut RespWriter) {
+        match (word(cmd, 0), word(&resp.data, 0)) {
+            (Some(1), Some(0)) => {
+                let Some(id) = word(&resp.data, 8) else { return };
+                let other = self.open_sessions.iter().next().copied();
+                match other {
+                    Some(other) if self.faults.dup_session => {
+                        log::warn!("fault: OPEN answered with session {other}, which is open (new {id} closed)");
+                        self.backend.close_session(id);
+                        resp.data[8..12].copy_from_slice(&other.to_le_bytes());
+                    }
+                    _ => {
+                        self.open_sessions.insert(id);
+                    }
+                }
+            }
+            (Some(2), _) => {
+                if let Some(id) = word(cmd, 8) {
+                    self.open_sessions.remove(&id);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn fault_hit(&self) -> bool {
@@ -423,11 +510,23 @@ impl VirtioMediaPci {
 
     fn inject_faults(&mut self, cmd: &[u8], resp: &mut RespWriter) {
         self.cmd_counter += 1;
+        let status = word(&resp.data, 0);
+        if word(cmd, 0) == Some(3) && status == Some(0) {
+            let code = word(cmd, 12);
+            // G_FMT, S_FMT, TRY_FMT: the first plane's sizeimage is at the
+            // same offset for the single- and multi-planar formats.
+            if self.faults.huge_format && matches!(code, Some(4 | 5 | 64)) && resp.data.len() >= 40 {
+                log::warn!("fault: sizeimage reported as {HUGE_SIZEIMAGE}");
+                resp.data[36..40].copy_from_slice(&HUGE_SIZEIMAGE.to_le_bytes());
+            }
+            if self.faults.huge_count && code == Some(8) && resp.data.len() >= 12 {
+                log::warn!("fault: REQBUFS count reported as {HUGE_COUNT}");
+                resp.data[8..12].copy_from_slice(&HUGE_COUNT.to_le_bytes());
+            }
+        }
         if !self.fault_hit() {
             return;
         }
-        let word = |b: &[u8], o: usize| b.get(o..o + 4).map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]));
-        let status = word(&resp.data, 0);
         if self.faults.error_event && word(cmd, 0) == Some(3) && status == Some(0) {
             if let Some(session) = word(cmd, 8) {
                 log::warn!("fault: ERROR event (EIO) for session {session}, closing it");
@@ -483,10 +582,35 @@ impl VirtioMediaPci {
             return;
         }
         let mut used = 0;
-        while let Some(event) = self.events.pop() {
-            let Some(chain) = self.transport.queues[EVENTQ].pop_descriptor_chain(&mem) else {
-                self.events.unpop(event);
-                break;
+        // `--fault dqbuf-repeat`: the copy of the DQBUF event just sent, and
+        // the buffer set aside for it: an event and its copy go together,
+        // so the driver sees the copy before the program can queue the
+        // buffer again (the copy would then be a new return to it).
+        let mut repeat = None;
+        loop {
+            let (event, chain, is_copy) = match repeat.take() {
+                Some((copy, chain)) => (copy, chain, true),
+                None => {
+                    let Some(event) = self.events.pop() else { break };
+                    let Some(chain) = self.transport.queues[EVENTQ].pop_descriptor_chain(&mem) else {
+                        self.events.unpop(event);
+                        break;
+                    };
+                    (event, chain, false)
+                }
+            };
+            let repeats = self.faults.dqbuf_repeat && word(&event, 0) == Some(1) && !is_copy;
+            let copy_chain = if repeats {
+                match self.transport.queues[EVENTQ].pop_descriptor_chain(&mem) {
+                    Some(second) => Some(second),
+                    None => {
+                        self.transport.queues[EVENTQ].go_to_previous_position();
+                        self.events.unpop(event);
+                        break;
+                    }
+                }
+            } else {
+                None
             };
             let head = chain.head_index();
             let writable: Vec<(GuestAddress, u32)> = chain
@@ -507,6 +631,10 @@ impl VirtioMediaPci {
                 log::error!("eventq: add_used failed: {e}");
             }
             used += 1;
+            if let Some(second) = copy_chain {
+                log::warn!("fault: {} sent twice", crate::media::describe_event(&event));
+                repeat = Some((event, second));
+            }
         }
         if used > 0 {
             log::debug!("eventq: {used} event(s) delivered, {} pending", self.events.len());
@@ -655,6 +783,21 @@ pub fn scatter(mem: &GuestMemoryMmap, writable: &[(GuestAddress, u32)], data: &[
         pos += n;
     }
     pos as u32
+}
+
+fn word(b: &[u8], o: usize) -> Option<u32> {
+    b.get(o..o + 4).map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+}
+
+/// A VIRTIO_MEDIA_EVT_EVENT of type V4L2_EVENT_SOURCE_CHANGE (resolution)
+/// for `session`.
+fn source_change_event(session: u32) -> Vec<u8> {
+    let mut event = vec![0u8; 8 + std::mem::size_of::<v4l2r::bindings::v4l2_event>()];
+    event[0..4].copy_from_slice(&2u32.to_le_bytes());
+    event[4..8].copy_from_slice(&session.to_le_bytes());
+    event[8..12].copy_from_slice(&v4l2r::bindings::V4L2_EVENT_SOURCE_CHANGE.to_le_bytes());
+    event[16..20].copy_from_slice(&v4l2r::bindings::V4L2_EVENT_SRC_CH_RESOLUTION.to_le_bytes());
+    event
 }
 
 /// Unused queue handle type re-export for tests.

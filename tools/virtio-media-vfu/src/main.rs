@@ -126,8 +126,18 @@ pub struct Args {
     /// successful IOCTL send VIRTIO_MEDIA_EVT_ERROR with EIO for its session
     /// and close the session), "malformed" (cut every Nth response short:
     /// 4 bytes for errors, the bare 8-byte header for successes with a
-    /// payload). N is --fault-every.
-    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = ["delay", "error-event", "malformed"])]
+    /// payload). N is --fault-every. Also, for the driver's hardening
+    /// tests: "event-flood" (V4L2 events for every open session after
+    /// every command and every eventq notification), "dqbuf-repeat" (every
+    /// DQBUF event sent twice), "silent" (from the Nth command on, no
+    /// command is answered until the driver resets the device),
+    /// "dup-session" (an OPEN is answered with the id of a session that is
+    /// still open), "huge-format" (G/S/TRY_FMT report a 64 MiB sizeimage)
+    /// and "huge-count" (REQBUFS reports 100000 buffers).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = [
+        "delay", "error-event", "malformed", "event-flood", "dqbuf-repeat", "silent", "dup-session",
+        "huge-format", "huge-count",
+    ])]
     pub fault: Vec<String>,
 
     /// Period of the injected faults: every Nth command is hit.
@@ -208,13 +218,20 @@ fn run(args: Args) -> anyhow::Result<()> {
     )?;
     let mut dev = device::VirtioMediaPci::new(args.device_id, shm.clone(), backend, events, mem);
     dev.response_delay = std::time::Duration::from_millis(args.response_delay_ms);
+    let fault = |name: &str| args.fault.iter().any(|f| f == name);
     dev.faults = device::Faults {
-        delay: args.fault.iter().any(|f| f == "delay"),
-        error_event: args.fault.iter().any(|f| f == "error-event"),
-        malformed: args.fault.iter().any(|f| f == "malformed"),
+        delay: fault("delay"),
+        error_event: fault("error-event"),
+        malformed: fault("malformed"),
+        event_flood: fault("event-flood"),
+        dqbuf_repeat: fault("dqbuf-repeat"),
+        silent: fault("silent"),
+        dup_session: fault("dup-session"),
+        huge_format: fault("huge-format"),
+        huge_count: fault("huge-count"),
         every: args.fault_every,
     };
-    if dev.faults.delay || dev.faults.error_event || dev.faults.malformed {
+    if !args.fault.is_empty() {
         log::warn!("fault injection enabled: {:?}", dev.faults);
     }
     if args.stats.is_some() {

@@ -3,6 +3,8 @@
 //! Extended controls: compound and array controls carry a user pointer,
 //! whose payload goes to the device as guest memory behind SG entries.
 
+#![forbid(unsafe_code)]
+
 use super::*;
 use kernel::uaccess::{UserPtr, UserSlice};
 
@@ -15,9 +17,15 @@ const CONTROL_SIZE: usize = core::mem::size_of::<ffi::v4l2_ext_control>();
 /// Largest control payload the driver passes (the V4L2 core's own limit
 /// for a compound control's elements is far above any real device's).
 const MAX_CONTROL_PAYLOAD: u32 = 1 << 20;
+/// Largest sum of the payloads of one ioctl: the core lets a program pass
+/// up to 1024 controls.
+const MAX_CONTROL_PAYLOADS: usize = 4 << 20;
 
 fn user_slice(ptr: u64, len: usize) -> Result<UserSlice> {
-    Ok(UserSlice::new(UserPtr::from_addr(usize::try_from(ptr)?), len))
+    Ok(UserSlice::new(
+        UserPtr::from_addr(usize::try_from(ptr)?),
+        len,
+    ))
 }
 
 /// The user pointers of the controls with a payload, by index.
@@ -46,18 +54,33 @@ impl Session {
         // SG entries, and copied back once it answered.
         let mut memory = KVec::new();
         let mut pointers = KVec::new();
+        let mut total = 0usize;
         for control in array.chunks(CONTROL_SIZE) {
             let size = get_u32(control, CTRL_SIZE).unwrap_or(0);
             if size == 0 {
                 continue;
             }
-            if size > MAX_CONTROL_PAYLOAD {
-                return Err(EINVAL);
+            let len = usize::try_from(size)?;
+            total = total.saturating_add(len);
+            if size > MAX_CONTROL_PAYLOAD || total > MAX_CONTROL_PAYLOADS {
+                crate::log::warn_limited!(
+                    "session {}: control payloads of {} bytes (one of {}) refused: at most {} each, {} in all",
+                    self.id,
+                    total,
+                    size,
+                    MAX_CONTROL_PAYLOAD,
+                    MAX_CONTROL_PAYLOADS
+                );
+                return Err(if size > MAX_CONTROL_PAYLOAD {
+                    EINVAL
+                } else {
+                    ENOMEM
+                });
             }
             let ptr = get_u64(control, CTRL_PTR).ok_or(EINVAL)?;
-            let len = usize::try_from(size)?;
+            // Accounted to the program's memory cgroup: it chose the sizes.
             let mut bytes = KVec::new();
-            bytes.resize(len, 0u8, GFP_KERNEL)?;
+            bytes.resize(len, 0u8, GFP_KERNEL_ACCOUNT)?;
             if code != ioctl::VIDIOC_G_EXT_CTRLS {
                 user_slice(ptr, len)?.reader().read_slice(&mut bytes)?;
             }
@@ -65,7 +88,11 @@ impl Session {
             pointers.push((ptr, len), GFP_KERNEL)?;
         }
         let mut pointer = [0u8; POINTER_SIZE];
-        pointer.copy_from_slice(ctrls.get(CTRLS_POINTER..CTRLS_POINTER + POINTER_SIZE).ok_or(EINVAL)?);
+        pointer.copy_from_slice(
+            ctrls
+                .get(CTRLS_POINTER..CTRLS_POINTER + POINTER_SIZE)
+                .ok_or(EINVAL)?,
+        );
         let saved_array_pointers = array_pointers(array)?;
         let result = self.exchange(code, ctrls, array, memory);
         // The core owns these pointers, whatever the device wrote.
@@ -78,8 +105,14 @@ impl Session {
         }
         restore_array_pointers(array, &saved_array_pointers);
         let (_, memory) = result?;
-        for ((ptr, len), bytes) in pointers.iter().zip(memory.iter()) {
-            user_slice(*ptr, *len)?.writer().write_slice(bytes.get(..*len).ok_or(EIO)?)?;
+        // Every payload comes back, or the ioctl did not work.
+        if memory.len() != pointers.len() {
+            return Err(EIO);
+        }
+        for ((ptr, len), mapped) in pointers.iter().zip(memory.iter()) {
+            user_slice(*ptr, *len)?
+                .writer()
+                .write_slice(mapped.bytes().get(..*len).ok_or(EIO)?)?;
         }
         Ok(())
     }

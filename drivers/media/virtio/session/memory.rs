@@ -9,6 +9,8 @@
 //! for a device without shared memory) and DMABUF buffers (dma-bufs of
 //! other guest drivers). [`Presented`] says which, per queue.
 
+#![forbid(unsafe_code)]
+
 use super::*;
 use crate::guest_mmap::USERPTR_TOKEN;
 
@@ -55,7 +57,13 @@ fn plane_memory(buf_type: u32, buf: &[u8], planes: &[u8]) -> Result<KVec<(u64, u
             memory.push((m, get_u32(plane, PLANE_LENGTH).ok_or(EINVAL)?), GFP_KERNEL)?;
         }
     } else {
-        memory.push((get_u64(buf, BUF_M).ok_or(EINVAL)?, get_u32(buf, BUF_LENGTH).ok_or(EINVAL)?), GFP_KERNEL)?;
+        memory.push(
+            (
+                get_u64(buf, BUF_M).ok_or(EINVAL)?,
+                get_u32(buf, BUF_LENGTH).ok_or(EINVAL)?,
+            ),
+            GFP_KERNEL,
+        )?;
     }
     Ok(memory)
 }
@@ -63,7 +71,14 @@ fn plane_memory(buf_type: u32, buf: &[u8], planes: &[u8]) -> Result<KVec<(u64, u
 /// Rewrites a buffer's memory type, each plane's `m` (from `values`) and,
 /// with `lengths`, each plane's length. For the multi-planar types the
 /// plane count becomes the number of values.
-fn present(memory: u32, buf_type: u32, buf: &mut [u8], planes: &mut [u8], values: &[u64], lengths: Option<&[u32]>) {
+fn present(
+    memory: u32,
+    buf_type: u32,
+    buf: &mut [u8],
+    planes: &mut [u8],
+    values: &[u64],
+    lengths: Option<&[u32]>,
+) {
     set_u32(buf, BUF_MEMORY, memory);
     if is_multiplanar(buf_type) {
         set_u32(buf, BUF_LENGTH, values.len().min(MAX_PLANES) as u32);
@@ -82,7 +97,11 @@ fn present(memory: u32, buf_type: u32, buf: &mut [u8], planes: &mut [u8], values
 }
 
 /// The mmap offsets and lengths of a guest-backed buffer's planes.
-fn guest_mmap_planes(kind: QueueKind, index: u32, owned: &[Arc<OwnedPages>]) -> Result<(KVec<u64>, KVec<u32>)> {
+fn guest_mmap_planes(
+    kind: QueueKind,
+    index: u32,
+    owned: &[Arc<OwnedPages>],
+) -> Result<(KVec<u64>, KVec<u32>)> {
     let mut offsets = KVec::with_capacity(owned.len(), GFP_KERNEL)?;
     let mut lengths = KVec::with_capacity(owned.len(), GFP_KERNEL)?;
     for (plane, pages) in owned.iter().enumerate() {
@@ -108,14 +127,23 @@ impl State {
         let queue = self.queue_ref(kind);
         match queue.presented {
             Presented::GuestMmap => {
-                if let Some(Ok((offsets, lengths))) =
-                    queue.mmap.planes(index).map(|owned| guest_mmap_planes(kind, index, owned))
+                if let Some(Ok((offsets, lengths))) = queue
+                    .mmap
+                    .planes(index)
+                    .map(|owned| guest_mmap_planes(kind, index, owned))
                 {
                     present(MEMORY_MMAP, buf_type, buf, planes, &offsets, Some(&lengths));
                 }
             }
             // The fds the program queued the dma-bufs with.
-            Presented::DmaBuf => present(MEMORY_DMABUF, buf_type, buf, planes, pointers.unwrap_or(&[0]), None),
+            Presented::DmaBuf => present(
+                MEMORY_DMABUF,
+                buf_type,
+                buf,
+                planes,
+                pointers.unwrap_or(&[0]),
+                None,
+            ),
             // The device must return user pointers unchanged, but need
             // not for QUERYBUF.
             Presented::AsIs => {
@@ -136,7 +164,13 @@ impl Session {
     /// REQBUFS and CREATE_BUFS. Buffers the device cannot have as they
     /// are (guest-backed MMAP, DMABUF) are asked for as USERPTR buffers;
     /// guest-backed memory is allocated once the device agreed.
-    pub(super) fn allocate_buffers(&self, code: u32, payload: &mut [u8], memory_at: usize, caps_at: usize) -> Result {
+    pub(super) fn allocate_buffers(
+        &self,
+        code: u32,
+        payload: &mut [u8],
+        memory_at: usize,
+        caps_at: usize,
+    ) -> Result {
         let memory = get_u32(payload, memory_at).ok_or(EINVAL)?;
         let presented = match memory {
             MEMORY_MMAP if self.dev.guest_mmap() => Presented::GuestMmap,
@@ -145,8 +179,13 @@ impl Session {
             MEMORY_DMABUF if self.dmabuf_supported() => Presented::DmaBuf,
             _ => return Err(EINVAL),
         };
-        let type_at = if code == ioctl::VIDIOC_REQBUFS { REQBUFS_TYPE } else { CREATE_TYPE };
+        let type_at = if code == ioctl::VIDIOC_REQBUFS {
+            REQBUFS_TYPE
+        } else {
+            CREATE_TYPE
+        };
         let kind = get_u32(payload, type_at).and_then(queue_of).ok_or(EINVAL)?;
+        let _ordered = self.buffer_lock(kind).lock();
         if code == ioctl::VIDIOC_CREATE_BUFS {
             // The device cannot tell the kinds of USERPTR buffers apart.
             let state = self.state.lock();
@@ -177,11 +216,21 @@ impl Session {
         }
         set_u32(payload, memory_at, memory);
         result?;
+        if let Err(e) = self.check_buffer_count(code, payload) {
+            if code == ioctl::VIDIOC_REQBUFS {
+                self.free_device_buffers(payload);
+            }
+            return Err(e);
+        }
         self.after_success(code, payload);
         self.state.lock().queue(kind).presented = presented;
         if presented == Presented::GuestMmap {
             if let Err(e) = self.allocate_guest_mmap(code, kind, payload) {
-                pr_warn!("no memory for the MMAP buffers of session {}: {:?}\n", self.id, e);
+                pr_warn!(
+                    "no memory for the MMAP buffers of session {}: {:?}\n",
+                    self.id,
+                    e
+                );
                 if code == ioctl::VIDIOC_REQBUFS {
                     self.free_device_buffers(payload);
                 }
@@ -191,6 +240,30 @@ impl Session {
         Ok(())
     }
 
+    /// A device may not give a queue more than [`MAX_BUFFERS`] buffers: the
+    /// driver keeps state per buffer.
+    fn check_buffer_count(&self, code: u32, payload: &[u8]) -> Result {
+        let end = if code == ioctl::VIDIOC_REQBUFS {
+            get_u32(payload, REQBUFS_COUNT)
+        } else {
+            get_u32(payload, CREATE_INDEX)
+                .zip(get_u32(payload, CREATE_COUNT))
+                .and_then(|(index, count)| index.checked_add(count))
+        };
+        match end {
+            Some(end) if end <= MAX_BUFFERS => Ok(()),
+            _ => {
+                pr_err!(
+                    "device gave session {} buffers up to {:?}, more than the driver's {}; refused\n",
+                    self.id,
+                    end,
+                    MAX_BUFFERS
+                );
+                Err(EIO)
+            }
+        }
+    }
+
     /// Allocates the memory of the guest-backed MMAP buffers the device
     /// just agreed to, sized by the format (the queue's, for REQBUFS).
     fn allocate_guest_mmap(&self, code: u32, kind: QueueKind, payload: &[u8]) -> Result {
@@ -198,9 +271,14 @@ impl Session {
             let mut format = [0u8; core::mem::size_of::<ffi::v4l2_format>()];
             format[..4].copy_from_slice(payload.get(REQBUFS_TYPE..REQBUFS_TYPE + 4).ok_or(EINVAL)?);
             self.transact(ioctl::VIDIOC_G_FMT, &mut format, &mut [])?;
-            (0, get_u32(payload, REQBUFS_COUNT).ok_or(EINVAL)?, guest_mmap::plane_sizes(&format))
+            (
+                0,
+                get_u32(payload, REQBUFS_COUNT).ok_or(EINVAL)?,
+                guest_mmap::plane_sizes(&format),
+            )
         } else {
-            let format = payload.get(CREATE_FORMAT..CREATE_FORMAT + core::mem::size_of::<ffi::v4l2_format>());
+            let format = payload
+                .get(CREATE_FORMAT..CREATE_FORMAT + core::mem::size_of::<ffi::v4l2_format>());
             (
                 get_u32(payload, CREATE_INDEX).ok_or(EINVAL)?,
                 get_u32(payload, CREATE_COUNT).ok_or(EINVAL)?,
@@ -211,7 +289,29 @@ impl Session {
             return Ok(());
         }
         let sizes = sizes.ok_or(EINVAL)?;
-        self.state.lock().queue(kind).mmap.allocate(first, count, &sizes)
+        let mut state = self.state.lock();
+        let queue = state.queue(kind);
+        // The device chose the sizes and the program the count: bounded.
+        let total = sizes
+            .iter()
+            .try_fold(0u64, |sum, &size| sum.checked_add(u64::from(size)))
+            .and_then(|buffer| buffer.checked_mul(u64::from(count)))
+            .and_then(|added| added.checked_add(queue.mmap.bytes()));
+        match total {
+            Some(total) if total <= guest_mmap::MAX_QUEUE_BYTES => {
+                queue.mmap.allocate(first, count, &sizes)
+            }
+            _ => {
+                crate::log::warn_limited!(
+                    "session {}: {} MMAP buffers of {:?} bytes would exceed the {} bytes a queue may have in guest memory",
+                    self.id,
+                    count,
+                    sizes.as_slice(),
+                    guest_mmap::MAX_QUEUE_BYTES
+                );
+                Err(ENOMEM)
+            }
+        }
     }
 
     /// Frees the device's buffers of a REQBUFS whose memory the driver
@@ -230,7 +330,39 @@ impl Session {
     /// for the device, described after the planes, and held until the
     /// device returns the buffer or the queue stops. Returns how many
     /// trailer bytes the device wrote.
-    pub(super) fn queue_buffer(&self, code: u32, kind: QueueKind, buf: &mut [u8], planes: &mut [u8]) -> Result<usize> {
+    pub(super) fn queue_buffer(
+        &self,
+        code: u32,
+        kind: QueueKind,
+        buf: &mut [u8],
+        planes: &mut [u8],
+    ) -> Result<usize> {
+        let _ordered = self.buffer_lock(kind).lock();
+        let index = get_u32(buf, BUF_INDEX).ok_or(EINVAL)?;
+        if code != ioctl::VIDIOC_QBUF {
+            return self.send_buffer(code, kind, buf, planes);
+        }
+        // Counted as queued before the device hears of it: it may return
+        // the buffer before it answers.
+        if !self.state.lock().queue(kind).queued.insert(index)? {
+            // vb2 refuses a buffer that is queued already.
+            return Err(EINVAL);
+        }
+        let result = self.send_buffer(code, kind, buf, planes);
+        if result.is_err() {
+            self.state.lock().queue(kind).queued.remove(index);
+        }
+        result
+    }
+
+    /// Sends a QBUF or PREPARE_BUF (see [`Session::queue_buffer`]).
+    fn send_buffer(
+        &self,
+        code: u32,
+        kind: QueueKind,
+        buf: &mut [u8],
+        planes: &mut [u8],
+    ) -> Result<usize> {
         let buf_type = get_u32(buf, BUF_TYPE).ok_or(EINVAL)?;
         let index = get_u32(buf, BUF_INDEX).ok_or(EINVAL)?;
         let memory = get_u32(buf, BUF_MEMORY).ok_or(EINVAL)?;
@@ -243,7 +375,7 @@ impl Session {
             (MEMORY_MMAP, Presented::AsIs) => return self.transact(code, buf, planes),
             (MEMORY_USERPTR, Presented::AsIs) if userptr_enabled() => {
                 let user = plane_memory(buf_type, buf, planes)?;
-                let memory = GuestBuffer::pin_user(self.dev.clone(), &user, device_writes)?;
+                let memory = GuestBuffer::pin_user(&self.dev, &user, device_writes)?;
                 let mut pointers = KVec::with_capacity(user.len(), GFP_KERNEL)?;
                 for (ptr, _) in user.iter() {
                     pointers.push(*ptr, GFP_KERNEL)?;
@@ -252,8 +384,16 @@ impl Session {
             }
             (MEMORY_MMAP, Presented::GuestMmap) => {
                 let mut owned = KVec::new();
-                owned.extend_from_slice(self.state.lock().queue_ref(kind).mmap.planes(index).ok_or(EINVAL)?, GFP_KERNEL)?;
-                let memory = GuestBuffer::map_driver(self.dev.clone(), &owned, device_writes)?;
+                owned.extend_from_slice(
+                    self.state
+                        .lock()
+                        .queue_ref(kind)
+                        .mmap
+                        .planes(index)
+                        .ok_or(EINVAL)?,
+                    GFP_KERNEL,
+                )?;
+                let memory = GuestBuffer::map_driver(&self.dev, &owned, device_writes)?;
                 let (offsets, lengths) = guest_mmap_planes(kind, index, &owned)?;
                 (memory, offsets, Some(lengths))
             }
@@ -265,13 +405,16 @@ impl Session {
                     fds.push((m as u32 as i32, length), GFP_KERNEL)?;
                     pointers.push(u64::from(m as u32), GFP_KERNEL)?;
                 }
-                let (memory, lengths) = GuestBuffer::import_dmabufs(self.dev.clone(), &fds, device_writes)?;
+                let (memory, lengths) =
+                    GuestBuffer::import_dmabufs(&self.dev, &fds, device_writes)?;
                 (memory, pointers, Some(lengths))
             }
             _ => return Err(EINVAL),
         };
         let planes = if is_multiplanar(buf_type) {
-            planes.get_mut(..pointers.len() * PLANE_SIZE).ok_or(EINVAL)?
+            planes
+                .get_mut(..pointers.len() * PLANE_SIZE)
+                .ok_or(EINVAL)?
         } else {
             &mut planes[..0]
         };
@@ -282,7 +425,14 @@ impl Session {
             for value in pointers.iter() {
                 tokens.push(USERPTR_TOKEN | value, GFP_KERNEL)?;
             }
-            present(MEMORY_USERPTR, buf_type, buf, planes, &tokens, lengths.as_deref());
+            present(
+                MEMORY_USERPTR,
+                buf_type,
+                buf,
+                planes,
+                &tokens,
+                lengths.as_deref(),
+            );
         }
         self.hold_and_send(code, kind, index, buf, planes, held, pointers)
     }
@@ -302,8 +452,8 @@ impl Session {
     ) -> Result<usize> {
         let sg_entries = memory.sg_entries()?;
         let mut state = self.state.lock();
-        if state.device_reset || state.closed {
-            return Err(ENODEV);
+        if state.device_reset || state.closed || state.failed.is_some() {
+            return Err(self.dev.check_usable().err().unwrap_or(EIO));
         }
         let prepare = code == ioctl::VIDIOC_PREPARE_BUF;
         let (serial, replaced) = state.held.insert(kind, index, prepare, pointers, memory)?;
@@ -311,7 +461,14 @@ impl Session {
         drop(replaced);
         // Uninterruptible: a QBUF the device may still be handling must
         // keep its pages, so only the device's own answer releases them.
-        let response = self.send_ioctl(code, buf, planes, &sg_entries, KVec::new(), Wait::Uninterruptible)?;
+        let response = self.send_ioctl(
+            code,
+            buf,
+            planes,
+            &sg_entries,
+            KVec::new(),
+            Wait::Uninterruptible,
+        )?;
         let result = read_response(code, response, buf, planes).map(|(written, _)| written);
         if result.is_err() {
             let refused = self.state.lock().held.remove_serial(serial);
@@ -323,7 +480,13 @@ impl Session {
     /// EXPBUF: a dma-buf of a guest-backed MMAP buffer plane. The device's
     /// own MMAP buffers (in its shared memory) cannot be exported: the
     /// ioctl is disabled on such a device's node.
-    pub(crate) fn export_buffer(&self, buf_type: u32, index: u32, plane: u32, flags: u32) -> Result<i32> {
+    pub(crate) fn export_buffer(
+        &self,
+        buf_type: u32,
+        index: u32,
+        plane: u32,
+        flags: u32,
+    ) -> Result<i32> {
         self.check_usable()?;
         if flags & !(ffi::O_CLOEXEC | ffi::O_ACCMODE) != 0 {
             return Err(EINVAL);
@@ -337,7 +500,12 @@ impl Session {
                 return Err(EINVAL);
             }
             let plane = usize::try_from(plane)?;
-            queue.mmap.planes(index).and_then(|p| p.get(plane)).ok_or(EINVAL)?.clone()
+            queue
+                .mmap
+                .planes(index)
+                .and_then(|p| p.get(plane))
+                .ok_or(EINVAL)?
+                .clone()
         };
         pages.export(flags)
     }
@@ -348,9 +516,16 @@ impl Session {
         self.check_usable()?;
         let (kind, index, plane) = guest_mmap::decode_offset(offset).ok_or(EINVAL)?;
         let state = self.state.lock();
-        let pages = state.queue_ref(kind).mmap.planes(index).and_then(|p| p.get(plane)).ok_or(EINVAL)?;
+        let pages = state
+            .queue_ref(kind)
+            .mmap
+            .planes(index)
+            .and_then(|p| p.get(plane))
+            .ok_or(EINVAL)?;
         let page = kernel::page::PAGE_SIZE as u64;
-        let mappable = (pages.len() as u64).checked_next_multiple_of(page).ok_or(EINVAL)?;
+        let mappable = (pages.len() as u64)
+            .checked_next_multiple_of(page)
+            .ok_or(EINVAL)?;
         if len > mappable {
             return Err(EINVAL);
         }

@@ -3,6 +3,8 @@
 //! The stream state of a session's queue: which buffers came back and in
 //! what order, what DQBUF may take, and what the device must not send.
 
+#![forbid(unsafe_code)]
+
 use super::*;
 
 /// Which of a session's two queues a buffer type belongs to.
@@ -27,6 +29,54 @@ pub(super) fn is_multiplanar(buf_type: u32) -> bool {
         || buf_type == ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE
 }
 
+/// Most buffers a queue may have: a device that reports more is broken.
+/// (vb2 allows 32 per queue by default; CREATE_BUFS may add more.)
+pub(crate) const MAX_BUFFERS: u32 = 1024;
+
+/// Buffer indexes, as a bit set sized to the queue's buffers.
+#[derive(Default)]
+pub(crate) struct IndexSet {
+    words: KVec<u64>,
+}
+
+impl IndexSet {
+    fn word(index: u32) -> (usize, u64) {
+        ((index / 64) as usize, 1 << (index % 64))
+    }
+
+    /// Adds `index`; `false` if it was there already. Indexes of
+    /// [`MAX_BUFFERS`] and above are refused (`EINVAL`).
+    pub(crate) fn insert(&mut self, index: u32) -> Result<bool> {
+        if index >= MAX_BUFFERS {
+            return Err(EINVAL);
+        }
+        let (at, bit) = Self::word(index);
+        if self.words.len() <= at {
+            self.words.resize(at + 1, 0, GFP_KERNEL)?;
+        }
+        let word = self.words.get_mut(at).ok_or(EINVAL)?;
+        let added = *word & bit == 0;
+        *word |= bit;
+        Ok(added)
+    }
+
+    /// Removes `index`; whether it was there.
+    pub(crate) fn remove(&mut self, index: u32) -> bool {
+        let (at, bit) = Self::word(index);
+        match self.words.get_mut(at) {
+            Some(word) if *word & bit != 0 => {
+                *word &= !bit;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.words.clear();
+    }
+}
+
 /// A buffer the device returned, waiting for DQBUF.
 pub(crate) struct DoneBuffer {
     pub(super) buffer: [u8; BUFFER_SIZE],
@@ -39,6 +89,9 @@ pub(crate) struct QueueState {
     pub(super) streaming: bool,
     /// Buffers allocated by REQBUFS and CREATE_BUFS.
     pub(super) num_buffers: u32,
+    /// Buffers queued to the device and not returned yet: the only ones a
+    /// DQBUF event may bring back.
+    pub(super) queued: IndexSet,
     /// Returned buffers, oldest first.
     pub(super) done: KVec<KBox<DoneBuffer>>,
     /// A buffer flagged LAST was dequeued: DQBUF says EPIPE until restart.
@@ -53,25 +106,45 @@ pub(crate) struct QueueState {
 }
 
 impl QueueState {
+    /// The stream stopped (STREAMOFF, REQBUFS(0)): the device holds none of
+    /// the queue's buffers any more.
     pub(super) fn stop(&mut self) {
         self.streaming = false;
         self.done.clear();
+        self.queued.clear();
         self.last_dequeued = false;
         self.queued = 0;
     }
 
     /// A buffer the device returned: kept for DQBUF while streaming,
-    /// dropped after STREAMOFF (as V4L2 does), refused if never allocated.
+    /// dropped after STREAMOFF (as V4L2 does), refused if never allocated
+    /// or not queued (so the buffers waiting for DQBUF are at most the
+    /// queue's buffers, whatever the device sends).
     pub(super) fn accept(&mut self, done: KBox<DoneBuffer>) -> Result<(), BadEvent> {
-        let index = get_u32(&done.buffer, BUF_INDEX).unwrap_or(u32::MAX);
+        self.claim(get_u32(&done.buffer, BUF_INDEX).unwrap_or(u32::MAX))?;
+        self.keep(done)
+    }
+
+    /// The device returned buffer `index`: it must be one it holds.
+    pub(super) fn claim(&mut self, index: u32) -> Result<(), BadEvent> {
         if index >= self.num_buffers {
             return Err(BadEvent::BufferIndex {
                 index,
                 allocated: self.num_buffers,
             });
         }
+        if !self.queued.remove(index) {
+            return Err(BadEvent::NotQueued(index));
+        }
+        Ok(())
+    }
+
+    /// Keeps a claimed buffer for DQBUF while streaming.
+    pub(super) fn keep(&mut self, done: KBox<DoneBuffer>) -> Result<(), BadEvent> {
         if self.streaming {
-            self.done.push(done, GFP_KERNEL).map_err(|_| BadEvent::NotReady)?;
+            self.done
+                .push(done, GFP_KERNEL)
+                .map_err(|_| BadEvent::NotReady)?;
         }
         Ok(())
     }
@@ -79,7 +152,11 @@ impl QueueState {
     /// What DQBUF can do now: take the oldest returned buffer (`Some`),
     /// fail, or wait (`None`). `plane_capacity` is the caller's planes array
     /// length for multi-planar types.
-    pub(super) fn dequeue(&mut self, kind: QueueKind, plane_capacity: Option<u32>) -> Result<Option<KBox<DoneBuffer>>> {
+    pub(super) fn dequeue(
+        &mut self,
+        kind: QueueKind,
+        plane_capacity: Option<u32>,
+    ) -> Result<Option<KBox<DoneBuffer>>> {
         if !self.streaming {
             return Err(EINVAL);
         }
@@ -107,10 +184,16 @@ impl QueueState {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum BadEvent {
     BufferType(u32),
-    BufferIndex { index: u32, allocated: u32 },
+    BufferIndex {
+        index: u32,
+        allocated: u32,
+    },
     PlaneCount(u32),
-    /// A USERPTR buffer the session has not queued.
+    /// A buffer the session has not queued (or the device already
+    /// returned).
     NotQueued(u32),
+    /// A USERPTR buffer whose memory the driver does not hold.
+    NotHeld(u32),
     NotReady,
 }
 
@@ -137,9 +220,20 @@ mod tests {
         get_u32(&done.buffer, BUF_INDEX)
     }
 
+    fn queued(q: &mut QueueState, indexes: &[u32]) {
+        for &i in indexes {
+            assert_eq!(q.queued.insert(i), Ok(true));
+        }
+    }
+
     #[test]
     fn buffers_come_back_in_order_while_streaming() {
-        let mut q = QueueState { num_buffers: 4, streaming: true, ..Default::default() };
+        let mut q = QueueState {
+            num_buffers: 4,
+            streaming: true,
+            ..Default::default()
+        };
+        queued(&mut q, &[2, 0]);
         assert_eq!(q.accept(returned(2, 0, 1)), Ok(()));
         assert_eq!(q.accept(returned(0, 0, 1)), Ok(()));
         let first = q.dequeue(QueueKind::Capture, Some(8)).expect("dequeue");
@@ -152,7 +246,11 @@ mod tests {
 
     #[test]
     fn bad_and_stale_buffers_are_refused_or_dropped() {
-        let mut q = QueueState { num_buffers: 2, ..Default::default() };
+        let mut q = QueueState {
+            num_buffers: 2,
+            ..Default::default()
+        };
+        queued(&mut q, &[1, 0]);
         // Not streaming: a late buffer is dropped, DQBUF says EINVAL.
         assert_eq!(q.accept(returned(1, 0, 1)), Ok(()));
         assert!(q.done.is_empty());
@@ -161,7 +259,10 @@ mod tests {
         q.streaming = true;
         assert_eq!(
             q.accept(returned(2, 0, 1)),
-            Err(BadEvent::BufferIndex { index: 2, allocated: 2 })
+            Err(BadEvent::BufferIndex {
+                index: 2,
+                allocated: 2
+            })
         );
         // A plane array too small for the buffer: EINVAL, buffer kept.
         assert_eq!(q.accept(returned(0, 0, 3)), Ok(()));
@@ -171,7 +272,12 @@ mod tests {
 
     #[test]
     fn last_buffer_then_epipe_until_restart() {
-        let mut q = QueueState { num_buffers: 2, streaming: true, ..Default::default() };
+        let mut q = QueueState {
+            num_buffers: 2,
+            streaming: true,
+            ..Default::default()
+        };
+        queued(&mut q, &[0]);
         assert_eq!(q.accept(returned(0, ffi::V4L2_BUF_FLAG_LAST, 1)), Ok(()));
         assert!(matches!(q.dequeue(QueueKind::Capture, None), Ok(Some(_))));
         assert_eq!(q.dequeue(QueueKind::Capture, None).err(), Some(EPIPE));
@@ -180,17 +286,69 @@ mod tests {
         q.streaming = true;
         assert!(matches!(q.dequeue(QueueKind::Capture, None), Ok(None)));
         // LAST on an output queue means nothing special.
-        let mut out = QueueState { num_buffers: 1, streaming: true, ..Default::default() };
+        let mut out = QueueState {
+            num_buffers: 1,
+            streaming: true,
+            ..Default::default()
+        };
+        queued(&mut out, &[0]);
         assert_eq!(out.accept(returned(0, ffi::V4L2_BUF_FLAG_LAST, 1)), Ok(()));
         assert!(matches!(out.dequeue(QueueKind::Output, None), Ok(Some(_))));
         assert!(matches!(out.dequeue(QueueKind::Output, None), Ok(None)));
     }
 
     #[test]
+    fn only_queued_buffers_come_back_and_only_once() {
+        let mut q = QueueState {
+            num_buffers: 4,
+            streaming: true,
+            ..Default::default()
+        };
+        // Never queued: refused, nothing kept.
+        assert_eq!(q.accept(returned(1, 0, 1)), Err(BadEvent::NotQueued(1)));
+        assert!(q.done.is_empty());
+        // Queued once, returned twice: the second is refused, so a device
+        // repeating an index cannot grow the done list.
+        queued(&mut q, &[1]);
+        assert_eq!(q.accept(returned(1, 0, 1)), Ok(()));
+        assert_eq!(q.accept(returned(1, 0, 1)), Err(BadEvent::NotQueued(1)));
+        assert_eq!(q.done.len(), 1);
+        // STREAMOFF: the device holds nothing any more.
+        queued(&mut q, &[2, 3]);
+        q.stop();
+        q.streaming = true;
+        assert_eq!(q.accept(returned(2, 0, 1)), Err(BadEvent::NotQueued(2)));
+    }
+
+    #[test]
+    fn index_sets_grow_and_refuse_out_of_range() -> Result {
+        let mut set = IndexSet::default();
+        assert_eq!(set.insert(0), Ok(true));
+        assert_eq!(set.insert(0), Ok(false));
+        assert_eq!(set.insert(MAX_BUFFERS - 1), Ok(true));
+        assert_eq!(set.insert(MAX_BUFFERS), Err(EINVAL));
+        assert!(set.remove(MAX_BUFFERS - 1));
+        assert!(!set.remove(MAX_BUFFERS - 1));
+        assert!(!set.remove(u32::MAX));
+        set.clear();
+        assert!(!set.remove(0));
+        Ok(())
+    }
+
+    #[test]
     fn buffer_types_map_to_queues() {
-        assert_eq!(queue_of(ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE), Some(QueueKind::Capture));
-        assert_eq!(queue_of(ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT), Some(QueueKind::Output));
-        assert_eq!(queue_of(ffi::v4l2_buf_type_V4L2_BUF_TYPE_META_OUTPUT), Some(QueueKind::Output));
+        assert_eq!(
+            queue_of(ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE),
+            Some(QueueKind::Capture)
+        );
+        assert_eq!(
+            queue_of(ffi::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT),
+            Some(QueueKind::Output)
+        );
+        assert_eq!(
+            queue_of(ffi::v4l2_buf_type_V4L2_BUF_TYPE_META_OUTPUT),
+            Some(QueueKind::Output)
+        );
         assert_eq!(queue_of(0), None);
         assert_eq!(queue_of(0x80), None);
     }

@@ -120,7 +120,12 @@ impl ImportedDmaBuf {
         let mut lens = KVec::from_elem(0u32, count, GFP_KERNEL)?;
         // SAFETY: `sgt` is live; both arrays hold `count` elements.
         let found = unsafe {
-            ffi::virtio_media_sgt_dma_segments(self.sgt.as_ptr(), addrs.as_mut_ptr(), lens.as_mut_ptr(), count as u32)
+            ffi::virtio_media_sgt_dma_segments(
+                self.sgt.as_ptr(),
+                addrs.as_mut_ptr(),
+                lens.as_mut_ptr(),
+                count as u32,
+            )
         } as usize;
         let mut segments = KVec::with_capacity(found.min(count), GFP_KERNEL)?;
         for (addr, len) in addrs.iter().zip(lens.iter()).take(found) {
@@ -135,7 +140,11 @@ impl Drop for ImportedDmaBuf {
         // SAFETY: By the type invariant, each of these is ours and undone
         // once, in the reverse order of `import`.
         unsafe {
-            ffi::dma_buf_unmap_attachment_unlocked(self.attach.as_ptr(), self.sgt.as_ptr(), self.dir);
+            ffi::dma_buf_unmap_attachment_unlocked(
+                self.attach.as_ptr(),
+                self.sgt.as_ptr(),
+                self.dir,
+            );
             ffi::dma_buf_detach(self.buf.as_ptr(), self.attach.as_ptr());
             ffi::dma_buf_put(self.buf.as_ptr());
         }

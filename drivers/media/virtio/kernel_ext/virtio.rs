@@ -5,8 +5,10 @@
 //! Linux 7.3 has no virtio abstractions in the kernel crate, so this module
 //! is the boundary: raw pointers stay here and in `ffi`.
 
+pub(crate) mod virtqueue;
+
 use crate::ffi;
-use crate::virtqueue::{Chain, Virtqueue};
+use virtqueue::{Chain, Virtqueue};
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
     error::to_result,
@@ -203,7 +205,9 @@ impl Device {
         };
         // SAFETY: Both queues were just created, live until `del_vqs`, and
         // only the returned wrappers add buffers to them.
-        let queues = unsafe { Virtqueue::from_raw(commandq).and_then(|c| Ok((c, Virtqueue::from_raw(eventq)?))) };
+        let queues = unsafe {
+            Virtqueue::from_raw(commandq).and_then(|c| Ok((c, Virtqueue::from_raw(eventq)?)))
+        };
         if queues.is_err() {
             self.del_vqs::<H>();
         }
@@ -232,11 +236,15 @@ impl Device {
         unsafe { ffi::virtio_media_device_ready(self.as_raw()) };
     }
 
-    /// Resets the device: it stops using every buffer and raises no more
-    /// interrupts.
-    pub(crate) fn reset(&self) {
-        // SAFETY: `self` is valid.
-        unsafe { ffi::virtio_reset_device(self.as_raw()) };
+    /// A handle to reset the device from outside its bus callbacks.
+    ///
+    /// # Safety
+    ///
+    /// The handle must be dropped before `remove` returns for this device.
+    pub(crate) unsafe fn bound(&self) -> BoundDevice {
+        // INVARIANT: The device is bound now; the caller drops the handle
+        // before it is unbound.
+        BoundDevice(NonNull::from(&self.0).cast())
     }
 
     /// Shared-memory region `id`, if the device has one.
@@ -251,10 +259,32 @@ impl Device {
     }
 }
 
+/// A bound virtio device, held by the driver between probe and remove.
+///
+/// # Invariants
+///
+/// `0` is a device bound to this driver for as long as the handle exists.
+pub(crate) struct BoundDevice(NonNull<ffi::virtio_device>);
+
+// SAFETY: The device may be reset from any thread; the driver serialises
+// resets with its own lock.
+unsafe impl Send for BoundDevice {}
+// SAFETY: As above.
+unsafe impl Sync for BoundDevice {}
+
+impl BoundDevice {
+    /// Resets the device: it stops using every buffer and raises no more
+    /// interrupts.
+    pub(crate) fn reset(&self) {
+        // SAFETY: The device is bound (invariant).
+        unsafe { ffi::virtio_reset_device(self.0.as_ptr()) };
+    }
+}
+
 /// What the virtqueue interrupts call; runs in interrupt context.
 pub(crate) trait QueueHandler: Send + Sync + 'static {
     /// The device returned commandq chains.
-    fn commandq_done(&self);
+    fn commandq_done(this: ArcBorrow<'_, Self>);
     /// The device returned eventq buffers.
     fn eventq_done(this: ArcBorrow<'_, Self>);
 }
@@ -277,7 +307,7 @@ unsafe fn handler_of<'a, H: QueueHandler>(vq: *mut ffi::virtqueue) -> ArcBorrow<
 /// Only virtio calls this, for the commandq `find_vqs::<H>` created.
 unsafe extern "C" fn commandq_trampoline<H: QueueHandler>(vq: *mut ffi::virtqueue) {
     // SAFETY: See the function's safety section.
-    unsafe { handler_of::<H>(vq) }.commandq_done();
+    H::commandq_done(unsafe { handler_of::<H>(vq) });
 }
 
 /// # Safety

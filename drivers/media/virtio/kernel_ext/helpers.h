@@ -9,6 +9,7 @@
 #include <linux/types.h>
 #include <linux/virtio_config.h>
 #include <linux/dma-direction.h>
+#include <linux/mm_types.h>
 
 int virtio_media_register_driver(struct virtio_driver *drv);
 void virtio_media_unregister_driver(struct virtio_driver *drv);
@@ -39,8 +40,16 @@ unsigned long virtio_media_vma_len(struct vm_area_struct *vma);
 bool virtio_media_vma_shared(struct vm_area_struct *vma);
 bool virtio_media_vma_writable(struct vm_area_struct *vma);
 void *virtio_media_vma_private(struct vm_area_struct *vma);
-int virtio_media_vma_map(struct vm_area_struct *vma, u64 phys,
-			 const struct vm_operations_struct *ops, void *private_data);
+struct vm_fault;
+struct inode;
+void virtio_media_vma_setup_pfnmap(struct vm_area_struct *vma,
+				   const struct vm_operations_struct *ops, void *private_data);
+struct vm_area_struct *virtio_media_vmf_vma(struct vm_fault *vmf);
+vm_fault_t virtio_media_vma_insert_pfns(struct vm_fault *vmf, u64 phys, unsigned long pgoff,
+					u64 len);
+struct inode *virtio_media_file_inode_get(struct file *file);
+void virtio_media_inode_put(struct inode *inode);
+void virtio_media_inode_unmap_all(struct inode *inode);
 int virtio_media_vma_map_pages(struct vm_area_struct *vma, struct page **pages, unsigned long count);
 
 struct device *virtio_media_dmabuf_device(struct virtqueue *vq);

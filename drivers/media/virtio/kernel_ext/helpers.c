@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 #include <linux/dma-buf.h>
+#include <linux/fs.h>
 #include <linux/iommu.h>
 #include <linux/mm.h>
 #include <linux/scatterlist.h>
@@ -90,23 +91,74 @@ void *virtio_media_vma_private(struct vm_area_struct *vma)
 	return vma->vm_private_data;
 }
 
-/*
- * Maps the physical range at @phys over the whole of @vma (the caller checked
- * it lies in the device's shared-memory region) and attaches @ops.
- */
-int virtio_media_vma_map(struct vm_area_struct *vma, u64 phys,
-			 const struct vm_operations_struct *ops, void *private_data)
+/* A mapping made read-only stays so: mprotect() cannot make it writable. */
+static void virtio_media_vma_keep_readonly(struct vm_area_struct *vma)
 {
-	int ret;
+	if (!(vma->vm_flags & VM_WRITE))
+		vm_flags_clear(vma, VM_MAYWRITE);
+}
 
-	vm_flags_set(vma, VM_IO | VM_DONTEXPAND | VM_DONTDUMP);
-	ret = io_remap_pfn_range(vma, vma->vm_start, PHYS_PFN(phys),
-				 vma->vm_end - vma->vm_start, vma->vm_page_prot);
-	if (ret)
-		return ret;
+/*
+ * Sets @vma up to map device memory page by page from @ops->fault (see
+ * virtio_media_vma_insert_pfns), so that the driver can refuse faults and
+ * zap the mapping once the device is gone.
+ */
+void virtio_media_vma_setup_pfnmap(struct vm_area_struct *vma,
+				   const struct vm_operations_struct *ops, void *private_data)
+{
+	vm_flags_set(vma, VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP);
+	virtio_media_vma_keep_readonly(vma);
 	vma->vm_private_data = private_data;
 	vma->vm_ops = ops;
-	return 0;
+}
+
+struct vm_area_struct *virtio_media_vmf_vma(struct vm_fault *vmf)
+{
+	return vmf->vma;
+}
+
+/*
+ * Fault handler body: maps the whole of the faulting VMA, page by page, to
+ * @len bytes of device memory at @phys, which the original mapping saw at
+ * page offset @pgoff (a VMA split later has a larger vm_pgoff). Pages
+ * beyond @len get SIGBUS.
+ */
+vm_fault_t virtio_media_vma_insert_pfns(struct vm_fault *vmf, u64 phys, unsigned long pgoff,
+					u64 len)
+{
+	struct vm_area_struct *vma = vmf->vma;
+	unsigned long addr;
+	vm_fault_t ret;
+
+	if (vma->vm_pgoff < pgoff)
+		return VM_FAULT_SIGBUS;
+	for (addr = vma->vm_start; addr < vma->vm_end; addr += PAGE_SIZE) {
+		u64 offset = ((u64)(vma->vm_pgoff - pgoff) << PAGE_SHIFT) + (addr - vma->vm_start);
+
+		if (offset >= len)
+			return VM_FAULT_SIGBUS;
+		ret = vmf_insert_pfn(vma, addr, PHYS_PFN(phys + offset));
+		if (ret & VM_FAULT_ERROR)
+			return ret;
+	}
+	return VM_FAULT_NOPAGE;
+}
+
+/* The inode a file was opened through, with a reference for the caller. */
+struct inode *virtio_media_file_inode_get(struct file *file)
+{
+	return igrab(file_inode(file));
+}
+
+void virtio_media_inode_put(struct inode *inode)
+{
+	iput(inode);
+}
+
+/* Removes every user mapping of @inode's pages: later touches fault. */
+void virtio_media_inode_unmap_all(struct inode *inode)
+{
+	unmap_mapping_range(inode->i_mapping, 0, 0, 1);
 }
 
 struct workqueue_struct *virtio_media_alloc_workqueue(void)
@@ -129,6 +181,7 @@ dma_addr_t virtio_media_map_page(struct virtqueue *vq, struct page *page, size_t
 int virtio_media_vma_map_pages(struct vm_area_struct *vma, struct page **pages, unsigned long count)
 {
 	vm_flags_set(vma, VM_DONTEXPAND | VM_DONTDUMP);
+	virtio_media_vma_keep_readonly(vma);
 	return vm_map_pages_zero(vma, pages, count);
 }
 

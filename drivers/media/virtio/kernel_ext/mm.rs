@@ -63,7 +63,7 @@ impl PinnedPages {
         let first = addr - offset;
         let end = addr.checked_add(len).ok_or(EFAULT)?;
         let count = (end - first).div_ceil(PAGE_SIZE);
-        let mut pages = KVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL)?;
+        let mut pages = KVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL_ACCOUNT)?;
         let mut flags = ffi::FOLL_LONGTERM;
         if device_writes {
             flags |= ffi::FOLL_WRITE;
@@ -76,7 +76,12 @@ impl PinnedPages {
             // SAFETY: `slots` has room for `want` page pointers; the user
             // range is checked by the callee.
             let ret = unsafe {
-                ffi::pin_user_pages_fast(first + pinned * PAGE_SIZE, want, flags, slots.as_mut_ptr())
+                ffi::pin_user_pages_fast(
+                    first + pinned * PAGE_SIZE,
+                    want,
+                    flags,
+                    slots.as_mut_ptr(),
+                )
             };
             match usize::try_from(ret) {
                 Ok(0) => {
@@ -127,7 +132,13 @@ impl Drop for PinnedPages {
     fn drop(&mut self) {
         // SAFETY: By the type invariant, `pages` are pinned by us and still
         // pinned.
-        unsafe { ffi::unpin_user_pages_dirty_lock(self.pages.as_mut_ptr(), self.pages.len(), self.device_writes) };
+        unsafe {
+            ffi::unpin_user_pages_dirty_lock(
+                self.pages.as_mut_ptr(),
+                self.pages.len(),
+                self.device_writes,
+            )
+        };
     }
 }
 
@@ -145,9 +156,14 @@ impl OwnedPages {
             return Err(EINVAL);
         }
         let count = len.div_ceil(PAGE_SIZE);
-        let mut pages = KVec::with_capacity(count, GFP_KERNEL)?;
+        // Accounted to the program's memory cgroup: a program asks for
+        // these buffers.
+        let mut pages = KVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
         for _ in 0..count {
-            pages.push(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?, GFP_KERNEL)?;
+            pages.push(
+                Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?,
+                GFP_KERNEL_ACCOUNT,
+            )?;
         }
         Ok(Self { pages, len })
     }

@@ -28,14 +28,28 @@ use kernel::{
 // through as they are, so it only builds for 64-bit kernels.
 const _: () = assert!(size_of::<usize>() == 8);
 
-/// Wraps a C operations table that only holds function pointers and nulls,
-/// so it can be a `static`.
-#[repr(transparent)]
-pub(crate) struct ConstOps<T>(pub(crate) T);
+/// A C operations table: function pointers and null pointers only.
+///
+/// # Safety
+///
+/// Implementors hold no pointer to data and no interior mutability, so a
+/// shared reference may be used from any thread.
+pub(crate) unsafe trait OpsTable {}
 
-// SAFETY: The wrapped tables are never written after initialisation; they
-// hold function pointers and null pointers only.
-unsafe impl<T> Sync for ConstOps<T> {}
+// SAFETY: Function pointers and the (null) owner module pointer only.
+unsafe impl OpsTable for ffi::v4l2_file_operations {}
+// SAFETY: Function pointers only.
+unsafe impl OpsTable for ffi::v4l2_ioctl_ops {}
+// SAFETY: Function pointers and the `name` callback only.
+unsafe impl OpsTable for ffi::vm_operations_struct {}
+
+/// Wraps a C operations table so it can be a `static`.
+#[repr(transparent)]
+pub(crate) struct ConstOps<T: OpsTable>(pub(crate) T);
+
+// SAFETY: The wrapped tables are never written after initialisation and,
+// being `OpsTable`s, only hold function pointers and null pointers.
+unsafe impl<T: OpsTable> Sync for ConstOps<T> {}
 
 /// An ioctl table with no handler set, to fill in with struct update syntax.
 // SAFETY: An all-zero `v4l2_ioctl_ops` is "no handler" everywhere (every
@@ -336,7 +350,9 @@ pub(crate) unsafe extern "C" fn forward_ext_ctrls<const CODE: u32>(
         _ => &mut [],
     };
     // SAFETY: As above.
-    let ctrls = unsafe { core::slice::from_raw_parts_mut(ctrls.cast::<u8>(), size_of::<ffi::v4l2_ext_controls>()) };
+    let ctrls = unsafe {
+        core::slice::from_raw_parts_mut(ctrls.cast::<u8>(), size_of::<ffi::v4l2_ext_controls>())
+    };
     to_c(session.ioctl(CODE, Arg::Controls { ctrls, array }))
 }
 
@@ -354,7 +370,10 @@ unsafe fn subscription_args<'a>(
     unsafe {
         (
             session_of_fh(fh),
-            core::slice::from_raw_parts(sub.cast::<u8>(), size_of::<ffi::v4l2_event_subscription>()),
+            core::slice::from_raw_parts(
+                sub.cast::<u8>(),
+                size_of::<ffi::v4l2_event_subscription>(),
+            ),
         )
     }
 }
@@ -425,7 +444,10 @@ pub(crate) unsafe extern "C" fn querycap(
     let (session, cap) = unsafe { (session_of(file), &mut *cap) };
     let config = session.device().config();
     copy_cstr(&mut cap.driver, b"virtio-media");
-    copy_cstr(&mut cap.card, config.card_name().unwrap_or("virtio-media").as_bytes());
+    copy_cstr(
+        &mut cap.card,
+        config.card_name().unwrap_or("virtio-media").as_bytes(),
+    );
     copy_cstr(&mut cap.bus_info, b"platform:virtio-media");
     cap.device_caps = config.device_caps;
     cap.capabilities = config.device_caps | ffi::V4L2_CAP_DEVICE_CAPS;
@@ -439,6 +461,49 @@ fn copy_cstr(dst: &mut [u8], src: &[u8]) {
     }
     if let Some(rest) = dst.get_mut(len..) {
         rest.fill(0);
+    }
+}
+
+/// An inode programs opened the node through, referenced so its mappings
+/// can be removed later.
+///
+/// # Invariants
+///
+/// `0` holds a reference taken by `igrab`.
+pub(crate) struct UserInode(NonNull<ffi::inode>);
+
+// SAFETY: Inode references may be used and dropped from any thread.
+unsafe impl Send for UserInode {}
+// SAFETY: Shared references only compare the pointer and unmap, which the
+// mm core serialises itself.
+unsafe impl Sync for UserInode {}
+
+impl UserInode {
+    /// # Safety
+    ///
+    /// `file` must be a valid, open file.
+    unsafe fn of_file(file: *mut ffi::file) -> Option<Self> {
+        // SAFETY: Per the caller.
+        let inode = unsafe { ffi::virtio_media_file_inode_get(file) };
+        // INVARIANT: A non-null result carries a reference.
+        NonNull::new(inode).map(Self)
+    }
+
+    pub(crate) fn same_as(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+
+    /// Removes every program's mapping of the node through this inode.
+    pub(crate) fn unmap_all(&self) {
+        // SAFETY: The inode is referenced (invariant).
+        unsafe { ffi::virtio_media_inode_unmap_all(self.0.as_ptr()) };
+    }
+}
+
+impl Drop for UserInode {
+    fn drop(&mut self) {
+        // SAFETY: The reference is ours (invariant).
+        unsafe { ffi::virtio_media_inode_put(self.0.as_ptr()) };
     }
 }
 
@@ -674,6 +739,13 @@ unsafe extern "C" fn open(file: *mut ffi::file) -> c_int {
         let dev = kernel::container_of!(node, MediaDevice, node);
         ArcBorrow::from_raw(dev).into()
     };
+    // The inode's mappings are removed when the device stops.
+    // SAFETY: `file` is the file being opened.
+    if let Some(inode) = unsafe { UserInode::of_file(file) } {
+        if let Err(e) = dev.note_user_inode(inode) {
+            return e.to_errno();
+        }
+    }
     let session = match Session::open(dev) {
         Ok(session) => session,
         Err(e) => return e.to_errno(),
@@ -714,7 +786,10 @@ unsafe extern "C" fn release(file: *mut ffi::file) -> c_int {
 /// # Safety
 ///
 /// Only the V4L2 core calls this, for an open file of our node.
-unsafe extern "C" fn poll(file: *mut ffi::file, table: *mut ffi::poll_table_struct) -> ffi::__poll_t {
+unsafe extern "C" fn poll(
+    file: *mut ffi::file,
+    table: *mut ffi::poll_table_struct,
+) -> ffi::__poll_t {
     // SAFETY: See the function's safety section.
     let session = unsafe { session_of(file) };
     // SAFETY: `file` and `table` are valid for the call; both wait queues
@@ -760,17 +835,13 @@ unsafe extern "C" fn mmap(file: *mut ffi::file, vma: *mut ffi::vm_area_struct) -
         Ok(mapping) => mapping,
         Err(e) => return e.to_errno(),
     };
-    let phys = mapping.phys_addr();
     let private = Arc::into_raw(mapping);
-    // SAFETY: `phys` and the VMA's length were checked against the
-    // shared-memory region by `Session::map`; the VMAs made from this one
-    // share one reference to the mapping, given back by the last `vm_close`.
-    let ret = unsafe { ffi::virtio_media_vma_map(vma, phys, &VM_OPS.0, private.cast_mut().cast()) };
-    if ret < 0 {
-        // SAFETY: The VMA did not take the reference; unmap on the device.
-        Mapping::unmap_later(unsafe { Arc::from_raw(private) });
-    }
-    ret
+    // SAFETY: `vma` is being set up by this call; the VMAs made from it
+    // share one reference to the mapping, given back by the last
+    // `vm_close`. Pages are mapped by `vm_fault`, which checks them against
+    // the mapping.
+    unsafe { ffi::virtio_media_vma_setup_pfnmap(vma, &VM_OPS.0, private.cast_mut().cast()) };
+    0
 }
 
 /// Maps the pages of a guest-backed MMAP buffer plane.
@@ -778,7 +849,12 @@ unsafe extern "C" fn mmap(file: *mut ffi::file, vma: *mut ffi::vm_area_struct) -
 /// # Safety
 ///
 /// `vma` is a VMA being set up by `mmap` on a file of `session`.
-unsafe fn map_guest_pages(session: &Session, vma: *mut ffi::vm_area_struct, offset: u64, len: u64) -> c_int {
+unsafe fn map_guest_pages(
+    session: &Session,
+    vma: *mut ffi::vm_area_struct,
+    offset: u64,
+    len: u64,
+) -> c_int {
     // `plane` keeps the pages alive until they are mapped, even if a
     // REQBUFS on another thread drops the session's reference meanwhile.
     let (plane, pages) = match session.guest_mmap_plane(offset, len).and_then(|plane| {
@@ -792,7 +868,8 @@ unsafe fn map_guest_pages(session: &Session, vma: *mut ffi::vm_area_struct, offs
     // live pages of `plane`, which is held until after the call, and every
     // page the VMA maps takes its own reference, so the mapping outlives
     // the buffer safely.
-    let ret = unsafe { ffi::virtio_media_vma_map_pages(vma, pages.as_ptr().cast_mut(), pages.len()) };
+    let ret =
+        unsafe { ffi::virtio_media_vma_map_pages(vma, pages.as_ptr().cast_mut(), pages.len()) };
     drop(plane);
     ret
 }
@@ -800,9 +877,30 @@ unsafe fn map_guest_pages(session: &Session, vma: *mut ffi::vm_area_struct, offs
 static VM_OPS: ConstOps<ffi::vm_operations_struct> = ConstOps(ffi::vm_operations_struct {
     open: Some(vm_open),
     close: Some(vm_close),
+    fault: Some(vm_fault),
     // SAFETY: All-zero is "no callback" for the other members.
     ..unsafe { core::mem::zeroed() }
 });
+
+/// A program touched a mapping of the device's memory: map it, unless the
+/// device stopped (then SIGBUS, never stale memory).
+///
+/// # Safety
+///
+/// Only the mm core calls this, for a fault in a VMA `mmap` set up.
+unsafe extern "C" fn vm_fault(vmf: *mut ffi::vm_fault) -> ffi::vm_fault_t {
+    // SAFETY: `vmf` is the fault being handled; its VMA is one of ours.
+    let mapping = unsafe {
+        &*ffi::virtio_media_vma_private(ffi::virtio_media_vmf_vma(vmf)).cast::<Mapping>()
+    };
+    let (phys, pgoff, len) = mapping.extent();
+    // SAFETY: `vmf` is valid for the call; `phys` and `len` were checked
+    // against the shared-memory region when the mapping was made.
+    let inserted = mapping
+        .device()
+        .while_mappable(|| unsafe { ffi::virtio_media_vma_insert_pfns(vmf, phys, pgoff, len) });
+    inserted.unwrap_or(ffi::vm_fault_reason_VM_FAULT_SIGBUS)
+}
 
 /// A VMA was copied (fork) or split: it holds its own reference.
 ///
@@ -821,7 +919,11 @@ unsafe extern "C" fn vm_open(vma: *mut ffi::vm_area_struct) {
 /// Only the mm core calls this, for a VMA `mmap` or `vm_open` set up.
 unsafe extern "C" fn vm_close(vma: *mut ffi::vm_area_struct) {
     // SAFETY: As in `vm_open`.
-    let mapping = unsafe { ffi::virtio_media_vma_private(vma).cast::<Mapping>().cast_const() };
+    let mapping = unsafe {
+        ffi::virtio_media_vma_private(vma)
+            .cast::<Mapping>()
+            .cast_const()
+    };
     // SAFETY: As in `vm_open`.
     if unsafe { (*mapping).vma_closed() } {
         // SAFETY: The last VMA gives back the reference `mmap` leaked.
