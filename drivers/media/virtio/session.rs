@@ -436,23 +436,10 @@ impl Session {
         let mut pointer = [0u8; POINTER_SIZE];
         pointer.copy_from_slice(buf.get(BUF_M..BUF_M + POINTER_SIZE).ok_or(EINVAL)?);
         let length = get_u32(buf, BUF_LENGTH).ok_or(EINVAL)?;
-        // A QBUF counts as queued before it is sent: the device may return
-        // the buffer before it answers.
-        let queuing = code == ioctl::VIDIOC_QBUF;
-        if queuing {
-            let mut state = self.state.lock();
-            let queue = state.queue(kind);
-            queue.queued = queue.queued.saturating_add(1);
-        }
         let result = match code {
             ioctl::VIDIOC_QUERYBUF => self.transact(code, buf, planes),
             _ => self.queue_buffer(code, kind, buf, planes),
         };
-        if queuing && result.is_err() {
-            let mut state = self.state.lock();
-            let queue = state.queue(kind);
-            queue.queued = queue.queued.saturating_sub(1);
-        }
         if is_multiplanar(buf_type) {
             // Whatever the device wrote, the planes pointer is the kernel's
             // copy, the array cannot grow, and the planes it reports must be
@@ -758,8 +745,9 @@ impl Session {
             if requested & (read_bits | write_bits) == 0 {
                 return mask;
             }
-            let output_waits = output.streaming && output.queued > 0;
-            let capture_waits = capture.streaming && (capture.queued > 0 || capture.last_dequeued);
+            let output_waits = output.streaming && output.holds_buffers();
+            let capture_waits =
+                capture.streaming && (capture.holds_buffers() || capture.last_dequeued);
             if !output_waits && !capture_waits {
                 return mask | ffi::EPOLLERR;
             }

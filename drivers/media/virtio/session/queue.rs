@@ -75,6 +75,10 @@ impl IndexSet {
     pub(crate) fn clear(&mut self) {
         self.words.clear();
     }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.words.iter().all(|word| *word == 0)
+    }
 }
 
 /// A buffer the device returned, waiting for DQBUF.
@@ -96,9 +100,6 @@ pub(crate) struct QueueState {
     pub(super) done: KVec<KBox<DoneBuffer>>,
     /// A buffer flagged LAST was dequeued: DQBUF says EPIPE until restart.
     pub(super) last_dequeued: bool,
-    /// Buffers queued (QBUF, counted from before the device has them) and
-    /// not dequeued yet: vb2's `queued_list`, which m2m poll looks at.
-    pub(super) queued: u32,
     /// What the program's buffers are, if the device knows them as USERPTR.
     pub(super) presented: Presented,
     /// The memory of guest-backed MMAP buffers.
@@ -106,6 +107,12 @@ pub(crate) struct QueueState {
 }
 
 impl QueueState {
+    /// Buffers queued and not dequeued yet, with the device or returned:
+    /// vb2's `queued_list`, which mem2mem poll looks at.
+    pub(super) fn holds_buffers(&self) -> bool {
+        !self.queued.is_empty() || !self.done.is_empty()
+    }
+
     /// The stream stopped (STREAMOFF, REQBUFS(0)): the device holds none of
     /// the queue's buffers any more.
     pub(super) fn stop(&mut self) {
@@ -113,7 +120,6 @@ impl QueueState {
         self.done.clear();
         self.queued.clear();
         self.last_dequeued = false;
-        self.queued = 0;
     }
 
     /// A buffer the device returned: kept for DQBUF while streaming,
@@ -166,7 +172,6 @@ impl QueueState {
                 return Err(EINVAL);
             }
             let done = self.done.remove(0)?;
-            self.queued = self.queued.saturating_sub(1);
             let flags = get_u32(&done.buffer, BUF_FLAGS).unwrap_or(0);
             if kind == QueueKind::Capture && flags & ffi::V4L2_BUF_FLAG_LAST != 0 {
                 self.last_dequeued = true;
