@@ -27,7 +27,7 @@ for spec in $streams; do files+=(--file "$dir/${spec%%:*}"); done
 set +e
 tools/vm/run-guest.sh --name "$name" --ko "$ko" --modules virtio_media --cpio "$media" "${files[@]}" \
 	--vfu "--device-id 48 --backend decoder --codec-threads $device_threads" --env "BENCH_RUNS=$runs" \
-	--env "BENCH_CODEC_STREAMS='$streams'" --test tools/vm/tests/bench-codec.sh --timeout "${BENCH_TIMEOUT:-2400}"
+	--env "BENCH_CODEC_STREAMS=$streams" --test tools/vm/tests/bench-codec.sh --timeout "${BENCH_TIMEOUT:-2400}"
 status=$?
 set -e
 [ "$status" = 0 ] || log "the codec guest run failed (status $status); see $out/console.log"

@@ -66,7 +66,7 @@ codec_programs() {
 	# Device order is PCI order: the decoder is /dev/video0.
 	vfus=(--vfu "$codec_decoder_flags" --vfu "$codec_convert_flags")
 	args+=(--file tools/vm/tests/codec-decode.sh --file tools/vm/tests/codec-convert.sh
-		--env "DECODES='${decodes# }'" --env "PARALLEL_DECODES='$codec_parallel'"
+		--env "DECODES=${decodes# }" --env "PARALLEL_DECODES=$codec_parallel"
 		--env "CONVERT_FRAMES=$codec_convert_frames" --env CONVERT_SIZE=320x240)
 	if codec_has_backend encoder; then
 		vfus+=(--vfu "$codec_encoder_flags")
@@ -220,7 +220,7 @@ t_codec_compliance() { # decoder|encoder
 		flags=$codec_encoder_flags
 	fi
 	guest "$name" --ko "$ko" --modules virtio_media "${files[@]}" --vfu "$flags" \
-		--env "COMPLIANCE_ARGS='$args'" --test tools/vm/tests/compliance.sh --timeout 600
+		--env "COMPLIANCE_ARGS=$args" --test tools/vm/tests/compliance.sh --timeout 600
 	log=$results/$name/compliance.log
 	totals=$(grep '^Total for' "$log" 2>/dev/null | tail -n 1)
 	if [ -n "$totals" ] && echo "$totals" | grep -q 'Failed: 0,'; then
