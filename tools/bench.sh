@@ -13,7 +13,8 @@
 # the delayed device's G_FMT from 1 and 4 threads, no perf, no chart: the
 # smoke test of make check, which passes when the device held 4 commands
 # at once), BENCH_NAME (bench: results in build/results/NAME.* and the
-# guest's files in build/results/NAME/).
+# guest's files in build/results/NAME/), BENCH_CODEC=0 (no decoding
+# figures: tools/bench/codec.sh, a second guest, NAME-codec/).
 set -euo pipefail
 . "$(dirname "$0")/vm/lib.sh"
 cd "$REPO_DIR"
@@ -72,6 +73,15 @@ set -e
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 [ "$status" = 0 ] || log "the guest run failed (status $status); see $out/console.log"
 [ -s "$out/bench.jsonl" ] || die "no bench.jsonl from the guest ($out/console.log)"
+# Decoding H.264 through the driver, in software and on the host alone
+# (a second guest, with the decoder device); BENCH_CODEC=0 skips it.
+if [ "$quick" != 1 ] && [ "${BENCH_CODEC:-1}" = 1 ]; then
+	codec_status=0
+	tools/bench/codec.sh "$name-codec" "$ko" || codec_status=$?
+	cp "$results/$name-codec/codec.jsonl" "$out/codec.jsonl" 2>/dev/null || true
+	[ "$codec_status" = 0 ] || status=$codec_status
+	load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+fi
 
 meta=$(/usr/bin/python3 -c 'import json, sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' \
 	note "$kernel_note under QEMU TCG, 2 vCPUs" \

@@ -17,6 +17,7 @@ cd "$REPO_DIR"
 . tools/check/hardening.sh  # misbehaving programs and devices
 . tools/check/lifecycle.sh  # modules, devices and the system coming and going
 . tools/check/fuzz.sh       # the fuzzers: a hostile device, hostile programs
+. tools/check/codec.sh      # FFmpeg and GStreamer with the codec devices
 . tools/check/vivid.sh      # the guest user space against vivid
 . tools/check/upstream.sh   # the upstream series, in-tree build, modinfo
 . tools/check/codec-device.sh # the codec backends on every memory type

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0
-"""make bench, host side: turns the guest's runs (bench.jsonl), the test
+"""make bench, host side: turns the guest's runs (bench.jsonl, and
+codec.jsonl: the decoding figures of tools/bench/codec.sh), the test
 devices' own command timings (--stats) and the guest's perf reports into
 bench.json (every figure with its unit), bench.png (latency against
 sessions, throughput against sessions, fps per streaming mode) and a
@@ -22,6 +23,13 @@ import statistics
 import sys
 
 MIN_RATIO = 3.0
+# The decoding paths of tools/bench/codec.sh, in the order they are shown.
+CODEC_PATHS = ["driver", "guest-software", "device-alone"]
+CODEC_PATH_NAMES = {
+    "driver": "FFmpeg h264_v4l2m2m through the driver",
+    "guest-software": "FFmpeg h264 in software, in the guest",
+    "device-alone": "host libavcodec alone (the device's floor)",
+}
 MIN_IN_FLIGHT = 4
 
 
@@ -130,6 +138,10 @@ def main():
     runs = load_runs(os.path.join(a.dir, "bench.jsonl"))
     if not runs:
         sys.exit("no runs in bench.jsonl")
+    # Decoding (tools/bench/codec.sh), when it ran.
+    codec_path = os.path.join(a.dir, "codec.jsonl")
+    if os.path.exists(codec_path):
+        runs += load_runs(codec_path)
     meta = json.loads(a.meta)
     res = {"meta": meta}
 
@@ -241,6 +253,22 @@ def main():
         stream.append(e)
     res["stream"] = stream
 
+    # Decoding: through the driver, in software in the guest, and the
+    # device's library alone on the host (the floor).
+    codec = []
+    for (w, h, path), rs in sorted(group(runs, "codec", ["width", "height", "path"]).items(),
+                                   key=lambda kv: (kv[0][0] * kv[0][1], CODEC_PATHS.index(kv[0][2])
+                                                   if kv[0][2] in CODEC_PATHS else 99)):
+        e = {"stream": rs[0]["stream"], "width": w, "height": h, "path": path,
+             "frames": rs[0]["frames"], "fps": spread([r["fps"] for r in rs], "frames/s")}
+        if "guest_cpu_us_per_frame" in rs[0]:
+            e["guest_cpu_per_frame"] = spread([r["guest_cpu_us_per_frame"] for r in rs], "us")
+        if "host_cpu_us_per_frame" in rs[0]:
+            e["host_cpu_per_frame"] = spread([r["host_cpu_us_per_frame"] for r in rs], "us")
+            e["threads"] = rs[0].get("threads")
+        codec.append(e)
+    res["codec"] = codec
+
     # perf, when the guest ran it.
     prof = {}
     self_rows = parse_perf(os.path.join(a.dir, "perf-self.txt"), limit=0)
@@ -330,6 +358,16 @@ def summary(res):
                            f" {fmt(e['process_cpu_per_frame']):>26}")
             else:
                 out.append(f"{e['memory']:8} {size:>10} unsupported: {e['error']}")
+    if res.get("codec"):
+        out.append("")
+        out.append("H.264 decoding, whole stream:")
+        out.append(f"{'size':>10} {'path':44} {'fps':>24} {'guest CPU us/frame':>26} {'host CPU us/frame':>26}")
+        for e in res["codec"]:
+            size = f"{e['width']}x{e['height']}"
+            guest = fmt(e["guest_cpu_per_frame"]) if "guest_cpu_per_frame" in e else "-"
+            host = fmt(e["host_cpu_per_frame"]) if "host_cpu_per_frame" in e else "-"
+            out.append(f"{size:>10} {CODEC_PATH_NAMES.get(e['path'], e['path']):44} {fmt(e['fps']):>24}"
+                       f" {guest:>26} {host:>26}")
     p = res.get("profile")
     if p:
         out.append("")

@@ -24,12 +24,14 @@ die() { log "error: $*"; exit 1; }
 
 # A private apt configuration for one foreign Debian suite: packages are only
 # downloaded and unpacked from it, never installed on the host, so the host's
-# own apt state is untouched. Usage: foreign_apt_root [--arch ARCH] NAME
-# SUITE... (prints the root; ARCH defaults to amd64, give each architecture
-# its own NAME), then foreign_apt ROOT apt-get ARGS.
+# own apt state is untouched. Usage: foreign_apt_root [--arch ARCH] [--src]
+# NAME SUITE... (prints the root; ARCH defaults to amd64, give each
+# architecture its own NAME; --src also lists source packages, for apt-get
+# source), then foreign_apt ROOT apt-get ARGS.
 foreign_apt_root() {
-	local arch=amd64
+	local arch=amd64 types=deb
 	if [ "$1" = --arch ]; then arch=$2; shift 2; fi
+	if [ "$1" = --src ]; then types="deb deb-src"; shift; fi
 	local name=$1; shift
 	local root=$CACHE_DIR/apt/$name
 	# The first suite named is the default release: its versions win.
@@ -38,13 +40,17 @@ foreign_apt_root() {
 	local suites="$*"
 	# Roots made before the arch file existed are amd64.
 	if [ ! -f "$root/sources.list" ] || [ "$(cat "$root/suites" 2>/dev/null)" != "$suites" ] ||
-		[ "$(cat "$root/arch" 2>/dev/null || echo amd64)" != "$arch" ]; then
+		[ "$(cat "$root/arch" 2>/dev/null || echo amd64)" != "$arch" ] ||
+		[ "$(cat "$root/types" 2>/dev/null || echo deb)" != "$types" ]; then
 		: > "$root/sources.list"
-		local s
+		local s t
 		for s in $suites; do
-			echo "deb [arch=$arch signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $s main" \
-				>> "$root/sources.list"
+			for t in $types; do
+				echo "$t [arch=$arch signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $s main" \
+					>> "$root/sources.list"
+			done
 		done
+		echo "$types" > "$root/types"
 		echo "$suites" > "$root/suites"
 		echo "$arch" > "$root/arch"
 		echo "$1" > "$root/default-release"
