@@ -22,6 +22,20 @@ t_vfu_build() {
 }
 check_test vfu-build t_vfu_build
 
+# The tools' Rust is formatted by rustfmt and clean under clippy (every
+# target, warnings are errors).
+t_vfu_lint() {
+	local log=$results/vfu-lint.log
+	need headers || { record "vfu: cargo fmt and clippy clean" FAIL "(no UAPI headers)"; return; }
+	if (cd tools/virtio-media-vfu && cargo fmt --check) > "$log" 2>&1 &&
+		tools/virtio-media-vfu/build.sh clippy --release --all-targets -j"$(nproc)" -- -D warnings >> "$log" 2>&1; then
+		record "vfu: cargo fmt and clippy clean" OK
+	else
+		record "vfu: cargo fmt and clippy clean" FAIL "$(grep -m 1 -E '^(Diff in|error)' "$log") ($log)"
+	fi
+}
+check_test vfu-lint t_vfu_lint
+
 t_module_build() {
 	if need module; then
 		record "module: build with CLIPPY=1, no warnings" OK

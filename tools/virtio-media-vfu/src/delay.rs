@@ -48,7 +48,11 @@ pub struct DueQueue {
 impl DueQueue {
     pub fn push(&mut self, d: Delayed) {
         self.seq += 1;
-        self.heap.push(Reverse(Entry { due: d.due, seq: self.seq, d }));
+        self.heap.push(Reverse(Entry {
+            due: d.due,
+            seq: self.seq,
+            d,
+        }));
     }
 
     /// When the earliest pending response is due.
@@ -112,7 +116,14 @@ mod tests {
     use std::time::Duration;
 
     fn delayed(due: Instant, head: u16) -> Delayed {
-        Delayed { due, head, writable: vec![], data: vec![], generation: 0, used_len: None }
+        Delayed {
+            due,
+            head,
+            writable: vec![],
+            data: vec![],
+            generation: 0,
+            used_len: None,
+        }
     }
 
     #[test]
@@ -126,7 +137,8 @@ mod tests {
         assert_eq!(q.next_due(), Some(t + Duration::from_millis(10)));
         assert!(q.pop_due(t).is_none(), "nothing due yet");
         let heads: Vec<u16> =
-            std::iter::from_fn(|| q.pop_due(t + Duration::from_millis(30)).map(|d| d.head)).collect();
+            std::iter::from_fn(|| q.pop_due(t + Duration::from_millis(30)).map(|d| d.head))
+                .collect();
         assert_eq!(heads, vec![2, 4, 3, 1]);
         assert!(q.is_empty());
     }
@@ -137,7 +149,10 @@ mod tests {
         let mut q = DueQueue::default();
         q.push(delayed(t + Duration::from_millis(5), 1));
         q.push(delayed(t + Duration::from_millis(50), 2));
-        assert_eq!(q.pop_due(t + Duration::from_millis(10)).map(|d| d.head), Some(1));
+        assert_eq!(
+            q.pop_due(t + Duration::from_millis(10)).map(|d| d.head),
+            Some(1)
+        );
         assert!(q.pop_due(t + Duration::from_millis(10)).is_none());
         assert_eq!(q.len(), 1);
     }
@@ -152,16 +167,26 @@ mod tests {
             run_worker(rx, |d| done_tx.send((d.head, Instant::now())).is_ok());
         });
         let t0 = Instant::now();
-        tx.send(delayed(t0 + Duration::from_millis(400), 1)).unwrap();
+        tx.send(delayed(t0 + Duration::from_millis(400), 1))
+            .unwrap();
         tx.send(delayed(t0 + Duration::from_millis(20), 2)).unwrap();
-        tx.send(delayed(t0 + Duration::from_millis(100), 3)).unwrap();
+        tx.send(delayed(t0 + Duration::from_millis(100), 3))
+            .unwrap();
         let (first, at) = done_rx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(first, 2);
         assert!(at >= t0 + Duration::from_millis(20));
-        assert!(at < t0 + Duration::from_millis(300), "completed after {:?}, not behind head 1", at - t0);
+        assert!(
+            at < t0 + Duration::from_millis(300),
+            "completed after {:?}, not behind head 1",
+            at - t0
+        );
         let (second, at) = done_rx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(second, 3);
-        assert!(at < t0 + Duration::from_millis(380), "completed after {:?}", at - t0);
+        assert!(
+            at < t0 + Duration::from_millis(380),
+            "completed after {:?}",
+            at - t0
+        );
         // Closing the channel still completes what is pending.
         drop(tx);
         let (third, at) = done_rx.recv_timeout(Duration::from_secs(5)).unwrap();

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{
-    Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-    GuestRegionMmap, MmapRegion,
+    Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap,
+    GuestMemoryRegion, GuestRegionMmap, MmapRegion,
 };
 
-use crate::media::{error_response, EventQueueHandle, MediaBackend, RespWriter, SharedGuestMemory};
 use crate::media::MAX_CMD_SIZE;
+use crate::media::{error_response, EventQueueHandle, MediaBackend, RespWriter, SharedGuestMemory};
 use crate::pci::{self, PciConfigSpace};
 use crate::shm::Shm;
 use crate::transport::{self, Action, Transport, ISR_QUEUE, VIRTIO_MSI_NO_VECTOR};
@@ -196,7 +196,14 @@ impl VirtioMediaPci {
         let was_msix = self.pci.msix_enabled();
         self.pci.write(offset, data);
         if was_msix != self.pci.msix_enabled() {
-            log::info!("MSI-X {}", if self.pci.msix_enabled() { "enabled" } else { "disabled" });
+            log::info!(
+                "MSI-X {}",
+                if self.pci.msix_enabled() {
+                    "enabled"
+                } else {
+                    "disabled"
+                }
+            );
         }
     }
 
@@ -377,12 +384,12 @@ impl VirtioMediaPci {
         // With --stats: (kind, start) of the commands answered below, timed
         // once their interrupt is raised.
         let mut timed: Vec<(String, Instant)> = Vec::new();
-        loop {
-            let Some(chain) = self.transport.queues[COMMANDQ].pop_descriptor_chain(&mem) else {
-                break;
-            };
+        while let Some(chain) = self.transport.queues[COMMANDQ].pop_descriptor_chain(&mem) {
             if self.faults.silent && self.cmd_counter >= u64::from(self.faults.every) {
-                log::warn!("fault: silent, command (head {}) never answered", chain.head_index());
+                log::warn!(
+                    "fault: silent, command (head {}) never answered",
+                    chain.head_index()
+                );
                 continue;
             }
             let started = Instant::now();
@@ -413,12 +420,20 @@ impl VirtioMediaPci {
             }
             let capacity: usize = writable.iter().map(|(_, l)| *l as usize).sum();
             if bad.is_none() {
-                if let Some((a, l)) = writable.iter().find(|(a, l)| !mem.check_range(*a, *l as usize)) {
-                    bad = Some(format!("writable descriptor {:#x}+{l:#x} outside guest memory", a.0));
+                if let Some((a, l)) = writable
+                    .iter()
+                    .find(|(a, l)| !mem.check_range(*a, *l as usize))
+                {
+                    bad = Some(format!(
+                        "writable descriptor {:#x}+{l:#x} outside guest memory",
+                        a.0
+                    ));
                 } else if capacity < 8 && cmd.get(0..4) != Some(&2u32.to_le_bytes()[..]) {
                     // Only CLOSE may go without a response; do not run a
                     // command whose result the driver could never see.
-                    bad = Some(format!("only {capacity} writable bytes, no room for a response"));
+                    bad = Some(format!(
+                        "only {capacity} writable bytes, no room for a response"
+                    ));
                 }
             }
             let mut resp = RespWriter::new(capacity);
@@ -483,7 +498,11 @@ impl VirtioMediaPci {
                 self.flush_events();
             }
             let written = scatter(&mem, &writable, &resp.data);
-            if let Err(e) = self.transport.queues[COMMANDQ].add_used(&mem, head, plan.used_len.unwrap_or(written)) {
+            if let Err(e) = self.transport.queues[COMMANDQ].add_used(
+                &mem,
+                head,
+                plan.used_len.unwrap_or(written),
+            ) {
                 log::error!("commandq: add_used failed: {e}");
             }
             if let Some(f) = self.fuzz.as_mut() {
@@ -512,7 +531,9 @@ impl VirtioMediaPci {
     fn track_sessions(&mut self, cmd: &[u8], resp: &mut RespWriter) {
         match (word(cmd, 0), word(&resp.data, 0)) {
             (Some(1), Some(0)) => {
-                let Some(id) = word(&resp.data, 8) else { return };
+                let Some(id) = word(&resp.data, 8) else {
+                    return;
+                };
                 let other = self.open_sessions.iter().next().copied();
                 match other {
                     Some(other) if self.faults.dup_session => {
@@ -536,7 +557,7 @@ impl VirtioMediaPci {
 
     fn fault_hit(&self) -> bool {
         let every = self.faults.every.max(1) as u64;
-        self.cmd_counter % every == 0
+        self.cmd_counter.is_multiple_of(every)
     }
 
     fn inject_faults(&mut self, cmd: &[u8], resp: &mut RespWriter) {
@@ -546,7 +567,8 @@ impl VirtioMediaPci {
         if self.faults.close_error && is_close && self.closes > 1 {
             log::warn!("fault: CLOSE answered with EIO");
             resp.data.clear();
-            resp.data.extend_from_slice(&(libc::EIO as u32).to_le_bytes());
+            resp.data
+                .extend_from_slice(&(libc::EIO as u32).to_le_bytes());
             resp.data.extend_from_slice(&0u32.to_le_bytes());
         }
         let status = word(&resp.data, 0);
@@ -554,7 +576,8 @@ impl VirtioMediaPci {
             let code = word(cmd, 12);
             // G_FMT, S_FMT, TRY_FMT: the first plane's sizeimage is at the
             // same offset for the single- and multi-planar formats.
-            if self.faults.huge_format && matches!(code, Some(4 | 5 | 64)) && resp.data.len() >= 40 {
+            if self.faults.huge_format && matches!(code, Some(4 | 5 | 64)) && resp.data.len() >= 40
+            {
                 log::warn!("fault: sizeimage reported as {HUGE_SIZEIMAGE}");
                 resp.data[36..40].copy_from_slice(&HUGE_SIZEIMAGE.to_le_bytes());
             }
@@ -571,24 +594,38 @@ impl VirtioMediaPci {
                 log::warn!("fault: ERROR event (EIO) for session {session}, closing it");
                 self.backend.close_session(session);
                 self.events.push_raw(crate::media::serialize_event(
-                    virtio_media::protocol::V4l2Event::Error(virtio_media::protocol::ErrorEvent::new(
-                        session,
-                        libc::EIO,
-                    )),
+                    virtio_media::protocol::V4l2Event::Error(
+                        virtio_media::protocol::ErrorEvent::new(session, libc::EIO),
+                    ),
                 ));
             }
         }
         if self.faults.malformed && !resp.data.is_empty() {
-            let cut = if status == Some(0) && resp.data.len() > 8 { 8 } else { 4 };
-            log::warn!("fault: response cut from {} to {cut} bytes", resp.data.len());
+            let cut = if status == Some(0) && resp.data.len() > 8 {
+                8
+            } else {
+                4
+            };
+            log::warn!(
+                "fault: response cut from {} to {cut} bytes",
+                resp.data.len()
+            );
             resp.data.truncate(cut);
         }
     }
 
     /// `--fuzz`: lets the fuzzer mutate a response, and maybe the
     /// configuration space (raising the configuration-change interrupt).
-    fn fuzz_command(&mut self, cmd: &[u8], resp: &mut Vec<u8>, capacity: usize) -> crate::fuzz::CmdPlan {
-        let now = crate::fuzz::CmdPlan { answer: crate::fuzz::Answer::Now, used_len: None };
+    fn fuzz_command(
+        &mut self,
+        cmd: &[u8],
+        resp: &mut Vec<u8>,
+        capacity: usize,
+    ) -> crate::fuzz::CmdPlan {
+        let now = crate::fuzz::CmdPlan {
+            answer: crate::fuzz::Answer::Now,
+            used_len: None,
+        };
         let shm_size = self.shm.size();
         let Some(f) = self.fuzz.as_mut() else {
             return now;
@@ -619,7 +656,9 @@ impl VirtioMediaPci {
                 let res = mem
                     .write_obj(id, GuestAddress(elem))
                     .and_then(|()| mem.write_obj(len, GuestAddress(elem + 4)))
-                    .and_then(|()| mem.write_obj(next.wrapping_add(1), GuestAddress(queue.used_ring() + 2)));
+                    .and_then(|()| {
+                        mem.write_obj(next.wrapping_add(1), GuestAddress(queue.used_ring() + 2))
+                    });
                 queue.set_next_used(next.wrapping_add(1));
                 res.map_err(virtio_queue::Error::GuestMemory)
             }
@@ -648,7 +687,9 @@ impl VirtioMediaPci {
             return;
         }
         let written = scatter(&mem, &d.writable, &d.data);
-        if let Err(e) = self.transport.queues[COMMANDQ].add_used(&mem, d.head, d.used_len.unwrap_or(written)) {
+        if let Err(e) =
+            self.transport.queues[COMMANDQ].add_used(&mem, d.head, d.used_len.unwrap_or(written))
+        {
             log::error!("commandq: add_used failed: {e}");
         }
         if let Some(f) = self.fuzz.as_mut() {
@@ -690,8 +731,11 @@ impl VirtioMediaPci {
             let (mut event, chain, is_copy) = match repeat.take() {
                 Some((copy, chain)) => (copy, chain, true),
                 None => {
-                    let Some(event) = self.events.pop() else { break };
-                    let Some(chain) = self.transport.queues[EVENTQ].pop_descriptor_chain(&mem) else {
+                    let Some(event) = self.events.pop() else {
+                        break;
+                    };
+                    let Some(chain) = self.transport.queues[EVENTQ].pop_descriptor_chain(&mem)
+                    else {
                         self.events.unpop(event);
                         break;
                     };
@@ -712,12 +756,13 @@ impl VirtioMediaPci {
                 None
             };
             let head = chain.head_index();
-            let writable: Vec<(GuestAddress, u32)> = chain
-                .writable()
-                .map(|d| (d.addr(), d.len()))
-                .collect();
+            let writable: Vec<(GuestAddress, u32)> =
+                chain.writable().map(|d| (d.addr(), d.len())).collect();
             let capacity: usize = writable.iter().map(|(_, l)| *l as usize).sum();
-            let used_len = self.fuzz.as_mut().and_then(|f| f.event(&mut event, capacity));
+            let used_len = self
+                .fuzz
+                .as_mut()
+                .and_then(|f| f.event(&mut event, capacity));
             let written = if capacity < event.len() {
                 log::error!(
                     "eventq: buffer of {capacity} bytes too small for a {}-byte event; event dropped",
@@ -727,7 +772,9 @@ impl VirtioMediaPci {
             } else {
                 scatter(&mem, &writable, &event)
             };
-            if let Err(e) = self.transport.queues[EVENTQ].add_used(&mem, head, used_len.unwrap_or(written)) {
+            if let Err(e) =
+                self.transport.queues[EVENTQ].add_used(&mem, head, used_len.unwrap_or(written))
+            {
                 log::error!("eventq: add_used failed: {e}");
             }
             if let Some(f) = self.fuzz.as_mut() {
@@ -741,7 +788,10 @@ impl VirtioMediaPci {
         }
         used += self.fuzz_replay(EVENTQ, &mem);
         if used > 0 {
-            log::debug!("eventq: {used} event(s) delivered, {} pending", self.events.len());
+            log::debug!(
+                "eventq: {used} event(s) delivered, {} pending",
+                self.events.len()
+            );
             self.signal_queue(EVENTQ);
         }
     }
@@ -788,8 +838,12 @@ impl VirtioMediaPci {
     }
 
     pub fn set_irqs(&mut self, index: u32, flags: u32, start: u32, count: u32, fds: Vec<File>) {
-        let action = flags & (VFIO_IRQ_SET_ACTION_MASK | VFIO_IRQ_SET_ACTION_UNMASK | VFIO_IRQ_SET_ACTION_TRIGGER);
-        log::debug!("SET_IRQS index {index} flags {flags:#x} start {start} count {count} fds {}", fds.len());
+        let action = flags
+            & (VFIO_IRQ_SET_ACTION_MASK | VFIO_IRQ_SET_ACTION_UNMASK | VFIO_IRQ_SET_ACTION_TRIGGER);
+        log::debug!(
+            "SET_IRQS index {index} flags {flags:#x} start {start} count {count} fds {}",
+            fds.len()
+        );
         match (index, action) {
             (VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER) => {
                 if flags & VFIO_IRQ_SET_DATA_EVENTFD != 0 {
@@ -814,7 +868,11 @@ impl VirtioMediaPci {
                 }
                 let mut fds = fds.into_iter();
                 for v in start..start.saturating_add(count) {
-                    let fd = if flags & VFIO_IRQ_SET_DATA_EVENTFD != 0 { fds.next() } else { None };
+                    let fd = if flags & VFIO_IRQ_SET_DATA_EVENTFD != 0 {
+                        fds.next()
+                    } else {
+                        None
+                    };
                     match self.irqs.msix.get_mut(v as usize) {
                         Some(slot) => *slot = fd,
                         None => log::warn!("SET_IRQS for MSI-X vector {v} beyond the table"),
@@ -822,7 +880,11 @@ impl VirtioMediaPci {
                 }
                 log::info!(
                     "MSI-X eventfds: {:?}",
-                    self.irqs.msix.iter().map(|f| f.is_some()).collect::<Vec<_>>()
+                    self.irqs
+                        .msix
+                        .iter()
+                        .map(|f| f.is_some())
+                        .collect::<Vec<_>>()
                 );
             }
             _ => log::debug!("SET_IRQS index {index} action {action:#x} ignored"),
@@ -831,17 +893,27 @@ impl VirtioMediaPci {
 
     // ---- DMA ------------------------------------------------------------
 
-    pub fn dma_map(&mut self, offset: u64, address: u64, size: u64, fd: Option<File>) -> std::io::Result<()> {
+    pub fn dma_map(
+        &mut self,
+        offset: u64,
+        address: u64,
+        size: u64,
+        fd: Option<File>,
+    ) -> std::io::Result<()> {
         let Some(file) = fd else {
             log::warn!("DMA_MAP {address:#x}+{size:#x} without fd: not accessible to the device");
             return Ok(());
         };
-        let size_usize = usize::try_from(size).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        let size_usize =
+            usize::try_from(size).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
         let region = MmapRegion::from_file(FileOffset::new(file, offset), size_usize)
             .map_err(|e| std::io::Error::other(format!("mmap of DMA region failed: {e}")))?;
         let region = GuestRegionMmap::new(region, GuestAddress(address))
             .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-        let mut mem = self.mem.write().map_err(|_| std::io::Error::other("poisoned"))?;
+        let mut mem = self
+            .mem
+            .write()
+            .map_err(|_| std::io::Error::other("poisoned"))?;
         let new = mem
             .insert_region(Arc::new(region))
             .map_err(|e| std::io::Error::other(format!("DMA_MAP {address:#x}+{size:#x}: {e}")))?;
@@ -851,11 +923,16 @@ impl VirtioMediaPci {
     }
 
     pub fn dma_unmap(&mut self, address: u64, size: u64, all: bool) -> std::io::Result<()> {
-        let mut mem = self.mem.write().map_err(|_| std::io::Error::other("poisoned"))?;
+        let mut mem = self
+            .mem
+            .write()
+            .map_err(|_| std::io::Error::other("poisoned"))?;
         let end = address.saturating_add(size);
         let victims: Vec<(GuestAddress, u64)> = mem
             .iter()
-            .filter(|r| all || (r.start_addr().raw_value() < end && r.last_addr().raw_value() >= address))
+            .filter(|r| {
+                all || (r.start_addr().raw_value() < end && r.last_addr().raw_value() >= address)
+            })
             .map(|r| (r.start_addr(), r.len()))
             .collect();
         for (base, len) in victims {
@@ -890,7 +967,8 @@ pub fn scatter(mem: &GuestMemoryMmap, writable: &[(GuestAddress, u32)], data: &[
 }
 
 fn word(b: &[u8], o: usize) -> Option<u32> {
-    b.get(o..o + 4).map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+    b.get(o..o + 4)
+        .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
 }
 
 /// A VIRTIO_MEDIA_EVT_EVENT of type V4L2_EVENT_SOURCE_CHANGE (resolution)
@@ -910,6 +988,10 @@ pub type VirtQueue = Queue;
 /// VIRTIO_MEDIA_CMD_IOCTL (3) with code VIDIOC_SUBSCRIBE_EVENT (90):
 /// le32 cmd, le32 reserved, le32 session_id, le32 code.
 fn is_subscribe_event(cmd: &[u8]) -> bool {
-    let word = |o: usize| cmd.get(o..o + 4).map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]));
-    word(0) == Some(3) && word(12) == Some(virtio_media::protocol::V4l2Ioctl::VIDIOC_SUBSCRIBE_EVENT as u32)
+    let word = |o: usize| {
+        cmd.get(o..o + 4)
+            .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    word(0) == Some(3)
+        && word(12) == Some(virtio_media::protocol::V4l2Ioctl::VIDIOC_SUBSCRIBE_EVENT as u32)
 }

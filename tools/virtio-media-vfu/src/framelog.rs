@@ -26,7 +26,10 @@ pub struct FrameLog(Option<Arc<Mutex<File>>>);
 impl FrameLog {
     /// Opens (creates, or appends to) the log at `path`.
     pub fn open(path: &Path) -> std::io::Result<FrameLog> {
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
         Ok(FrameLog(Some(Arc::new(Mutex::new(f)))))
     }
 
@@ -46,7 +49,12 @@ impl FrameLog {
     /// Appends the line of one frame whose planes (already cut to their
     /// bytesused) are `planes`. Write errors are logged, not returned: the
     /// frame still goes to the guest.
-    pub fn record<'a>(&self, sequence: u32, session: u32, planes: impl IntoIterator<Item = &'a [u8]>) {
+    pub fn record<'a>(
+        &self,
+        sequence: u32,
+        session: u32,
+        planes: impl IntoIterator<Item = &'a [u8]>,
+    ) {
         let Some(f) = &self.0 else { return };
         let line = format!("{sequence} {} {session}\n", Self::md5_hex(planes));
         let mut f = match f.lock() {
@@ -65,7 +73,10 @@ mod tests {
 
     #[test]
     fn md5_of_known_strings() {
-        assert_eq!(FrameLog::md5_hex([&b""[..]]), "d41d8cd98f00b204e9800998ecf8427e");
+        assert_eq!(
+            FrameLog::md5_hex([&b""[..]]),
+            "d41d8cd98f00b204e9800998ecf8427e"
+        );
         // Planes are hashed as one stream.
         assert_eq!(
             FrameLog::md5_hex([&b"The quick brown fox "[..], b"jumps over the lazy dog"]),

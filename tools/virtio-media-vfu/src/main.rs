@@ -31,7 +31,10 @@ use clap::Parser;
 
 fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let (num, mult) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit() && *c != 'x') {
+    let (num, mult) = match s
+        .char_indices()
+        .find(|(_, c)| !c.is_ascii_digit() && *c != 'x')
+    {
         Some((i, _)) if !s.starts_with("0x") => {
             let mult = match s[i..].to_ascii_lowercase().as_str() {
                 "k" | "kib" => 1u64 << 10,
@@ -49,13 +52,16 @@ fn parse_size(s: &str) -> Result<u64, String> {
         num.parse::<u64>()
     }
     .map_err(|e| format!("{s:?}: {e}"))?;
-    n.checked_mul(mult).ok_or_else(|| "size overflows".to_string())
+    n.checked_mul(mult)
+        .ok_or_else(|| "size overflows".to_string())
 }
 
 fn parse_shm_size(s: &str) -> Result<u64, String> {
     let n = parse_size(s)?;
     if n < 4096 || !n.is_power_of_two() {
-        return Err(format!("{n} is not a power of two >= 4096 (PCI BAR sizes are powers of two)"));
+        return Err(format!(
+            "{n} is not a power of two >= 4096 (PCI BAR sizes are powers of two)"
+        ));
     }
     if n > 1 << 32 {
         return Err("at most 4 GiB (V4L2 MMAP offsets are 32-bit)".into());
@@ -215,7 +221,11 @@ fn main() {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let shm = if args.no_shm { shm::Shm::absent() } else { shm::Shm::new(args.shm_size)? };
+    let shm = if args.no_shm {
+        shm::Shm::absent()
+    } else {
+        shm::Shm::new(args.shm_size)?
+    };
     let events = media::EventQueueHandle::default();
     let mem = device::VirtioMediaPci::new_guest_memory();
     let frame_log = match &args.frame_log {
@@ -320,7 +330,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         // A new client sees a freshly reset device without DMA mappings or
         // interrupt eventfds.
         {
-            let mut dev = backend.dev.lock().map_err(|_| anyhow::anyhow!("device state poisoned"))?;
+            let mut dev = backend
+                .dev
+                .lock()
+                .map_err(|_| anyhow::anyhow!("device state poisoned"))?;
             if let (Some(path), Some(st)) = (&args.stats, &dev.stats) {
                 match st.write(path) {
                     Ok(()) => log::info!("command timings written to {}", path.display()),

@@ -7,12 +7,11 @@ use std::collections::VecDeque;
 use std::io::{Cursor, Write};
 use std::sync::{Arc, Mutex, RwLock};
 
+use virtio_media::io::WriteToDescriptorChain;
 use virtio_media::protocol::{RespHeader, SgEntry, V4l2Event, VirtioMediaDeviceConfig};
 use virtio_media::{
     GuestMemoryRange, VirtioMediaDevice, VirtioMediaDeviceRunner, VirtioMediaEventQueue,
     VirtioMediaGuestMemoryMapper,
-};
-use virtio_media::io::{WriteToDescriptorChain
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -264,14 +263,19 @@ const VIDIOC_STREAMON: u32 = 18;
 const VIDIOC_STREAMOFF: u32 = 19;
 
 fn le32(b: &[u8], o: usize) -> Option<u32> {
-    b.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    b.get(o..o + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// Command name for the logs, with the session id and, for buffer and
 /// stream ioctls, the queue type (and buffer index).
 fn cmd_name(cmd: &[u8]) -> String {
     let code = le32(cmd, 0);
-    let sid = || le32(cmd, 8).map(|s| format!("session {s}")).unwrap_or_else(|| "session ?".into());
+    let sid = || {
+        le32(cmd, 8)
+            .map(|s| format!("session {s}"))
+            .unwrap_or_else(|| "session ?".into())
+    };
     match code {
         Some(1) => "OPEN".into(),
         Some(2) => format!("CLOSE {}", sid()),
@@ -283,8 +287,14 @@ fn cmd_name(cmd: &[u8]) -> String {
                 .unwrap_or_else(|| format!("{ioctl:?}"));
             // Payload at 16: v4l2_buffer { index, type, .. } or the queue type.
             let detail = match ioctl {
-                Some(VIDIOC_QBUF) => format!(" type {} index {}", le32(cmd, 20).unwrap_or(0), le32(cmd, 16).unwrap_or(0)),
-                Some(VIDIOC_STREAMON | VIDIOC_STREAMOFF) => format!(" type {}", le32(cmd, 16).unwrap_or(0)),
+                Some(VIDIOC_QBUF) => format!(
+                    " type {} index {}",
+                    le32(cmd, 20).unwrap_or(0),
+                    le32(cmd, 16).unwrap_or(0)
+                ),
+                Some(VIDIOC_STREAMON | VIDIOC_STREAMOFF) => {
+                    format!(" type {}", le32(cmd, 16).unwrap_or(0))
+                }
                 _ => String::new(),
             };
             format!("IOCTL {} {name}{detail}", sid())
@@ -321,7 +331,10 @@ where
             return;
         }
         if resp.overflowed {
-            log::error!("{name}: response does not fit in the {} writable bytes", resp.capacity);
+            log::error!(
+                "{name}: response does not fit in the {} writable bytes",
+                resp.capacity
+            );
             resp.data.clear();
             resp.overflowed = false;
             let _ = resp.write_err_response(libc::ENOSPC);
@@ -332,7 +345,10 @@ where
             .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         match status {
             Some(0) if name == "OPEN" => {
-                log::debug!("OPEN: ok, session {}", le32(&resp.data, 8).map_or("?".into(), |s| s.to_string()))
+                log::debug!(
+                    "OPEN: ok, session {}",
+                    le32(&resp.data, 8).map_or("?".into(), |s| s.to_string())
+                )
             }
             Some(0) => log::debug!("{name}: ok ({} bytes)", resp.data.len()),
             Some(e) => log::info!("{name}: error {e}"),
@@ -357,7 +373,10 @@ where
 
     fn close_session(&mut self, session: u32) {
         if let Some(sess) = self.runner.sessions.remove(&session) {
-            <D as VirtioMediaDevice<CmdReader, RespWriter>>::close_session(&mut self.runner.device, sess);
+            <D as VirtioMediaDevice<CmdReader, RespWriter>>::close_session(
+                &mut self.runner.device,
+                sess,
+            );
         }
     }
 }
@@ -367,7 +386,10 @@ const VIDIOC_SUBSCRIBE_EVENT: u32 = 90;
 /// Rejects payloads the crate would `unwrap()` on. virtio-media 0.0.8
 /// panics on a VIDIOC_SUBSCRIBE_EVENT with an unknown event type or flags.
 pub fn precheck(cmd: &[u8]) -> Option<i32> {
-    let word = |o: usize| cmd.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let word = |o: usize| {
+        cmd.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
     if word(0) != Some(3) || word(12) != Some(VIDIOC_SUBSCRIBE_EVENT) {
         return None;
     }
@@ -404,9 +426,15 @@ mod tests {
         assert_eq!(cmd_name(&words(&[2, 0, 7, 0])), "CLOSE session 7");
         assert_eq!(cmd_name(&words(&[4, 0, 3, 1, 0, 0])), "MMAP session 3");
         // VIDIOC_STREAMON (18) with the queue type as payload.
-        assert_eq!(cmd_name(&words(&[3, 0, 2, 18, 9])), "IOCTL session 2 VIDIOC_STREAMON type 9");
+        assert_eq!(
+            cmd_name(&words(&[3, 0, 2, 18, 9])),
+            "IOCTL session 2 VIDIOC_STREAMON type 9"
+        );
         // VIDIOC_QBUF (15): v4l2_buffer { index 3, type 10, .. }.
-        assert_eq!(cmd_name(&words(&[3, 0, 5, 15, 3, 10, 0])), "IOCTL session 5 VIDIOC_QBUF type 10 index 3");
+        assert_eq!(
+            cmd_name(&words(&[3, 0, 5, 15, 3, 10, 0])),
+            "IOCTL session 5 VIDIOC_QBUF type 10 index 3"
+        );
         assert_eq!(cmd_name(&words(&[3, 0, 1])), "IOCTL session 1 None");
         assert_eq!(cmd_name(&[]), "short command");
     }
@@ -417,7 +445,10 @@ mod tests {
         buf.set_flags(v4l2r::ioctl::BufferFlags::LAST);
         let bytes = serialize_event(V4l2Event::DequeueBuffer(DequeueBufferEvent::new(4, buf)));
         let d = describe_event(&bytes);
-        assert!(d.starts_with("DQBUF session 4 type 9 index 2 flags 0x100000 "), "{d}");
+        assert!(
+            d.starts_with("DQBUF session 4 type 9 index 2 flags 0x100000 "),
+            "{d}"
+        );
         let bytes = serialize_event(V4l2Event::Error(ErrorEvent::new(6, libc::EIO)));
         assert_eq!(describe_event(&bytes), "ERROR session 6 errno 5");
     }

@@ -91,7 +91,7 @@ impl PciConfigSpace {
         c.wmask[0x0c] = 0xff;
         c.bytes[0x0d] = 0; // latency timer
         c.bytes[0x0e] = 0; // header type 0
-        // BAR0: 32-bit non-prefetchable memory.
+                           // BAR0: 32-bit non-prefetchable memory.
         c.set32(0x10, 0);
         c.wmask32(0x10, !(BAR0_SIZE as u32 - 1) & !0xf);
         // BAR2/3: 64-bit prefetchable memory (all zero and read-only, i.e.
@@ -121,12 +121,40 @@ impl PciConfigSpace {
         c.set32(CAP_MSIX + 4, MSIX_TABLE_OFF | BAR_MSIX);
         c.set32(CAP_MSIX + 8, MSIX_PBA_OFF | BAR_MSIX);
 
-        c.virtio_cap(CAP_COMMON, CAP_NOTIFY, VIRTIO_PCI_CAP_COMMON_CFG, COMMON_OFF, COMMON_LEN, 16);
-        c.virtio_cap(CAP_NOTIFY, CAP_ISR, VIRTIO_PCI_CAP_NOTIFY_CFG, NOTIFY_OFF, NOTIFY_LEN, 20);
+        c.virtio_cap(
+            CAP_COMMON,
+            CAP_NOTIFY,
+            VIRTIO_PCI_CAP_COMMON_CFG,
+            COMMON_OFF,
+            COMMON_LEN,
+            16,
+        );
+        c.virtio_cap(
+            CAP_NOTIFY,
+            CAP_ISR,
+            VIRTIO_PCI_CAP_NOTIFY_CFG,
+            NOTIFY_OFF,
+            NOTIFY_LEN,
+            20,
+        );
         c.set32(CAP_NOTIFY + 16, NOTIFY_OFF_MULTIPLIER);
-        c.virtio_cap(CAP_ISR, CAP_DEVICE, VIRTIO_PCI_CAP_ISR_CFG, ISR_OFF, ISR_LEN, 16);
+        c.virtio_cap(
+            CAP_ISR,
+            CAP_DEVICE,
+            VIRTIO_PCI_CAP_ISR_CFG,
+            ISR_OFF,
+            ISR_LEN,
+            16,
+        );
         let after_device = if shm_size > 0 { CAP_SHM } else { 0 };
-        c.virtio_cap(CAP_DEVICE, after_device, VIRTIO_PCI_CAP_DEVICE_CFG, DEVICE_OFF, DEVICE_LEN, 16);
+        c.virtio_cap(
+            CAP_DEVICE,
+            after_device,
+            VIRTIO_PCI_CAP_DEVICE_CFG,
+            DEVICE_OFF,
+            DEVICE_LEN,
+            16,
+        );
         if shm_size == 0 {
             return c;
         }
@@ -144,7 +172,15 @@ impl PciConfigSpace {
         c
     }
 
-    fn virtio_cap(&mut self, at: usize, next: usize, cfg_type: u8, off: u64, len: u64, cap_len: u8) {
+    fn virtio_cap(
+        &mut self,
+        at: usize,
+        next: usize,
+        cfg_type: u8,
+        off: u64,
+        len: u64,
+        cap_len: u8,
+    ) {
         self.bytes[at] = PCI_CAP_ID_VNDR;
         self.bytes[at + 1] = next as u8;
         self.bytes[at + 2] = cap_len;
@@ -175,7 +211,12 @@ impl PciConfigSpace {
         u16::from_le_bytes([self.read8(at), self.read8(at + 1)])
     }
     pub fn read32(&self, at: usize) -> u32 {
-        u32::from_le_bytes([self.read8(at), self.read8(at + 1), self.read8(at + 2), self.read8(at + 3)])
+        u32::from_le_bytes([
+            self.read8(at),
+            self.read8(at + 1),
+            self.read8(at + 2),
+            self.read8(at + 3),
+        ])
     }
 
     /// Config space read of any width; bytes past the end read as 0xff.
@@ -246,7 +287,7 @@ mod tests {
         let mut pos = c.read8(0x34) as usize;
         let mut guard = 0;
         while pos != 0 {
-            assert!(pos >= 0x40 && pos < CONFIG_SIZE, "cap pointer {pos:#x}");
+            assert!((0x40..CONFIG_SIZE).contains(&pos), "cap pointer {pos:#x}");
             assert_eq!(pos % 4, 0, "cap alignment");
             out.push((pos, c.read8(pos), c.read8(pos + 3)));
             pos = c.read8(pos + 1) as usize;
@@ -320,7 +361,10 @@ mod tests {
             }
         }
         // MSI-X table/PBA in BAR4.
-        let (pos, _, _) = *caps.iter().find(|(_, id, _)| *id == PCI_CAP_ID_MSIX).unwrap();
+        let (pos, _, _) = *caps
+            .iter()
+            .find(|(_, id, _)| *id == PCI_CAP_ID_MSIX)
+            .unwrap();
         assert_eq!(c.read16(pos + 2) & 0x7ff, MSIX_VECTORS - 1);
         assert_eq!(c.read32(pos + 4), BAR_MSIX);
         assert_eq!(c.read32(pos + 8), 0x800 | BAR_MSIX);
@@ -356,7 +400,11 @@ mod tests {
             .collect();
         assert_eq!(vendor, vec![1, 2, 3, 4], "no SHARED_MEMORY (8) capability");
         assert!(caps.iter().any(|(_, id, _)| *id == PCI_CAP_ID_MSIX));
-        assert_eq!(caps.last().map(|c| c.0), Some(CAP_DEVICE), "list ends at DEVICE");
+        assert_eq!(
+            caps.last().map(|c| c.0),
+            Some(CAP_DEVICE),
+            "list ends at DEVICE"
+        );
         // Nothing left over where the capability used to be.
         assert!((CAP_SHM..CAP_SHM + 24).all(|o| c.read8(o) == 0));
         // The other structures are where they always are.
@@ -385,7 +433,11 @@ mod tests {
         c.remove_msix();
         let caps = walk(&c);
         assert!(!caps.iter().any(|(_, id, _)| *id == PCI_CAP_ID_MSIX));
-        assert_eq!(caps[..], with_msix[1..], "the virtio structures stay where they are");
+        assert_eq!(
+            caps[..],
+            with_msix[1..],
+            "the virtio structures stay where they are"
+        );
         // BAR4 is not implemented and MSI-X cannot be enabled.
         c.write(0x20, &0xffff_ffffu32.to_le_bytes());
         assert_eq!(c.read32(0x20), 0);
@@ -401,8 +453,15 @@ mod tests {
         c.write((CAP_MSIX + 3) as u64, &[0x80]);
         assert!(c.msix_enabled());
         assert!(!c.msix_masked());
-        assert_eq!(c.read16(CAP_MSIX + 2) & 0x7ff, MSIX_VECTORS - 1, "table size RO");
-        c.write(PCI_COMMAND as u64, &(PCI_COMMAND_INTX_DISABLE | 0x6).to_le_bytes());
+        assert_eq!(
+            c.read16(CAP_MSIX + 2) & 0x7ff,
+            MSIX_VECTORS - 1,
+            "table size RO"
+        );
+        c.write(
+            PCI_COMMAND as u64,
+            &(PCI_COMMAND_INTX_DISABLE | 0x6).to_le_bytes(),
+        );
         assert!(c.intx_disabled());
         let mut out = [0u8; 4];
         c.read(254, &mut out);

@@ -171,7 +171,11 @@ impl Shm {
         self.check(offset, out.len() as u64)?;
         // SAFETY: bounds checked above.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.ptr.add(offset as usize), out.as_mut_ptr(), out.len())
+            std::ptr::copy_nonoverlapping(
+                self.ptr.add(offset as usize),
+                out.as_mut_ptr(),
+                out.len(),
+            )
         };
         Ok(())
     }
@@ -182,7 +186,9 @@ impl Shm {
         if len == 0 || !self.is_present() {
             return Err(libc::EINVAL);
         }
-        let len = len.checked_next_multiple_of(PAGE_SIZE).ok_or(libc::ENOMEM)?;
+        let len = len
+            .checked_next_multiple_of(PAGE_SIZE)
+            .ok_or(libc::ENOMEM)?;
         let mut st = self.state.lock().map_err(|_| libc::EIO)?;
         let mut cursor = 0u64;
         for (&off, a) in st.allocs.iter() {
@@ -292,13 +298,19 @@ impl ShmBuffer {
         self.shm.fill(self.range.offset + off, len, byte)
     }
     pub fn write_at(&self, off: u64, data: &[u8]) -> Result<(), i32> {
-        if off.checked_add(data.len() as u64).is_none_or(|e| e > self.range.len) {
+        if off
+            .checked_add(data.len() as u64)
+            .is_none_or(|e| e > self.range.len)
+        {
             return Err(libc::EINVAL);
         }
         self.shm.write_at(self.range.offset + off, data)
     }
     pub fn read_at(&self, off: u64, out: &mut [u8]) -> Result<(), i32> {
-        if off.checked_add(out.len() as u64).is_none_or(|e| e > self.range.len) {
+        if off
+            .checked_add(out.len() as u64)
+            .is_none_or(|e| e > self.range.len)
+        {
             return Err(libc::EINVAL);
         }
         self.shm.read_at(self.range.offset + off, out)
@@ -352,7 +364,10 @@ impl virtio_media::VirtioMediaHostMemoryMapper for ShmMapper {
         })?;
         if length > range.len {
             let _ = self.shm.release(offset, range.generation);
-            log::error!("MMAP: length {length:#x} larger than allocation {:#x}", range.len);
+            log::error!(
+                "MMAP: length {length:#x} larger than allocation {:#x}",
+                range.len
+            );
             return Err(libc::EINVAL);
         }
         self.mappings.insert(offset, range.generation);
@@ -437,7 +452,10 @@ mod tests {
         let buf = ShmBuffer::new(&shm, 10).unwrap();
         buf.write_at(3, b"abc").unwrap();
         let mut out = [0u8; 3];
-        shm.file().unwrap().read_exact_at(&mut out, buf.offset() + 3).unwrap();
+        shm.file()
+            .unwrap()
+            .read_exact_at(&mut out, buf.offset() + 3)
+            .unwrap();
         assert_eq!(&out, b"abc");
         assert_eq!(buf.write_at(PAGE_SIZE - 1, b"ab"), Err(libc::EINVAL));
         assert_eq!(shm.write_at(2 * PAGE_SIZE - 1, b"ab"), Err(libc::EINVAL));
@@ -467,13 +485,20 @@ mod tests {
         let mut b = [0u8; 1];
         assert_eq!(shm.read_at(0, &mut b), Err(libc::EINVAL));
         assert_eq!(shm.write_at(0, &b), Err(libc::EINVAL));
-        assert_eq!(shm.read_at(0, &mut []), Err(libc::EINVAL), "not even an empty access");
+        assert_eq!(
+            shm.read_at(0, &mut []),
+            Err(libc::EINVAL),
+            "not even an empty access"
+        );
         assert_eq!(shm.fill(0, 0, 0), Err(libc::EINVAL));
         // A mapper over it accepts no fd, not even a real memfd's.
         let other = Shm::new(PAGE_SIZE).unwrap();
         assert!(!shm.is_same_file(other.file().unwrap().as_fd()));
         let mut mapper = ShmMapper::new(shm.clone());
-        assert_eq!(mapper.add_mapping(other.file().unwrap().as_fd(), 1, 0, true), Err(libc::EINVAL));
+        assert_eq!(
+            mapper.add_mapping(other.file().unwrap().as_fd(), 1, 0, true),
+            Err(libc::EINVAL)
+        );
         shm.reset();
         assert_eq!(shm.usage(), (0, 0));
     }

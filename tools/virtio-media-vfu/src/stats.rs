@@ -34,7 +34,8 @@ pub struct CmdStats {
 }
 
 fn le32(b: &[u8], o: usize) -> Option<u32> {
-    b.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    b.get(o..o + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// The kind of a command: its name, and for IOCTL the ioctl's name.
@@ -111,7 +112,11 @@ impl CmdStats {
         for (i, (name, k)) in self.kinds.iter().enumerate() {
             let mut s = k.samples.clone();
             s.sort_unstable();
-            let mean = if k.count == 0 { 0 } else { (k.total_ns / k.count as u128) as u64 };
+            let mean = if k.count == 0 {
+                0
+            } else {
+                (k.total_ns / k.count as u128) as u64
+            };
             out.push_str(if i == 0 { "\n" } else { ",\n" });
             out.push_str(&format!(
                 "    {}: {{\"count\": {}, \"min\": {}, \"p50\": {}, \"p99\": {}, \"max\": {}, \"mean\": {}}}",
@@ -125,9 +130,21 @@ impl CmdStats {
             ));
         }
         out.push_str("\n  },\n  \"delayed_in_flight\": {\"max\": ");
-        out.push_str(&self.in_flight.keys().next_back().copied().unwrap_or(0).to_string());
+        out.push_str(
+            &self
+                .in_flight
+                .keys()
+                .next_back()
+                .copied()
+                .unwrap_or(0)
+                .to_string(),
+        );
         out.push_str(", \"at_enqueue\": {");
-        let depths: Vec<String> = self.in_flight.iter().map(|(d, n)| format!("\"{d}\": {n}")).collect();
+        let depths: Vec<String> = self
+            .in_flight
+            .iter()
+            .map(|(d, n)| format!("\"{d}\": {n}"))
+            .collect();
         out.push_str(&depths.join(", "));
         out.push_str("}}\n}\n");
         out
@@ -174,12 +191,18 @@ mod tests {
             "\"IOCTL VIDIOC_G_FMT\": {\"count\": 100, \"min\": 1000, \"p50\": 50000, \"p99\": 99000, \"max\": 100000, \"mean\": 50500}"
         ), "{j}");
         assert!(j.contains("\"OPEN\": {\"count\": 1, \"min\": 7, \"p50\": 7, \"p99\": 7, \"max\": 7, \"mean\": 7}"), "{j}");
-        assert!(j.contains("\"delayed_in_flight\": {\"max\": 0, \"at_enqueue\": {}}"), "{j}");
+        assert!(
+            j.contains("\"delayed_in_flight\": {\"max\": 0, \"at_enqueue\": {}}"),
+            "{j}"
+        );
         st.record_in_flight(1);
         st.record_in_flight(3);
         st.record_in_flight(1);
         let j = st.to_json();
-        assert!(j.contains("\"delayed_in_flight\": {\"max\": 3, \"at_enqueue\": {\"1\": 2, \"3\": 1}}"), "{j}");
+        assert!(
+            j.contains("\"delayed_in_flight\": {\"max\": 3, \"at_enqueue\": {\"1\": 2, \"3\": 1}}"),
+            "{j}"
+        );
         assert_eq!(quantile(&[], 0.5), 0);
         assert_eq!(json_string("a\"b\\\n"), "\"a\\\"b\\\\\\u000a\"");
     }

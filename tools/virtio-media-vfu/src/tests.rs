@@ -95,8 +95,19 @@ impl Harness {
         Harness::with_frame_log(backend, msix, crate::framelog::FrameLog::default())
     }
 
-    pub(crate) fn with_frame_log(backend: &str, msix: bool, frame_log: crate::framelog::FrameLog) -> Harness {
-        Harness::with_opts(backend, msix, devices::BackendOpts { frame_log, ..Default::default() })
+    pub(crate) fn with_frame_log(
+        backend: &str,
+        msix: bool,
+        frame_log: crate::framelog::FrameLog,
+    ) -> Harness {
+        Harness::with_opts(
+            backend,
+            msix,
+            devices::BackendOpts {
+                frame_log,
+                ..Default::default()
+            },
+        )
     }
 
     pub(crate) fn with_opts(backend: &str, msix: bool, opts: devices::BackendOpts) -> Harness {
@@ -108,12 +119,19 @@ impl Harness {
         Harness::with_shm(backend, true, Default::default(), Shm::absent())
     }
 
-    pub(crate) fn with_shm(backend: &str, msix: bool, opts: devices::BackendOpts, shm: Arc<Shm>) -> Harness {
+    pub(crate) fn with_shm(
+        backend: &str,
+        msix: bool,
+        opts: devices::BackendOpts,
+        shm: Arc<Shm>,
+    ) -> Harness {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
         let shared = VirtioMediaPci::new_guest_memory();
         *shared.write().unwrap() = mem.clone();
         let events = EventQueueHandle::default();
-        let backend = devices::make_backend(backend, events.clone(), shm.clone(), shared.clone(), opts).unwrap();
+        let backend =
+            devices::make_backend(backend, events.clone(), shm.clone(), shared.clone(), opts)
+                .unwrap();
         let dev = VirtioMediaPci::new(42, shm.clone(), backend, events, shared);
         let mut h = Harness {
             dev,
@@ -176,7 +194,9 @@ impl Harness {
         // Fresh rings, like a driver that (re)allocates them zeroed.
         for vq in self.vqs.iter() {
             for a in [vq.desc, vq.avail, vq.used] {
-                self.mem.write_slice(&[0u8; 0x1000], GuestAddress(a)).unwrap();
+                self.mem
+                    .write_slice(&[0u8; 0x1000], GuestAddress(a))
+                    .unwrap();
             }
         }
         self.w(reg::DEVICE_STATUS, &[s | STATUS_DRIVER_OK]);
@@ -213,9 +233,13 @@ impl Harness {
             vq.next_desc = next;
         }
         let slot = vq.avail + 4 + 2 * (vq.avail_idx % QSIZE) as u64;
-        self.mem.write_obj(head % QSIZE, GuestAddress(slot)).unwrap();
+        self.mem
+            .write_obj(head % QSIZE, GuestAddress(slot))
+            .unwrap();
         vq.avail_idx = vq.avail_idx.wrapping_add(1);
-        self.mem.write_obj(vq.avail_idx, GuestAddress(vq.avail + 2)).unwrap();
+        self.mem
+            .write_obj(vq.avail_idx, GuestAddress(vq.avail + 2))
+            .unwrap();
         head % QSIZE
     }
 
@@ -245,7 +269,9 @@ impl Harness {
         let c = self.alloc(cmd.len());
         self.mem.write_slice(cmd, GuestAddress(c)).unwrap();
         let r = self.alloc(resp_len as usize);
-        self.mem.write_slice(&vec![0xaa; resp_len as usize], GuestAddress(r)).unwrap();
+        self.mem
+            .write_slice(&vec![0xaa; resp_len as usize], GuestAddress(r))
+            .unwrap();
         let head = self.add_chain(0, &[(c, cmd.len() as u32, false), (r, resp_len, true)]);
         self.notify(0);
         let used = self.used(0);
@@ -282,7 +308,10 @@ fn device_config_through_bar0() {
     let mut h = Harness::new(true);
     let mut cfg = vec![0u8; 40];
     h.dev.bar0_read(pci::DEVICE_OFF, &mut cfg);
-    assert_eq!(le32(&cfg, 0), devices::V4L2_CAP_VIDEO_CAPTURE_MPLANE | devices::V4L2_CAP_STREAMING);
+    assert_eq!(
+        le32(&cfg, 0),
+        devices::V4L2_CAP_VIDEO_CAPTURE_MPLANE | devices::V4L2_CAP_STREAMING
+    );
     assert_eq!(le32(&cfg, 4), devices::VFL_TYPE_VIDEO);
     assert_eq!(&cfg[8..22], b"simple_device\0");
     // Single-byte access in the middle of the card name.
@@ -297,12 +326,23 @@ fn open_and_ioctl_over_commandq() {
     let before = h.dev.irqs.msix_count.clone();
     let session = h.open();
     assert_eq!(session, 0);
-    assert_eq!(h.dev.irqs.msix_count[1], before[1] + 1, "commandq vector 1 raised");
+    assert_eq!(
+        h.dev.irqs.msix_count[1],
+        before[1] + 1,
+        "commandq vector 1 raised"
+    );
     assert_eq!(h.dev.backend.num_sessions(), 1);
 
     // VIDIOC_G_FMT: status 0 followed by the format.
-    let resp = h.command(&ioctl_cmd(session, VIDIOC_G_FMT, &g_fmt_payload()), 8 + V4L2_FORMAT_SIZE as u32);
-    assert_eq!(resp.len(), 8 + V4L2_FORMAT_SIZE, "used length = bytes written");
+    let resp = h.command(
+        &ioctl_cmd(session, VIDIOC_G_FMT, &g_fmt_payload()),
+        8 + V4L2_FORMAT_SIZE as u32,
+    );
+    assert_eq!(
+        resp.len(),
+        8 + V4L2_FORMAT_SIZE,
+        "used length = bytes written"
+    );
     assert_eq!(le32(&resp, 0), 0);
     let fmt = &resp[8..];
     assert_eq!(le32(fmt, 0), V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE);
@@ -376,18 +416,32 @@ fn capture_frames_in_shm_and_late_event_buffers() {
     // No eventq buffers yet.
     for i in 0..2 {
         let resp = h.command(
-            &ioctl_cmd(s, VIDIOC_QBUF, &[v4l2_buffer(i, 1), vec![0; V4L2_PLANE_SIZE]].concat()),
+            &ioctl_cmd(
+                s,
+                VIDIOC_QBUF,
+                &[v4l2_buffer(i, 1), vec![0; V4L2_PLANE_SIZE]].concat(),
+            ),
             (8 + V4L2_BUFFER_SIZE + V4L2_PLANE_SIZE) as u32,
         );
         assert_eq!(le32(&resp, 0), 0, "QBUF status");
     }
-    let resp = h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE.to_le_bytes()), 8);
+    let resp = h.command(
+        &ioctl_cmd(
+            s,
+            VIDIOC_STREAMON,
+            &V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE.to_le_bytes(),
+        ),
+        8,
+    );
     assert_eq!(le32(&resp, 0), 0, "STREAMON status");
     assert_eq!(h.dev.events.len(), 2, "two DQBUF events pending");
     assert!(h.used(1).is_empty());
 
     // Frame 1 (sequence 1) is in buffer 1: Y=1, U=65, V=129, straight in shm.
-    let (w, hgt) = (devices::simple::WIDTH as u64, devices::simple::HEIGHT as u64);
+    let (w, hgt) = (
+        devices::simple::WIDTH as u64,
+        devices::simple::HEIGHT as u64,
+    );
     let mut px = [0u8; 1];
     h.shm.read_at(addrs[1], &mut px).unwrap();
     assert_eq!(px[0], 1);
@@ -403,7 +457,11 @@ fn capture_frames_in_shm_and_late_event_buffers() {
     h.notify(1);
     let used = h.used(1);
     assert_eq!(used, vec![(head as u32, ev_len as u32)]);
-    assert_eq!(h.dev.irqs.msix_count[2], before + 1, "eventq vector 2 raised");
+    assert_eq!(
+        h.dev.irqs.msix_count[2],
+        before + 1,
+        "eventq vector 2 raised"
+    );
     assert_eq!(h.dev.events.len(), 1);
     let mut ev = vec![0u8; ev_len];
     h.mem.read_slice(&mut ev, GuestAddress(a)).unwrap();
@@ -427,7 +485,11 @@ fn capture_frames_in_shm_and_late_event_buffers() {
 
     // Too-small event buffer: returned with 0 bytes, event dropped, no panic.
     let resp = h.command(
-        &ioctl_cmd(s, VIDIOC_QBUF, &[v4l2_buffer(0, 1), vec![0; V4L2_PLANE_SIZE]].concat()),
+        &ioctl_cmd(
+            s,
+            VIDIOC_QBUF,
+            &[v4l2_buffer(0, 1), vec![0; V4L2_PLANE_SIZE]].concat(),
+        ),
         (8 + V4L2_BUFFER_SIZE + V4L2_PLANE_SIZE) as u32,
     );
     assert_eq!(le32(&resp, 0), 0);
@@ -455,7 +517,10 @@ fn mappings_outlive_sessions() {
     req[0..4].copy_from_slice(&1u32.to_le_bytes());
     req[4..8].copy_from_slice(&V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE.to_le_bytes());
     req[8..12].copy_from_slice(&V4L2_MEMORY_MMAP.to_le_bytes());
-    assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_REQBUFS, &req), 28), 0), 0);
+    assert_eq!(
+        le32(&h.command(&ioctl_cmd(s, VIDIOC_REQBUFS, &req), 28), 0),
+        0
+    );
     let mut mmap = cmd_hdr(CMD_MMAP);
     mmap.extend_from_slice(&s.to_le_bytes());
     mmap.extend_from_slice(&1u32.to_le_bytes());
@@ -508,12 +573,20 @@ fn malformed_commands_get_error_status() {
 
     // VIDIOC_SUBSCRIBE_EVENT with an unknown type or flags (the crate
     // would unwrap() on it) and a valid one the simple device lacks.
-    for (ty, flags, errno) in [(0x1234u32, 0u32, libc::EINVAL), (3, 0x80, libc::EINVAL), (3, 1, libc::ENOTTY)] {
+    for (ty, flags, errno) in [
+        (0x1234u32, 0u32, libc::EINVAL),
+        (3, 0x80, libc::EINVAL),
+        (3, 1, libc::ENOTTY),
+    ] {
         let mut sub = vec![0u8; 32];
         sub[0..4].copy_from_slice(&ty.to_le_bytes());
         sub[8..12].copy_from_slice(&flags.to_le_bytes());
         let resp = h.command(&ioctl_cmd(s, 90, &sub), 8);
-        assert_eq!(le32(&resp, 0) as i32, errno, "SUBSCRIBE_EVENT type {ty:#x} flags {flags:#x}");
+        assert_eq!(
+            le32(&resp, 0) as i32,
+            errno,
+            "SUBSCRIBE_EVENT type {ty:#x} flags {flags:#x}"
+        );
     }
 
     // Descriptor pointing outside guest memory: chain returned, no write.
@@ -531,7 +604,9 @@ fn malformed_commands_get_error_status() {
 
     // Writable descriptor outside guest memory: nothing written, len 0.
     let c = h.alloc(8);
-    h.mem.write_slice(&cmd_hdr(CMD_OPEN), GuestAddress(c)).unwrap();
+    h.mem
+        .write_slice(&cmd_hdr(CMD_OPEN), GuestAddress(c))
+        .unwrap();
     h.add_chain(0, &[(c, 8, false), (MEM_SIZE as u64 + 0x1000, 16, true)]);
     h.notify(0);
     assert_eq!(h.used(0)[0].1, 0);
@@ -539,7 +614,9 @@ fn malformed_commands_get_error_status() {
     // Readable descriptor after a writable one.
     let c = h.alloc(8);
     let r = h.alloc(8);
-    h.mem.write_slice(&cmd_hdr(CMD_OPEN), GuestAddress(c)).unwrap();
+    h.mem
+        .write_slice(&cmd_hdr(CMD_OPEN), GuestAddress(c))
+        .unwrap();
     h.add_chain(0, &[(r, 8, true), (c, 8, false)]);
     h.notify(0);
     assert_eq!(h.used(0)[0].1, 8);
@@ -548,7 +625,9 @@ fn malformed_commands_get_error_status() {
 
     // Chain without any writable descriptor: returned with len 0.
     let c = h.alloc(8);
-    h.mem.write_slice(&cmd_hdr(CMD_OPEN), GuestAddress(c)).unwrap();
+    h.mem
+        .write_slice(&cmd_hdr(CMD_OPEN), GuestAddress(c))
+        .unwrap();
     h.add_chain(0, &[(c, 8, false)]);
     h.notify(0);
     assert_eq!(h.used(0)[0].1, 0);
@@ -560,7 +639,11 @@ fn malformed_commands_get_error_status() {
     h.dev.bar0_read(u64::MAX - 2, &mut b);
 
     // Still alive: a new session works.
-    assert_eq!(h.open(), s + 1, "no orphan sessions from commands without response room");
+    assert_eq!(
+        h.open(),
+        s + 1,
+        "no orphan sessions from commands without response room"
+    );
 }
 
 #[test]
@@ -571,13 +654,27 @@ fn reset_clears_sessions_mappings_and_events() {
     req[0..4].copy_from_slice(&1u32.to_le_bytes());
     req[4..8].copy_from_slice(&V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE.to_le_bytes());
     req[8..12].copy_from_slice(&V4L2_MEMORY_MMAP.to_le_bytes());
-    assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_REQBUFS, &req), 28), 0), 0);
+    assert_eq!(
+        le32(&h.command(&ioctl_cmd(s, VIDIOC_REQBUFS, &req), 28), 0),
+        0
+    );
     let resp = h.command(
-        &ioctl_cmd(s, VIDIOC_QBUF, &[v4l2_buffer(0, 1), vec![0; V4L2_PLANE_SIZE]].concat()),
+        &ioctl_cmd(
+            s,
+            VIDIOC_QBUF,
+            &[v4l2_buffer(0, 1), vec![0; V4L2_PLANE_SIZE]].concat(),
+        ),
         (8 + V4L2_BUFFER_SIZE + V4L2_PLANE_SIZE) as u32,
     );
     assert_eq!(le32(&resp, 0), 0);
-    let resp = h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE.to_le_bytes()), 8);
+    let resp = h.command(
+        &ioctl_cmd(
+            s,
+            VIDIOC_STREAMON,
+            &V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE.to_le_bytes(),
+        ),
+        8,
+    );
     assert_eq!(le32(&resp, 0), 0);
     assert_eq!(h.dev.events.len(), 1);
     assert_eq!(h.shm.usage().0, 1);
@@ -620,23 +717,39 @@ fn dma_map_memfd_regions_and_unmap() {
     let shm = Shm::new(1 << 20).unwrap();
     let events = EventQueueHandle::default();
     let shared = VirtioMediaPci::new_guest_memory();
-    let backend =
-        devices::make_backend("simple", events.clone(), shm.clone(), shared.clone(), Default::default()).unwrap();
+    let backend = devices::make_backend(
+        "simple",
+        events.clone(),
+        shm.clone(),
+        shared.clone(),
+        Default::default(),
+    )
+    .unwrap();
     let mut dev = VirtioMediaPci::new(48, shm, backend, events, shared);
     let fd = unsafe { libc::memfd_create(c"ram".as_ptr(), 0) };
     assert!(fd >= 0);
     let file = unsafe { std::fs::File::from_raw_fd(fd) };
     file.set_len(3 << 20).unwrap();
     // Two regions from one memfd, like QEMU's RAM split below/above a hole.
-    dev.dma_map(0, 0, 1 << 20, Some(file.try_clone().unwrap())).unwrap();
-    dev.dma_map(1 << 20, 0x1_0000_0000, 2 << 20, Some(file.try_clone().unwrap())).unwrap();
+    dev.dma_map(0, 0, 1 << 20, Some(file.try_clone().unwrap()))
+        .unwrap();
+    dev.dma_map(
+        1 << 20,
+        0x1_0000_0000,
+        2 << 20,
+        Some(file.try_clone().unwrap()),
+    )
+    .unwrap();
     // Overlap is refused.
-    assert!(dev.dma_map(0, 0x8000, 0x1000, Some(file.try_clone().unwrap())).is_err());
+    assert!(dev
+        .dma_map(0, 0x8000, 0x1000, Some(file.try_clone().unwrap()))
+        .is_err());
     // Without fd: ignored.
     dev.dma_map(0, 0x2000_0000, 0x1000, None).unwrap();
     {
         let mem = dev.mem.read().unwrap();
-        mem.write_slice(b"hello", GuestAddress(0x1_0000_0010)).unwrap();
+        mem.write_slice(b"hello", GuestAddress(0x1_0000_0010))
+            .unwrap();
         assert!(mem.write_slice(b"x", GuestAddress(0x2000_0000)).is_err());
     }
     let mut out = [0u8; 5];
@@ -649,7 +762,12 @@ fn dma_map_memfd_regions_and_unmap() {
         assert!(mem.write_slice(b"x", GuestAddress(0x10)).is_ok());
     }
     dev.dma_unmap(0, 0, true).unwrap();
-    assert!(dev.mem.read().unwrap().write_slice(b"x", GuestAddress(0x10)).is_err());
+    assert!(dev
+        .mem
+        .read()
+        .unwrap()
+        .write_slice(b"x", GuestAddress(0x10))
+        .is_err());
 }
 
 #[test]
@@ -758,22 +876,38 @@ mod capture {
         assert_eq!(f[num_planes_off], 2);
         assert_eq!(le32(&f, plane_fmt_off), 1280 * 720, "plane 0 sizeimage");
         assert_eq!(le32(&f, plane_fmt_off + 4), 1280, "plane 0 bytesperline");
-        assert_eq!(le32(&f, plane_fmt_off + 20), 1280 * 720 / 2, "plane 1 sizeimage");
+        assert_eq!(
+            le32(&f, plane_fmt_off + 20),
+            1280 * 720 / 2,
+            "plane 1 sizeimage"
+        );
         // Unsupported size snaps to the closest discrete one.
         let f = s_fmt_mp(&mut h, s, FMT_YUYV, 700, 500);
-        assert_eq!((le32(&f, 8), le32(&f, 12), f[num_planes_off]), (640, 480, 1));
+        assert_eq!(
+            (le32(&f, 8), le32(&f, 12), f[num_planes_off]),
+            (640, 480, 1)
+        );
 
         // Frame sizes and intervals.
         let mut fs = vec![0u8; 44];
         fs[4..8].copy_from_slice(&FMT_YUV420M.to_le_bytes());
-        for (i, (w, ht)) in [(320u32, 240u32), (640, 480), (1280, 720), (1920, 1080)].into_iter().enumerate() {
+        for (i, (w, ht)) in [(320u32, 240u32), (640, 480), (1280, 720), (1920, 1080)]
+            .into_iter()
+            .enumerate()
+        {
             fs[0..4].copy_from_slice(&(i as u32).to_le_bytes());
             let resp = h.command(&ioctl_cmd(s, VIDIOC_ENUM_FRAMESIZES, &fs), 8 + 44);
             assert_eq!(le32(&resp, 0), 0);
             assert_eq!((le32(&resp, 8 + 12), le32(&resp, 8 + 16)), (w, ht));
         }
         fs[0] = 4;
-        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_ENUM_FRAMESIZES, &fs), 52), 0) as i32, libc::EINVAL);
+        assert_eq!(
+            le32(
+                &h.command(&ioctl_cmd(s, VIDIOC_ENUM_FRAMESIZES, &fs), 52),
+                0
+            ) as i32,
+            libc::EINVAL
+        );
         let mut fi = vec![0u8; 52];
         fi[0..4].copy_from_slice(&1u32.to_le_bytes());
         fi[4..8].copy_from_slice(&FMT_YUYV.to_le_bytes());
@@ -821,7 +955,11 @@ mod capture {
         assert_eq!(sorted.len(), 6, "distinct mem_offsets");
         for i in 0..2 {
             let resp = h.command(
-                &ioctl_cmd(s, VIDIOC_QBUF, &[v4l2_buffer(i, 3), vec![0; 3 * V4L2_PLANE_SIZE]].concat()),
+                &ioctl_cmd(
+                    s,
+                    VIDIOC_QBUF,
+                    &[v4l2_buffer(i, 3), vec![0; 3 * V4L2_PLANE_SIZE]].concat(),
+                ),
                 (8 + V4L2_BUFFER_SIZE + 3 * V4L2_PLANE_SIZE) as u32,
             );
             assert_eq!(le32(&resp, 0), 0);
@@ -838,8 +976,14 @@ mod capture {
                 let pl = &ev[8 + V4L2_BUFFER_SIZE + p * V4L2_PLANE_SIZE..];
                 assert_eq!(le32(pl, 0), sizes[p], "bytesused");
                 let mut b = [0u8; 1];
-                h.shm.read_at(offsets[i * 3 + p] + sizes[p] as u64 - 1, &mut b).unwrap();
-                assert_eq!(b[0], frame_byte(i as u32, p, 128), "frame {i} plane {p} content");
+                h.shm
+                    .read_at(offsets[i * 3 + p] + sizes[p] as u64 - 1, &mut b)
+                    .unwrap();
+                assert_eq!(
+                    b[0],
+                    frame_byte(i as u32, p, 128),
+                    "frame {i} plane {p} content"
+                );
             }
         }
     }
@@ -864,11 +1008,23 @@ mod capture {
             ids.push(got);
             id = got | CTRL_FLAG_NEXT_CTRL;
         }
-        assert_eq!(ids, vec![CID_USER_CLASS, CID_BRIGHTNESS, CID_CONTRAST, CID_HFLIP, CID_POWER_LINE_FREQUENCY]);
+        assert_eq!(
+            ids,
+            vec![
+                CID_USER_CLASS,
+                CID_BRIGHTNESS,
+                CID_CONTRAST,
+                CID_HFLIP,
+                CID_POWER_LINE_FREQUENCY
+            ]
+        );
         // QUERY_EXT_CTRL finds the array control with NEXT_COMPOUND.
         let qsz = std::mem::size_of::<bindings::v4l2_query_ext_ctrl>();
         let mut q = vec![0u8; qsz];
-        q[0..4].copy_from_slice(&(CID_POWER_LINE_FREQUENCY | CTRL_FLAG_NEXT_CTRL | CTRL_FLAG_NEXT_COMPOUND).to_le_bytes());
+        q[0..4].copy_from_slice(
+            &(CID_POWER_LINE_FREQUENCY | CTRL_FLAG_NEXT_CTRL | CTRL_FLAG_NEXT_COMPOUND)
+                .to_le_bytes(),
+        );
         let resp = h.command(&ioctl_cmd(s, VIDIOC_QUERY_EXT_CTRL, &q), (8 + qsz) as u32);
         assert_eq!(le32(&resp, 0), 0);
         let r = &resp[8..];
@@ -882,8 +1038,18 @@ mod capture {
         let mut sub = vec![0u8; 32];
         sub[0..4].copy_from_slice(&bindings::V4L2_EVENT_CTRL.to_le_bytes());
         sub[4..8].copy_from_slice(&CID_BRIGHTNESS.to_le_bytes());
-        sub[8..12].copy_from_slice(&(bindings::V4L2_EVENT_SUB_FL_SEND_INITIAL | bindings::V4L2_EVENT_SUB_FL_ALLOW_FEEDBACK).to_le_bytes());
-        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_SUBSCRIBE_EVENT, &sub), 8), 0), 0);
+        sub[8..12].copy_from_slice(
+            &(bindings::V4L2_EVENT_SUB_FL_SEND_INITIAL
+                | bindings::V4L2_EVENT_SUB_FL_ALLOW_FEEDBACK)
+                .to_le_bytes(),
+        );
+        assert_eq!(
+            le32(
+                &h.command(&ioctl_cmd(s, VIDIOC_SUBSCRIBE_EVENT, &sub), 8),
+                0
+            ),
+            0
+        );
 
         // S_CTRL out of range is clamped; menu out of range is ERANGE.
         let ctrl = |id: u32, v: i32| [id.to_le_bytes(), v.to_le_bytes()].concat();
@@ -891,7 +1057,10 @@ mod capture {
         assert_eq!((le32(&resp, 0), le32(&resp, 12)), (0, 255));
         let resp = h.command(&ioctl_cmd(s, VIDIOC_G_CTRL, &ctrl(CID_BRIGHTNESS, 0)), 16);
         assert_eq!(le32(&resp, 12), 255);
-        let resp = h.command(&ioctl_cmd(s, VIDIOC_S_CTRL, &ctrl(CID_POWER_LINE_FREQUENCY, 7)), 16);
+        let resp = h.command(
+            &ioctl_cmd(s, VIDIOC_S_CTRL, &ctrl(CID_POWER_LINE_FREQUENCY, 7)),
+            16,
+        );
         assert_eq!(le32(&resp, 0) as i32, libc::ERANGE);
         let resp = h.command(&ioctl_cmd(s, VIDIOC_S_CTRL, &ctrl(0x00981234, 1)), 16);
         assert_eq!(le32(&resp, 0) as i32, libc::EINVAL);
@@ -920,11 +1089,16 @@ mod capture {
             let mut sg = payload_addr.to_le_bytes().to_vec();
             sg.extend_from_slice(&TEST_ARRAY_LEN.to_le_bytes());
             sg.extend_from_slice(&[0; 4]);
-            let resp = h.command(&ioctl_cmd(s, code, &[hdr, c, sg].concat()), (8 + hdr_sz + ctl_sz) as u32);
+            let resp = h.command(
+                &ioctl_cmd(s, code, &[hdr, c, sg].concat()),
+                (8 + hdr_sz + ctl_sz) as u32,
+            );
             le32(&resp, 0)
         };
         let src = h.alloc(8);
-        h.mem.write_slice(&[1, 2, 3, 4, 5, 6, 7, 8], GuestAddress(src)).unwrap();
+        h.mem
+            .write_slice(&[1, 2, 3, 4, 5, 6, 7, 8], GuestAddress(src))
+            .unwrap();
         assert_eq!(ext(&mut h, VIDIOC_S_EXT_CTRLS, src), 0);
         let dst = h.alloc(8);
         assert_eq!(ext(&mut h, VIDIOC_G_EXT_CTRLS, dst), 0);
@@ -932,7 +1106,10 @@ mod capture {
         h.mem.read_slice(&mut got, GuestAddress(dst)).unwrap();
         assert_eq!(got, [1, 2, 3, 4, 5, 6, 7, 8]);
         // Payload pointing outside guest memory: EFAULT, no panic.
-        assert_eq!(ext(&mut h, VIDIOC_G_EXT_CTRLS, 0xdead_0000_0000) as i32, libc::EFAULT);
+        assert_eq!(
+            ext(&mut h, VIDIOC_G_EXT_CTRLS, 0xdead_0000_0000) as i32,
+            libc::EFAULT
+        );
     }
 
     #[test]
@@ -944,7 +1121,10 @@ mod capture {
         req[0] = 1;
         req[4] = 9;
         req[8] = 2; // USERPTR
-        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_REQBUFS, &req), 28), 0), 0);
+        assert_eq!(
+            le32(&h.command(&ioctl_cmd(s, VIDIOC_REQBUFS, &req), 28), 0),
+            0
+        );
         assert_eq!(h.shm.usage().0, 0, "USERPTR uses no shared memory");
         let size = 320 * 240 * 2u32;
         // Two SG entries for one plane.
@@ -961,10 +1141,23 @@ mod capture {
             sgs.extend_from_slice(&len.to_le_bytes());
             sgs.extend_from_slice(&[0; 4]);
         }
-        let resp = h.command(&ioctl_cmd(s, VIDIOC_QBUF, &[buf, plane, sgs].concat()), (8 + 88 + 64) as u32);
+        let resp = h.command(
+            &ioctl_cmd(s, VIDIOC_QBUF, &[buf, plane, sgs].concat()),
+            (8 + 88 + 64) as u32,
+        );
         assert_eq!(le32(&resp, 0), 0, "QBUF USERPTR");
-        assert_eq!(le64(&resp, 8 + 88 + 8), 0x7f00_1234_5000, "userptr returned unchanged");
-        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &9u32.to_le_bytes()), 8), 0), 0);
+        assert_eq!(
+            le64(&resp, 8 + 88 + 8),
+            0x7f00_1234_5000,
+            "userptr returned unchanged"
+        );
+        assert_eq!(
+            le32(
+                &h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &9u32.to_le_bytes()), 8),
+                0
+            ),
+            0
+        );
         let want = frame_byte(0, 0, 128);
         for addr in [a, b + size as u64 / 2 - 1] {
             let mut x = [0u8; 1];
@@ -989,13 +1182,20 @@ mod capture {
         f[16..20].copy_from_slice(&FMT_GREY.to_le_bytes());
         let resp = h.command(&ioctl_cmd(s, VIDIOC_S_FMT, &f), 8 + 208);
         assert_eq!(le32(&resp, 0), 0);
-        assert_eq!(le32(&resp, 16 + 8), FMT_YUYV, "GREY is not an output format: default");
+        assert_eq!(
+            le32(&resp, 16 + 8),
+            FMT_YUYV,
+            "GREY is not an output format: default"
+        );
         let size = 320 * 240 * 2u32;
         let mut req = vec![0u8; 20];
         req[0] = 1;
         req[4..8].copy_from_slice(&OUT_MPLANE.to_le_bytes());
         req[8] = 1;
-        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_REQBUFS, &req), 28), 0), 0);
+        assert_eq!(
+            le32(&h.command(&ioctl_cmd(s, VIDIOC_REQBUFS, &req), 28), 0),
+            0
+        );
         let mut qb = v4l2_buffer(0, 1);
         qb[4..8].copy_from_slice(&OUT_MPLANE.to_le_bytes());
         let resp = h.command(&ioctl_cmd(s, VIDIOC_QUERYBUF, &qb), (8 + 88 + 64) as u32);
@@ -1005,9 +1205,18 @@ mod capture {
         let mut plane = vec![0u8; V4L2_PLANE_SIZE];
         plane[0..4].copy_from_slice(&100u32.to_le_bytes()); // bytesused
         plane[4..8].copy_from_slice(&size.to_le_bytes());
-        let resp = h.command(&ioctl_cmd(s, VIDIOC_QBUF, &[qb.clone(), plane].concat()), (8 + 88 + 64) as u32);
+        let resp = h.command(
+            &ioctl_cmd(s, VIDIOC_QBUF, &[qb.clone(), plane].concat()),
+            (8 + 88 + 64) as u32,
+        );
         assert_eq!(le32(&resp, 0), 0);
-        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &OUT_MPLANE.to_le_bytes()), 8), 0), 0);
+        assert_eq!(
+            le32(
+                &h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &OUT_MPLANE.to_le_bytes()), 8),
+                0
+            ),
+            0
+        );
         let evs = drain_events(&mut h);
         assert_eq!(evs.len(), 1);
         assert_eq!(le32(&evs[0][8 + 88..], 0), 100, "bytesused echoed");
@@ -1016,7 +1225,10 @@ mod capture {
         assert_eq!(le32(&resp, 0), 0);
         assert_eq!(le32(&resp, 12), 300, "checksum of 100 bytes of 3");
         // Output devices have no inputs.
-        assert_eq!(le32(&h.command(&ioctl_cmd(s, 38, &[]), 12), 0) as i32, libc::ENOTTY);
+        assert_eq!(
+            le32(&h.command(&ioctl_cmd(s, 38, &[]), 12), 0) as i32,
+            libc::ENOTTY
+        );
     }
 
     #[test]
@@ -1034,7 +1246,9 @@ mod capture {
         let src_fmt = resp[8..].to_vec();
         // sizeimage of plane p inside a v4l2_format (pix_mp at offset 8).
         let sizeimage = |f: &[u8], p: usize| le32(f, 8 + 20 + 20 * p);
-        let set_sizeimage = |f: &mut Vec<u8>, p: usize, v: u32| f[28 + 20 * p..32 + 20 * p].copy_from_slice(&v.to_le_bytes());
+        let set_sizeimage = |f: &mut Vec<u8>, p: usize, v: u32| {
+            f[28 + 20 * p..32 + 20 * p].copy_from_slice(&v.to_le_bytes())
+        };
         let cb_size = std::mem::size_of::<bindings::v4l2_create_buffers>();
         let fmt_off = std::mem::offset_of!(bindings::v4l2_create_buffers, format);
         let create = |h: &mut Harness, count: u32, memory: u32, f: &[u8]| {
@@ -1054,18 +1268,34 @@ mod capture {
         let big0 = sizeimage(&dst_fmt, 0) + 4096;
         set_sizeimage(&mut big, 0, big0);
         assert_eq!(create(&mut h, 1, V4L2_MEMORY_MMAP, &big), (0, 2, 1));
-        let resp = h.command(&ioctl_cmd(s, VIDIOC_QUERYBUF, &v4l2_buffer(2, 3)), (8 + V4L2_BUFFER_SIZE + 3 * V4L2_PLANE_SIZE) as u32);
+        let resp = h.command(
+            &ioctl_cmd(s, VIDIOC_QUERYBUF, &v4l2_buffer(2, 3)),
+            (8 + V4L2_BUFFER_SIZE + 3 * V4L2_PLANE_SIZE) as u32,
+        );
         assert_eq!(le32(&resp, 0), 0, "QUERYBUF");
-        assert_eq!(le32(&resp, 8 + V4L2_BUFFER_SIZE + 4), big0, "plane 0 length");
+        assert_eq!(
+            le32(&resp, 8 + V4L2_BUFFER_SIZE + 4),
+            big0,
+            "plane 0 length"
+        );
         // Too small a plane, or the wrong number of planes: EINVAL.
         let mut small = dst_fmt.clone();
         set_sizeimage(&mut small, 2, sizeimage(&dst_fmt, 2) - 1);
-        assert_eq!(create(&mut h, 1, V4L2_MEMORY_MMAP, &small).0 as i32, libc::EINVAL);
+        assert_eq!(
+            create(&mut h, 1, V4L2_MEMORY_MMAP, &small).0 as i32,
+            libc::EINVAL
+        );
         let mut one_plane = dst_fmt.clone();
         one_plane[8 + 180] = 1;
-        assert_eq!(create(&mut h, 1, V4L2_MEMORY_MMAP, &one_plane).0 as i32, libc::EINVAL);
+        assert_eq!(
+            create(&mut h, 1, V4L2_MEMORY_MMAP, &one_plane).0 as i32,
+            libc::EINVAL
+        );
         // Another memory type than the queue's buffers: EINVAL.
-        assert_eq!(create(&mut h, 1, V4L2_MEMORY_USERPTR, &dst_fmt).0 as i32, libc::EINVAL);
+        assert_eq!(
+            create(&mut h, 1, V4L2_MEMORY_USERPTR, &dst_fmt).0 as i32,
+            libc::EINVAL
+        );
         // count 0 reports where the next buffer would go, also with a
         // format zeroed but for its type (v4l2-ctl's has_create_bufs).
         assert_eq!(create(&mut h, 0, V4L2_MEMORY_MMAP, &dst_fmt), (0, 3, 0));
@@ -1100,11 +1330,20 @@ mod capture {
         };
         fmt(&mut h, OUT_MPLANE, FMT_YUYV);
         let f = fmt(&mut h, 9, FMT_YUV420M);
-        assert_eq!((le32(&f, 8), le32(&f, 12), le32(&f, 16)), (320, 240, FMT_YUV420M));
+        assert_eq!(
+            (le32(&f, 8), le32(&f, 12), le32(&f, 16)),
+            (320, 240, FMT_YUV420M)
+        );
 
         let mut sub = vec![0u8; 32];
         sub[0..4].copy_from_slice(&bindings::V4L2_EVENT_EOS.to_le_bytes());
-        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_SUBSCRIBE_EVENT, &sub), 8), 0), 0);
+        assert_eq!(
+            le32(
+                &h.command(&ioctl_cmd(s, VIDIOC_SUBSCRIBE_EVENT, &sub), 8),
+                0
+            ),
+            0
+        );
 
         let mut offs: std::collections::HashMap<(u32, u32), Vec<u64>> = Default::default();
         for (ty, np) in [(OUT_MPLANE, 1u32), (9, 3)] {
@@ -1112,14 +1351,23 @@ mod capture {
             req[0] = 2;
             req[4..8].copy_from_slice(&ty.to_le_bytes());
             req[8] = 1;
-            assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_REQBUFS, &req), 28), 0), 0);
+            assert_eq!(
+                le32(&h.command(&ioctl_cmd(s, VIDIOC_REQBUFS, &req), 28), 0),
+                0
+            );
             for i in 0..2 {
                 let mut b = v4l2_buffer(i, np);
                 b[4..8].copy_from_slice(&ty.to_le_bytes());
                 let resp = h.command(&ioctl_cmd(s, VIDIOC_QUERYBUF, &b), 8 + 88 + 64 * np);
                 assert_eq!(le32(&resp, 0), 0);
-                assert_ne!(le32(&resp, 8 + 12) & FLAG_TIMESTAMP_COPY, 0, "TIMESTAMP_COPY");
-                let v = (0..np as usize).map(|p| le32(&resp, 8 + 88 + 64 * p + 8) as u64).collect();
+                assert_ne!(
+                    le32(&resp, 8 + 12) & FLAG_TIMESTAMP_COPY,
+                    0,
+                    "TIMESTAMP_COPY"
+                );
+                let v = (0..np as usize)
+                    .map(|p| le32(&resp, 8 + 88 + 64 * p + 8) as u64)
+                    .collect();
                 offs.insert((ty, i), v);
             }
         }
@@ -1137,14 +1385,23 @@ mod capture {
             if ty == OUT_MPLANE {
                 planes[4..8].copy_from_slice(&src_size.to_le_bytes()); // length
             }
-            let resp = h.command(&ioctl_cmd(s, VIDIOC_QBUF, &[b, planes].concat()), 8 + 88 + 64 * np);
+            let resp = h.command(
+                &ioctl_cmd(s, VIDIOC_QBUF, &[b, planes].concat()),
+                8 + 88 + 64 * np,
+            );
             assert_eq!(le32(&resp, 0), 0, "QBUF type {ty} index {i}");
         };
         qbuf(&mut h, OUT_MPLANE, 0, 1, src_size, 1234);
         qbuf(&mut h, 9, 0, 3, 0, 0);
         qbuf(&mut h, 9, 1, 3, 0, 0);
         for ty in [OUT_MPLANE, 9] {
-            assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &ty.to_le_bytes()), 8), 0), 0);
+            assert_eq!(
+                le32(
+                    &h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &ty.to_le_bytes()), 8),
+                    0
+                ),
+                0
+            );
         }
         let evs = drain_events(&mut h);
         assert_eq!(evs.len(), 2, "source and destination returned");
@@ -1155,9 +1412,15 @@ mod capture {
         assert_eq!(le32(dst, 12) & FLAG_LAST, 0);
         let sizes = [w * ht, w * ht / 4, w * ht / 4];
         for (p, want) in [50u8, 60, 70].into_iter().enumerate() {
-            assert_eq!(le32(&dst[88 + 64 * p..], 0) as u64, sizes[p], "bytesused plane {p}");
+            assert_eq!(
+                le32(&dst[88 + 64 * p..], 0) as u64,
+                sizes[p],
+                "bytesused plane {p}"
+            );
             let mut b = [0u8; 1];
-            h.shm.read_at(offs[&(9, 0)][p] + sizes[p] - 1, &mut b).unwrap();
+            h.shm
+                .read_at(offs[&(9, 0)][p] + sizes[p] - 1, &mut b)
+                .unwrap();
             assert_eq!(b[0], want, "converted plane {p}");
         }
 
@@ -1165,7 +1428,13 @@ mod capture {
         // empty with LAST, then EOS.
         let mut cmd = vec![0u8; 72];
         cmd[0] = 1; // STOP
-        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_DECODER_CMD, &cmd), 8 + 72), 0), 0);
+        assert_eq!(
+            le32(
+                &h.command(&ioctl_cmd(s, VIDIOC_DECODER_CMD, &cmd), 8 + 72),
+                0
+            ),
+            0
+        );
         let evs = drain_events(&mut h);
         assert_eq!(evs.len(), 2);
         let last = &evs[0][8..];
@@ -1180,7 +1449,13 @@ mod capture {
         qbuf(&mut h, 9, 0, 3, 0, 0);
         assert_eq!(h.dev.events.len(), 0, "nothing converted while stopped");
         cmd[0] = 0; // START
-        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_DECODER_CMD, &cmd), 8 + 72), 0), 0);
+        assert_eq!(
+            le32(
+                &h.command(&ioctl_cmd(s, VIDIOC_DECODER_CMD, &cmd), 8 + 72),
+                0
+            ),
+            0
+        );
         assert_eq!(drain_events(&mut h).len(), 2, "converted after START");
 
         // STOP with a pending source: its destination carries LAST.
@@ -1191,7 +1466,13 @@ mod capture {
         qbuf(&mut h, OUT_MPLANE, 0, 1, src_size, 7);
         let evs = drain_events(&mut h);
         assert_eq!(evs.len(), 2, "converted immediately");
-        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_DECODER_CMD, &cmd), 8 + 72), 0), 0);
+        assert_eq!(
+            le32(
+                &h.command(&ioctl_cmd(s, VIDIOC_DECODER_CMD, &cmd), 8 + 72),
+                0
+            ),
+            0
+        );
         let evs = drain_events(&mut h);
         assert_eq!(evs.len(), 1, "no CAPTURE buffer queued: only EOS now");
         assert_eq!(le32(&evs[0], 8), bindings::V4L2_EVENT_EOS);
@@ -1202,7 +1483,13 @@ mod capture {
 
         // Bad decoder commands.
         cmd[0] = 2; // PAUSE: unsupported
-        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_DECODER_CMD, &cmd), 8 + 72), 0) as i32, libc::EINVAL);
+        assert_eq!(
+            le32(
+                &h.command(&ioctl_cmd(s, VIDIOC_DECODER_CMD, &cmd), 8 + 72),
+                0
+            ) as i32,
+            libc::EINVAL
+        );
         // Unsupported flags (STOP_IMMEDIATELY) and START parameters are
         // cleared, as v4l2_m2m_ioctl_try_decoder_cmd does.
         cmd[0] = 1;
@@ -1210,16 +1497,36 @@ mod capture {
         cmd[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
         let r = h.command(&ioctl_cmd(s, VIDIOC_TRY_DECODER_CMD, &cmd), 8 + 72);
         assert_eq!(le32(&r, 0), 0);
-        assert_eq!((le32(&r, 12), le32(&r, 16), le32(&r, 20)), (0, 0, 0), "flags and pts cleared");
+        assert_eq!(
+            (le32(&r, 12), le32(&r, 16), le32(&r, 20)),
+            (0, 0, 0),
+            "flags and pts cleared"
+        );
         cmd[0] = 0;
         let r = h.command(&ioctl_cmd(s, VIDIOC_TRY_DECODER_CMD, &cmd), 8 + 72);
         assert_eq!(le32(&r, 0), 0);
-        assert_eq!((le32(&r, 12), le32(&r, 16), le32(&r, 20)), (0, 0, 0), "flags, speed, format cleared");
+        assert_eq!(
+            (le32(&r, 12), le32(&r, 16), le32(&r, 20)),
+            (0, 0, 0),
+            "flags, speed, format cleared"
+        );
         cmd[4..16].fill(0);
         // A source whose bytesused is too small to hold a frame: ERROR on
         // the destination, no panic.
-        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_STREAMOFF, &9u32.to_le_bytes()), 8), 0), 0);
-        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &9u32.to_le_bytes()), 8), 0), 0);
+        assert_eq!(
+            le32(
+                &h.command(&ioctl_cmd(s, VIDIOC_STREAMOFF, &9u32.to_le_bytes()), 8),
+                0
+            ),
+            0
+        );
+        assert_eq!(
+            le32(
+                &h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &9u32.to_le_bytes()), 8),
+                0
+            ),
+            0
+        );
         qbuf(&mut h, 9, 0, 3, 0, 0);
         qbuf(&mut h, OUT_MPLANE, 1, 1, 10, 8);
         let evs = drain_events(&mut h);
@@ -1231,21 +1538,41 @@ mod capture {
         qbuf(&mut h, OUT_MPLANE, 0, 1, src_size, 5);
         cmd[0] = 1;
         cmd[4] = 0;
-        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_DECODER_CMD, &cmd), 8 + 72), 0), 0);
-        assert_eq!(h.dev.events.len(), 0, "draining, waiting for a CAPTURE buffer");
+        assert_eq!(
+            le32(
+                &h.command(&ioctl_cmd(s, VIDIOC_DECODER_CMD, &cmd), 8 + 72),
+                0
+            ),
+            0
+        );
+        assert_eq!(
+            h.dev.events.len(),
+            0,
+            "draining, waiting for a CAPTURE buffer"
+        );
         qbuf(&mut h, 9, 1, 3, 0, 0);
         let evs = drain_events(&mut h);
         assert_eq!(evs.len(), 3);
         let dst = &evs[1][8..];
         assert_eq!((le32(dst, 4), le32(dst, 0)), (9, 1));
-        assert_ne!(le32(dst, 12) & FLAG_LAST, 0, "converted buffer carries LAST");
+        assert_ne!(
+            le32(dst, 12) & FLAG_LAST,
+            0,
+            "converted buffer carries LAST"
+        );
         assert_eq!(le32(&dst[88..], 0) as u64, w * ht, "and real data");
         assert_eq!(le32(&evs[2], 8), bindings::V4L2_EVENT_EOS);
     }
 
     /// VIDIOC_CREATE_BUFS (index, count, capabilities) or its error, for a
     /// request of `count` buffers of `memory` with format `f`.
-    pub(super) fn create_bufs(h: &mut Harness, s: u32, count: u32, memory: u32, f: &[u8]) -> Result<(u32, u32, u32), i32> {
+    pub(super) fn create_bufs(
+        h: &mut Harness,
+        s: u32,
+        count: u32,
+        memory: u32,
+        f: &[u8],
+    ) -> Result<(u32, u32, u32), i32> {
         const VIDIOC_CREATE_BUFS: u32 = 92;
         let cb_size = std::mem::size_of::<bindings::v4l2_create_buffers>();
         let fmt_off = std::mem::offset_of!(bindings::v4l2_create_buffers, format);
@@ -1269,49 +1596,88 @@ mod capture {
     fn create_bufs_count_zero_only_queries() {
         const V4L2_MEMORY_USERPTR: u32 = 2;
         const V4L2_MEMORY_DMABUF: u32 = 4;
-        const CAPS: u32 = bindings::V4L2_BUF_CAP_SUPPORTS_MMAP | bindings::V4L2_BUF_CAP_SUPPORTS_USERPTR;
+        const CAPS: u32 =
+            bindings::V4L2_BUF_CAP_SUPPORTS_MMAP | bindings::V4L2_BUF_CAP_SUPPORTS_USERPTR;
         for (backend, ty, other_ty) in [("capture", 9u32, 10u32), ("output", 10, 9)] {
             let mut h = Harness::with_backend(backend, true);
             let s = h.open();
             let mut zeroed = vec![0u8; V4L2_FORMAT_SIZE];
             zeroed[0..4].copy_from_slice(&ty.to_le_bytes());
             for memory in [V4L2_MEMORY_MMAP, V4L2_MEMORY_USERPTR] {
-                let (index, count, caps) = create_bufs(&mut h, s, 0, memory, &zeroed).expect(backend);
+                let (index, count, caps) =
+                    create_bufs(&mut h, s, 0, memory, &zeroed).expect(backend);
                 assert_eq!((index, count), (0, 0), "{backend} memory {memory}");
                 assert_eq!(caps & CAPS, CAPS, "{backend}: caps {caps:#x}");
             }
             // The same zeroed format with a count is refused (no planes).
-            assert_eq!(create_bufs(&mut h, s, 1, V4L2_MEMORY_MMAP, &zeroed), Err(libc::EINVAL), "{backend}");
+            assert_eq!(
+                create_bufs(&mut h, s, 1, V4L2_MEMORY_MMAP, &zeroed),
+                Err(libc::EINVAL),
+                "{backend}"
+            );
             // Invalid memory or a queue type the device does not have.
-            assert_eq!(create_bufs(&mut h, s, 0, V4L2_MEMORY_DMABUF, &zeroed), Err(libc::EINVAL), "{backend}");
+            assert_eq!(
+                create_bufs(&mut h, s, 0, V4L2_MEMORY_DMABUF, &zeroed),
+                Err(libc::EINVAL),
+                "{backend}"
+            );
             let mut other = zeroed.clone();
             other[0..4].copy_from_slice(&other_ty.to_le_bytes());
-            assert_eq!(create_bufs(&mut h, s, 0, V4L2_MEMORY_MMAP, &other), Err(libc::EINVAL), "{backend}");
+            assert_eq!(
+                create_bufs(&mut h, s, 0, V4L2_MEMORY_MMAP, &other),
+                Err(libc::EINVAL),
+                "{backend}"
+            );
             // Nothing was created: REQBUFS(2) starts at index 0 and gives 2.
             let mut req = vec![0u8; 20];
             req[0..4].copy_from_slice(&2u32.to_le_bytes());
             req[4..8].copy_from_slice(&ty.to_le_bytes());
             req[8..12].copy_from_slice(&V4L2_MEMORY_MMAP.to_le_bytes());
             let resp = h.command(&ioctl_cmd(s, VIDIOC_REQBUFS, &req), 8 + 20);
-            assert_eq!((le32(&resp, 0), le32(&resp, 8)), (0, 2), "{backend}: REQBUFS");
+            assert_eq!(
+                (le32(&resp, 0), le32(&resp, 8)),
+                (0, 2),
+                "{backend}: REQBUFS"
+            );
             let mut qb = v4l2_buffer(2, 3);
             qb[4..8].copy_from_slice(&ty.to_le_bytes());
-            let resp = h.command(&ioctl_cmd(s, VIDIOC_QUERYBUF, &qb), (8 + V4L2_BUFFER_SIZE + 3 * V4L2_PLANE_SIZE) as u32);
-            assert_eq!(le32(&resp, 0) as i32, libc::EINVAL, "{backend}: no buffer 2");
+            let resp = h.command(
+                &ioctl_cmd(s, VIDIOC_QUERYBUF, &qb),
+                (8 + V4L2_BUFFER_SIZE + 3 * V4L2_PLANE_SIZE) as u32,
+            );
+            assert_eq!(
+                le32(&resp, 0) as i32,
+                libc::EINVAL,
+                "{backend}: no buffer 2"
+            );
             // With buffers: index is where the next one would go, also for
             // another memory type than the buffers'.
             for memory in [V4L2_MEMORY_MMAP, V4L2_MEMORY_USERPTR] {
-                assert_eq!(create_bufs(&mut h, s, 0, memory, &zeroed).map(|r| (r.0, r.1)), Ok((2, 0)), "{backend}");
+                assert_eq!(
+                    create_bufs(&mut h, s, 0, memory, &zeroed).map(|r| (r.0, r.1)),
+                    Ok((2, 0)),
+                    "{backend}"
+                );
             }
             // Another session while s owns the buffers: a real request is
             // EBUSY, the query is not.
             let s2 = h.open();
             let mut g = vec![0u8; V4L2_FORMAT_SIZE];
             g[0..4].copy_from_slice(&ty.to_le_bytes());
-            let resp = h.command(&ioctl_cmd(s2, VIDIOC_G_FMT, &g), 8 + V4L2_FORMAT_SIZE as u32);
+            let resp = h.command(
+                &ioctl_cmd(s2, VIDIOC_G_FMT, &g),
+                8 + V4L2_FORMAT_SIZE as u32,
+            );
             assert_eq!(le32(&resp, 0), 0);
-            assert_eq!(create_bufs(&mut h, s2, 1, V4L2_MEMORY_MMAP, &resp[8..]), Err(libc::EBUSY), "{backend}");
-            assert!(create_bufs(&mut h, s2, 0, V4L2_MEMORY_MMAP, &zeroed).is_ok(), "{backend}: query from s2");
+            assert_eq!(
+                create_bufs(&mut h, s2, 1, V4L2_MEMORY_MMAP, &resp[8..]),
+                Err(libc::EBUSY),
+                "{backend}"
+            );
+            assert!(
+                create_bufs(&mut h, s2, 0, V4L2_MEMORY_MMAP, &zeroed).is_ok(),
+                "{backend}: query from s2"
+            );
         }
     }
 }
@@ -1385,7 +1751,11 @@ mod faults {
         let mut h = Harness::new(true);
         let (tx, rx) = std::sync::mpsc::channel::<Delayed>();
         h.dev.delayed_tx = Some(tx);
-        h.dev.faults = Faults { delay: true, every: 2, ..Default::default() };
+        h.dev.faults = Faults {
+            delay: true,
+            every: 2,
+            ..Default::default()
+        };
         let (a, _) = raw_cmd(&mut h, &cmd_hdr(CMD_OPEN), 16); // 1st: immediate
         let (b, _) = raw_cmd(&mut h, &cmd_hdr(CMD_OPEN), 16); // 2nd: delayed
         let (c, _) = raw_cmd(&mut h, &cmd_hdr(CMD_OPEN), 16); // 3rd: immediate
@@ -1393,13 +1763,21 @@ mod faults {
         assert!(d.due >= std::time::Instant::now() + Duration::from_millis(400));
         h.dev.complete_delayed(d);
         let ids: Vec<u32> = h.used(0).iter().map(|u| u.0).collect();
-        assert_eq!(ids, vec![a as u32, c as u32, b as u32], "out-of-order completion");
+        assert_eq!(
+            ids,
+            vec![a as u32, c as u32, b as u32],
+            "out-of-order completion"
+        );
     }
 
     #[test]
     fn fault_malformed_cuts_responses() {
         let mut h = Harness::new(true);
-        h.dev.faults = Faults { malformed: true, every: 1, ..Default::default() };
+        h.dev.faults = Faults {
+            malformed: true,
+            every: 1,
+            ..Default::default()
+        };
         let resp = h.command(&cmd_hdr(CMD_OPEN), 16);
         assert_eq!(resp.len(), 8, "status 0 without the session id");
         assert_eq!(le32(&resp, 0), 0);
@@ -1410,17 +1788,28 @@ mod faults {
     #[test]
     fn fault_error_event_closes_session() {
         let mut h = Harness::new(true);
-        h.dev.faults = Faults { error_event: true, every: 2, ..Default::default() };
+        h.dev.faults = Faults {
+            error_event: true,
+            every: 2,
+            ..Default::default()
+        };
         let s = h.open(); // command 1
         let resp = h.command(&ioctl_cmd(s, VIDIOC_G_FMT, &g_fmt_payload()), 8 + 208); // command 2: hit
         assert_eq!(le32(&resp, 0), 0, "the ioctl itself succeeded");
-        assert_eq!(h.dev.backend.num_sessions(), 0, "session closed by the device");
+        assert_eq!(
+            h.dev.backend.num_sessions(),
+            0,
+            "session closed by the device"
+        );
         let (_, a) = h.add_event_buffer(64);
         h.notify(1);
         assert_eq!(h.used(1)[0].1, 16, "error event size");
         let mut ev = [0u8; 16];
         h.mem.read_slice(&mut ev, GuestAddress(a)).unwrap();
-        assert_eq!((le32(&ev, 0), le32(&ev, 4), le32(&ev, 8)), (0, s, libc::EIO as u32));
+        assert_eq!(
+            (le32(&ev, 0), le32(&ev, 4), le32(&ev, 8)),
+            (0, s, libc::EIO as u32)
+        );
         let resp = h.command(&ioctl_cmd(s, VIDIOC_G_FMT, &g_fmt_payload()), 8 + 208);
         assert_eq!(le32(&resp, 0) as i32, libc::EINVAL, "session is gone");
     }
@@ -1437,7 +1826,10 @@ mod frame_log {
     use md5::{Digest, Md5};
 
     fn temp_log(name: &str) -> std::path::PathBuf {
-        let p = std::env::temp_dir().join(format!("virtio-media-vfu-{}-{name}.log", std::process::id()));
+        let p = std::env::temp_dir().join(format!(
+            "virtio-media-vfu-{}-{name}.log",
+            std::process::id()
+        ));
         let _ = std::fs::remove_file(&p);
         p
     }
@@ -1451,7 +1843,12 @@ mod frame_log {
     }
 
     /// REQBUFS + QUERYBUF + MMAP: shm offsets of every plane of every buffer.
-    pub(super) fn mmap_buffers(h: &mut Harness, s: u32, count: u32, planes: usize) -> Vec<Vec<u64>> {
+    pub(super) fn mmap_buffers(
+        h: &mut Harness,
+        s: u32,
+        count: u32,
+        planes: usize,
+    ) -> Vec<Vec<u64>> {
         let mut req = vec![0u8; 20];
         req[0..4].copy_from_slice(&count.to_le_bytes());
         req[4..8].copy_from_slice(&V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE.to_le_bytes());
@@ -1483,14 +1880,26 @@ mod frame_log {
 
     pub(super) fn qbuf(h: &mut Harness, s: u32, i: u32, planes: usize) {
         let resp = h.command(
-            &ioctl_cmd(s, VIDIOC_QBUF, &[v4l2_buffer(i, planes as u32), vec![0; planes * V4L2_PLANE_SIZE]].concat()),
+            &ioctl_cmd(
+                s,
+                VIDIOC_QBUF,
+                &[
+                    v4l2_buffer(i, planes as u32),
+                    vec![0; planes * V4L2_PLANE_SIZE],
+                ]
+                .concat(),
+            ),
             (8 + V4L2_BUFFER_SIZE + planes * V4L2_PLANE_SIZE) as u32,
         );
         assert_eq!(le32(&resp, 0), 0, "QBUF");
     }
 
     /// For each DQBUF event: (sequence, MD5 of the frame read from shm).
-    fn frames_from_events(h: &mut Harness, bufs: &[Vec<u64>], planes: usize) -> Vec<(u32, String, u32)> {
+    fn frames_from_events(
+        h: &mut Harness,
+        bufs: &[Vec<u64>],
+        planes: usize,
+    ) -> Vec<(u32, String, u32)> {
         let mut out = vec![];
         for ev in drain_events(h) {
             assert_eq!(le32(&ev, 0), 1, "DQBUF event");
@@ -1519,8 +1928,15 @@ mod frame_log {
                 let f: Vec<&str> = l.split(' ').collect();
                 assert_eq!(f.len(), 3, "SEQUENCE MD5 SESSION: {l:?}");
                 assert_eq!(f[1].len(), 32);
-                assert!(f[1].bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')), "lowercase hex: {l:?}");
-                (f[0].parse().unwrap(), f[1].to_string(), f[2].parse().unwrap())
+                assert!(
+                    f[1].bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
+                    "lowercase hex: {l:?}"
+                );
+                (
+                    f[0].parse().unwrap(),
+                    f[1].to_string(),
+                    f[2].parse().unwrap(),
+                )
             })
             .collect()
     }
@@ -1533,7 +1949,14 @@ mod frame_log {
         let bufs = mmap_buffers(&mut h, s, 2, 1);
         qbuf(&mut h, s, 0, 1);
         qbuf(&mut h, s, 1, 1);
-        let resp = h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE.to_le_bytes()), 8);
+        let resp = h.command(
+            &ioctl_cmd(
+                s,
+                VIDIOC_STREAMON,
+                &V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE.to_le_bytes(),
+            ),
+            8,
+        );
         assert_eq!(le32(&resp, 0), 0, "STREAMON");
         // Logged before the events are sent.
         assert_eq!(log_lines(&path).len(), 2);
@@ -1542,7 +1965,10 @@ mod frame_log {
         qbuf(&mut h, s, 0, 1);
         qbuf(&mut h, s, 1, 1);
         seen.extend(frames_from_events(&mut h, &bufs, 1));
-        assert_eq!(seen.iter().map(|f| f.0).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        assert_eq!(
+            seen.iter().map(|f| f.0).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
         // A uniform YU12 frame: Y, U and V planes of the frame's colours.
         let (y, u, v) = devices::simple::frame_colour(2);
         let luma = (devices::simple::WIDTH * devices::simple::HEIGHT) as usize;
@@ -1566,7 +1992,10 @@ mod frame_log {
         let mut seen = frames_from_events(&mut h, &bufs, 3);
         qbuf(&mut h, s, 1, 3);
         seen.extend(frames_from_events(&mut h, &bufs, 3));
-        assert_eq!(seen.iter().map(|f| (f.0, f.2)).collect::<Vec<_>>(), vec![(0, s), (1, s), (2, s)]);
+        assert_eq!(
+            seen.iter().map(|f| (f.0, f.2)).collect::<Vec<_>>(),
+            vec![(0, s), (1, s), (2, s)]
+        );
         assert_ne!(seen[0].1, seen[1].1, "frames differ");
         assert_eq!(log_lines(&path), seen);
         let _ = std::fs::remove_file(&path);
@@ -1593,17 +2022,25 @@ mod source_change {
         let mut sub = vec![0u8; 32];
         sub[0..4].copy_from_slice(&type_.to_le_bytes());
         sub[4..8].copy_from_slice(&id.to_le_bytes());
-        le32(&h.command(&ioctl_cmd(s, VIDIOC_SUBSCRIBE_EVENT, &sub), 8), 0)
+        le32(
+            &h.command(&ioctl_cmd(s, VIDIOC_SUBSCRIBE_EVENT, &sub), 8),
+            0,
+        )
     }
 
     /// (virtio-media event type, session, v4l2_event type) of each event.
     fn kinds(evs: &[Vec<u8>]) -> Vec<(u32, u32, u32)> {
-        evs.iter().map(|e| (le32(e, 0), le32(e, 4), le32(e, 8))).collect()
+        evs.iter()
+            .map(|e| (le32(e, 0), le32(e, 4), le32(e, 8)))
+            .collect()
     }
 
     #[test]
     fn source_change_event_every_n_frames() {
-        let opts = devices::BackendOpts { source_change_every: 3, ..Default::default() };
+        let opts = devices::BackendOpts {
+            source_change_every: 3,
+            ..Default::default()
+        };
         let mut h = Harness::with_opts("capture", true, opts);
         let s = h.open();
         let watcher = h.open();
@@ -1628,7 +2065,10 @@ mod source_change {
         let changes_off = 8 + std::mem::offset_of!(bindings::v4l2_event, u);
         let id_off = 8 + std::mem::offset_of!(bindings::v4l2_event, id);
         for ev in &evs[1..] {
-            assert_eq!(le32(ev, changes_off), bindings::V4L2_EVENT_SRC_CH_RESOLUTION);
+            assert_eq!(
+                le32(ev, changes_off),
+                bindings::V4L2_EVENT_SRC_CH_RESOLUTION
+            );
             assert_eq!(le32(ev, id_off), 0, "input 0");
         }
         // Three more frames: the signal toggles back, one more event each.
@@ -1644,7 +2084,10 @@ mod source_change {
     fn no_source_change_by_default() {
         let mut h = Harness::with_backend("capture", true);
         let s = h.open();
-        assert_eq!(subscribe(&mut h, s, bindings::V4L2_EVENT_SOURCE_CHANGE, 0), 0);
+        assert_eq!(
+            subscribe(&mut h, s, bindings::V4L2_EVENT_SOURCE_CHANGE, 0),
+            0
+        );
         mmap_buffers(&mut h, s, 2, 1);
         qbuf(&mut h, s, 0, 1);
         qbuf(&mut h, s, 1, 1);
@@ -1673,7 +2116,15 @@ mod crop {
     const CAPTURE: u32 = 1;
 
     /// (status, left, top, width, height)
-    fn sel(h: &mut Harness, s: u32, code: u32, ty: u32, target: u32, flags: u32, r: (i32, i32, u32, u32)) -> (i32, i32, i32, u32, u32) {
+    fn sel(
+        h: &mut Harness,
+        s: u32,
+        code: u32,
+        ty: u32,
+        target: u32,
+        flags: u32,
+        r: (i32, i32, u32, u32),
+    ) -> (i32, i32, i32, u32, u32) {
         let mut p = vec![0u8; 64];
         p[0..4].copy_from_slice(&ty.to_le_bytes());
         p[4..8].copy_from_slice(&target.to_le_bytes());
@@ -1688,34 +2139,65 @@ mod crop {
             return (st, 0, 0, 0, 0);
         }
         let b = &resp[8..];
-        (0, le32(b, 12) as i32, le32(b, 16) as i32, le32(b, 20), le32(b, 24))
+        (
+            0,
+            le32(b, 12) as i32,
+            le32(b, 16) as i32,
+            le32(b, 20),
+            le32(b, 24),
+        )
     }
 
     #[test]
     fn no_selection_without_crop() {
         let mut h = Harness::with_backend("capture", true);
         let s = h.open();
-        let r = sel(&mut h, s, VIDIOC_G_SELECTION, CAPTURE, bindings::V4L2_SEL_TGT_CROP, 0, (0, 0, 0, 0));
+        let r = sel(
+            &mut h,
+            s,
+            VIDIOC_G_SELECTION,
+            CAPTURE,
+            bindings::V4L2_SEL_TGT_CROP,
+            0,
+            (0, 0, 0, 0),
+        );
         assert_eq!(r.0, libc::ENOTTY);
     }
 
     #[test]
     fn crop_targets_and_reset() {
-        let opts = devices::BackendOpts { crop: true, ..Default::default() };
+        let opts = devices::BackendOpts {
+            crop: true,
+            ..Default::default()
+        };
         let mut h = Harness::with_opts("capture", true, opts);
         let s = h.open();
         // One frame size.
         let mut fs = vec![0u8; 44];
         fs[4..8].copy_from_slice(&FMT_NV12.to_le_bytes());
         let resp = h.command(&ioctl_cmd(s, VIDIOC_ENUM_FRAMESIZES, &fs), 8 + 44);
-        assert_eq!((le32(&resp, 0), le32(&resp, 8 + 12), le32(&resp, 8 + 16)), (0, 640, 480));
+        assert_eq!(
+            (le32(&resp, 0), le32(&resp, 8 + 12), le32(&resp, 8 + 16)),
+            (0, 640, 480)
+        );
         fs[0] = 1;
-        assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_ENUM_FRAMESIZES, &fs), 52), 0) as i32, libc::EINVAL);
+        assert_eq!(
+            le32(
+                &h.command(&ioctl_cmd(s, VIDIOC_ENUM_FRAMESIZES, &fs), 52),
+                0
+            ) as i32,
+            libc::EINVAL
+        );
         let f = s_fmt_mp(&mut h, s, FMT_NV12, 1280, 720);
-        assert_eq!((le32(&f, 8), le32(&f, 12)), (640, 480), "S_FMT keeps the one size");
+        assert_eq!(
+            (le32(&f, 8), le32(&f, 12)),
+            (640, 480),
+            "S_FMT keeps the one size"
+        );
 
         let full = (0, 0, 0, 640, 480);
-        let g = |h: &mut Harness, t: u32| sel(h, s, VIDIOC_G_SELECTION, CAPTURE, t, 0, (0, 0, 0, 0));
+        let g =
+            |h: &mut Harness, t: u32| sel(h, s, VIDIOC_G_SELECTION, CAPTURE, t, 0, (0, 0, 0, 0));
         for t in [
             bindings::V4L2_SEL_TGT_CROP,
             bindings::V4L2_SEL_TGT_CROP_DEFAULT,
@@ -1726,26 +2208,84 @@ mod crop {
         ] {
             assert_eq!(g(&mut h, t), full, "target {t:#x}");
         }
-        assert_eq!(g(&mut h, bindings::V4L2_SEL_TGT_COMPOSE_PADDED).0, libc::EINVAL);
+        assert_eq!(
+            g(&mut h, bindings::V4L2_SEL_TGT_COMPOSE_PADDED).0,
+            libc::EINVAL
+        );
         // MPLANE and bogus types, bogus targets: EINVAL.
-        assert_eq!(sel(&mut h, s, VIDIOC_G_SELECTION, 9, bindings::V4L2_SEL_TGT_CROP, 0, (0, 0, 0, 0)).0, libc::EINVAL);
-        assert_eq!(sel(&mut h, s, VIDIOC_G_SELECTION, 2, bindings::V4L2_SEL_TGT_CROP, 0, (0, 0, 0, 0)).0, libc::EINVAL);
+        assert_eq!(
+            sel(
+                &mut h,
+                s,
+                VIDIOC_G_SELECTION,
+                9,
+                bindings::V4L2_SEL_TGT_CROP,
+                0,
+                (0, 0, 0, 0)
+            )
+            .0,
+            libc::EINVAL
+        );
+        assert_eq!(
+            sel(
+                &mut h,
+                s,
+                VIDIOC_G_SELECTION,
+                2,
+                bindings::V4L2_SEL_TGT_CROP,
+                0,
+                (0, 0, 0, 0)
+            )
+            .0,
+            libc::EINVAL
+        );
         assert_eq!(g(&mut h, 0xffff).0, libc::EINVAL);
 
         // CROP is settable inside the bounds, clamped into them.
-        let set = |h: &mut Harness, t: u32, flags: u32, r| sel(h, s, VIDIOC_S_SELECTION, CAPTURE, t, flags, r);
-        assert_eq!(set(&mut h, bindings::V4L2_SEL_TGT_CROP, 0, (10, 20, 320, 240)), (0, 10, 20, 320, 240));
-        assert_eq!(g(&mut h, bindings::V4L2_SEL_TGT_CROP), (0, 10, 20, 320, 240));
-        assert_eq!(set(&mut h, bindings::V4L2_SEL_TGT_CROP, 0, (600, -5, 100, 100)), (0, 540, 0, 100, 100));
-        assert_eq!(set(&mut h, bindings::V4L2_SEL_TGT_CROP, 0, (0, 0, 0x4000, 0x4000)), full);
+        let set = |h: &mut Harness, t: u32, flags: u32, r| {
+            sel(h, s, VIDIOC_S_SELECTION, CAPTURE, t, flags, r)
+        };
+        assert_eq!(
+            set(&mut h, bindings::V4L2_SEL_TGT_CROP, 0, (10, 20, 320, 240)),
+            (0, 10, 20, 320, 240)
+        );
+        assert_eq!(
+            g(&mut h, bindings::V4L2_SEL_TGT_CROP),
+            (0, 10, 20, 320, 240)
+        );
+        assert_eq!(
+            set(&mut h, bindings::V4L2_SEL_TGT_CROP, 0, (600, -5, 100, 100)),
+            (0, 540, 0, 100, 100)
+        );
+        assert_eq!(
+            set(
+                &mut h,
+                bindings::V4L2_SEL_TGT_CROP,
+                0,
+                (0, 0, 0x4000, 0x4000)
+            ),
+            full
+        );
         // GE cannot be met beyond the bounds, LE cannot below 1 pixel.
         let ge = bindings::V4L2_SEL_FLAG_GE;
         let le = bindings::V4L2_SEL_FLAG_LE;
-        assert_eq!(set(&mut h, bindings::V4L2_SEL_TGT_CROP, ge, (0, 0, 700, 100)).0, libc::ERANGE);
-        assert_eq!(set(&mut h, bindings::V4L2_SEL_TGT_CROP, le, (0, 0, 0, 100)).0, libc::ERANGE);
-        assert_eq!(set(&mut h, bindings::V4L2_SEL_TGT_CROP, ge | le, (2, 2, 64, 48)), (0, 2, 2, 64, 48));
+        assert_eq!(
+            set(&mut h, bindings::V4L2_SEL_TGT_CROP, ge, (0, 0, 700, 100)).0,
+            libc::ERANGE
+        );
+        assert_eq!(
+            set(&mut h, bindings::V4L2_SEL_TGT_CROP, le, (0, 0, 0, 100)).0,
+            libc::ERANGE
+        );
+        assert_eq!(
+            set(&mut h, bindings::V4L2_SEL_TGT_CROP, ge | le, (2, 2, 64, 48)),
+            (0, 2, 2, 64, 48)
+        );
         // COMPOSE stays the full frame; the other targets are read-only.
-        assert_eq!(set(&mut h, bindings::V4L2_SEL_TGT_COMPOSE, 0, (0, 0, 10, 10)), full);
+        assert_eq!(
+            set(&mut h, bindings::V4L2_SEL_TGT_COMPOSE, 0, (0, 0, 10, 10)),
+            full
+        );
         for t in [
             bindings::V4L2_SEL_TGT_CROP_DEFAULT,
             bindings::V4L2_SEL_TGT_CROP_BOUNDS,
@@ -1753,7 +2293,11 @@ mod crop {
             bindings::V4L2_SEL_TGT_COMPOSE_BOUNDS,
             bindings::V4L2_SEL_TGT_COMPOSE_PADDED,
         ] {
-            assert_eq!(set(&mut h, t, 0, (0, 0, 10, 10)).0, libc::EINVAL, "target {t:#x}");
+            assert_eq!(
+                set(&mut h, t, 0, (0, 0, 10, 10)).0,
+                libc::EINVAL,
+                "target {t:#x}"
+            );
         }
         assert_eq!(g(&mut h, bindings::V4L2_SEL_TGT_CROP), (0, 2, 2, 64, 48));
         // S_FMT keeping the size keeps the crop.
@@ -1766,16 +2310,31 @@ mod crop {
         // Only one size is offered through S_FMT, so drive the device's
         // format setter (what S_FMT calls) directly.
         let shm = Shm::new(1 << 20).unwrap();
-        let guest = crate::media::GuestMemMapper { mem: VirtioMediaPci::new_guest_memory() };
+        let guest = crate::media::GuestMemMapper {
+            mem: VirtioMediaPci::new_guest_memory(),
+        };
         let ctx = crate::devices::common::DevCtx::new(shm, guest, EventQueueHandle::default());
         let mut dev = crate::devices::capture::CaptureDevice::new(ctx);
         dev.enable_crop();
-        dev.crop = bindings::v4l2_rect { left: 8, top: 8, width: 64, height: 64 };
+        dev.crop = bindings::v4l2_rect {
+            left: 8,
+            top: 8,
+            width: 64,
+            height: 64,
+        };
         dev.set_format(crate::devices::common::layout(FMT_NV12, 640, 480).unwrap());
-        assert_eq!((dev.crop.left, dev.crop.width), (8, 64), "same size: crop kept");
+        assert_eq!(
+            (dev.crop.left, dev.crop.width),
+            (8, 64),
+            "same size: crop kept"
+        );
         dev.set_format(crate::devices::common::layout(FMT_NV12, 320, 240).unwrap());
         let c = dev.crop;
-        assert_eq!((c.left, c.top, c.width, c.height), (0, 0, 320, 240), "new size: crop reset");
+        assert_eq!(
+            (c.left, c.top, c.width, c.height),
+            (0, 0, 320, 240),
+            "new size: crop reset"
+        );
     }
 }
 
@@ -1798,8 +2357,11 @@ mod no_shm {
     const CAPS_MMAP: u32 = bindings::V4L2_BUF_CAP_SUPPORTS_MMAP;
     const CAPS_USERPTR: u32 = bindings::V4L2_BUF_CAP_SUPPORTS_USERPTR;
     /// The backends that must work without shared memory, with their queues.
-    const BACKENDS: [(&str, &[u32]); 3] =
-        [("capture", &[CAP_MPLANE]), ("output", &[OUT_MPLANE]), ("m2m", &[OUT_MPLANE, CAP_MPLANE])];
+    const BACKENDS: [(&str, &[u32]); 3] = [
+        ("capture", &[CAP_MPLANE]),
+        ("output", &[OUT_MPLANE]),
+        ("m2m", &[OUT_MPLANE, CAP_MPLANE]),
+    ];
 
     /// (cap id, virtio cfg_type) of every capability, walked through the
     /// device's config space accessors.
@@ -1841,7 +2403,11 @@ mod no_shm {
         f[16..20].copy_from_slice(&fourcc.to_le_bytes());
         let resp = h.command(&ioctl_cmd(s, VIDIOC_S_FMT, &f), 8 + V4L2_FORMAT_SIZE as u32);
         assert_eq!(le32(&resp, 0), 0, "S_FMT type {ty}");
-        assert_eq!(le32(&resp, 8 + 16), fourcc, "S_FMT type {ty} took the format");
+        assert_eq!(
+            le32(&resp, 8 + 16),
+            fourcc,
+            "S_FMT type {ty} took the format"
+        );
     }
 
     /// QBUF of USERPTR buffer `index`; `planes` = (guest address, length,
@@ -1873,9 +2439,16 @@ mod no_shm {
         assert!(caps(&h).contains(&(pci::PCI_CAP_ID_VNDR, pci::VIRTIO_PCI_CAP_SHARED_MEMORY_CFG)));
         for (backend, _) in BACKENDS {
             let mut h = Harness::without_shm(backend);
-            let vendor: Vec<u8> =
-                caps(&h).into_iter().filter(|(id, _)| *id == pci::PCI_CAP_ID_VNDR).map(|(_, t)| t).collect();
-            assert_eq!(vendor, vec![1, 2, 3, 4], "{backend}: COMMON, NOTIFY, ISR, DEVICE and nothing else");
+            let vendor: Vec<u8> = caps(&h)
+                .into_iter()
+                .filter(|(id, _)| *id == pci::PCI_CAP_ID_VNDR)
+                .map(|(_, t)| t)
+                .collect();
+            assert_eq!(
+                vendor,
+                vec![1, 2, 3, 4],
+                "{backend}: COMMON, NOTIFY, ISR, DEVICE and nothing else"
+            );
             for bar in [0x18u64, 0x1c] {
                 h.dev.config_write(bar, &0xffff_ffffu32.to_le_bytes());
                 let mut b = [0xaau8; 4];
@@ -1895,23 +2468,39 @@ mod no_shm {
                 for count in [2, 0] {
                     let resp = reqbufs(&mut h, s, ty, V4L2_MEMORY_MMAP, count);
                     assert_eq!(resp.len(), 8, "{backend} type {ty}: error response only");
-                    assert_eq!(le32(&resp, 0) as i32, libc::EINVAL, "{backend} type {ty}: REQBUFS({count}, MMAP)");
+                    assert_eq!(
+                        le32(&resp, 0) as i32,
+                        libc::EINVAL,
+                        "{backend} type {ty}: REQBUFS({count}, MMAP)"
+                    );
                 }
                 let resp = reqbufs(&mut h, s, ty, MEMORY_USERPTR, 2);
                 assert_eq!(le32(&resp, 0), 0, "{backend} type {ty}: REQBUFS(USERPTR)");
                 assert_eq!(le32(&resp, 8), 2, "count");
                 let caps = le32(&resp, 8 + 12);
-                assert_eq!(caps & (CAPS_MMAP | CAPS_USERPTR), CAPS_USERPTR, "{backend} type {ty}: caps {caps:#x}");
+                assert_eq!(
+                    caps & (CAPS_MMAP | CAPS_USERPTR),
+                    CAPS_USERPTR,
+                    "{backend} type {ty}: caps {caps:#x}"
+                );
                 // A refused MMAP REQBUFS leaves the USERPTR buffers alone.
                 let resp = reqbufs(&mut h, s, ty, V4L2_MEMORY_MMAP, 1);
                 assert_eq!(le32(&resp, 0) as i32, libc::EINVAL);
                 let mut qb = v4l2_buffer(1, 1);
                 qb[4..8].copy_from_slice(&ty.to_le_bytes());
                 let resp = h.command(&ioctl_cmd(s, VIDIOC_QUERYBUF, &qb), 8 + 88 + 64 * 8);
-                assert_eq!(le32(&resp, 0), 0, "{backend} type {ty}: buffer 1 still there");
+                assert_eq!(
+                    le32(&resp, 0),
+                    0,
+                    "{backend} type {ty}: buffer 1 still there"
+                );
                 assert_eq!(le32(&resp, 8 + 60), MEMORY_USERPTR);
                 let resp = reqbufs(&mut h, s, ty, MEMORY_USERPTR, 0);
-                assert_eq!(le32(&resp, 0), 0, "{backend} type {ty}: REQBUFS(0, USERPTR)");
+                assert_eq!(
+                    le32(&resp, 0),
+                    0,
+                    "{backend} type {ty}: REQBUFS(0, USERPTR)"
+                );
                 assert_eq!(le32(&resp, 8 + 12) & CAPS_MMAP, 0);
             }
             // Control: the same device with shared memory advertises MMAP.
@@ -1920,7 +2509,10 @@ mod no_shm {
             for &ty in queues {
                 let resp = reqbufs(&mut h, s, ty, V4L2_MEMORY_MMAP, 1);
                 assert_eq!(le32(&resp, 0), 0);
-                assert_eq!(le32(&resp, 8 + 12) & (CAPS_MMAP | CAPS_USERPTR), CAPS_MMAP | CAPS_USERPTR);
+                assert_eq!(
+                    le32(&resp, 8 + 12) & (CAPS_MMAP | CAPS_USERPTR),
+                    CAPS_MMAP | CAPS_USERPTR
+                );
             }
         }
     }
@@ -1944,13 +2536,25 @@ mod no_shm {
                 cb[8..12].copy_from_slice(&V4L2_MEMORY_MMAP.to_le_bytes());
                 cb[fmt_off..fmt_off + V4L2_FORMAT_SIZE].copy_from_slice(&resp[8..]);
                 let resp = h.command(&ioctl_cmd(s, VIDIOC_CREATE_BUFS, &cb), (8 + cb_size) as u32);
-                assert_eq!(le32(&resp, 0) as i32, libc::EINVAL, "{backend}: CREATE_BUFS(MMAP)");
+                assert_eq!(
+                    le32(&resp, 0) as i32,
+                    libc::EINVAL,
+                    "{backend}: CREATE_BUFS(MMAP)"
+                );
                 cb[8..12].copy_from_slice(&MEMORY_USERPTR.to_le_bytes());
                 let resp = h.command(&ioctl_cmd(s, VIDIOC_CREATE_BUFS, &cb), (8 + cb_size) as u32);
                 assert_eq!(le32(&resp, 0), 0, "{backend}: CREATE_BUFS(USERPTR)");
-                assert_eq!((le32(&resp, 8), le32(&resp, 12)), (0, 1), "index 0, count 1");
+                assert_eq!(
+                    (le32(&resp, 8), le32(&resp, 12)),
+                    (0, 1),
+                    "index 0, count 1"
+                );
                 let caps = le32(&resp, 8 + caps_off);
-                assert_eq!(caps & (CAPS_MMAP | CAPS_USERPTR), CAPS_USERPTR, "{backend}: caps {caps:#x}");
+                assert_eq!(
+                    caps & (CAPS_MMAP | CAPS_USERPTR),
+                    CAPS_USERPTR,
+                    "{backend}: caps {caps:#x}"
+                );
             }
         }
     }
@@ -1966,7 +2570,11 @@ mod no_shm {
             for offset in [0u64, 0x1000, 0x10_0000] {
                 let resp = mmap_cmd(&mut h, s, offset);
                 assert_eq!(resp.len(), 8, "{backend}: no mapping returned");
-                assert_eq!(le32(&resp, 0) as i32, libc::EINVAL, "{backend}: MMAP of {offset:#x}");
+                assert_eq!(
+                    le32(&resp, 0) as i32,
+                    libc::EINVAL,
+                    "{backend}: MMAP of {offset:#x}"
+                );
             }
             // MUNMAP of anything is refused too (nothing was ever mapped).
             let mut munmap = cmd_hdr(CMD_MUNMAP);
@@ -1983,7 +2591,10 @@ mod no_shm {
             .err()
             .expect("simple without shm must fail");
         let msg = format!("{err:#}");
-        assert!(msg.contains("simple") && msg.contains("--no-shm") && msg.contains("MMAP"), "{msg}");
+        assert!(
+            msg.contains("simple") && msg.contains("--no-shm") && msg.contains("MMAP"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -1992,10 +2603,15 @@ mod no_shm {
         let s = h.open();
         s_fmt_mp(&mut h, s, FMT_YUYV, 320, 240);
         let size = 320 * 240 * 2u32;
-        assert_eq!(le32(&reqbufs(&mut h, s, CAP_MPLANE, MEMORY_USERPTR, 2), 0), 0);
+        assert_eq!(
+            le32(&reqbufs(&mut h, s, CAP_MPLANE, MEMORY_USERPTR, 2), 0),
+            0
+        );
         let bufs = [h.alloc(size as usize), h.alloc(size as usize)];
         for (i, &a) in bufs.iter().enumerate() {
-            h.mem.write_slice(&vec![0xeeu8; size as usize], GuestAddress(a)).unwrap();
+            h.mem
+                .write_slice(&vec![0xeeu8; size as usize], GuestAddress(a))
+                .unwrap();
             qbuf_userptr(&mut h, s, CAP_MPLANE, i as u32, &[(a, size, 0)]);
         }
         let streamon = ioctl_cmd(s, VIDIOC_STREAMON, &CAP_MPLANE.to_le_bytes());
@@ -2009,7 +2625,10 @@ mod no_shm {
             let mut frame = vec![0u8; size as usize];
             h.mem.read_slice(&mut frame, GuestAddress(a)).unwrap();
             let want = frame_byte(seq as u32, 0, 128);
-            assert!(frame.iter().all(|&b| b == want), "frame {seq} in guest memory");
+            assert!(
+                frame.iter().all(|&b| b == want),
+                "frame {seq} in guest memory"
+            );
         }
     }
 
@@ -2020,15 +2639,22 @@ mod no_shm {
         let s = h.open();
         set_fmt(&mut h, s, OUT_MPLANE, FMT_YUYV);
         let size = 320 * 240 * 2u32;
-        assert_eq!(le32(&reqbufs(&mut h, s, OUT_MPLANE, MEMORY_USERPTR, 1), 0), 0);
+        assert_eq!(
+            le32(&reqbufs(&mut h, s, OUT_MPLANE, MEMORY_USERPTR, 1), 0),
+            0
+        );
         let a = h.alloc(size as usize);
-        h.mem.write_slice(&vec![3u8; 100], GuestAddress(a)).unwrap();
+        h.mem.write_slice(&[3u8; 100], GuestAddress(a)).unwrap();
         qbuf_userptr(&mut h, s, OUT_MPLANE, 0, &[(a, size, 100)]);
         let streamon = ioctl_cmd(s, VIDIOC_STREAMON, &OUT_MPLANE.to_le_bytes());
         assert_eq!(le32(&h.command(&streamon, 8), 0), 0);
         let evs = drain_events(&mut h);
         assert_eq!(evs.len(), 1);
-        assert_eq!(le32(&evs[0][8 + V4L2_BUFFER_SIZE..], 0), 100, "bytesused echoed");
+        assert_eq!(
+            le32(&evs[0][8 + V4L2_BUFFER_SIZE..], 0),
+            100,
+            "bytesused echoed"
+        );
         let ctrl = [CID_LAST_FRAME_CHECKSUM.to_le_bytes(), [0; 4]].concat();
         let resp = h.command(&ioctl_cmd(s, VIDIOC_G_CTRL, &ctrl), 16);
         assert_eq!(le32(&resp, 0), 0);
@@ -2056,17 +2682,30 @@ mod no_shm {
         let planes: Vec<(u64, u32, u32)> = dst.iter().zip(sizes).map(|(&a, n)| (a, n, 0)).collect();
         qbuf_userptr(&mut h, s, CAP_MPLANE, 0, &planes);
         for ty in [OUT_MPLANE, CAP_MPLANE] {
-            assert_eq!(le32(&h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &ty.to_le_bytes()), 8), 0), 0);
+            assert_eq!(
+                le32(
+                    &h.command(&ioctl_cmd(s, VIDIOC_STREAMON, &ty.to_le_bytes()), 8),
+                    0
+                ),
+                0
+            );
         }
         let evs = drain_events(&mut h);
         assert_eq!(evs.len(), 2, "source and destination returned");
         let d = &evs[1][8..];
         assert_eq!((le32(d, 4), le32(d, 0)), (CAP_MPLANE, 0));
         for (p, want) in [50u8, 60, 70].into_iter().enumerate() {
-            assert_eq!(le32(&d[V4L2_BUFFER_SIZE + V4L2_PLANE_SIZE * p..], 0), sizes[p], "bytesused plane {p}");
+            assert_eq!(
+                le32(&d[V4L2_BUFFER_SIZE + V4L2_PLANE_SIZE * p..], 0),
+                sizes[p],
+                "bytesused plane {p}"
+            );
             let mut out = vec![0u8; sizes[p] as usize];
             h.mem.read_slice(&mut out, GuestAddress(dst[p])).unwrap();
-            assert!(out.iter().all(|&b| b == want), "plane {p} converted into guest memory");
+            assert!(
+                out.iter().all(|&b| b == want),
+                "plane {p} converted into guest memory"
+            );
         }
     }
 }

@@ -365,8 +365,16 @@ mod tests {
         assert_eq!(r16(&t, reg::NUM_QUEUES), 2);
 
         // Driver without VERSION_1: FEATURES_OK refused.
-        w8(&mut t, reg::DEVICE_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
-        w8(&mut t, reg::DEVICE_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
+        w8(
+            &mut t,
+            reg::DEVICE_STATUS,
+            STATUS_ACKNOWLEDGE | STATUS_DRIVER,
+        );
+        w8(
+            &mut t,
+            reg::DEVICE_STATUS,
+            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
+        );
         assert_eq!(r8(&t, reg::DEVICE_STATUS) & STATUS_FEATURES_OK, 0);
 
         // Unknown feature: refused.
@@ -416,7 +424,10 @@ mod tests {
         w16(&mut t, reg::QUEUE_MSIX_VECTOR, 1);
         w16(&mut t, reg::MSIX_CONFIG, 0);
         assert_eq!(r16(&t, reg::MSIX_CONFIG), 0);
-        assert_eq!(w16(&mut t, reg::QUEUE_ENABLE, 1), vec![Action::QueueEnabled(1)]);
+        assert_eq!(
+            w16(&mut t, reg::QUEUE_ENABLE, 1),
+            vec![Action::QueueEnabled(1)]
+        );
         assert_eq!(r16(&t, reg::QUEUE_ENABLE), 1);
         // Enabled queue: config frozen.
         w16(&mut t, reg::QUEUE_SIZE, 32);

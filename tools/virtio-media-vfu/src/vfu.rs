@@ -3,8 +3,8 @@
 //! `ServerBackend` that forwards accesses to [`VirtioMediaPci`].
 
 use std::fs::File;
-use std::sync::{Arc, Mutex};
 use std::mem::size_of;
+use std::sync::{Arc, Mutex};
 
 use vfio_bindings::bindings::vfio::{
     vfio_region_info, vfio_region_sparse_mmap_area, VFIO_IRQ_INFO_AUTOMASKED,
@@ -40,7 +40,11 @@ pub fn regions(shm_size: u64, shm_fd: Option<i32>, msix: bool) -> Vec<ServerRegi
                 i if i == pci::BAR_SHM => {
                     let Some(shm_fd) = shm_fd.filter(|_| shm_size > 0) else {
                         // No shared memory: like any unused region.
-                        return ServerRegion { region_info: info, sparse_areas, mmap_fd };
+                        return ServerRegion {
+                            region_info: info,
+                            sparse_areas,
+                            mmap_fd,
+                        };
                     };
                     info.size = shm_size;
                     info.flags = rw | VFIO_REGION_INFO_FLAG_MMAP;
@@ -102,7 +106,9 @@ pub struct VfuBackend {
 
 impl VfuBackend {
     fn dev(&self) -> std::io::Result<std::sync::MutexGuard<'_, VirtioMediaPci>> {
-        self.dev.lock().map_err(|_| std::io::Error::other("device state poisoned"))
+        self.dev
+            .lock()
+            .map_err(|_| std::io::Error::other("device state poisoned"))
     }
 }
 
@@ -111,13 +117,22 @@ fn einval() -> std::io::Error {
 }
 
 impl ServerBackend for VfuBackend {
-    fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> Result<(), std::io::Error> {
+    fn region_read(
+        &mut self,
+        region: u32,
+        offset: u64,
+        data: &mut [u8],
+    ) -> Result<(), std::io::Error> {
         log::trace!("read region {region} offset {offset:#x} len {}", data.len());
         match region {
             VFIO_PCI_CONFIG_REGION_INDEX => self.dev()?.config_read(offset, data),
             r if r == pci::BAR0 => self.dev()?.bar0_read(offset, data),
             r if r == pci::BAR_MSIX => self.dev()?.msix_bar_read(offset, data),
-            r if r == pci::BAR_SHM => self.dev()?.shm.read_at(offset, data).map_err(|_| einval())?,
+            r if r == pci::BAR_SHM => self
+                .dev()?
+                .shm
+                .read_at(offset, data)
+                .map_err(|_| einval())?,
             _ => {
                 log::warn!("read of unimplemented region {region}");
                 return Err(einval());
@@ -126,13 +141,22 @@ impl ServerBackend for VfuBackend {
         Ok(())
     }
 
-    fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+    fn region_write(
+        &mut self,
+        region: u32,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), std::io::Error> {
         log::trace!("write region {region} offset {offset:#x} data {data:02x?}");
         match region {
             VFIO_PCI_CONFIG_REGION_INDEX => self.dev()?.config_write(offset, data),
             r if r == pci::BAR0 => self.dev()?.bar0_write(offset, data),
             r if r == pci::BAR_MSIX => self.dev()?.msix_bar_write(offset, data),
-            r if r == pci::BAR_SHM => self.dev()?.shm.write_at(offset, data).map_err(|_| einval())?,
+            r if r == pci::BAR_SHM => self
+                .dev()?
+                .shm
+                .write_at(offset, data)
+                .map_err(|_| einval())?,
             _ => {
                 log::warn!("write to unimplemented region {region}");
                 return Err(einval());
@@ -149,11 +173,19 @@ impl ServerBackend for VfuBackend {
         size: u64,
         fd: Option<File>,
     ) -> Result<(), std::io::Error> {
-        log::debug!("DMA_MAP flags {flags:?} {address:#x}+{size:#x} offset {offset:#x} fd {}", fd.is_some());
+        log::debug!(
+            "DMA_MAP flags {flags:?} {address:#x}+{size:#x} offset {offset:#x} fd {}",
+            fd.is_some()
+        );
         self.dev()?.dma_map(offset, address, size, fd)
     }
 
-    fn dma_unmap(&mut self, flags: DmaUnmapFlags, address: u64, size: u64) -> Result<(), std::io::Error> {
+    fn dma_unmap(
+        &mut self,
+        flags: DmaUnmapFlags,
+        address: u64,
+        size: u64,
+    ) -> Result<(), std::io::Error> {
         self.dev()?
             .dma_unmap(address, size, flags.contains(DmaUnmapFlags::UNMAP_ALL))
     }
@@ -200,7 +232,10 @@ mod tests {
         assert!(bar2.mmap_fd.is_none() && bar2.sparse_areas.is_empty());
         // Everything else is unchanged.
         for i in [pci::BAR0, pci::BAR_MSIX, VFIO_PCI_CONFIG_REGION_INDEX] {
-            let (a, b) = (&with[i as usize].region_info, &without[i as usize].region_info);
+            let (a, b) = (
+                &with[i as usize].region_info,
+                &without[i as usize].region_info,
+            );
             assert_eq!((a.size, a.flags), (b.size, b.flags), "region {i}");
         }
     }
@@ -211,13 +246,27 @@ mod tests {
         let without = regions(1 << 20, Some(7), false);
         let bar4 = &without[pci::BAR_MSIX as usize].region_info;
         assert_eq!((bar4.size, bar4.flags), (0, 0));
-        assert_eq!(with[pci::BAR_MSIX as usize].region_info.size, pci::MSIX_BAR_SIZE);
+        assert_eq!(
+            with[pci::BAR_MSIX as usize].region_info.size,
+            pci::MSIX_BAR_SIZE
+        );
         for i in [pci::BAR0, pci::BAR_SHM, VFIO_PCI_CONFIG_REGION_INDEX] {
-            let (a, b) = (&with[i as usize].region_info, &without[i as usize].region_info);
+            let (a, b) = (
+                &with[i as usize].region_info,
+                &without[i as usize].region_info,
+            );
             assert_eq!((a.size, a.flags), (b.size, b.flags), "region {i}");
         }
-        let count = |msix, index| irqs(msix).iter().find(|i| i.index == index).map(|i| i.count);
-        assert_eq!(count(true, VFIO_PCI_MSIX_IRQ_INDEX), Some(pci::MSIX_VECTORS as u32));
+        let count = |msix, index| {
+            irqs(msix)
+                .iter()
+                .find(|i| i.index == index)
+                .map(|i| i.count)
+        };
+        assert_eq!(
+            count(true, VFIO_PCI_MSIX_IRQ_INDEX),
+            Some(pci::MSIX_VECTORS as u32)
+        );
         assert_eq!(count(false, VFIO_PCI_MSIX_IRQ_INDEX), Some(0));
         assert_eq!(count(false, VFIO_PCI_INTX_IRQ_INDEX), Some(1));
     }

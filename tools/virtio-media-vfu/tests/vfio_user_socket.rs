@@ -91,7 +91,9 @@ impl Drv {
     /// Sends a command with a `resp_len` response buffer, returns response.
     fn command(&mut self, cmd: &[u8], resp_len: u32) -> Vec<u8> {
         let (d0, r) = self.submit(cmd, resp_len);
-        let (head, len) = self.next_used(Duration::from_secs(5)).expect("one used entry");
+        let (head, len) = self
+            .next_used(Duration::from_secs(5))
+            .expect("one used entry");
         assert_eq!(head, d0 as u32);
         let mut out = vec![0; len as usize];
         self.ram.read_exact_at(&mut out, r).unwrap();
@@ -107,9 +109,10 @@ impl Drv {
         let (desc, avail, _) = RINGS[0];
         let d0 = self.next_desc[0];
         let d1 = (d0 + 1) % QSIZE;
-        for (i, (addr, len, flags, next)) in [(c, cmd.len() as u32, 1u16, d1), (r, resp_len, 2u16, 0)]
-            .into_iter()
-            .enumerate()
+        for (i, (addr, len, flags, next)) in
+            [(c, cmd.len() as u32, 1u16, d1), (r, resp_len, 2u16, 0)]
+                .into_iter()
+                .enumerate()
         {
             let d = desc + 16 * if i == 0 { d0 } else { d1 } as u64;
             self.put(d, addr.to_le_bytes());
@@ -118,7 +121,10 @@ impl Drv {
             self.put(d + 14, next.to_le_bytes());
         }
         self.next_desc[0] = (d1 + 1) % QSIZE;
-        self.put(avail + 4 + 2 * (self.avail_idx[0] % QSIZE) as u64, d0.to_le_bytes());
+        self.put(
+            avail + 4 + 2 * (self.avail_idx[0] % QSIZE) as u64,
+            d0.to_le_bytes(),
+        );
         self.avail_idx[0] += 1;
         self.put(avail + 2, self.avail_idx[0].to_le_bytes());
         self.w(0x1000, &0u16.to_le_bytes()); // notify queue 0
@@ -162,7 +168,11 @@ fn start(name: &str, extra: &[&str]) -> (Server, std::path::PathBuf) {
     std::fs::create_dir_all(&dir).unwrap();
     let sock = dir.join("vfu.sock");
     // --no-shm and --shm-size exclude each other.
-    let shm_size: &[&str] = if extra.contains(&"--no-shm") { &[] } else { &["--shm-size", "4M"] };
+    let shm_size: &[&str] = if extra.contains(&"--no-shm") {
+        &[]
+    } else {
+        &["--shm-size", "4M"]
+    };
     let server = Server(
         Command::new(env!("CARGO_BIN_EXE_virtio-media-vfu"))
             .args(["--socket", sock.to_str().unwrap(), "--device-id", "48"])
@@ -174,7 +184,10 @@ fn start(name: &str, extra: &[&str]) -> (Server, std::path::PathBuf) {
     );
     let t0 = Instant::now();
     while !Path::new(&sock).exists() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "socket never appeared");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "socket never appeared"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     (server, sock)
@@ -218,7 +231,10 @@ fn init(mut c: Client) -> (Drv, Vec<File>) {
 
 #[test]
 fn delayed_responses_over_the_socket() {
-    let (_server, sock) = start("delay", &["--response-delay-ms", "100", "--backend", "capture"]);
+    let (_server, sock) = start(
+        "delay",
+        &["--response-delay-ms", "100", "--backend", "capture"],
+    );
     let (mut d, efds) = init(Client::new(&sock).unwrap());
     let t0 = Instant::now();
     let resp = d.command(&[1, 0, 0, 0, 0, 0, 0, 0], 16);
@@ -226,7 +242,10 @@ fn delayed_responses_over_the_socket() {
     assert_eq!(resp.len(), 16);
     assert_eq!(le32(&resp, 0), 0);
     assert!(took >= Duration::from_millis(90), "answered after {took:?}");
-    assert!(eventfd_count(&efds[1]) >= 1, "interrupt raised by the delay worker");
+    assert!(
+        eventfd_count(&efds[1]) >= 1,
+        "interrupt raised by the delay worker"
+    );
     let mut cfg = d.r(0x3000, 40);
     cfg.truncate(32);
     assert_eq!(&cfg[8..32], b"virtio-media-vfu capture");
@@ -240,7 +259,16 @@ fn delayed_responses_over_the_socket() {
 fn delayed_responses_complete_in_due_order_across_sessions() {
     let (_server, sock) = start(
         "due-order",
-        &["--response-delay-ms", "30", "--fault", "delay", "--fault-every", "2", "--backend", "capture"],
+        &[
+            "--response-delay-ms",
+            "30",
+            "--fault",
+            "delay",
+            "--fault-every",
+            "2",
+            "--backend",
+            "capture",
+        ],
     );
     let (mut d, _efds) = init(Client::new(&sock).unwrap());
     let s1 = le32(&d.command(&[1, 0, 0, 0, 0, 0, 0, 0], 16), 8); // command 1
@@ -249,17 +277,32 @@ fn delayed_responses_complete_in_due_order_across_sessions() {
     let mut fmt = vec![0u8; 208];
     fmt[0] = 9; // V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE
     const VIDIOC_G_FMT: u32 = 4;
-    assert_eq!(le32(&d.command(&ioctl(s1, VIDIOC_G_FMT, &fmt), 8 + 208), 0), 0); // command 3
+    assert_eq!(
+        le32(&d.command(&ioctl(s1, VIDIOC_G_FMT, &fmt), 8 + 208), 0),
+        0
+    ); // command 3
     let t0 = Instant::now();
     let (slow, _) = d.submit(&ioctl(s2, VIDIOC_G_FMT, &fmt), 8 + 208); // command 4: +500 ms
     let (fast, _) = d.submit(&ioctl(s1, VIDIOC_G_FMT, &fmt), 8 + 208); // command 5
     let (first, _) = d.next_used(Duration::from_secs(5)).expect("a response");
     let first_at = t0.elapsed();
-    let (second, _) = d.next_used(Duration::from_secs(5)).expect("a second response");
+    let (second, _) = d
+        .next_used(Duration::from_secs(5))
+        .expect("a second response");
     let second_at = t0.elapsed();
-    assert_eq!((first, second), (fast as u32, slow as u32), "session {s1} answered first");
-    assert!(first_at < Duration::from_millis(400), "the on-time response waited {first_at:?}");
-    assert!(second_at >= Duration::from_millis(500), "the held response came after {second_at:?}");
+    assert_eq!(
+        (first, second),
+        (fast as u32, slow as u32),
+        "session {s1} answered first"
+    );
+    assert!(
+        first_at < Duration::from_millis(400),
+        "the on-time response waited {first_at:?}"
+    );
+    assert!(
+        second_at >= Duration::from_millis(500),
+        "the held response came after {second_at:?}"
+    );
 }
 
 #[test]
@@ -273,7 +316,13 @@ fn qemu_like_client_over_the_socket() {
     assert!(bar2.file_offset.is_some(), "shm BAR offered with an fd");
     assert_eq!(bar2.sparse_areas.len(), 1);
     assert_eq!(bar2.sparse_areas[0].size, SHM);
-    let shm_fd = bar2.file_offset.as_ref().unwrap().file().try_clone().unwrap();
+    let shm_fd = bar2
+        .file_offset
+        .as_ref()
+        .unwrap()
+        .file()
+        .try_clone()
+        .unwrap();
     assert_eq!(c.region(0).unwrap().size, 0x4000);
     assert_eq!(c.region(CONFIG_REGION).unwrap().size, 256);
     assert_eq!(c.get_irq_info(2).unwrap().count, 4, "MSI-X vectors");
@@ -354,7 +403,10 @@ fn qemu_like_client_over_the_socket() {
     for _ in 0..2 {
         assert_eq!(le32(&d.command(&ioctl(s, 15, &qbuf), 8 + 88 + 64), 0), 0);
         if d.avail_idx[0] == 5 {
-            assert_eq!(le32(&d.command(&ioctl(s, 18, &9u32.to_le_bytes()), 8), 0), 0);
+            assert_eq!(
+                le32(&d.command(&ioctl(s, 18, &9u32.to_le_bytes()), 8), 0),
+                0
+            );
         }
     }
     // The frame as the guest would see it through the BAR2 fd mapping.
@@ -417,11 +469,18 @@ fn no_shm_over_the_socket() {
     req[0] = 2;
     req[4] = 9;
     req[8] = 1;
-    assert_eq!(le32(&d.command(&ioctl(s, 8, &req), 28), 0) as i32, libc::EINVAL);
+    assert_eq!(
+        le32(&d.command(&ioctl(s, 8, &req), 28), 0) as i32,
+        libc::EINVAL
+    );
     req[8] = 2;
     let resp = d.command(&ioctl(s, 8, &req), 28);
     assert_eq!(le32(&resp, 0), 0);
-    assert_eq!(le32(&resp, 8 + 12) & 3, 2, "USERPTR but not MMAP in capabilities");
+    assert_eq!(
+        le32(&resp, 8 + 12) & 3,
+        2,
+        "USERPTR but not MMAP in capabilities"
+    );
     // MMAP command refused.
     let mut mmap = vec![4, 0, 0, 0, 0, 0, 0, 0];
     mmap.extend_from_slice(&s.to_le_bytes());
@@ -439,14 +498,20 @@ fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
         .args(args)
         .output()
         .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn no_shm_refused_for_simple_and_with_shm_size() {
     let (code, err) = run_to_exit(&["--no-shm", "--backend", "simple"]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("simple backend cannot run without shared memory"), "{err}");
+    assert!(
+        err.contains("simple backend cannot run without shared memory"),
+        "{err}"
+    );
     let (code, err) = run_to_exit(&["--no-shm"]);
     assert_eq!(code, Some(1), "simple is the default backend: {err}");
     let (code, err) = run_to_exit(&["--no-shm", "--shm-size", "4M", "--backend", "capture"]);

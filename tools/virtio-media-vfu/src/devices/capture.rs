@@ -157,9 +157,12 @@ impl CaptureDevice {
             if self.frame_log.enabled() {
                 // What the guest reads: each plane's first bytesused bytes.
                 let planes = (0..used.len())
-                    .map(|p| s.q.read_plane(&self.ctx, idx, p, s.q.bytesused(idx, p) as usize))
+                    .map(|p| {
+                        s.q.read_plane(&self.ctx, idx, p, s.q.bytesused(idx, p) as usize)
+                    })
                     .collect::<IoctlResult<Vec<_>>>()?;
-                self.frame_log.record(buf.sequence(), s.id, planes.iter().map(|v| &v[..]));
+                self.frame_log
+                    .record(buf.sequence(), s.id, planes.iter().map(|v| &v[..]));
             }
             self.ctx
                 .events
@@ -214,13 +217,22 @@ impl CaptureDevice {
     /// S_SELECTION(CROP): the rectangle clamped into the full frame. With
     /// V4L2_SEL_FLAG_GE (LE) the result must contain (lie inside) the one
     /// asked for, else ERANGE.
-    fn adjust_crop(&self, r: bindings::v4l2_rect, flags: SelectionFlags) -> IoctlResult<bindings::v4l2_rect> {
+    fn adjust_crop(
+        &self,
+        r: bindings::v4l2_rect,
+        flags: SelectionFlags,
+    ) -> IoctlResult<bindings::v4l2_rect> {
         let (fw, fh) = (self.fmt.width, self.fmt.height);
         let width = r.width.clamp(1, fw);
         let height = r.height.clamp(1, fh);
         let left = (r.left.max(0) as u32).min(fw - width) as i32;
         let top = (r.top.max(0) as u32).min(fh - height) as i32;
-        let out = bindings::v4l2_rect { left, top, width, height };
+        let out = bindings::v4l2_rect {
+            left,
+            top,
+            width,
+            height,
+        };
         let inside = |a: &bindings::v4l2_rect, b: &bindings::v4l2_rect| {
             a.left >= b.left
                 && a.top >= b.top
@@ -237,7 +249,11 @@ impl CaptureDevice {
     }
 
     fn closest(&self, fourcc: u32, width: u32, height: u32) -> Format {
-        let fourcc = if FORMATS.contains(&fourcc) { fourcc } else { FORMATS[0] };
+        let fourcc = if FORMATS.contains(&fourcc) {
+            fourcc
+        } else {
+            FORMATS[0]
+        };
         let target = width as i64 * height as i64;
         let sizes = self.sizes();
         let &(w, h) = sizes
@@ -260,10 +276,18 @@ impl CaptureDevice {
             let mut used = vec![];
             for (p, &size) in s.q.plane_sizes.clone().iter().enumerate() {
                 let b = frame_byte(seq, p, brightness);
-                let fill = self.fmt.planes.get(p).map(|l| l.sizeimage).unwrap_or(size).min(size);
+                let fill = self
+                    .fmt
+                    .planes
+                    .get(p)
+                    .map(|l| l.sizeimage)
+                    .unwrap_or(size)
+                    .min(size);
                 match s.q.bufs.get(idx).and_then(|buf| buf.mem.get(p)) {
                     Some(PlaneMem::Mmap(shm)) => shm.fill(0, fill as u64, b)?,
-                    Some(PlaneMem::UserPtr(_)) => s.q.write_plane(&self.ctx, idx, p, &vec![b; fill as usize])?,
+                    Some(PlaneMem::UserPtr(_)) => {
+                        s.q.write_plane(&self.ctx, idx, p, &vec![b; fill as usize])?
+                    }
                     None => return Err(libc::EIO),
                 }
                 used.push(fill);
@@ -272,11 +296,18 @@ impl CaptureDevice {
             if self.frame_log.enabled() {
                 // What the guest reads: each plane's first bytesused bytes.
                 let planes = (0..used.len())
-                    .map(|p| s.q.read_plane(&self.ctx, idx, p, s.q.bytesused(idx, p) as usize))
+                    .map(|p| {
+                        s.q.read_plane(&self.ctx, idx, p, s.q.bytesused(idx, p) as usize)
+                    })
                     .collect::<IoctlResult<Vec<_>>>()?;
-                self.frame_log.record(buf.sequence(), s.id, planes.iter().map(|v| &v[..]));
+                self.frame_log
+                    .record(buf.sequence(), s.id, planes.iter().map(|v| &v[..]));
             }
-            if self.ctx.subscribed(s.id, bindings::V4L2_EVENT_FRAME_SYNC, 0).is_some() {
+            if self
+                .ctx
+                .subscribed(s.id, bindings::V4L2_EVENT_FRAME_SYNC, 0)
+                .is_some()
+            {
                 let mut ev = bindings::v4l2_event {
                     type_: bindings::V4L2_EVENT_FRAME_SYNC,
                     ..Default::default()
@@ -305,7 +336,10 @@ impl CaptureDevice {
         }
         self.frames_since_change = 0;
         self.signal_alternate = !self.signal_alternate;
-        log::debug!("capture: input signal changes resolution (alternate: {})", self.signal_alternate);
+        log::debug!(
+            "capture: input signal changes resolution (alternate: {})",
+            self.signal_alternate
+        );
         self.send_source_change();
     }
 
@@ -316,7 +350,10 @@ impl CaptureDevice {
             .ctx
             .subs
             .iter()
-            .filter(|(_, l)| l.iter().any(|s| s.type_ == bindings::V4L2_EVENT_SOURCE_CHANGE && s.id == 0))
+            .filter(|(_, l)| {
+                l.iter()
+                    .any(|s| s.type_ == bindings::V4L2_EVENT_SOURCE_CHANGE && s.id == 0)
+            })
             .map(|(&id, _)| id)
             .collect();
         for id in sessions {
@@ -346,25 +383,31 @@ pub fn query_ioctls<R: ReadFromDescriptorChain, W: WriteToDescriptorChain>(
                     if q.id >= CID_PRIVATE_BASE && q.id & !CTRL_ID_MASK == 0 {
                         r.id = q.id;
                     }
-                    writer.write_response(RespHeader::ok()).and_then(|()| writer.write_obj(r))
+                    writer
+                        .write_response(RespHeader::ok())
+                        .and_then(|()| writer.write_obj(r))
                 }
                 Some(Err(e)) => writer.write_err_response(e),
                 None => writer.write_err_response(libc::EINVAL),
             },
         }),
-        V4l2Ioctl::VIDIOC_QUERY_EXT_CTRL => Some(match reader.read_obj::<bindings::v4l2_query_ext_ctrl>() {
-            Err(_) => writer.write_err_response(libc::EINVAL),
-            Ok(q) => match ctrls.lookup(q.id, true) {
-                Some(i) => {
-                    let mut r = ctrls.query_ext(i);
-                    if q.id >= CID_PRIVATE_BASE && q.id & !CTRL_ID_MASK == 0 {
-                        r.id = q.id;
+        V4l2Ioctl::VIDIOC_QUERY_EXT_CTRL => {
+            Some(match reader.read_obj::<bindings::v4l2_query_ext_ctrl>() {
+                Err(_) => writer.write_err_response(libc::EINVAL),
+                Ok(q) => match ctrls.lookup(q.id, true) {
+                    Some(i) => {
+                        let mut r = ctrls.query_ext(i);
+                        if q.id >= CID_PRIVATE_BASE && q.id & !CTRL_ID_MASK == 0 {
+                            r.id = q.id;
+                        }
+                        writer
+                            .write_response(RespHeader::ok())
+                            .and_then(|()| writer.write_obj(r))
                     }
-                    writer.write_response(RespHeader::ok()).and_then(|()| writer.write_obj(r))
-                }
-                None => writer.write_err_response(libc::EINVAL),
-            },
-        }),
+                    None => writer.write_err_response(libc::EINVAL),
+                },
+            })
+        }
         _ => None,
     }
 }
@@ -391,7 +434,13 @@ where
         self.ctx.drop_session(session.id);
     }
 
-    fn do_ioctl(&mut self, session: &mut Self::Session, ioctl: V4l2Ioctl, reader: &mut R, writer: &mut W) -> IoResult<()> {
+    fn do_ioctl(
+        &mut self,
+        session: &mut Self::Session,
+        ioctl: V4l2Ioctl,
+        reader: &mut R,
+        writer: &mut W,
+    ) -> IoResult<()> {
         if let Some(r) = query_ioctls(&self.ctrls, ioctl, reader, writer) {
             return r;
         }
@@ -401,7 +450,12 @@ where
         virtio_media_dispatch_ioctl(self, session, ioctl, reader, writer)
     }
 
-    fn do_mmap(&mut self, session: &mut Self::Session, flags: u32, offset: u32) -> Result<(u64, u64), i32> {
+    fn do_mmap(
+        &mut self,
+        session: &mut Self::Session,
+        flags: u32,
+        offset: u32,
+    ) -> Result<(u64, u64), i32> {
         self.ctx.do_mmap(&session.q.mmap_offsets(), flags, offset)
     }
 
@@ -413,7 +467,12 @@ where
 impl VirtioMediaIoctlHandler for CaptureDevice {
     type Session = CaptureSession;
 
-    fn enum_fmt(&mut self, _s: &Self::Session, queue: QueueType, index: u32) -> IoctlResult<bindings::v4l2_fmtdesc> {
+    fn enum_fmt(
+        &mut self,
+        _s: &Self::Session,
+        queue: QueueType,
+        index: u32,
+    ) -> IoctlResult<bindings::v4l2_fmtdesc> {
         if queue != self.queue {
             return Err(libc::EINVAL);
         }
@@ -430,14 +489,23 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         Ok(d)
     }
 
-    fn g_fmt(&mut self, _s: &Self::Session, queue: QueueType) -> IoctlResult<bindings::v4l2_format> {
+    fn g_fmt(
+        &mut self,
+        _s: &Self::Session,
+        queue: QueueType,
+    ) -> IoctlResult<bindings::v4l2_format> {
         if queue != self.queue {
             return Err(libc::EINVAL);
         }
         Ok(fmt_to_v4l2(queue, &self.fmt))
     }
 
-    fn try_fmt(&mut self, _s: &Self::Session, queue: QueueType, f: bindings::v4l2_format) -> IoctlResult<bindings::v4l2_format> {
+    fn try_fmt(
+        &mut self,
+        _s: &Self::Session,
+        queue: QueueType,
+        f: bindings::v4l2_format,
+    ) -> IoctlResult<bindings::v4l2_format> {
         if queue != self.queue {
             return Err(libc::EINVAL);
         }
@@ -445,7 +513,12 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         Ok(fmt_to_v4l2(queue, &self.closest(fourcc, w, h)))
     }
 
-    fn s_fmt(&mut self, s: &mut Self::Session, queue: QueueType, f: bindings::v4l2_format) -> IoctlResult<bindings::v4l2_format> {
+    fn s_fmt(
+        &mut self,
+        s: &mut Self::Session,
+        queue: QueueType,
+        f: bindings::v4l2_format,
+    ) -> IoctlResult<bindings::v4l2_format> {
         if queue != self.queue {
             return Err(libc::EINVAL);
         }
@@ -459,7 +532,12 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         Ok(fmt_to_v4l2(queue, &self.fmt))
     }
 
-    fn enum_framesizes(&mut self, _s: &Self::Session, index: u32, pixel_format: u32) -> IoctlResult<bindings::v4l2_frmsizeenum> {
+    fn enum_framesizes(
+        &mut self,
+        _s: &Self::Session,
+        index: u32,
+        pixel_format: u32,
+    ) -> IoctlResult<bindings::v4l2_frmsizeenum> {
         if !FORMATS.contains(&pixel_format) {
             return Err(libc::EINVAL);
         }
@@ -494,13 +572,20 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
             height,
             type_: bindings::v4l2_frmivaltypes_V4L2_FRMIVAL_TYPE_DISCRETE,
             __bindgen_anon_1: bindings::v4l2_frmivalenum__bindgen_ty_1 {
-                discrete: bindings::v4l2_fract { numerator, denominator },
+                discrete: bindings::v4l2_fract {
+                    numerator,
+                    denominator,
+                },
             },
             ..Default::default()
         })
     }
 
-    fn g_parm(&mut self, _s: &Self::Session, queue: QueueType) -> IoctlResult<bindings::v4l2_streamparm> {
+    fn g_parm(
+        &mut self,
+        _s: &Self::Session,
+        queue: QueueType,
+    ) -> IoctlResult<bindings::v4l2_streamparm> {
         if queue != self.queue {
             return Err(libc::EINVAL);
         }
@@ -528,7 +613,11 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         Ok(parm)
     }
 
-    fn s_parm(&mut self, s: &mut Self::Session, parm: bindings::v4l2_streamparm) -> IoctlResult<bindings::v4l2_streamparm> {
+    fn s_parm(
+        &mut self,
+        s: &mut Self::Session,
+        parm: bindings::v4l2_streamparm,
+    ) -> IoctlResult<bindings::v4l2_streamparm> {
         let queue = QueueType::n(parm.type_).ok_or(libc::EINVAL)?;
         if queue != self.queue {
             return Err(libc::EINVAL);
@@ -669,21 +758,32 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
             return Err(libc::EBUSY);
         }
         let needed: Vec<u32> = self.fmt.planes.iter().map(|p| p.sizeimage).collect();
-        let created = s.q.create_bufs(&mut self.ctx, count, memory, format, &needed)?;
+        let created =
+            s.q.create_bufs(&mut self.ctx, count, memory, format, &needed)?;
         if !s.q.bufs.is_empty() {
             self.active = Some(s.id);
         }
         Ok(created)
     }
 
-    fn querybuf(&mut self, s: &Self::Session, queue: QueueType, index: u32) -> IoctlResult<V4l2Buffer> {
+    fn querybuf(
+        &mut self,
+        s: &Self::Session,
+        queue: QueueType,
+        index: u32,
+    ) -> IoctlResult<V4l2Buffer> {
         if queue != self.queue {
             return Err(libc::EINVAL);
         }
         s.q.querybuf(index)
     }
 
-    fn qbuf(&mut self, s: &mut Self::Session, buffer: V4l2Buffer, regions: Vec<Vec<SgEntry>>) -> IoctlResult<V4l2Buffer> {
+    fn qbuf(
+        &mut self,
+        s: &mut Self::Session,
+        buffer: V4l2Buffer,
+        regions: Vec<Vec<SgEntry>>,
+    ) -> IoctlResult<V4l2Buffer> {
         let out = s.q.qbuf(&buffer, regions)?;
         self.process(s)?;
         Ok(out)
@@ -706,7 +806,12 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         Ok(())
     }
 
-    fn g_selection(&mut self, _s: &Self::Session, sel_type: SelectionType, target: SelectionTarget) -> IoctlResult<bindings::v4l2_rect> {
+    fn g_selection(
+        &mut self,
+        _s: &Self::Session,
+        sel_type: SelectionType,
+        target: SelectionTarget,
+    ) -> IoctlResult<bindings::v4l2_rect> {
         if !self.crop_mode || self.is_output() {
             return Err(libc::ENOTTY);
         }
@@ -750,7 +855,12 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         }
     }
 
-    fn querymenu(&mut self, _s: &Self::Session, id: u32, index: u32) -> IoctlResult<bindings::v4l2_querymenu> {
+    fn querymenu(
+        &mut self,
+        _s: &Self::Session,
+        id: u32,
+        index: u32,
+    ) -> IoctlResult<bindings::v4l2_querymenu> {
         self.ctrls.querymenu(id, index)
     }
 
@@ -758,7 +868,12 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         g_ctrl(&self.ctrls, id)
     }
 
-    fn s_ctrl(&mut self, s: &mut Self::Session, id: u32, value: i32) -> IoctlResult<bindings::v4l2_control> {
+    fn s_ctrl(
+        &mut self,
+        s: &mut Self::Session,
+        id: u32,
+        value: i32,
+    ) -> IoctlResult<bindings::v4l2_control> {
         s_ctrl(&mut self.ctx, &mut self.ctrls, s.id, id, value)
     }
 
@@ -771,7 +886,16 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         regions: Vec<Vec<SgEntry>>,
     ) -> IoctlResult<()> {
         let w = which_raw(&which)?;
-        ext_ctrls(&mut self.ctx, &mut self.ctrls, s.id, ExtOp::Get, w, ctrls, arr, regions)
+        ext_ctrls(
+            &mut self.ctx,
+            &mut self.ctrls,
+            s.id,
+            ExtOp::Get,
+            w,
+            ctrls,
+            arr,
+            regions,
+        )
     }
 
     fn s_ext_ctrls(
@@ -783,7 +907,16 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         regions: Vec<Vec<SgEntry>>,
     ) -> IoctlResult<()> {
         let w = which_raw(&which)?;
-        ext_ctrls(&mut self.ctx, &mut self.ctrls, s.id, ExtOp::Set, w, ctrls, arr, regions)
+        ext_ctrls(
+            &mut self.ctx,
+            &mut self.ctrls,
+            s.id,
+            ExtOp::Set,
+            w,
+            ctrls,
+            arr,
+            regions,
+        )
     }
 
     fn try_ext_ctrls(
@@ -795,19 +928,40 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
         regions: Vec<Vec<SgEntry>>,
     ) -> IoctlResult<()> {
         let w = which_raw(&which)?;
-        ext_ctrls(&mut self.ctx, &mut self.ctrls, s.id, ExtOp::Try, w, ctrls, arr, regions)
+        ext_ctrls(
+            &mut self.ctx,
+            &mut self.ctrls,
+            s.id,
+            ExtOp::Try,
+            w,
+            ctrls,
+            arr,
+            regions,
+        )
     }
 
-    fn subscribe_event(&mut self, s: &mut Self::Session, event: EventType, flags: SubscribeEventFlags) -> IoctlResult<()> {
+    fn subscribe_event(
+        &mut self,
+        s: &mut Self::Session,
+        event: EventType,
+        flags: SubscribeEventFlags,
+    ) -> IoctlResult<()> {
         let others: &[u32] = if self.is_output() {
             &[]
         } else {
-            &[bindings::V4L2_EVENT_FRAME_SYNC, bindings::V4L2_EVENT_SOURCE_CHANGE]
+            &[
+                bindings::V4L2_EVENT_FRAME_SYNC,
+                bindings::V4L2_EVENT_SOURCE_CHANGE,
+            ]
         };
         subscribe(&mut self.ctx, &self.ctrls, s.id, event, flags, others)
     }
 
-    fn unsubscribe_event(&mut self, s: &mut Self::Session, event: bindings::v4l2_event_subscription) -> IoctlResult<()> {
+    fn unsubscribe_event(
+        &mut self,
+        s: &mut Self::Session,
+        event: bindings::v4l2_event_subscription,
+    ) -> IoctlResult<()> {
         self.ctx.unsubscribe(s.id, event.type_, event.id);
         Ok(())
     }
@@ -817,7 +971,10 @@ impl VirtioMediaIoctlHandler for CaptureDevice {
 /// them. VIDIOC_PREPARE_BUF: a prepared buffer must later be queued without
 /// its bytesused and data_offset being looked at again, which the crate's
 /// QBUF parsing (it rejects bytesused > length) cannot do.
-pub fn unsupported_ioctls<W: WriteToDescriptorChain>(ioctl: V4l2Ioctl, writer: &mut W) -> Option<IoResult<()>> {
+pub fn unsupported_ioctls<W: WriteToDescriptorChain>(
+    ioctl: V4l2Ioctl,
+    writer: &mut W,
+) -> Option<IoResult<()>> {
     match ioctl {
         V4l2Ioctl::VIDIOC_PREPARE_BUF => Some(writer.write_err_response(libc::ENOTTY)),
         _ => None,
@@ -854,7 +1011,14 @@ pub fn subscribe(
     };
     if type_ == bindings::V4L2_EVENT_CTRL {
         let i = ctrls.find(id).ok_or(libc::EINVAL)?;
-        ctx.subscribe(session, Subscription { type_, id, flags: flags.bits() });
+        ctx.subscribe(
+            session,
+            Subscription {
+                type_,
+                id,
+                flags: flags.bits(),
+            },
+        );
         // Like the control framework (send_initial_event): an initial
         // event for every control but control classes, without
         // CH_VALUE for write-only ones (buttons); payload controls get
@@ -874,6 +1038,13 @@ pub fn subscribe(
     if !others.contains(&type_) {
         return Err(libc::EINVAL);
     }
-    ctx.subscribe(session, Subscription { type_, id, flags: flags.bits() });
+    ctx.subscribe(
+        session,
+        Subscription {
+            type_,
+            id,
+            flags: flags.bits(),
+        },
+    );
     Ok(())
 }

@@ -65,7 +65,8 @@ impl DevCtx {
     /// `capabilities` of REQBUFS and CREATE_BUFS: what `memory_supported`
     /// accepts, plus orphaned buffers (which vb2 always reports).
     pub fn buf_caps(&self) -> u32 {
-        let mut caps = BufferCapabilities::SUPPORTS_USERPTR | BufferCapabilities::SUPPORTS_ORPHANED_BUFS;
+        let mut caps =
+            BufferCapabilities::SUPPORTS_USERPTR | BufferCapabilities::SUPPORTS_ORPHANED_BUFS;
         if self.has_shm() {
             caps |= BufferCapabilities::SUPPORTS_MMAP;
         }
@@ -93,19 +94,26 @@ impl DevCtx {
     }
 
     pub fn do_munmap(&mut self, guest_addr: u64) -> IoctlResult<()> {
-        self.mmap.remove_mapping(guest_addr).map(|_| ()).map_err(|_| libc::EINVAL)
+        self.mmap
+            .remove_mapping(guest_addr)
+            .map(|_| ())
+            .map_err(|_| libc::EINVAL)
     }
 
     pub fn send_event(&mut self, session: u32, mut ev: bindings::v4l2_event) {
         let seq = self.event_sequence.entry(session).or_insert(0);
         ev.sequence = *seq;
         *seq = seq.wrapping_add(1);
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: valid out pointer.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
         ev.timestamp.tv_sec = ts.tv_sec as _;
         ev.timestamp.tv_nsec = ts.tv_nsec as _;
-        self.events.send_event(V4l2Event::Event(SessionEvent::new(session, ev)));
+        self.events
+            .send_event(V4l2Event::Event(SessionEvent::new(session, ev)));
     }
 
     pub fn subscribed(&self, session: u32, type_: u32, id: u32) -> Option<Subscription> {
@@ -175,7 +183,10 @@ pub const FMT_YUV420: u32 = fourcc(b"YU12");
 pub const FMT_GREY: u32 = fourcc(b"GREY");
 
 pub fn fourcc_str(f: u32) -> String {
-    f.to_le_bytes().iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '?' }).collect()
+    f.to_le_bytes()
+        .iter()
+        .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
+        .collect()
 }
 
 /// Human-readable description for VIDIOC_ENUM_FMT.
@@ -258,7 +269,11 @@ pub fn fmt_request(queue: QueueType, f: &bindings::v4l2_format) -> (u32, u32, u3
     // SAFETY: the union member read matches the queue type.
     unsafe {
         if queue.is_multiplanar() {
-            (f.fmt.pix_mp.pixelformat, f.fmt.pix_mp.width, f.fmt.pix_mp.height)
+            (
+                f.fmt.pix_mp.pixelformat,
+                f.fmt.pix_mp.width,
+                f.fmt.pix_mp.height,
+            )
         } else {
             (f.fmt.pix.pixelformat, f.fmt.pix.width, f.fmt.pix.height)
         }
@@ -316,7 +331,10 @@ pub struct BufQueue {
 }
 
 fn now_timeval() -> bindings::timeval {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid out pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     bindings::timeval {
@@ -447,8 +465,15 @@ impl BufQueue {
 
     /// Appends `count` buffers whose planes have the given sizes (CREATE_BUFS
     /// may ask for larger planes than the format needs).
-    pub fn add_buffers_sized(&mut self, ctx: &mut DevCtx, count: u32, sizes: &[u32]) -> IoctlResult<u32> {
-        if sizes.len() != self.plane_sizes.len() || sizes.iter().zip(&self.plane_sizes).any(|(a, b)| a < b) {
+    pub fn add_buffers_sized(
+        &mut self,
+        ctx: &mut DevCtx,
+        count: u32,
+        sizes: &[u32],
+    ) -> IoctlResult<u32> {
+        if sizes.len() != self.plane_sizes.len()
+            || sizes.iter().zip(&self.plane_sizes).any(|(a, b)| a < b)
+        {
             return Err(libc::EINVAL);
         }
         let first = self.bufs.len() as u32;
@@ -480,7 +505,9 @@ impl BufQueue {
                         libc::ENOMEM
                     })?;
                     let off = u32::try_from(b.offset()).map_err(|_| libc::ENOMEM)?;
-                    ctx.mmap.register_buffer(Some(off), size).map_err(|_| libc::EINVAL)?;
+                    ctx.mmap
+                        .register_buffer(Some(off), size)
+                        .map_err(|_| libc::EINVAL)?;
                     planes[p].m.mem_offset = off;
                     if p == 0 {
                         first_offset = off;
@@ -510,7 +537,11 @@ impl BufQueue {
 
     /// Validates and queues `buffer`. For OUTPUT queues the bytesused of
     /// every plane is taken from the driver (0 means "whole plane").
-    pub fn qbuf(&mut self, buffer: &V4l2Buffer, regions: Vec<Vec<SgEntry>>) -> IoctlResult<V4l2Buffer> {
+    pub fn qbuf(
+        &mut self,
+        buffer: &V4l2Buffer,
+        regions: Vec<Vec<SgEntry>>,
+    ) -> IoctlResult<V4l2Buffer> {
         if buffer.queue() != self.queue || buffer.memory() != self.memory {
             return Err(libc::EINVAL);
         }
@@ -557,7 +588,9 @@ impl BufQueue {
             }
             for (p, (plane, sgs)) in buffer.planes_iter().zip(regions).enumerate() {
                 let total: u64 = sgs.iter().map(|s| s.len as u64).sum();
-                if (*plane.length as u64) < self.plane_sizes[p] as u64 || total < *plane.length as u64 {
+                if (*plane.length as u64) < self.plane_sizes[p] as u64
+                    || total < *plane.length as u64
+                {
                     return Err(libc::EINVAL);
                 }
                 mem_userptr.push(PlaneMem::UserPtr(sgs));
@@ -639,12 +672,18 @@ impl BufQueue {
     }
 
     /// Writes `data` at the start of plane `plane` of buffer `idx`.
-    pub fn write_plane(&self, ctx: &DevCtx, idx: usize, plane: usize, data: &[u8]) -> IoctlResult<()> {
+    pub fn write_plane(
+        &self,
+        ctx: &DevCtx,
+        idx: usize,
+        plane: usize,
+        data: &[u8],
+    ) -> IoctlResult<()> {
         let buf = self.bufs.get(idx).ok_or(libc::EINVAL)?;
         match buf.mem.get(plane).ok_or(libc::EINVAL)? {
             PlaneMem::Mmap(s) => s.write_at(0, data),
             PlaneMem::UserPtr(sgs) => {
-                let sgs = sgs.iter().map(|s| clone_sg(s)).collect();
+                let sgs = sgs.iter().map(clone_sg).collect();
                 let mut m = ctx.guest.new_mapping(sgs).map_err(|e| {
                     log::error!("USERPTR mapping failed: {e:#}");
                     libc::EFAULT
@@ -661,7 +700,13 @@ impl BufQueue {
     }
 
     /// Reads the first `len` bytes of plane `plane` of buffer `idx`.
-    pub fn read_plane(&self, ctx: &DevCtx, idx: usize, plane: usize, len: usize) -> IoctlResult<Vec<u8>> {
+    pub fn read_plane(
+        &self,
+        ctx: &DevCtx,
+        idx: usize,
+        plane: usize,
+        len: usize,
+    ) -> IoctlResult<Vec<u8>> {
         let buf = self.bufs.get(idx).ok_or(libc::EINVAL)?;
         let mut out = vec![0u8; len];
         match buf.mem.get(plane).ok_or(libc::EINVAL)? {
@@ -681,7 +726,12 @@ impl BufQueue {
 
     /// Marks buffer `idx` done with the given bytesused per plane and extra
     /// flags; returns the buffer to report in a DQBUF event.
-    pub fn complete(&mut self, idx: usize, bytesused: &[u32], extra: BufferFlags) -> IoctlResult<V4l2Buffer> {
+    pub fn complete(
+        &mut self,
+        idx: usize,
+        bytesused: &[u32],
+        extra: BufferFlags,
+    ) -> IoctlResult<V4l2Buffer> {
         self.complete_ts(idx, bytesused, extra, None)
     }
 
@@ -885,8 +935,16 @@ impl Controls {
             type_: d.type_,
             name: name32(d.name).map(|c| c as u8),
             minimum: d.min as i32,
-            maximum: if d.type_ == CTRL_TYPE_CTRL_CLASS { 0 } else { d.max as i32 },
-            step: if d.type_ == CTRL_TYPE_CTRL_CLASS { 0 } else { d.step as i32 },
+            maximum: if d.type_ == CTRL_TYPE_CTRL_CLASS {
+                0
+            } else {
+                d.max as i32
+            },
+            step: if d.type_ == CTRL_TYPE_CTRL_CLASS {
+                0
+            } else {
+                d.step as i32
+            },
             default_value: d.def as i32,
             flags: d.flags,
             ..Default::default()
@@ -901,7 +959,11 @@ impl Controls {
         }
         // An empty name is a menu item the device does not offer (the
         // kernel's menu_skip_mask).
-        let name = d.menu.get(index as usize).filter(|n| !n.is_empty()).ok_or(libc::EINVAL)?;
+        let name = d
+            .menu
+            .get(index as usize)
+            .filter(|n| !n.is_empty())
+            .ok_or(libc::EINVAL)?;
         let mut m = bindings::v4l2_querymenu {
             id,
             index,
@@ -1009,7 +1071,10 @@ pub fn s_ctrl(
         ctrls.vals[i] = CtrlVal::Int(v);
         notify_ctrl(ctx, ctrls, i, Some(session));
     }
-    Ok(bindings::v4l2_control { id, value: v as i32 })
+    Ok(bindings::v4l2_control {
+        id,
+        value: v as i32,
+    })
 }
 
 pub fn notify_ctrl(ctx: &mut DevCtx, ctrls: &Controls, i: usize, from: Option<u32>) {
@@ -1021,7 +1086,8 @@ pub fn notify_ctrl(ctx: &mut DevCtx, ctrls: &Controls, i: usize, from: Option<u3
             subs.iter().any(|s| {
                 s.type_ == bindings::V4L2_EVENT_CTRL
                     && s.id == id
-                    && (Some(**sid) != from || s.flags & bindings::V4L2_EVENT_SUB_FL_ALLOW_FEEDBACK != 0)
+                    && (Some(**sid) != from
+                        || s.flags & bindings::V4L2_EVENT_SUB_FL_ALLOW_FEEDBACK != 0)
             })
         })
         .map(|(sid, _)| *sid)
@@ -1033,6 +1099,9 @@ pub fn notify_ctrl(ctx: &mut DevCtx, ctrls: &Controls, i: usize, from: Option<u3
 }
 
 /// Shared implementation of G/S/TRY_EXT_CTRLS over `ctrls`.
+// The ioctl's pieces as the protocol hands them over; a struct for them
+// would only be unpacked again here.
+#[allow(clippy::too_many_arguments)]
 pub fn ext_ctrls(
     ctx: &mut DevCtx,
     ctrls: &mut Controls,
@@ -1096,11 +1165,15 @@ pub fn ext_ctrls(
                 };
                 let mut mapping = mapping;
                 // SAFETY: the mapping covers c.size >= need bytes.
-                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), mapping.as_mut_ptr(), data.len()) };
+                unsafe {
+                    std::ptr::copy_nonoverlapping(data.as_ptr(), mapping.as_mut_ptr(), data.len())
+                };
             } else {
                 let mut data = vec![0u8; need as usize];
                 // SAFETY: as above.
-                unsafe { std::ptr::copy_nonoverlapping(mapping.as_ptr(), data.as_mut_ptr(), data.len()) };
+                unsafe {
+                    std::ptr::copy_nonoverlapping(mapping.as_ptr(), data.as_mut_ptr(), data.len())
+                };
                 for b in data.iter_mut() {
                     *b = (*b as i64).clamp(d.min, d.max) as u8;
                 }

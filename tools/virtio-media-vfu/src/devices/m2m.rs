@@ -26,7 +26,14 @@ use super::common::*;
 
 pub const SRC: QueueType = QueueType::VideoOutputMplane;
 pub const DST: QueueType = QueueType::VideoCaptureMplane;
-pub const FORMATS: &[u32] = &[FMT_YUYV, FMT_RGB24, FMT_NV12, FMT_NV12M, FMT_YUV420M, FMT_GREY];
+pub const FORMATS: &[u32] = &[
+    FMT_YUYV,
+    FMT_RGB24,
+    FMT_NV12,
+    FMT_NV12M,
+    FMT_YUV420M,
+    FMT_GREY,
+];
 
 pub const DEC_CMD_START: u32 = 0;
 pub const DEC_CMD_STOP: u32 = 1;
@@ -66,7 +73,11 @@ pub fn to_i420(f: &Format, planes: &[Vec<u8>]) -> IoctlResult<I420> {
     let (w, h) = (f.width as usize, f.height as usize);
     let (cw, ch) = (w / 2, h / 2);
     let need = |p: usize, n: usize| -> IoctlResult<&[u8]> {
-        planes.get(p).filter(|d| d.len() >= n).map(|d| &d[..n]).ok_or(libc::EINVAL)
+        planes
+            .get(p)
+            .filter(|d| d.len() >= n)
+            .map(|d| &d[..n])
+            .ok_or(libc::EINVAL)
     };
     let mut y = vec![0u8; w * h];
     let mut u = vec![128u8; cw * ch];
@@ -132,7 +143,10 @@ pub fn from_i420(p: &I420, fourcc: u32) -> IoctlResult<Vec<Vec<u8>>> {
     let cw = w / 2;
     let uvat = |r: usize, c: usize| -> (u8, u8) {
         let i = (r / 2) * cw + c / 2;
-        (p.u.get(i).copied().unwrap_or(128), p.v.get(i).copied().unwrap_or(128))
+        (
+            p.u.get(i).copied().unwrap_or(128),
+            p.v.get(i).copied().unwrap_or(128),
+        )
     };
     Ok(match fourcc {
         FMT_GREY => vec![p.y.clone()],
@@ -220,7 +234,11 @@ impl Colorimetry {
             colorspace,
             xfer_func: if mp.xfer_func <= 6 { mp.xfer_func } else { 0 },
             ycbcr_enc: if enc <= 8 { enc } else { 0 },
-            quantization: if mp.quantization <= 2 { mp.quantization } else { 0 },
+            quantization: if mp.quantization <= 2 {
+                mp.quantization
+            } else {
+                0
+            },
         }
     }
 
@@ -299,7 +317,11 @@ impl M2mDevice {
     }
 
     fn closest(fourcc: u32, width: u32, height: u32) -> Format {
-        let fourcc = if FORMATS.contains(&fourcc) { fourcc } else { FORMATS[0] };
+        let fourcc = if FORMATS.contains(&fourcc) {
+            fourcc
+        } else {
+            FORMATS[0]
+        };
         let target = width as i64 * height as i64;
         let &(w, h) = SIZES
             .iter()
@@ -316,7 +338,9 @@ impl M2mDevice {
     fn emit(&mut self, session: u32, buf: V4l2Buffer) {
         self.ctx
             .events
-            .send_event(V4l2Event::DequeueBuffer(DequeueBufferEvent::new(session, buf)));
+            .send_event(V4l2Event::DequeueBuffer(DequeueBufferEvent::new(
+                session, buf,
+            )));
     }
 
     fn finish_drain(&mut self, s: &mut M2mSession, marked: bool) -> IoctlResult<()> {
@@ -331,7 +355,11 @@ impl M2mDevice {
                 s.last_pending = true;
             }
         }
-        if self.ctx.subscribed(s.id, bindings::V4L2_EVENT_EOS, 0).is_some() {
+        if self
+            .ctx
+            .subscribed(s.id, bindings::V4L2_EVENT_EOS, 0)
+            .is_some()
+        {
             let ev = bindings::v4l2_event {
                 type_: bindings::V4L2_EVENT_EOS,
                 ..Default::default()
@@ -352,7 +380,12 @@ impl M2mDevice {
                 self.emit(s.id, b);
             }
         }
-        while !s.stopped && s.src.streaming && s.dst.streaming && !s.src.queued.is_empty() && !s.dst.queued.is_empty() {
+        while !s.stopped
+            && s.src.streaming
+            && s.dst.streaming
+            && !s.src.queued.is_empty()
+            && !s.dst.queued.is_empty()
+        {
             let (Some(si), Some(di)) = (s.src.queued.pop_front(), s.dst.queued.pop_front()) else {
                 break;
             };
@@ -364,7 +397,8 @@ impl M2mDevice {
                 src_used.push(n);
             }
             let ts = s.src.bufs.get(si).map(|b| b.raw.timestamp);
-            let converted = to_i420(&s.src_fmt, &planes).and_then(|pic| from_i420(&pic, s.dst_fmt.fourcc));
+            let converted =
+                to_i420(&s.src_fmt, &planes).and_then(|pic| from_i420(&pic, s.dst_fmt.fourcc));
             let last = s.draining && s.src.queued.is_empty();
             let (dst_used, flags) = match converted {
                 Ok(out) => {
@@ -379,11 +413,18 @@ impl M2mDevice {
                 }
                 Err(e) => {
                     // Too-short source (bytesused smaller than a frame).
-                    log::warn!("m2m session {}: cannot convert source buffer {si} (errno {e})", s.id);
+                    log::warn!(
+                        "m2m session {}: cannot convert source buffer {si} (errno {e})",
+                        s.id
+                    );
                     (vec![0; s.dst.plane_sizes.len()], BufferFlags::ERROR)
                 }
             };
-            let flags = if last { flags | BufferFlags::LAST } else { flags };
+            let flags = if last {
+                flags | BufferFlags::LAST
+            } else {
+                flags
+            };
             let b = s.src.complete(si, &src_used, BufferFlags::empty())?;
             self.emit(s.id, b);
             let b = s.dst.complete_ts(di, &dst_used, flags, ts)?;
@@ -450,7 +491,13 @@ where
         self.ctx.drop_session(session.id);
     }
 
-    fn do_ioctl(&mut self, session: &mut Self::Session, ioctl: V4l2Ioctl, reader: &mut R, writer: &mut W) -> IoResult<()> {
+    fn do_ioctl(
+        &mut self,
+        session: &mut Self::Session,
+        ioctl: V4l2Ioctl,
+        reader: &mut R,
+        writer: &mut W,
+    ) -> IoResult<()> {
         if let Some(r) = query_ioctls(&self.ctrls, ioctl, reader, writer) {
             return r;
         }
@@ -460,7 +507,12 @@ where
         virtio_media_dispatch_ioctl(self, session, ioctl, reader, writer)
     }
 
-    fn do_mmap(&mut self, session: &mut Self::Session, flags: u32, offset: u32) -> Result<(u64, u64), i32> {
+    fn do_mmap(
+        &mut self,
+        session: &mut Self::Session,
+        flags: u32,
+        offset: u32,
+    ) -> Result<(u64, u64), i32> {
         let mut owned = session.src.mmap_offsets();
         owned.extend(session.dst.mmap_offsets());
         self.ctx.do_mmap(&owned, flags, offset)
@@ -474,7 +526,12 @@ where
 impl VirtioMediaIoctlHandler for M2mDevice {
     type Session = M2mSession;
 
-    fn enum_fmt(&mut self, _s: &Self::Session, queue: QueueType, index: u32) -> IoctlResult<bindings::v4l2_fmtdesc> {
+    fn enum_fmt(
+        &mut self,
+        _s: &Self::Session,
+        queue: QueueType,
+        index: u32,
+    ) -> IoctlResult<bindings::v4l2_fmtdesc> {
         if queue != SRC && queue != DST {
             return Err(libc::EINVAL);
         }
@@ -498,7 +555,12 @@ impl VirtioMediaIoctlHandler for M2mDevice {
         Ok(out)
     }
 
-    fn try_fmt(&mut self, s: &Self::Session, queue: QueueType, f: bindings::v4l2_format) -> IoctlResult<bindings::v4l2_format> {
+    fn try_fmt(
+        &mut self,
+        s: &Self::Session,
+        queue: QueueType,
+        f: bindings::v4l2_format,
+    ) -> IoctlResult<bindings::v4l2_format> {
         s.q(queue)?;
         let (fourcc, w, h) = fmt_request(queue, &f);
         let mut out = Self::closest(fourcc, w, h);
@@ -506,13 +568,22 @@ impl VirtioMediaIoctlHandler for M2mDevice {
             // The destination size always follows the source.
             out = layout(out.fourcc, s.src_fmt.width, s.src_fmt.height).unwrap_or(out);
         }
-        let col = if queue == SRC { Colorimetry::from_request(&f) } else { s.col };
+        let col = if queue == SRC {
+            Colorimetry::from_request(&f)
+        } else {
+            s.col
+        };
         let mut out = fmt_to_v4l2(queue, &out);
         col.apply(&mut out);
         Ok(out)
     }
 
-    fn s_fmt(&mut self, s: &mut Self::Session, queue: QueueType, f: bindings::v4l2_format) -> IoctlResult<bindings::v4l2_format> {
+    fn s_fmt(
+        &mut self,
+        s: &mut Self::Session,
+        queue: QueueType,
+        f: bindings::v4l2_format,
+    ) -> IoctlResult<bindings::v4l2_format> {
         if !s.q(queue)?.bufs.is_empty() {
             return Err(libc::EBUSY);
         }
@@ -522,7 +593,8 @@ impl VirtioMediaIoctlHandler for M2mDevice {
             s.src_fmt = new;
             s.col = Colorimetry::from_request(&f);
             if s.dst.bufs.is_empty() {
-                s.dst_fmt = layout(s.dst_fmt.fourcc, s.src_fmt.width, s.src_fmt.height).unwrap_or(s.dst_fmt.clone());
+                s.dst_fmt = layout(s.dst_fmt.fourcc, s.src_fmt.width, s.src_fmt.height)
+                    .unwrap_or(s.dst_fmt.clone());
             }
         } else {
             s.dst_fmt = layout(new.fourcc, s.src_fmt.width, s.src_fmt.height).unwrap_or(new);
@@ -532,7 +604,12 @@ impl VirtioMediaIoctlHandler for M2mDevice {
         Ok(out)
     }
 
-    fn enum_framesizes(&mut self, _s: &Self::Session, index: u32, pixel_format: u32) -> IoctlResult<bindings::v4l2_frmsizeenum> {
+    fn enum_framesizes(
+        &mut self,
+        _s: &Self::Session,
+        index: u32,
+        pixel_format: u32,
+    ) -> IoctlResult<bindings::v4l2_frmsizeenum> {
         if !FORMATS.contains(&pixel_format) {
             return Err(libc::EINVAL);
         }
@@ -557,7 +634,9 @@ impl VirtioMediaIoctlHandler for M2mDevice {
         _flags: MemoryConsistency,
     ) -> IoctlResult<bindings::v4l2_requestbuffers> {
         let sizes: Vec<u32> = s.fmt(queue).planes.iter().map(|p| p.sizeimage).collect();
-        let count = s.q_mut(queue)?.reqbufs(&mut self.ctx, memory, count, &sizes)?;
+        let count = s
+            .q_mut(queue)?
+            .reqbufs(&mut self.ctx, memory, count, &sizes)?;
         Ok(bindings::v4l2_requestbuffers {
             count,
             type_: queue as u32,
@@ -575,15 +654,28 @@ impl VirtioMediaIoctlHandler for M2mDevice {
         memory: MemoryType,
         format: bindings::v4l2_format,
     ) -> IoctlResult<bindings::v4l2_create_buffers> {
-        let needed: Vec<u32> = s.q(queue).map(|_| s.fmt(queue).planes.iter().map(|p| p.sizeimage).collect())?;
-        s.q_mut(queue)?.create_bufs(&mut self.ctx, count, memory, format, &needed)
+        let needed: Vec<u32> = s
+            .q(queue)
+            .map(|_| s.fmt(queue).planes.iter().map(|p| p.sizeimage).collect())?;
+        s.q_mut(queue)?
+            .create_bufs(&mut self.ctx, count, memory, format, &needed)
     }
 
-    fn querybuf(&mut self, s: &Self::Session, queue: QueueType, index: u32) -> IoctlResult<V4l2Buffer> {
+    fn querybuf(
+        &mut self,
+        s: &Self::Session,
+        queue: QueueType,
+        index: u32,
+    ) -> IoctlResult<V4l2Buffer> {
         s.q(queue)?.querybuf(index)
     }
 
-    fn qbuf(&mut self, s: &mut Self::Session, buffer: V4l2Buffer, regions: Vec<Vec<SgEntry>>) -> IoctlResult<V4l2Buffer> {
+    fn qbuf(
+        &mut self,
+        s: &mut Self::Session,
+        buffer: V4l2Buffer,
+        regions: Vec<Vec<SgEntry>>,
+    ) -> IoctlResult<V4l2Buffer> {
         let out = s.q_mut(buffer.queue())?.qbuf(&buffer, regions)?;
         self.process(s)?;
         Ok(out)
@@ -604,12 +696,20 @@ impl VirtioMediaIoctlHandler for M2mDevice {
         Ok(())
     }
 
-    fn try_decoder_cmd(&mut self, _s: &Self::Session, mut cmd: bindings::v4l2_decoder_cmd) -> IoctlResult<bindings::v4l2_decoder_cmd> {
+    fn try_decoder_cmd(
+        &mut self,
+        _s: &Self::Session,
+        mut cmd: bindings::v4l2_decoder_cmd,
+    ) -> IoctlResult<bindings::v4l2_decoder_cmd> {
         Self::check_dec_cmd(&mut cmd)?;
         Ok(cmd)
     }
 
-    fn decoder_cmd(&mut self, s: &mut Self::Session, mut cmd: bindings::v4l2_decoder_cmd) -> IoctlResult<bindings::v4l2_decoder_cmd> {
+    fn decoder_cmd(
+        &mut self,
+        s: &mut Self::Session,
+        mut cmd: bindings::v4l2_decoder_cmd,
+    ) -> IoctlResult<bindings::v4l2_decoder_cmd> {
         Self::check_dec_cmd(&mut cmd)?;
         match cmd.cmd {
             DEC_CMD_STOP => {
@@ -628,7 +728,12 @@ impl VirtioMediaIoctlHandler for M2mDevice {
         Ok(cmd)
     }
 
-    fn querymenu(&mut self, _s: &Self::Session, id: u32, index: u32) -> IoctlResult<bindings::v4l2_querymenu> {
+    fn querymenu(
+        &mut self,
+        _s: &Self::Session,
+        id: u32,
+        index: u32,
+    ) -> IoctlResult<bindings::v4l2_querymenu> {
         self.ctrls.querymenu(id, index)
     }
 
@@ -636,7 +741,12 @@ impl VirtioMediaIoctlHandler for M2mDevice {
         g_ctrl(&self.ctrls, id)
     }
 
-    fn s_ctrl(&mut self, s: &mut Self::Session, id: u32, value: i32) -> IoctlResult<bindings::v4l2_control> {
+    fn s_ctrl(
+        &mut self,
+        s: &mut Self::Session,
+        id: u32,
+        value: i32,
+    ) -> IoctlResult<bindings::v4l2_control> {
         s_ctrl(&mut self.ctx, &mut self.ctrls, s.id, id, value)
     }
 
@@ -649,7 +759,16 @@ impl VirtioMediaIoctlHandler for M2mDevice {
         regions: Vec<Vec<SgEntry>>,
     ) -> IoctlResult<()> {
         let w = which_raw(&which)?;
-        ext_ctrls(&mut self.ctx, &mut self.ctrls, s.id, ExtOp::Get, w, ctrls, arr, regions)
+        ext_ctrls(
+            &mut self.ctx,
+            &mut self.ctrls,
+            s.id,
+            ExtOp::Get,
+            w,
+            ctrls,
+            arr,
+            regions,
+        )
     }
 
     fn s_ext_ctrls(
@@ -661,7 +780,16 @@ impl VirtioMediaIoctlHandler for M2mDevice {
         regions: Vec<Vec<SgEntry>>,
     ) -> IoctlResult<()> {
         let w = which_raw(&which)?;
-        ext_ctrls(&mut self.ctx, &mut self.ctrls, s.id, ExtOp::Set, w, ctrls, arr, regions)
+        ext_ctrls(
+            &mut self.ctx,
+            &mut self.ctrls,
+            s.id,
+            ExtOp::Set,
+            w,
+            ctrls,
+            arr,
+            regions,
+        )
     }
 
     fn try_ext_ctrls(
@@ -673,14 +801,39 @@ impl VirtioMediaIoctlHandler for M2mDevice {
         regions: Vec<Vec<SgEntry>>,
     ) -> IoctlResult<()> {
         let w = which_raw(&which)?;
-        ext_ctrls(&mut self.ctx, &mut self.ctrls, s.id, ExtOp::Try, w, ctrls, arr, regions)
+        ext_ctrls(
+            &mut self.ctx,
+            &mut self.ctrls,
+            s.id,
+            ExtOp::Try,
+            w,
+            ctrls,
+            arr,
+            regions,
+        )
     }
 
-    fn subscribe_event(&mut self, s: &mut Self::Session, event: EventType, flags: SubscribeEventFlags) -> IoctlResult<()> {
-        subscribe(&mut self.ctx, &self.ctrls, s.id, event, flags, &[bindings::V4L2_EVENT_EOS])
+    fn subscribe_event(
+        &mut self,
+        s: &mut Self::Session,
+        event: EventType,
+        flags: SubscribeEventFlags,
+    ) -> IoctlResult<()> {
+        subscribe(
+            &mut self.ctx,
+            &self.ctrls,
+            s.id,
+            event,
+            flags,
+            &[bindings::V4L2_EVENT_EOS],
+        )
     }
 
-    fn unsubscribe_event(&mut self, s: &mut Self::Session, event: bindings::v4l2_event_subscription) -> IoctlResult<()> {
+    fn unsubscribe_event(
+        &mut self,
+        s: &mut Self::Session,
+        event: bindings::v4l2_event_subscription,
+    ) -> IoctlResult<()> {
         self.ctx.unsubscribe(s.id, event.type_, event.id);
         Ok(())
     }
@@ -692,11 +845,21 @@ mod tests {
 
     #[test]
     fn colour_round_trips() {
-        for &(r, g, b) in &[(0u8, 0u8, 0u8), (255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255), (12, 200, 99)] {
+        for &(r, g, b) in &[
+            (0u8, 0u8, 0u8),
+            (255, 255, 255),
+            (255, 0, 0),
+            (0, 255, 0),
+            (0, 0, 255),
+            (12, 200, 99),
+        ] {
             let (y, u, v) = rgb_to_yuv(r, g, b);
             let (r2, g2, b2) = yuv_to_rgb(y, u, v);
             for (a, b) in [(r, r2), (g, g2), (b, b2)] {
-                assert!((a as i32 - b as i32).abs() <= 3, "{r},{g},{b} -> {y},{u},{v} -> {r2},{g2},{b2}");
+                assert!(
+                    (a as i32 - b as i32).abs() <= 3,
+                    "{r},{g},{b} -> {y},{u},{v} -> {r2},{g2},{b2}"
+                );
             }
         }
     }
@@ -722,7 +885,12 @@ mod tests {
             if f == FMT_RGB24 {
                 // Lossy (chroma subsampling, clipping): compare luma away
                 // from the clipping range.
-                for (a, b) in src.y.iter().zip(&back.y).filter(|(a, _)| (60..=190).contains(*a)) {
+                for (a, b) in src
+                    .y
+                    .iter()
+                    .zip(&back.y)
+                    .filter(|(a, _)| (60..=190).contains(*a))
+                {
                     assert!((*a as i32 - *b as i32).abs() <= 4, "{a} vs {b}");
                 }
                 continue;
@@ -736,6 +904,9 @@ mod tests {
         // Short input is an error, not a panic.
         src.y.truncate(3);
         let fmt = layout(FMT_YUV420M, w, h).unwrap();
-        assert_eq!(to_i420(&fmt, &[vec![0; 3], vec![], vec![]]).err(), Some(libc::EINVAL));
+        assert_eq!(
+            to_i420(&fmt, &[vec![0; 3], vec![], vec![]]).err(),
+            Some(libc::EINVAL)
+        );
     }
 }

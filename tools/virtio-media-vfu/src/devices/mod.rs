@@ -11,8 +11,10 @@ pub mod simple;
 
 use std::sync::Arc;
 
-use crate::media::{make_config, EventQueueHandle, GuestMemMapper, MediaBackend, RunnerBackend, SharedGuestMemory};
 use crate::framelog::FrameLog;
+use crate::media::{
+    make_config, EventQueueHandle, GuestMemMapper, MediaBackend, RunnerBackend, SharedGuestMemory,
+};
 use crate::shm::{Shm, ShmMapper};
 
 /// Backend names accepted by `--backend`.
@@ -49,7 +51,12 @@ pub fn make_backend(
     mem: SharedGuestMemory,
     opts: BackendOpts,
 ) -> anyhow::Result<Box<dyn MediaBackend>> {
-    let BackendOpts { frame_log, source_change_every, crop, codec_threads } = opts;
+    let BackendOpts {
+        frame_log,
+        source_change_every,
+        crop,
+        codec_threads,
+    } = opts;
     let guest = GuestMemMapper { mem };
     match name {
         "simple" => {
@@ -82,7 +89,11 @@ pub fn make_backend(
                 "virtio-media-vfu capture",
             );
             let factory = Box::new(move || {
-                let mut dev = capture::CaptureDevice::new(common::DevCtx::new(shm.clone(), guest.clone(), events.clone()));
+                let mut dev = capture::CaptureDevice::new(common::DevCtx::new(
+                    shm.clone(),
+                    guest.clone(),
+                    events.clone(),
+                ));
                 dev.frame_log = frame_log.clone();
                 dev.source_change_every = source_change_every;
                 if crop {
@@ -99,7 +110,11 @@ pub fn make_backend(
                 "virtio-media-vfu output",
             );
             let factory = Box::new(move || {
-                capture::CaptureDevice::new_output(common::DevCtx::new(shm.clone(), guest.clone(), events.clone()))
+                capture::CaptureDevice::new_output(common::DevCtx::new(
+                    shm.clone(),
+                    guest.clone(),
+                    events.clone(),
+                ))
             });
             Ok(Box::new(RunnerBackend::new(factory, config)))
         }
@@ -110,7 +125,11 @@ pub fn make_backend(
                 "virtio-media-vfu m2m",
             );
             let factory = Box::new(move || {
-                m2m::M2mDevice::new(common::DevCtx::new(shm.clone(), guest.clone(), events.clone()))
+                m2m::M2mDevice::new(common::DevCtx::new(
+                    shm.clone(),
+                    guest.clone(),
+                    events.clone(),
+                ))
             });
             Ok(Box::new(RunnerBackend::new(factory, config)))
         }
@@ -135,7 +154,11 @@ pub fn make_backend(
                 "virtio-media-vfu encoder",
             );
             let factory = Box::new(move || {
-                encoder::EncoderDevice::new(common::DevCtx::new(shm.clone(), guest.clone(), events.clone()))
+                encoder::EncoderDevice::new(common::DevCtx::new(
+                    shm.clone(),
+                    guest.clone(),
+                    events.clone(),
+                ))
             });
             Ok(Box::new(RunnerBackend::new(factory, config)))
         }

@@ -15,8 +15,8 @@
 use std::collections::VecDeque;
 use std::io::Result as IoResult;
 use std::os::fd::AsFd;
-use std::sync::Arc;
 use std::os::fd::BorrowedFd;
+use std::sync::Arc;
 
 use v4l2r::bindings;
 use v4l2r::bindings::v4l2_fmtdesc;
@@ -32,24 +32,24 @@ use v4l2r::memory::MemoryType;
 use v4l2r::PixelFormat;
 use v4l2r::QueueType;
 
-use virtio_media::ioctl::virtio_media_dispatch_ioctl;
-use virtio_media::ioctl::IoctlResult;
-use virtio_media::ioctl::VirtioMediaIoctlHandler;
 use crate::framelog::FrameLog;
 use crate::shm::Shm;
 use crate::shm::ShmBuffer;
+use virtio_media::io::ReadFromDescriptorChain;
+use virtio_media::io::WriteToDescriptorChain;
+use virtio_media::ioctl::virtio_media_dispatch_ioctl;
+use virtio_media::ioctl::IoctlResult;
+use virtio_media::ioctl::VirtioMediaIoctlHandler;
 use virtio_media::mmap::MmapMappingManager;
 use virtio_media::protocol::DequeueBufferEvent;
 use virtio_media::protocol::SgEntry;
 use virtio_media::protocol::V4l2Event;
 use virtio_media::protocol::V4l2Ioctl;
 use virtio_media::protocol::VIRTIO_MEDIA_MMAP_FLAG_RW;
-use virtio_media::io::ReadFromDescriptorChain;
 use virtio_media::VirtioMediaDevice;
 use virtio_media::VirtioMediaDeviceSession;
 use virtio_media::VirtioMediaEventQueue;
 use virtio_media::VirtioMediaHostMemoryMapper;
-use virtio_media::io::WriteToDescriptorChain;
 
 /// Current status of a buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -145,7 +145,10 @@ impl SimpleCaptureDeviceSession {
             let chroma = luma / 4;
             buffer.fd.fill(0, luma, y).map_err(|_| libc::EIO)?;
             buffer.fd.fill(luma, chroma, u).map_err(|_| libc::EIO)?;
-            buffer.fd.fill(luma + chroma, chroma, v).map_err(|_| libc::EIO)?;
+            buffer
+                .fd
+                .fill(luma + chroma, chroma, v)
+                .map_err(|_| libc::EIO)?;
 
             *buffer.v4l2_buffer.get_first_plane_mut().bytesused = BUFFER_SIZE;
             buffer.set_state(BufferState::Outgoing { sequence });

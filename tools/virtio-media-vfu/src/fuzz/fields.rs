@@ -72,7 +72,13 @@ pub fn ioctl_fields(nr: u32, payload_len: usize) -> Vec<Field> {
         // G_FMT, S_FMT, TRY_FMT
         4 | 5 | 64 => format_fields(&mut out, 0),
         // REQBUFS: count, type, memory, capabilities, flags
-        8 => out.extend([Field(0, 4), Field(4, 4), Field(8, 4), Field(12, 4), Field(16, 1)]),
+        8 => out.extend([
+            Field(0, 4),
+            Field(4, 4),
+            Field(8, 4),
+            Field(12, 4),
+            Field(16, 1),
+        ]),
         // QUERYBUF, QBUF, PREPARE_BUF: the buffer and its planes
         9 | 15 | 93 => {
             out.extend_from_slice(BUFFER_FIELDS);
@@ -99,7 +105,13 @@ pub fn ioctl_fields(nr: u32, payload_len: usize) -> Vec<Field> {
         // G/S/TRY_EXT_CTRLS: which, count, error_idx, request_fd, then the
         // controls (id, size, value or ptr), 20 bytes each
         71..=73 => {
-            out.extend([Field(0, 4), Field(4, 4), Field(8, 4), Field(12, 4), Field(24, 8)]);
+            out.extend([
+                Field(0, 4),
+                Field(4, 4),
+                Field(8, 4),
+                Field(12, 4),
+                Field(24, 8),
+            ]);
             let mut c = 32;
             while c + 20 <= payload_len {
                 out.extend([Field(c, 4), Field(c + 4, 4), Field(c + 12, 8)]);
@@ -125,7 +137,10 @@ pub fn ioctl_fields(nr: u32, payload_len: usize) -> Vec<Field> {
 
 /// The fields of a DQBUF event's buffer and planes, relative to the event.
 pub fn dqbuf_event_fields() -> Vec<Field> {
-    let mut out: Vec<Field> = BUFFER_FIELDS.iter().map(|f| Field(HEADER + f.0, f.1)).collect();
+    let mut out: Vec<Field> = BUFFER_FIELDS
+        .iter()
+        .map(|f| Field(HEADER + f.0, f.1))
+        .collect();
     for p in 0..MAX_PLANES {
         out.extend(
             PLANE_FIELDS
@@ -146,7 +161,9 @@ pub fn v4l2_event_fields() -> Vec<Field> {
 
 /// A value for `field`: a boundary, a neighbour of the old value, or noise.
 pub fn boundary_value(rng: &mut Rng, width: usize, old: u64) -> u64 {
-    const SMALL: &[u64] = &[0, 1, 2, 3, 7, 8, 9, 16, 31, 32, 33, 63, 64, 255, 256, 4095, 4096];
+    const SMALL: &[u64] = &[
+        0, 1, 2, 3, 7, 8, 9, 16, 31, 32, 33, 63, 64, 255, 256, 4095, 4096,
+    ];
     const WIDE: &[u64] = &[
         0x7fff,
         0x8000,
@@ -224,11 +241,17 @@ mod tests {
         );
         assert!(ioctl_fields(103, 232).iter().all(|f| f.0 + f.1 <= 232));
         // Only what fits a short payload.
-        assert!(ioctl_fields(15, BUFFER_SIZE).iter().all(|f| f.0 < BUFFER_SIZE));
+        assert!(ioctl_fields(15, BUFFER_SIZE)
+            .iter()
+            .all(|f| f.0 < BUFFER_SIZE));
         // Two controls after the 32-byte v4l2_ext_controls.
         assert_eq!(ioctl_fields(72, 72).len(), 5 + 6);
-        assert!(dqbuf_event_fields().iter().all(|f| f.0 + f.1 <= DQBUF_EVENT_SIZE));
-        assert!(v4l2_event_fields().iter().all(|f| f.0 + f.1 <= EVENT_EVENT_SIZE));
+        assert!(dqbuf_event_fields()
+            .iter()
+            .all(|f| f.0 + f.1 <= DQBUF_EVENT_SIZE));
+        assert!(v4l2_event_fields()
+            .iter()
+            .all(|f| f.0 + f.1 <= EVENT_EVENT_SIZE));
     }
 
     #[test]

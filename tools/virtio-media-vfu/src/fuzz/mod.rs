@@ -24,7 +24,9 @@ mod tests;
 
 use std::time::Duration;
 
-use fields::{Field, CMD_CLOSE, CMD_IOCTL, CMD_MMAP, CMD_OPEN, EVT_DQBUF, EVT_ERROR, EVT_EVENT, HEADER};
+use fields::{
+    Field, CMD_CLOSE, CMD_IOCTL, CMD_MMAP, CMD_OPEN, EVT_DQBUF, EVT_ERROR, EVT_EVENT, HEADER,
+};
 use rng::Rng;
 
 /// What the fuzzer can do, each with its own rate per round.
@@ -190,7 +192,11 @@ impl Fuzzer {
             self.rates[i] = self.rng.pick(k.rates());
         }
         self.silent_for = 0;
-        self.grace = if self.rng.below(2) == 0 { PROBE_COMMANDS } else { 0 };
+        self.grace = if self.rng.below(2) == 0 {
+            PROBE_COMMANDS
+        } else {
+            0
+        };
         self.sessions.clear();
         self.mmaps.clear();
         self.returned = [Vec::new(), Vec::new()];
@@ -292,12 +298,15 @@ impl Fuzzer {
                 let how = self.rng.below(3);
                 if let Some(card) = card {
                     match how {
-                        0 => card.fill(b'A'),                                       // no terminating NUL
-                        1 => card.fill(0),                                          // empty
+                        0 => card.fill(b'A'), // no terminating NUL
+                        1 => card.fill(0),    // empty
                         _ => card.iter_mut().for_each(|b| *b = 0x80 | (*b & 0x3f)), // not UTF-8
                     }
                 }
-                format!("card name {}", ["without NUL", "empty", "not UTF-8"][how as usize])
+                format!(
+                    "card name {}",
+                    ["without NUL", "empty", "not UTF-8"][how as usize]
+                )
             }
         };
         self.config = Some(cfg);
@@ -319,7 +328,13 @@ impl Fuzzer {
     /// Mutates the response `resp` (at most `capacity` bytes) to `cmd` and
     /// says when and how it is returned. `shm_size` is the size of the
     /// shared-memory region (0 without one).
-    pub fn command(&mut self, cmd: &[u8], resp: &mut Vec<u8>, capacity: usize, shm_size: u64) -> CmdPlan {
+    pub fn command(
+        &mut self,
+        cmd: &[u8],
+        resp: &mut Vec<u8>,
+        capacity: usize,
+        shm_size: u64,
+    ) -> CmdPlan {
         let code = fields::le32(cmd, 0).unwrap_or(0);
         let status = fields::le32(resp, 0);
         if code == CMD_OPEN && status == Some(0) {
@@ -337,7 +352,8 @@ impl Fuzzer {
         }
         let name = describe(cmd);
 
-        if code == CMD_OPEN && status == Some(0) && resp.len() >= 12 && self.hit(Kind::RespSession) {
+        if code == CMD_OPEN && status == Some(0) && resp.len() >= 12 && self.hit(Kind::RespSession)
+        {
             let old = fields::le32(resp, 8).unwrap_or(0);
             let v = match self.rng.below(3) {
                 0 if !self.sessions.is_empty() => self.rng.pick(&self.sessions),
@@ -351,11 +367,18 @@ impl Fuzzer {
             self.mutate_mmap(&name, resp, shm_size);
         }
         if code == CMD_MMAP && status == Some(0) {
-            if let (Some(a), Some(l)) = (fields::read(resp, Field(8, 8)), fields::read(resp, Field(16, 8))) {
+            if let (Some(a), Some(l)) = (
+                fields::read(resp, Field(8, 8)),
+                fields::read(resp, Field(16, 8)),
+            ) {
                 remember(&mut self.mmaps, (a, l));
             }
         }
-        if code == CMD_IOCTL && status == Some(0) && resp.len() > HEADER && self.hit(Kind::RespField) {
+        if code == CMD_IOCTL
+            && status == Some(0)
+            && resp.len() > HEADER
+            && self.hit(Kind::RespField)
+        {
             let nr = fields::le32(cmd, 12).unwrap_or(0);
             self.mutate_field(&name, nr, resp);
         }
@@ -369,7 +392,10 @@ impl Fuzzer {
         let mut plan = honest;
         if self.hit(Kind::UsedLen) {
             let v = self.used_len_value(resp.len(), capacity);
-            self.note(Kind::UsedLen, format!("{name}: used length {} -> {v}", resp.len()));
+            self.note(
+                Kind::UsedLen,
+                format!("{name}: used length {} -> {v}", resp.len()),
+            );
             plan.used_len = Some(v);
         }
         if self.silent_for > 0 {
@@ -378,7 +404,10 @@ impl Fuzzer {
         } else if self.hit(Kind::Silent) {
             if self.rng.below(4) == 0 {
                 self.silent_for = self.rng.range(2, 8) as u32;
-                self.note(Kind::Silent, format!("silence for {} more commands", self.silent_for));
+                self.note(
+                    Kind::Silent,
+                    format!("silence for {} more commands", self.silent_for),
+                );
             }
             plan.answer = self.silent_answer(&name);
         } else if self.hit(Kind::Late) {
@@ -398,7 +427,10 @@ impl Fuzzer {
         // gave up on them.
         if self.rng.below(3) == 0 {
             let ms = self.rng.range(5500, 7000);
-            self.note(Kind::Silent, format!("{name}: silent, answered after {ms} ms"));
+            self.note(
+                Kind::Silent,
+                format!("{name}: silent, answered after {ms} ms"),
+            );
             Answer::After(Duration::from_millis(ms))
         } else {
             self.note(Kind::Silent, format!("{name}: never answered"));
@@ -468,7 +500,9 @@ impl Fuzzer {
                 libc::ENODEV,
                 libc::EPIPE,
             ]) as u32,
-            2 => self.rng.pick(&[0, 4095, 4096, 0x7fff_ffff, 0x8000_0000, u32::MAX]),
+            2 => self
+                .rng
+                .pick(&[0, 4095, 4096, 0x7fff_ffff, 0x8000_0000, u32::MAX]),
             _ => 0,
         };
         if resp.len() < 4 {
@@ -500,7 +534,10 @@ impl Fuzzer {
             resp.push(self.rng.next_u32() as u8);
         }
         resp.truncate(new);
-        self.note(Kind::RespSize, format!("{name}: response {old} -> {new} bytes"));
+        self.note(
+            Kind::RespSize,
+            format!("{name}: response {old} -> {new} bytes"),
+        );
     }
 
     fn used_len_value(&mut self, written: usize, capacity: usize) -> u32 {
@@ -541,7 +578,9 @@ impl Fuzzer {
             Replay::Head(head, len)
         } else {
             let noise = self.rng.next_u32();
-            let id = self.rng.pick(&[size as u32, size as u32 + 1, 0xffff, u32::MAX, noise]);
+            let id = self
+                .rng
+                .pick(&[size as u32, size as u32 + 1, 0xffff, u32::MAX, noise]);
             Replay::Bogus(id.max(size as u32), self.rng.below(4096) as u32)
         };
         self.note(Kind::Twice, format!("queue {q}: extra used entry {r:?}"));
@@ -558,7 +597,10 @@ impl Fuzzer {
         }
         if self.hit(Kind::EventLen) {
             let v = self.used_len_value(ev.len(), capacity);
-            self.note(Kind::EventLen, format!("event used length {} -> {v}", ev.len()));
+            self.note(
+                Kind::EventLen,
+                format!("event used length {} -> {v}", ev.len()),
+            );
             return Some(v);
         }
         None
@@ -568,7 +610,9 @@ impl Fuzzer {
         let ty = fields::le32(ev, 0).unwrap_or(u32::MAX);
         let what = match self.rng.below(6) {
             0 => {
-                let v = self.rng.pick(&[EVT_ERROR, EVT_DQBUF, EVT_EVENT, 3, u32::MAX]);
+                let v = self
+                    .rng
+                    .pick(&[EVT_ERROR, EVT_DQBUF, EVT_EVENT, 3, u32::MAX]);
                 fields::write(ev, Field(0, 4), v as u64);
                 format!("type {ty} -> {v}")
             }
@@ -604,7 +648,11 @@ impl Fuzzer {
                 let old = fields::read(ev, f).unwrap_or(0);
                 let v = fields::boundary_value(&mut self.rng, f.1, old);
                 fields::write(ev, f, v);
-                format!("type {ty}: bytes {}..{}: {old:#x} -> {v:#x}", f.0, f.0 + f.1)
+                format!(
+                    "type {ty}: bytes {}..{}: {old:#x} -> {v:#x}",
+                    f.0,
+                    f.0 + f.1
+                )
             }
         };
         self.note(Kind::EventField, what);
@@ -631,7 +679,11 @@ impl Fuzzer {
                     fields::write(&mut e, Field(0, 4), EVT_DQBUF as u64);
                     fields::write(&mut e, Field(4, 4), session as u64);
                     fields::write(&mut e, Field(HEADER, 4), self.rng.below(34)); // index
-                    fields::write(&mut e, Field(HEADER + 4, 4), self.rng.pick(&[1, 2, 9, 10, 0x80])); // type
+                    fields::write(
+                        &mut e,
+                        Field(HEADER + 4, 4),
+                        self.rng.pick(&[1, 2, 9, 10, 0x80]),
+                    ); // type
                     fields::write(&mut e, Field(HEADER + 60, 4), self.rng.range(1, 4)); // memory
                     fields::write(&mut e, Field(HEADER + 72, 4), self.rng.below(10)); // length
                     e
@@ -646,7 +698,11 @@ impl Fuzzer {
                 _ => {
                     let mut e = vec![0u8; fields::ERROR_EVENT_SIZE];
                     fields::write(&mut e, Field(4, 4), session as u64);
-                    fields::write(&mut e, Field(8, 4), self.rng.pick(&[libc::EIO as u64, 0, 0xffff_ffff]));
+                    fields::write(
+                        &mut e,
+                        Field(8, 4),
+                        self.rng.pick(&[libc::EIO as u64, 0, 0xffff_ffff]),
+                    );
                     e
                 }
             };

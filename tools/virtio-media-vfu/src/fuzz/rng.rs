@@ -62,7 +62,10 @@ mod tests {
         let xs: Vec<u64> = (0..64).map(|_| a.next_u64()).collect();
         let ys: Vec<u64> = (0..64).map(|_| b.next_u64()).collect();
         assert_eq!(xs, ys);
-        assert_ne!(xs, (0..64).map(|_| Rng::new(8).next_u64()).collect::<Vec<_>>());
+        assert_ne!(
+            xs,
+            (0..64).map(|_| Rng::new(8).next_u64()).collect::<Vec<_>>()
+        );
     }
 
     /// The published first output of splitmix64 seeded with 0: the

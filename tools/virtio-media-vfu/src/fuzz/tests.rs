@@ -23,7 +23,11 @@ fn drive(f: &mut Fuzzer, n: usize) -> Vec<String> {
                 16,
             ),
             1 => (ioctl_cmd(1, 4, &[0; 208]), vec![0; 8 + 208], 8 + 208),
-            2 => (ioctl_cmd(1, 15, &v4l2_buffer(0, 1)), vec![0; 8 + 88 + 64], 8 + 88 + 64),
+            2 => (
+                ioctl_cmd(1, 15, &v4l2_buffer(0, 1)),
+                vec![0; 8 + 88 + 64],
+                8 + 88 + 64,
+            ),
             3 => {
                 let mut r = vec![0u8; 24];
                 r[8..16].copy_from_slice(&(0x10000 * i as u64).to_le_bytes());
@@ -74,7 +78,11 @@ fn a_later_round_replays_as_its_own_seed() {
     long.reset(&CONFIG);
     assert_eq!(long.seed(), 102);
     let mut alone = Fuzzer::new(102, &CONFIG);
-    assert_eq!(long.config(), alone.config(), "the same probe-time configuration");
+    assert_eq!(
+        long.config(),
+        alone.config(),
+        "the same probe-time configuration"
+    );
     assert_eq!(drive(&mut long, 1000), drive(&mut alone, 1000));
 }
 
@@ -108,8 +116,14 @@ fn every_kind_of_mutation_happens() {
 
 #[test]
 fn rounds_differ_in_their_mix() {
-    let mixes: std::collections::HashSet<Vec<u32>> = (0..32).map(|s| Fuzzer::new(s, &CONFIG).rates.to_vec()).collect();
-    assert!(mixes.len() > 16, "only {} distinct mixes in 32 seeds", mixes.len());
+    let mixes: std::collections::HashSet<Vec<u32>> = (0..32)
+        .map(|s| Fuzzer::new(s, &CONFIG).rates.to_vec())
+        .collect();
+    assert!(
+        mixes.len() > 16,
+        "only {} distinct mixes in 32 seeds",
+        mixes.len()
+    );
     assert!(
         (0..32).any(|s| Fuzzer::new(s, &CONFIG).rates[Kind::Silent.index()] == 0),
         "some rounds are never silent"
@@ -125,7 +139,11 @@ fn responses_never_outgrow_their_buffer() {
             for _ in 0..200 {
                 let mut resp = vec![0u8; cap.min(16)];
                 f.command(&ioctl_cmd(1, 4, &[0; 208]), &mut resp, cap, 4096);
-                assert!(resp.len() <= cap.max(4), "seed {seed}: {} bytes in {cap}", resp.len());
+                assert!(
+                    resp.len() <= cap.max(4),
+                    "seed {seed}: {} bytes in {cap}",
+                    resp.len()
+                );
             }
         }
     }
@@ -160,7 +178,11 @@ fn hostile_device_writes_only_into_given_buffers() {
                     f[0] = 9;
                     f
                 }),
-                2 => ioctl_cmd(i / 4, 8, &[1, 0, 0, 0, 9, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+                2 => ioctl_cmd(
+                    i / 4,
+                    8,
+                    &[1, 0, 0, 0, 9, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                ),
                 _ => ioctl_cmd(i / 4, 15, &[v4l2_buffer(0, 1), vec![0; 64]].concat()),
             };
             let resp_len = [16u32, 8 + 208, 28, 8 + 88 + 64][(i % 4) as usize];
@@ -181,7 +203,10 @@ fn hostile_device_writes_only_into_given_buffers() {
             if posted < 8 {
                 let (_, a) = h.add_event_buffer(fields::DQBUF_EVENT_SIZE as u32);
                 h.mem
-                    .write_slice(&[CANARY; 32], GuestAddress(a + fields::DQBUF_EVENT_SIZE as u64))
+                    .write_slice(
+                        &[CANARY; 32],
+                        GuestAddress(a + fields::DQBUF_EVENT_SIZE as u64),
+                    )
                     .unwrap();
                 canaries.push((a + fields::DQBUF_EVENT_SIZE as u64, 32));
                 posted += 1;
@@ -206,8 +231,14 @@ fn hostile_device_writes_only_into_given_buffers() {
         }
         let f = h.dev.fuzz.as_ref().unwrap();
         assert!(f.seed() > seed, "resets after DRIVER_OK started new rounds");
-        assert!(f.count(Kind::RespField) > 0, "seed {seed}: no response field mutated");
-        assert!(f.count(Kind::EventField) > 0, "seed {seed}: no event mutated");
+        assert!(
+            f.count(Kind::RespField) > 0,
+            "seed {seed}: no response field mutated"
+        );
+        assert!(
+            f.count(Kind::EventField) > 0,
+            "seed {seed}: no event mutated"
+        );
     }
 }
 
@@ -224,7 +255,10 @@ fn config_changes_raise_the_config_interrupt() {
     h.dev.fuzz = Some(f);
     let (generation, config_irqs) = (h.dev.transport.config_generation, h.dev.irqs.msix_count[0]);
     h.open();
-    assert_eq!(h.dev.transport.config_generation, generation.wrapping_add(1));
+    assert_eq!(
+        h.dev.transport.config_generation,
+        generation.wrapping_add(1)
+    );
     assert_eq!(
         h.dev.irqs.msix_count[0],
         config_irqs + 1,
