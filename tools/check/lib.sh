@@ -9,18 +9,34 @@
 # the tests whose ID matches. What several tests need (the kernel, the
 # module, the test device) is built once, by `need`, whether or not the test
 # that reports on that build is selected.
+#
+# Tests run in CHECK_LANES lanes side by side (default 2: a TCG guest keeps
+# about one core busy), each lane taking the next unit when it is done. A
+# unit is one test of a file whose tests stand alone (check_split_files),
+# or all the tests of any other file, in order (they share a guest run or
+# a build). Units start longest first, by the last run's timings. A unit's
+# lines are printed when it ends; summary.txt keeps the registration order.
+# CHECK_LANES=1 runs everything in order in one lane.
 
 results=$(realpath -m "$BUILD_DIR/results")
 summary=$results/summary.txt
 passed=0 failed=0
-check_ids=() check_cmds=()
+check_ids=() check_cmds=() check_groups=()
+check_split_files=" driver hardening lifecycle "
 # The guest runs of the test being run: their kernel reports fail it.
 guest_runs=()
 ko=drivers/media/virtio/virtio_media.ko
 vfu_bin=tools/virtio-media-vfu/target/release/virtio-media-vfu
 
 check_test() { # ID FUNCTION [ARGS...]
+	local file
+	file=$(basename "${BASH_SOURCE[1]}" .sh)
 	check_ids+=("$1")
+	if [[ $check_split_files == *" $file "* ]]; then
+		check_groups+=("$1")
+	else
+		check_groups+=("$file")
+	fi
 	shift
 	check_cmds+=("$(printf '%q ' "$@")")
 }
@@ -112,8 +128,9 @@ guest_program() {
 	local bin=$BUILD_DIR/tests/$1
 	need headers || return 1
 	mkdir -p "$(dirname "$bin")"
-	gcc -O2 -static -pthread -Wall -Wextra -Werror -I"$V4L2R_VIDEODEV2_H_PATH" -o "$bin" "$2" \
-		> "$results/$1.build.log" 2>&1 || return 1
+	# Built aside and renamed: a test of another lane may be using it.
+	gcc -O2 -static -pthread -Wall -Wextra -Werror -I"$V4L2R_VIDEODEV2_H_PATH" -o "$bin.$BASHPID" "$2" \
+		> "$results/$1.build.log" 2>&1 && mv -f "$bin.$BASHPID" "$bin" || { rm -f "$bin.$BASHPID"; return 1; }
 	echo "$bin"
 }
 
@@ -133,30 +150,134 @@ run_vfu() {
 
 # Runs the selected tests, then prints the summary line; the exit status
 # says whether everything passed.
+# run_tests INDEX...: the tests, in this shell, one after the other.
+run_tests() {
+	local i started
+	for i in "$@"; do
+		guest_runs=()
+		started=$SECONDS
+		eval "${check_cmds[$i]}"
+		# What each test costs, for keeping make check within its budget.
+		echo "$((SECONDS - started)) s ${check_ids[$i]}" >> "$timings"
+	done
+}
+
+# What the tests of several lanes would otherwise build at the same time:
+# the test device, the module, the guest's user space, the codec tests'
+# initramfs part and streams.
+check_prepare() {
+	local i
+	need headers; need module; need vfu
+	tools/vm/guest-userspace.sh "$KDIR" > /dev/null 2> "$results/guest-userspace.log"
+	for i in "$@"; do
+		if [ "${check_groups[$i]}" = codec ]; then
+			need_codec
+			break
+		fi
+	done
+}
+
+# next_group DIR COUNT: the index of the next group no lane took yet.
+next_group() {
+	local n
+	exec 9> "$1/next.lock"
+	flock 9
+	n=$(cat "$1/next")
+	echo $((n + 1)) > "$1/next"
+	exec 9>&-
+	[ "$n" -lt "$2" ] && echo "$n"
+}
+
+# unit_order INDEX...: the units of these tests, longest first by the last
+# run's timings.txt (a unit not timed yet counts as long).
+unit_order() {
+	local i
+	declare -A cost=() last=()
+	if [ -f "$timings.last" ]; then
+		while read -r t _ id; do
+			[[ $t =~ ^[0-9]+$ ]] && last[$id]=$t
+		done < "$timings.last"
+	fi
+	for i in "$@"; do
+		cost[${check_groups[$i]}]=$(( ${cost[${check_groups[$i]}]:-0} + ${last[${check_ids[$i]}]:-600} ))
+	done
+	for i in "${!cost[@]}"; do
+		echo "${cost[$i]} $i"
+	done | sort -k1,1nr -k2 | cut -d' ' -f2
+}
+
+# run_lanes LANES INDEX...: the tests' units in LANES lanes side by side.
+run_lanes() {
+	local lanes=$1 dir=$results/lanes groups=() g i k lane
+	shift
+	mapfile -t groups < <(unit_order "$@")
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	echo 0 > "$dir/next"
+	for lane in $(seq "$lanes"); do
+		(
+			while k=$(next_group "$dir" "${#groups[@]}"); do
+				(
+					summary=$dir/$k.summary timings=$dir/$k.timings passed=0 failed=0
+					: > "$summary"
+					: > "$timings"
+					for i in "$@"; do
+						[ "${check_groups[$i]}" = "${groups[$k]}" ] && run_tests "$i"
+					done
+					echo "$passed $failed" > "$dir/$k.counts"
+				) > "$dir/$k.out" 2>&1
+				flock "$dir/print.lock" cat "$dir/$k.out"
+			done
+		) &
+	done
+	wait
+	# The units' results, in the order their first test was registered.
+	declare -A unit_index=() merged=()
+	for k in "${!groups[@]}"; do
+		unit_index[${groups[$k]}]=$k
+	done
+	for i in "$@"; do
+		g=${check_groups[$i]}
+		[ -n "${merged[$g]:-}" ] && continue
+		merged[$g]=1
+		k=${unit_index[$g]}
+		cat "$dir/$k.summary" >> "$summary"
+		cat "$dir/$k.timings" >> "$timings"
+		read -r p f < "$dir/$k.counts" || { p=0 f=1; echo "$g did not finish" | tee -a "$summary"; }
+		passed=$((passed + p)) failed=$((failed + f))
+	done
+}
+
 check_main() {
-	local i selected=0 pattern=${T:-}
+	local i selected=() pattern=${T:-} lanes=${CHECK_LANES:-2}
+	timings=$results/timings.txt
 	mkdir -p "$results"
 	: > "$summary"
-	: > "$results/timings.txt"
+	# What each test took when it last ran orders the lanes' units.
+	if [ -f "$timings" ]; then
+		cat "$timings.last" "$timings" 2> /dev/null |
+			awk '$1 ~ /^[0-9]+$/ { t[$3] = $0 } END { for (id in t) print t[id] }' > "$timings.new"
+		mv -f "$timings.new" "$timings.last"
+	fi
+	: > "$timings"
 	tools/vm/deps.sh || { echo "0 passed, 1 failed"; return 1; }
 	need kernel || { echo "0 passed, 1 failed (no kernel: tools/vm/kernel.sh)"; return 1; }
 	for i in "${!check_ids[@]}"; do
-		if [ -n "$pattern" ] && ! [[ ${check_ids[$i]} =~ $pattern ]]; then
-			continue
+		if [ -z "$pattern" ] || [[ ${check_ids[$i]} =~ $pattern ]]; then
+			selected+=("$i")
 		fi
-		selected=$((selected + 1))
-		guest_runs=()
-		local started=$SECONDS
-		eval "${check_cmds[$i]}"
-		# What each test costs, for keeping make check within its budget.
-		echo "$((SECONDS - started)) s ${check_ids[$i]}" >> "$results/timings.txt"
 	done
-	echo "total $SECONDS s" >> "$results/timings.txt"
-	if [ "$selected" = 0 ]; then
+	if [ "${#selected[@]}" = 0 ]; then
 		echo "no test ID matches T='$pattern'; the IDs are:"
 		printf '  %s\n' "${check_ids[@]}"
 		failed=$((failed + 1))
+	elif [ "$lanes" -le 1 ]; then
+		run_tests "${selected[@]}"
+	else
+		check_prepare "${selected[@]}"
+		run_lanes "$lanes" "${selected[@]}"
 	fi
+	echo "total $SECONDS s in $lanes lanes" >> "$timings"
 	echo
 	echo "$passed passed, $failed failed"
 	[ "$failed" = 0 ]

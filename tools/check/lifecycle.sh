@@ -9,17 +9,14 @@
 # (LIFECYCLE_CYCLES=200 make check T=lifecycle).
 
 lifecycle_cycles=${LIFECYCLE_CYCLES:-10}
-lifecycle_probe=$BUILD_DIR/tests/lifecycle-probe
 
 # lifecycle_guest NAME TEST "KEY=LABEL;..." [run-guest.sh ARGS...]: one guest
 # run of tools/vm/tests/TEST with the module and lifecycle-probe; records
 # one line for each KEY, a FAIL for a KEY the test did not report.
 lifecycle_guest() {
-	local name=$1 test=$2 keys=$3 status pair key label line verdict
+	local name=$1 test=$2 keys=$3 status pair key label line verdict lifecycle_probe
 	shift 3
-	if need module && need vfu && need headers && mkdir -p "$(dirname "$lifecycle_probe")" &&
-		gcc -O2 -static -Wall -Wextra -Werror -I"$V4L2R_VIDEODEV2_H_PATH" -o "$lifecycle_probe" \
-			tools/vm/tests/lifecycle-probe.c > "$results/lifecycle-probe.build.log" 2>&1; then
+	if need module && need vfu && lifecycle_probe=$(guest_program lifecycle-probe tools/vm/tests/lifecycle-probe.c); then
 		# KUnit off: the module's suites would run at every insmod.
 		guest "$name" --ko "$ko" --file tools/vm/tests/lifecycle-lib.sh --file "$lifecycle_probe" \
 			--modules virtio_media --append "kunit.enable=0 $module_params" \
