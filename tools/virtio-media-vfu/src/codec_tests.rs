@@ -470,9 +470,12 @@ impl Client {
             if done {
                 return out;
             }
-            if next == chunks.len() && !capture_on && free_out.len() == self.out_bufs as usize {
+            if next == chunks.len() && !capture_on && free_out.len() + 1 >= self.out_bufs as usize {
                 // Every chunk was consumed without a stream header: there
                 // is nothing to drain (STOP needs both queues streaming).
+                // Before its first picture the device keeps the last
+                // OUTPUT buffer, as a queued one keeps m2m poll from
+                // failing.
                 return out;
             }
             if setup {
@@ -1191,6 +1194,43 @@ mod decoder_tests {
         assert!(evs
             .iter()
             .any(|e| matches!(e, Ev::Dq { queue: 9, bytesused, .. } if bytesused[0] > 0)));
+    }
+
+    #[test]
+    fn before_the_first_picture_an_output_buffer_stays_queued() {
+        // B-frames: libavcodec gives the first picture only after several
+        // units. A client that queues one unit per buffer and polls for
+        // SOURCE_CHANGE after each must never have all its OUTPUT buffers
+        // back (m2m poll would say EPOLLERR, and GStreamer stops there).
+        let units = h264(320, 240, 8);
+        let mut rig = decoder();
+        rig.subscribe(EventType::SourceChange(0));
+        rig.s_fmt(OUT, FMT_H264, 320, 240).unwrap();
+        rig.reqbufs(OUT, 4);
+        rig.streamon(OUT);
+        let (mut free, mut changed, mut next) = (vec![0u32, 1, 2, 3], false, 0);
+        while !changed {
+            assert!(next < units.len(), "no SOURCE_CHANGE after every unit");
+            let i = free.remove(0);
+            rig.fill(i, &units[next]);
+            rig.qbuf(OUT, i, &[units[next].len() as u32], (next as i64 + 1, 0))
+                .unwrap();
+            next += 1;
+            for e in rig.events() {
+                match e {
+                    Ev::Dq {
+                        queue: 10, index, ..
+                    } => free.push(index),
+                    Ev::Event(t) => changed |= t == bindings::V4L2_EVENT_SOURCE_CHANGE,
+                    _ => {}
+                }
+            }
+            assert!(
+                free.len() < 4,
+                "after unit {next}: every OUTPUT buffer back, no event yet"
+            );
+        }
+        assert!(next > 1, "the stream's first picture needs several units");
     }
 
     #[test]

@@ -285,6 +285,14 @@ impl DecoderDevice {
                 // buffer, which keeps vb2's m2m poll from saying EPOLLERR.)
                 break;
             }
+            if s.input.is_some() && !s.parsed && s.src.queued.is_empty() && s.drain == Drain::None {
+                // No picture yet (a stream with B-frames, or frame
+                // threads, needs several units for its first): the last
+                // OUTPUT buffer stays until the next one is queued, so the
+                // client never waits for the first SOURCE_CHANGE with
+                // nothing queued, which m2m poll answers with EPOLLERR.
+                break;
+            }
             if let Some((idx, ok)) = s.input.take() {
                 // Every unit of the buffer went through: it is done.
                 let used = s.src.bytesused(idx, 0);
