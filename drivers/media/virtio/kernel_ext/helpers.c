@@ -182,8 +182,8 @@ void virtio_media_inode_unmap_all(struct inode *inode)
  */
 struct workqueue_struct *virtio_media_alloc_workqueue(void)
 {
-	return alloc_workqueue("virtio_media", WQ_UNBOUND | WQ_HIGHPRI | WQ_MEM_RECLAIM | WQ_FREEZABLE,
-			       0);
+	return alloc_workqueue("virtio_media",
+			       WQ_UNBOUND | WQ_HIGHPRI | WQ_MEM_RECLAIM | WQ_FREEZABLE, 0);
 }
 
 /*

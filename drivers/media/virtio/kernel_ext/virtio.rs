@@ -67,7 +67,13 @@ pub(crate) type DeviceTable = &'static dyn IdTable<DeviceId, ()>;
 /// modpost also turns into the module's `virtio:d...v*` aliases.
 macro_rules! virtio_device_table {
     ($name:ident, [$($id:expr),* $(,)?]) => {
-        kernel::module_device_table!("virtio", $crate::kernel_ext::virtio::DeviceId, $name, @none, [$($id),*]);
+        kernel::module_device_table!(
+            "virtio",
+            $crate::kernel_ext::virtio::DeviceId,
+            $name,
+            @none,
+            [$($id),*]
+        );
     };
 }
 pub(crate) use virtio_device_table;

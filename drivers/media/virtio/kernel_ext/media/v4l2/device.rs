@@ -107,9 +107,13 @@ impl<T: Driver> Registration<T> {
             pin_init!(Device::<T> {
                 // SAFETY: All-zero is the state the C side expects before
                 // registration.
-                v4l2 <- Opaque::ffi_init(|p: *mut bindings::v4l2_device| unsafe { p.write_bytes(0, 1) }),
+                v4l2 <- Opaque::ffi_init(|p: *mut bindings::v4l2_device| unsafe {
+                    p.write_bytes(0, 1)
+                }),
                 // SAFETY: As above.
-                vdev <- Opaque::ffi_init(|p: *mut bindings::video_device| unsafe { p.write_bytes(0, 1) }),
+                vdev <- Opaque::ffi_init(|p: *mut bindings::video_device| unsafe {
+                    p.write_bytes(0, 1)
+                }),
                 data,
             }),
             GFP_KERNEL,
