@@ -10,8 +10,9 @@
 # module, the test device) is built once, by `need`, whether or not the test
 # that reports on that build is selected.
 #
-# Tests run in CHECK_LANES lanes side by side (default 2: a TCG guest keeps
-# about one core busy), each lane taking the next unit when it is done. A
+# Tests run in CHECK_LANES lanes side by side (default: one per two host
+# threads, at least 2, as run-guest.sh's GUEST_SLOTS), each lane taking
+# the next unit when it is done. A
 # unit is one test of a file whose tests stand alone (check_split_files),
 # or all the tests of any other file, in order (they share a guest run or
 # a build). Units start longest first, by the last run's timings. A unit's
@@ -23,6 +24,8 @@ summary=$results/summary.txt
 passed=0 failed=0
 check_ids=() check_cmds=() check_groups=()
 check_split_files=" driver hardening lifecycle "
+# Tests that measure speed run alone, after the lanes.
+check_alone_ids=" bench-smoke "
 # The guest runs of the test being run: their kernel reports fail it.
 guest_runs=()
 ko=drivers/media/virtio/virtio_media.ko
@@ -206,10 +209,19 @@ unit_order() {
 	done | sort -k1,1nr -k2 | cut -d' ' -f2
 }
 
-# run_lanes LANES INDEX...: the tests' units in LANES lanes side by side.
+# run_lanes LANES INDEX...: the tests' units in LANES lanes side by side,
+# then those of check_alone_ids one after the other.
 run_lanes() {
-	local lanes=$1 dir=$results/lanes groups=() g i k lane
+	local lanes=$1 dir=$results/lanes groups=() alone=() laned=() g i k lane
 	shift
+	for i in "$@"; do
+		if [[ $check_alone_ids == *" ${check_ids[$i]} "* ]]; then
+			alone+=("$i")
+		else
+			laned+=("$i")
+		fi
+	done
+	set -- "${laned[@]}"
 	mapfile -t groups < <(unit_order "$@")
 	rm -rf "$dir"
 	mkdir -p "$dir"
@@ -246,10 +258,11 @@ run_lanes() {
 		read -r p f < "$dir/$k.counts" || { p=0 f=1; echo "$g did not finish" | tee -a "$summary"; }
 		passed=$((passed + p)) failed=$((failed + f))
 	done
+	run_tests "${alone[@]}"
 }
 
 check_main() {
-	local i selected=() pattern=${T:-} lanes=${CHECK_LANES:-2}
+	local i selected=() pattern=${T:-} lanes=${CHECK_LANES:-$(( $(nproc) / 2 > 2 ? $(nproc) / 2 : 2 ))}
 	timings=$results/timings.txt
 	mkdir -p "$results"
 	: > "$summary"

@@ -136,11 +136,12 @@ if [ "$host_actions" = 1 ]; then
 	monitor+=(-chardev "socket,id=host-actions,path=$out/host-actions.sock" -serial chardev:host-actions)
 fi
 
-# At most GUEST_SLOTS guests at once on this machine (default 2, one per
-# pair of host threads a TCG guest keeps busy): several test runs sharing
-# the machine queue here instead of slowing each other's guests down until
-# timeouts fire. The wait does not count against the timeout.
-slots=${GUEST_SLOTS:-2}
+# At most GUEST_SLOTS guests at once on this machine (default: one per
+# two host threads, at least 2; a TCG guest keeps one to two busy):
+# several test runs sharing the machine queue here instead of slowing each
+# other's guests down until timeouts fire. The wait does not count against
+# the timeout.
+slots=${GUEST_SLOTS:-$(( $(nproc) / 2 > 2 ? $(nproc) / 2 : 2 ))}
 mkdir -p "$CACHE_DIR/guest-slots"
 slot_fd=""
 while [ -z "$slot_fd" ]; do
