@@ -283,6 +283,13 @@ impl Decoder {
         self.coded
     }
 
+    /// The picture size the stream's headers gave libavcodec so far, before
+    /// any picture comes out (B-frames delay the first by several units).
+    pub fn stream_size(&self) -> Option<(u32, u32)> {
+        let (w, h) = (self.dec.width(), self.dec.height());
+        (w > 0 && h > 0 && u64::from(w) * u64::from(h) <= u64::from(MAX_PIXELS)).then_some((w, h))
+    }
+
     /// Splits one OUTPUT buffer's bytes, tagged with `token`, into the
     /// access units they complete (frames made from a unit carry its
     /// token back). The error says the parser had to drop data; the units

@@ -285,14 +285,6 @@ impl DecoderDevice {
                 // buffer, which keeps vb2's m2m poll from saying EPOLLERR.)
                 break;
             }
-            if s.input.is_some() && !s.parsed && s.src.queued.is_empty() && s.drain == Drain::None {
-                // No picture yet (a stream with B-frames, or frame
-                // threads, needs several units for its first): the last
-                // OUTPUT buffer stays until the next one is queued, so the
-                // client never waits for the first SOURCE_CHANGE with
-                // nothing queued, which m2m poll answers with EPOLLERR.
-                break;
-            }
             if let Some((idx, ok)) = s.input.take() {
                 // Every unit of the buffer went through: it is done.
                 let used = s.src.bytesused(idx, 0);
@@ -389,6 +381,18 @@ impl DecoderDevice {
         }
         for p in pics {
             Self::accept(s, p);
+        }
+        if s.decoded.is_none() {
+            // Initial header parsing ends when the headers give the size,
+            // as with hardware, not when the first picture comes out (with
+            // B-frames, several units later): the client that waits for
+            // SOURCE_CHANGE still has this unit's OUTPUT buffer queued
+            // (m2m poll would say EPOLLERR with none), and one that feeds a
+            // unit at a time and waits for it back does not wait forever.
+            if let Some((w, h)) = s.dec.as_ref().and_then(|d| d.stream_size()) {
+                s.decoded = Some((w, h));
+                s.ready.push_back(Item::Change(StreamInfo::of_size(w, h)));
+            }
         }
         res.is_ok()
     }
