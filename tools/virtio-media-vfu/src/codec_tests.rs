@@ -1244,6 +1244,12 @@ mod decoder_tests {
                     _ => {}
                 }
             }
+            // FFmpeg's way: one unit, then wait for its buffer or an event.
+            assert!(
+                changed || returned.contains(&(next as u32 - 1)),
+                "buffer {} kept without an event",
+                next - 1
+            );
         }
         assert!(
             returned.len() < next,
