@@ -116,6 +116,10 @@ struct Parser {
     /// Bytes fed since the last access unit came out: the parser keeps
     /// them all, so a stream without unit boundaries must be cut off.
     held: usize,
+    /// A copy of those bytes while the stream's picture size is unknown
+    /// (`probe_size`); empty and not kept once it is known.
+    pending: Vec<u8>,
+    keep_pending: bool,
 }
 
 /// Most bytes a parser may hold without finding an access unit.
@@ -127,7 +131,12 @@ impl Parser {
         // SAFETY: av_parser_init takes any codec id and returns NULL when it
         // has no parser for it.
         let ctx = unsafe { ff::ffi::av_parser_init(id as c_int) };
-        (!ctx.is_null()).then_some(Parser { ctx, held: 0 })
+        (!ctx.is_null()).then_some(Parser {
+            ctx,
+            held: 0,
+            pending: vec![],
+            keep_pending: true,
+        })
     }
 
     /// Feeds `data` (empty: end of stream, flush what is buffered) and
@@ -190,6 +199,17 @@ impl Parser {
             let Ok(used) = usize::try_from(used) else {
                 break; // a parser error: drop the rest of this buffer
             };
+            if self.keep_pending {
+                let end = pos.saturating_add(used).min(data.len());
+                if let Some(bytes) = data.get(pos..end) {
+                    self.pending.extend_from_slice(bytes);
+                }
+            }
+            if out_len > 0 {
+                // The bytes consumed by the call that gives a unit end it;
+                // those after start the next.
+                self.pending.clear();
+            }
             pos = pos.saturating_add(used).min(data.len());
             self.held = self.held.saturating_add(used);
             if flushing || pos >= data.len() || (used == 0 && out_len <= 0) {
@@ -241,6 +261,12 @@ struct Scaler(ff::software::scaling::Context);
 // pointer.
 unsafe impl Send for Scaler {}
 
+/// A decoder's picture size, once its headers gave one within bounds.
+fn size_of(dec: &ff::decoder::Video) -> Option<(u32, u32)> {
+    let (w, h) = (dec.width(), dec.height());
+    (w > 0 && h > 0 && u64::from(w) * u64::from(h) <= u64::from(MAX_PIXELS)).then_some((w, h))
+}
+
 fn open_decoder(coded: Coded, threads: usize) -> Result<ff::decoder::Video, CodecError> {
     init();
     let codec =
@@ -286,8 +312,30 @@ impl Decoder {
     /// The picture size the stream's headers gave libavcodec so far, before
     /// any picture comes out (B-frames delay the first by several units).
     pub fn stream_size(&self) -> Option<(u32, u32)> {
-        let (w, h) = (self.dec.width(), self.dec.height());
-        (w > 0 && h > 0 && u64::from(w) * u64::from(h) <= u64::from(MAX_PIXELS)).then_some((w, h))
+        size_of(&self.dec)
+    }
+
+    /// The picture size of the unit the parser still holds (it completes
+    /// a unit only when the next one starts): a throwaway decoder reads
+    /// its headers. Hardware parses the headers of the first buffer at
+    /// once; a client that waits for the SOURCE_CHANGE before it queues
+    /// more must not wait for a second buffer.
+    pub fn probe_size(&self) -> Option<(u32, u32)> {
+        let pending = &self.parser.as_ref()?.pending;
+        if pending.is_empty() {
+            return None;
+        }
+        let mut probe = open_decoder(self.coded, 1).ok()?;
+        let _ = probe.send_packet(&ff::Packet::copy(pending));
+        size_of(&probe)
+    }
+
+    /// The size is known: the parser stops copying what it holds.
+    pub fn size_known(&mut self) {
+        if let Some(p) = self.parser.as_mut() {
+            p.keep_pending = false;
+            p.pending = vec![];
+        }
     }
 
     /// Splits one OUTPUT buffer's bytes, tagged with `token`, into the

@@ -285,6 +285,15 @@ impl DecoderDevice {
                 // buffer, which keeps vb2's m2m poll from saying EPOLLERR.)
                 break;
             }
+            if s.input.is_some() && s.decoded.is_none() {
+                // The parser holds the buffer's last unit until the next
+                // starts: its headers may give the size now.
+                let size = s.dec.as_ref().and_then(|d| d.probe_size());
+                Self::headers_parsed(s, size);
+                if s.capture_waiting() {
+                    continue;
+                }
+            }
             if let Some((idx, ok)) = s.input.take() {
                 // Every unit of the buffer went through: it is done.
                 let used = s.src.bytesused(idx, 0);
@@ -383,18 +392,26 @@ impl DecoderDevice {
             Self::accept(s, p);
         }
         if s.decoded.is_none() {
-            // Initial header parsing ends when the headers give the size,
-            // as with hardware, not when the first picture comes out (with
-            // B-frames, several units later): the client that waits for
-            // SOURCE_CHANGE still has this unit's OUTPUT buffer queued
-            // (m2m poll would say EPOLLERR with none), and one that feeds a
-            // unit at a time and waits for it back does not wait forever.
-            if let Some((w, h)) = s.dec.as_ref().and_then(|d| d.stream_size()) {
-                s.decoded = Some((w, h));
-                s.ready.push_back(Item::Change(StreamInfo::of_size(w, h)));
-            }
+            let size = s.dec.as_ref().and_then(|d| d.stream_size());
+            Self::headers_parsed(s, size);
         }
         res.is_ok()
+    }
+
+    /// Initial header parsing ends when the headers give the size, as
+    /// with hardware, not when the first picture comes out (with B-frames,
+    /// several units later): the client that waits for SOURCE_CHANGE still
+    /// has the OUTPUT buffer of those headers queued (m2m poll would say
+    /// EPOLLERR with none; GStreamer stops there), and one that feeds a
+    /// unit at a time and waits for it back (FFmpeg) gets the event.
+    fn headers_parsed(s: &mut DecSession, size: Option<(u32, u32)>) {
+        if let Some((w, h)) = size {
+            s.decoded = Some((w, h));
+            s.ready.push_back(Item::Change(StreamInfo::of_size(w, h)));
+            if let Some(dec) = s.dec.as_mut() {
+                dec.size_known();
+            }
+        }
     }
 
     /// End of a drain: everything libavcodec holds comes out, then `Eos`.
