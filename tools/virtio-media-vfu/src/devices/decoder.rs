@@ -14,7 +14,8 @@
 //! ends. CAPTURE buffers take pictures from its front; a marker ends the
 //! run of pictures before it with a `V4L2_BUF_FLAG_LAST` buffer (the last
 //! picture itself when the marker is already known, else an empty buffer)
-//! and sends its event (SOURCE_CHANGE before that buffer, EOS after it).
+//! and sends its event before that buffer (SOURCE_CHANGE or EOS: a client
+//! that sees LAST finds the event pending, as with kernel drivers).
 //! Only a few pictures are decoded ahead of the CAPTURE queue: past that,
 //! OUTPUT buffers stay queued, as with hardware that decodes into CAPTURE
 //! buffers.
@@ -496,8 +497,8 @@ impl DecoderDevice {
     }
 
     /// Handles the marker at the front of `ready` around `ret`, which
-    /// returns the LAST buffer: SOURCE_CHANGE goes before it (a client
-    /// that sees LAST finds the event pending), EOS after it.
+    /// returns the LAST buffer: its event (SOURCE_CHANGE or EOS) goes
+    /// before it, so a client that sees LAST finds the event pending.
     fn end_run(
         &mut self,
         s: &mut DecSession,
@@ -512,11 +513,11 @@ impl DecoderDevice {
                 ret(self, s)?;
             }
             Some(Item::Eos) => {
+                self.send(s, bindings::V4L2_EVENT_EOS);
                 ret(self, s)?;
                 s.stopped = true;
                 s.drain = Drain::None;
                 log::debug!("decoder session {}: drain complete", s.id);
-                self.send(s, bindings::V4L2_EVENT_EOS);
             }
             other => {
                 // Not a marker: put it back, nothing to end.

@@ -438,6 +438,16 @@ impl EncoderDevice {
         idx: usize,
         unit: Option<EncodedUnit>,
     ) -> IoctlResult<()> {
+        // EOS goes before the LAST buffer, as kernel drivers queue it: a
+        // client that sees LAST finds the event pending (v4l2-compliance
+        // checks this).
+        if self
+            .ctx
+            .subscribed(s.id, bindings::V4L2_EVENT_EOS, 0)
+            .is_some()
+        {
+            self.ctx.send_event(s.id, event(bindings::V4L2_EVENT_EOS));
+        }
         match unit {
             Some(u) => self.return_unit(s, idx, &u, BufferFlags::LAST)?,
             None => {
@@ -449,13 +459,6 @@ impl EncoderDevice {
         s.drain = Drain::None;
         s.stopped = true;
         log::debug!("encoder session {}: drain complete", s.id);
-        if self
-            .ctx
-            .subscribed(s.id, bindings::V4L2_EVENT_EOS, 0)
-            .is_some()
-        {
-            self.ctx.send_event(s.id, event(bindings::V4L2_EVENT_EOS));
-        }
         Ok(())
     }
 

@@ -320,12 +320,9 @@ impl<T: Driver> FileOps<T> {
         };
         // SAFETY: `file`, `fh` and `table` are valid for the call; the
         // event wait queue lives as long as the file.
-        let (pending, requested) = unsafe {
+        let requested = unsafe {
             bindings::virtio_media_poll_wait(file, &raw mut (*fh).wait, table);
-            (
-                bindings::v4l2_event_pending(fh) != 0,
-                bindings::virtio_media_poll_requested(table),
-            )
+            bindings::virtio_media_poll_requested(table)
         };
         let poll = Poll {
             // SAFETY: `file` is valid for the call.
@@ -335,7 +332,11 @@ impl<T: Driver> FileOps<T> {
             requested,
         };
         let mut mask = T::poll(driver_file, &poll);
-        if pending {
+        // Events after buffers: a drain's EOS is queued before its LAST
+        // buffer, so a poll that sees LAST sees the event too (checked the
+        // other way round, a LAST could show without its EOS).
+        // SAFETY: `fh` is valid for the call.
+        if unsafe { bindings::v4l2_event_pending(fh) } != 0 {
             mask |= super::poll::EPOLLPRI;
         }
         mask
