@@ -191,16 +191,18 @@ next_group() {
 	[ "$n" -lt "$2" ] && echo "$n"
 }
 
-# unit_order INDEX...: the units of these tests, longest first by the last
-# run's timings.txt (a unit not timed yet counts as long).
+# unit_order INDEX...: the units of these tests, longest first by what
+# each test took when it last ran here, else in tools/check/timings.txt (a
+# run on a 2-core machine); a test timed nowhere counts as long.
 unit_order() {
-	local i
+	local i f t id
 	declare -A cost=() last=()
-	if [ -f "$timings.last" ]; then
+	for f in tools/check/timings.txt "$timings.last"; do
+		[ -f "$f" ] || continue
 		while read -r t _ id; do
 			[[ $t =~ ^[0-9]+$ ]] && last[$id]=$t
-		done < "$timings.last"
-	fi
+		done < "$f"
+	done
 	for i in "$@"; do
 		cost[${check_groups[$i]}]=$(( ${cost[${check_groups[$i]}]:-0} + ${last[${check_ids[$i]}]:-600} ))
 	done
