@@ -14,7 +14,7 @@ lifecycle_cycles=${LIFECYCLE_CYCLES:-10}
 # run of tools/vm/tests/TEST with the module and lifecycle-probe; records
 # one line for each KEY, a FAIL for a KEY the test did not report.
 lifecycle_guest() {
-	local name=$1 test=$2 keys=$3 status pair key label line verdict lifecycle_probe
+	local name=$1 test=$2 keys=$3 status pair key label line verdict lifecycle_probe qemu_abort=""
 	shift 3
 	if need module && need vfu && lifecycle_probe=$(guest_program lifecycle-probe tools/vm/tests/lifecycle-probe.c); then
 		# KUnit off: the module's suites would run at every insmod.
@@ -22,6 +22,20 @@ lifecycle_guest() {
 			--modules virtio_media --append "kunit.enable=0 $module_params" \
 			--test "tools/vm/tests/$test" --timeout 600 "$@"
 		status=$?
+		# QEMU 11.1.3 itself sometimes aborts when a vfio-user device's
+		# process dies ("error_setv: Assertion `*errp == NULL' failed"):
+		# the guest is gone and there is nothing to judge. Run once more,
+		# and say so on every line.
+		qemu_abort=$(grep -m 1 'Assertion .* failed' "$results/$name/qemu.log" 2> /dev/null)
+		if [ -n "$qemu_abort" ]; then
+			rm -rf "${results:?}/$name.qemu-abort"
+			mv "$results/$name" "$results/$name.qemu-abort"
+			guest "$name" --ko "$ko" --file tools/vm/tests/lifecycle-lib.sh --file "$lifecycle_probe" \
+				--modules virtio_media --append "kunit.enable=0 $module_params" \
+				--test "tools/vm/tests/$test" --timeout 600 "$@"
+			status=$?
+			qemu_abort=" (second run: QEMU aborted in the first, $qemu_abort; $results/$name.qemu-abort)"
+		fi
 	else
 		status="no module, device or lifecycle-probe (see $results)"
 	fi
@@ -32,7 +46,7 @@ lifecycle_guest() {
 		line=$(grep -ao "RESULT $key \(OK\|FAIL\) .*" "$results/$name/console.log" 2> /dev/null | tail -n 1)
 		verdict=$(echo "$line" | cut -d' ' -f3)
 		if [ -n "$line" ]; then
-			record "lifecycle: $label" "$verdict" "$(echo "$line" | cut -d' ' -f4-)"
+			record "lifecycle: $label" "$verdict" "$(echo "$line" | cut -d' ' -f4-)$qemu_abort"
 		else
 			record "lifecycle: $label" FAIL "no result (guest status $status; $results/$name/console.log)"
 		fi
