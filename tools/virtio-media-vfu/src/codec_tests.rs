@@ -1167,35 +1167,50 @@ mod decoder_tests {
         assert_eq!(frames, 30);
     }
 
-    #[test]
-    fn the_buffer_that_made_the_source_change_waits_for_capture() {
-        // GStreamer's way: OUTPUT only, then a wait (poll) for the event.
-        let units = h264(320, 240, 8);
+    /// A session with only OUTPUT streaming (H.264, 320x240, 4 buffers)
+    /// that waits for its first SOURCE_CHANGE: GStreamer's way.
+    fn output_only() -> DecRig {
         let mut rig = decoder();
         rig.subscribe(EventType::SourceChange(0));
         rig.s_fmt(OUT, FMT_H264, 320, 240).unwrap();
         rig.reqbufs(OUT, 4);
         rig.streamon(OUT);
-        let (mut returned, mut changed, mut next) = (vec![], false, 0);
-        while !changed {
-            let i = next as u32 % 4;
-            assert!(next < 4, "no SOURCE_CHANGE after 4 buffers");
-            rig.fill(i, &units[next]);
-            rig.qbuf(OUT, i, &[units[next].len() as u32], (next as i64 + 1, 0))
-                .unwrap();
-            next += 1;
-            for e in rig.events() {
-                match e {
-                    Ev::Dq {
-                        queue: 10, index, ..
-                    } => returned.push(index),
-                    Ev::Event(t) => changed |= t == bindings::V4L2_EVENT_SOURCE_CHANGE,
-                    _ => {}
-                }
+        rig
+    }
+
+    /// Queues unit `n` in OUTPUT buffer `n % 4`; adds the OUTPUT buffers
+    /// that came back to `returned` and says whether SOURCE_CHANGE came.
+    fn queue_unit(rig: &mut DecRig, units: &[Vec<u8>], n: usize, returned: &mut Vec<u32>) -> bool {
+        let i = n as u32 % 4;
+        rig.fill(i, &units[n]);
+        rig.qbuf(OUT, i, &[units[n].len() as u32], (n as i64 + 1, 0))
+            .unwrap();
+        let mut changed = false;
+        for e in rig.events() {
+            match e {
+                Ev::Dq {
+                    queue: 10, index, ..
+                } => returned.push(index),
+                Ev::Event(t) => changed |= t == bindings::V4L2_EVENT_SOURCE_CHANGE,
+                _ => {}
             }
         }
-        // The buffer being decoded when the first picture came out stays
-        // queued, with those queued after it.
+        changed
+    }
+
+    #[test]
+    fn the_buffer_that_made_the_source_change_waits_for_capture() {
+        // GStreamer's way: OUTPUT only, then a wait (poll) for the event.
+        let units = h264(320, 240, 8);
+        let mut rig = output_only();
+        let (mut returned, mut changed, mut next) = (vec![], false, 0);
+        while !changed {
+            assert!(next < 4, "no SOURCE_CHANGE after 4 buffers");
+            changed = queue_unit(&mut rig, &units, next, &mut returned);
+            next += 1;
+        }
+        // The buffer whose headers gave the size stays queued, with those
+        // queued after it.
         let held = next - returned.len();
         assert!(held >= 1, "{next} queued, {returned:?} returned");
         rig.reqbufs(CAP, 2);
@@ -1235,35 +1250,15 @@ mod decoder_tests {
         // parser completes a unit only when the next one starts, yet the
         // event comes with the first buffer, which stays queued.
         let units = h264(320, 240, 8);
-        let mut rig = decoder();
-        rig.subscribe(EventType::SourceChange(0));
-        rig.s_fmt(OUT, FMT_H264, 320, 240).unwrap();
-        rig.reqbufs(OUT, 4);
-        rig.streamon(OUT);
+        let mut rig = output_only();
         let (mut returned, mut changed, mut next) = (vec![], false, 0);
         while !changed {
             assert!(
                 next < 1,
                 "no SOURCE_CHANGE after the first unit: {returned:?}"
             );
-            rig.fill(next as u32, &units[next]);
-            rig.qbuf(
-                OUT,
-                next as u32,
-                &[units[next].len() as u32],
-                (next as i64 + 1, 0),
-            )
-            .unwrap();
+            changed = queue_unit(&mut rig, &units, next, &mut returned);
             next += 1;
-            for e in rig.events() {
-                match e {
-                    Ev::Dq {
-                        queue: 10, index, ..
-                    } => returned.push(index),
-                    Ev::Event(t) => changed |= t == bindings::V4L2_EVENT_SOURCE_CHANGE,
-                    _ => {}
-                }
-            }
             // FFmpeg's way: one unit, then wait for its buffer or an event.
             assert!(
                 changed || returned.contains(&(next as u32 - 1)),
