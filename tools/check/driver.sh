@@ -199,7 +199,7 @@ t_userptr_cycles() {
 	local label="driver: 1000 USERPTR cycles, pins and memory back" bin
 	if bin=$(guest_program userptr-cycles tools/vm/tests/userptr-cycles.c) &&
 		run_vfu userptr-cycles "--device-id 42 --backend capture" tools/vm/tests/userptr-cycles.sh \
-			"CYCLES=1000" "$bin"; then
+			"CYCLES=1000" "$bin" tools/vm/tests/memory-lib.sh; then
 		record "$label" OK "$(grep -o 'PASS: .*' "$results/userptr-cycles/console.log")"
 	else
 		record "$label" FAIL "($results/userptr-cycles/console.log)"

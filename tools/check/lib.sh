@@ -137,13 +137,15 @@ guest_program() {
 	echo "$bin"
 }
 
-# run_vfu NAME "DEVICE FLAGS" TEST [VAR=VALUE] [FILE]: a guest with the
+# run_vfu NAME "DEVICE FLAGS" TEST [VAR=VALUE] [FILE...]: a guest with the
 # module loaded and one test device; FILE goes to /extra; $module_params
 # (e.g. "virtio_media.guest_mmap=1") go to the driver.
 module_params="" extra_file=""
 run_vfu() {
-	local name=$1 flags=$2 test=$3 env=${4:-NONE=1} extra=()
-	[ -n "${5:-}" ] && extra=(--ko "$5")
+	local name=$1 flags=$2 test=$3 env=${4:-NONE=1} extra=() file
+	for file in "${@:5}"; do
+		[ -n "$file" ] && extra+=(--file "$file")
+	done
 	# No stale results of an earlier run may count for this one.
 	rm -rf "${results:?}/$name"
 	need module && need vfu || return 1

@@ -18,9 +18,10 @@ lifecycle_guest() {
 	shift 3
 	if need module && need vfu && lifecycle_probe=$(guest_program lifecycle-probe tools/vm/tests/lifecycle-probe.c); then
 		# KUnit off: the module's suites would run at every insmod.
-		guest "$name" --ko "$ko" --file tools/vm/tests/lifecycle-lib.sh --file "$lifecycle_probe" \
-			--modules virtio_media --append "kunit.enable=0 $module_params" \
+		set -- --ko "$ko" --file tools/vm/tests/lifecycle-lib.sh --file tools/vm/tests/memory-lib.sh \
+			--file "$lifecycle_probe" --modules virtio_media --append "kunit.enable=0 $module_params" \
 			--test "tools/vm/tests/$test" --timeout 600 "$@"
+		guest "$name" "$@"
 		status=$?
 		# QEMU 11.1.3 itself sometimes aborts when a vfio-user device's
 		# process dies ("error_setv: Assertion `*errp == NULL' failed"):
@@ -30,9 +31,7 @@ lifecycle_guest() {
 		if [ -n "$qemu_abort" ]; then
 			rm -rf "${results:?}/$name.qemu-abort"
 			mv "$results/$name" "$results/$name.qemu-abort"
-			guest "$name" --ko "$ko" --file tools/vm/tests/lifecycle-lib.sh --file "$lifecycle_probe" \
-				--modules virtio_media --append "kunit.enable=0 $module_params" \
-				--test "tools/vm/tests/$test" --timeout 600 "$@"
+			guest "$name" "$@"
 			status=$?
 			qemu_abort=" (second run: QEMU aborted in the first, $qemu_abort; $results/$name.qemu-abort)"
 		fi

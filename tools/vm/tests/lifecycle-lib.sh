@@ -1,10 +1,11 @@
 # What the life-cycle guest tests share; they source it from /extra
-# (run-guest.sh --file tools/vm/tests/lifecycle-lib.sh).
+# (run-guest.sh --file tools/vm/tests/lifecycle-lib.sh, with memory-lib.sh).
 #
 # Each test prints one line per result, which tools/check/lifecycle.sh
 # records:  RESULT KEY OK|FAIL DETAIL
 # and exits non-zero when any result failed.
 . /test.env
+. /extra/memory-lib.sh
 failures=0
 
 result() { # KEY OK|FAIL DETAIL...
@@ -22,26 +23,6 @@ wait_until() {
 		[ "$(date +%s)" -lt $end ] || return 1
 		sleep 0.1
 	done
-}
-
-# Pages pinned now (acquired - released, per-CPU deltas folded).
-pins() {
-	echo 1 > /proc/sys/vm/stat_refresh
-	awk '/^nr_foll_pin_acquired/ { a = $2 } /^nr_foll_pin_released/ { r = $2 }
-		END { print a - r }' /proc/vmstat
-}
-
-# Unreclaimable slab in KiB, after every cache gave back its empty slabs
-# (which also empties KASAN's quarantine of their objects): the least of
-# three samples, as what other work allocates for a moment only adds.
-slab() {
-	local f i least=""
-	for i in 1 2 3; do
-		for f in /sys/kernel/slab/*/shrink; do echo 1 > "$f"; done 2> /dev/null
-		f=$(awk '/^SUnreclaim/ { print $2 }' /proc/meminfo)
-		[ -z "$least" ] || [ "$f" -lt "$least" ] && least=$f
-	done
-	echo "$least"
 }
 
 # The modules and how many users each has, virtio_media left out.

@@ -2,30 +2,13 @@
 # STREAMOFF / REQBUFS(0)); the pinned-page and memory counters must come
 # back to where they started.
 . /test.env
+. /extra/memory-lib.sh
 dev=/dev/video0
 cycles=${CYCLES:-1000}
-pins() { # pages pinned now: acquired - released, per-CPU deltas folded
-	echo 1 > /proc/sys/vm/stat_refresh
-	awk '/^nr_foll_pin_acquired/ { a = $2 } /^nr_foll_pin_released/ { r = $2 }
-		END { print a - r }' /proc/vmstat
-}
 acquired() { awk '/^nr_foll_pin_acquired/ { print $2 }' /proc/vmstat; }
 kib() { # used memory in KiB: MemTotal - MemFree, caches dropped
 	sync; echo 3 > /proc/sys/vm/drop_caches
 	awk '/^MemTotal/ { t = $2 } /^MemFree/ { f = $2 } END { print t - f }' /proc/meminfo
-}
-# Unreclaimable slab in KiB (where leaked kmalloc memory shows), after
-# every cache gave back its empty slabs: shrinking a cache also empties
-# KASAN's quarantine of its freed objects, which the debug kernel otherwise
-# counts here by the megabyte. The least of three samples.
-slab() {
-	local f i least=""
-	for i in 1 2 3; do
-		for f in /sys/kernel/slab/*/shrink; do echo 1 > "$f"; done 2> /dev/null
-		f=$(awk '/^SUnreclaim/ { print $2 }' /proc/meminfo)
-		[ -z "$least" ] || [ "$f" -lt "$least" ] && least=$f
-	done
-	echo "$least"
 }
 grep -q nr_foll_pin_acquired /proc/vmstat || { echo "FAIL: no nr_foll_pin counters"; exit 1; }
 # One short run first, so one-time allocations do not count as leaks.

@@ -1,0 +1,22 @@
+# The pinned-page and slab counters the leak checks of guest tests read
+# (userptr-cycles.sh, lifecycle-lib.sh); sourced from /extra.
+
+# Pages pinned now (acquired - released, per-CPU deltas folded).
+pins() {
+	echo 1 > /proc/sys/vm/stat_refresh
+	awk '/^nr_foll_pin_acquired/ { a = $2 } /^nr_foll_pin_released/ { r = $2 }
+		END { print a - r }' /proc/vmstat
+}
+
+# Unreclaimable slab in KiB, after every cache gave back its empty slabs
+# (which also empties KASAN's quarantine of their objects): the least of
+# three samples, as what other work allocates for a moment only adds.
+slab() {
+	local f i least=""
+	for i in 1 2 3; do
+		for f in /sys/kernel/slab/*/shrink; do echo 1 > "$f"; done 2> /dev/null
+		f=$(awk '/^SUnreclaim/ { print $2 }' /proc/meminfo)
+		[ -z "$least" ] || [ "$f" -lt "$least" ] && least=$f
+	done
+	echo "$least"
+}
