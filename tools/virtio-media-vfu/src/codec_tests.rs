@@ -1037,69 +1037,56 @@ mod decoder_tests {
             other
         };
         let mut frames: [Vec<(i64, Vec<u8>)>; 2] = [vec![], vec![]];
-        let mut capture_on = true;
-        let handle = |rig: &mut DecRig,
-                      second: &mut DecSession,
-                      frames: &mut [Vec<(i64, Vec<u8>)>; 2],
-                      capture_on: &mut bool| {
-            for e in rig.events() {
-                let Ev::Dq {
-                    session,
-                    queue: 9,
-                    index,
-                    flags,
-                    bytesused,
-                    ts,
-                    ..
-                } = e
-                else {
-                    if e == Ev::Event(bindings::V4L2_EVENT_SOURCE_CHANGE) && !*capture_on {
-                        // The VP8 session's first SOURCE_CHANGE: set CAPTURE up.
+        let handle =
+            |rig: &mut DecRig, second: &mut DecSession, frames: &mut [Vec<(i64, Vec<u8>)>; 2]| {
+                for e in rig.events() {
+                    let Ev::Dq {
+                        session,
+                        queue: 9,
+                        index,
+                        flags,
+                        bytesused,
+                        ts,
+                        ..
+                    } = e
+                    else {
+                        continue;
+                    };
+                    let own = session == rig.s.id;
+                    if !own {
                         std::mem::swap(&mut rig.s, second);
-                        for i in 0..4 {
-                            rig.qbuf(CAP, i, &[0], (0, 0)).unwrap();
-                        }
-                        rig.streamon(CAP);
-                        std::mem::swap(&mut rig.s, second);
-                        *capture_on = true;
                     }
-                    continue;
-                };
-                let own = session == rig.s.id;
-                if !own {
-                    std::mem::swap(&mut rig.s, second);
+                    if bytesused[0] > 0 {
+                        frames[usize::from(!own)].push((ts.0, rig.read(index, 0, bytesused[0])));
+                    }
+                    if flags & FLAG_LAST == 0 {
+                        rig.qbuf(CAP, index, &[0], (0, 0)).unwrap();
+                    }
+                    if !own {
+                        std::mem::swap(&mut rig.s, second);
+                    }
                 }
-                if bytesused[0] > 0 {
-                    frames[usize::from(!own)].push((ts.0, rig.read(index, 0, bytesused[0])));
-                }
-                if flags & FLAG_LAST == 0 {
-                    rig.qbuf(CAP, index, &[0], (0, 0)).unwrap();
-                }
-                if !own {
-                    std::mem::swap(&mut rig.s, second);
-                }
-            }
-        };
+            };
         for n in 0..12 {
             let i = (n % 4) as u32;
             rig.fill(i, &a[n]);
             rig.qbuf(OUT, i, &[a[n].len() as u32], (n as i64 + 1, 0))
                 .unwrap();
-            handle(&mut rig, &mut second, &mut frames, &mut capture_on);
+            handle(&mut rig, &mut second, &mut frames);
             std::mem::swap(&mut rig.s, &mut second);
             rig.fill(i, &b[n]);
             rig.qbuf(OUT, i, &[b[n].len() as u32], (n as i64 + 1, 0))
                 .unwrap();
             std::mem::swap(&mut rig.s, &mut second);
-            handle(&mut rig, &mut second, &mut frames, &mut capture_on);
+            handle(&mut rig, &mut second, &mut frames);
         }
         for _ in 0..2 {
             rig.stop().unwrap();
-            handle(&mut rig, &mut second, &mut frames, &mut capture_on);
+            handle(&mut rig, &mut second, &mut frames);
             std::mem::swap(&mut rig.s, &mut second);
         }
         for _ in 0..4 {
-            handle(&mut rig, &mut second, &mut frames, &mut capture_on);
+            handle(&mut rig, &mut second, &mut frames);
         }
         for (got, (coded, units, size)) in frames
             .iter()
