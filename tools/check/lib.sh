@@ -295,6 +295,12 @@ check_main() {
 		run_lanes "$lanes" "${selected[@]}"
 	fi
 	echo "total $SECONDS s in $lanes lanes" >> "$timings"
+	# CI shows only the end of the output: the failed lines go there too.
+	if [ "$failed" != 0 ]; then
+		echo
+		echo "The lines that failed (their logs are under $results):"
+		grep -E ' FAIL( |$)| did not finish$' "$summary"
+	fi
 	echo
 	echo "$passed passed, $failed failed"
 	[ "$failed" = 0 ]
