@@ -255,6 +255,21 @@ t_concurrent() { # DELAY_MS
 check_test concurrent-delay-0 t_concurrent 0
 check_test concurrent-delay-20 t_concurrent 20
 
+# v4l2-compliance's m2m streaming loop, replayed (see m2m-poll-pairs.c):
+# poll() must never show a conversion's OUTPUT buffer without its CAPTURE
+# buffer, or the program's frame count wraps and its stream never ends.
+t_m2m_poll_pairs() {
+	local label="driver: m2m poll shows a conversion's buffers together" bin
+	if bin=$(guest_program m2m-poll-pairs tools/vm/tests/m2m-poll-pairs.c) &&
+		run_vfu m2m-poll-pairs "--device-id 42 --backend m2m" tools/vm/tests/m2m-poll-pairs.sh \
+			"STREAMS=${M2M_POLL_STREAMS:-100}" "$bin"; then
+		record "$label" OK "$(grep -o 'RESULT.*' "$results/m2m-poll-pairs/console.log" | tr '\n' ' ')"
+	else
+		record "$label" FAIL "$(grep -o 'RESULT.*' "$results/m2m-poll-pairs/console.log" | tr '\n' ' ')($results/m2m-poll-pairs/console.log)"
+	fi
+}
+check_test m2m-poll-pairs t_m2m_poll_pairs
+
 # The benchmark's smoke test (make bench, BENCH_QUICK=1): G_FMT from 1
 # and 4 threads against a device answering after 2 ms. It must hold 4
 # commands at once (the device counts them); the throughput ratio is

@@ -25,10 +25,10 @@ use kernel::{
 
 /// What the events of one session go to.
 pub(crate) trait EventTarget: Send + Sync {
-    /// The device returned a buffer (a DQBUF event); the caller wakes the
-    /// waiters once the batch is handled.
+    /// The device returned a buffer (a DQBUF event); it shows, and the
+    /// waiters wake, once the batch is handled.
     fn buffer_done(&self, done: KBox<DoneBuffer>) -> Result<(), BadEvent>;
-    /// Waiters for returned buffers may go on.
+    /// Shows the buffers returned so far; their waiters may go on.
     fn wake_buffer_waiters(&self);
     /// A V4L2 event (`struct v4l2_event` bytes).
     fn v4l2_event(&self, event: &[u8]);
@@ -136,11 +136,12 @@ impl EventQueue {
     /// Handles at most `budget` events the device returned, requeueing
     /// each buffer; returns whether more may be waiting.
     ///
-    /// Sessions that got buffers back are woken once the batch is handled:
-    /// an m2m device returns a job's OUTPUT and CAPTURE buffers as two
-    /// events, and a poller woken between them would see the queue
-    /// writable but not readable, which no vb2 m2m driver shows
-    /// (v4l2-compliance's streaming loop can lose count on it).
+    /// Sessions that got buffers back see them, and are woken, once the
+    /// batch is handled: an m2m device returns a job's OUTPUT and CAPTURE
+    /// buffers as two events, and a program that saw the first without
+    /// the second would find the queue writable but not readable, which no
+    /// vb2 m2m driver shows (v4l2-compliance's streaming loop then loses
+    /// count and never ends: tools/vm/tests/m2m-poll-pairs.c).
     pub(crate) fn drain(&self, budget: usize) -> bool {
         let _draining = self.draining.lock();
         let mut woken: KVec<Arc<dyn EventTarget>> = KVec::new();

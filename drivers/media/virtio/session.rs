@@ -543,9 +543,15 @@ impl Session {
         accepted
     }
 
-    /// Wakes DQBUF waiters and pollers once returned buffers are queued
-    /// (the eventq wakes once per batch of events, see `EventQueue::drain`).
+    /// Shows DQBUF and poll() the buffers returned since the last call,
+    /// and wakes their waiters (once per batch of events, see
+    /// `EventQueue::drain`).
     pub(crate) fn wake_buffer_waiters(&self) {
+        let mut state = self.state.lock();
+        for queue in state.queues.iter_mut() {
+            queue.publish();
+        }
+        drop(state);
         self.waiters.notify_all();
     }
 
@@ -628,7 +634,7 @@ fn take_buffers(
     for index in first..end.min(MAX_BUFFERS) {
         queue.queued.remove(index);
     }
-    queue.done.retain(|done| !removed(done.buffer.index()));
+    queue.forget_returned(removed);
     released
 }
 

@@ -120,8 +120,13 @@ pub(crate) struct QueueState {
     /// Buffers queued to the device and not returned yet: the only ones a
     /// DQBUF event may bring back.
     pub(crate) queued: IndexSet,
-    /// Returned buffers, oldest first.
+    /// Returned buffers DQBUF and poll() see, oldest first.
     pub(crate) done: KVec<KBox<DoneBuffer>>,
+    /// Buffers returned in the eventq batch being handled, not yet seen by
+    /// DQBUF and poll(): [`Self::publish`] shows a batch at once, so a
+    /// program never sees an m2m job's OUTPUT buffer without its CAPTURE
+    /// buffer (the device returns them as two events).
+    arriving: KVec<KBox<DoneBuffer>>,
     /// A buffer flagged LAST was dequeued: DQBUF says EPIPE until restart.
     pub(crate) last_dequeued: bool,
 }
@@ -130,7 +135,7 @@ impl QueueState {
     /// The program queued a buffer it has not dequeued yet (vb2's
     /// `queued_list` is not empty).
     fn holds_buffers(&self) -> bool {
-        !self.queued.is_empty() || !self.done.is_empty()
+        !self.queued.is_empty() || !self.done.is_empty() || !self.arriving.is_empty()
     }
 
     /// DQBUF has something to give: a buffer, or EPIPE after LAST.
@@ -155,6 +160,7 @@ impl QueueState {
     pub(crate) fn stop(&mut self) {
         self.streaming = false;
         self.done.clear();
+        self.arriving.clear();
         self.queued.clear();
         self.last_dequeued = false;
     }
@@ -182,14 +188,34 @@ impl QueueState {
         Ok(())
     }
 
-    /// Keeps a claimed buffer for DQBUF while streaming.
+    /// Keeps a claimed buffer for DQBUF while streaming; DQBUF and poll()
+    /// see it once [`Self::publish`]ed.
     pub(crate) fn keep(&mut self, done: KBox<DoneBuffer>) -> Result<(), BadEvent> {
         if self.streaming {
+            // Room in `done` now, so that publishing cannot fail.
+            let arriving = self.arriving.len();
             self.done
+                .reserve(arriving.saturating_add(1), GFP_KERNEL)
+                .map_err(|_| BadEvent::NoMemory)?;
+            self.arriving
                 .push(done, GFP_KERNEL)
                 .map_err(|_| BadEvent::NoMemory)?;
         }
         Ok(())
+    }
+
+    /// Shows DQBUF and poll() the buffers kept since the last call.
+    pub(crate) fn publish(&mut self) {
+        for done in self.arriving.drain_all() {
+            // Cannot fail: `keep` reserved the room.
+            let _ = self.done.push_within_capacity(done);
+        }
+    }
+
+    /// Forgets the returned buffers `removed` says (REMOVE_BUFS, REQBUFS).
+    pub(crate) fn forget_returned(&mut self, removed: impl Fn(u32) -> bool) {
+        self.done.retain(|done| !removed(done.buffer.index()));
+        self.arriving.retain(|done| !removed(done.buffer.index()));
     }
 
     /// What DQBUF can do now: take the oldest returned buffer (`Some`),
@@ -300,12 +326,14 @@ mod tests {
         assert_eq!(m2m_poll(&capture, &output), 0);
         // The device returned it: writable.
         assert_eq!(output.accept(returned(0, 0, 1)), Ok(()));
+        output.publish();
         assert_eq!(m2m_poll(&capture, &output), EPOLLOUT | EPOLLWRNORM);
         // CAPTURE set up and a frame returned: readable too.
         capture.num_buffers = 1;
         capture.streaming = true;
         queued(&mut capture, &[0]);
         assert_eq!(capture.accept(returned(0, 0, 1)), Ok(()));
+        capture.publish();
         assert_eq!(
             m2m_poll(&capture, &output),
             EPOLLOUT | EPOLLWRNORM | EPOLLIN | EPOLLRDNORM
@@ -320,6 +348,46 @@ mod tests {
     }
 
     #[test]
+    fn an_m2m_job_shows_its_two_buffers_at_once() {
+        let mut capture = QueueState {
+            num_buffers: 1,
+            streaming: true,
+            ..Default::default()
+        };
+        let mut output = QueueState {
+            num_buffers: 1,
+            streaming: true,
+            ..Default::default()
+        };
+        queued(&mut capture, &[0]);
+        queued(&mut output, &[0]);
+        // The OUTPUT half of the job came back, the CAPTURE half is the
+        // next event: nothing shows yet, and the session still counts as
+        // holding buffers (no EPOLLERR).
+        assert_eq!(output.accept(returned(0, 0, 1)), Ok(()));
+        assert_eq!(m2m_poll(&capture, &output), 0);
+        assert!(matches!(output.dequeue(QueueKind::Output, None), Ok(None)));
+        assert_eq!(capture.accept(returned(0, 0, 1)), Ok(()));
+        // The batch is handled: both show.
+        output.publish();
+        capture.publish();
+        assert_eq!(
+            m2m_poll(&capture, &output),
+            EPOLLOUT | EPOLLWRNORM | EPOLLIN | EPOLLRDNORM
+        );
+        // REMOVE_BUFS of a buffer not yet shown forgets it too.
+        assert!(matches!(
+            output.dequeue(QueueKind::Output, None),
+            Ok(Some(_))
+        ));
+        queued(&mut output, &[0]);
+        assert_eq!(output.accept(returned(0, 0, 1)), Ok(()));
+        output.forget_returned(|index| index == 0);
+        output.publish();
+        assert!(output.done.is_empty());
+    }
+
+    #[test]
     fn single_queue_poll_errs_unless_streaming() {
         let mut q = QueueState {
             num_buffers: 1,
@@ -330,6 +398,7 @@ mod tests {
         assert_eq!(q.poll(EPOLLIN), 0);
         queued(&mut q, &[0]);
         assert_eq!(q.accept(returned(0, 0, 1)), Ok(()));
+        q.publish();
         assert_eq!(q.poll(EPOLLIN), EPOLLIN);
     }
 
@@ -343,6 +412,7 @@ mod tests {
         queued(&mut q, &[2, 0]);
         assert_eq!(q.accept(returned(2, 0, 1)), Ok(()));
         assert_eq!(q.accept(returned(0, 0, 1)), Ok(()));
+        q.publish();
         let first = q.dequeue(QueueKind::Capture, Some(8)).expect("dequeue");
         assert_eq!(first.as_deref().and_then(index_of), Some(2));
         let second = q.dequeue(QueueKind::Capture, Some(8)).expect("dequeue");
@@ -360,7 +430,8 @@ mod tests {
         queued(&mut q, &[1, 0]);
         // Not streaming: a late buffer is dropped, DQBUF says EINVAL.
         assert_eq!(q.accept(returned(1, 0, 1)), Ok(()));
-        assert!(q.done.is_empty());
+        q.publish();
+        assert!(q.done.is_empty() && q.arriving.is_empty());
         assert_eq!(q.dequeue(QueueKind::Capture, None).err(), Some(EINVAL));
         // An index that was never allocated is a device error.
         q.streaming = true;
@@ -373,6 +444,7 @@ mod tests {
         );
         // A plane array too small for the buffer: EINVAL, buffer kept.
         assert_eq!(q.accept(returned(0, 0, 3)), Ok(()));
+        q.publish();
         assert_eq!(q.dequeue(QueueKind::Capture, Some(2)).err(), Some(EINVAL));
         assert_eq!(q.done.len(), 1);
     }
@@ -386,6 +458,7 @@ mod tests {
         };
         queued(&mut q, &[0]);
         assert_eq!(q.accept(returned(0, V4L2_BUF_FLAG_LAST, 1)), Ok(()));
+        q.publish();
         assert!(matches!(q.dequeue(QueueKind::Capture, None), Ok(Some(_))));
         assert_eq!(q.dequeue(QueueKind::Capture, None).err(), Some(EPIPE));
         // STREAMOFF clears it; streaming again waits normally.
@@ -400,6 +473,7 @@ mod tests {
         };
         queued(&mut out, &[0]);
         assert_eq!(out.accept(returned(0, V4L2_BUF_FLAG_LAST, 1)), Ok(()));
+        out.publish();
         assert!(matches!(out.dequeue(QueueKind::Output, None), Ok(Some(_))));
         assert!(matches!(out.dequeue(QueueKind::Output, None), Ok(None)));
     }
@@ -418,6 +492,7 @@ mod tests {
         // repeating an index cannot grow the done list.
         queued(&mut q, &[1]);
         assert_eq!(q.accept(returned(1, 0, 1)), Ok(()));
+        q.publish();
         assert_eq!(q.accept(returned(1, 0, 1)), Err(BadEvent::NotQueued(1)));
         assert_eq!(q.done.len(), 1);
         // STREAMOFF: the device holds nothing any more.
