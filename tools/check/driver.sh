@@ -55,9 +55,11 @@ compliance() {
 # of the stream is the frame of sequence i).
 stream_md5() {
 	local name=$1 flags=$2 mode=$3 label=$4
-	local frame_log=$results/$name-device-frames.md5 guest_md5=$results/$name/single.md5
+	local frame_log=$results/$name-device-frames.md5 guest_md5=$results/$name/single.md5 md5_bin
 	rm -f "$frame_log"
-	if run_vfu "$name" "$flags --frame-log $frame_log" tools/vm/tests/stream.sh "STREAM_MODE=$mode" "$extra_file"; then
+	if md5_bin=$(guest_program frame-md5 tools/vm/tests/frame-md5.c -lcrypto) &&
+		run_vfu "$name" "$flags --frame-log $frame_log" tools/vm/tests/stream.sh "STREAM_MODE=$mode" \
+			"$md5_bin" "$extra_file"; then
 		record "driver: stream 300 frames, $label" OK
 	else
 		record "driver: stream 300 frames, $label" FAIL "($results/$name/console.log)"

@@ -126,13 +126,13 @@ guest() {
 }
 
 # A static guest program, built for the test (its build log is kept).
-# guest_program NAME SOURCE: prints the binary's path.
+# guest_program NAME SOURCE [LIBRARY...]: prints the binary's path.
 guest_program() {
 	local bin=$BUILD_DIR/tests/$1
 	need headers || return 1
 	mkdir -p "$(dirname "$bin")"
 	# Built aside and renamed: a test of another lane may be using it.
-	gcc -O2 -static -pthread -Wall -Wextra -Werror -I"$V4L2R_VIDEODEV2_H_PATH" -o "$bin.$BASHPID" "$2" \
+	gcc -O2 -static -pthread -Wall -Wextra -Werror -I"$V4L2R_VIDEODEV2_H_PATH" -o "$bin.$BASHPID" "$2" "${@:3}" \
 		> "$results/$1.build.log" 2>&1 && mv -f "$bin.$BASHPID" "$bin" || { rm -f "$bin.$BASHPID"; return 1; }
 	echo "$bin"
 }
