@@ -26,7 +26,10 @@ use crate::{
 use kernel::{
     new_mutex,
     prelude::*,
-    sync::{poll::PollCondVar, Arc, Mutex},
+    sync::{
+        poll::{PollCondVar, PollCondVarBox},
+        Arc, Mutex,
+    },
     transmute::AsBytes,
 };
 
@@ -172,15 +175,22 @@ pub(crate) struct Session {
     /// nothing in interrupt context takes it.
     #[pin]
     state: Mutex<State>,
-    /// DQBUF waiters and pollers.
-    #[pin]
-    waiters: PollCondVar,
+    /// DQBUF waiters and pollers. Boxed: dropping a `PollCondVar` waits
+    /// for an RCU grace period (epoll may still reach it), which made
+    /// every close() take milliseconds; the box is freed after one instead.
+    waiters: PollCondVarBox,
 }
 
 impl Session {
     /// Opens a session on the device and enters it in the device's map.
     pub(crate) fn open(dev: Arc<MediaDevice>, events: EventSink) -> Result<Arc<Self>> {
         dev.check_usable()?;
+        // Allocated first: once the device opened a session, a failure
+        // must close it again.
+        let waiters = PollCondVarBox::new(
+            c"virtio_media_session_waiters",
+            kernel::static_lock_class!(),
+        )?;
         let id = dev.open_session()?;
         let session_dev = dev.clone();
         let session = Arc::pin_init(
@@ -191,7 +201,7 @@ impl Session {
                 capture_lock <- new_mutex!((), "virtio_media_session_capture"),
                 output_lock <- new_mutex!((), "virtio_media_session_output"),
                 state <- new_mutex!(State::default(), "virtio_media_session"),
-                waiters <- kernel::new_poll_condvar!("virtio_media_session_waiters"),
+                waiters,
             }),
             GFP_KERNEL,
         );
