@@ -257,20 +257,33 @@ t_concurrent() { # DELAY_MS
 check_test concurrent-delay-0 t_concurrent 0
 check_test concurrent-delay-20 t_concurrent 20
 
-# v4l2-compliance's m2m streaming loop, replayed (see m2m-poll-pairs.c):
-# poll() must never show a conversion's OUTPUT buffer without its CAPTURE
-# buffer, or the program's frame count wraps and its stream never ends.
-t_m2m_poll_pairs() {
-	local label="driver: m2m poll shows a conversion's buffers together" bin
-	if bin=$(guest_program m2m-poll-pairs tools/vm/tests/m2m-poll-pairs.c) &&
-		run_vfu m2m-poll-pairs "--device-id 42 --backend m2m" tools/vm/tests/m2m-poll-pairs.sh \
-			"STREAMS=${M2M_POLL_STREAMS:-100}" "$bin"; then
-		record "$label" OK "$(grep -o 'RESULT.*' "$results/m2m-poll-pairs/console.log" | tr '\n' ' ')"
+# What a program sees of an m2m device's returns must follow the device's
+# order: a conversion's OUTPUT and CAPTURE buffers together (else
+# v4l2-compliance's frame count wraps and its stream never ends:
+# m2m-poll-pairs.c), and no event before a buffer returned earlier (else
+# FFmpeg ends a drain early and loses frames: m2m-eos-order.c).
+t_m2m_order() {
+	local log=$results/m2m-order/console.log pairs eos
+	rm -rf "${results:?}/m2m-order"
+	# The guest run fails when a check does; each line says which.
+	pairs=$(guest_program m2m-poll-pairs tools/vm/tests/m2m-poll-pairs.c) &&
+		eos=$(guest_program m2m-eos-order tools/vm/tests/m2m-eos-order.c) &&
+		run_vfu m2m-order "--device-id 42 --backend m2m" tools/vm/tests/m2m-order.sh \
+			"STREAMS=${M2M_ORDER_STREAMS:-100}" "$pairs" "$eos"
+	if grep -q '^PAIRS 0' "$log" 2>/dev/null; then
+		record "driver: m2m poll shows a conversion's buffers together" OK \
+			"$(grep -oE 'RESULT (epoll|select).*' "$log" | tr '\n' ' ')"
 	else
-		record "$label" FAIL "$(grep -o 'RESULT.*' "$results/m2m-poll-pairs/console.log" | tr '\n' ' ')($results/m2m-poll-pairs/console.log)"
+		record "driver: m2m poll shows a conversion's buffers together" FAIL \
+			"$(grep -oE 'RESULT (epoll|select).*' "$log" | tr '\n' ' ')($log)"
+	fi
+	if grep -q '^EOS 0' "$log" 2>/dev/null; then
+		record "driver: m2m drain's EOS shows after its LAST buffer" OK "$(grep -o 'RESULT streams.*' "$log")"
+	else
+		record "driver: m2m drain's EOS shows after its LAST buffer" FAIL "$(grep -o 'RESULT streams.*' "$log") ($log)"
 	fi
 }
-check_test m2m-poll-pairs t_m2m_poll_pairs
+check_test m2m-order t_m2m_order
 
 # The benchmark's smoke test (make bench, BENCH_QUICK=1): G_FMT from 1
 # and 4 threads against a device answering after 2 ms. It must hold 4

@@ -15,7 +15,7 @@ use crate::{
     guestmem::{GuestBuffer, HeldBuffers},
     kernel_ext::media::v4l2::{
         ioctl::{self as codes, Ioctl},
-        poll::{EPOLLERR, EPOLLIN, EPOLLOUT, EPOLLRDNORM, EPOLLWRNORM},
+        poll::{EPOLLERR, EPOLLIN, EPOLLOUT, EPOLLPRI, EPOLLRDNORM, EPOLLWRNORM},
         types::{memory as buffer_memory, BufType, Buffer, Plane},
         EventSink,
     },
@@ -567,7 +567,18 @@ impl Session {
 
     /// An EVENT event for this session (dropped once the file is released).
     pub(crate) fn event(&self, event: &[u8]) {
+        // The buffers the device returned before the event show first
+        // (see `poll_mask`), under the lock poll reads both with.
+        let mut state = self.state.lock();
+        let mut shown = false;
+        for queue in state.queues.iter_mut() {
+            shown |= queue.publish();
+        }
         self.events.queue(event);
+        drop(state);
+        if shown {
+            self.waiters.notify_all();
+        }
     }
 
     /// An ERROR event: the device closed the session, so it holds none of
@@ -607,24 +618,33 @@ impl Session {
     }
 
     /// `poll()`, as vb2 answers it (`vb2_core_poll` for one queue,
-    /// `v4l2_m2m_poll` for both; see `stream.rs`), and ERR for a lost
-    /// session. The V4L2 layer adds PRI for pending events.
-    pub(crate) fn poll_mask(&self, requested: u32) -> u32 {
+    /// `v4l2_m2m_poll` for both; see `stream.rs`), ERR for a lost session,
+    /// and PRI when `events_pending()`.
+    ///
+    /// Buffers and events are read under the state lock, under which
+    /// [`Self::event`] shows the buffers returned before an event and then
+    /// queues it: so poll sees the device's order. A drain's EOS (queued
+    /// before its LAST buffer) shows with or before LAST, never after it
+    /// (v4l2-compliance checks that), and the pictures before an EOS show
+    /// with it (FFmpeg stops at EOS unless poll says a buffer is ready).
+    pub(crate) fn poll_mask(&self, requested: u32, events_pending: impl FnOnce() -> bool) -> u32 {
         let state = self.state.lock();
+        let event_bits = if events_pending() { EPOLLPRI } else { 0 };
         if state.lost() || self.dev.check_usable().is_err() {
-            return EPOLLERR;
+            return EPOLLERR | event_bits;
         }
         let [capture, output] = &state.queues;
         let read_bits = EPOLLIN | EPOLLRDNORM;
         let write_bits = EPOLLOUT | EPOLLWRNORM;
-        match self.dev.queue_kinds() {
+        let buffer_bits = match self.dev.queue_kinds() {
             (true, true) if requested & (read_bits | write_bits) != 0 => {
                 crate::stream::m2m_poll(capture, output)
             }
             (true, false) if requested & read_bits != 0 => capture.poll(read_bits),
             (false, true) if requested & write_bits != 0 => output.poll(write_bits),
             _ => 0,
-        }
+        };
+        buffer_bits | event_bits
     }
 }
 

@@ -41,7 +41,7 @@ impl v4l2::Driver for VideoDriver {
 
     fn poll(session: &Arc<Session>, poll: &Poll<'_>) -> u32 {
         poll.wait_on(session.waiters());
-        session.poll_mask(poll.requested())
+        session.poll_mask(poll.requested(), || poll.events_pending())
     }
 
     /// A buffer plane: the device's shared memory (MMAP on the device,

@@ -50,8 +50,9 @@ pub(crate) trait Driver: Sized + 'static {
     fn ioctl(file: &Self::File, nonblocking: bool, ioctl: Ioctl<'_>) -> Result;
 
     /// `poll()`: registers the file's wait queues with `poll` and returns
-    /// the `EPOLL*` mask of what is ready. The abstraction adds `EPOLLPRI`
-    /// for pending events.
+    /// the `EPOLL*` mask of what is ready, `EPOLLPRI` included when
+    /// [`Poll::events_pending`] says so (the driver reads it under the
+    /// lock that orders its events with its buffers).
     fn poll(file: &Self::File, poll: &Poll<'_>) -> u32;
 
     /// `mmap()` of a range of the file.
@@ -126,8 +127,13 @@ impl OpenFile<'_> {
 }
 
 /// A `poll()` call on a file.
+///
+/// # Invariants
+///
+/// `fh` is the file's initialised handle for as long as the call lasts.
 pub(crate) struct Poll<'a> {
     file: &'a File,
+    fh: *mut bindings::v4l2_fh,
     table: PollTable<'a>,
     requested: u32,
 }
@@ -141,6 +147,12 @@ impl Poll<'_> {
     /// The `EPOLL*` events the caller asked about.
     pub(crate) fn requested(&self) -> u32 {
         self.requested
+    }
+
+    /// Whether the file has V4L2 events to dequeue (`EPOLLPRI`).
+    pub(crate) fn events_pending(&self) -> bool {
+        // SAFETY: `fh` is valid for the call (invariant).
+        unsafe { bindings::v4l2_event_pending(self.fh) != 0 }
     }
 }
 
@@ -327,19 +339,12 @@ impl<T: Driver> FileOps<T> {
         let poll = Poll {
             // SAFETY: `file` is valid for the call.
             file: unsafe { File::from_raw_file(file) },
+            fh,
             // SAFETY: `table` is the core's poll table for this call.
             table: unsafe { PollTable::from_raw(table) },
             requested,
         };
-        let mut mask = T::poll(driver_file, &poll);
-        // Events after buffers: a drain's EOS is queued before its LAST
-        // buffer, so a poll that sees LAST sees the event too (checked the
-        // other way round, a LAST could show without its EOS).
-        // SAFETY: `fh` is valid for the call.
-        if unsafe { bindings::v4l2_event_pending(fh) } != 0 {
-            mask |= super::poll::EPOLLPRI;
-        }
-        mask
+        T::poll(driver_file, &poll)
     }
 
     /// # Safety
