@@ -52,6 +52,18 @@ case $rc in
 137) echo "FAIL: v4l2-fuzz did not end within $total_limit s"; status=1 ;;
 *) echo "FAIL: v4l2-fuzz exited with $rc"; status=1 ;;
 esac
+# Forked children of a worker that died outlive the run, with its files
+# open: wait for them (each makes a few dozen calls), then kill them.
+left=0
+while pidof v4l2-fuzz > /dev/null && [ $left -lt 60 ]; do
+	sleep 1
+	left=$((left + 1))
+done
+if pidof v4l2-fuzz > /dev/null; then
+	echo "FAIL: fuzzer processes $(pidof v4l2-fuzz) still running 60 s after the run; killed"
+	kill -9 $(pidof v4l2-fuzz)
+	status=1
+fi
 # Give processes killed above time to be reaped before counting.
 sleep 1
 pins1=$(pins)
