@@ -26,12 +26,13 @@ use kernel::{
 /// What the events of one session go to.
 pub(crate) trait EventTarget: Send + Sync {
     /// The device returned a buffer (a DQBUF event); it shows, and the
-    /// waiters wake, once the batch is handled.
+    /// waiters wake, once the batch is handled ([`Self::publish`]).
     fn buffer_done(&self, done: KBox<DoneBuffer>) -> Result<(), BadEvent>;
-    /// Shows the buffers returned so far; their waiters may go on.
-    fn wake_buffer_waiters(&self);
-    /// A V4L2 event (`struct v4l2_event` bytes).
+    /// A V4L2 event (`struct v4l2_event` bytes); shown like a buffer.
     fn v4l2_event(&self, event: &[u8]);
+    /// Shows the buffers and events returned so far, all at once; their
+    /// waiters may go on.
+    fn publish(&self);
     /// An ERROR event: the device closed the session.
     fn failed(&self, errno: u32);
     /// The device was reset: it holds none of the session's buffers.
@@ -136,12 +137,9 @@ impl EventQueue {
     /// Handles at most `budget` events the device returned, requeueing
     /// each buffer; returns whether more may be waiting.
     ///
-    /// Sessions that got buffers back see them, and are woken, once the
-    /// batch is handled: an m2m device returns a job's OUTPUT and CAPTURE
-    /// buffers as two events, and a program that saw the first without
-    /// the second would find the queue writable but not readable, which no
-    /// vb2 m2m driver shows (v4l2-compliance's streaming loop then loses
-    /// count and never ends: tools/vm/tests/m2m-poll-pairs.c).
+    /// Sessions see the buffers and V4L2 events of the batch, and are
+    /// woken, once it is handled, all at once (see `Session::publish` for
+    /// why programs need that).
     pub(crate) fn drain(&self, budget: usize) -> bool {
         let _draining = self.draining.lock();
         let mut woken: KVec<Arc<dyn EventTarget>> = KVec::new();
@@ -169,7 +167,7 @@ impl EventQueue {
                 }
                 if woken.reserve(1, GFP_KERNEL).is_err() {
                     // No room to defer it: wake it now.
-                    session.wake_buffer_waiters();
+                    session.publish();
                     continue;
                 }
                 // Cannot fail: the capacity is reserved.
@@ -177,12 +175,12 @@ impl EventQueue {
             }
         }
         for session in woken.iter() {
-            session.wake_buffer_waiters();
+            session.publish();
         }
         handled == budget
     }
 
-    /// Handles one event; returns the session a buffer came back to.
+    /// Handles one event; returns the session that has something to show.
     fn dispatch(&self, bytes: &[u8]) -> Option<Arc<dyn EventTarget>> {
         let event = match protocol::parse_event(bytes) {
             Ok(event) => event,
@@ -219,7 +217,7 @@ impl EventQueue {
             },
             Event::V4l2 { event, .. } => {
                 target.v4l2_event(event);
-                return None;
+                Ok(())
             }
         };
         match handled {

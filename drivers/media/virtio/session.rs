@@ -97,6 +97,9 @@ struct State {
     failed: Option<u32>,
     /// The file was released.
     closed: bool,
+    /// V4L2 events of the eventq batch being handled, queued on the file
+    /// together with the batch's buffers (see [`Session::publish`]).
+    arriving_events: KVec<KVec<u8>>,
 }
 
 impl State {
@@ -553,32 +556,48 @@ impl Session {
         accepted
     }
 
-    /// Shows DQBUF and poll() the buffers returned since the last call,
-    /// and wakes their waiters (once per batch of events, see
+    /// Shows DQBUF, DQEVENT and poll() what the device returned since the
+    /// last call, all at once under the state lock (poll reads under it),
+    /// and wakes the waiters: called once per batch of eventq events (see
     /// `EventQueue::drain`).
-    pub(crate) fn wake_buffer_waiters(&self) {
+    ///
+    /// At once, because programs read an order into what they see: an m2m
+    /// job's OUTPUT buffer without its CAPTURE buffer makes
+    /// v4l2-compliance's streaming loop lose count; a drain's LAST buffer
+    /// without the EOS the device sent before it fails v4l2-compliance; the
+    /// EOS without the LAST buffer makes FFmpeg end the stream early.
+    pub(crate) fn publish(&self) {
         let mut state = self.state.lock();
-        for queue in state.queues.iter_mut() {
-            queue.publish();
-        }
+        self.publish_locked(&mut state);
         drop(state);
         self.waiters.notify_all();
     }
 
-    /// An EVENT event for this session (dropped once the file is released).
-    pub(crate) fn event(&self, event: &[u8]) {
-        // The buffers the device returned before the event show first
-        // (see `poll_mask`), under the lock poll reads both with.
-        let mut state = self.state.lock();
-        let mut shown = false;
+    fn publish_locked(&self, state: &mut State) {
         for queue in state.queues.iter_mut() {
-            shown |= queue.publish();
+            queue.publish();
         }
+        // Queueing the event wakes its file's waiters.
+        for event in state.arriving_events.drain_all() {
+            self.events.queue(&event);
+        }
+    }
+
+    /// An EVENT event for this session (dropped once the file is released):
+    /// shown with the rest of its batch (see [`Self::publish`]).
+    pub(crate) fn event(&self, event: &[u8]) {
+        let mut state = self.state.lock();
+        let mut copy = KVec::new();
+        if copy.extend_from_slice(event, GFP_KERNEL).is_ok()
+            && state.arriving_events.push(copy, GFP_KERNEL).is_ok()
+        {
+            return;
+        }
+        // No memory to hold it back: show it now, after what came before.
+        self.publish_locked(&mut state);
         self.events.queue(event);
         drop(state);
-        if shown {
-            self.waiters.notify_all();
-        }
+        self.waiters.notify_all();
     }
 
     /// An ERROR event: the device closed the session, so it holds none of
@@ -622,11 +641,8 @@ impl Session {
     /// and PRI when `events_pending()`.
     ///
     /// Buffers and events are read under the state lock, under which
-    /// [`Self::event`] shows the buffers returned before an event and then
-    /// queues it: so poll sees the device's order. A drain's EOS (queued
-    /// before its LAST buffer) shows with or before LAST, never after it
-    /// (v4l2-compliance checks that), and the pictures before an EOS show
-    /// with it (FFmpeg stops at EOS unless poll says a buffer is ready).
+    /// [`Self::publish`] shows a batch's buffers and events together: so
+    /// poll never sees part of what the device returned at once.
     pub(crate) fn poll_mask(&self, requested: u32, events_pending: impl FnOnce() -> bool) -> u32 {
         let state = self.state.lock();
         let event_bits = if events_pending() { EPOLLPRI } else { 0 };
@@ -759,8 +775,8 @@ impl EventTarget for Session {
         Session::buffer_done(self, done)
     }
 
-    fn wake_buffer_waiters(&self) {
-        Session::wake_buffer_waiters(self)
+    fn publish(&self) {
+        Session::publish(self)
     }
 
     fn v4l2_event(&self, event: &[u8]) {
