@@ -213,6 +213,20 @@ while [ $r -lt "$rounds" ]; do
 		[ -s $work/killed ] && echo "killed at the deadline: $(cut -d' ' -f1 $work/killed | sort -u | tr '\n' ' ')"
 	fi
 	t_run=$(date +%s)
+	# The v4l2-ctl a killed "-ctl" shell had started runs on (up to its
+	# own 12 s limit) with the node open: end it before the unload, which
+	# it would otherwise hold up (seeds 2+12 in /tmp/ci8: "rmmod worked
+	# 3 s later"). One that cannot die within 10 s is stuck.
+	killall -KILL v4l2-ctl 2>/dev/null
+	i=0
+	while pidof v4l2-ctl > /dev/null && [ $i -lt 10 ]; do
+		sleep 1
+		i=$((i + 1))
+	done
+	if pidof v4l2-ctl > /dev/null; then
+		why="$why${why:+; }STUCK: v4l2-ctl $(pidof v4l2-ctl) did not exit 10 s after SIGKILL"
+		for pid in $(pidof v4l2-ctl); do describe_task "$pid"; done
+	fi
 	if grep -q '^virtio_media ' /proc/modules && ! timeout 60 rmmod virtio_media; then
 		why="$why${why:+; }rmmod failed"
 		echo "rmmod failed; users: $(cat /sys/module/virtio_media/refcnt 2>/dev/null)"
