@@ -204,15 +204,12 @@ impl QueueState {
         Ok(())
     }
 
-    /// Shows DQBUF and poll() the buffers kept since the last call;
-    /// whether there were any.
-    pub(crate) fn publish(&mut self) -> bool {
-        let any = !self.arriving.is_empty();
+    /// Shows DQBUF and poll() the buffers kept since the last call.
+    pub(crate) fn publish(&mut self) {
         for done in self.arriving.drain_all() {
             // Cannot fail: `keep` reserved the room.
             let _ = self.done.push_within_capacity(done);
         }
-        any
     }
 
     /// Forgets the returned buffers `removed` says (REMOVE_BUFS, REQBUFS).
