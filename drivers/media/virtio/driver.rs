@@ -71,7 +71,9 @@ impl virtio::Driver for VirtioMediaDriver {
         let config = DeviceConfig::parse(&raw)?;
         let shm = vdev.shm_region(VIRTIO_MEDIA_SHM_MMAP as u8);
         let (shm_addr, shm_len) = shm.map_or((0, 0), |r| (r.addr, r.len));
-        pr_info!(
+        // Named by device: a guest may have several.
+        dev_info!(
+            vdev.as_device(),
             "device id {}: caps {:#x}, type {}, card \"{}\", shm {:#x}+{:#x}\n",
             vdev.device_id(),
             config.device_caps,
@@ -86,7 +88,10 @@ impl virtio::Driver for VirtioMediaDriver {
         };
         let dev = Arc::pin_init(MediaDevice::new(config, shm, params), GFP_KERNEL)?;
         if dev.guest_mmap() && dev.config().device_caps & V4L2_CAP_STREAMING != 0 {
-            pr_info!("MMAP buffers are in guest memory, passed to the device as USERPTR buffers\n");
+            dev_info!(
+                vdev.as_device(),
+                "MMAP buffers are in guest memory, passed to the device as USERPTR buffers\n"
+            );
         }
         let (commandq, eventq) = vdev.find_vqs(dev.clone())?;
         vdev.ready();

@@ -16,7 +16,7 @@ if [ -n "$found" ]; then
 	[ "$drv" = virtio_media ] || { echo "FAIL: driver not bound"; status=1; }
 fi
 dmesg | grep virtio_media
-dmesg | grep -q "virtio_media: device id $EXPECT_ID:.*shm 0x[0-9a-f]*+0x[1-9a-f]" ||
+dmesg | grep -q "virtio_media virtio[0-9]*: device id $EXPECT_ID:.*shm 0x[0-9a-f]*+0x[1-9a-f]" ||
 	{ echo "FAIL: no shared-memory region reported"; status=1; }
 dmesg | grep -q "virtio_media: device answers: opened and closed session" ||
 	{ echo "FAIL: no OPEN/CLOSE round trip"; status=1; }
