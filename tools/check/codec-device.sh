@@ -8,7 +8,7 @@
 
 # A 10-frame H.264 stream (B-frames, a key frame every 5) for the
 # decoder's --stream-from, made by the host's FFmpeg.
-codec_device_stream="" codec_device_guest_envs=()
+codec_device_stream=""
 need_codec_device_stream() {
 	[ -n "$codec_device_stream" ] && return 0
 	local log=$results/codec-device-stream.log
@@ -18,17 +18,22 @@ need_codec_device_stream() {
 	codec_device_stream=$results/codec-device-10.h264
 }
 
-# codec_device_compliance NAME "DEVICE FLAGS" LABEL ENV FILE MEMORY...:
-# v4l2-compliance -s in a guest; MEMORY is each streaming test that must
-# have run and passed (MMAP, USERPTR, DMABUF), "guest-mmap" that the
-# driver put MMAP buffers in guest memory.
+# codec_device_compliance NAME "DEVICE FLAGS" LABEL FILE MEMORY... [VAR=VALUE...]:
+# adds to the batch v4l2-compliance -s; MEMORY is each streaming test that
+# must have run and passed (MMAP, USERPTR, DMABUF), "guest-mmap" that the
+# driver put MMAP buffers in guest memory; VAR=VALUE go to the guest.
 codec_device_compliance() {
-	local name=$1 flags=$2 label=$3 env=$4 file=$5 m log totals
-	shift 5
-	need module && need vfu || return 1
-	guest "$name" --ko "$ko" ${file:+--ko "$file"} --modules virtio_media --vfu "$flags" \
-		--append "$module_params" --env "$env" "${codec_device_guest_envs[@]}" \
-		--test tools/vm/tests/compliance.sh --timeout 600
+	local name=$1 flags=$2 label=$3 file=$4 arg expect=() envs=()
+	shift 4
+	for arg in "$@"; do
+		if [[ $arg == *=* ]]; then envs+=("$arg"); else expect+=("$arg"); fi
+	done
+	batch_case "$name" "$flags" tools/vm/tests/compliance.sh 400 \
+		"codec_device_judge $(printf '%q ' "$name" "$label" "${expect[@]}")" "${envs[@]}" "$file"
+}
+codec_device_judge() { # NAME LABEL MEMORY..., after batch_run
+	local name=$1 label=$2 m log totals
+	shift 2
 	log=$results/$name/compliance.log
 	cp "$log" "$results/$name.compliance.log" 2>/dev/null
 	totals=$(grep '^Total for' "$log" 2>/dev/null | tail -n 1)
@@ -40,7 +45,9 @@ codec_device_compliance() {
 	for m in "$@"; do
 		case "$m" in
 		guest-mmap)
-			if grep -q 'MMAP buffers are in guest memory' "$results/$name/dmesg.log" 2>/dev/null; then
+			# The driver names the device (the batch's guest has several).
+			if grep -q "virtio_media $case_virtio: MMAP buffers are in guest memory" \
+				"$results/$name/dmesg.log" 2>/dev/null; then
 				record "codec device: MMAP in guest memory, $label" OK
 			else
 				record "codec device: MMAP in guest memory, $label" FAIL "($results/$name/dmesg.log)"
@@ -56,40 +63,48 @@ codec_device_compliance() {
 	done
 }
 
-t_codec_device_decoder() { # VARIANT
+codec_device_decoder() { # VARIANT
 	local flags="--device-id 42 --backend decoder" label="decoder"
-	need_codec_device_stream || { record "codec device: test stream" FAIL "($results/codec-device-stream.log)"; return; }
 	case "$1" in
-	guest-mmap) module_params=virtio_media.guest_mmap=1 label="$label, guest_mmap=1" ;;
+	guest-mmap) label="$label, guest_mmap=1" ;;
 	no-shm) flags="$flags --no-shm" label="$label, no shared memory" ;;
 	esac
-	codec_device_compliance "codec-device-decoder-$1" "$flags" "$label" \
-		"COMPLIANCE_ARGS=-s --stream-from /extra/$(basename "$codec_device_stream")" "$codec_device_stream" \
-		MMAP USERPTR guest-mmap
-	module_params=""
+	codec_device_compliance "codec-device-decoder-$1" "$flags" "$label" "$codec_device_stream" \
+		MMAP USERPTR guest-mmap "COMPLIANCE_ARGS=-s --stream-from /extra/$(basename "$codec_device_stream")"
 }
 
-t_codec_device_encoder() { # VARIANT
-	local flags="--device-id 42 --backend encoder" label="encoder" env="COMPLIANCE_ARGS=-s" file="" expect
-	expect=(MMAP USERPTR guest-mmap)
+codec_device_encoder() { # VARIANT
+	local flags="--device-id 42 --backend encoder" label="encoder"
 	case "$1" in
-	guest-mmap) module_params=virtio_media.guest_mmap=1 label="$label, guest_mmap=1" ;;
+	guest-mmap) label="$label, guest_mmap=1" ;;
 	no-shm) flags="$flags --no-shm" label="$label, no shared memory" ;;
 	dmabuf)
 		# vivid has no H.264: its YUYV 1280x720 buffers (1.8 MB) hold a
 		# 640x480 NV12 frame and a 1 MiB coded buffer.
-		env="EXPORTER=vivid" file=tools/vm/tests/vivid-exporter.sh label="$label, vivid exports (-e)"
-		codec_device_guest_envs=(--env "EXPORTER_FORMAT=width=1280,height=720,pixelformat=YUYV")
-		expect=(DMABUF) ;;
+		codec_device_compliance codec-device-encoder-dmabuf "$flags" "$label, vivid exports (-e)" \
+			tools/vm/tests/vivid-exporter.sh DMABUF EXPORTER=vivid \
+			"EXPORTER_FORMAT=width=1280,height=720,pixelformat=YUYV"
+		return ;;
 	esac
-	codec_device_compliance "codec-device-encoder-$1" "$flags" "$label" "$env" "$file" "${expect[@]}"
-	module_params=""
-	codec_device_guest_envs=()
+	codec_device_compliance "codec-device-encoder-$1" "$flags" "$label" "" MMAP USERPTR guest-mmap \
+		"COMPLIANCE_ARGS=-s"
 }
 
-for variant in guest-mmap no-shm; do
-	check_test "codec-device-decoder-$variant" t_codec_device_decoder "$variant"
-done
-for variant in guest-mmap no-shm dmabuf; do
-	check_test "codec-device-encoder-$variant" t_codec_device_encoder "$variant"
-done
+# Two boots: one with guest_mmap=1, one without (each case its own device).
+t_codec_device() {
+	need_codec_device_stream || { record "codec device: test stream" FAIL "($results/codec-device-stream.log)"; return; }
+	codec_device_decoder no-shm
+	codec_device_encoder no-shm
+	codec_device_encoder dmabuf
+	batch_run codec-device
+}
+check_test codec-device t_codec_device
+t_codec_device_guest_mmap() {
+	need_codec_device_stream || { record "codec device: test stream" FAIL "($results/codec-device-stream.log)"; return; }
+	module_params=virtio_media.guest_mmap=1
+	codec_device_decoder guest-mmap
+	codec_device_encoder guest-mmap
+	batch_run codec-device-guest-mmap
+	module_params=""
+}
+check_test codec-device-guest-mmap t_codec_device_guest_mmap

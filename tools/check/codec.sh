@@ -203,31 +203,31 @@ t_codec_encode() {
 }
 check_test codec-encode t_codec_encode
 
-# v4l2-compliance -s on both codec devices, each in its own guest: the
-# decoder streams a real H.264 stream (--stream-from, Annex B; the whole
-# file goes in every OUTPUT buffer, so a short one); 0 failures.
-t_codec_compliance() { # decoder|encoder
-	local kind=$1 name=codec-compliance-$1 log totals flags args="-s" files=()
-	need module && need vfu && need_codec ||
-		{ record "codec: v4l2-compliance -s, $kind (prerequisites)" FAIL; return; }
-	if [ "$kind" = decoder ]; then
-		flags=$codec_decoder_flags
-		args="-s --stream-from=/extra/h264-320x240-short.h264"
-		files=(--file "$codec_streams/h264-320x240-short.h264")
-	else
-		codec_has_backend encoder ||
-			{ record "codec: v4l2-compliance -s, encoder" FAIL "the test device has no encoder backend"; return; }
-		flags=$codec_encoder_flags
-	fi
-	guest "$name" --ko "$ko" --modules virtio_media "${files[@]}" --vfu "$flags" \
-		--env "COMPLIANCE_ARGS=$args" --test tools/vm/tests/compliance.sh --timeout 600
-	log=$results/$name/compliance.log
+# v4l2-compliance -s on both codec devices, in one guest (a batch, each
+# with its own device): the decoder streams a real H.264 stream
+# (--stream-from, Annex B; the whole file goes in every OUTPUT buffer, so
+# a short one); 0 failures.
+codec_compliance_judge() { # decoder|encoder, after batch_run
+	local log=$results/codec-compliance-$1/compliance.log totals
 	totals=$(grep '^Total for' "$log" 2>/dev/null | tail -n 1)
 	if [ -n "$totals" ] && echo "$totals" | grep -q 'Failed: 0,'; then
-		record "codec: v4l2-compliance -s, $kind" OK "$totals"
+		record "codec: v4l2-compliance -s, $1" OK "$totals"
 	else
-		record "codec: v4l2-compliance -s, $kind" FAIL "${totals:-no totals} ($log)"
+		record "codec: v4l2-compliance -s, $1" FAIL "${totals:-no totals} ($log)"
 	fi
 }
-check_test codec-compliance-decoder t_codec_compliance decoder
-check_test codec-compliance-encoder t_codec_compliance encoder
+t_codec_compliance() {
+	need module && need vfu && need_codec ||
+		{ record "codec: v4l2-compliance -s (prerequisites)" FAIL; return; }
+	batch_case codec-compliance-decoder "$codec_decoder_flags" tools/vm/tests/compliance.sh 400 \
+		"codec_compliance_judge decoder" "COMPLIANCE_ARGS=-s --stream-from=/extra/h264-320x240-short.h264" \
+		"$codec_streams/h264-320x240-short.h264"
+	if codec_has_backend encoder; then
+		batch_case codec-compliance-encoder "$codec_encoder_flags" tools/vm/tests/compliance.sh 400 \
+			"codec_compliance_judge encoder" "COMPLIANCE_ARGS=-s"
+	else
+		record "codec: v4l2-compliance -s, encoder" FAIL "the test device has no encoder backend"
+	fi
+	batch_run codec-compliance
+}
+check_test codec-compliance t_codec_compliance

@@ -153,6 +153,84 @@ run_vfu() {
 		--append "$module_params" --env "$env" --test "$test" --timeout "${GUEST_TIMEOUT:-600}"
 }
 
+# A batch: several cases in one guest boot, each case with its own test
+# device (tools/vm/tests/batch.sh runs them in turn). A boot costs make
+# check 30 to 40 s; most cases take less. Cases of a batch share the
+# module's parameters ($module_params when batch_run is called) and the
+# kernel: a report in the guest's kernel log fails every case's lines.
+#
+# batch_case ID "DEVICE FLAGS" SCRIPT SECONDS JUDGE [VAR=VALUE | FILE]...
+# adds a case: SCRIPT (a guest test) runs against the device, with the
+# VAR=VALUE in its /test.env and each FILE in /extra, for at most SECONDS.
+# After the boot, batch_run evaluates JUDGE (a command) with the case's
+# results in results/ID/: what it exported, its part of the console
+# (console.log), its device's log (vfu.log); $case_status is the script's
+# exit status (125: none, the guest ended first) and $case_virtio its
+# virtio device (e.g. virtio3). BATCH_CASES=REGEX keeps only the cases
+# whose ID matches.
+batch_ids=() batch_flags=() batch_scripts=() batch_secs=() batch_judges=() batch_envs=() batch_files=()
+batch_case() {
+	local id=$1 arg env=""
+	[[ $id =~ ${BATCH_CASES:-.} ]] || return 0
+	batch_ids+=("$id") batch_flags+=("$2") batch_scripts+=("$3") batch_secs+=("$4") batch_judges+=("$5")
+	shift 5
+	for arg in "$@"; do
+		if [[ $arg =~ ^[A-Z_][A-Z0-9_]*= ]]; then
+			env+="$arg"$'\n'
+		elif [ -n "$arg" ]; then
+			batch_files+=("$arg")
+		fi
+	done
+	batch_envs+=("$env")
+}
+
+# batch_run NAME: boots one guest for the cases added since the last
+# batch_run (its own log is results/NAME/), then judges each case.
+batch_run() {
+	local name=$1 dir=$BUILD_DIR/batches/$1 i id kv args=() secs=120 f log
+	local -A have=()
+	[ "${#batch_ids[@]}" -gt 0 ] || return 0
+	rm -rf "$dir" "${results:?}/$name"
+	mkdir -p "$dir"
+	for i in "${!batch_ids[@]}"; do
+		id=${batch_ids[$i]}
+		rm -rf "${results:?}/$id"
+		# As run-guest.sh writes /test.env: VAR='VALUE', quotes escaped.
+		while IFS= read -r kv; do
+			[ -n "$kv" ] || continue
+			kv=${kv//\'/\'\\\'\'}
+			printf "%s='%s'\n" "${kv%%=*}" "${kv#*=}"
+		done <<< "${batch_envs[$i]}" > "$dir/$id.env"
+		echo "$id $(basename "${batch_scripts[$i]}") ${batch_secs[$i]}" >> "$dir/batch-cases.txt"
+		args+=(--file "$dir/$id.env" --vfu "${batch_flags[$i]}")
+		secs=$((secs + batch_secs[i] + 5))
+	done
+	for f in "${batch_scripts[@]}" "${batch_files[@]}"; do
+		[ -n "${have[$(basename "$f")]:-}" ] && continue
+		have[$(basename "$f")]=1
+		args+=(--file "$f")
+	done
+	if need module && need vfu; then
+		guest "$name" --ko "$ko" --file "$dir/batch-cases.txt" "${args[@]}" --modules virtio_media \
+			--append "$module_params" --test tools/vm/tests/batch.sh --timeout "$secs"
+	fi
+	log=$results/$name/console.log
+	for i in "${!batch_ids[@]}"; do
+		id=${batch_ids[$i]}
+		mkdir -p "$results/$id"
+		[ -d "$results/$name/$id" ] && cp -a "$results/$name/$id/." "$results/$id/"
+		awk -v b="=== CASE $id BEGIN" -v e="=== CASE $id STATUS" \
+			'index($0, b) { on = 1 } on { print } index($0, e) { on = 0 }' "$log" \
+			> "$results/$id/console.log" 2>/dev/null
+		cp "$results/$name/vfu$([ "$i" = 0 ] || echo "$i").log" "$results/$id/vfu.log" 2>/dev/null
+		case_status=$(sed -n "s/.*=== CASE $id STATUS \([0-9]*\) ===.*/\1/p" "$log" 2>/dev/null | tail -n 1)
+		case_status=${case_status:-125}
+		case_virtio=$(sed -n "s/.*=== CASE $id BEGIN \(virtio[0-9]*\) .*/\1/p" "$log" 2>/dev/null | tail -n 1)
+		eval "${batch_judges[$i]}"
+	done
+	batch_ids=() batch_flags=() batch_scripts=() batch_secs=() batch_judges=() batch_envs=() batch_files=()
+}
+
 # Runs the selected tests, then prints the summary line; the exit status
 # says whether everything passed.
 # run_tests INDEX...: the tests, in this shell, one after the other.

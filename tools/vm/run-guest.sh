@@ -191,7 +191,11 @@ done
 
 # Files the guest exported over ttyS1.
 awk -v dir="$out" '
-	/^=== VM-FILE .* ===/ { file = dir "/" $3; cmd = "base64 -d > \"" file "\""; next }
+	/^=== VM-FILE .* ===/ {
+		file = dir "/" $3
+		if ($3 ~ /\//) { sub(/\/[^\/]*$/, "", $3); system("mkdir -p \"" dir "/" $3 "\"") }
+		cmd = "base64 -d > \"" file "\""; next
+	}
 	/^=== VM-END ===/ { close(cmd); cmd = ""; next }
 	cmd != "" { print | cmd }
 ' "$out/export.log"

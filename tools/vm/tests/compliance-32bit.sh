@@ -22,7 +22,7 @@ for bits in 64 32; do
 		export_file dmesg-stuck-$bits.log /tmp/dmesg-stuck-$bits.log
 	) &
 	watchdog=$!
-	$bin -d /dev/video0 ${COMPLIANCE_ARGS:--s} > /tmp/compliance-$bits.log 2>&1 || status=1
+	$bin -d "${VIDEO:-/dev/video0}" ${COMPLIANCE_ARGS:--s} > /tmp/compliance-$bits.log 2>&1 || status=1
 	kill $watchdog 2>/dev/null
 	export_file compliance-$bits.log /tmp/compliance-$bits.log
 	echo "== $bin ($bits-bit)"

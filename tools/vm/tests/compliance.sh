@@ -19,7 +19,7 @@ fi
 ) &
 watchdog=$!
 status=0
-v4l2-compliance -d /dev/video0 ${COMPLIANCE_ARGS:--s} > /tmp/compliance.log 2>&1 || status=1
+v4l2-compliance -d "${VIDEO:-/dev/video0}" ${COMPLIANCE_ARGS:--s} > /tmp/compliance.log 2>&1 || status=1
 kill $watchdog 2>/dev/null
 export_file compliance.log /tmp/compliance.log
 grep -E "^Total for|fail:" /tmp/compliance.log

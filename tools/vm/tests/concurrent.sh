@@ -1,6 +1,7 @@
 # Guest test: two processes stream from two sessions of a mem2mem device at
 # the same time; each must get all its frames.
-dev=/dev/video0
+. /test.env
+dev=${VIDEO:-/dev/video0}
 frames=50
 size=$(v4l2-ctl -d $dev --get-fmt-video | sed -n 's@.*Size Image *: *\([0-9]*\).*@\1@p' | head -n 1)
 [ -n "$size" ] || { echo "FAIL: no format"; exit 1; }

@@ -2,10 +2,11 @@
 # faults (set on the device's command line). Results may fail; the kernel
 # must not: no BUG, WARNING, lockdep report or hang, and the driver logs
 # what the device did wrong.
-timeout 200 v4l2-compliance -d /dev/video0 -s > /tmp/compliance.log 2>&1
+. /test.env
+timeout 200 v4l2-compliance -d "${VIDEO:-/dev/video0}" -s > /tmp/compliance.log 2>&1
 echo "v4l2-compliance exited with $?"
 grep "^Total" /tmp/compliance.log
-timeout 60 v4l2-ctl -d /dev/video0 --stream-mmap --stream-count=50 --stream-to=/dev/null > /dev/null 2>&1
+timeout 60 v4l2-ctl -d "${VIDEO:-/dev/video0}" --stream-mmap --stream-count=50 --stream-to=/dev/null > /dev/null 2>&1
 rc=$?
 echo "stream exited with $rc"
 status=0

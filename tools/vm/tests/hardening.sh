@@ -2,7 +2,9 @@
 # /test.env), plus what the kernel log must (not) say afterwards. The
 # kernel-report check of /init runs after it, as after every test.
 . /test.env
-dev=/dev/video0
+dev=${VIDEO:-/dev/video0}
+# The device of the node (a batch has several).
+vdev=${VIRTIO_DEV:-$(basename "$(readlink -f /sys/bus/virtio/drivers/virtio_media/virtio*)")}
 bin=/extra/hardening
 status=0
 # Pages pinned by FOLL_PIN and not released yet.
@@ -17,7 +19,6 @@ close-pins)
 	# is reset: unbinding it must give every one back.
 	before=$(pinned_pages)
 	timeout 120 $bin close-pins $dev || status=1
-	vdev=$(basename "$(readlink -f /sys/bus/virtio/drivers/virtio_media/virtio*)")
 	echo "$vdev" > /sys/bus/virtio/drivers/virtio_media/unbind || { echo "FAIL: unbind"; status=1; }
 	after=$(pinned_pages)
 	echo "close-pins: pinned pages $before before, $after after the device was unbound"
@@ -32,7 +33,6 @@ mmap-unbind)
 	$bin mmap-unbind $dev /tmp/go > /tmp/case.log 2>&1 &
 	pid=$!
 	for _ in $(seq 100); do grep -q waiting /tmp/case.log && break; sleep 0.1; done
-	vdev=$(basename "$(readlink -f /sys/bus/virtio/drivers/virtio_media/virtio*)")
 	echo "$vdev" > /sys/bus/virtio/drivers/virtio_media/unbind || echo "FAIL: unbind"
 	touch /tmp/go
 	wait $pid || status=1
@@ -43,7 +43,11 @@ mmap-unbind)
 	timeout 120 $bin "$CASE" $dev $ARGS || status=1
 	;;
 esac
-dmesg > /tmp/dmesg.log
+# The kernel log since the case began (in a batch, the earlier cases' lines
+# must not count).
+dmesg > /tmp/all.log
+from=$(grep -n 'batch: case .* begins' /tmp/all.log | tail -n 1 | cut -d: -f1)
+tail -n +"${from:-1}" /tmp/all.log > /tmp/dmesg.log
 export_file dmesg.log /tmp/dmesg.log
 # Lines the driver must have logged (EXPECT_LOG) or must not have (REFUSE_LOG).
 if [ -n "${EXPECT_LOG:-}" ] && ! grep -qE "$EXPECT_LOG" /tmp/dmesg.log; then

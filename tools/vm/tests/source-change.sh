@@ -11,7 +11,7 @@
 # Without events the waiter is still blocked when the stream is over: it is
 # killed and the test fails.
 . /test.env
-dev=/dev/video0
+dev=${VIDEO:-/dev/video0}
 frames=${FRAMES:-40}
 status=0
 

@@ -3,7 +3,7 @@
 # STREAM_MODE=user streams USERPTR buffers instead of MMAP ones; dmabuf,
 # dma-bufs that vivid exports.
 . /test.env
-dev=/dev/video0
+dev=${VIDEO:-/dev/video0}
 mode=${STREAM_MODE:-mmap}
 size=$(v4l2-ctl -d $dev --get-fmt-video | sed -n 's@.*Size Image *: *\([0-9]*\).*@\1@p' | head -n 1)
 [ -n "$size" ] || { echo "FAIL: no format"; exit 1; }

@@ -3,7 +3,7 @@
 # back to where they started.
 . /test.env
 . /extra/memory-lib.sh
-dev=/dev/video0
+dev=${VIDEO:-/dev/video0}
 cycles=${CYCLES:-1000}
 acquired() { awk '/^nr_foll_pin_acquired/ { print $2 }' /proc/vmstat; }
 kib() { # used memory in KiB: MemTotal - MemFree, caches dropped

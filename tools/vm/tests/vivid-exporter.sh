@@ -1,6 +1,6 @@
 # Sourced by guest tests that need a dma-buf exporter: loads vivid with one
-# capture node, gives it the format of /dev/video0 (the virtio-media node,
-# probed first), so its buffers are large enough, and sets $exporter.
+# capture node, gives it the format of $VIDEO or /dev/video0 (the
+# virtio-media node, probed first), so its buffers are large enough, and sets $exporter.
 # EXPORTER_FORMAT="width=W,height=H,pixelformat=FOURCC" gives the format
 # instead.
 modprobe vivid n_devs=1 node_types=0x1 || { echo "FAIL: modprobe vivid"; exit 1; }
@@ -13,7 +13,7 @@ if [ -n "${EXPORTER_FORMAT:-}" ]; then
 	# Given (e.g. for a codec, whose formats vivid does not have).
 	wh=${EXPORTER_FORMAT%,pixelformat=*} pix=${EXPORTER_FORMAT##*pixelformat=}
 else
-	fmt=$(v4l2-ctl -d /dev/video0 --get-fmt-video)
+	fmt=$(v4l2-ctl -d "${VIDEO:-/dev/video0}" --get-fmt-video)
 	wh=$(echo "$fmt" | sed -n 's@.*Width/Height *: *\([0-9]*\)/\([0-9]*\).*@width=\1,height=\2@p' | head -n 1)
 	pix=$(echo "$fmt" | sed -n "s@.*Pixel Format *: *'\([^']*\)'.*@\1@p" | head -n 1)
 fi

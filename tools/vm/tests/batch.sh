@@ -1,0 +1,57 @@
+# Guest test: several test cases in one boot, each against its own test
+# device (tools/check/lib.sh's batch_run writes the list). A boot costs
+# 30 to 40 s of make check's time (kernel start, kmemleak scan, module
+# unload); a case alone often less.
+#
+# /extra/batch-cases.txt has one case a line, "ID SCRIPT SECONDS": case K
+# (from 0) runs /extra/SCRIPT against the K-th test device in PCI order,
+# with /extra/ID.env as its /test.env, under a limit of SECONDS. Its
+# /test.env also gets VIDEO (the device's node) and VIRTIO_DEV (its virtio
+# device), and export_file puts its files in results/ID/. The console
+# shows "=== CASE ID BEGIN ===" and "=== CASE ID STATUS N ===" around the
+# case's output. Between cases everything a case started is killed and
+# /tmp is emptied; the kernel log is kept whole for the end-of-run checks.
+cases=/extra/batch-cases.txt
+status=0
+
+# Each device's node, found before any case can unbind one: "virtioN
+# videoM", or "virtioN none" when the driver did not bind it.
+devices=$(for pci in /sys/bus/pci/devices/*; do
+	[ "$(cat "$pci/vendor")" = 0x1af4 ] || continue
+	for virtio in "$pci"/virtio*; do
+		[ -d "$virtio" ] || continue
+		node=none
+		for v in "$virtio"/video4linux/video*; do
+			[ -d "$v" ] && node=$(basename "$v")
+		done
+		echo "$(basename "$virtio") $node"
+	done
+done)
+echo "batch: devices in PCI order:"
+echo "$devices" | sed 's/^/  /'
+
+k=0
+while read -r id script seconds; do
+	k=$((k + 1))
+	set -- $(echo "$devices" | sed -n "${k}p")
+	virtio=${1:-none} node=${2:-none}
+	echo "=== CASE $id BEGIN $virtio $node ==="
+	echo "batch: case $id on $virtio ($node) begins" > /dev/kmsg
+	{ cat "/extra/$id.env"; echo "VIDEO='/dev/$node'"; echo "VIRTIO_DEV='$virtio'"; } > /test.env
+	if [ "$node" = none ]; then
+		echo "FAIL: the case's device (number $k) has no video node"
+		rc=1
+	else
+		EXPORT_DIR=$id timeout "$seconds" sh "/extra/$script" < /dev/null
+		rc=$?
+		[ "$rc" = 124 ] || [ "$rc" = 143 ] && echo "FAIL: case $id still running after $seconds s"
+	fi
+	# What the case left running would hold its device or disturb the next.
+	kill -9 -1 2>/dev/null
+	sleep 1
+	rm -rf /tmp/* 2>/dev/null
+	echo "batch: case $id ended with $rc" > /dev/kmsg
+	echo "=== CASE $id STATUS $rc ==="
+	[ "$rc" = 0 ] || status=1
+done < "$cases"
+exit $status
