@@ -45,7 +45,8 @@ fuzz_device() {
 		record "$label" FAIL "(no module or no device build)"
 		return
 	fi
-	guest "$name" --ko "$ko" --vfu "$flags0 --fuzz $seed" --vfu "$flags1 --fuzz $seed1" \
+	guest "$name" --ko "$ko" --file tools/vm/tests/memory-lib.sh \
+		--vfu "$flags0 --fuzz $seed" --vfu "$flags1 --fuzz $seed1" \
 		--env ROUNDS="$rounds" --env ROUND_SECONDS="$fuzz_round_seconds" --env BACKENDS="$backends" \
 		--env COMPLIANCE_EVERY=2 --env GUEST_MMAP_EVERY=2 --env STUCK_AFTER="${STUCK_AFTER:-10}" \
 		--test tools/vm/tests/fuzz-device.sh --timeout $((rounds * (fuzz_round_seconds + 75) + 180))
@@ -85,7 +86,7 @@ fuzz_ioctl() {
 		return
 	fi
 	local timeout=$((fuzz_ioctl_seconds > 0 ? fuzz_ioctl_seconds + 400 : 900 + fuzz_ioctl_calls))
-	guest "$name" --ko "$ko" --file "$fuzz_bin" --modules virtio_media \
+	guest "$name" --ko "$ko" --file tools/vm/tests/memory-lib.sh --file "$fuzz_bin" --modules virtio_media \
 		--vfu "--backend capture" --vfu "--backend m2m" \
 		--env SEED="$seed" --env CALLS="$fuzz_ioctl_calls" --env SECONDS_LIMIT="$fuzz_ioctl_seconds" \
 		--env PROCS=2 --env THREADS=3 --env FAULTS="$fuzz_ioctl_faults" \

@@ -43,17 +43,7 @@ out=/tmp/fuzz-rounds.txt
 mkdir -p $work
 : > $out
 
-pins() { # pages pinned now (FOLL_PIN acquired - released)
-	echo 1 > /proc/sys/vm/stat_refresh
-	awk '/^nr_foll_pin_acquired/ { a = $2 } /^nr_foll_pin_released/ { r = $2 } END { print a - r }' /proc/vmstat
-}
-slab() { # unreclaimable slab, KiB, after the caches the kernel can drop
-	sync; echo 3 > /proc/sys/vm/drop_caches
-	# Shrinking a cache also empties KASAN's quarantine of its objects,
-	# which would otherwise count as slab for a long while.
-	for f in /sys/kernel/slab/*/shrink; do echo 1 > "$f"; done 2> /dev/null
-	awk '/^SUnreclaim/ { print $2 }' /proc/meminfo
-}
+. /extra/memory-lib.sh # pins, slab
 
 # run NAME COMMAND...: starts a program of the round in the background.
 run() {

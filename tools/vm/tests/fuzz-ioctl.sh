@@ -20,15 +20,7 @@ limit=${LIMIT:-15}
 interrupt=${INTERRUPT_MS:-2000}
 slab_tolerance=${SLAB_TOLERANCE_KIB:-1024}
 
-pins() {
-	echo 1 > /proc/sys/vm/stat_refresh
-	awk '/^nr_foll_pin_acquired/ { a = $2 } /^nr_foll_pin_released/ { r = $2 } END { print a - r }' /proc/vmstat
-}
-slab() { # KiB; shrinking every cache also empties KASAN's quarantine
-	sync; echo 3 > /proc/sys/vm/drop_caches
-	for f in /sys/kernel/slab/*/shrink; do echo 1 > "$f"; done 2> /dev/null
-	awk '/^SUnreclaim/ { print $2 }' /proc/meminfo
-}
+. /extra/memory-lib.sh # pins, slab
 
 nodes=$(for d in /sys/bus/virtio/drivers/virtio_media/virtio*/video4linux/*; do
 	[ -e "$d" ] && echo "/dev/${d##*/}"; done)

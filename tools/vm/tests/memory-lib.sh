@@ -1,5 +1,6 @@
 # The pinned-page and slab counters the leak checks of guest tests read
-# (userptr-cycles.sh, lifecycle-lib.sh); sourced from /extra.
+# (userptr-cycles.sh, lifecycle-lib.sh, fuzz-device.sh, fuzz-ioctl.sh);
+# sourced from /extra.
 
 # Pages pinned now (acquired - released, per-CPU deltas folded).
 pins() {
@@ -8,11 +9,13 @@ pins() {
 		END { print a - r }' /proc/vmstat
 }
 
-# Unreclaimable slab in KiB, after every cache gave back its empty slabs
+# Unreclaimable slab in KiB, after the kernel dropped what caches it can
+# and every slab cache gave back its empty slabs
 # (which also empties KASAN's quarantine of their objects): the least of
 # three samples, as what other work allocates for a moment only adds.
 slab() {
 	local f i least=""
+	sync; echo 3 > /proc/sys/vm/drop_caches
 	for i in 1 2 3; do
 		for f in /sys/kernel/slab/*/shrink; do echo 1 > "$f"; done 2> /dev/null
 		f=$(awk '/^SUnreclaim/ { print $2 }' /proc/meminfo)
