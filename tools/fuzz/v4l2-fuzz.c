@@ -41,6 +41,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/rseq.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -77,6 +78,7 @@ static const unsigned int op_weights[NOPS] = { 60, 3, 7, 4, 3, 6, 4, 2, 2, 3, 4,
 struct slot {
 	int used, pid, tid;
 	int op;			/* op + 1 while in a call, 0 between calls */
+	int nth;		/* fail-nth armed for the call, 0: none */
 	unsigned long code;
 	uint64_t start_ms, signalled_ms;
 	int reported;
@@ -148,15 +150,23 @@ static void on_fault(int sig, siginfo_t *info, void *uc)
 }
 
 /*
- * Every task takes its signals on a stack whose pages are present and
- * locked. A signal is delivered on the way out of a call, before end()
- * disarms fail-nth; when the call made fewer allocations than armed, a
- * signal frame that faulted in a stack page had that page's allocation
- * fail, and the kernel killed the task with SIGSEGV (SI_KERNEL): deaths
- * the fuzzer caused itself (in a guest, 20 of 20 such deliveries killed
- * the task on a fresh stack, 0 of 20 on a present, locked one).
+ * What the kernel writes into a task's memory by itself, on the way out of
+ * a call and so before end() disarms fail-nth, must not need memory: that
+ * allocation could be the one that fails, and the kernel kills a task it
+ * cannot deliver a signal to, or whose rseq area it cannot update, with
+ * SIGSEGV, a death that says nothing of the driver (F3 in
+ * Documentation/fuzzing.rst):
+ *  - signal frames: every task takes its signals on its own stack, whose
+ *    pages are present, locked, and not shared copy-on-write with a forked
+ *    child (MADV_WIPEONFORK: the child gets zeroes there, and makes its
+ *    own stack); a fresh page, or a shared one after a fork, needs a page
+ *    to write the frame into;
+ *  - rseq: glibc registers each thread's rseq area (in its thread control
+ *    block), which the kernel updates after the task was scheduled; after
+ *    a fork that page is shared copy-on-write. The fuzzer does not use
+ *    rseq: each task unregisters it (rseq_off).
  */
-static void signal_stack(void)
+static void task_setup(void)
 {
 	size_t size = 64 * 1024;
 	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
@@ -166,8 +176,8 @@ static void signal_stack(void)
 		perror("v4l2-fuzz: signal stack");
 		exit(2);
 	}
-	/* Written, not only populated: a forked child's copy must not be
-	 * shared with its parent's either. */
+	if (madvise(p, size, MADV_WIPEONFORK) != 0)
+		perror("v4l2-fuzz: MADV_WIPEONFORK on the signal stack");
 	memset(p, 0, size);
 	if (mlock(p, size) != 0)
 		perror("v4l2-fuzz: mlock of the signal stack");
@@ -176,6 +186,18 @@ static void signal_stack(void)
 		perror("v4l2-fuzz: sigaltstack");
 		exit(2);
 	}
+}
+
+/* A thread glibc started unregisters its rseq area (see task_setup); a
+ * forked child has none then. glibc registers 32 bytes (the first struct
+ * rseq) even where __rseq_size says fewer, and the length must match. */
+static void rseq_off(void)
+{
+	char *area = (char *)__builtin_thread_pointer() + __rseq_offset;
+
+	if (__rseq_size && syscall(SYS_rseq, area, 32, RSEQ_FLAG_UNREGISTER, RSEQ_SIG) != 0 &&
+	    syscall(SYS_rseq, area, __rseq_size, RSEQ_FLAG_UNREGISTER, RSEQ_SIG) != 0)
+		perror("v4l2-fuzz: rseq unregister");
 }
 
 static struct slot *take_slot(void)
@@ -222,6 +244,7 @@ static int begin(struct worker *w, enum op op, unsigned long code)
 			nth = 0;
 	}
 	if (w->slot) {
+		w->slot->nth = nth;
 		w->slot->code = code;
 		w->slot->start_ms = now_ms();
 		w->slot->signalled_ms = 0;
@@ -496,7 +519,7 @@ static void do_fork(struct worker *w)
 		/* The child: other threads' locks are gone with them. */
 		struct worker c = { .rng = { child_seed }, .proc = p, .scratch = w->scratch, .is_child = 1 };
 
-		signal_stack();
+		task_setup();
 		pthread_mutex_init(&p->maps_lock, NULL);
 		c.slot = take_slot();
 		current_worker = &c;
@@ -678,7 +701,8 @@ static void *worker_thread(void *v)
 	struct thread_arg *t = v;
 	struct worker w = { .rng = { t->seed }, .proc = t->proc };
 
-	signal_stack();
+	task_setup();
+	rseq_off();
 	w.slot = take_slot();
 	current_worker = &w;
 	w.failnth = fault_permille ? open("/proc/thread-self/fail-nth", O_RDWR) : -1;
@@ -909,6 +933,21 @@ int main(int argc, char **argv)
 			if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 				printf("FAIL: worker process %d ended with status %#x\n", pid, status);
 				died++;
+				/* Where each of its tasks was: what killed it is
+				 * not always known (Documentation/fuzzing.rst, F3). */
+				for (int i = 0; i < MAX_SLOTS; i++) {
+					struct slot *s = &shared->slots[i];
+					int op = __atomic_load_n(&s->op, __ATOMIC_ACQUIRE);
+
+					if (s->pid != pid || !__atomic_load_n(&s->used, __ATOMIC_ACQUIRE))
+						continue;
+					if (op)
+						printf("  task %d: in %s (%#lx) for %llu ms, fail-nth %d\n", s->tid,
+						       op_names[op - 1], s->code,
+						       (unsigned long long)(now - s->start_ms), s->nth);
+					else
+						printf("  task %d: between calls\n", s->tid);
+				}
 			}
 			/* Its threads' slots are not in a call any more. */
 			for (int i = 0; i < MAX_SLOTS; i++)

@@ -22,6 +22,11 @@ slab_tolerance=${SLAB_TOLERANCE_KIB:-1024}
 
 . /extra/memory-lib.sh # pins, slab
 
+# A task killed by a signal it did not handle leaves the kernel's account
+# of it (the signal, the registers) in the log (F3 in
+# Documentation/fuzzing.rst).
+echo 1 > /proc/sys/kernel/print-fatal-signals
+
 nodes=$(for d in /sys/bus/virtio/drivers/virtio_media/virtio*/video4linux/*; do
 	[ -e "$d" ] && echo "/dev/${d##*/}"; done)
 [ -n "$nodes" ] || { echo "FAIL: no video node of the driver"; exit 1; }
