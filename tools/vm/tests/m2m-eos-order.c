@@ -11,79 +11,9 @@
 // buffer is ready, and lose the frames still waiting. After each EOS the
 // program tries a non-blocking DQBUF at once; EAGAIN there is a wrong
 // order. Exit status 1 if there was one.
-#include <errno.h>
-#include <fcntl.h>
-#include <linux/videodev2.h>
 #include <poll.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <unistd.h>
 
-#define OUT V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE
-#define CAP V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE
-
-static int fd;
-static unsigned int nplanes[2];
-
-static int xioctl(unsigned long req, void *arg)
-{
-	int r;
-
-	do
-		r = ioctl(fd, req, arg);
-	while (r < 0 && errno == EINTR);
-	return r < 0 ? errno : 0;
-}
-
-static void die(const char *what, int err)
-{
-	fprintf(stderr, "m2m-eos-order: %s: %s\n", what, strerror(err));
-	exit(2);
-}
-
-static int qbuf(unsigned int type, unsigned int index)
-{
-	struct v4l2_plane planes[VIDEO_MAX_PLANES];
-	struct v4l2_buffer b;
-
-	memset(&b, 0, sizeof(b));
-	memset(planes, 0, sizeof(planes));
-	b.type = type;
-	b.memory = V4L2_MEMORY_MMAP;
-	b.index = index;
-	b.m.planes = planes;
-	b.length = nplanes[type == OUT];
-	if (type == OUT) {
-		// A whole source frame: the length QUERYBUF gives.
-		struct v4l2_buffer q = b;
-
-		if (xioctl(VIDIOC_QUERYBUF, &q))
-			die("QUERYBUF", errno);
-		for (unsigned int p = 0; p < b.length; p++)
-			planes[p].bytesused = planes[p].length;
-	}
-	return xioctl(VIDIOC_QBUF, &b);
-}
-
-// DQBUF of `type`: 0 and the buffer's flags, or an errno.
-static int dqbuf(unsigned int type, unsigned int *flags)
-{
-	struct v4l2_plane planes[VIDEO_MAX_PLANES];
-	struct v4l2_buffer b;
-	int r;
-
-	memset(&b, 0, sizeof(b));
-	b.type = type;
-	b.memory = V4L2_MEMORY_MMAP;
-	b.m.planes = planes;
-	b.length = VIDEO_MAX_PLANES;
-	r = xioctl(VIDIOC_DQBUF, &b);
-	if (!r && flags)
-		*flags = b.flags;
-	return r;
-}
+#include "m2m-lib.h"
 
 static short wait_for(short events)
 {
@@ -108,7 +38,6 @@ static int got_eos(void)
 int main(int argc, char **argv)
 {
 	unsigned long wrong = 0, eos_first = 0, last_first = 0;
-	unsigned int types[2] = { CAP, OUT };
 
 	if (argc < 3) {
 		fprintf(stderr, "usage: %s DEVICE STREAMS\n", argv[0]);
@@ -116,21 +45,7 @@ int main(int argc, char **argv)
 	}
 	int streams = atoi(argv[2]);
 
-	fd = open(argv[1], O_RDWR | O_NONBLOCK);
-	if (fd < 0)
-		die("open", errno);
-	for (int i = 0; i < 2; i++) {
-		struct v4l2_format f = { .type = types[i] };
-		struct v4l2_requestbuffers rb = { .count = 2, .type = types[i], .memory = V4L2_MEMORY_MMAP };
-		int r = xioctl(VIDIOC_G_FMT, &f);
-
-		if (r)
-			die("G_FMT", r);
-		nplanes[i] = f.fmt.pix_mp.num_planes;
-		r = xioctl(VIDIOC_REQBUFS, &rb);
-		if (r || rb.count != 2)
-			die("REQBUFS", r ? r : EINVAL);
-	}
+	m2m_open("m2m-eos-order", argv[1]);
 	struct v4l2_event_subscription sub = { .type = V4L2_EVENT_EOS };
 
 	if (xioctl(VIDIOC_SUBSCRIBE_EVENT, &sub))
@@ -150,11 +65,11 @@ int main(int argc, char **argv)
 		// One conversion: OUTPUT 0 into CAPTURE 0.
 		if ((r = qbuf(OUT, 0)))
 			die("QBUF output", r);
-		while ((r = dqbuf(CAP, &flags)) == EAGAIN)
+		while ((r = dqbuf(CAP, NULL, &flags)) == EAGAIN)
 			wait_for(POLLIN);
 		if (r)
 			die("DQBUF capture", r);
-		while ((r = dqbuf(OUT, NULL)) == EAGAIN)
+		while ((r = dqbuf(OUT, NULL, NULL)) == EAGAIN)
 			wait_for(POLLOUT);
 		if (r)
 			die("DQBUF output", r);
@@ -174,7 +89,7 @@ int main(int argc, char **argv)
 					eos_first++;
 					// The LAST buffer came before the event: it
 					// must be there now.
-					r = dqbuf(CAP, &flags);
+					r = dqbuf(CAP, NULL, &flags);
 					if (r == EAGAIN)
 						wrong++;
 					else if (r)
@@ -184,7 +99,7 @@ int main(int argc, char **argv)
 				}
 			}
 			if (!have_last && (revents & POLLIN)) {
-				r = dqbuf(CAP, &flags);
+				r = dqbuf(CAP, NULL, &flags);
 				if (r && r != EAGAIN)
 					die("DQBUF capture", r);
 				if (!r) {

@@ -15,92 +15,20 @@
 // writable but not readable. The test device converts a job's OUTPUT
 // buffer into its CAPTURE buffer at once, so such a wake-up means poll()
 // showed half a job: exit status 1 if there was one, or a stream wrapped.
-#include <errno.h>
-#include <fcntl.h>
-#include <linux/videodev2.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/epoll.h>
-#include <sys/ioctl.h>
 #include <sys/select.h>
-#include <unistd.h>
 
-static int fd;
-static unsigned nplanes[2];
-
-static int xioctl(unsigned long req, void *arg)
-{
-	int r;
-	do r = ioctl(fd, req, arg); while (r < 0 && errno == EINTR);
-	return r < 0 ? errno : 0;
-}
-
-static void die(const char *what, int err)
-{
-	fprintf(stderr, "m2m-poll-pairs: %s: %s\n", what, strerror(err));
-	exit(2);
-}
-
-static int qbuf(unsigned type, unsigned index)
-{
-	struct v4l2_plane planes[VIDEO_MAX_PLANES];
-	struct v4l2_buffer b;
-	memset(&b, 0, sizeof(b));
-	memset(planes, 0, sizeof(planes));
-	b.type = type;
-	b.memory = V4L2_MEMORY_MMAP;
-	b.index = index;
-	b.m.planes = planes;
-	b.length = nplanes[type == V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE];
-	return xioctl(VIDIOC_QBUF, &b);
-}
-
-static int dqbuf(unsigned type, unsigned *index)
-{
-	struct v4l2_plane planes[VIDEO_MAX_PLANES];
-	struct v4l2_buffer b;
-	memset(&b, 0, sizeof(b));
-	b.type = type;
-	b.memory = V4L2_MEMORY_MMAP;
-	b.m.planes = planes;
-	b.length = VIDEO_MAX_PLANES;
-	int r = xioctl(VIDIOC_DQBUF, &b);
-	if (!r)
-		*index = b.index;
-	return r;
-}
+#include "m2m-lib.h"
 
 int main(int argc, char **argv)
 {
-	const unsigned OUT = V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE, CAP = V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE;
 	if (argc < 4) {
 		fprintf(stderr, "usage: %s DEVICE STREAMS epoll|select\n", argv[0]);
 		return 2;
 	}
 	int streams = atoi(argv[2]);
 	int use_epoll = !strcmp(argv[3], "epoll");
-	fd = open(argv[1], O_RDWR | O_NONBLOCK);
-	if (fd < 0)
-		die("open", errno);
-	unsigned types[2] = { CAP, OUT };
-	for (int i = 0; i < 2; i++) {
-		struct v4l2_format f;
-		memset(&f, 0, sizeof(f));
-		f.type = types[i];
-		int r = xioctl(VIDIOC_G_FMT, &f);
-		if (r)
-			die("G_FMT", r);
-		nplanes[i] = f.fmt.pix_mp.num_planes;
-		struct v4l2_requestbuffers rb;
-		memset(&rb, 0, sizeof(rb));
-		rb.count = 2;
-		rb.type = types[i];
-		rb.memory = V4L2_MEMORY_MMAP;
-		r = xioctl(VIDIOC_REQBUFS, &rb);
-		if (r || rb.count != 2)
-			die("REQBUFS", r ? r : EINVAL);
-	}
+	m2m_open("m2m-poll-pairs", argv[1]);
 	int epfd = epoll_create1(0);
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLPRI, .data.fd = fd };
 	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev))
@@ -146,7 +74,7 @@ int main(int argc, char **argv)
 			if (can_write && !can_read)
 				out_only++;
 			unsigned idx;
-			r = dqbuf(OUT, &idx);
+			r = dqbuf(OUT, &idx, NULL);
 			if (r != EAGAIN) {
 				if (r)
 					die("DQBUF out", r);
@@ -164,7 +92,7 @@ int main(int argc, char **argv)
 			}
 			if (!can_read)
 				continue;
-			do r = dqbuf(CAP, &idx); while (r == EAGAIN);
+			do r = dqbuf(CAP, &idx, NULL); while (r == EAGAIN);
 			if (r)
 				die("DQBUF cap", r);
 			c++;
