@@ -12,13 +12,13 @@ cd "$REPO_DIR"
 . tools/check/lib.sh
 
 . tools/check/host.sh       # the test device's unit tests, builds
-. tools/check/kunit.sh      # the module's KUnit suites
+. tools/check/kunit.sh      # the module's KUnit suites (a case of driver.sh's batches)
 . tools/check/driver.sh     # the driver with the test device
 . tools/check/hardening.sh  # misbehaving programs and devices
 . tools/check/lifecycle.sh  # modules, devices and the system coming and going
 . tools/check/fuzz.sh       # the fuzzers: a hostile device, hostile programs
 . tools/check/codec.sh      # FFmpeg and GStreamer with the codec devices
-. tools/check/vivid.sh      # the guest user space against vivid
+. tools/check/vivid.sh      # the guest user space against vivid (likewise)
 . tools/check/upstream.sh   # the upstream series, in-tree build, modinfo
 . tools/check/codec-device.sh # the codec backends on every memory type
 

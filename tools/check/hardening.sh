@@ -78,13 +78,10 @@ t_hardening() {
 }
 check_test hardening t_hardening
 
-# Guest-backed MMAP buffers are a module parameter: a boot of their own.
-t_hardening_guest_mmap() {
+# Guest-backed MMAP buffers are a module parameter: a case of the
+# driver-guest-mmap batch (tools/check/driver.sh).
+hardening_guest_mmap() {
 	hardening_build || return
-	module_params=virtio_media.guest_mmap=1
 	hardening_case hardening-huge-format "--backend capture --fault huge-format" \
 		reqbufs "8 mmap 12" "guest MMAP memory is bounded" EXPECT_LOG="would exceed the"
-	batch_run hardening-guest-mmap
-	module_params=""
 }
-check_test hardening-guest-mmap t_hardening_guest_mmap

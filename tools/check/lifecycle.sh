@@ -52,19 +52,15 @@ lifecycle_guest() {
 	done
 }
 
-t_lifecycle_insmod() {
-	lifecycle_guest lifecycle-insmod lifecycle-insmod.sh \
-		"insmod-cycles=$lifecycle_cycles x insmod, stream, rmmod" \
+# The insmod cycles, then the unbind cycles while a program streams, in
+# one boot (tools/vm/tests/lifecycle-cycles.sh).
+t_lifecycle_cycles() {
+	lifecycle_guest lifecycle-cycles lifecycle-cycles.sh \
+		"insmod-cycles=$lifecycle_cycles x insmod, stream, rmmod;unbind-cycles=$lifecycle_cycles x unbind, bind while streaming" \
+		--file tools/vm/tests/lifecycle-insmod.sh --file tools/vm/tests/lifecycle-unbind.sh \
 		--vfu "--device-id 42 --backend capture" --env "CYCLES=$lifecycle_cycles"
 }
-check_test lifecycle-insmod-cycles t_lifecycle_insmod
-
-t_lifecycle_unbind() {
-	lifecycle_guest lifecycle-unbind lifecycle-unbind.sh \
-		"unbind-cycles=$lifecycle_cycles x unbind, bind while streaming" \
-		--vfu "--device-id 42 --backend capture" --env "CYCLES=$lifecycle_cycles"
-}
-check_test lifecycle-unbind-cycles t_lifecycle_unbind
+check_test lifecycle-cycles t_lifecycle_cycles
 
 t_lifecycle_kill_device() {
 	# The virtio core's complaint that a dead device was not reset (see
