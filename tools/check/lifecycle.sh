@@ -9,6 +9,7 @@
 # (LIFECYCLE_CYCLES=200 make check T=lifecycle).
 
 lifecycle_cycles=${LIFECYCLE_CYCLES:-10}
+# A cycle takes about 3 to 5 s; the guest's limit grows with the count.
 
 # lifecycle_guest NAME TEST "KEY=LABEL;..." [run-guest.sh ARGS...]: one guest
 # run of tools/vm/tests/TEST with the module and lifecycle-probe; records
@@ -20,7 +21,7 @@ lifecycle_guest() {
 		# KUnit off: the module's suites would run at every insmod.
 		set -- --ko "$ko" --file tools/vm/tests/lifecycle-lib.sh --file tools/vm/tests/memory-lib.sh \
 			--file "$lifecycle_probe" --modules virtio_media --append "kunit.enable=0 $module_params" \
-			--test "tools/vm/tests/$test" --timeout 600 "$@"
+			--test "tools/vm/tests/$test" --timeout $((600 + 8 * lifecycle_cycles)) "$@"
 		guest "$name" "$@"
 		status=$?
 		# QEMU 11.1.3 itself sometimes aborts when a vfio-user device's
