@@ -3,13 +3,13 @@
 # 30 to 40 s of make check's time (kernel start, kmemleak scan, module
 # unload); a case alone often less.
 #
-# /extra/batch-cases.txt has one case a line, "ID SCRIPT SECONDS": case K
-# (from 0) runs /extra/SCRIPT against the K-th test device in PCI order,
-# with /extra/ID.env as its /test.env, under a limit of SECONDS. Its
-# /test.env also gets VIDEO (the device's node) and VIRTIO_DEV (its virtio
-# device), and export_file puts its files in results/ID/. The console
-# shows "=== CASE ID BEGIN ===" and "=== CASE ID STATUS N ===" around the
-# case's output. Between cases everything a case started is killed and
+# /extra/batch-cases.txt has one case a line, "ID SCRIPT SECONDS": the
+# case of line K runs /extra/SCRIPT against the K-th test device in PCI
+# order, with /extra/ID.env as its /test.env, under a limit of SECONDS.
+# Its /test.env also gets VIDEO (the device's node) and VIRTIO_DEV (its
+# virtio device), and export_file puts its files in results/ID/. The
+# console shows "=== CASE ID BEGIN virtioN videoM ===" and "=== CASE ID
+# STATUS N ===" around the case's output. Between cases everything a case started is killed and
 # /tmp is emptied; the kernel log is kept whole for the end-of-run checks.
 cases=/extra/batch-cases.txt
 status=0
