@@ -56,17 +56,19 @@ compliance_judge() { # as compliance, after batch_run
 	fi
 }
 
+frame_md5_bin=""
 # stream_md5 NAME "DEVICE FLAGS" MODE LABEL: adds to the batch 300 frames,
 # each frame's MD5 in the guest to be equal to the one the device logged
 # when it wrote it (frame i of the stream is the frame of sequence i).
 stream_md5() {
-	local name=$1 flags=$2 mode=$3 file="" md5_bin
+	local name=$1 flags=$2 mode=$3 file=""
 	rm -f "$results/$name-device-frames.md5"
-	md5_bin=$(guest_program frame-md5 tools/vm/tests/frame-md5.c -lcrypto) ||
-		{ record "driver: stream 300 frames, $4" FAIL "($results/frame-md5.build.log)"; return; }
+	# Built once per lane: a batch has several stream cases.
+	[ -n "$frame_md5_bin" ] || frame_md5_bin=$(guest_program frame-md5 tools/vm/tests/frame-md5.c -lcrypto) ||
+		{ frame_md5_bin=""; record "driver: stream 300 frames, $4" FAIL "($results/frame-md5.build.log)"; return; }
 	[ "$mode" = dmabuf ] && file=tools/vm/tests/vivid-exporter.sh
 	batch_case "$name" "$flags --frame-log $results/$name-device-frames.md5" tools/vm/tests/stream.sh 200 \
-		"stream_md5_judge $(printf '%q ' "$@")" "STREAM_MODE=$mode" "$md5_bin" "$file"
+		"stream_md5_judge $(printf '%q ' "$@")" "STREAM_MODE=$mode" "$frame_md5_bin" "$file"
 }
 stream_md5_judge() { # as stream_md5, after batch_run
 	local name=$1 label=$4
