@@ -185,6 +185,23 @@ userptr_cycles_judge() {
 	fi
 }
 
+# USERPTR memory kept between QBUFs: reused, replaced, released.
+userptr_reuse() {
+	local bin label="driver: USERPTR memory kept between QBUFs, released at STREAMOFF and close"
+	bin=$(guest_program userptr-reuse tools/vm/tests/userptr-reuse.c) ||
+		{ record "$label" FAIL "($results/userptr-reuse.build.log)"; return; }
+	batch_case userptr-reuse "--device-id 42 --backend capture" tools/vm/tests/userptr-reuse.sh 120 \
+		userptr_reuse_judge "NONE=1" "$bin"
+}
+userptr_reuse_judge() {
+	local label="driver: USERPTR memory kept between QBUFs, released at STREAMOFF and close"
+	if [ "$case_status" = 0 ]; then
+		record "$label" OK "$(grep -o '10 QBUFs of the same memory pinned nothing' "$results/userptr-reuse/console.log")"
+	else
+		record "$label" FAIL "($(grep -o 'FAIL: .*' "$results/userptr-reuse/console.log" | head -n 1); $results/userptr-reuse/console.log)"
+	fi
+}
+
 # V4L2_EVENT_SOURCE_CHANGE from the device, every 10 frames, reaches a
 # waiting session and the streaming one.
 source_change() {
@@ -289,6 +306,7 @@ check_test driver-guest-mmap t_driver_guest_mmap
 t_driver_faults() {
 	local f
 	userptr_cycles
+	userptr_reuse
 	for f in delay error-event malformed; do
 		fault "$f"
 	done

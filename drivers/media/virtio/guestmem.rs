@@ -149,6 +149,27 @@ impl GuestBuffer {
         }
     }
 
+    /// Hands a kept buffer to the device again: what the program wrote
+    /// reaches the device (a no-op unless the transport bounces or caches).
+    pub(crate) fn sync_for_device(&self) {
+        for plane in self.planes.iter() {
+            if !matches!(plane.pages, Pages::DmaBuf(_)) {
+                self.mapper
+                    .sync_for_device(self.device_writes, &plane.mapped);
+            }
+        }
+    }
+
+    /// Hands a buffer the device returned back to the program, mapping
+    /// kept: what the device wrote reaches the pages.
+    pub(crate) fn sync_for_cpu(&self) {
+        for plane in self.planes.iter() {
+            if !matches!(plane.pages, Pages::DmaBuf(_)) {
+                self.mapper.sync_for_cpu(self.device_writes, &plane.mapped);
+            }
+        }
+    }
+
     /// The SG entries of every plane, in order, contiguous pages merged.
     pub(crate) fn sg_entries(&self) -> Result<KVec<u8>> {
         let mut entries = KVec::new();
@@ -170,20 +191,54 @@ impl Drop for GuestBuffer {
     }
 }
 
-/// A buffer in guest memory the device holds (queued) or has prepared.
+/// A buffer in guest memory the device holds (queued) or has prepared, or
+/// one it returned whose memory is kept for the program to queue again.
 pub(crate) struct Held<M> {
     kind: QueueKind,
     index: u32,
     serial: u64,
     prepared_only: bool,
+    /// Returned by the device and kept, pinned and mapped, for a QBUF of
+    /// the same memory (see [`HeldBuffers::take_kept`]).
+    kept: bool,
     /// What the program queued each plane with (user pointer, dma-buf fd
     /// or mmap offset), given back on DQBUF.
     pub(crate) pointers: KVec<u64>,
+    /// The (address, length) of each plane that names the same memory on
+    /// the next QBUF; `None` if the memory is not kept once returned.
+    reuse_key: Option<KVec<(u64, u32)>>,
     memory: M,
 }
 
+impl<M> Held<M> {
+    /// The memory, if the buffer was kept with the same `key`.
+    pub(crate) fn reuse(self, key: &[(u64, u32)]) -> Option<M> {
+        match &self.reuse_key {
+            Some(kept) if self.kept && kept.as_slice() == key => Some(self.memory),
+            _ => None,
+        }
+    }
+
+    /// The memory (to sync it for the CPU before it is kept).
+    pub(crate) fn memory(&self) -> &M {
+        &self.memory
+    }
+
+    /// Whether the device returned it and its memory was kept.
+    pub(crate) fn is_kept(&self) -> bool {
+        self.kept
+    }
+}
+
 /// The guest-memory buffers of one session the device may be using, at
-/// most one per queue and index. `M` is their memory ([`GuestBuffer`]).
+/// most one entry per queue and index, and the memory of returned buffers
+/// kept for the next QBUF. `M` is their memory ([`GuestBuffer`]).
+///
+/// Keeping a USERPTR buffer's pages pinned and mapped from one QBUF to the
+/// next, as vb2 does, saves pinning and mapping every page of every frame.
+/// Like vb2, a QBUF with the same address and length reuses the pages
+/// pinned first, even if the program mapped other memory there since: the
+/// device only ever sees pages the driver has pinned.
 pub(crate) struct HeldBuffers<M> {
     held: KVec<Held<M>>,
     next_serial: u64,
@@ -207,18 +262,20 @@ impl<M> HeldBuffers<M> {
 
     /// Records a buffer handed to the device by QBUF, or by PREPARE_BUF
     /// (`prepared_only`). A buffer the device holds already cannot be
-    /// queued again (`EINVAL`, as vb2 says); a prepared one is replaced and
-    /// given back. Returns a serial that names the new entry.
+    /// queued again (`EINVAL`, as vb2 says); a prepared or kept one is
+    /// replaced and given back. `reuse_key` names memory to keep once the
+    /// device returns it. Returns a serial that names the new entry.
     pub(crate) fn insert(
         &mut self,
         kind: QueueKind,
         index: u32,
         prepared_only: bool,
         pointers: KVec<u64>,
+        reuse_key: Option<KVec<(u64, u32)>>,
         memory: M,
     ) -> Result<(u64, Option<Held<M>>)> {
         let replaced = match self.position(kind, index) {
-            Some(i) if self.held.get(i).is_some_and(|h| h.prepared_only) => {
+            Some(i) if self.held.get(i).is_some_and(|h| h.prepared_only || h.kept) => {
                 self.held.remove(i).ok()
             }
             Some(_) => return Err(EINVAL),
@@ -232,7 +289,9 @@ impl<M> HeldBuffers<M> {
                 index,
                 serial,
                 prepared_only,
+                kept: false,
                 pointers,
+                reuse_key,
                 memory,
             },
             GFP_KERNEL,
@@ -249,18 +308,45 @@ impl<M> HeldBuffers<M> {
     /// The device returned buffer `index` of `kind`.
     pub(crate) fn take(&mut self, kind: QueueKind, index: u32) -> Option<Held<M>> {
         let i = self.position(kind, index)?;
+        if self.held.get(i).is_some_and(|h| h.kept) {
+            return None;
+        }
         self.held.remove(i).ok()
     }
 
-    /// The user pointers of a held buffer (for QUERYBUF).
-    pub(crate) fn pointers(&self, kind: QueueKind, index: u32) -> Option<&[u64]> {
-        let i = self.position(kind, index)?;
-        self.held.get(i).map(|h| h.pointers.as_slice())
+    /// Keeps the memory of a buffer `take` gave back, if it can be reused;
+    /// otherwise (or without room) gives it back to be released.
+    pub(crate) fn keep(&mut self, mut held: Held<M>) -> Option<Held<M>> {
+        if held.reuse_key.is_none() || self.position(held.kind, held.index).is_some() {
+            return Some(held);
+        }
+        held.kept = true;
+        held.prepared_only = false;
+        // `take` made room for it.
+        self.held.push_within_capacity(held).err().map(|e| e.0)
     }
 
-    /// Moves every entry `which` accepts (by queue and index) into `into`
-    /// (to drop outside the session's lock); those `into` has no room for
-    /// stay.
+    /// Takes the kept memory of buffer `index` of `kind`, if any.
+    pub(crate) fn take_kept(&mut self, kind: QueueKind, index: u32) -> Option<Held<M>> {
+        let i = self.position(kind, index)?;
+        if !self.held.get(i).is_some_and(|h| h.kept) {
+            return None;
+        }
+        self.held.remove(i).ok()
+    }
+
+    /// The user pointers of a buffer the device holds (for QUERYBUF).
+    pub(crate) fn pointers(&self, kind: QueueKind, index: u32) -> Option<&[u64]> {
+        let i = self.position(kind, index)?;
+        self.held
+            .get(i)
+            .filter(|h| !h.kept)
+            .map(|h| h.pointers.as_slice())
+    }
+
+    /// Moves every entry `which` accepts (by queue and index), kept ones
+    /// too, into `into` (to drop outside the session's lock); those `into`
+    /// has no room for stay.
     pub(crate) fn take_where(
         &mut self,
         which: impl Fn(QueueKind, u32) -> bool,
@@ -278,9 +364,9 @@ impl<M> HeldBuffers<M> {
         }
     }
 
-    /// Number of buffers held.
+    /// Number of buffers the device holds or has prepared.
     pub(crate) fn len(&self) -> usize {
-        self.held.len()
+        self.held.iter().filter(|h| !h.kept).count()
     }
 }
 
@@ -333,18 +419,18 @@ mod tests {
     fn a_buffer_is_held_once_until_returned() {
         let mut held = HeldBuffers::<u32>::default();
         let (first, none) = held
-            .insert(QueueKind::Capture, 1, false, pointers(&[0x1000]), 10)
+            .insert(QueueKind::Capture, 1, false, pointers(&[0x1000]), None, 10)
             .expect("insert");
         assert!(none.is_none());
         // Queued again before it came back: refused, the first one kept.
         assert_eq!(
-            held.insert(QueueKind::Capture, 1, false, pointers(&[0x2000]), 11)
+            held.insert(QueueKind::Capture, 1, false, pointers(&[0x2000]), None, 11)
                 .err(),
             Some(EINVAL)
         );
         // The same index on the other queue is another buffer.
         let (other, _) = held
-            .insert(QueueKind::Output, 1, false, pointers(&[0x3000]), 12)
+            .insert(QueueKind::Output, 1, false, pointers(&[0x3000]), None, 12)
             .expect("insert");
         assert_ne!(first, other);
         assert_eq!(held.pointers(QueueKind::Capture, 1), Some(&[0x1000u64][..]));
@@ -362,15 +448,15 @@ mod tests {
     #[test]
     fn prepared_buffers_are_replaced_and_queues_released_apart() {
         let mut held = HeldBuffers::<u32>::default();
-        held.insert(QueueKind::Capture, 0, true, pointers(&[1]), 1)
+        held.insert(QueueKind::Capture, 0, true, pointers(&[1]), None, 1)
             .expect("prepare");
         let (_, replaced) = held
-            .insert(QueueKind::Capture, 0, false, pointers(&[2]), 2)
+            .insert(QueueKind::Capture, 0, false, pointers(&[2]), None, 2)
             .expect("queue");
         assert_eq!(replaced.map(|h| h.memory), Some(1));
-        held.insert(QueueKind::Capture, 3, false, pointers(&[3]), 3)
+        held.insert(QueueKind::Capture, 3, false, pointers(&[3]), None, 3)
             .expect("queue");
-        held.insert(QueueKind::Output, 0, false, pointers(&[4]), 4)
+        held.insert(QueueKind::Output, 0, false, pointers(&[4]), None, 4)
             .expect("queue");
         let mut released = KVec::new();
         held.take_where(|kind, _| kind == QueueKind::Capture, &mut released);
@@ -379,6 +465,104 @@ mod tests {
         held.take_where(|_, _| true, &mut released);
         assert_eq!(released.len(), 3);
         assert_eq!(held.len(), 0);
+    }
+
+    fn key(k: &[(u64, u32)]) -> Option<KVec<(u64, u32)>> {
+        let mut v = KVec::new();
+        v.extend_from_slice(k, GFP_KERNEL).expect("allocation");
+        Some(v)
+    }
+
+    #[test]
+    fn returned_memory_is_kept_for_the_same_key_only() {
+        let mut held = HeldBuffers::<u32>::default();
+        let user = [(0x1000, 0x3000)];
+        held.insert(
+            QueueKind::Capture,
+            0,
+            false,
+            pointers(&[0x1000]),
+            key(&user),
+            7,
+        )
+        .expect("queue");
+        let back = held.take(QueueKind::Capture, 0).expect("held");
+        assert!(held.keep(back).is_none());
+        // Kept, not held: not the device's, not QUERYBUF's, not returnable.
+        assert_eq!(held.len(), 0);
+        assert!(held.pointers(QueueKind::Capture, 0).is_none());
+        assert!(held.take(QueueKind::Capture, 0).is_none());
+        // Same memory: reused; other memory (or length): not.
+        let kept = held.take_kept(QueueKind::Capture, 0).expect("kept");
+        assert_eq!(kept.reuse(&user), Some(7));
+        held.insert(
+            QueueKind::Capture,
+            0,
+            false,
+            pointers(&[0x1000]),
+            key(&user),
+            8,
+        )
+        .expect("queue");
+        let back = held.take(QueueKind::Capture, 0).expect("held");
+        assert!(held.keep(back).is_none());
+        let kept = held.take_kept(QueueKind::Capture, 0).expect("kept");
+        assert_eq!(kept.reuse(&[(0x1000, 0x2000)]), None);
+        // A queued buffer is never taken as kept memory.
+        held.insert(
+            QueueKind::Capture,
+            1,
+            false,
+            pointers(&[0x9000]),
+            key(&user),
+            9,
+        )
+        .expect("queue");
+        assert!(held.take_kept(QueueKind::Capture, 1).is_none());
+        // Memory without a key is given back, not kept.
+        held.insert(QueueKind::Output, 0, false, pointers(&[3]), None, 10)
+            .expect("queue");
+        let back = held.take(QueueKind::Output, 0).expect("held");
+        assert_eq!(held.keep(back).map(|h| h.memory), Some(10));
+    }
+
+    #[test]
+    fn kept_memory_is_replaced_by_a_queue_and_released_with_the_rest() {
+        let mut held = HeldBuffers::<u32>::default();
+        let user = [(0x1000, 0x1000)];
+        held.insert(
+            QueueKind::Capture,
+            2,
+            false,
+            pointers(&[0x1000]),
+            key(&user),
+            1,
+        )
+        .expect("queue");
+        let back = held.take(QueueKind::Capture, 2).expect("held");
+        assert!(held.keep(back).is_none());
+        // Queued with other memory: the kept memory is given back.
+        let (_, replaced) = held
+            .insert(QueueKind::Capture, 2, false, pointers(&[0x5000]), None, 2)
+            .expect("queue");
+        assert_eq!(replaced.map(|h| (h.is_kept(), h.memory)), Some((true, 1)));
+        let back = held.take(QueueKind::Capture, 2).expect("held");
+        assert!(held.keep(back).is_some());
+        held.insert(
+            QueueKind::Capture,
+            3,
+            false,
+            pointers(&[0x1000]),
+            key(&user),
+            3,
+        )
+        .expect("queue");
+        let back = held.take(QueueKind::Capture, 3).expect("held");
+        assert!(held.keep(back).is_none());
+        let mut released = KVec::new();
+        held.take_where(|_, _| true, &mut released);
+        assert_eq!(released.len(), 1);
+        assert!(released.iter().all(|h| h.is_kept()));
     }
 
     #[test]

@@ -244,6 +244,15 @@ impl Session {
                 // but for pages it may still write into.
                 let mut held = KVec::new();
                 self.state.lock().held.take_where(|_, _| true, &mut held);
+                // Kept memory is the driver's alone; the rest may be in use.
+                let mut i = 0;
+                while let Some(entry) = held.get(i) {
+                    if entry.is_kept() {
+                        drop(held.remove(i));
+                    } else {
+                        i += 1;
+                    }
+                }
                 pr_warn!(
                     "CLOSE of session {} failed ({:?}); {} buffers stay with the device until its reset\n",
                     self.id,
@@ -546,12 +555,15 @@ impl Session {
                 .ok_or(BadEvent::NotHeld(index))?;
             let DoneBuffer { buffer, planes } = &mut *done;
             state.present_to_program(kind, buffer, planes, Some(&held.pointers));
-            released = Some(held);
+            // Kept for the next QBUF of the same memory; the sync is a
+            // no-op unless the transport bounces, as an unmap would be.
+            held.memory().sync_for_cpu();
+            released = state.held.keep(held);
         }
         let accepted = state.queue(kind).keep(done);
         drop(state);
-        // The device is done with the pages: unmapped and unpinned here,
-        // outside the session's lock.
+        // The device is done with the pages: memory not kept is unmapped
+        // and unpinned here, outside the session's lock.
         drop(released);
         accepted
     }

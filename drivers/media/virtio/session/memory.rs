@@ -451,18 +451,21 @@ impl Session {
             return Err(EINVAL);
         }
         let device_writes = kind == QueueKind::Capture;
-        let (held, pointers, lengths) = match (memory, presented) {
+        let (held, pointers, lengths, reuse_key) = match (memory, presented) {
             (buffer_memory::MMAP, Presented::AsIs) => {
                 return self.transact(code, buf.as_bytes_mut(), planes.as_bytes_mut())
             }
             (buffer_memory::USERPTR, Presented::AsIs) if self.userptr_enabled() => {
                 let user = plane_memory(buf, planes)?;
-                let memory = GuestBuffer::pin_user(&self.dev, &user, device_writes)?;
+                let memory = match self.kept_memory(kind, index, &user) {
+                    Some(memory) => memory,
+                    None => GuestBuffer::pin_user(&self.dev, &user, device_writes)?,
+                };
                 let mut pointers = KVec::with_capacity(user.len(), GFP_KERNEL)?;
                 for (ptr, _) in user.iter() {
                     pointers.push(*ptr, GFP_KERNEL)?;
                 }
-                (memory, pointers, None)
+                (memory, pointers, None, Some(user))
             }
             (buffer_memory::MMAP, Presented::GuestMmap) => {
                 let mut owned = KVec::new();
@@ -475,9 +478,16 @@ impl Session {
                         .ok_or(EINVAL)?,
                     GFP_KERNEL,
                 )?;
-                let memory = GuestBuffer::map_driver(&self.dev, &owned, device_writes)?;
                 let (offsets, lengths) = guest_mmap_planes(kind, index, &owned)?;
-                (memory, offsets, Some(lengths))
+                let mut key = KVec::with_capacity(offsets.len(), GFP_KERNEL)?;
+                for (offset, length) in offsets.iter().zip(lengths.iter()) {
+                    key.push((*offset, *length), GFP_KERNEL)?;
+                }
+                let memory = match self.kept_memory(kind, index, &key) {
+                    Some(memory) => memory,
+                    None => GuestBuffer::map_driver(&self.dev, &owned, device_writes)?,
+                };
+                (memory, offsets, Some(lengths), Some(key))
             }
             (buffer_memory::DMABUF, Presented::DmaBuf) => {
                 let mut fds = KVec::new();
@@ -492,7 +502,7 @@ impl Session {
                 }
                 let (memory, lengths) =
                     GuestBuffer::import_dmabufs(&self.dev, &fds, device_writes)?;
-                (memory, pointers, Some(lengths))
+                (memory, pointers, Some(lengths), None)
             }
             _ => return Err(EINVAL),
         };
@@ -516,11 +526,23 @@ impl Session {
                 lengths.as_deref(),
             );
         }
-        self.hold_and_send(code, kind, buf, planes, held, pointers)
+        self.hold_and_send(code, kind, buf, planes, held, pointers, reuse_key)
+    }
+
+    /// The memory buffer `index` of `kind` was last queued with, kept since
+    /// the device returned it, if `key` names the same memory again; kept
+    /// memory of another key is released.
+    fn kept_memory(&self, kind: QueueKind, index: u32, key: &[(u64, u32)]) -> Option<GuestBuffer> {
+        let kept = self.state.lock().held.take_kept(kind, index)?;
+        let memory = kept.reuse(key)?;
+        memory.sync_for_device();
+        Some(memory)
     }
 
     /// Holds `memory` for the buffer and sends its QBUF or PREPARE_BUF
-    /// with the SG entries after the planes.
+    /// with the SG entries after the planes; once returned, the memory is
+    /// kept for a QBUF with the same `reuse_key`.
+    #[allow(clippy::too_many_arguments)]
     fn hold_and_send(
         &self,
         code: u32,
@@ -529,6 +551,7 @@ impl Session {
         planes: &mut [Plane],
         memory: GuestBuffer,
         pointers: KVec<u64>,
+        reuse_key: Option<KVec<(u64, u32)>>,
     ) -> Result<usize> {
         let sg_entries = memory.sg_entries()?;
         let mut state = self.state.lock();
@@ -536,9 +559,10 @@ impl Session {
             return Err(self.dev.check_usable().err().unwrap_or(EIO));
         }
         let prepare = code == codes::VIDIOC_PREPARE_BUF;
-        let (serial, replaced) = state
-            .held
-            .insert(kind, buf.index(), prepare, pointers, memory)?;
+        let (serial, replaced) =
+            state
+                .held
+                .insert(kind, buf.index(), prepare, pointers, reuse_key, memory)?;
         drop(state);
         drop(replaced);
         // Uninterruptible: a QBUF the device may still be handling must
