@@ -211,6 +211,8 @@ batch_run() {
 		have[$(basename "$f")]=1
 		args+=(--file "$f")
 	done
+	# The module's KUnit suites run at its insmod in the batch of the kunit case.
+	[[ " ${batch_ids[*]} " == *" kunit "* ]] && args+=(--kunit)
 	if need module && need vfu; then
 		guest "$name" --ko "$ko" --file "$dir/batch-cases.txt" "${args[@]}" --modules virtio_media \
 			--append "$module_params" --test tools/vm/tests/batch.sh --timeout "$secs"

@@ -5,7 +5,10 @@
 #                [--file FILE]... [--cpio FILE.cpio.gz]... [--vfu "DEVICE ARGS"]... [--env VAR=VALUE]...
 #                [--timeout SECONDS] [--smp N] [--mem SIZE]
 #                [--append "KERNEL ARGS"]   (e.g. module parameters: virtio_media.guest_mmap=1)
-#                [--qmp] [--host-actions] [--hotplug]
+#                [--qmp] [--host-actions] [--hotplug] [--kunit]
+#
+# KUnit suites of loaded modules (the driver's) run only with --kunit: at
+# every insmod they cost the debug kernel about 10 s under TCG.
 #
 # --ko and --file copy FILE into the guest's /extra; --cpio appends an
 # initramfs part (e.g. tools/vm/guest-perf.sh's). Each --vfu attaches one
@@ -38,7 +41,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 name="" test="" modules="" timeout_s=300 smp=2 mem=1G kos=() envs=() vfus=() cpios=() append=""
-qmp=0 host_actions=0 hotplug=0
+qmp=0 host_actions=0 hotplug=0 kunit=kunit.enable=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--name) name=$2; shift 2 ;;
@@ -55,6 +58,7 @@ while [ $# -gt 0 ]; do
 	--qmp) qmp=1; shift ;;
 	--host-actions) host_actions=1 qmp=1; shift ;;
 	--hotplug) hotplug=1 host_actions=1 qmp=1; shift ;;
+	--kunit) kunit=""; shift ;;
 	*) die "unknown argument $1" ;;
 	esac
 done
@@ -159,7 +163,7 @@ timeout --kill-after=10 "$timeout_s" "$qemu" "${accel[@]}" -nodefaults -display 
 	-machine q35,memory-backend=mem -object "memory-backend-memfd,id=mem,size=$mem,share=on" \
 	-m "$mem" -smp "$smp" \
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$out/initramfs.cpio.gz" \
-	-append "console=ttyS0 panic=-1 oops=panic vm.modules=$modules $append" \
+	-append "console=ttyS0 panic=-1 oops=panic vm.modules=$modules $kunit $append" \
 	-serial "file:$out/console.log" -serial "file:$out/export.log" "${monitor[@]}" \
 	"${device[@]}" > "$out/qemu.log" 2>&1
 qemu_status=$?

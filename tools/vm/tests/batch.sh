@@ -30,6 +30,20 @@ done)
 echo "batch: devices in PCI order:"
 echo "$devices" | sed 's/^/  /'
 
+# Whether a process other than init and this shell is alive: not a
+# kernel thread (kthreadd, pid 2, and its children) and not a zombie.
+# In this shell, not a subshell, whose own pid would count.
+user_tasks_left() {
+	for p in /proc/[0-9]*; do
+		pid=${p#/proc/}
+		case $pid in 1 | 2 | $$) continue ;; esac
+		read -r stat < "$p/stat" 2>/dev/null || continue
+		set -- ${stat##*) }
+		[ "$1" = Z ] || [ "$2" = 2 ] || return 0
+	done
+	return 1
+}
+
 k=0
 while read -r id script seconds; do
 	k=$((k + 1))
@@ -46,9 +60,13 @@ while read -r id script seconds; do
 		rc=$?
 		[ "$rc" = 124 ] || [ "$rc" = 143 ] && echo "FAIL: case $id still running after $seconds s"
 	fi
-	# What the case left running would hold its device or disturb the next.
+	# What the case left running would hold its device or disturb the next:
+	# killed, and waited for (2 s at most).
 	kill -9 -1 2>/dev/null
-	sleep 1
+	for i in $(seq 20); do
+		user_tasks_left || break
+		sleep 0.1
+	done
 	rm -rf /tmp/* 2>/dev/null
 	echo "batch: case $id ended with $rc" > /dev/kmsg
 	echo "=== CASE $id STATUS $rc ==="

@@ -1,16 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0
 //
-// frame-md5 FILE FRAME_SIZE: one line "INDEX MD5" per whole frame of FILE,
-// as tools/virtio-media-vfu's --frame-log writes them for the device.
+// frame-md5 FILE FRAME_SIZE: one line "INDEX MD5" per frame of FILE ("-":
+// standard input), as tools/virtio-media-vfu's --frame-log writes them for
+// the device; a partial frame at the end is an error.
 //
 // One process for all frames: under TCG with a sanitizer kernel, a
 // dd | md5sum pair per frame cost about 110 s for 300 frames. The MD5 is
 // OpenSSL's (libcrypto, which the kernel build already needs).
+#define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int main(int argc, char **argv)
 {
@@ -29,13 +33,20 @@ int main(int argc, char **argv)
 		fprintf(stderr, "frame-md5: bad frame size '%s'\n", argv[2]);
 		return 2;
 	}
-	FILE *in = fopen(argv[1], "rb");
+	FILE *in = strcmp(argv[1], "-") ? fopen(argv[1], "rb") : stdin;
+
+	// A pipe of 16 pages woke both sides up ten times a frame; 1 MiB is
+	// the default ceiling for unprivileged programs. Best effort.
+	if (in == stdin)
+		fcntl(STDIN_FILENO, F_SETPIPE_SZ, 1 << 20);
 	unsigned char *frame = malloc(size);
 	if (!in || !frame) {
 		fprintf(stderr, "frame-md5: %s: %s\n", argv[1], strerror(errno));
 		return 2;
 	}
-	while (fread(frame, 1, size, in) == size) {
+	size_t got;
+
+	while ((got = fread(frame, 1, size, in)) == size) {
 		if (!EVP_Digest(frame, size, digest, &digest_len, EVP_md5(), NULL)) {
 			fprintf(stderr, "frame-md5: MD5 failed\n");
 			return 2;
@@ -48,6 +59,10 @@ int main(int argc, char **argv)
 	if (ferror(in)) {
 		fprintf(stderr, "frame-md5: reading %s failed\n", argv[1]);
 		return 2;
+	}
+	if (got) {
+		fprintf(stderr, "frame-md5: %zu bytes after frame %lu, not a whole frame\n", got, index);
+		return 1;
 	}
 	return 0;
 }
