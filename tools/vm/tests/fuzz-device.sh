@@ -234,9 +234,13 @@ while [ $r -lt "$rounds" ]; do
 	# after the last (counting it takes seconds under KASAN).
 	if { [ -z "$slab1" ] && [ -n "$any" ]; } || [ $((r % slab_every)) = 0 ] || [ $((r + 1)) = "$rounds" ]; then
 		s=$(slab)
-		[ -z "$slab1" ] && [ -n "$any" ] && slab1=$s
-		[ -z "$slab1" ] || [ $((s - slab1)) -le "$slab_tolerance" ] ||
-			why="$why${why:+; }slab grew by $((s - slab1)) KiB"
+		[ -z "$slab1" ] && [ -n "$any" ] && slab1=$s && slab_caches /tmp/slab1.caches
+		if [ -n "$slab1" ] && [ $((s - slab1)) -ne 0 ]; then
+			echo "slab $s KiB; the caches that grew most since the first round:"
+			slab_growth /tmp/slab1.caches | sed 's/^/  /'
+			[ $((s - slab1)) -le "$slab_tolerance" ] ||
+				why="$why${why:+; }slab grew by $((s - slab1)) KiB"
+		fi
 	fi
 	line="round $r ($((t_loaded - start))+$((t_run - t_loaded))+$((t_unload - t_run))+$(($(date +%s) - t_unload)) s load+run+unload+count, nodes $nodes${params:-guest_mmap=0}): pins $p${s:+, slab $s KiB}"
 	if [ -n "$why" ]; then

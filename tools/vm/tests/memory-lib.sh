@@ -23,3 +23,18 @@ slab() {
 	done
 	echo "$least"
 }
+
+# slab_caches FILE: each slab cache's size in KiB now ("name KiB"), to
+# say later which caches a growth is in (slab_growth).
+slab_caches() {
+	awk 'NR > 2 { printf "%s %d\n", $1, $3 * $4 / 1024 }' /proc/slabinfo > "$1"
+}
+
+# slab_growth FILE: the ten caches that grew most since slab_caches FILE,
+# "name +KiB (before -> after)".
+slab_growth() {
+	awk 'NR > 2 { printf "%s %d\n", $1, $3 * $4 / 1024 }' /proc/slabinfo |
+		awk 'NR == FNR { before[$1] = $2; next }
+			{ d = $2 - before[$1]; if (d > 0) printf "%d %s +%d KiB (%d -> %d)\n", d, $1, d, before[$1], $2 }' "$1" - |
+		sort -rn | head -n 10 | cut -d' ' -f2-
+}
