@@ -12,6 +12,8 @@
 #   make check T=RE  only the tests whose ID matches the regular expression RE
 #   make bench       benchmark in a guest on the non-debug kernel:
 #                    build/results/bench.{json,png,txt}
+#   make bench-c     our driver against the C driver (chromeos/virtio-media)
+#                    in one guest: build/results/bench-c.txt
 #   make patches     the driver as a patch series against Linux 7.3:
 #                    build/patches/*.patch (split: tools/patches/series)
 #   make fuzz        the fuzzers for longer (DEVICE_SEEDS=N, IOCTL_SECONDS=S,
@@ -25,7 +27,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 # The cached guest kernel, unless KDIR names another tree.
 kdir = $(if $(KDIR),$(KDIR),$$(tools/vm/kernel.sh))
 
-.PHONY: all modules kernel clean check run device bench patches fuzz
+.PHONY: all modules kernel clean check run device bench bench-c patches fuzz
 all: modules
 
 modules:
@@ -52,6 +54,9 @@ run:
 
 bench:
 	@tools/bench.sh
+
+bench-c:
+	@BENCH_C=1 tools/bench.sh
 
 patches:
 	@tools/patches.py --ksrc "$$(tools/vm/kernel.sh source)"

@@ -14,7 +14,9 @@
 # smoke test of make check, which passes when the device held 4 commands
 # at once), BENCH_NAME (bench: results in build/results/NAME.* and the
 # guest's files in build/results/NAME/), BENCH_CODEC=0 (no decoding
-# figures: tools/bench/codec.sh, a second guest, NAME-codec/).
+# figures: tools/bench/codec.sh, a second guest, NAME-codec/). BENCH_C=1
+# (make bench-c): our driver against the C driver instead
+# (tools/bench/bench-c.sh: build/results/bench-c.txt).
 set -euo pipefail
 . "$(dirname "$0")/vm/lib.sh"
 cd "$REPO_DIR"
@@ -49,6 +51,9 @@ export V4L2R_VIDEODEV2_H_PATH
 tools/virtio-media-vfu/build.sh >&2
 mkdir -p "$BUILD_DIR/bench"
 gcc -O2 -Wall -Wextra -Werror -static -pthread -o "$BUILD_DIR/bench/v4l2-bench" tools/bench/v4l2-bench.c
+# BENCH_C=1 (make bench-c): our driver against the C driver in one boot
+# instead, with the module and program just built (tools/bench/bench-c.sh).
+[ "${BENCH_C:-0}" = 1 ] && exec tools/bench/bench-c.sh "$ko" "$kernel_note"
 
 runs=${BENCH_RUNS:-5} secs=${BENCH_SECONDS:-1} delay=${BENCH_DELAY_MS:-2} perf=${BENCH_PERF:-1}
 quick=${BENCH_QUICK:-0}

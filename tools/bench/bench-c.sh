@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# make bench-c (BENCH_C=1 tools/bench.sh, which builds our module and
+# v4l2-bench first): our driver against the C driver (chromeos/virtio-media)
+# in one guest boot. Builds the C driver for KDIR (tools/bench/c-driver/
+# build.sh), boots a guest with two capture devices that answer at once,
+# virtio ID 48 (the C driver's) and ID 42 (ours), and runs
+# tools/vm/tests/bench-c.sh there; tools/bench/report-c.py then writes
+# build/results/bench-c.txt (the table: medians of the rounds, their
+# spread, ours/C) and bench-c.json. The guest's files are in
+# build/results/bench-c/.
+# Usage: tools/bench/bench-c.sh KO KERNEL_NOTE (KDIR set). Knobs:
+# BENCH_RUNS (rounds, 5), BENCH_SECONDS (1), BENCH_STREAM_SECONDS (2),
+# BENCH_COUNT (200), BENCH_TIMEOUT (1800).
+set -euo pipefail
+. "$(dirname "$0")/../vm/lib.sh"
+cd "$REPO_DIR"
+ko=${1:?usage: bench-c.sh KO KERNEL_NOTE} note=${2:?usage: bench-c.sh KO KERNEL_NOTE}
+[ -n "${KDIR:-}" ] || die "KDIR must be set"
+
+c_ko=$(tools/bench/c-driver/build.sh)
+c_commit=$(basename "$(dirname "$c_ko")" | cut -d- -f3)
+runs=${BENCH_RUNS:-5}
+name=bench-c
+results=$(realpath -m "$BUILD_DIR/results")
+out=$results/$name
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+log "our driver against the C driver ($c_commit), $runs rounds; host load before: $load_before ($(nproc) cores)"
+set +e
+tools/vm/run-guest.sh --name "$name" --ko "$ko" --ko "$c_ko" --file "$BUILD_DIR/bench/v4l2-bench" \
+	--vfu "--device-id 42 --backend capture --exit-on-disconnect" \
+	--vfu "--device-id 48 --backend capture --exit-on-disconnect" \
+	--env "BENCH_RUNS=$runs" --env "BENCH_SECONDS=${BENCH_SECONDS:-1}" \
+	--env "BENCH_STREAM_SECONDS=${BENCH_STREAM_SECONDS:-2}" --env "BENCH_COUNT=${BENCH_COUNT:-200}" \
+	--test tools/vm/tests/bench-c.sh --timeout "${BENCH_TIMEOUT:-1800}"
+status=$?
+set -e
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+[ "$status" = 0 ] || log "the guest run failed (status $status); see $out/console.log"
+# How the guest ended goes into the table: a crash keeps the rounds
+# exported before it, and where it crashed says whose it was.
+guest="ended normally"
+if [ "$status" != 0 ]; then
+	guest="failed (status $status)"
+	if [ -s "$out/kernel-report.txt" ]; then
+		guest="$guest, kernel: $(head -n 1 "$out/kernel-report.txt" | sed 's/ ([0-9]* lines* like it.*//')"
+		rip=$(grep -m1 -o 'RIP: [^ ]* [^ ]*' "$out/console.log" || true)
+		[ -n "$rip" ] && guest="$guest, $rip"
+	fi
+fi
+[ -s "$out/bench-c.jsonl" ] || die "no bench-c.jsonl from the guest ($out/console.log)"
+
+# Which driver was measured: bench.sh builds the work tree's, which may
+# differ from HEAD.
+driver="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [ -n "${BENCH_KO:-}" ]; then
+	driver="$driver, module given by BENCH_KO ($BENCH_KO)"
+elif ! git diff --quiet HEAD -- Kbuild drivers include 2>/dev/null; then
+	driver="$driver with uncommitted driver changes"
+fi
+meta=$(/usr/bin/python3 -c 'import json, sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' \
+	note "$note under QEMU TCG, 2 vCPUs" \
+	date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" commit "$driver" \
+	c_driver "chromeos/virtio-media $c_commit" guest "$guest" \
+	host_load_before "$load_before" host_load_after "$load_after" host_cores "$(nproc)" runs "$runs")
+report_status=0
+/usr/bin/python3 tools/bench/report-c.py --dir "$out" --meta "$meta" || report_status=$?
+for f in bench-c.txt bench-c.json; do
+	[ -f "$out/$f" ] && cp "$out/$f" "$results/$f"
+done
+log "written: $results/bench-c.txt $results/bench-c.json (and the guest's files in $out/)"
+[ "$status" = 0 ] && [ "$report_status" = 0 ]

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""make bench-c, host side: turns the guest's runs (bench-c.jsonl, one JSON
+line per v4l2-bench run tagged with its driver, "ours" or "c") into
+bench-c.json and the table bench-c.txt (also printed): for each figure
+the median of the rounds of each driver, with the smallest and largest
+round as its spread, and ours/C of the medians. Exits 1 when a figure has
+no run of either driver."""
+
+import argparse
+import json
+import os
+import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ in the tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report import load_runs, spread  # noqa: E402  (the same medians as make bench)
+
+# (label, unit, better, run filter, value key); "better": which way is good.
+STREAMS = [("mmap", 640, 480), ("mmap", 1920, 1080), ("userptr", 1920, 1080)]
+FIGURES = [
+    ("G_FMT p50, 1 thread", "us", "lower", {"test": "ioctl", "op": "G_FMT", "sessions": 1}, "lat_p50_us"),
+    ("G_FMT p99, 1 thread", "us", "lower", {"test": "ioctl", "op": "G_FMT", "sessions": 1}, "lat_p99_us"),
+    ("G_FMT ops/s, 1 thread", "ops/s", "higher", {"test": "ioctl", "op": "G_FMT", "sessions": 1}, "ops_per_s"),
+    ("G_FMT ops/s, 4 threads", "ops/s", "higher", {"test": "ioctl", "op": "G_FMT", "sessions": 4}, "ops_per_s"),
+    ("G_FMT p50, 4 threads", "us", "lower", {"test": "ioctl", "op": "G_FMT", "sessions": 4}, "lat_p50_us"),
+    ("G_FMT p99, 4 threads", "us", "lower", {"test": "ioctl", "op": "G_FMT", "sessions": 4}, "lat_p99_us"),
+    ("open p50", "us", "lower", {"test": "openclose"}, "open_p50_us"),
+    ("close p50", "us", "lower", {"test": "openclose"}, "close_p50_us"),
+    ("mmap p50 (one 640x480 buffer)", "us", "lower", {"test": "mmap"}, "mmap_p50_us"),
+    ("munmap p50", "us", "lower", {"test": "mmap"}, "munmap_p50_us"),
+] + [
+    (f"stream {mem.upper()} {w}x{h} {what}", unit, better, {"test": "stream", "memory": mem, "width": w, "height": h}, key)
+    for mem, w, h in STREAMS
+    for what, unit, better, key in [
+        ("fps", "frames/s", "higher", "fps"),
+        ("program CPU/frame", "us", "lower", "process_cpu_us_per_frame"),
+        ("guest CPU/frame", "us", "lower", "guest_cpu_us_per_frame"),
+    ]
+]
+DRIVERS = ["ours", "c"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dir", required=True, help="the guest run's results folder (bench-c.jsonl)")
+    ap.add_argument("--meta", default="{}", help="JSON object merged into meta")
+    a = ap.parse_args()
+
+    runs = load_runs(os.path.join(a.dir, "bench-c.jsonl"))
+    if not runs:
+        sys.exit("no runs in bench-c.jsonl")
+    meta = json.loads(a.meta)
+    rows = []
+    complete = True
+    for label, unit, better, sel, key in FIGURES:
+        row = {"figure": label, "unit": unit, "better": better}
+        for drv in DRIVERS:
+            rs = [r for r in runs if r.get("driver") == drv and all(r.get(k) == v for k, v in sel.items())]
+            sup = [r for r in rs if r.get("supported", True)]
+            if sup:
+                row[drv] = spread([r[key] for r in sup], unit)
+            elif rs:
+                row[drv] = {"unsupported": rs[0].get("error", "refused")}
+            else:
+                row[drv] = None
+                complete = False
+        if row["ours"] and row["c"] and "median" in row["ours"] and "median" in row["c"] and row["c"]["median"]:
+            row["ours_over_c"] = round(row["ours"]["median"] / row["c"]["median"], 3)
+        rows.append(row)
+    # Rounds each driver finished (a guest that crashed exported fewer).
+    meta["rounds_done"] = {drv: len({r.get("run") for r in runs if r.get("driver") == drv}) for drv in DRIVERS}
+    res = {"meta": meta, "figures": rows}
+    with open(os.path.join(a.dir, "bench-c.json"), "w") as f:
+        json.dump(res, f, indent=2)
+        f.write("\n")
+    table = summary(res)
+    with open(os.path.join(a.dir, "bench-c.txt"), "w") as f:
+        f.write(table)
+    print(table, end="")
+    return 0 if complete else 1
+
+
+def cell(s):
+    if s is None:
+        return "no run"
+    if "unsupported" in s:
+        return "unsupported"
+    return f"{s['median']:.1f} ({s['min']:.1f}-{s['max']:.1f})"
+
+
+def summary(res):
+    m = res["meta"]
+    done = m.get("rounds_done", {})
+    out = [
+        f"virtio-media, our driver against the C driver ({m.get('c_driver', '?')}), one boot: {m.get('note', '')}",
+        f"ours: {m.get('commit', '?')}; {m.get('date', '?')}; median of the rounds (min-max), the drivers' runs"
+        f" interleaved; rounds done: ours {done.get('ours', '?')}, C {done.get('c', '?')} of {m.get('runs', '?')}",
+        f"guest: {m.get('guest', '?')}",
+        f"host load {m.get('host_load_before', '?')} before, {m.get('host_load_after', '?')} after"
+        f" ({m.get('host_cores', '?')} cores); ours on virtio ID 42, C on ID 48, same capture backend, no delay",
+        "",
+        f"{'figure':42} {'unit':8} {'better':6} {'ours':>26} {'C':>26} {'ours/C':>7}",
+    ]
+    for r in res["figures"]:
+        ratio = f"{r['ours_over_c']:.2f}" if "ours_over_c" in r else "-"
+        out.append(f"{r['figure']:42} {r['unit']:8} {r['better']:6} {cell(r['ours']):>26} {cell(r['c']):>26}"
+                   f" {ratio:>7}")
+    out.append("")
+    out.append("C's USERPTR rows: the C driver with allow_userptr=1 for those runs only (it refuses USERPTR"
+               " by default).")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

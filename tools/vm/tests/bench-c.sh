@@ -1,0 +1,98 @@
+# Guest side of make bench-c (tools/bench/bench-c.sh): our driver against
+# the C driver (chromeos/virtio-media) in one boot. Two test devices with
+# the same backend and no delay: virtio ID 48 and ID 42. The C driver
+# (/extra/virtio_media_c.ko) binds ID 48 only, so it is loaded first and
+# takes that device; ours then probes the one left, ID 42. The same
+# /extra/v4l2-bench runs against both nodes, ours and C's in turn (who goes
+# first alternates by round), BENCH_RUNS rounds; each run appends one JSON
+# line tagged with its driver to bench-c.jsonl, exported after every round
+# so that a crash keeps the rounds before it.
+. /test.env
+runs=${BENCH_RUNS:-5}
+secs=${BENCH_SECONDS:-1}
+stream_secs=${BENCH_STREAM_SECONDS:-2}
+count=${BENCH_COUNT:-200}
+bench=/extra/v4l2-bench
+out=/tmp/bench-c.jsonl
+: > $out
+status=0
+
+# insmod does not load what a module needs: the C driver uses vb2's
+# memops (modules in this kernel); ours needs nothing more.
+modprobe videobuf2_common && modprobe videobuf2_memops || { echo "FAIL: modprobe videobuf2"; exit 1; }
+insmod /extra/virtio_media_c.ko || { echo "FAIL: insmod virtio_media_c.ko"; exit 1; }
+insmod /extra/virtio_media.ko || { echo "FAIL: insmod virtio_media.ko"; exit 1; }
+
+# /dev/videoN bound to the virtio driver $1 ("virtio-media": C,
+# "virtio_media": ours), which must be on the device with virtio ID $2.
+node_of() {
+	local want=$1 id=$2 v drv dev
+	for v in /sys/class/video4linux/video*; do
+		drv=$(basename "$(readlink -f "$v/device/driver")")
+		[ "$drv" = "$want" ] || continue
+		dev=$(cat "$v/device/device")
+		echo "bench-c: /dev/$(basename "$v"): driver $drv, virtio device $dev" >&2
+		[ "$((dev))" = "$id" ] || { echo "FAIL: $want is on device $dev, not $id" >&2; return 1; }
+		echo "/dev/$(basename "$v")"
+		return 0
+	done
+	echo "FAIL: no video node bound to $want" >&2
+	return 1
+}
+ours=$(node_of virtio_media 42) && c=$(node_of virtio-media 48) || {
+	ls -l /sys/class/video4linux/ /sys/bus/virtio/drivers/*/
+	exit 1
+}
+echo "bench-c: ours $ours, C $c, $runs rounds"
+
+# run DRIVER DEV ARGS...: one run of v4l2-bench, tagged (as bench.sh's).
+run() {
+	local drv=$1 dev=$2 line
+	shift 2
+	if line=$($bench -d "$dev" "$@"); then
+		echo "{\"driver\": \"$drv\", \"run\": $r, ${line#\{}" >> $out
+	else
+		echo "FAIL: $drv: v4l2-bench -d $dev $*"
+		status=1
+	fi
+}
+
+# both ARGS...: the same run on both nodes; odd rounds ours first.
+both() {
+	if [ $((r % 2)) = 1 ]; then
+		run ours "$ours" "$@"; run c "$c" "$@"
+	else
+		run c "$c" "$@"; run ours "$ours" "$@"
+	fi
+}
+
+userptr_param=/sys/module/virtio_media_c/parameters/allow_userptr
+r=1
+while [ "$r" -le "$runs" ]; do
+	echo "bench-c: round $r of $runs"
+	both ioctl G_FMT 1 threads "$secs"
+	both ioctl G_FMT 4 threads "$secs"
+	both openclose "$count"
+	both mmap "$count"
+	both stream mmap 640 480 "$stream_secs"
+	both stream mmap 1920 1080 "$stream_secs"
+	# The C driver refuses USERPTR unless allow_userptr is set (off by
+	# default): on for this run only, so every other run sees its default.
+	echo Y > $userptr_param
+	both stream userptr 1920 1080 "$stream_secs"
+	echo N > $userptr_param
+	export_file bench-c.jsonl $out
+	r=$((r + 1))
+done
+
+# Both must unload; a C driver that does not is worth knowing, not a
+# failure of ours.
+rmmod virtio_media || { echo "FAIL: rmmod virtio_media"; status=1; }
+rmmod virtio_media_c || echo "bench-c: note: rmmod virtio_media_c failed"
+dmesg > /tmp/dmesg.log
+export_file dmesg.log /tmp/dmesg.log
+if grep -E "BUG:|WARNING:|possible circular|possible recursive|INFO: task|Oops" /tmp/dmesg.log; then
+	echo "FAIL: kernel problem in dmesg"
+	status=1
+fi
+exit $status
