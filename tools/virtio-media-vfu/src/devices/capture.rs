@@ -283,13 +283,10 @@ impl CaptureDevice {
                     .map(|l| l.sizeimage)
                     .unwrap_or(size)
                     .min(size);
-                match s.q.bufs.get(idx).and_then(|buf| buf.mem.get(p)) {
-                    Some(PlaneMem::Mmap(shm)) => shm.fill(0, fill as u64, b)?,
-                    Some(PlaneMem::UserPtr(_)) => {
-                        s.q.write_plane(&self.ctx, idx, p, &vec![b; fill as usize])?
-                    }
-                    None => return Err(libc::EIO),
+                if s.q.bufs.get(idx).and_then(|buf| buf.mem.get(p)).is_none() {
+                    return Err(libc::EIO);
                 }
+                s.q.fill_plane(&self.ctx, idx, p, fill as usize, b)?;
                 used.push(fill);
             }
             let buf = s.q.complete(idx, &used, BufferFlags::empty())?;

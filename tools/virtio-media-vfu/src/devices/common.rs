@@ -683,18 +683,38 @@ impl BufQueue {
         match buf.mem.get(plane).ok_or(libc::EINVAL)? {
             PlaneMem::Mmap(s) => s.write_at(0, data),
             PlaneMem::UserPtr(sgs) => {
-                let sgs = sgs.iter().map(clone_sg).collect();
-                let mut m = ctx.guest.new_mapping(sgs).map_err(|e| {
-                    log::error!("USERPTR mapping failed: {e:#}");
-                    libc::EFAULT
-                })?;
-                let len = self.plane_len(idx, plane) as usize;
-                if data.len() > len {
+                if data.len() > self.plane_len(idx, plane) as usize {
                     return Err(libc::EINVAL);
                 }
-                // SAFETY: the mapping is at least `len` bytes long.
-                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), m.as_mut_ptr(), data.len()) };
-                Ok(())
+                ctx.guest.write_sgs(sgs, data).map_err(|e| {
+                    log::error!("USERPTR write failed: {e:#}");
+                    libc::EFAULT
+                })
+            }
+        }
+    }
+
+    /// Fills the first `len` bytes of plane `plane` of buffer `idx` with
+    /// `byte` (a capture frame), in place.
+    pub fn fill_plane(
+        &self,
+        ctx: &DevCtx,
+        idx: usize,
+        plane: usize,
+        len: usize,
+        byte: u8,
+    ) -> IoctlResult<()> {
+        let buf = self.bufs.get(idx).ok_or(libc::EINVAL)?;
+        match buf.mem.get(plane).ok_or(libc::EINVAL)? {
+            PlaneMem::Mmap(s) => s.fill(0, len as u64, byte),
+            PlaneMem::UserPtr(sgs) => {
+                if len > self.plane_len(idx, plane) as usize {
+                    return Err(libc::EINVAL);
+                }
+                ctx.guest.fill_sgs(sgs, len, byte).map_err(|e| {
+                    log::error!("USERPTR write failed: {e:#}");
+                    libc::EFAULT
+                })
             }
         }
     }
