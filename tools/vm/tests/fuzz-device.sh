@@ -238,6 +238,7 @@ while [ $r -lt "$rounds" ]; do
 		if [ -n "$slab1" ] && [ $((s - slab1)) -ne 0 ]; then
 			echo "slab $s KiB; the caches that grew most since the first round:"
 			slab_growth /tmp/slab1.caches | sed 's/^/  /'
+			echo "user tasks (pid ppid state comm): $(user_tasks | tr '\n' ';')"
 			[ $((s - slab1)) -le "$slab_tolerance" ] ||
 				why="$why${why:+; }slab grew by $((s - slab1)) KiB"
 		fi

@@ -38,3 +38,15 @@ slab_growth() {
 			{ d = $2 - before[$1]; if (d > 0) printf "%d %s +%d KiB (%d -> %d)\n", d, $1, d, before[$1], $2 }' "$1" - |
 		sort -rn | head -n 10 | cut -d' ' -f2-
 }
+
+# user_tasks: every task but kernel threads (pid 2 and its children), as
+# "pid ppid state comm", to tell what holds task and mm slabs.
+user_tasks() {
+	local p stat pid comm
+	for p in /proc/[0-9]*; do
+		read -r stat < "$p/stat" 2>/dev/null || continue
+		pid=${stat%% *} comm=${stat#*(} comm=${comm%)*}
+		set -- ${stat##*) }
+		[ "$pid" = 2 ] || [ "$2" = 2 ] || echo "$pid $2 $1 $comm"
+	done
+}
