@@ -473,21 +473,32 @@ mod tests {
         Some(v)
     }
 
+    /// Queues capture buffer `index` with memory `memory` named by `user`,
+    /// has the device return it and keeps it; whether it was kept.
+    fn queue_and_return(
+        held: &mut HeldBuffers<u32>,
+        index: u32,
+        user: &[(u64, u32)],
+        memory: u32,
+    ) -> bool {
+        held.insert(
+            QueueKind::Capture,
+            index,
+            false,
+            pointers(&[user[0].0]),
+            key(user),
+            memory,
+        )
+        .expect("queue");
+        let back = held.take(QueueKind::Capture, index).expect("held");
+        held.keep(back).is_none()
+    }
+
     #[test]
     fn returned_memory_is_kept_for_the_same_key_only() {
         let mut held = HeldBuffers::<u32>::default();
         let user = [(0x1000, 0x3000)];
-        held.insert(
-            QueueKind::Capture,
-            0,
-            false,
-            pointers(&[0x1000]),
-            key(&user),
-            7,
-        )
-        .expect("queue");
-        let back = held.take(QueueKind::Capture, 0).expect("held");
-        assert!(held.keep(back).is_none());
+        assert!(queue_and_return(&mut held, 0, &user, 7));
         // Kept, not held: not the device's, not QUERYBUF's, not returnable.
         assert_eq!(held.len(), 0);
         assert!(held.pointers(QueueKind::Capture, 0).is_none());
@@ -495,17 +506,7 @@ mod tests {
         // Same memory: reused; other memory (or length): not.
         let kept = held.take_kept(QueueKind::Capture, 0).expect("kept");
         assert_eq!(kept.reuse(&user), Some(7));
-        held.insert(
-            QueueKind::Capture,
-            0,
-            false,
-            pointers(&[0x1000]),
-            key(&user),
-            8,
-        )
-        .expect("queue");
-        let back = held.take(QueueKind::Capture, 0).expect("held");
-        assert!(held.keep(back).is_none());
+        assert!(queue_and_return(&mut held, 0, &user, 8));
         let kept = held.take_kept(QueueKind::Capture, 0).expect("kept");
         assert_eq!(kept.reuse(&[(0x1000, 0x2000)]), None);
         // A queued buffer is never taken as kept memory.
@@ -530,17 +531,7 @@ mod tests {
     fn kept_memory_is_replaced_by_a_queue_and_released_with_the_rest() {
         let mut held = HeldBuffers::<u32>::default();
         let user = [(0x1000, 0x1000)];
-        held.insert(
-            QueueKind::Capture,
-            2,
-            false,
-            pointers(&[0x1000]),
-            key(&user),
-            1,
-        )
-        .expect("queue");
-        let back = held.take(QueueKind::Capture, 2).expect("held");
-        assert!(held.keep(back).is_none());
+        assert!(queue_and_return(&mut held, 2, &user, 1));
         // Queued with other memory: the kept memory is given back.
         let (_, replaced) = held
             .insert(QueueKind::Capture, 2, false, pointers(&[0x5000]), None, 2)
@@ -548,17 +539,7 @@ mod tests {
         assert_eq!(replaced.map(|h| (h.is_kept(), h.memory)), Some((true, 1)));
         let back = held.take(QueueKind::Capture, 2).expect("held");
         assert!(held.keep(back).is_some());
-        held.insert(
-            QueueKind::Capture,
-            3,
-            false,
-            pointers(&[0x1000]),
-            key(&user),
-            3,
-        )
-        .expect("queue");
-        let back = held.take(QueueKind::Capture, 3).expect("held");
-        assert!(held.keep(back).is_none());
+        assert!(queue_and_return(&mut held, 3, &user, 3));
         let mut released = KVec::new();
         held.take_where(|_, _| true, &mut released);
         assert_eq!(released.len(), 1);

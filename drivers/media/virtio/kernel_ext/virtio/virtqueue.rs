@@ -376,36 +376,30 @@ impl Mapper {
     /// Hands pages [`Mapper::map_pages`] mapped to the device again, after
     /// the CPU used them, without mapping them anew (a kept buffer).
     pub(crate) fn sync_for_device(&self, device_writes: bool, mapped: &[(u64, u32)]) {
-        let Some(user) = self.0.enter() else {
-            return;
-        };
-        let dir = dma_direction(device_writes);
-        for &(addr, len) in mapped {
-            // SAFETY: `user` proves the queue live and `addr`/`len`
-            // describe a mapping `map_pages` made on it.
-            unsafe {
-                ffi::virtqueue_map_sync_single_range_for_device(
-                    user.vq(),
-                    addr,
-                    0,
-                    len as usize,
-                    dir,
-                )
-            };
-        }
+        self.sync(true, device_writes, mapped);
     }
 
     /// Hands pages [`Mapper::map_pages`] mapped back to the CPU once the
     /// device is done with them, keeping the mapping (a kept buffer).
     pub(crate) fn sync_for_cpu(&self, device_writes: bool, mapped: &[(u64, u32)]) {
+        self.sync(false, device_writes, mapped);
+    }
+
+    fn sync(&self, for_device: bool, device_writes: bool, mapped: &[(u64, u32)]) {
         let Some(user) = self.0.enter() else {
             return;
         };
         let dir = dma_direction(device_writes);
         for &(addr, len) in mapped {
-            // SAFETY: As in `sync_for_device`.
+            let (vq, len) = (user.vq(), len as usize);
+            // SAFETY: `user` proves the queue live and `addr`/`len`
+            // describe a mapping `map_pages` made on it.
             unsafe {
-                ffi::virtqueue_map_sync_single_range_for_cpu(user.vq(), addr, 0, len as usize, dir)
+                if for_device {
+                    ffi::virtqueue_map_sync_single_range_for_device(vq, addr, 0, len, dir)
+                } else {
+                    ffi::virtqueue_map_sync_single_range_for_cpu(vq, addr, 0, len, dir)
+                }
             };
         }
     }
