@@ -31,6 +31,7 @@ use kernel::{
         Arc, Mutex,
     },
     transmute::AsBytes,
+    workqueue::{impl_has_work, new_work, Work, WorkItem},
 };
 
 mod controls;
@@ -182,6 +183,22 @@ pub(crate) struct Session {
     /// for an RCU grace period (epoll may still reach it), which made
     /// every close() take milliseconds; the box is freed after one instead.
     waiters: PollCondVarBox,
+    /// Sends a CLOSE that `release` could not send (see there).
+    #[pin]
+    close_work: Work<Session>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for Session { self.close_work }
+}
+
+impl WorkItem for Session {
+    type Pointer = Arc<Session>;
+
+    fn run(this: Arc<Session>) {
+        let result = this.close_on_device();
+        this.after_close(result);
+    }
 }
 
 impl Session {
@@ -205,6 +222,7 @@ impl Session {
                 output_lock <- new_mutex!((), "virtio_media_session_output"),
                 state <- new_mutex!(State::default(), "virtio_media_session"),
                 waiters,
+                close_work <- new_work!("virtio_media::Session::close_work"),
             }),
             GFP_KERNEL,
         );
@@ -232,39 +250,63 @@ impl Session {
     pub(crate) fn release(self: &Arc<Self>) {
         self.dev
             .remove_session(self.id, &(self.clone() as Arc<dyn EventTarget>));
-        let lost = {
-            let mut state = self.state.lock();
-            state.closed = true;
-            state.lost()
-        };
+        self.state.lock().closed = true;
         self.waiters.notify_all();
-        if !lost && self.dev.check_usable().is_ok() {
-            if let Err(e) = self.dev.close_session(self.id) {
-                // The device may keep state for it; ours is released anyway,
-                // but for pages it may still write into.
-                let mut held = KVec::new();
-                self.state.lock().held.take_where(|_, _| true, &mut held);
-                // Kept memory is the driver's alone; the rest may be in use.
-                let mut i = 0;
-                while let Some(entry) = held.get(i) {
-                    if entry.is_kept() {
-                        drop(held.remove(i));
-                    } else {
-                        i += 1;
-                    }
-                }
+        match self.close_on_device() {
+            // Not sent: no memory for the command, or a signal (a killed
+            // program's close) while the ring was full. The driver's
+            // workqueue has neither signals nor, usually, the allocation
+            // failure: try once more there, so that the buffers are given
+            // back now and not at the device's next reset.
+            Err(e) if e == ENOMEM || e == ERESTARTSYS => {
                 pr_warn!(
-                    "CLOSE of session {} failed ({:?}); {} buffers stay with the device until its reset\n",
+                    "CLOSE of session {} not sent ({:?}); retrying from the workqueue\n",
                     self.id,
-                    e,
-                    held.len()
+                    e
                 );
-                self.dev.keep_until_reset(held);
-                return;
+                // Queued once, at release: it cannot be queued already.
+                let _ = self.dev.workqueue().enqueue(self.clone());
+            }
+            result => self.after_close(result),
+        }
+    }
+
+    /// Sends CLOSE unless the device holds nothing of the session any more
+    /// (an ERROR closed it, or the device was reset or is unusable).
+    fn close_on_device(&self) -> Result {
+        if self.state.lock().lost() || self.dev.check_usable().is_err() {
+            return Ok(());
+        }
+        self.dev.close_session(self.id)
+    }
+
+    /// Gives back the buffers' guest memory once CLOSE succeeded; after a
+    /// failed one, keeps what the device may still write into until its
+    /// reset.
+    fn after_close(&self, result: Result) {
+        let Err(e) = result else {
+            // Closed (or failed, or reset): the device holds none of them.
+            self.release_held();
+            return;
+        };
+        let mut held = KVec::new();
+        self.state.lock().held.take_where(|_, _| true, &mut held);
+        // Kept memory is the driver's alone; the rest may be in use.
+        let mut i = 0;
+        while let Some(entry) = held.get(i) {
+            if entry.is_kept() {
+                drop(held.remove(i));
+            } else {
+                i += 1;
             }
         }
-        // Closed (or failed, or reset): the device holds none of its buffers.
-        self.release_held();
+        pr_warn!(
+            "CLOSE of session {} failed ({:?}); {} buffers stay with the device until its reset\n",
+            self.id,
+            e,
+            held.len()
+        );
+        self.dev.keep_until_reset(held);
     }
 
     pub(crate) fn device(&self) -> &MediaDevice {

@@ -8,6 +8,10 @@
  *    memory, whose pages are unpinned.
  * 3. The old pages stay pinned only while the buffer could be queued again:
  *    STREAMOFF, REQBUFS(0) and close each give every pin back.
+ * 4. A close whose CLOSE command cannot be sent at once (its n-th
+ *    allocation fails, through /proc/thread-self/fail-nth) still gives the
+ *    pages of a buffer the device holds back soon after, for every n
+ *    (the driver sends the CLOSE again from its workqueue).
  *
  * Pins are read from /proc/vmstat (nr_foll_pin_acquired/released, per-CPU
  * deltas folded); nothing else in the guest pins pages while it runs.
@@ -170,6 +174,49 @@ static void open_queue(void)
 		die("REQBUFS gave no buffer");
 }
 
+/* Fault injection through fail-nth fails only allocations the global
+ * knobs allow: let it fail sleeping ones too (as tools/fuzz does), and
+ * quietly (no stack dump per failure). */
+static void allow_failing_sleeping_allocations(void)
+{
+	static const char *const knobs[][2] = {
+		{ "/sys/kernel/debug/failslab/ignore-gfp-wait", "N" },
+		{ "/sys/kernel/debug/failslab/verbose", "0" },
+		{ "/sys/kernel/debug/fail_page_alloc/ignore-gfp-wait", "N" },
+		{ "/sys/kernel/debug/fail_page_alloc/verbose", "0" },
+	};
+
+	for (unsigned int i = 0; i < sizeof(knobs) / sizeof(knobs[0]); i++) {
+		int knob = open(knobs[i][0], O_WRONLY);
+
+		if (knob < 0 || write(knob, knobs[i][1], 1) != 1)
+			die(knobs[i][0]);
+		close(knob);
+	}
+}
+
+/* This thread's fail-nth, open for the whole test: opening or closing it
+ * between arming and the close under test would use up allocations. */
+static int failnth = -1;
+
+/* Writes `n` to this thread's fail-nth; returns what it held before. */
+static int fail_nth(int n)
+{
+	char text[16];
+	ssize_t len;
+	int before;
+
+	len = pread(failnth, text, sizeof(text) - 1, 0);
+	if (len < 0)
+		die("reading fail-nth");
+	text[len] = 0;
+	before = atoi(text);
+	len = snprintf(text, sizeof(text), "%d", n);
+	if (pwrite(failnth, text, len, 0) != len)
+		die("writing fail-nth");
+	return before;
+}
+
 static void expect_pins(long expected, const char *when)
 {
 	long now, acquired;
@@ -273,6 +320,42 @@ int main(int argc, char **argv)
 	expect_pins(base + pages_of_buffer(), "in a new session");
 	close(fd);
 	expect_pins(base, "after close");
+
+	/* 4. Closes whose n-th allocation fails, with the buffer queued. */
+	allow_failing_sleeping_allocations();
+	failnth = open("/proc/thread-self/fail-nth", O_RDWR);
+	if (failnth < 0)
+		die("/proc/thread-self/fail-nth (CONFIG_FAULT_INJECTION)");
+	for (int n = 1;; n++) {
+		long now = -1;
+		int left;
+
+		open_queue();
+		requeue(old);
+		fail_nth(n);
+		close(fd);
+		left = fail_nth(0);
+		for (int waited = 0; waited < 30; waited++) {
+			pins(&now, &acquired);
+			if (now == base)
+				break;
+			usleep(100000);
+		}
+		if (now != base) {
+			fprintf(stderr,
+				"FAIL: userptr-reuse: a close whose allocation %d failed left %ld pages pinned 3 s later\n",
+				n, now - base);
+			return 1;
+		}
+		/* The close made fewer than n allocations: every one was failed. */
+		if (left > 0) {
+			printf("userptr-reuse: closes failing each of their %d allocations gave every pin back\n",
+			       n - 1);
+			break;
+		}
+		if (n == 100)
+			die("close still allocating after 100 allocations");
+	}
 	printf("PASS: userptr-reuse: kept memory reused, replaced and released\n");
 	return 0;
 }
