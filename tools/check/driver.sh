@@ -202,6 +202,23 @@ userptr_reuse_judge() {
 	fi
 }
 
+# munmap() then mmap() of one buffer, 200 times, from a real-time program.
+mmap_again() {
+	local bin label="driver: mmap right after munmap of the same buffer"
+	bin=$(guest_program mmap-again tools/vm/tests/mmap-again.c) ||
+		{ record "$label" FAIL "($results/mmap-again.build.log)"; return; }
+	batch_case mmap-again "--device-id 42 --backend capture" tools/vm/tests/mmap-again.sh 120 \
+		mmap_again_judge "COUNT=200" "$bin"
+}
+mmap_again_judge() {
+	local label="driver: mmap right after munmap of the same buffer"
+	if [ "$case_status" = 0 ]; then
+		record "$label" OK "$(grep -o '[0-9]* mmaps right after a munmap' "$results/mmap-again/console.log")"
+	else
+		record "$label" FAIL "($(grep -o 'FAIL: .*' "$results/mmap-again/console.log" | head -n 1); $results/mmap-again/console.log)"
+	fi
+}
+
 # V4L2_EVENT_SOURCE_CHANGE from the device, every 10 frames, reaches a
 # waiting session and the streaming one.
 source_change() {
@@ -307,6 +324,7 @@ t_driver_faults() {
 	local f
 	userptr_cycles
 	userptr_reuse
+	mmap_again
 	for f in delay error-event malformed; do
 		fault "$f"
 	done

@@ -281,19 +281,41 @@ impl MediaDevice {
         sg_offset: usize,
         abandon: Abandon,
     ) -> Result<Response> {
+        let pending = self.send(request, response_len, memory, sg_offset)?;
+        self.answer(pending, wait, abandon)
+    }
+
+    /// The first half of [`Self::command`]: puts the command on the
+    /// commandq, in order with every command sent before it.
+    pub(crate) fn send(
+        self: &Arc<Self>,
+        request: KVec<u8>,
+        response_len: usize,
+        memory: KVec<KVec<u8>>,
+        sg_offset: usize,
+    ) -> Result<PendingCommand> {
         self.check_usable()?;
-        let pending = match self
+        match self
             .commandq
             .submit(request, response_len, memory, sg_offset)
         {
-            Ok(pending) => pending,
+            Ok(pending) => Ok(pending),
             Err(e) if e == ETIMEDOUT => {
                 self.declare_broken("the commandq stayed full");
-                return Err(EIO);
+                Err(EIO)
             }
-            Err(e) if e == ENODEV => return Err(self.check_usable().err().unwrap_or(ENODEV)),
-            Err(e) => return Err(e),
-        };
+            Err(e) if e == ENODEV => Err(self.check_usable().err().unwrap_or(ENODEV)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The second half of [`Self::command`]: waits for the answer.
+    pub(crate) fn answer(
+        self: &Arc<Self>,
+        pending: PendingCommand,
+        wait: Wait,
+        abandon: Abandon,
+    ) -> Result<Response> {
         match pending.wait(wait) {
             Ok(response) => Ok(response),
             Err(WaitError::Interrupted(pending)) => {

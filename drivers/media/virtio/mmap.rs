@@ -3,18 +3,26 @@
 //! MMAP buffers mapped into user space through the shared-memory region.
 //!
 //! A `Mapping` is one MMAP command's result. All VMAs made from it (fork,
-//! splits) share it; when the last one goes, the MUNMAP is sent from the
-//! driver's workqueue, because VMAs are closed under `mmap_lock` and
-//! waiting for the device there could stall every other thread of the
-//! process (or deadlock with a fault on the same lock). Pages are mapped at
-//! fault time, only while the device works (see `MediaDevice::stop`).
+//! splits) share it; when the last one goes, the MUNMAP is put on the
+//! commandq at once, so that it reaches the device before an MMAP of the
+//! same buffer that may follow (a device may map a buffer once at a time),
+//! but its answer is waited for on the driver's workqueue: VMAs are closed
+//! under `mmap_lock`, and waiting for the device there would stall every
+//! other thread of the process. Pages are mapped at fault time, only while
+//! the device works (see `MediaDevice::stop`).
 
 #![forbid(unsafe_code)]
 
-use crate::{device::MediaDevice, kernel_ext::mm::DeviceMemory};
+use crate::{
+    command::{PendingCommand, Wait},
+    device::{Abandon, MediaDevice},
+    kernel_ext::mm::DeviceMemory,
+    protocol,
+};
 use kernel::{
+    new_mutex,
     prelude::*,
-    sync::Arc,
+    sync::{Arc, Mutex},
     workqueue::{impl_has_work, new_work, Work, WorkItem},
 };
 
@@ -32,6 +40,10 @@ pub(crate) struct Mapping {
     /// The device's generation when it made the mapping: after a reset
     /// the offset means nothing, or another mapping.
     generation: u64,
+    /// The MUNMAP sent when the mapping went, whose answer the work waits
+    /// for; `None` if it could not be sent then (the work sends it).
+    #[pin]
+    munmap: Mutex<Option<PendingCommand>>,
     #[pin]
     work: Work<Mapping>,
 }
@@ -72,14 +84,26 @@ impl Mapping {
                 phys,
                 len,
                 pgoff,
+                munmap <- new_mutex!(None, "virtio_media::Mapping::munmap"),
                 work <- new_work!("virtio_media::Mapping::work"),
             }),
             GFP_KERNEL,
         )
     }
 
-    /// Sends the MUNMAP from a workqueue (see the module comment).
+    /// Sends the MUNMAP now and waits for its answer on the workqueue (see
+    /// the module comment). Sent from the workqueue instead when it cannot
+    /// be sent now: no memory, or a full ring and a signal pending.
     pub(crate) fn unmap_later(this: Arc<Self>) {
+        if this.dev.generation() == this.generation {
+            let sent = protocol::munmap_request(this.shm_offset).and_then(|request| {
+                this.dev
+                    .send(request, protocol::HEADER_RESPONSE_SIZE, KVec::new(), 0)
+            });
+            if let Ok(pending) = sent {
+                *this.munmap.lock() = Some(pending);
+            }
+        }
         // The work item is embedded and only queued once (when the last
         // VMA goes, or when the mapping is refused), so enqueueing cannot
         // fail.
@@ -110,7 +134,15 @@ impl WorkItem for Mapping {
         if this.dev.generation() != this.generation {
             return;
         }
-        match this.dev.unmap(this.shm_offset) {
+        let sent = this.munmap.lock().take();
+        let result = match sent {
+            Some(pending) => this
+                .dev
+                .answer(pending, Wait::Uninterruptible, Abandon::Drop)
+                .and_then(|response| response.status()),
+            None => this.dev.unmap(this.shm_offset),
+        };
+        match result {
             Ok(()) => {}
             // The device is gone or was reset: nothing is mapped any more.
             Err(e) if e == ENODEV || this.dev.is_broken() => {}
