@@ -24,18 +24,22 @@ slab() {
 	echo "$least"
 }
 
-# slab_caches FILE: each slab cache's size in KiB now ("name KiB"), to
-# say later which caches a growth is in (slab_growth).
+# slab_caches FILE: each slab cache's size now ("name KiB live-KiB": its
+# slabs, and the objects in use in them), to say later which caches a
+# growth is in (slab_growth).
 slab_caches() {
-	awk 'NR > 2 { printf "%s %d\n", $1, $3 * $4 / 1024 }' /proc/slabinfo > "$1"
+	awk 'NR > 2 { printf "%s %d %d\n", $1, $3 * $4 / 1024, $2 * $4 / 1024 }' /proc/slabinfo > "$1"
 }
 
-# slab_growth FILE: the ten caches that grew most since slab_caches FILE,
-# "name +KiB (before -> after)".
+# slab_growth FILE: the ten caches whose slabs grew most since slab_caches
+# FILE, "name +KiB (before -> after), objects in use +KiB": slabs that
+# grew with no more objects in use are partly empty slabs (fragmentation),
+# not objects kept.
 slab_growth() {
-	awk 'NR > 2 { printf "%s %d\n", $1, $3 * $4 / 1024 }' /proc/slabinfo |
-		awk 'NR == FNR { before[$1] = $2; next }
-			{ d = $2 - before[$1]; if (d > 0) printf "%d %s +%d KiB (%d -> %d)\n", d, $1, d, before[$1], $2 }' "$1" - |
+	awk 'NR > 2 { printf "%s %d %d\n", $1, $3 * $4 / 1024, $2 * $4 / 1024 }' /proc/slabinfo |
+		awk 'NR == FNR { before[$1] = $2; live[$1] = $3; next }
+			{ d = $2 - before[$1]; if (d > 0) printf "%d %s +%d KiB (%d -> %d), objects in use %+d KiB (%d -> %d)\n",
+				d, $1, d, before[$1], $2, $3 - live[$1], live[$1], $3 }' "$1" - |
 		sort -rn | head -n 10 | cut -d' ' -f2-
 }
 
