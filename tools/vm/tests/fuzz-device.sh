@@ -239,6 +239,7 @@ while [ $r -lt "$rounds" ]; do
 			echo "slab $s KiB; the caches that grew most since the first round:"
 			slab_growth /tmp/slab1.caches | sed 's/^/  /'
 			echo "user tasks (pid ppid state comm): $(user_tasks | tr '\n' ';')"
+			echo "tasks in the kernel (running/all, /proc/loadavg): $(cut -d' ' -f4 /proc/loadavg)"
 			[ $((s - slab1)) -le "$slab_tolerance" ] ||
 				why="$why${why:+; }slab grew by $((s - slab1)) KiB"
 		fi
