@@ -498,17 +498,7 @@ impl VirtioMediaPci {
                 self.flush_events();
             }
             let written = scatter(&mem, &writable, &resp.data);
-            if let Err(e) = self.transport.queues[COMMANDQ].add_used(
-                &mem,
-                head,
-                plan.used_len.unwrap_or(written),
-            ) {
-                log::error!("commandq: add_used failed: {e}");
-            }
-            if let Some(f) = self.fuzz.as_mut() {
-                f.returned(COMMANDQ, head, written);
-            }
-            used += 1;
+            used += self.return_chain(COMMANDQ, &mem, head, plan.used_len.unwrap_or(written));
             if self.stats.is_some() {
                 timed.push((crate::stats::kind(&cmd), started));
             }
@@ -638,31 +628,41 @@ impl VirtioMediaPci {
         plan
     }
 
-    /// `--fuzz`: an extra used-ring entry on queue `q`, if the fuzzer wants
-    /// one (a chain returned twice, or an id that was never made
-    /// available). Returns the number of entries added.
+    /// Returns chain `head` of queue `q` with used length `len` (twice in
+    /// a row, if the fuzzer says so); the number of used entries added.
+    fn return_chain(&mut self, q: usize, mem: &GuestMemoryMmap, head: u16, len: u32) -> usize {
+        let twice = self.fuzz.as_mut().and_then(|f| f.twice(q, len));
+        let queue = &mut self.transport.queues[q];
+        let res = match twice {
+            None => queue.add_used(mem, head, len).map(|()| 1),
+            Some(second) => add_used_twice(queue, mem, head, len, second).map(|()| 2),
+        };
+        res.unwrap_or_else(|e| {
+            log::error!("queue {q}: add_used failed: {e}");
+            0
+        })
+    }
+
+    /// `--fuzz`: an extra used-ring entry on queue `q` with an id that was
+    /// never made available, if the fuzzer wants one. Returns the number
+    /// of entries added.
     fn fuzz_replay(&mut self, q: usize, mem: &GuestMemoryMmap) -> usize {
         let size = self.transport.queues[q].size();
-        let Some(replay) = self.fuzz.as_mut().and_then(|f| f.replay(q, size)) else {
+        let Some(crate::fuzz::Replay(id, len)) = self.fuzz.as_mut().and_then(|f| f.replay(q, size))
+        else {
             return 0;
         };
         let queue = &mut self.transport.queues[q];
-        let res = match replay {
-            crate::fuzz::Replay::Head(head, len) => queue.add_used(mem, head, len),
-            crate::fuzz::Replay::Bogus(id, len) => {
-                // add_used refuses ids beyond the queue: write the entry by hand.
-                let next = queue.next_used();
-                let elem = queue.used_ring() + 4 + 8 * (next % size.max(1)) as u64;
-                let res = mem
-                    .write_obj(id, GuestAddress(elem))
-                    .and_then(|()| mem.write_obj(len, GuestAddress(elem + 4)))
-                    .and_then(|()| {
-                        mem.write_obj(next.wrapping_add(1), GuestAddress(queue.used_ring() + 2))
-                    });
-                queue.set_next_used(next.wrapping_add(1));
-                res.map_err(virtio_queue::Error::GuestMemory)
-            }
-        };
+        // add_used refuses ids beyond the queue: write the entry by hand.
+        let next = queue.next_used();
+        let elem = queue.used_ring() + 4 + 8 * (next % size.max(1)) as u64;
+        let res = mem
+            .write_obj(id, GuestAddress(elem))
+            .and_then(|()| mem.write_obj(len, GuestAddress(elem + 4)))
+            .and_then(|()| {
+                mem.write_obj(next.wrapping_add(1), GuestAddress(queue.used_ring() + 2))
+            });
+        queue.set_next_used(next.wrapping_add(1));
         match res {
             Ok(()) => 1,
             Err(e) => {
@@ -687,14 +687,7 @@ impl VirtioMediaPci {
             return;
         }
         let written = scatter(&mem, &d.writable, &d.data);
-        if let Err(e) =
-            self.transport.queues[COMMANDQ].add_used(&mem, d.head, d.used_len.unwrap_or(written))
-        {
-            log::error!("commandq: add_used failed: {e}");
-        }
-        if let Some(f) = self.fuzz.as_mut() {
-            f.returned(COMMANDQ, d.head, written);
-        }
+        self.return_chain(COMMANDQ, &mem, d.head, d.used_len.unwrap_or(written));
         self.fuzz_replay(COMMANDQ, &mem);
         self.signal_queue(COMMANDQ);
         self.flush_events();
@@ -772,15 +765,7 @@ impl VirtioMediaPci {
             } else {
                 scatter(&mem, &writable, &event)
             };
-            if let Err(e) =
-                self.transport.queues[EVENTQ].add_used(&mem, head, used_len.unwrap_or(written))
-            {
-                log::error!("eventq: add_used failed: {e}");
-            }
-            if let Some(f) = self.fuzz.as_mut() {
-                f.returned(EVENTQ, head, written);
-            }
-            used += 1;
+            used += self.return_chain(EVENTQ, &mem, head, used_len.unwrap_or(written));
             if let Some(second) = copy_chain {
                 log::warn!("fault: {} sent twice", crate::media::describe_event(&event));
                 repeat = Some((event, second));
@@ -994,4 +979,31 @@ fn is_subscribe_event(cmd: &[u8]) -> bool {
     };
     word(0) == Some(3)
         && word(12) == Some(virtio_media::protocol::V4l2Ioctl::VIDIOC_SUBSCRIBE_EVENT as u32)
+}
+
+/// Adds two used entries for `head` (used lengths `len`, then `second`) and
+/// publishes them with one index update, so that the driver sees both or
+/// neither (see `Fuzzer::twice`).
+pub(crate) fn add_used_twice(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    head: u16,
+    len: u32,
+    second: u32,
+) -> Result<(), virtio_queue::Error> {
+    let size = queue.size().max(1);
+    let next = queue.next_used();
+    for (i, used_len) in [(0u16, len), (1, second)] {
+        let elem = queue.used_ring() + 4 + 8 * (next.wrapping_add(i) % size) as u64;
+        mem.write_obj(u32::from(head), GuestAddress(elem))
+            .and_then(|()| mem.write_obj(used_len, GuestAddress(elem + 4)))
+            .map_err(virtio_queue::Error::GuestMemory)?;
+    }
+    queue.set_next_used(next.wrapping_add(2));
+    mem.store(
+        next.wrapping_add(2).to_le(),
+        GuestAddress(queue.used_ring() + 2),
+        std::sync::atomic::Ordering::Release,
+    )
+    .map_err(virtio_queue::Error::GuestMemory)
 }

@@ -2763,3 +2763,27 @@ fn userptr_writes_reach_the_sg_ranges_only() {
         .fill_sgs(&[userptr_sg(0xff00, 0x1000)], 0x1000, 1)
         .is_err());
 }
+
+/// A chain returned twice gets two adjacent used entries for the same head
+/// and a single index update covering both, wrapping around the ring.
+#[test]
+fn used_twice_publishes_both_entries_at_once() {
+    use virtio_queue::{Queue, QueueT};
+    const USED: u64 = 0x2000;
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+    let mut q = Queue::new(4).unwrap();
+    q.set_used_ring_address(Some(USED as u32), Some(0));
+    q.set_next_used(3);
+    crate::device::add_used_twice(&mut q, &mem, 2, 264, 0).unwrap();
+    let u16_at = |a: u64| mem.read_obj::<u16>(GuestAddress(a)).unwrap();
+    let u32_at = |a: u64| mem.read_obj::<u32>(GuestAddress(a)).unwrap();
+    assert_eq!(u16_at(USED + 2), 5, "index moves by two at once");
+    assert_eq!(q.next_used(), 5);
+    // Entry 3 is the last slot of the ring, entry 4 wraps to slot 0.
+    assert_eq!(
+        (u32_at(USED + 4 + 8 * 3), u32_at(USED + 8 + 8 * 3)),
+        (2, 264)
+    );
+    assert_eq!((u32_at(USED + 4), u32_at(USED + 8)), (2, 0));
+    assert_eq!(u32_at(USED + 4 + 8), 0, "no other entry written");
+}

@@ -50,7 +50,8 @@ pub enum Kind {
     /// A response comes late, up to 8 s (past the driver's 5 s timeout),
     /// so responses also complete out of order.
     Late,
-    /// A chain is returned a second time, or an id never made available.
+    /// A chain is returned twice in a row (both entries published at once),
+    /// or an id never made available.
     Twice,
     /// An event's type, session, buffer index, plane count or a buffer
     /// field is changed, or the event is cut short.
@@ -120,14 +121,10 @@ pub struct CmdPlan {
     pub used_len: Option<u32>,
 }
 
-/// A used-ring entry the device adds on its own.
+/// A used-ring entry the device adds on its own: an id the driver never
+/// made available (beyond the queue size), and a used length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Replay {
-    /// A head already returned, again.
-    Head(u16, u32),
-    /// An id the driver never made available (beyond the queue size).
-    Bogus(u32, u32),
-}
+pub struct Replay(pub u32, pub u32);
 
 const RECENT: usize = 16;
 /// The commands of the driver's probe: OPEN, G_PARM, CLOSE.
@@ -150,10 +147,9 @@ pub struct Fuzzer {
     /// the rounds let the driver's probe (OPEN, G_PARM, CLOSE) through, so
     /// that they reach the programs instead of ending at probe.
     grace: u32,
-    /// Session ids the device handed out, MMAP answers, returned heads.
+    /// Session ids the device handed out, MMAP answers.
     sessions: Vec<u32>,
     mmaps: Vec<(u64, u64)>,
-    returned: [Vec<(u16, u32)>; 2],
     /// Descriptions of every mutation, kept for the tests.
     pub trace: Option<Vec<String>>,
 }
@@ -174,7 +170,6 @@ impl Fuzzer {
             grace: 0,
             sessions: Vec::new(),
             mmaps: Vec::new(),
-            returned: [Vec::new(), Vec::new()],
             trace: None,
         };
         f.start_round(config);
@@ -199,7 +194,6 @@ impl Fuzzer {
         };
         self.sessions.clear();
         self.mmaps.clear();
-        self.returned = [Vec::new(), Vec::new()];
         self.config = None;
         let mix: Vec<String> = KINDS
             .iter()
@@ -559,30 +553,39 @@ impl Fuzzer {
 
     // ---- used ring ----------------------------------------------------------
 
-    /// A chain of queue `q` was returned (for answers given twice).
-    pub fn returned(&mut self, q: usize, head: u16, len: u32) {
-        if let Some(list) = self.returned.get_mut(q) {
-            remember(list, (head, len));
+    /// A chain of queue `q` is about to be returned with used length
+    /// `len`: the used length of a second entry for it, right behind the
+    /// first, if the fuzzer wants the chain returned twice.
+    ///
+    /// Only twice in a row, published together: a driver that saw the
+    /// first entry alone could give the id to another chain before the
+    /// second arrives, take the second for that chain's answer and free
+    /// memory the device then writes. No driver can tell such an entry
+    /// from a real answer; only an IOMMU or bounce buffers contain it (a
+    /// device-fuzz run found it as KASAN quarantine corruption).
+    pub fn twice(&mut self, q: usize, len: u32) -> Option<u32> {
+        if !self.hit(Kind::Twice) || self.rng.below(4) == 0 {
+            return None;
         }
+        let second = self.rng.pick(&[len, 0, len.wrapping_add(1)]);
+        self.note(
+            Kind::Twice,
+            format!("queue {q}: chain returned twice (used length {len}, then {second})"),
+        );
+        Some(second)
     }
 
-    /// An extra used-ring entry for queue `q`, if the fuzzer wants one now.
-    /// `size` is the queue size.
+    /// An extra used-ring entry with an id never made available, for queue
+    /// `q` of `size` entries, if the fuzzer wants one now.
     pub fn replay(&mut self, q: usize, size: u16) -> Option<Replay> {
         if !self.hit(Kind::Twice) {
             return None;
         }
-        let recent = self.returned.get(q).cloned().unwrap_or_default();
-        let r = if !recent.is_empty() && self.rng.below(4) != 0 {
-            let (head, len) = self.rng.pick(&recent);
-            Replay::Head(head, len)
-        } else {
-            let noise = self.rng.next_u32();
-            let id = self
-                .rng
-                .pick(&[size as u32, size as u32 + 1, 0xffff, u32::MAX, noise]);
-            Replay::Bogus(id.max(size as u32), self.rng.below(4096) as u32)
-        };
+        let noise = self.rng.next_u32();
+        let id = self
+            .rng
+            .pick(&[size as u32, size as u32 + 1, 0xffff, u32::MAX, noise]);
+        let r = Replay(id.max(size as u32), self.rng.below(4096) as u32);
         self.note(Kind::Twice, format!("queue {q}: extra used entry {r:?}"));
         Some(r)
     }

@@ -42,8 +42,8 @@ fn drive(f: &mut Fuzzer, n: usize) -> Vec<String> {
             _ => (cmd_hdr(CMD_CLOSE), vec![], 8),
         };
         let plan = f.command(&cmd, &mut resp, cap, 1 << 20);
-        f.returned(0, (i % 16) as u16, resp.len() as u32);
-        out.push(format!("{plan:?} {resp:?} {:?}", f.replay(0, 16)));
+        let twice = f.twice(0, resp.len() as u32);
+        out.push(format!("{plan:?} {resp:?} {twice:?} {:?}", f.replay(0, 16)));
         let mut ev = vec![0u8; fields::DQBUF_EVENT_SIZE];
         ev[0] = EVT_DQBUF as u8;
         let used = f.event(&mut ev, 1024);
