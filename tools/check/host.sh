@@ -57,3 +57,15 @@ t_layers() {
 	fi
 }
 check_test layers t_layers
+
+# Cache fillers started at once (the lanes' first guests on a fresh
+# machine) wait for each other (tools/check/cache-lock.sh).
+t_cache_lock() {
+	local log=$results/cache-lock.log
+	if tools/check/cache-lock.sh > "$log" 2>&1; then
+		record "host: cache fillers at once wait for each other" OK "$(tail -n 1 "$log")"
+	else
+		record "host: cache fillers at once wait for each other" FAIL "$(tail -n 1 "$log") ($log)"
+	fi
+}
+check_test cache-lock t_cache_lock

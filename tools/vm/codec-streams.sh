@@ -19,6 +19,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 apt_install_missing ffmpeg
+cache_lock
 key=$( { cat "$VM_DIR/codec-streams.sh"; ffmpeg -version | head -n 1; } | sha256sum | cut -c1-12)
 out=$CACHE_DIR/codec-streams-$key
 if [ -f "$out/streams.txt" ]; then

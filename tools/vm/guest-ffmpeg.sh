@@ -10,6 +10,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
+cache_lock
 key=$(sha256sum "$VM_DIR/guest-ffmpeg.sh" | cut -c1-12)
 out=$CACHE_DIR/ffmpeg-guest-$key
 if [ -x "$out/bin/ffmpeg" ]; then

@@ -30,6 +30,7 @@ gst_packages="gstreamer1.0-tools libgstreamer1.0-0 gstreamer1.0-plugins-base
 gst_plugins="coreelements app video4linux2 videoparsersbad matroska rawparse videotestsrc
 	videoconvertscale"
 
+cache_lock
 ffmpeg=$("$VM_DIR/guest-ffmpeg.sh")
 key=$( { cat "$VM_DIR/guest-media.sh" "$VM_DIR/tests/gst-framemd5.c"; echo "$ffmpeg"; } |
 	sha256sum | cut -c1-12)

@@ -7,6 +7,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
+cache_lock
 key=$(sha256sum "$VM_DIR/guest-perf.sh" | cut -c1-12)
 out=$CACHE_DIR/initramfs-perf-$key.cpio.gz
 if [ -f "$out" ]; then

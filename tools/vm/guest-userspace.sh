@@ -8,6 +8,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 kdir=${1:?usage: guest-userspace.sh KDIR}
 
+cache_lock
 key=$( { basename "$kdir"; cat "$VM_DIR/guest-userspace.sh" "$VM_DIR/guest-init.sh" "$VM_DIR/guest-export-file.sh"; } | sha256sum | cut -c1-12)
 out=$CACHE_DIR/initramfs-base-$key.cpio.gz
 if [ -f "$out" ]; then

@@ -30,6 +30,7 @@ key=$(kernel_key)
 # Source: Debian's linux-source-$KERNEL_VERSION (a plain tarball, arch all).
 src_tarball() {
 	local root tb
+	cache_lock
 	tb=$(ls "$CACHE_DIR"/linux-source/usr/src/linux-source-$KERNEL_VERSION.tar.xz 2>/dev/null || true)
 	if [ -z "$tb" ]; then
 		root=$(foreign_apt_root trixie-backports trixie-backports trixie)
@@ -56,6 +57,7 @@ unpack() { # DIR
 
 src_dir=$CACHE_DIR/kernel-src-$KERNEL_VERSION
 if [ "${1:-}" = source ]; then
+	cache_lock
 	unpack "$src_dir"
 	echo "$src_dir"
 	exit 0
@@ -63,6 +65,7 @@ fi
 
 headers_dir=$CACHE_DIR/headers-$KERNEL_VERSION
 if [ "${1:-}" = headers ]; then
+	cache_lock
 	if [ ! -f "$headers_dir/usr/include/linux/videodev2.h" ]; then
 		src=$src_dir
 		unpack "$src"
@@ -73,6 +76,7 @@ if [ "${1:-}" = headers ]; then
 fi
 
 kdir=$CACHE_DIR/kernel-$KERNEL_VERSION-$flavour-$key
+cache_lock "kernel-$flavour"
 if [ -f "$kdir/.build-done" ]; then
 	echo "$kdir"
 	exit 0

@@ -22,6 +22,24 @@ export PATH
 log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# cache_lock [NAME]: until the script exits, holds the cache's lock NAME
+# ("fill" by default). Scripts that fill the cache take it before looking
+# whether their part is there: two of them at once (the lanes of make
+# check on a fresh machine, each booting its first guest) would remove and
+# unpack the same directory under each other. The second waits, then finds
+# the part filled. Scripts run under it see CACHE_LOCKED_NAME and do not
+# wait for their parent. Kernel builds take their own NAME, so that a
+# 20-minute build does not hold up the rest.
+cache_lock() {
+	local name=${1:-fill} var fd
+	var=CACHE_LOCKED_${name//[^A-Za-z0-9]/_}
+	[ -n "${!var:-}" ] && return 0
+	mkdir -p "$CACHE_DIR/locks"
+	exec {fd}> "$CACHE_DIR/locks/$name"
+	flock "$fd"
+	export "$var=1"
+}
+
 # A private apt configuration for one foreign Debian suite: packages are only
 # downloaded and unpacked from it, never installed on the host, so the host's
 # own apt state is untouched. Usage: foreign_apt_root [--arch ARCH] [--src]

@@ -8,6 +8,7 @@ set -euo pipefail
 QEMU_DEBIAN_VERSION=${QEMU_DEBIAN_VERSION:-1:11.1}
 dir=$CACHE_DIR/qemu
 wrapper=$dir/qemu-system-x86_64
+cache_lock
 if [ -x "$wrapper" ] && "$wrapper" --version >/dev/null 2>&1; then
 	echo "$wrapper"
 	exit 0

@@ -19,6 +19,7 @@ url=https://github.com/chromeos/virtio-media
 mirror=/work/.mirror/chromeos+virtio-media/repo
 [ -n "${KDIR:-}" ] || die "KDIR must name the kernel build tree"
 
+cache_lock
 git_dir=$CACHE_DIR/c-driver.git
 has_commit() { git --git-dir="$1" cat-file -e "$commit^{commit}" 2>/dev/null; }
 if ! has_commit "$git_dir"; then
