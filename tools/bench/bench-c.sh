@@ -10,7 +10,9 @@
 # build/results/bench-c/.
 # Usage: tools/bench/bench-c.sh KO KERNEL_NOTE (KDIR set). Knobs:
 # BENCH_RUNS (rounds, 5), BENCH_SECONDS (1), BENCH_STREAM_SECONDS (2),
-# BENCH_COUNT (200), BENCH_TIMEOUT (1800).
+# BENCH_COUNT (200), BENCH_TIMEOUT (1800), BENCH_PERF (0; 1: perf samples
+# each driver's G_FMT, mmap and 640x480 MMAP stream runs once more,
+# perf-{gfmt,mmap,stream}-{ours,c}-*.txt among the guest's files).
 set -euo pipefail
 . "$(dirname "$0")/../vm/lib.sh"
 cd "$REPO_DIR"
@@ -25,13 +27,15 @@ results=$(realpath -m "$BUILD_DIR/results")
 out=$results/$name
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 log "our driver against the C driver ($c_commit), $runs rounds; host load before: $load_before ($(nproc) cores)"
+cpio=()
+[ "${BENCH_PERF:-0}" = 1 ] && cpio=(--cpio "$(tools/vm/guest-perf.sh)")
 set +e
-tools/vm/run-guest.sh --name "$name" --ko "$ko" --ko "$c_ko" --file "$BUILD_DIR/bench/v4l2-bench" \
+tools/vm/run-guest.sh --name "$name" --ko "$ko" --ko "$c_ko" --file "$BUILD_DIR/bench/v4l2-bench" "${cpio[@]}" \
 	--vfu "--device-id 42 --backend capture --exit-on-disconnect" \
 	--vfu "--device-id 48 --backend capture --exit-on-disconnect" \
 	--env "BENCH_RUNS=$runs" --env "BENCH_SECONDS=${BENCH_SECONDS:-1}" \
 	--env "BENCH_STREAM_SECONDS=${BENCH_STREAM_SECONDS:-2}" --env "BENCH_COUNT=${BENCH_COUNT:-200}" \
-	--test tools/vm/tests/bench-c.sh --timeout "${BENCH_TIMEOUT:-1800}"
+	--env "BENCH_PERF=${BENCH_PERF:-0}" --test tools/vm/tests/bench-c.sh --timeout "${BENCH_TIMEOUT:-1800}"
 status=$?
 set -e
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)

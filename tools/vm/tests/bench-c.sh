@@ -85,6 +85,37 @@ while [ "$r" -le "$runs" ]; do
 	r=$((r + 1))
 done
 
+# BENCH_PERF=1: where each driver's time goes, perf sampling the whole
+# guest while one run of each kind goes on each node (single-thread G_FMT,
+# mmap/munmap pairs, a 640x480 MMAP stream).
+perf_run() { # DRIVER DEV NAME ARGS...
+	local drv=$1 dev=$2 name=$3 base f
+	shift 3
+	base=/tmp/perf-$name-$drv
+	perf record -q -e cpu-clock -F 4000 -a -g -o $base.data -- \
+		$bench -d "$dev" "$@" > $base-run.json 2> $base-record.log ||
+		{ echo "FAIL: perf record of $drv: $*"; status=1; }
+	perf report -i $base.data --stdio --no-children --sort dso,sym --percent-limit 0.2 \
+		> $base-self.txt 2> $base-report.log
+	perf report -i $base.data --stdio --children --sort sym -g none --percent-limit 1 \
+		> $base-children.txt 2>> $base-report.log
+	rm -f $base.data
+	for f in run.json record.log report.log self.txt children.txt; do
+		export_file perf-$name-$drv-$f $base-$f
+	done
+}
+if [ "${BENCH_PERF:-0}" = 1 ]; then
+	echo 0 > /proc/sys/kernel/kptr_restrict
+	echo -1 > /proc/sys/kernel/perf_event_paranoid
+	for drv in ours c; do
+		dev=$ours
+		[ $drv = c ] && dev=$c
+		perf_run $drv "$dev" gfmt ioctl G_FMT 1 threads 3
+		perf_run $drv "$dev" mmap mmap "$count"
+		perf_run $drv "$dev" stream stream mmap 640 480 5
+	done
+fi
+
 # Both must unload; a C driver that does not is worth knowing, not a
 # failure of ours.
 rmmod virtio_media || { echo "FAIL: rmmod virtio_media"; status=1; }
