@@ -179,11 +179,16 @@ void virtio_media_inode_unmap_all(struct inode *inode)
  * Freezable: no work item (an unmap, an abandoned command's clean-up) runs
  * between a device's freeze and restore, where it could send a command
  * with an id the reset device has forgotten, or given to another.
+ *
+ * Per CPU: the eventq's work runs on the CPU its interrupt came to, as a
+ * streaming program's QBUF, the event and the program's wakeup mostly do.
+ * Unbound, the work woke the other, idle CPU for every frame (make
+ * bench-c, 640x480 MMAP: 0.62 of the C driver's frame rate, 0.81 per CPU).
  */
 struct workqueue_struct *virtio_media_alloc_workqueue(void)
 {
 	return alloc_workqueue("virtio_media",
-			       WQ_UNBOUND | WQ_HIGHPRI | WQ_MEM_RECLAIM | WQ_FREEZABLE, 0);
+			       WQ_PERCPU | WQ_HIGHPRI | WQ_MEM_RECLAIM | WQ_FREEZABLE, 0);
 }
 
 /*
