@@ -72,6 +72,9 @@ t_hardening() {
 	hardening_case hardening-close-pins "--backend capture --fault close-error" \
 		close-pins "" "a failed CLOSE's pages come back when the device is reset" \
 		EXPECT_LOG="stay with the device until its reset"
+	hardening_case hardening-unknown-format "--backend capture --fault unknown-format" \
+		enum-fmt "" "a format unknown to the kernel gets a description" \
+		EXPECT_LOG="with an empty string"
 	batch_run hardening
 	[[ hardening-signals =~ ${BATCH_CASES:-.} ]] &&
 		device_left_nothing hardening-signals "interrupted opens and mmaps leave nothing on the device"

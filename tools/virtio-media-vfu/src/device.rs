@@ -115,6 +115,9 @@ pub struct Faults {
     pub huge_format: bool,
     /// Report 100000 buffers in every REQBUFS answer.
     pub huge_count: bool,
+    /// Answer every ENUM_FMT with a format the kernel does not know
+    /// (`UNKNOWN_FOURCC`) and an empty description.
+    pub unknown_format: bool,
     /// Answer every CLOSE but the first (the driver's check at probe) with
     /// EIO; the session is closed all the same.
     pub close_error: bool,
@@ -129,6 +132,9 @@ pub const FLOOD_PENDING: usize = 1024;
 pub const HUGE_SIZEIMAGE: u32 = 64 << 20;
 /// The buffer count `--fault huge-count` reports.
 pub const HUGE_COUNT: u32 = 100_000;
+/// The format `--fault unknown-format` reports: "VMZZ", in no kernel's
+/// table.
+pub const UNKNOWN_FOURCC: u32 = u32::from_le_bytes(*b"VMZZ");
 
 pub const FAULT_DELAY: Duration = Duration::from_millis(500);
 
@@ -574,6 +580,13 @@ impl VirtioMediaPci {
             if self.faults.huge_count && code == Some(8) && resp.data.len() >= 12 {
                 log::warn!("fault: REQBUFS count reported as {HUGE_COUNT}");
                 resp.data[8..12].copy_from_slice(&HUGE_COUNT.to_le_bytes());
+            }
+            // ENUM_FMT: v4l2_fmtdesc's description at 12..44 and
+            // pixelformat at 44..48, after the 8-byte response header.
+            if self.faults.unknown_format && code == Some(2) && resp.data.len() >= 56 {
+                log::warn!("fault: ENUM_FMT reports {UNKNOWN_FOURCC:#010x}, no description");
+                resp.data[20..52].fill(0);
+                resp.data[52..56].copy_from_slice(&UNKNOWN_FOURCC.to_le_bytes());
             }
         }
         if !self.fault_hit() {

@@ -146,11 +146,12 @@ pub struct Args {
     /// command is answered until the driver resets the device),
     /// "dup-session" (an OPEN is answered with the id of a session that is
     /// still open), "huge-format" (G/S/TRY_FMT report a 64 MiB sizeimage),
-    /// "huge-count" (REQBUFS reports 100000 buffers) and "close-error"
-    /// (every CLOSE but the first answered with EIO).
+    /// "huge-count" (REQBUFS reports 100000 buffers), "close-error"
+    /// (every CLOSE but the first answered with EIO) and "unknown-format"
+    /// (ENUM_FMT reports a format no kernel knows, with no description).
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = [
         "delay", "error-event", "malformed", "event-flood", "dqbuf-repeat", "silent", "dup-session",
-        "huge-format", "huge-count", "close-error",
+        "huge-format", "huge-count", "close-error", "unknown-format",
     ])]
     pub fault: Vec<String>,
 
@@ -262,6 +263,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         huge_format: fault("huge-format"),
         huge_count: fault("huge-count"),
         close_error: fault("close-error"),
+        unknown_format: fault("unknown-format"),
         every: args.fault_every,
     };
     if !args.fault.is_empty() {

@@ -1771,6 +1771,22 @@ mod faults {
     }
 
     #[test]
+    fn fault_unknown_format_blanks_enum_fmt() {
+        let mut h = Harness::with_backend("capture", true);
+        h.dev.faults = Faults {
+            unknown_format: true,
+            ..Default::default()
+        };
+        let s = h.open();
+        let mut desc = vec![0u8; 64];
+        desc[4..8].copy_from_slice(&V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE.to_le_bytes());
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_ENUM_FMT, &desc), 8 + 64);
+        assert_eq!(le32(&resp, 0), 0);
+        assert!(resp[20..52].iter().all(|&b| b == 0), "description empty");
+        assert_eq!(le32(&resp, 52), crate::device::UNKNOWN_FOURCC);
+    }
+
+    #[test]
     fn fault_malformed_cuts_responses() {
         let mut h = Harness::new(true);
         h.dev.faults = Faults {

@@ -38,6 +38,18 @@ mmap-unbind)
 	wait $pid || status=1
 	cat /tmp/case.log
 	;;
+enum-fmt)
+	# The device reports a format the kernel does not know, with an empty
+	# description: the driver names it, where the V4L2 core would WARN.
+	out=$(timeout 60 v4l2-ctl -d $dev --list-formats 2>&1) || status=1
+	echo "$out"
+	if echo "$out" | grep -q 'VMZZ (0x5a5a4d56)'; then
+		echo "PASS: the unknown format is listed as 'VMZZ (0x5a5a4d56)'"
+	else
+		echo "FAIL: the unknown format is not named"
+		status=1
+	fi
+	;;
 *)
 	# shellcheck disable=SC2086 # ARGS is a word list
 	timeout 120 $bin "$CASE" $dev $ARGS || status=1

@@ -255,6 +255,82 @@ unsafe extern "C" fn forward<T: Driver, const CODE: u32, A: Payload>(
     }
 }
 
+/// `VIDIOC_ENUM_FMT`, forwarded. The V4L2 core describes the formats it
+/// knows, and WARNs for any other format whose description is empty
+/// (`v4l_fill_fmtdesc`): a kernel report, and a panic under
+/// `panic_on_warn`, which a device must not be able to cause. Such a
+/// format gets its four characters and value as description here, as the
+/// core's own fallback would print it; every description is terminated.
+///
+/// # Safety
+///
+/// As for [`forward`].
+unsafe extern "C" fn enum_fmt<T: Driver>(
+    file: *mut bindings::file,
+    priv_: *mut c_void,
+    arg: *mut bindings::v4l2_fmtdesc,
+) -> c_int {
+    // SAFETY: The caller's arguments, as `forward` requires them.
+    let ret = unsafe { forward::<T, VIDIOC_ENUM_FMT, bindings::v4l2_fmtdesc>(file, priv_, arg) };
+    if ret == 0 {
+        // SAFETY: The core's copy of the argument, valid and the handler's
+        // alone for the call; `forward` is done with it.
+        let desc = unsafe { &mut *arg };
+        // The core passes a description it does not replace on as is.
+        if let Some(last) = desc.description.last_mut() {
+            *last = 0;
+        }
+        if desc.description.first() == Some(&0) {
+            kernel::pr_warn_once!(
+                "device described format {:#010x} with an empty string; named here\n",
+                desc.pixelformat
+            );
+            describe_format(&mut desc.description, desc.pixelformat);
+        }
+    }
+    ret
+}
+
+/// Writes "ABCD (0x44434241)" for fourcc `format` into `text`, cut to fit,
+/// NUL-terminated; characters that do not print are shown as '.'.
+fn describe_format(text: &mut [u8], format: u32) {
+    /// Writes into `text`, keeping its last byte for the NUL.
+    struct Cut<'a> {
+        text: &'a mut [u8],
+        len: usize,
+    }
+    impl core::fmt::Write for Cut<'_> {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            for &byte in s.as_bytes() {
+                if self.len.saturating_add(1) >= self.text.len() {
+                    break;
+                }
+                if let Some(slot) = self.text.get_mut(self.len) {
+                    *slot = byte;
+                    self.len += 1;
+                }
+            }
+            Ok(())
+        }
+    }
+    text.fill(0);
+    let chars = format.to_le_bytes().map(|c| {
+        if c.is_ascii_graphic() || c == b' ' {
+            char::from(c)
+        } else {
+            '.'
+        }
+    });
+    let mut cut = Cut { text, len: 0 };
+    let _ = core::fmt::write(
+        &mut cut,
+        format_args!(
+            "{}{}{}{} ({:#010x})",
+            chars[0], chars[1], chars[2], chars[3], format
+        ),
+    );
+}
+
 /// # Safety
 ///
 /// As for [`forward`].
@@ -657,13 +733,13 @@ pub(super) struct IoctlOps<T>(PhantomData<T>);
 impl<T: Driver> IoctlOps<T> {
     pub(super) const TABLE: bindings::v4l2_ioctl_ops = bindings::v4l2_ioctl_ops {
         vidioc_querycap: Some(querycap::<T>),
-        vidioc_enum_fmt_vid_cap: Some(forward::<T, VIDIOC_ENUM_FMT, bindings::v4l2_fmtdesc>),
-        vidioc_enum_fmt_vid_overlay: Some(forward::<T, VIDIOC_ENUM_FMT, bindings::v4l2_fmtdesc>),
-        vidioc_enum_fmt_vid_out: Some(forward::<T, VIDIOC_ENUM_FMT, bindings::v4l2_fmtdesc>),
-        vidioc_enum_fmt_sdr_cap: Some(forward::<T, VIDIOC_ENUM_FMT, bindings::v4l2_fmtdesc>),
-        vidioc_enum_fmt_sdr_out: Some(forward::<T, VIDIOC_ENUM_FMT, bindings::v4l2_fmtdesc>),
-        vidioc_enum_fmt_meta_cap: Some(forward::<T, VIDIOC_ENUM_FMT, bindings::v4l2_fmtdesc>),
-        vidioc_enum_fmt_meta_out: Some(forward::<T, VIDIOC_ENUM_FMT, bindings::v4l2_fmtdesc>),
+        vidioc_enum_fmt_vid_cap: Some(enum_fmt::<T>),
+        vidioc_enum_fmt_vid_overlay: Some(enum_fmt::<T>),
+        vidioc_enum_fmt_vid_out: Some(enum_fmt::<T>),
+        vidioc_enum_fmt_sdr_cap: Some(enum_fmt::<T>),
+        vidioc_enum_fmt_sdr_out: Some(enum_fmt::<T>),
+        vidioc_enum_fmt_meta_cap: Some(enum_fmt::<T>),
+        vidioc_enum_fmt_meta_out: Some(enum_fmt::<T>),
         vidioc_g_fmt_vid_cap: Some(forward::<T, VIDIOC_G_FMT, bindings::v4l2_format>),
         vidioc_g_fmt_vid_overlay: Some(forward::<T, VIDIOC_G_FMT, bindings::v4l2_format>),
         vidioc_g_fmt_vid_out: Some(forward::<T, VIDIOC_G_FMT, bindings::v4l2_format>),
@@ -809,5 +885,21 @@ mod tests {
         assert_eq!(VIDIOC_CREATE_BUFS, 0xc100_565c);
         assert_eq!(VIDIOC_QUERY_EXT_CTRL, 0xc0e8_5667);
         assert_eq!(VIDIOC_G_STD, 0x8008_5617);
+    }
+
+    #[test]
+    fn an_unknown_format_is_named_by_its_fourcc() {
+        let mut text = [0xffu8; 32];
+        describe_format(&mut text, u32::from_le_bytes(*b"VMZZ"));
+        let end = text.iter().position(|&c| c == 0).unwrap_or(text.len());
+        assert_eq!(&text[..end], b"VMZZ (0x5a5a4d56)");
+        assert!(text[end..].iter().all(|&c| c == 0));
+    }
+
+    #[test]
+    fn what_does_not_fit_is_cut_and_terminated() {
+        let mut text = [0xffu8; 8];
+        describe_format(&mut text, 0x0102_0341);
+        assert_eq!(&text, b"A... (0\0");
     }
 }
