@@ -20,10 +20,11 @@ use super::{
     },
 };
 use crate::kernel_ext::bindings;
-use core::{marker::PhantomData, mem::size_of, ptr::NonNull};
+use core::{fmt::Write, marker::PhantomData, mem::size_of, ptr::NonNull};
 use kernel::{
     ioctl::{_IOR, _IOW, _IOWR},
     prelude::*,
+    str::NullTerminatedFormatter,
 };
 
 /// The V4L2 ioctl type, `'V'`.
@@ -291,28 +292,10 @@ unsafe extern "C" fn enum_fmt<T: Driver>(
     ret
 }
 
-/// Writes "ABCD (0x44434241)" for fourcc `format` into `text`, cut to fit,
-/// NUL-terminated; characters that do not print are shown as '.'.
+/// Writes "ABCD (0x44434241)" for fourcc `format` into `text`,
+/// NUL-terminated, the rest zeroed; a piece that does not fit is left out.
+/// Characters that do not print are shown as '.'.
 fn describe_format(text: &mut [u8], format: u32) {
-    /// Writes into `text`, keeping its last byte for the NUL.
-    struct Cut<'a> {
-        text: &'a mut [u8],
-        len: usize,
-    }
-    impl core::fmt::Write for Cut<'_> {
-        fn write_str(&mut self, s: &str) -> core::fmt::Result {
-            for &byte in s.as_bytes() {
-                if self.len.saturating_add(1) >= self.text.len() {
-                    break;
-                }
-                if let Some(slot) = self.text.get_mut(self.len) {
-                    *slot = byte;
-                    self.len += 1;
-                }
-            }
-            Ok(())
-        }
-    }
     text.fill(0);
     let chars = format.to_le_bytes().map(|c| {
         if c.is_ascii_graphic() || c == b' ' {
@@ -321,14 +304,14 @@ fn describe_format(text: &mut [u8], format: u32) {
             '.'
         }
     });
-    let mut cut = Cut { text, len: 0 };
-    let _ = core::fmt::write(
-        &mut cut,
-        format_args!(
-            "{}{}{}{} ({:#010x})",
-            chars[0], chars[1], chars[2], chars[3], format
-        ),
-    );
+    let Some(mut out) = NullTerminatedFormatter::new(text) else {
+        return;
+    };
+    // What does not fit is dropped: a description is only for display.
+    let _ = out.write_fmt(format_args!(
+        "{}{}{}{} ({:#010x})",
+        chars[0], chars[1], chars[2], chars[3], format
+    ));
 }
 
 /// # Safety
@@ -897,9 +880,9 @@ mod tests {
     }
 
     #[test]
-    fn what_does_not_fit_is_cut_and_terminated() {
+    fn what_does_not_fit_is_left_out_and_terminated() {
         let mut text = [0xffu8; 8];
         describe_format(&mut text, 0x0102_0341);
-        assert_eq!(&text, b"A... (0\0");
+        assert_eq!(&text, b"A... (\0\0");
     }
 }
