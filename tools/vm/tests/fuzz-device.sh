@@ -47,19 +47,57 @@ mkdir -p $work
 
 # run NAME COMMAND...: starts a program of the round in the background.
 run() {
-	name=$1; shift
-	"$@" > $work/$name.log 2>&1 &
-	echo "$name" > $work/pid.$!
+	name=$1
+	shift
+	"$@" > "$work/$name.log" 2>&1 &
+	procs="$procs $!"
+	eval "name_$!=\$name"
 }
 
-state() { # the state letter of task $1 (empty once it is gone)
-	sed -n 's/.*) \([A-Z]\).*/\1/p' /proc/$1/stat 2>/dev/null
+# The watch loop below runs once a second while a round's programs run.
+# Under TCG and KASAN every fork costs tens of milliseconds of the CPU the
+# programs need, so it reads /proc with shell builtins only.
+
+# task_state PID: sets st to the state letter of the task (empty once it
+# is gone).
+task_state() {
+	st=""
+	read -r stat 2> /dev/null < "/proc/$1/stat" || return 0
+	set -- ${stat##*) }
+	st=$1
+}
+
+# now_s: sets now to the seconds since t0.
+now_s() {
+	read -r up _ < /proc/uptime
+	now=$((${up%.*} - t0))
 }
 
 # Task state and where it sleeps, for the report of a stuck task.
 describe_task() {
-	echo "  task $1 ($(cat /proc/$1/comm 2>/dev/null)): state $(state $1), wchan $(cat /proc/$1/wchan 2>/dev/null)"
+	task_state "$1"
+	echo "  task $1 ($(cat /proc/$1/comm 2>/dev/null)): state $st, wchan $(cat /proc/$1/wchan 2>/dev/null)"
 	sed 's/^/    /' /proc/$1/stack 2>/dev/null
+}
+
+# count_d_tasks: counts, for each task in D now, the samples in a row it
+# was in D (d_<pid>, with dgen_<pid> the sample it was last seen in);
+# reports a task once when its count reaches d_limit.
+count_d_tasks() {
+	gen=$((gen + 1))
+	for p in /proc/[0-9]*; do
+		read -r stat 2> /dev/null < "$p/stat" || continue
+		set -- ${stat##*) }
+		[ "$1" = D ] || continue
+		pid=${p#/proc/}
+		eval "last=\${dgen_$pid:-0} count=\${d_$pid:-0}"
+		[ "$last" = $((gen - 1)) ] && count=$((count + 1)) || count=1
+		eval "dgen_$pid=$gen d_$pid=$count"
+		if [ "$count" = "$d_limit" ]; then
+			echo "STUCK: a task slept uninterruptibly in $d_limit samples in a row (at least $d_limit s)"
+			describe_task "$pid"
+		fi
+	done
 }
 
 # watch_programs DEADLINE: waits for the round's programs; past the deadline they
@@ -68,58 +106,49 @@ describe_task() {
 # second: a task in D for d_limit consecutive samples is reported once.
 # Prints the problems.
 watch_programs() {
-	deadline=$1 t0=$(date +%s) now=0
-	: > $work/dcount
+	deadline=$1
+	read -r up _ < /proc/uptime
+	t0=${up%.*} now=0
 	while :; do
-		left=0
-		for f in $work/pid.*; do
-			[ -e "$f" ] || continue
-			pid=${f##*.} name=$(cat "$f")
-			st=$(state "$pid")
+		left=""
+		for pid in $procs; do
+			eval "name=\$name_$pid term=\${term_$pid:-} killed=\${kill_$pid:-}"
+			task_state "$pid"
 			if [ -z "$st" ] || [ "$st" = Z ]; then
 				wait "$pid" 2>/dev/null
 				echo "$name rc=$?" >> $work/results
-				rm -f "$f"
+				unset "term_$pid" "kill_$pid"
 				continue
 			fi
-			left=$((left + 1))
 			# TERM at the deadline, KILL 3 s after the TERM, stuck
 			# STUCK_AFTER s after the KILL, all from when each was sent
 			# (a turn of this loop can take seconds on a slow guest).
-			if [ -e $work/kill.$pid ]; then
-				if [ $now -ge $(($(cat $work/kill.$pid) + stuck_after)) ]; then
-					echo "STUCK: $name (pid $pid) did not exit $((now - $(cat $work/kill.$pid))) s after SIGKILL"
+			if [ -n "$killed" ]; then
+				if [ $now -ge $((killed + stuck_after)) ]; then
+					echo "STUCK: $name (pid $pid) did not exit $((now - killed)) s after SIGKILL"
 					describe_task "$pid"
 					echo "$name stuck" >> $work/results
-					rm -f "$f"
-				else
-					kill -KILL "$pid" 2>/dev/null
+					unset "term_$pid" "kill_$pid"
+					continue
 				fi
-			elif [ -e $work/term.$pid ]; then
-				if [ $now -ge $(($(cat $work/term.$pid) + 3)) ]; then
+				kill -KILL "$pid" 2>/dev/null
+			elif [ -n "$term" ]; then
+				if [ $now -ge $((term + 3)) ]; then
 					kill -KILL "$pid" 2>/dev/null
-					echo $now > $work/kill.$pid
+					eval "kill_$pid=$now"
 				fi
 			elif [ $now -ge "$deadline" ]; then
 				kill -TERM "$pid" 2>/dev/null
-				echo $now > $work/term.$pid
+				eval "term_$pid=$now"
 				echo "$name killed at deadline" >> $work/killed
 			fi
+			left="$left $pid"
 		done
-		# Tasks in D: "pid consecutive-seconds" carried over in dcount.
-		cat /proc/[0-9]*/stat 2>/dev/null |
-			awk 'match($0, /\) [A-Z] /) && substr($0, RSTART + 2, 1) == "D" { print $1 }' > $work/dnow
-		awk 'NR == FNR { c[$1] = $2; next } { print $1, c[$1] + 1 }' $work/dcount $work/dnow > $work/dnext
-		mv $work/dnext $work/dcount
-		while read -r pid count; do
-			if [ "$count" = "$d_limit" ]; then
-				echo "STUCK: a task slept uninterruptibly in $d_limit samples in a row (at least $d_limit s)"
-				describe_task "$pid"
-			fi
-		done < $work/dcount
-		[ $left = 0 ] && break
+		procs=$left
+		count_d_tasks
+		[ -z "$procs" ] && break
 		sleep 1
-		now=$(($(date +%s) - t0))
+		now_s
 	done
 }
 
@@ -167,6 +196,7 @@ r=0
 echo "fuzz-device: $rounds rounds of up to $round_s s, devices: $backends; pinned pages before: $pins0"
 while [ $r -lt "$rounds" ]; do
 	rm -f $work/*
+	procs=""
 	params=""
 	[ "$guest_mmap_every" -gt 0 ] && [ $((r % guest_mmap_every)) = $((guest_mmap_every - 1)) ] && params="guest_mmap=1"
 	echo "=== fuzz round $r ${params:-guest_mmap=0} ==="
