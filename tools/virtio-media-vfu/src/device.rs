@@ -121,6 +121,9 @@ pub struct Faults {
     /// Answer every CLOSE but the first (the driver's check at probe) with
     /// EIO; the session is closed all the same.
     pub close_error: bool,
+    /// Report no capabilities: `device_caps` in the device configuration
+    /// reads 0.
+    pub no_caps: bool,
     pub every: u32,
 }
 
@@ -239,7 +242,13 @@ impl VirtioMediaPci {
                 };
                 let start = (o - pci::DEVICE_OFF) as usize;
                 for (i, b) in data.iter_mut().enumerate() {
-                    *b = bytes.get(start + i).copied().unwrap_or(0);
+                    let at = start + i;
+                    *b = match bytes.get(at) {
+                        // device_caps, the configuration's first field.
+                        Some(_) if self.faults.no_caps && at < 4 => 0,
+                        Some(&v) => v,
+                        None => 0,
+                    };
                 }
             }
             o if (pci::NOTIFY_OFF..pci::NOTIFY_OFF + pci::NOTIFY_LEN).contains(&o) => {}

@@ -1787,6 +1787,25 @@ mod faults {
     }
 
     #[test]
+    fn fault_no_caps_zeroes_device_caps() {
+        let mut h = Harness::with_backend("capture", true);
+        let mut before = [0u8; 8];
+        h.dev.bar0_read(pci::DEVICE_OFF, &mut before);
+        assert_ne!(le32(&before, 0), 0, "the capture backend has capabilities");
+        h.dev.faults = Faults {
+            no_caps: true,
+            ..Default::default()
+        };
+        let mut after = [0u8; 8];
+        h.dev.bar0_read(pci::DEVICE_OFF, &mut after);
+        assert_eq!(le32(&after, 0), 0, "device_caps");
+        assert_eq!(after[4..], before[4..], "device_type unchanged");
+        let mut byte = [0xffu8; 1];
+        h.dev.bar0_read(pci::DEVICE_OFF + 2, &mut byte);
+        assert_eq!(byte[0], 0, "a byte of device_caps read alone");
+    }
+
+    #[test]
     fn fault_malformed_cuts_responses() {
         let mut h = Harness::new(true);
         h.dev.faults = Faults {
