@@ -75,6 +75,12 @@ t_hardening() {
 	hardening_case hardening-unknown-format "--backend capture --fault unknown-format" \
 		enum-fmt "" "a format unknown to the kernel gets a description" \
 		EXPECT_LOG="with an empty string"
+	# A device with no capabilities (the V4L2 core WARNs at registration:
+	# device fuzz seed 7040+, boot fuzz-device-7040, round 1).
+	batch_case hardening-no-caps "--device-id 42 --backend capture --fault no-caps" \
+		tools/vm/tests/probe-refused.sh 60 \
+		"hardening_judge hardening-no-caps $(printf '%q' 'a device with no capabilities is refused')" \
+		NO_NODE=1 EXPECT_LOG="a node needs capabilities; not binding"
 	batch_run hardening
 	[[ hardening-signals =~ ${BATCH_CASES:-.} ]] &&
 		device_left_nothing hardening-signals "interrupted opens and mmaps leave nothing on the device"

@@ -106,6 +106,20 @@ impl virtio::Driver for VirtioMediaDriver {
                     device_caps: config.device_caps,
                     disabled: &disabled,
                 };
+                // The device's values, which the V4L2 core must not see
+                // (it WARNs at a node without capabilities). Checked once
+                // the device is live, like every other refusal here, so a
+                // device sees DRIVER_OK, then the reset of the teardown.
+                if let Some(problem) = options.problem() {
+                    dev_err!(
+                        vdev.as_device(),
+                        "device caps {:#x}, type {}: {}; not binding\n",
+                        config.device_caps,
+                        config.device_type,
+                        problem
+                    );
+                    return Err(EINVAL);
+                }
                 v4l2::Registration::new(vdev.as_device(), &options, dev.clone(), crate::module())
             });
         let node = match node {

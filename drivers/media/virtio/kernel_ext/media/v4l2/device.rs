@@ -27,6 +27,21 @@ pub(crate) struct Options<'a> {
     pub(crate) disabled: &'a [u32],
 }
 
+impl Options<'_> {
+    /// Why these options cannot be registered, if they cannot: the V4L2
+    /// core `WARN`s at a node with no capabilities and refuses an unknown
+    /// type, and a subdevice node needs file operations this module does
+    /// not give.
+    pub(crate) fn problem(&self) -> Option<&'static str> {
+        match self.node_type {
+            bindings::vfl_devnode_type_VFL_TYPE_SUBDEV => Some("a subdevice node is not supported"),
+            t if t >= bindings::vfl_devnode_type_VFL_TYPE_MAX => Some("unknown node type"),
+            _ if self.device_caps == 0 => Some("a node needs capabilities"),
+            _ => None,
+        }
+    }
+}
+
 /// The `v4l2_device`, its `video_device` and the driver's data, in one
 /// allocation that lives until the V4L2 core releases the `v4l2_device`:
 /// after [`Registration`] is dropped and the last file of the node is
@@ -103,6 +118,9 @@ impl<T: Driver> Registration<T> {
         data: T::Data,
         module: &'static ThisModule,
     ) -> Result<Self> {
+        if options.problem().is_some() {
+            return Err(EINVAL);
+        }
         let device = KBox::pin_init(
             pin_init!(Device::<T> {
                 // SAFETY: All-zero is the state the C side expects before
