@@ -86,10 +86,9 @@ describe_task() {
 count_d_tasks() {
 	gen=$((gen + 1))
 	for p in /proc/[0-9]*; do
-		read -r stat 2> /dev/null < "$p/stat" || continue
-		set -- ${stat##*) }
-		[ "$1" = D ] || continue
 		pid=${p#/proc/}
+		task_state "$pid"
+		[ "$st" = D ] || continue
 		eval "last=\${dgen_$pid:-0} count=\${d_$pid:-0}"
 		[ "$last" = $((gen - 1)) ] && count=$((count + 1)) || count=1
 		eval "dgen_$pid=$gen d_$pid=$count"
