@@ -157,13 +157,16 @@ while [ -z "$slot_fd" ]; do
 	[ -n "$slot_fd" ] || sleep 1
 done
 
-log "booting guest '$name' (timeout ${timeout_s}s)"
+# no_timer_check: on a loaded host, TCG's timer can miss the kernel's
+# early IO-APIC timer check, which then panics ("IO-APIC + timer doesn't
+# work!") before anything of ours runs.
+log "booting guest '$name' (timeout ${timeout_s}s, $smp CPUs)"
 set +e
 timeout --kill-after=10 "$timeout_s" "$qemu" "${accel[@]}" -nodefaults -display none -no-reboot \
 	-machine q35,memory-backend=mem -object "memory-backend-memfd,id=mem,size=$mem,share=on" \
 	-m "$mem" -smp "$smp" \
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$out/initramfs.cpio.gz" \
-	-append "console=ttyS0 panic=-1 oops=panic vm.modules=$modules $kunit $append" \
+	-append "console=ttyS0 no_timer_check panic=-1 oops=panic vm.modules=$modules $kunit $append" \
 	-serial "file:$out/console.log" -serial "file:$out/export.log" "${monitor[@]}" \
 	"${device[@]}" > "$out/qemu.log" 2>&1
 qemu_status=$?
