@@ -35,6 +35,8 @@ fuzz_mutations() {
 # device 1 the ROUNDS seeds after those. Each round loads the driver, runs
 # the workload of tests/fuzz-device.sh on both nodes and unloads it.
 fuzz_device() {
+	# Several programs and threads race each other on the nodes.
+	local guest_smp=2
 	local name=$1 flags0=$2 flags1=$3 seed=$4 rounds=$5 status label
 	local dir=$results/$1 seed1=$(($4 + $5)) last=$(($4 + 2 * $5 - 1))
 	local backends
@@ -78,6 +80,7 @@ build_v4l2_fuzz() {
 # fuzz_ioctl NAME SEED: v4l2-fuzz against a capture and an m2m device (two
 # nodes), with fault injection, then the driver unloaded.
 fuzz_ioctl() {
+	local guest_smp=2 # its workers race each other
 	local name=$1 seed=$2 dir=$results/$1 label status totals
 	label="fuzz: ioctl seed $seed, 2 x 3 workers x $fuzz_ioctl_calls calls"
 	[ "$fuzz_ioctl_seconds" -gt 0 ] && label="$label or ${fuzz_ioctl_seconds} s"

@@ -42,6 +42,8 @@ device_left_nothing() { # ID LABEL
 
 # All cases in one boot, each with its own device (see batch_case).
 t_hardening() {
+	# Its cases race threads (QBUF against STREAMOFF, close against events).
+	local guest_smp=2
 	hardening_build || return
 	hardening_case hardening-qbuf-race "--backend capture" qbuf-race 20 \
 		"QBUF racing STREAMOFF/REQBUFS keeps pages held" REFUSE_LOG="dropped: Not(Queued|Held)"
