@@ -8,6 +8,7 @@
 # status and powers off; the runner reads the marker.
 /bin/busybox --install -s /bin
 export PATH=/bin:/usr/bin:/usr/sbin:/sbin
+. /usr/lib/vm/lib.sh
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
@@ -19,15 +20,32 @@ kmemleak=/sys/kernel/debug/kmemleak
 # Leaks count from here on: kmemleak dates each object in jiffies, which
 # start 300 s before 0 (INITIAL_JIFFIES) and tick at CONFIG_HZ=1000. (A
 # scan now, to clear what boot left, would cost 20 s of every run.)
-start_jiffies=$(awk '{ printf "%d", 4294667296 + $1 * 1000 }' /proc/uptime)
+# (Shell arithmetic, not a program: see guest-lib.sh. /proc/uptime has
+# two decimals.)
+read -r uptime _ < /proc/uptime
+centis=${uptime#*.}
+start_jiffies=$((4294667296 + ${uptime%.*} * 1000 + ${centis#0} * 10))
 
+read -r cmdline < /proc/cmdline
+modules=""
+for arg in $cmdline; do
+	case $arg in vm.modules=*) modules=${arg#vm.modules=} ;; esac
+done
 status=0
 loaded=""
-for m in $(tr ' ' '\n' < /proc/cmdline | sed -n 's/^vm\.modules=//p' | tr ',' ' '); do
+IFS=,
+set -- $modules
+IFS=' 	
+'
+for m in "$@"; do
 	if [ -f "/extra/$m.ko" ]; then
 		# Parameters as for a built-in module: "m.param=value" on the
 		# kernel command line.
-		insmod "/extra/$m.ko" $(tr ' ' '\n' < /proc/cmdline | sed -n "s/^$m\.//p") || status=$?
+		params=""
+		for arg in $cmdline; do
+			case $arg in "$m".*) params="$params ${arg#"$m".}" ;; esac
+		done
+		insmod "/extra/$m.ko" $params || status=$?
 	else
 		modprobe "$m" || status=$?
 	fi
@@ -41,8 +59,7 @@ fi
 
 # After the test: nothing of it may keep the modules busy (a process stuck
 # in the driver would), and unloading them must work and leak nothing.
-kill -9 -1 2>/dev/null
-sleep 1
+kill_user_tasks
 for m in $loaded; do
 	grep -q "^$m " /proc/modules || continue
 	rmmod "$m" || echo "vm-init: module $m did not unload" > /dev/kmsg

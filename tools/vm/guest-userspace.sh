@@ -9,7 +9,8 @@ set -euo pipefail
 kdir=${1:?usage: guest-userspace.sh KDIR}
 
 cache_lock
-key=$( { basename "$kdir"; cat "$VM_DIR/guest-userspace.sh" "$VM_DIR/guest-init.sh" "$VM_DIR/guest-export-file.sh"; } | sha256sum | cut -c1-12)
+key=$( { basename "$kdir"; cat "$VM_DIR/guest-userspace.sh" "$VM_DIR/guest-init.sh" "$VM_DIR/guest-lib.sh" \
+	"$VM_DIR/guest-export-file.sh"; } | sha256sum | cut -c1-12)
 out=$CACHE_DIR/initramfs-base-$key.cpio.gz
 if [ -f "$out" ]; then
 	echo "$out"
@@ -52,6 +53,7 @@ ln -s busybox "$stage/bin/sh"
 cp "$VM_DIR/guest-init.sh" "$stage/init"
 chmod +x "$stage/init"
 install -m 755 "$VM_DIR/guest-export-file.sh" "$stage/usr/bin/export_file"
+install -D -m 644 "$VM_DIR/guest-lib.sh" "$stage/usr/lib/vm/lib.sh"
 # Only what the tests run, and the shared objects it needs.
 cp -a "$v4l"/usr/bin/v4l2-compliance "$v4l"/usr/bin/v4l2-ctl "$stage/usr/bin/"
 cp -a "$v4l"/usr/lib/x86_64-linux-gnu "$stage/usr/lib/"

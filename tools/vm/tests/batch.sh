@@ -14,41 +14,41 @@
 cases=/extra/batch-cases.txt
 status=0
 
+. /usr/lib/vm/lib.sh
+
 # Each device's node, found before any case can unbind one: "virtioN
-# videoM", or "virtioN none" when the driver did not bind it.
-devices=$(for pci in /sys/bus/pci/devices/*; do
-	[ "$(cat "$pci/vendor")" = 0x1af4 ] || continue
+# videoM", or "virtioN none" when the driver did not bind it. (Builtins
+# only: a fork costs up to 200 ms here, and a batch has a dozen devices.)
+devices=""
+for pci in /sys/bus/pci/devices/*; do
+	read -r vendor < "$pci/vendor"
+	[ "$vendor" = 0x1af4 ] || continue
 	for virtio in "$pci"/virtio*; do
 		[ -d "$virtio" ] || continue
 		node=none
 		for v in "$virtio"/video4linux/video*; do
-			[ -d "$v" ] && node=$(basename "$v")
+			[ -d "$v" ] && node=${v##*/}
 		done
-		echo "$(basename "$virtio") $node"
+		devices="$devices${devices:+
+}${virtio##*/} $node"
 	done
-done)
+done
 echo "batch: devices in PCI order:"
-echo "$devices" | sed 's/^/  /'
-
-# Whether a process other than init and this shell is alive: not a
-# kernel thread (kthreadd, pid 2, and its children) and not a zombie.
-# In this shell, not a subshell, whose own pid would count.
-user_tasks_left() {
-	for p in /proc/[0-9]*; do
-		pid=${p#/proc/}
-		case $pid in 1 | 2 | $$) continue ;; esac
-		read -r stat < "$p/stat" 2>/dev/null || continue
-		set -- ${stat##*) }
-		[ "$1" = Z ] || [ "$2" = 2 ] || return 0
-	done
-	return 1
-}
+while read -r line; do echo "  $line"; done <<DEVICES
+$devices
+DEVICES
 
 k=0
 while read -r id script seconds; do
 	k=$((k + 1))
-	set -- $(echo "$devices" | sed -n "${k}p")
-	virtio=${1:-none} node=${2:-none}
+	# The k-th line of $devices.
+	virtio=none node=none i=0
+	while read -r dev_virtio dev_node; do
+		i=$((i + 1))
+		[ "$i" = "$k" ] && virtio=$dev_virtio node=$dev_node
+	done <<DEVICES
+$devices
+DEVICES
 	echo "=== CASE $id BEGIN $virtio $node ==="
 	echo "batch: case $id on $virtio ($node) begins" > /dev/kmsg
 	{ cat "/extra/$id.env"; echo "VIDEO='/dev/$node'"; echo "VIRTIO_DEV='$virtio'"; } > /test.env
@@ -63,11 +63,7 @@ while read -r id script seconds; do
 	fi
 	# What the case left running would hold its device or disturb the next:
 	# killed, and waited for (2 s at most).
-	kill -9 -1 2>/dev/null
-	for i in $(seq 20); do
-		user_tasks_left || break
-		sleep 0.1
-	done
+	kill_user_tasks
 	rm -rf /tmp/* 2>/dev/null
 	echo "batch: case $id ended with $rc" > /dev/kmsg
 	echo "=== CASE $id STATUS $rc ==="
