@@ -20,7 +20,9 @@
 # the test script's, 124 on timeout, 125 when the guest ended without a
 # verdict, 126 when the test passed but the kernel reported a problem
 # (tools/vm/guest-report.sh; the reports are in kernel-report.txt, which
-# every run writes, empty when there is none). KVM=1 uses KVM instead of TCG.
+# every run writes, empty when there is none), 123 when the kernel hung in
+# its boot (no /init within BOOT_TIMEOUT seconds, default 240). KVM=1 uses
+# KVM instead of TCG.
 #
 # --qmp gives QEMU a QMP socket, qmp.sock in the logs folder (one client at
 # a time); the --vfu devices are vfu0, vfu1, ... there. --host-actions lets
@@ -72,10 +74,10 @@ rm -rf "$out"; mkdir -p "$out"
 
 # The per-run part of the initramfs: the test script and extra modules.
 overlay=$(mktemp -d)
-vfu_pids=() actions_pid=""
+vfu_pids=() actions_pid="" qemu_pid="" watch_pid=""
 cleanup() {
 	local pid
-	for pid in $actions_pid "${vfu_pids[@]}"; do
+	for pid in $watch_pid $qemu_pid $actions_pid "${vfu_pids[@]}"; do
 		kill "$pid" 2>/dev/null || true
 		wait "$pid" 2>/dev/null || true
 	done
@@ -162,14 +164,35 @@ done
 # work!") before anything of ours runs.
 log "booting guest '$name' (timeout ${timeout_s}s, $smp CPUs)"
 set +e
+rm -f "$out/boot-hung"
 timeout --kill-after=10 "$timeout_s" "$qemu" "${accel[@]}" -nodefaults -display none -no-reboot \
 	-machine q35,memory-backend=mem -object "memory-backend-memfd,id=mem,size=$mem,share=on" \
 	-m "$mem" -smp "$smp" \
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$out/initramfs.cpio.gz" \
 	-append "console=ttyS0 no_timer_check panic=-1 oops=panic vm.modules=$modules $kunit $append" \
 	-serial "file:$out/console.log" -serial "file:$out/export.log" "${monitor[@]}" \
-	"${device[@]}" > "$out/qemu.log" 2>&1
+	"${device[@]}" > "$out/qemu.log" 2>&1 &
+qemu_pid=$!
+# A kernel that has not started /init after BOOT_TIMEOUT seconds hung in
+# its own boot, before anything of ours ran (seen under TCG on a loaded
+# host: 2 CPUs, no console line after "vgaarb: loaded" for 30 minutes):
+# stopped, with the status below, instead of holding a slot until the
+# run's timeout.
+boot_timeout=${BOOT_TIMEOUT:-240}
+(
+	for _ in $(seq "$boot_timeout"); do
+		sleep 1
+		grep -aq 'Run /init as init process' "$out/console.log" 2>/dev/null && exit 0
+	done
+	: > "$out/boot-hung"
+	kill "$qemu_pid" 2>/dev/null
+) &
+watch_pid=$!
+wait "$qemu_pid"
 qemu_status=$?
+kill "$watch_pid" 2>/dev/null
+wait "$watch_pid" 2>/dev/null
+qemu_pid="" watch_pid=""
 set -e
 rm -f "$out/initramfs.cpio.gz"
 # QEMU logs every access to a device whose process died (two lines each,
@@ -213,6 +236,10 @@ reported=0
 [ "$reported" = 0 ] || { log "guest '$name': the kernel reported problems:"; sed 's/^/  /' "$out/kernel-report.txt" >&2; }
 
 status=$(sed -n 's/.*=== VM-EXIT-STATUS \([0-9]*\) ===.*/\1/p' "$out/console.log" | tail -n 1)
+if [ -f "$out/boot-hung" ]; then
+	log "guest '$name': the kernel did not start /init within ${boot_timeout}s; its last line: $(tail -n 1 "$out/console.log")"
+	exit 123
+fi
 if [ "$qemu_status" = 124 ] || [ "$qemu_status" = 137 ]; then
 	log "guest '$name' timed out after ${timeout_s}s"
 	exit 124
