@@ -1,7 +1,7 @@
 # Guest test: several test cases in one boot, each against its own test
 # device (tools/check/lib.sh's batch_run writes the list). A boot costs
-# 30 to 40 s of make check's time (kernel start, kmemleak scan, module
-# unload); a case alone often less.
+# 30 to 50 s of make check's time (kernel start, module unload, kmemleak
+# scan); a case alone often less.
 #
 # /extra/batch-cases.txt has one case a line, "ID SCRIPT SECONDS": the
 # case of line K runs /extra/SCRIPT against the K-th test device in PCI
