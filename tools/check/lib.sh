@@ -131,17 +131,18 @@ need() {
 # make check names it at the end (boot-hangs.txt).
 guest_smp=1
 guest() {
-	local name=$1 status
+	local name=$1 status boot
 	shift
 	rm -rf "${results:?}/$name" "$results/$name.boot-hung.log"
 	guest_runs+=("$results/$name")
-	tools/vm/run-guest.sh --name "$name" --smp "$guest_smp" "$@" > "$results/$name.run.log" 2>&1
-	status=$?
-	[ "$status" = 123 ] || return "$status"
-	cp "$results/$name/console.log" "$results/$name.boot-hung.log"
-	echo "$name: $(grep -m 1 'did not start /init' "$results/$name.run.log") ($results/$name.boot-hung.log)" \
-		>> "$results/boot-hangs.txt"
-	tools/vm/run-guest.sh --name "$name" --smp "$guest_smp" "$@" > "$results/$name.run.log" 2>&1
+	for boot in 1 2; do
+		tools/vm/run-guest.sh --name "$name" --smp "$guest_smp" "$@" > "$results/$name.run.log" 2>&1
+		status=$?
+		[ "$status" = 123 ] && [ "$boot" = 1 ] || return "$status"
+		cp "$results/$name/console.log" "$results/$name.boot-hung.log"
+		echo "$name: $(grep -m 1 'did not start /init' "$results/$name.run.log") ($results/$name.boot-hung.log)" \
+			>> "$results/boot-hangs.txt"
+	done
 }
 
 # A static guest program, built for the test (its build log is kept).
