@@ -189,9 +189,14 @@ run_vfu() {
 # virtio device (e.g. virtio3). BATCH_CASES=REGEX keeps only the cases
 # whose ID matches.
 batch_ids=() batch_flags=() batch_scripts=() batch_secs=() batch_judges=() batch_envs=() batch_files=()
+# case_params (e.g. "guest_mmap=1"): the driver's parameters for the cases
+# added while it is set; the batch loads the module again for them
+# (MODULE_PARAMS in tools/vm/tests/batch.sh).
+case_params=""
 batch_case() {
 	local id=$1 arg env=""
 	[[ $id =~ ${BATCH_CASES:-.} ]] || return 0
+	[ -n "$case_params" ] && env="MODULE_PARAMS=$case_params"$'\n'
 	batch_ids+=("$id") batch_flags+=("$2") batch_scripts+=("$3") batch_secs+=("$4") batch_judges+=("$5")
 	shift 5
 	for arg in "$@"; do

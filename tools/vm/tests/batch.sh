@@ -19,28 +19,62 @@ status=0
 # Each device's node, found before any case can unbind one: "virtioN
 # videoM", or "virtioN none" when the driver did not bind it. (Builtins
 # only: a fork costs up to 200 ms here, and a batch has a dozen devices.)
-devices=""
-for pci in /sys/bus/pci/devices/*; do
-	read -r vendor < "$pci/vendor"
-	[ "$vendor" = 0x1af4 ] || continue
-	for virtio in "$pci"/virtio*; do
-		[ -d "$virtio" ] || continue
-		node=none
-		for v in "$virtio"/video4linux/video*; do
-			[ -d "$v" ] && node=${v##*/}
-		done
-		devices="$devices${devices:+
+find_devices() {
+	devices=""
+	for pci in /sys/bus/pci/devices/*; do
+		read -r vendor < "$pci/vendor"
+		[ "$vendor" = 0x1af4 ] || continue
+		for virtio in "$pci"/virtio*; do
+			[ -d "$virtio" ] || continue
+			node=none
+			for v in "$virtio"/video4linux/video*; do
+				[ -d "$v" ] && node=${v##*/}
+			done
+			devices="$devices${devices:+
 }${virtio##*/} $node"
+		done
 	done
-done
-echo "batch: devices in PCI order:"
-while read -r line; do echo "  $line"; done <<DEVICES
+	echo "batch: devices in PCI order:"
+	while read -r line; do echo "  $line"; done <<DEVICES
 $devices
 DEVICES
+}
+find_devices
+
+# The driver's parameters as /init loaded it ("virtio_media.p=v" on the
+# kernel command line). A case whose env sets MODULE_PARAMS ("p=v ...")
+# runs with those instead: the module is loaded again when a case's
+# parameters differ from the loaded ones, so that cases with different
+# parameters share a boot (order them to reload once: a reload probes
+# every device again).
+read -r cmdline < /proc/cmdline
+boot_params=""
+for arg in $cmdline; do
+	case $arg in virtio_media.*) boot_params="$boot_params ${arg#virtio_media.}" ;; esac
+done
+boot_params=${boot_params# }
+loaded_params=$boot_params
+reload_driver() { # PARAMS
+	echo "batch: loading virtio_media again with '$1'"
+	rmmod virtio_media && insmod /extra/virtio_media.ko $1 || return 1
+	loaded_params=$1
+	find_devices
+}
 
 k=0
 while read -r id script seconds; do
 	k=$((k + 1))
+	params=$boot_params
+	while IFS= read -r line; do
+		case $line in MODULE_PARAMS=*) params=${line#MODULE_PARAMS=}; params=${params#\'}; params=${params%\'} ;; esac
+	done < "/extra/$id.env"
+	if [ "$params" != "$loaded_params" ] && ! reload_driver "$params"; then
+		echo "=== CASE $id BEGIN none none ==="
+		echo "FAIL: loading virtio_media with '$params' failed"
+		echo "=== CASE $id STATUS 1 ==="
+		status=1
+		continue
+	fi
 	# The k-th line of $devices.
 	virtio=none node=none i=0
 	while read -r dev_virtio dev_node; do
