@@ -90,21 +90,19 @@ codec_device_encoder() { # VARIANT
 		"COMPLIANCE_ARGS=-s"
 }
 
-# Two boots: one with guest_mmap=1, one without (each case its own device).
+# One boot, each case with its own device: the codec compliance runs of
+# codec.sh, then the cases without guest_mmap=1, then those with it (the
+# batch loads the module again once for them).
 t_codec_device() {
 	need_codec_device_stream || { record "codec device: test stream" FAIL "($results/codec-device-stream.log)"; return; }
+	codec_compliance
 	codec_device_decoder no-shm
 	codec_device_encoder no-shm
 	codec_device_encoder dmabuf
+	case_params=guest_mmap=1
+	codec_device_decoder guest-mmap
+	codec_device_encoder guest-mmap
+	case_params=""
 	batch_run codec-device
 }
 check_test codec-device t_codec_device
-t_codec_device_guest_mmap() {
-	need_codec_device_stream || { record "codec device: test stream" FAIL "($results/codec-device-stream.log)"; return; }
-	module_params=virtio_media.guest_mmap=1
-	codec_device_decoder guest-mmap
-	codec_device_encoder guest-mmap
-	batch_run codec-device-guest-mmap
-	module_params=""
-}
-check_test codec-device-guest-mmap t_codec_device_guest_mmap

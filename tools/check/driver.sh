@@ -262,13 +262,15 @@ concurrent_judge() { # DELAY_MS
 	fi
 }
 
-# v4l2-compliance -s through the driver, on every backend (the project's
-# devices support USERPTR, so its streaming tests must run), from 32-bit
-# programs too, and with vivid exporting DMABUF buffers; the order of an
-# m2m device's returns.
+# Two boots (each case with its own device; a boot costs make check about
+# 35 s). The first: v4l2-compliance -s through the driver on every backend
+# (the project's devices support USERPTR, so its streaming tests must
+# run), from 32-bit programs too, and with vivid exporting DMABUF buffers;
+# the order of an m2m device's returns; buffer life cycles, misbehaving
+# devices, concurrent sessions.
 t_driver_compliance() {
 	compliance compliance-simple "--device-id 42 --backend simple" simple
-	local backend
+	local backend f
 	for backend in capture output m2m "capture --crop"; do
 		compliance "compliance-$(echo "$backend" | tr -s ' -' '-')" "--device-id 42 --backend $backend" \
 			"$backend" userptr
@@ -277,13 +279,23 @@ t_driver_compliance() {
 	compliance compliance-dmabuf "--device-id 42 --backend capture" "capture, vivid exports (-e)" dmabuf
 	m2m_order
 	kunit_case
+	userptr_cycles
+	userptr_reuse
+	mmap_again
+	for f in delay error-event malformed; do
+		fault "$f"
+	done
+	concurrent 0
+	concurrent 20
 	batch_run driver-compliance
 }
 check_test driver-compliance t_driver_compliance
 
-# Streams checked frame by frame (MMAP, USERPTR, DMABUF from vivid, no
-# shared memory: MMAP buffers in guest memory); the device under both IDs;
-# events.
+# The second: streams checked frame by frame (MMAP, USERPTR, DMABUF from
+# vivid, no shared memory: MMAP buffers in guest memory); the device under
+# both IDs; events; unbind; vivid as a reference; then, with the module loaded again with
+# guest_mmap=1, MMAP buffers in guest memory on a device that has shared
+# memory.
 t_driver_streams() {
 	local backend
 	device_smoke 42
@@ -298,41 +310,18 @@ t_driver_streams() {
 	stream_md5 stream-no-shm "--device-id 42 --backend capture --no-shm" mmap "MMAP, no shared memory"
 	source_change
 	unbind_case
-	batch_run driver-streams
-}
-check_test driver-streams t_driver_streams
-
-# MMAP buffers in guest memory, asked for with the module parameter on a
-# device that has shared memory.
-t_driver_guest_mmap() {
-	local backend
-	module_params=virtio_media.guest_mmap=1
+	vivid_case
+	case_params=guest_mmap=1
 	for backend in capture output m2m; do
 		compliance "compliance-guest-mmap-$backend" "--device-id 42 --backend $backend" \
 			"$backend, guest_mmap=1" userptr guest-mmap
 	done
 	stream_md5 stream-guest-mmap "--device-id 42 --backend capture" mmap "MMAP, guest_mmap=1"
-	vivid_case
 	hardening_guest_mmap
-	batch_run driver-guest-mmap
-	module_params=""
+	case_params=""
+	batch_run driver-streams
 }
-check_test driver-guest-mmap t_driver_guest_mmap
-
-# Buffer life cycles, misbehaving devices, concurrent sessions.
-t_driver_faults() {
-	local f
-	userptr_cycles
-	userptr_reuse
-	mmap_again
-	for f in delay error-event malformed; do
-		fault "$f"
-	done
-	concurrent 0
-	concurrent 20
-	batch_run driver-faults
-}
-check_test driver-faults t_driver_faults
+check_test driver-streams t_driver_streams
 
 # Unbind while streaming, rebind; the module unloads at the end of the run.
 unbind_case() {

@@ -90,7 +90,7 @@ t_hardening() {
 check_test hardening t_hardening
 
 # Guest-backed MMAP buffers are a module parameter: a case of the
-# driver-guest-mmap batch (tools/check/driver.sh).
+# driver-streams batch, among its guest_mmap=1 cases (tools/check/driver.sh).
 hardening_guest_mmap() {
 	hardening_build || return
 	hardening_case hardening-huge-format "--backend capture --fault huge-format" \

@@ -1,5 +1,5 @@
 # Reference: vivid under v4l2-compliance -s proves the guest user space; a
-# case of the driver-guest-mmap batch (tools/check/driver.sh), whose
+# case of the driver-streams batch (tools/check/driver.sh), whose
 # devices it leaves alone.
 
 vivid_case() {
