@@ -39,12 +39,7 @@ IFS='
 '
 for m in "$@"; do
 	if [ -f "/extra/$m.ko" ]; then
-		# Parameters as for a built-in module: "m.param=value" on the
-		# kernel command line.
-		params=""
-		for arg in $cmdline; do
-			case $arg in "$m".*) params="$params ${arg#"$m".}" ;; esac
-		done
+		cmdline_params "$m"
 		insmod "/extra/$m.ko" $params || status=$?
 	else
 		modprobe "$m" || status=$?

@@ -26,3 +26,15 @@ kill_user_tasks() {
 	done
 	return 1
 }
+
+# cmdline_params MODULE: sets params to MODULE's parameters on the kernel
+# command line, given as for a built-in module ("MODULE.p=v" -> "p=v"),
+# separated by spaces.
+cmdline_params() {
+	params=""
+	read -r cmdline < /proc/cmdline
+	for arg in $cmdline; do
+		case $arg in "$1".*) params="$params ${arg#"$1".}" ;; esac
+	done
+	params=${params# }
+}

@@ -47,13 +47,9 @@ find_devices
 # parameters differ from the loaded ones, so that cases with different
 # parameters share a boot (order them to reload once: a reload probes
 # every device again).
-read -r cmdline < /proc/cmdline
-boot_params=""
-for arg in $cmdline; do
-	case $arg in virtio_media.*) boot_params="$boot_params ${arg#virtio_media.}" ;; esac
-done
-boot_params=${boot_params# }
-loaded_params=$boot_params
+cmdline_params virtio_media
+boot_params=$params
+loaded_params=$params
 reload_driver() { # PARAMS
 	echo "batch: loading virtio_media again with '$1'"
 	rmmod virtio_media && insmod /extra/virtio_media.ko $1 || return 1
@@ -64,10 +60,11 @@ reload_driver() { # PARAMS
 k=0
 while read -r id script seconds; do
 	k=$((k + 1))
-	params=$boot_params
-	while IFS= read -r line; do
-		case $line in MODULE_PARAMS=*) params=${line#MODULE_PARAMS=}; params=${params#\'}; params=${params%\'} ;; esac
-	done < "/extra/$id.env"
+	# The case's env (upper-case names only, batch_case's rule) read here
+	# for MODULE_PARAMS; its script sources it again as /test.env.
+	MODULE_PARAMS=$boot_params
+	. "/extra/$id.env"
+	params=$MODULE_PARAMS
 	if [ "$params" != "$loaded_params" ] && ! reload_driver "$params"; then
 		echo "=== CASE $id BEGIN none none ==="
 		echo "FAIL: loading virtio_media with '$params' failed"

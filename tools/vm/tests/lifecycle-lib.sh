@@ -32,7 +32,9 @@ module_users() {
 
 # The driver's parameters from the kernel command line, as /init passes them.
 module_params() {
-	tr ' ' '\n' < /proc/cmdline | sed -n 's/^virtio_media\.//p'
+	. /usr/lib/vm/lib.sh
+	cmdline_params virtio_media
+	echo "$params"
 }
 
 # The virtio device names bound to the driver, one a line.
