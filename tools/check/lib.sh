@@ -157,26 +157,9 @@ guest_program() {
 	echo "$bin"
 }
 
-# run_vfu NAME "DEVICE FLAGS" TEST [VAR=VALUE] [FILE...]: a guest with the
-# module loaded and one test device; FILE goes to /extra; $module_params
-# (e.g. "virtio_media.guest_mmap=1") go to the driver.
-module_params="" extra_file=""
-run_vfu() {
-	local name=$1 flags=$2 test=$3 env=${4:-NONE=1} extra=() file
-	for file in "${@:5}"; do
-		[ -n "$file" ] && extra+=(--file "$file")
-	done
-	# No stale results of an earlier run may count for this one.
-	rm -rf "${results:?}/$name"
-	need module && need vfu || return 1
-	guest "$name" --ko "$ko" "${extra[@]}" --modules virtio_media --vfu "$flags" \
-		--append "$module_params" --env "$env" --test "$test" --timeout "${GUEST_TIMEOUT:-600}"
-}
-
 # A batch: several cases in one guest boot, each case with its own test
 # device (tools/vm/tests/batch.sh runs them in turn). A boot costs make
 # check 30 to 40 s; most cases take less. Cases of a batch share the
-# module's parameters ($module_params when batch_run is called) and the
 # kernel: a report in the guest's kernel log fails every case's lines.
 #
 # batch_case ID "DEVICE FLAGS" SCRIPT SECONDS JUDGE [VAR=VALUE | FILE]...
@@ -239,7 +222,7 @@ batch_run() {
 	[[ " ${batch_ids[*]} " == *" kunit "* ]] && args+=(--kunit)
 	if need module && need vfu; then
 		guest "$name" --ko "$ko" --file "$dir/batch-cases.txt" "${args[@]}" --modules virtio_media \
-			--append "$module_params" --test tools/vm/tests/batch.sh --timeout "$secs"
+			--test tools/vm/tests/batch.sh --timeout "$secs"
 	fi
 	log=$results/$name/console.log
 	for i in "${!batch_ids[@]}"; do

@@ -20,7 +20,7 @@ lifecycle_guest() {
 	if need module && need vfu && lifecycle_probe=$(guest_program lifecycle-probe tools/vm/tests/lifecycle-probe.c); then
 		# KUnit off: the module's suites would run at every insmod.
 		set -- --ko "$ko" --file tools/vm/tests/lifecycle-lib.sh --file tools/vm/tests/memory-lib.sh \
-			--file "$lifecycle_probe" --modules virtio_media --append "$module_params" \
+			--file "$lifecycle_probe" --modules virtio_media \
 			--test "tools/vm/tests/$test" --timeout $((600 + 8 * lifecycle_cycles)) "$@"
 		guest "$name" "$@"
 		status=$?
