@@ -301,9 +301,9 @@ check_test driver-compliance t_driver_compliance
 
 # The second: streams checked frame by frame (MMAP, USERPTR, DMABUF from
 # vivid, no shared memory: MMAP buffers in guest memory); the device under
-# both IDs; events; unbind; vivid as a reference; then, with the module loaded again with
-# guest_mmap=1, MMAP buffers in guest memory on a device that has shared
-# memory.
+# both IDs; events; unbind; vivid as a reference; then, with the module
+# loaded again with guest_mmap=1, MMAP buffers in guest memory on a device
+# that has shared memory.
 t_driver_streams() {
 	local backend
 	device_smoke 42
