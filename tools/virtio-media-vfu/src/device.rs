@@ -348,6 +348,13 @@ impl VirtioMediaPci {
 
     pub fn notify(&mut self, q: usize) {
         log::trace!("notify queue {q}");
+        if let Some(st) = self.stats.as_mut() {
+            st.record_notification(match q {
+                COMMANDQ => "commandq",
+                EVENTQ => "eventq",
+                _ => "other",
+            });
+        }
         match q {
             COMMANDQ => self.process_commandq(),
             EVENTQ => {
@@ -788,6 +795,9 @@ impl VirtioMediaPci {
                 scatter(&mem, &writable, &event)
             };
             used += self.return_chain(EVENTQ, &mem, head, used_len.unwrap_or(written));
+            if let Some(st) = self.stats.as_mut() {
+                st.record_event();
+            }
             if let Some(second) = copy_chain {
                 log::warn!("fault: {} sent twice", crate::media::describe_event(&event));
                 repeat = Some((event, second));

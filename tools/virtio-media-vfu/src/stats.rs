@@ -12,6 +12,10 @@
 //! With delayed responses it also counts, each time a response is handed
 //! to the delay worker, how many (itself included) are then waiting: a
 //! driver that keeps several commands in flight shows depths above 1.
+//!
+//! It also counts the driver's notifications per queue and the events
+//! sent: every notification is a trap out of the guest, so how many a
+//! driver sends per event is a figure of its own.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,6 +35,10 @@ pub struct CmdStats {
     kinds: BTreeMap<String, Kind>,
     /// Delayed responses waiting, counted at each enqueue: depth -> times.
     in_flight: BTreeMap<usize, u64>,
+    /// Notifications received, per queue name.
+    notifications: BTreeMap<&'static str, u64>,
+    /// Events written to the eventq.
+    events_sent: u64,
 }
 
 fn le32(b: &[u8], o: usize) -> Option<u32> {
@@ -96,13 +104,23 @@ impl CmdStats {
         *self.in_flight.entry(depth).or_default() += 1;
     }
 
+    /// The driver notified `queue`.
+    pub fn record_notification(&mut self, queue: &'static str) {
+        *self.notifications.entry(queue).or_default() += 1;
+    }
+
+    /// An event went to the driver.
+    pub fn record_event(&mut self) {
+        self.events_sent += 1;
+    }
+
     pub fn count(&self, kind: &str) -> u64 {
         self.kinds.get(kind).map_or(0, |k| k.count)
     }
 
     /// `{"unit": "ns", "commands": {KIND: {"count", "min", "p50", "p99",
     /// "max", "mean"}}, "delayed_in_flight": {"max", "at_enqueue":
-    /// {DEPTH: TIMES}}}`.
+    /// {DEPTH: TIMES}}, "notifications": {QUEUE: COUNT}, "events_sent"}`.
     pub fn to_json(&self) -> String {
         let mut out = String::from("{\n  \"unit\": \"ns\",\n  \"measured\": ");
         out.push_str(&json_string(
@@ -146,7 +164,17 @@ impl CmdStats {
             .map(|(d, n)| format!("\"{d}\": {n}"))
             .collect();
         out.push_str(&depths.join(", "));
-        out.push_str("}}\n}\n");
+        out.push_str("}},\n  \"notifications\": {");
+        let notified: Vec<String> = self
+            .notifications
+            .iter()
+            .map(|(q, n)| format!("{}: {n}", json_string(q)))
+            .collect();
+        out.push_str(&notified.join(", "));
+        out.push_str(&format!(
+            "}},\n  \"events_sent\": {}\n}}\n",
+            self.events_sent
+        ));
         out
     }
 
@@ -205,5 +233,24 @@ mod tests {
         );
         assert_eq!(quantile(&[], 0.5), 0);
         assert_eq!(json_string("a\"b\\\n"), "\"a\\\"b\\\\\\u000a\"");
+    }
+
+    #[test]
+    fn notifications_and_events_are_counted() {
+        let mut st = CmdStats::default();
+        assert!(st
+            .to_json()
+            .ends_with("\"notifications\": {},\n  \"events_sent\": 0\n}\n"));
+        st.record_notification("eventq");
+        st.record_notification("commandq");
+        st.record_notification("eventq");
+        st.record_event();
+        let j = st.to_json();
+        assert!(
+            j.contains(
+                "\"notifications\": {\"commandq\": 1, \"eventq\": 2},\n  \"events_sent\": 1"
+            ),
+            "{j}"
+        );
     }
 }
