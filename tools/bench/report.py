@@ -12,7 +12,10 @@ as its spread. Exits 1 when the runs are missing or the concurrency gate
 fails: with --gate ratio (the default) 4 sessions of the delayed device
 below MIN_RATIO x the G_FMT throughput of 1 session; with --gate in-flight
 the device never held MIN_IN_FLIGHT delayed responses at once (a test of
-the driver that does not depend on the CPU the host can spare)."""
+the driver that does not depend on the CPU the host can spare). With
+--max-eventq-notify X it also fails when the direct device got more than X
+eventq notifications per event it sent (each notification is a trap out
+of the guest)."""
 
 import argparse
 import gzip
@@ -133,6 +136,8 @@ def main():
     ap.add_argument("--meta", default="{}", help="JSON object merged into meta")
     ap.add_argument("--no-chart", action="store_true")
     ap.add_argument("--gate", choices=["ratio", "in-flight"], default="ratio")
+    ap.add_argument("--max-eventq-notify", type=float, default=None,
+                    help="fail above this many eventq notifications per event (direct device)")
     a = ap.parse_args()
 
     runs = load_runs(os.path.join(a.dir, "bench.jsonl"))
@@ -155,6 +160,12 @@ def main():
             "lat_p99": spread([r["lat_p99_us"] for r in rs], "us"),
             "lat_mean": spread([r["lat_mean_us"] for r in rs], "us"),
         })
+        # CPU per call: the calling threads' own clocks (system calls
+        # included) and the whole guest's /proc/stat.
+        for key, name in (("process_cpu_us_per_op", "process_cpu_per_op"),
+                          ("guest_cpu_us_per_op", "guest_cpu_per_op")):
+            if all(key in r for r in rs):
+                ioctl[-1][name] = spread([r[key] for r in rs], "us")
     res["ioctl"] = ioctl
 
     def find(dev, op, mode, n):
@@ -171,6 +182,21 @@ def main():
             with open(p) as f:
                 floors[dev] = json.load(f)
     res["device_stats"] = floors
+    # The driver's notifications per event the device sent.
+    notify = {}
+    for dev, st in floors.items():
+        events = st.get("events_sent", 0)
+        if events:
+            eventq = st.get("notifications", {}).get("eventq", 0)
+            notify[dev] = {"eventq_notifications": eventq, "events": events,
+                           "per_event": {"value": round(eventq / events, 3), "unit": "notifications/event"}}
+    res["eventq_notifications"] = notify
+    notify_ok = True
+    if a.max_eventq_notify is not None:
+        direct = notify.get("direct")
+        notify_ok = bool(direct) and direct["per_event"]["value"] <= a.max_eventq_notify
+        notify["max_per_event"] = a.max_eventq_notify
+        notify["pass"] = notify_ok
     floor = {}
     direct_cmds = floors.get("direct", {}).get("commands", {})
     for op in ("G_FMT", "G_EXT_CTRLS", "QUERYCAP"):
@@ -294,7 +320,7 @@ def main():
     print(table, end="")
     if not a.no_chart:
         chart(res, os.path.join(a.out, "bench.png"))
-    return 0 if gate_ok else 1
+    return 0 if gate_ok and notify_ok else 1
 
 
 def fmt(s):
@@ -308,10 +334,13 @@ def summary(res):
     out.append(f"median of {m.get('runs', '?')} runs (min-max); host load {m.get('host_load_before', '?')}"
                f" before, {m.get('host_load_after', '?')} after")
     out.append("")
-    out.append(f"{'device':8} {'ioctl':12} {'mode':7} {'sess':>4} {'ops/s':>26} {'p50 us':>26} {'p99 us':>26}")
+    out.append(f"{'device':8} {'ioctl':12} {'mode':7} {'sess':>4} {'ops/s':>26} {'p50 us':>26} {'p99 us':>26}"
+               f" {'CPU us/op':>10} {'guest CPU':>10}")
     for e in res["ioctl"]:
+        cpu = f"{e['process_cpu_per_op']['median']:.1f}" if "process_cpu_per_op" in e else "-"
+        guest = f"{e['guest_cpu_per_op']['median']:.1f}" if "guest_cpu_per_op" in e else "-"
         out.append(f"{e['device']:8} {e['op']:12} {e['mode']:7} {e['sessions']:>4} {fmt(e['ops_per_s']):>26}"
-                   f" {fmt(e['lat_p50']):>26} {fmt(e['lat_p99']):>26}")
+                   f" {fmt(e['lat_p50']):>26} {fmt(e['lat_p99']):>26} {cpu:>10} {guest:>10}")
     out.append("")
     out.append("device floor (device's own time per command, direct device) against the guest round trip:")
     for op, e in res["device_floor"].items():
@@ -340,6 +369,10 @@ def summary(res):
         d = c["device_in_flight"]
         out.append(f"  delayed responses the device held at once: max {d['max']}; depth at enqueue: "
                    + ", ".join(f"{k}: {v}" for k, v in d["at_enqueue"].items()))
+    for dev, e in res.get("eventq_notifications", {}).items():
+        if isinstance(e, dict) and "per_event" in e:
+            out.append(f"  eventq notifications, {dev} device: {e['eventq_notifications']} for {e['events']}"
+                       f" events ({e['per_event']['value']} per event)")
     if "open_close" in res:
         oc = res["open_close"]
         out.append("")

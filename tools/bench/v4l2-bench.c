@@ -10,6 +10,8 @@
  *       OP is G_FMT, G_EXT_CTRLS (one control: brightness) or QUERYCAP.
  *       SESSIONS threads or processes each open DEV (one session each)
  *       and repeat OP until SECONDS have passed; every call is timed.
+ *       CPU time per call: of the calling threads (their own CPU clocks,
+ *       system calls included) and of the whole guest (/proc/stat).
  *   v4l2-bench -d DEV openclose COUNT
  *   v4l2-bench -d DEV mmap COUNT        (one MMAP buffer, mapped and unmapped)
  *   v4l2-bench -d DEV stream mmap|userptr WIDTH HEIGHT SECONDS
@@ -125,6 +127,7 @@ struct shared {
 	pthread_barrier_t start;
 	uint64_t t_start, deadline_ns;
 	uint64_t ops[MAX_SESSIONS], end_ns[MAX_SESSIONS];
+	uint64_t cpu_ns[MAX_SESSIONS];	/* each worker's CPU time in its loop */
 	int err[MAX_SESSIONS];
 	size_t per_worker;	/* sample slots per worker */
 	uint64_t samples[];	/* per_worker slots for each worker */
@@ -137,6 +140,18 @@ struct worker {
 	double seconds;
 };
 
+/* The calling thread's CPU time: user and system, its own clock. */
+static uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+static uint64_t guest_idle(void);
+static double guest_busy_us(uint64_t idle0, uint64_t idle1, uint64_t ns);
+
 static void *ioctl_worker(void *arg)
 {
 	struct worker *w = arg;
@@ -147,12 +162,13 @@ static void *ioctl_worker(void *arg)
 	struct v4l2_ext_controls ctrls;
 	struct v4l2_ext_control ctrl;
 	enum v4l2_buf_type type;
-	uint64_t n = 0, t0, t1, deadline;
+	uint64_t n = 0, t0, t1, deadline, cpu0;
 	int fd, r = 0;
 
 	fd = open_dev();
 	type = capture_type(fd);
 	pthread_barrier_wait(&sh->start);
+	cpu0 = thread_cpu_ns();
 	deadline = now_ns() + (uint64_t)(w->seconds * 1e9);
 	for (;;) {
 		t0 = now_ns();
@@ -187,6 +203,7 @@ static void *ioctl_worker(void *arg)
 			lat[n] = t1 - t0;
 		n++;
 	}
+	sh->cpu_ns[w->idx] = thread_cpu_ns() - cpu0;
 	sh->ops[w->idx] = n;
 	sh->end_ns[w->idx] = now_ns();
 	close(fd);
@@ -206,7 +223,7 @@ static int bench_ioctl(enum op op, int sessions, int procs, double seconds)
 	pthread_t th[MAX_SESSIONS];
 	pthread_barrierattr_t ba;
 	struct shared *sh;
-	uint64_t *all, end = 0, ops = 0;
+	uint64_t *all, end = 0, ops = 0, cpu = 0, idle0, idle1, g0, g1;
 	double wall, sum = 0;
 	int i;
 
@@ -235,6 +252,8 @@ static int bench_ioctl(enum op op, int sessions, int procs, double seconds)
 	}
 	pthread_barrier_wait(&sh->start);
 	sh->t_start = now_ns();
+	idle0 = guest_idle();
+	g0 = now_ns();
 	for (i = 0; i < sessions; i++) {
 		if (procs) {
 			int st;
@@ -245,12 +264,15 @@ static int bench_ioctl(enum op op, int sessions, int procs, double seconds)
 			pthread_join(th[i], NULL);
 		}
 	}
+	idle1 = guest_idle();
+	g1 = now_ns();
 	for (i = 0; i < sessions; i++) {
 		if (sh->err[i]) {
 			errno = sh->err[i];
 			die(op_name(op));
 		}
 		ops += sh->ops[i];
+		cpu += sh->cpu_ns[i];
 		if (sh->end_ns[i] > end)
 			end = sh->end_ns[i];
 	}
@@ -269,10 +291,13 @@ static int bench_ioctl(enum op op, int sessions, int procs, double seconds)
 	wall = (end - sh->t_start) / 1e9;
 	printf("{\"test\": \"ioctl\", \"op\": \"%s\", \"sessions\": %d, \"mode\": \"%s\", "
 	       "\"ops\": %llu, \"seconds\": %.6f, \"ops_per_s\": %.1f, \"lat_p50_us\": %.2f, "
-	       "\"lat_p99_us\": %.2f, \"lat_mean_us\": %.2f, \"lat_min_us\": %.2f}\n",
+	       "\"lat_p99_us\": %.2f, \"lat_mean_us\": %.2f, \"lat_min_us\": %.2f, "
+	       "\"process_cpu_us_per_op\": %.2f, \"guest_cpu_us_per_op\": %.2f}\n",
 	       op_name(op), sessions, procs ? "procs" : "threads", (unsigned long long)ops, wall,
 	       ops / wall, quantile_us(all, total, 0.5), quantile_us(all, total, 0.99),
-	       total ? sum / total / 1000.0 : 0, quantile_us(all, total, 0));
+	       total ? sum / total / 1000.0 : 0, quantile_us(all, total, 0),
+	       ops ? cpu / 1000.0 / ops : 0,
+	       ops ? guest_busy_us(idle0, idle1, g1 - g0) / ops : 0);
 	free(all);
 	munmap(sh, size);
 	return 0;
@@ -437,23 +462,37 @@ static int bench_mmap(int count)
 
 /* ---- streaming ---------------------------------------------------------- */
 
-/* Busy and total jiffies of the whole guest, from /proc/stat. */
-static void guest_cpu(uint64_t *busy, uint64_t *total)
+/*
+ * Idle and iowait time of the whole guest, in USER_HZ units, from
+ * /proc/stat. The busy time is the rest of the vCPUs' wall time: under
+ * TCG a tick that falls while a vCPU waits in a trap (a notification
+ * handled by the device) is lost, so the busy ticks undercount exactly the
+ * traps, while an idle vCPU gets its ticks on time.
+ */
+static uint64_t guest_idle(void)
 {
-	unsigned long long v[10] = { 0 };
+	unsigned long long v[5] = { 0 };
 	FILE *f = fopen("/proc/stat", "r");
-	int i;
+	uint64_t idle = 0;
 
-	*busy = *total = 0;
 	if (!f)
-		return;
-	if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
-		   &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]) >= 4) {
-		for (i = 0; i < 8; i++)	/* guest and guest_nice are in user already */
-			*total += v[i];
-		*busy = *total - v[3] - v[4];	/* less idle and iowait */
-	}
+		return 0;
+	if (fscanf(f, "cpu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4]) == 5)
+		idle = v[3] + v[4];
 	fclose(f);
+	return idle;
+}
+
+/* Busy microseconds of all vCPUs over ns of wall time. */
+static double guest_busy_us(uint64_t idle0, uint64_t idle1, uint64_t ns)
+{
+	long hz = sysconf(_SC_CLK_TCK), cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	double busy;
+
+	if (hz <= 0 || cpus <= 0)
+		return 0;
+	busy = cpus * (ns / 1e3) - (double)(idle1 - idle0) * 1e6 / hz;
+	return busy > 0 ? busy : 0;
 }
 
 static double cpu_seconds(void)
@@ -513,13 +552,12 @@ static int bench_stream(enum v4l2_memory mem, uint32_t width, uint32_t height, d
 	const char *mname = mem == V4L2_MEMORY_MMAP ? "mmap" : "userptr";
 	void *bufs[NBUFS] = { 0 };
 	uint32_t lens[NBUFS] = { 0 };
-	uint64_t busy0, total0, busy1, total1, t0, t1, deadline;
+	uint64_t idle0, idle1, t0, t1, deadline;
 	enum v4l2_buf_type type;
 	struct pollfd pfd;
 	unsigned int idx;
-	double cpu0, cpu1, wall;
+	double cpu0, cpu1, wall, busy;
 	uint32_t size;
-	long hz = sysconf(_SC_CLK_TCK);
 	int fd, n, i, frames;
 
 	fd = open_dev();
@@ -554,7 +592,7 @@ static int bench_stream(enum v4l2_memory mem, uint32_t width, uint32_t height, d
 	if (xioctl(fd, VIDIOC_STREAMON, &type))
 		die("VIDIOC_STREAMON");
 	cpu0 = cpu_seconds();
-	guest_cpu(&busy0, &total0);
+	idle0 = guest_idle();
 	t0 = now_ns();
 	deadline = t0 + (uint64_t)(seconds * 1e9);
 	pfd.fd = fd;
@@ -578,17 +616,18 @@ static int bench_stream(enum v4l2_memory mem, uint32_t width, uint32_t height, d
 	}
 	t1 = now_ns();
 	cpu1 = cpu_seconds();
-	guest_cpu(&busy1, &total1);
+	idle1 = guest_idle();
 	if (xioctl(fd, VIDIOC_STREAMOFF, &type))
 		die("VIDIOC_STREAMOFF");
 	wall = (t1 - t0) / 1e9;
+	busy = guest_busy_us(idle0, idle1, t1 - t0);
 	printf("{\"test\": \"stream\", \"memory\": \"%s\", \"width\": %u, \"height\": %u, "
 	       "\"supported\": true, \"buffers\": %d, \"frame_bytes\": %u, \"frames\": %d, "
 	       "\"seconds\": %.6f, \"fps\": %.2f, \"process_cpu_us_per_frame\": %.1f, "
 	       "\"guest_cpu_us_per_frame\": %.1f, \"guest_busy_fraction\": %.3f}\n",
 	       mname, width, height, n, size, frames, wall, frames / wall,
-	       (cpu1 - cpu0) * 1e6 / frames, (double)(busy1 - busy0) / hz * 1e6 / frames,
-	       total1 > total0 ? (double)(busy1 - busy0) / (total1 - total0) : 0);
+	       (cpu1 - cpu0) * 1e6 / frames, busy / frames,
+	       busy / (sysconf(_SC_NPROCESSORS_ONLN) * wall * 1e6));
 	for (i = 0; i < n; i++) {
 		if (mem == V4L2_MEMORY_MMAP)
 			munmap(bufs[i], lens[i]);
