@@ -55,6 +55,16 @@ pub(crate) const EVENT_BUFFERS: usize = 64;
 /// events cannot hold the draining lock (and the ioctls that wait for it)
 /// for long.
 pub(crate) const EVENT_BATCH: usize = 64;
+/// The device is notified of returned buffers once this fraction of the
+/// ring's buffers went back unannounced. A notification traps to the
+/// hypervisor (under vfio-user a round trip to the device's process), and
+/// one per event was a third of the notifications of a stream. Every
+/// buffer is back in the available ring at once, as the spec asks; only
+/// the notification waits, so a device that looks at the ring only when
+/// notified still knows of three quarters of the buffers whenever the
+/// driver has caught up, and never waits for one (virtio-net refills its
+/// receive ring in batches for the same reason).
+const NOTIFY_FRACTION: usize = 4;
 
 /// One event-sized, device-writable buffer.
 pub(crate) struct EventBuffer {
@@ -69,11 +79,47 @@ impl Chain for EventBuffer {
     }
 }
 
+/// When to notify the device of buffers given back (see
+/// [`NOTIFY_FRACTION`]).
+#[derive(Default)]
+struct NotifyBatch {
+    /// Buffers the ring holds, with the device or returned: set once the
+    /// ring is filled, less any that could not be requeued. While it is
+    /// below [`NOTIFY_FRACTION`] every buffer is announced.
+    buffers: usize,
+    /// Given back since the last notification.
+    unnotified: usize,
+}
+
+impl NotifyBatch {
+    /// One more buffer given back: whether the device must hear of the
+    /// buffers given back so far.
+    fn given_back(&mut self) -> bool {
+        self.unnotified += 1;
+        if self.unnotified < (self.buffers / NOTIFY_FRACTION).max(1) {
+            return false;
+        }
+        self.unnotified = 0;
+        true
+    }
+
+    /// A buffer the ring refused is lost to it.
+    fn lost(&mut self) {
+        self.buffers = self.buffers.saturating_sub(1);
+    }
+}
+
+/// The eventq's ring and when to notify the device of it.
+struct EventRing {
+    queue: Virtqueue<EventBuffer>,
+    notify: NotifyBatch,
+}
+
 #[pin_data]
 pub(crate) struct EventQueue {
     /// `None` until set up and once the device is gone.
     #[pin]
-    vq: SpinLockIrq<Option<Virtqueue<EventBuffer>>>,
+    vq: SpinLockIrq<Option<EventRing>>,
     /// Held while events are taken and handled, so a caller of `drain`
     /// knows every event returned before the call has been handled when it
     /// gets the lock (STREAMOFF relies on that).
@@ -96,30 +142,63 @@ impl EventQueue {
         })
     }
 
-    /// Starts using `vq` and fills it with buffers.
+    /// Starts using `vq` and fills it with buffers, announced to the
+    /// device at once.
     pub(crate) fn attach(&self, vq: Virtqueue<EventBuffer>) -> Result {
-        *self.vq.lock() = Some(vq);
+        *self.vq.lock() = Some(EventRing {
+            queue: vq,
+            notify: NotifyBatch::default(),
+        });
+        let mut added = 0;
         for _ in 0..EVENT_BUFFERS {
             let mut bytes = KVec::with_capacity(MAX_EVENT_SIZE, GFP_KERNEL)?;
             bytes.resize(MAX_EVENT_SIZE, 0, GFP_KERNEL)?;
-            self.give_back(KBox::new(
+            let buffer = KBox::new(
                 EventBuffer {
                     nothing: KVec::new(),
                     bytes,
                 },
                 GFP_KERNEL,
-            )?);
+            )?;
+            let mut vq = self.vq.lock();
+            let Some(ring) = Option::as_mut(&mut vq) else {
+                break;
+            };
+            if let Err((e, _)) = ring.queue.add(buffer) {
+                pr_err!(
+                    "eventq takes {} buffers, not {}: {:?}\n",
+                    added,
+                    EVENT_BUFFERS,
+                    e
+                );
+                break;
+            }
+            added += 1;
+        }
+        let kick = Option::as_mut(&mut self.vq.lock()).and_then(|ring| {
+            ring.notify.buffers = added;
+            ring.queue.prepare_kick()
+        });
+        if let Some(kick) = kick {
+            kick.notify();
         }
         Ok(())
     }
 
+    /// Puts `buffer` back in the ring (see [`NOTIFY_FRACTION`] for when
+    /// the device hears of it).
     fn give_back(&self, buffer: KBox<EventBuffer>) {
         // The device is notified after the lock is dropped, as for commands.
         let kick = match Option::as_mut(&mut self.vq.lock()) {
-            Some(queue) => match queue.add(buffer) {
-                Ok(()) => queue.prepare_kick(),
+            Some(ring) => match ring.queue.add(buffer) {
+                Ok(()) => ring
+                    .notify
+                    .given_back()
+                    .then(|| ring.queue.prepare_kick())
+                    .flatten(),
                 Err((e, _)) => {
                     pr_err!("cannot requeue an event buffer: {:?}\n", e);
+                    ring.notify.lost();
                     None
                 }
             },
@@ -131,7 +210,7 @@ impl EventQueue {
     }
 
     fn take_returned(&self) -> Option<(KBox<EventBuffer>, u32)> {
-        Option::as_mut(&mut self.vq.lock())?.get_buf()
+        Option::as_mut(&mut self.vq.lock())?.queue.get_buf()
     }
 
     /// Handles at most `budget` events the device returned, requeueing
@@ -281,10 +360,68 @@ impl EventQueue {
     /// The device is reset: free every buffer and refuse new ones.
     pub(crate) fn shut_down(&self) {
         // Taken out, then emptied and dropped outside the lock.
-        let queue = self.vq.lock().take();
-        if let Some(mut queue) = queue {
+        let ring = self.vq.lock().take();
+        if let Some(EventRing { mut queue, .. }) = ring {
             while queue.get_buf().is_some() {}
             while queue.detach_unused().is_some() {}
         }
+    }
+}
+
+#[kunit_tests(virtio_media_events)]
+mod tests {
+    use super::*;
+
+    /// Which of `count` buffers given back notify the device (1-based).
+    fn notifying(batch: &mut NotifyBatch, count: usize) -> KVec<usize> {
+        let mut notified = KVec::new();
+        for n in 1..=count {
+            if batch.given_back() {
+                // A test that cannot allocate a few words fails anyway.
+                notified.push(n, GFP_KERNEL).expect("allocation");
+            }
+        }
+        notified
+    }
+
+    #[test]
+    fn a_full_ring_is_announced_every_quarter() {
+        let mut batch = NotifyBatch {
+            buffers: EVENT_BUFFERS,
+            unnotified: 0,
+        };
+        let quarter = EVENT_BUFFERS / 4;
+        let notified = notifying(&mut batch, EVENT_BUFFERS);
+        assert_eq!(notified.len(), 4);
+        assert_eq!(notified.first().copied(), Some(quarter));
+        assert_eq!(notified.last().copied(), Some(EVENT_BUFFERS));
+    }
+
+    #[test]
+    fn small_rings_announce_every_buffer() {
+        // A ring the device made smaller than NOTIFY_FRACTION buffers, or
+        // one that lost them all: nothing may wait.
+        for buffers in [0, 1, NOTIFY_FRACTION - 1] {
+            let mut batch = NotifyBatch {
+                buffers,
+                unnotified: 0,
+            };
+            assert_eq!(notifying(&mut batch, 5).len(), 5);
+        }
+    }
+
+    #[test]
+    fn lost_buffers_shorten_the_wait() {
+        let mut batch = NotifyBatch {
+            buffers: 8,
+            unnotified: 0,
+        };
+        assert!(!batch.given_back());
+        // Down to 3 buffers: the device must hear of each one now.
+        for _ in 0..5 {
+            batch.lost();
+        }
+        assert!(batch.given_back());
+        assert!(batch.given_back());
     }
 }
