@@ -14,7 +14,9 @@
 # each driver's G_FMT, mmap and 640x480 MMAP stream runs once more,
 # perf-{gfmt,mmap,stream}-{ours,c}-*.txt among the guest's files),
 # BENCH_C_SELF (0; 1: our driver takes the C driver's device too, so the
-# table compares two nodes of ours: the comparison's noise floor).
+# table compares two nodes of ours: the comparison's noise floor),
+# BENCH_C_CPU (1: single-session runs pinned to CPU 1, every device
+# interrupt goes to CPU 0; 0: pinned with the interrupts; any: unpinned).
 set -euo pipefail
 . "$(dirname "$0")/../vm/lib.sh"
 cd "$REPO_DIR"
@@ -37,7 +39,7 @@ tools/vm/run-guest.sh --name "$name" --ko "$ko" --ko "$c_ko" --file "$BUILD_DIR/
 	--vfu "--device-id 48 --backend capture --exit-on-disconnect" \
 	--env "BENCH_RUNS=$runs" --env "BENCH_SECONDS=${BENCH_SECONDS:-1}" \
 	--env "BENCH_STREAM_SECONDS=${BENCH_STREAM_SECONDS:-2}" --env "BENCH_COUNT=${BENCH_COUNT:-200}" \
-	--env "BENCH_PERF=${BENCH_PERF:-0}" --env "BENCH_C_SELF=${BENCH_C_SELF:-0}" --test tools/vm/tests/bench-c.sh --timeout "${BENCH_TIMEOUT:-1800}"
+	--env "BENCH_PERF=${BENCH_PERF:-0}" --env "BENCH_C_SELF=${BENCH_C_SELF:-0}" --env "BENCH_C_CPU=${BENCH_C_CPU:-1}" --test tools/vm/tests/bench-c.sh --timeout "${BENCH_TIMEOUT:-1800}"
 status=$?
 set -e
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -66,7 +68,7 @@ fi
 c_label="chromeos/virtio-media $c_commit"
 [ "${BENCH_C_SELF:-0}" = 1 ] && c_label="BENCH_C_SELF=1: the C column is OUR driver on the ID 48 device"
 meta=$(/usr/bin/python3 -c 'import json, sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' \
-	note "$note under QEMU TCG, 2 vCPUs" \
+	note "$note under QEMU TCG, 2 vCPUs; device interrupts on CPU 0, single-session runs on CPU ${BENCH_C_CPU:-1}" \
 	date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" commit "$driver" \
 	c_driver "$c_label" guest "$guest" \
 	host_load_before "$load_before" host_load_after "$load_after" host_cores "$(nproc)" runs "$runs")

@@ -54,13 +54,32 @@ ours=$(node_of virtio_media 42) && c=$(node_of $c_driver 48) || {
 echo "bench-c: ours $ours, C $c, $runs rounds"
 # Which CPU each device's interrupts reach: a wakeup from the other vCPU
 # costs an IPI, so a difference here is a difference of the comparison.
+# The kernel spreads new vectors over the CPUs, so the two devices' queues
+# land on different ones (ours commandq CPU0, eventq CPU1, C's the other
+# way round, on 2026-12-03): all of them go to CPU 0 for both drivers.
+for irq in $(awk '/virtio[0-9]+-/ { sub(":", "", $1); print $1 }' /proc/interrupts); do
+	echo 0 > /proc/irq/$irq/smp_affinity_list ||
+		echo "bench-c: note: cannot move IRQ $irq to CPU 0"
+done
 cat /proc/interrupts > /tmp/interrupts-before.txt
+
+# Where the program runs: a wakeup from the interrupts' CPU costs an IPI
+# when the program is on the other one, so both drivers get the same
+# placement: BENCH_C_CPU (1: away from the interrupts; 0: with them; any:
+# the scheduler's choice). Runs of several sessions are never pinned.
+pin=
+case "${BENCH_C_CPU:-1}" in
+any) ;;
+*) pin="busybox taskset -c ${BENCH_C_CPU:-1}" ;;
+esac
+echo "bench-c: program pinned: ${pin:-no}"
 
 # run DRIVER DEV ARGS...: one run of v4l2-bench, tagged (as bench.sh's).
 run() {
-	local drv=$1 dev=$2 line
+	local drv=$1 dev=$2 line p=$pin
 	shift 2
-	if line=$($bench -d "$dev" "$@"); then
+	[ "$1 $3" = "ioctl 1" ] || [ "$1" != ioctl ] || p=
+	if line=$($p $bench -d "$dev" "$@"); then
 		echo "{\"driver\": \"$drv\", \"run\": $r, ${line#\{}" >> $out
 	else
 		echo "FAIL: $drv: v4l2-bench -d $dev $*"
@@ -104,7 +123,7 @@ perf_run() { # DRIVER DEV NAME ARGS...
 	shift 3
 	base=/tmp/perf-$name-$drv
 	perf record -q -e cpu-clock -F 4000 -a -g -o $base.data -- \
-		$bench -d "$dev" "$@" > $base-run.json 2> $base-record.log ||
+		$pin $bench -d "$dev" "$@" > $base-run.json 2> $base-record.log ||
 		{ echo "FAIL: perf record of $drv: $*"; status=1; }
 	perf report -i $base.data --stdio --no-children --sort dso,sym --percent-limit 0.2 \
 		> $base-self.txt 2> $base-report.log
