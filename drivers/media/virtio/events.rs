@@ -58,7 +58,7 @@ pub(crate) const EVENT_BATCH: usize = 64;
 /// The device is notified of returned buffers once this fraction of the
 /// ring's buffers went back unannounced. A notification traps to the
 /// hypervisor (under vfio-user a round trip to the device's process), and
-/// one per event was a third of the notifications of a stream. Every
+/// one per event was half of the notifications of a stream. Every
 /// buffer is back in the available ring at once, as the spec asks; only
 /// the notification waits, so a device that looks at the ring only when
 /// notified still knows of three quarters of the buffers whenever the
