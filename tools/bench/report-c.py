@@ -26,6 +26,8 @@ FIGURES = [
      "process_cpu_us_per_op"),
     ("G_FMT guest CPU/op, 1 thread", "us", "lower", {"test": "ioctl", "op": "G_FMT", "sessions": 1},
      "guest_cpu_us_per_op"),
+    ("G_FMT sleeps/op, 1 thread", "sleeps", "lower", {"test": "ioctl", "op": "G_FMT", "sessions": 1},
+     "sleeps_per_op"),
     ("G_FMT ops/s, 4 threads", "ops/s", "higher", {"test": "ioctl", "op": "G_FMT", "sessions": 4}, "ops_per_s"),
     ("G_FMT p50, 4 threads", "us", "lower", {"test": "ioctl", "op": "G_FMT", "sessions": 4}, "lat_p50_us"),
     ("G_FMT p99, 4 threads", "us", "lower", {"test": "ioctl", "op": "G_FMT", "sessions": 4}, "lat_p99_us"),

@@ -11,7 +11,8 @@
  *       SESSIONS threads or processes each open DEV (one session each)
  *       and repeat OP until SECONDS have passed; every call is timed.
  *       CPU time per call: of the calling threads (their own CPU clocks,
- *       system calls included) and of the whole guest (/proc/stat).
+ *       system calls included) and of the whole guest (/proc/stat); and
+ *       how often a call slept (voluntary context switches per call).
  *   v4l2-bench -d DEV openclose COUNT
  *   v4l2-bench -d DEV mmap COUNT        (one MMAP buffer, mapped and unmapped)
  *   v4l2-bench -d DEV stream mmap|userptr WIDTH HEIGHT SECONDS
@@ -128,6 +129,7 @@ struct shared {
 	uint64_t t_start, deadline_ns;
 	uint64_t ops[MAX_SESSIONS], end_ns[MAX_SESSIONS];
 	uint64_t cpu_ns[MAX_SESSIONS];	/* each worker's CPU time in its loop */
+	uint64_t sleeps[MAX_SESSIONS];	/* and its voluntary context switches */
 	int err[MAX_SESSIONS];
 	size_t per_worker;	/* sample slots per worker */
 	uint64_t samples[];	/* per_worker slots for each worker */
@@ -139,6 +141,16 @@ struct worker {
 	int idx;
 	double seconds;
 };
+
+/* The calling thread's voluntary context switches (sleeps). */
+static uint64_t thread_sleeps(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_THREAD, &ru))
+		return 0;
+	return ru.ru_nvcsw;
+}
 
 /* The calling thread's CPU time: user and system, its own clock. */
 static uint64_t thread_cpu_ns(void)
@@ -162,13 +174,14 @@ static void *ioctl_worker(void *arg)
 	struct v4l2_ext_controls ctrls;
 	struct v4l2_ext_control ctrl;
 	enum v4l2_buf_type type;
-	uint64_t n = 0, t0, t1, deadline, cpu0;
+	uint64_t n = 0, t0, t1, deadline, cpu0, sleeps0;
 	int fd, r = 0;
 
 	fd = open_dev();
 	type = capture_type(fd);
 	pthread_barrier_wait(&sh->start);
 	cpu0 = thread_cpu_ns();
+	sleeps0 = thread_sleeps();
 	deadline = now_ns() + (uint64_t)(w->seconds * 1e9);
 	for (;;) {
 		t0 = now_ns();
@@ -204,6 +217,7 @@ static void *ioctl_worker(void *arg)
 		n++;
 	}
 	sh->cpu_ns[w->idx] = thread_cpu_ns() - cpu0;
+	sh->sleeps[w->idx] = thread_sleeps() - sleeps0;
 	sh->ops[w->idx] = n;
 	sh->end_ns[w->idx] = now_ns();
 	close(fd);
@@ -223,7 +237,7 @@ static int bench_ioctl(enum op op, int sessions, int procs, double seconds)
 	pthread_t th[MAX_SESSIONS];
 	pthread_barrierattr_t ba;
 	struct shared *sh;
-	uint64_t *all, end = 0, ops = 0, cpu = 0, idle0, idle1, g0, g1;
+	uint64_t *all, end = 0, ops = 0, cpu = 0, sleeps = 0, idle0, idle1, g0, g1;
 	double wall, sum = 0;
 	int i;
 
@@ -273,6 +287,7 @@ static int bench_ioctl(enum op op, int sessions, int procs, double seconds)
 		}
 		ops += sh->ops[i];
 		cpu += sh->cpu_ns[i];
+		sleeps += sh->sleeps[i];
 		if (sh->end_ns[i] > end)
 			end = sh->end_ns[i];
 	}
@@ -292,12 +307,14 @@ static int bench_ioctl(enum op op, int sessions, int procs, double seconds)
 	printf("{\"test\": \"ioctl\", \"op\": \"%s\", \"sessions\": %d, \"mode\": \"%s\", "
 	       "\"ops\": %llu, \"seconds\": %.6f, \"ops_per_s\": %.1f, \"lat_p50_us\": %.2f, "
 	       "\"lat_p99_us\": %.2f, \"lat_mean_us\": %.2f, \"lat_min_us\": %.2f, "
-	       "\"process_cpu_us_per_op\": %.2f, \"guest_cpu_us_per_op\": %.2f}\n",
+	       "\"process_cpu_us_per_op\": %.2f, \"guest_cpu_us_per_op\": %.2f, "
+	       "\"sleeps_per_op\": %.3f}\n",
 	       op_name(op), sessions, procs ? "procs" : "threads", (unsigned long long)ops, wall,
 	       ops / wall, quantile_us(all, total, 0.5), quantile_us(all, total, 0.99),
 	       total ? sum / total / 1000.0 : 0, quantile_us(all, total, 0),
 	       ops ? cpu / 1000.0 / ops : 0,
-	       ops ? guest_busy_us(idle0, idle1, g1 - g0) / ops : 0);
+	       ops ? guest_busy_us(idle0, idle1, g1 - g0) / ops : 0,
+	       ops ? (double)sleeps / ops : 0);
 	free(all);
 	munmap(sh, size);
 	return 0;
