@@ -183,17 +183,18 @@ def main():
                 floors[dev] = json.load(f)
     res["device_stats"] = floors
     # The driver's notifications per event the device sent.
-    notify = {}
+    notify = {"devices": {}}
     for dev, st in floors.items():
         events = st.get("events_sent", 0)
         if events:
             eventq = st.get("notifications", {}).get("eventq", 0)
-            notify[dev] = {"eventq_notifications": eventq, "events": events,
-                           "per_event": {"value": round(eventq / events, 3), "unit": "notifications/event"}}
+            notify["devices"][dev] = {
+                "eventq_notifications": eventq, "events": events,
+                "per_event": {"value": round(eventq / events, 3), "unit": "notifications/event"}}
     res["eventq_notifications"] = notify
     notify_ok = True
     if a.max_eventq_notify is not None:
-        direct = notify.get("direct")
+        direct = notify["devices"].get("direct")
         notify_ok = bool(direct) and direct["per_event"]["value"] <= a.max_eventq_notify
         notify["max_per_event"] = a.max_eventq_notify
         notify["pass"] = notify_ok
@@ -369,10 +370,9 @@ def summary(res):
         d = c["device_in_flight"]
         out.append(f"  delayed responses the device held at once: max {d['max']}; depth at enqueue: "
                    + ", ".join(f"{k}: {v}" for k, v in d["at_enqueue"].items()))
-    for dev, e in res.get("eventq_notifications", {}).items():
-        if isinstance(e, dict) and "per_event" in e:
-            out.append(f"  eventq notifications, {dev} device: {e['eventq_notifications']} for {e['events']}"
-                       f" events ({e['per_event']['value']} per event)")
+    for dev, e in res.get("eventq_notifications", {}).get("devices", {}).items():
+        out.append(f"  eventq notifications, {dev} device: {e['eventq_notifications']} for {e['events']}"
+                   f" events ({e['per_event']['value']} per event)")
     if "open_close" in res:
         oc = res["open_close"]
         out.append("")

@@ -161,8 +161,38 @@ static uint64_t thread_cpu_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
 }
 
-static uint64_t guest_idle(void);
-static double guest_busy_us(uint64_t idle0, uint64_t idle1, uint64_t ns);
+/*
+ * Idle and iowait time of the whole guest, in USER_HZ units, from
+ * /proc/stat. The busy time is the rest of the vCPUs' wall time: under
+ * TCG a tick that falls while a vCPU waits in a trap (a notification
+ * handled by the device) is lost, so the busy ticks undercount exactly the
+ * traps, while an idle vCPU gets its ticks on time.
+ */
+static uint64_t guest_idle(void)
+{
+	unsigned long long v[5] = { 0 };
+	FILE *f = fopen("/proc/stat", "r");
+	uint64_t idle = 0;
+
+	if (!f)
+		return 0;
+	if (fscanf(f, "cpu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4]) == 5)
+		idle = v[3] + v[4];
+	fclose(f);
+	return idle;
+}
+
+/* Busy microseconds of all vCPUs over ns of wall time. */
+static double guest_busy_us(uint64_t idle0, uint64_t idle1, uint64_t ns)
+{
+	long hz = sysconf(_SC_CLK_TCK), cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	double busy;
+
+	if (hz <= 0 || cpus <= 0)
+		return 0;
+	busy = cpus * (ns / 1e3) - (double)(idle1 - idle0) * 1e6 / hz;
+	return busy > 0 ? busy : 0;
+}
 
 static void *ioctl_worker(void *arg)
 {
@@ -237,7 +267,7 @@ static int bench_ioctl(enum op op, int sessions, int procs, double seconds)
 	pthread_t th[MAX_SESSIONS];
 	pthread_barrierattr_t ba;
 	struct shared *sh;
-	uint64_t *all, end = 0, ops = 0, cpu = 0, sleeps = 0, idle0, idle1, g0, g1;
+	uint64_t *all, end = 0, ops = 0, cpu = 0, sleeps = 0, idle0, idle1, joined;
 	double wall, sum = 0;
 	int i;
 
@@ -267,7 +297,6 @@ static int bench_ioctl(enum op op, int sessions, int procs, double seconds)
 	pthread_barrier_wait(&sh->start);
 	sh->t_start = now_ns();
 	idle0 = guest_idle();
-	g0 = now_ns();
 	for (i = 0; i < sessions; i++) {
 		if (procs) {
 			int st;
@@ -279,7 +308,7 @@ static int bench_ioctl(enum op op, int sessions, int procs, double seconds)
 		}
 	}
 	idle1 = guest_idle();
-	g1 = now_ns();
+	joined = now_ns();
 	for (i = 0; i < sessions; i++) {
 		if (sh->err[i]) {
 			errno = sh->err[i];
@@ -313,7 +342,7 @@ static int bench_ioctl(enum op op, int sessions, int procs, double seconds)
 	       ops / wall, quantile_us(all, total, 0.5), quantile_us(all, total, 0.99),
 	       total ? sum / total / 1000.0 : 0, quantile_us(all, total, 0),
 	       ops ? cpu / 1000.0 / ops : 0,
-	       ops ? guest_busy_us(idle0, idle1, g1 - g0) / ops : 0,
+	       ops ? guest_busy_us(idle0, idle1, joined - sh->t_start) / ops : 0,
 	       ops ? (double)sleeps / ops : 0);
 	free(all);
 	munmap(sh, size);
@@ -478,39 +507,6 @@ static int bench_mmap(int count)
 }
 
 /* ---- streaming ---------------------------------------------------------- */
-
-/*
- * Idle and iowait time of the whole guest, in USER_HZ units, from
- * /proc/stat. The busy time is the rest of the vCPUs' wall time: under
- * TCG a tick that falls while a vCPU waits in a trap (a notification
- * handled by the device) is lost, so the busy ticks undercount exactly the
- * traps, while an idle vCPU gets its ticks on time.
- */
-static uint64_t guest_idle(void)
-{
-	unsigned long long v[5] = { 0 };
-	FILE *f = fopen("/proc/stat", "r");
-	uint64_t idle = 0;
-
-	if (!f)
-		return 0;
-	if (fscanf(f, "cpu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4]) == 5)
-		idle = v[3] + v[4];
-	fclose(f);
-	return idle;
-}
-
-/* Busy microseconds of all vCPUs over ns of wall time. */
-static double guest_busy_us(uint64_t idle0, uint64_t idle1, uint64_t ns)
-{
-	long hz = sysconf(_SC_CLK_TCK), cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	double busy;
-
-	if (hz <= 0 || cpus <= 0)
-		return 0;
-	busy = cpus * (ns / 1e3) - (double)(idle1 - idle0) * 1e6 / hz;
-	return busy > 0 ? busy : 0;
-}
 
 static double cpu_seconds(void)
 {

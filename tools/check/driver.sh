@@ -404,7 +404,7 @@ t_bench_smoke() {
 		    "OK" if c["in_flight_pass"] else "FAIL", c["device_in_flight"]["max"],
 		    c["threads"]["ratio_4_to_1"]["value"]))
 		n = res["eventq_notifications"]
-		d = n["direct"]
+		d = n["devices"]["direct"]
 		print("%s %d eventq notifications for %d events (at most %s per event)" % (
 		    "OK" if n["pass"] else "FAIL", d["eventq_notifications"], d["events"], n["max_per_event"]))
 	PY

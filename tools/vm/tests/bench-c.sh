@@ -78,7 +78,10 @@ echo "bench-c: program pinned: ${pin:-no}"
 run() {
 	local drv=$1 dev=$2 line p=$pin
 	shift 2
-	[ "$1 $3" = "ioctl 1" ] || [ "$1" != ioctl ] || p=
+	case "$1 $3" in
+	"ioctl 1") ;;
+	ioctl*) p= ;; # several sessions
+	esac
 	if line=$($p $bench -d "$dev" "$@"); then
 		echo "{\"driver\": \"$drv\", \"run\": $r, ${line#\{}" >> $out
 	else
