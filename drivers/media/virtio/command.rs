@@ -13,6 +13,11 @@
 //! mapped before the queue's lock is taken and unmapped by whoever ends up
 //! with the entry, in process context: a mapping may copy the whole
 //! buffer (swiotlb) and must not stall other sessions with interrupts off.
+//!
+//! A command needs four allocations (request, response, the caller's
+//! completion, the in-flight entry); a finished command's are kept for the
+//! next one (`CommandQueue::spares`), so a program that sends one ioctl
+//! after another allocates nothing after its first.
 
 #![forbid(unsafe_code)]
 
@@ -24,9 +29,12 @@ use crate::{
     protocol::{self, ResponseError, SG_ENTRY_SIZE},
 };
 use kernel::{
-    new_condvar, new_spinlock_irq,
+    new_condvar, new_spinlock, new_spinlock_irq,
     prelude::*,
-    sync::{Arc, CondVar, CondVarTimeoutResult, SpinLockIrq},
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc, CondVar, CondVarTimeoutResult, SpinLock, SpinLockIrq,
+    },
     time::{msecs_to_jiffies, Delta, Instant, Monotonic},
 };
 
@@ -34,6 +42,14 @@ use kernel::{
 /// spec asks the device to answer "as soon as possible"; this only
 /// catches a device that stopped answering.
 pub(crate) const COMMAND_TIMEOUT_MS: u32 = 5000;
+
+/// How many finished commands' allocations the queue keeps for reuse: one
+/// per thread of a busy program; the fifth thread allocates.
+const SPARES: usize = 4;
+
+/// Buffers larger than this are freed rather than kept for reuse, so a
+/// rare large control payload does not stay allocated.
+const SPARE_MAX_BYTES: usize = 4096;
 
 /// Whether a signal may end the wait for a response.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -112,6 +128,9 @@ impl Drop for Mapped {
 }
 
 /// The queue's side of one command: owns its buffers while in flight.
+///
+/// A spare (kept for reuse, see `CommandQueue::spares`) has empty buffers
+/// and a `command` nobody else refers to, `Pending`.
 pub(crate) struct InFlight {
     request: KVec<u8>,
     response: KVec<u8>,
@@ -140,24 +159,51 @@ impl Chain for InFlight {
     }
 }
 
-/// A response the device wrote: `bytes[..written]` is what it wrote, and
-/// `memory` the guest memory the command pointed at, in order, unmapped.
-pub(crate) struct Response {
-    pub(crate) bytes: KVec<u8>,
-    pub(crate) written: usize,
-    pub(crate) memory: KVec<Mapped>,
+/// A response the device wrote, with the guest memory the command pointed
+/// at, unmapped. Dropping it gives its allocations back to the queue.
+pub(crate) struct Response<'q> {
+    queue: &'q CommandQueue,
+    /// `Some` until dropped.
+    entry: Option<KBox<InFlight>>,
+    command: Option<Arc<Command>>,
+    /// How many bytes of the response the device wrote; at most its length.
+    written: usize,
 }
 
-impl Response {
+impl Response<'_> {
     /// What the device wrote.
     pub(crate) fn written(&self) -> &[u8] {
-        self.bytes.get(..self.written).unwrap_or(&[])
+        self.entry
+            .as_ref()
+            .and_then(|entry| entry.response.get(..self.written))
+            .unwrap_or(&[])
+    }
+
+    /// How many bytes the response had room for.
+    pub(crate) fn capacity(&self) -> usize {
+        self.entry.as_ref().map_or(0, |entry| entry.response.len())
+    }
+
+    /// The guest memory the command pointed at, in order, unmapped.
+    pub(crate) fn take_memory(&mut self) -> KVec<Mapped> {
+        self.entry
+            .as_mut()
+            .map(|entry| core::mem::take(&mut entry.memory))
+            .unwrap_or_default()
     }
 
     /// The status in the response header: `Ok` for 0, else the errno the
     /// device reported (`EIO` for a malformed header).
     pub(crate) fn status(&self) -> Result {
-        check_status(&self.bytes, self.written)
+        check_status(self.written())
+    }
+}
+
+impl Drop for Response<'_> {
+    fn drop(&mut self) {
+        if let (Some(entry), Some(command)) = (self.entry.take(), self.command.take()) {
+            self.queue.recycle(entry, command);
+        }
     }
 }
 
@@ -167,8 +213,9 @@ pub(crate) struct PendingCommand {
 }
 
 impl PendingCommand {
-    /// Waits for the response, at most [`COMMAND_TIMEOUT_MS`] of real time.
-    pub(crate) fn wait(self, wait: Wait) -> Result<Response, WaitError> {
+    /// Waits for the response, at most [`COMMAND_TIMEOUT_MS`] of real time;
+    /// `queue` is the one the command was submitted to.
+    pub(crate) fn wait(self, queue: &CommandQueue, wait: Wait) -> Result<Response<'_>, WaitError> {
         let command = &self.command;
         let start = Instant::<Monotonic>::now();
         let timeout = Delta::from_millis(i64::from(COMMAND_TIMEOUT_MS));
@@ -202,36 +249,31 @@ impl PendingCommand {
         }
         let done = core::mem::replace(&mut *state, State::Aborted);
         drop(state);
-        let State::Done { entry, written } = done else {
+        let State::Done { mut entry, written } = done else {
             return Err(WaitError::Gone);
         };
-        let InFlight {
-            response,
-            mut memory,
-            ..
-        } = KBox::into_inner(entry);
         // The device is done with the memory: unmapped before the CPU
         // reads it (a bounce buffer is copied back by the unmap).
-        for mapped in memory.iter_mut() {
+        for mapped in entry.memory.iter_mut() {
             mapped.unmap();
         }
-        let written = usize::try_from(written).unwrap_or(usize::MAX);
-        if written > response.len() {
-            pr_err!(
-                "device claims {} bytes written into a {}-byte response\n",
-                written,
-                response.len()
-            );
-            return Ok(Response {
-                bytes: response,
-                written: 0,
-                memory,
-            });
-        }
+        let capacity = entry.response.len();
+        let written = match usize::try_from(written) {
+            Ok(written) if written <= capacity => written,
+            _ => {
+                pr_err!(
+                    "device claims {} bytes written into a {}-byte response\n",
+                    written,
+                    capacity
+                );
+                0
+            }
+        };
         Ok(Response {
-            bytes: response,
+            queue,
+            entry: Some(entry),
+            command: Some(self.command),
             written,
-            memory,
         })
     }
 }
@@ -242,9 +284,15 @@ pub(crate) struct CommandQueue {
     /// `None` once the device is gone.
     #[pin]
     vq: SpinLockIrq<Option<Virtqueue<InFlight>>>,
-    /// Signalled whenever descriptors are returned.
+    /// Signalled when descriptors are returned and `space_waiters` (changed
+    /// and read under `vq`'s lock) says somebody waits for them.
     #[pin]
     space: CondVar,
+    space_waiters: Atomic<u32>,
+    /// Finished commands' allocations, for the next commands (see the
+    /// module comment). Process context only.
+    #[pin]
+    spares: SpinLock<[Option<KBox<InFlight>>; SPARES]>,
 }
 
 impl CommandQueue {
@@ -253,7 +301,60 @@ impl CommandQueue {
         pin_init!(Self {
             vq <- new_spinlock_irq!(None, "virtio_media_commandq"),
             space <- new_condvar!("virtio_media_commandq_space"),
+            space_waiters: Atomic::new(0),
+            spares <- new_spinlock!(core::array::from_fn(|_| None), "virtio_media_spares"),
         })
+    }
+
+    /// A cleared in-flight entry with its `Pending` command: a spare if one
+    /// is kept, else a new one.
+    fn entry(&self) -> Result<KBox<InFlight>> {
+        if let Some(spare) = self.spares.lock().iter_mut().find_map(Option::take) {
+            return Ok(spare);
+        }
+        let command = Arc::pin_init(
+            pin_init!(Command {
+                state <- new_spinlock_irq!(State::Pending, "virtio_media_command"),
+                done <- new_condvar!("virtio_media_command_done"),
+            }),
+            GFP_KERNEL,
+        )?;
+        Ok(KBox::new(
+            InFlight {
+                request: KVec::new(),
+                response: KVec::new(),
+                memory: KVec::new(),
+                command: Some(command),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// Keeps a finished command's allocations for a later one, unless
+    /// `command` is still referred to elsewhere or there are enough spares.
+    fn recycle(&self, mut entry: KBox<InFlight>, command: Arc<Command>) {
+        let Some(command) = Arc::into_unique_or_drop(command) else {
+            return;
+        };
+        *command.state.lock() = State::Pending;
+        entry.command = Some(command.into());
+        let InFlight {
+            request, response, ..
+        } = &mut *entry;
+        for buf in [request, response] {
+            if buf.capacity() > SPARE_MAX_BYTES {
+                *buf = KVec::new();
+            }
+            buf.clear();
+        }
+        entry.memory = KVec::new();
+        let mut spares = self.spares.lock();
+        if let Some(slot) = spares.iter_mut().find(|slot| slot.is_none()) {
+            *slot = Some(entry);
+            return;
+        }
+        drop(spares);
+        drop(entry);
     }
 
     /// Starts using `vq`.
@@ -267,48 +368,35 @@ impl CommandQueue {
         self.vq.lock().as_ref().map(|queue| queue.mapper())
     }
 
-    /// Sends `request`, to be answered with at most `response_len` bytes.
-    /// Each of `memory` is mapped for the device and its
-    /// `virtio_media_sg_entry` written into the request at `sg_offset`
-    /// (one entry per buffer, in order); the buffers come back in the
-    /// response once the device is done with them.
+    /// Sends the request `build` writes into an empty buffer, to be
+    /// answered with at most `response_len` bytes. Each of `memory` is
+    /// mapped for the device and its `virtio_media_sg_entry` written into
+    /// the request at `sg_offset` (one entry per buffer, in order); the
+    /// buffers come back in the response once the device is done with them.
     ///
     /// `ETIMEDOUT` when the ring stayed full for [`COMMAND_TIMEOUT_MS`],
     /// `ENODEV` once the queue is torn down.
     pub(crate) fn submit(
         &self,
-        request: KVec<u8>,
+        build: impl FnOnce(&mut KVec<u8>) -> Result,
         response_len: usize,
         memory: KVec<KVec<u8>>,
         sg_offset: usize,
     ) -> Result<PendingCommand> {
+        let mut chain = self.entry()?;
+        build(&mut chain.request)?;
         let sg_end = memory
             .len()
             .checked_mul(SG_ENTRY_SIZE)
             .and_then(|len| len.checked_add(sg_offset))
             .ok_or(EINVAL)?;
-        if !memory.is_empty() && sg_end > request.len() {
+        if !memory.is_empty() && sg_end > chain.request.len() {
             return Err(EINVAL);
         }
-        let mut response = KVec::with_capacity(response_len, GFP_KERNEL)?;
-        response.resize(response_len, 0, GFP_KERNEL)?;
-        let command = Arc::pin_init(
-            pin_init!(Command {
-                state <- new_spinlock_irq!(State::Pending, "virtio_media_command"),
-                done <- new_condvar!("virtio_media_command_done"),
-            }),
-            GFP_KERNEL,
-        )?;
-        let mut chain = KBox::new(
-            InFlight {
-                request,
-                response,
-                memory: KVec::with_capacity(memory.len(), GFP_KERNEL)?,
-                command: Some(command.clone()),
-            },
-            GFP_KERNEL,
-        )?;
+        chain.response.resize(response_len, 0, GFP_KERNEL)?;
+        let command = chain.command.clone().ok_or(EINVAL)?;
         if !memory.is_empty() {
+            chain.memory = KVec::with_capacity(memory.len(), GFP_KERNEL)?;
             let mapper = self.mapper().ok_or(ENODEV)?;
             map_memory(&mapper, &mut chain, memory, sg_offset)?;
         }
@@ -328,7 +416,10 @@ impl CommandQueue {
                     Ok(()) => break queue.prepare_kick(),
                     Err((e, back)) if e == ENOSPC => {
                         chain = back;
-                        match self.space.wait_interruptible_timeout(&mut vq, remaining) {
+                        self.space_waiters.fetch_add(1, Relaxed);
+                        let woken = self.space.wait_interruptible_timeout(&mut vq, remaining);
+                        self.space_waiters.fetch_sub(1, Relaxed);
+                        match woken {
                             CondVarTimeoutResult::Woken { jiffies } => remaining = jiffies,
                             CondVarTimeoutResult::Signal { .. } => return Err(ERESTARTSYS),
                             CondVarTimeoutResult::Timeout => return Err(ETIMEDOUT),
@@ -345,26 +436,25 @@ impl CommandQueue {
     }
 
     /// Completes every command the device returned. Runs in the commandq's
-    /// interrupt callback.
-    pub(crate) fn complete_returned(&self) {
+    /// interrupt callback. `true` when the ring caught the device
+    /// misbehaving and stopped (then nothing in flight will complete).
+    pub(crate) fn complete_returned(&self) -> bool {
         let mut vq = self.vq.lock();
         let Some(queue) = Option::as_mut(&mut vq) else {
-            return;
+            return false;
         };
+        let mut returned = false;
         while let Some((entry, written)) = queue.get_buf() {
             entry.end(Some(written));
+            returned = true;
         }
+        let broken = queue.is_broken();
+        let waiters = self.space_waiters.load(Relaxed) != 0;
         drop(vq);
-        self.space.notify_all();
-    }
-
-    /// Whether the ring caught the device misbehaving and stopped using the
-    /// queue (then nothing in flight will complete).
-    pub(crate) fn is_broken(&self) -> bool {
-        self.vq
-            .lock()
-            .as_ref()
-            .is_some_and(|queue| queue.is_broken())
+        if returned && waiters {
+            self.space.notify_all();
+        }
+        broken
     }
 
     /// The device imported dma-bufs are attached to; `None` when the device
@@ -427,8 +517,8 @@ fn map_memory(
 }
 
 /// Maps a response header to the result the caller sees.
-fn check_status(response: &[u8], written: usize) -> Result {
-    match protocol::response_status(response.get(..written).unwrap_or(&[])) {
+fn check_status(written: &[u8]) -> Result {
+    match protocol::response_status(written) {
         Ok(()) => Ok(()),
         Err(ResponseError::Device(errno)) => {
             // In range by construction: 1..=MAX_ERRNO.
@@ -442,5 +532,80 @@ fn check_status(response: &[u8], written: usize) -> Result {
             pr_err!("response carries invalid status {}\n", status);
             Err(EIO)
         }
+    }
+}
+
+#[kunit_tests(virtio_media_command)]
+mod tests {
+    use super::*;
+
+    /// An entry as the device returns it: buffers filled, its command
+    /// taken by the completion and handed to the waiter.
+    fn finished(queue: &CommandQueue, bytes: usize) -> (KBox<InFlight>, Arc<Command>) {
+        // A test that cannot allocate a few bytes fails anyway.
+        let mut entry = queue.entry().expect("allocation");
+        entry
+            .request
+            .resize(bytes, 0xaa, GFP_KERNEL)
+            .expect("allocation");
+        entry
+            .response
+            .resize(bytes, 0x55, GFP_KERNEL)
+            .expect("allocation");
+        let command = entry.command.take().expect("a new entry has its command");
+        *command.state.lock() = State::Aborted;
+        (entry, command)
+    }
+
+    #[test]
+    fn a_dropped_response_is_reused_cleared() {
+        let queue = KBox::pin_init(CommandQueue::new(), GFP_KERNEL).expect("allocation");
+        let (entry, command) = finished(&queue, 300);
+        let first = core::ptr::from_ref::<InFlight>(&entry);
+        drop(Response {
+            queue: &queue,
+            entry: Some(entry),
+            command: Some(command),
+            written: 0,
+        });
+        let again = queue.entry().expect("allocation");
+        assert!(core::ptr::eq(first, &*again));
+        assert!(again.request.is_empty() && again.response.is_empty());
+        assert!(again.request.capacity() >= 300 && again.response.capacity() >= 300);
+        let command = again.command.as_ref().expect("a spare has its command");
+        assert!(matches!(*command.state.lock(), State::Pending));
+    }
+
+    #[test]
+    fn a_command_still_referred_to_is_not_reused() {
+        let queue = KBox::pin_init(CommandQueue::new(), GFP_KERNEL).expect("allocation");
+        let (entry, command) = finished(&queue, 8);
+        let first = core::ptr::from_ref::<InFlight>(&entry);
+        let elsewhere = command.clone();
+        queue.recycle(entry, command);
+        let again = queue.entry().expect("allocation");
+        assert!(!core::ptr::eq(first, &*again));
+        drop(elsewhere);
+    }
+
+    #[test]
+    fn large_buffers_are_freed_and_spares_bounded() {
+        let queue = KBox::pin_init(CommandQueue::new(), GFP_KERNEL).expect("allocation");
+        let (entry, command) = finished(&queue, SPARE_MAX_BYTES + 1);
+        queue.recycle(entry, command);
+        let again = queue.entry().expect("allocation");
+        assert_eq!(again.request.capacity() + again.response.capacity(), 0);
+        drop(again);
+        // One more than the queue keeps: the last is freed.
+        let mut entries = KVec::new();
+        for _ in 0..=SPARES {
+            entries
+                .push(finished(&queue, 8), GFP_KERNEL)
+                .expect("allocation");
+        }
+        for (entry, command) in entries.drain_all() {
+            queue.recycle(entry, command);
+        }
+        assert_eq!(queue.spares.lock().iter().flatten().count(), SPARES);
     }
 }

@@ -274,13 +274,13 @@ impl MediaDevice {
     /// in time is declared broken (`EIO`).
     pub(crate) fn command(
         self: &Arc<Self>,
-        request: KVec<u8>,
+        request: impl FnOnce(&mut KVec<u8>) -> Result,
         response_len: usize,
         wait: Wait,
         memory: KVec<KVec<u8>>,
         sg_offset: usize,
         abandon: Abandon,
-    ) -> Result<Response> {
+    ) -> Result<Response<'_>> {
         let pending = self.send(request, response_len, memory, sg_offset)?;
         self.answer(pending, wait, abandon)
     }
@@ -289,7 +289,7 @@ impl MediaDevice {
     /// commandq, in order with every command sent before it.
     pub(crate) fn send(
         self: &Arc<Self>,
-        request: KVec<u8>,
+        request: impl FnOnce(&mut KVec<u8>) -> Result,
         response_len: usize,
         memory: KVec<KVec<u8>>,
         sg_offset: usize,
@@ -315,8 +315,8 @@ impl MediaDevice {
         pending: PendingCommand,
         wait: Wait,
         abandon: Abandon,
-    ) -> Result<Response> {
-        match pending.wait(wait) {
+    ) -> Result<Response<'_>> {
+        match pending.wait(&self.commandq, wait) {
             Ok(response) => Ok(response),
             Err(WaitError::Interrupted(pending)) => {
                 self.abandon(pending, abandon);
@@ -353,7 +353,7 @@ impl MediaDevice {
     }
 
     fn finish_abandoned(self: &Arc<Self>, pending: PendingCommand, then: Abandon) {
-        let response = match pending.wait(Wait::Uninterruptible) {
+        let response = match pending.wait(&self.commandq, Wait::Uninterruptible) {
             Ok(response) => response,
             Err(WaitError::TimedOut) => {
                 self.declare_broken("a command was not answered in time");
@@ -394,7 +394,7 @@ impl MediaDevice {
     /// Sends MUNMAP for the mapping at shared-memory offset `offset`.
     pub(crate) fn unmap(self: &Arc<Self>, offset: u64) -> Result {
         let response = self.command(
-            protocol::munmap_request(offset)?,
+            |buf| protocol::munmap_request(buf, offset),
             protocol::HEADER_RESPONSE_SIZE,
             Wait::Uninterruptible,
             KVec::new(),
@@ -428,7 +428,7 @@ impl MediaDevice {
     /// device answers.
     pub(crate) fn open_session(self: &Arc<Self>) -> Result<u32> {
         let resp = self.command(
-            protocol::open_request()?,
+            protocol::open_request,
             protocol::OPEN_RESPONSE_SIZE,
             Wait::Interruptible,
             KVec::new(),
@@ -439,7 +439,7 @@ impl MediaDevice {
         protocol::open_response_session(resp.written()).ok_or_else(|| {
             pr_err!(
                 "OPEN response of {} bytes has no session id\n",
-                resp.written
+                resp.written().len()
             );
             EIO
         })
@@ -449,14 +449,14 @@ impl MediaDevice {
     /// one is success, a header is checked.
     pub(crate) fn close_session(self: &Arc<Self>, session: u32) -> Result {
         let resp = self.command(
-            protocol::close_request(session)?,
+            |buf| protocol::close_request(buf, session),
             protocol::HEADER_RESPONSE_SIZE,
             Wait::Uninterruptible,
             KVec::new(),
             0,
             Abandon::Drop,
         )?;
-        if resp.written == 0 {
+        if resp.written().is_empty() {
             return Ok(());
         }
         resp.status()
@@ -609,10 +609,9 @@ impl MediaDevice {
 
 impl virtio::QueueHandler for MediaDevice {
     fn commandq_done(this: ArcBorrow<'_, Self>) {
-        this.commandq.complete_returned();
         // A ring the device corrupted (a used entry it does not own) is
         // stopped by virtio: nothing more completes on it.
-        if this.commandq.is_broken() {
+        if this.commandq.complete_returned() {
             Arc::from(this).declare_broken("it corrupted the commandq");
         }
     }

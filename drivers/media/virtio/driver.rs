@@ -201,10 +201,9 @@ impl VirtioMediaDriver {
         };
         let mut parm = StreamParm::zeroed();
         parm.set_buf_type(buf_type);
-        let request = protocol::ioctl_request(session, VIDIOC_G_PARM, parm.as_bytes(), &[])?;
         let response_len = protocol::ioctl_response_size(VIDIOC_G_PARM, parm.as_bytes().len())?;
         let response = dev.command(
-            request,
+            |buf| protocol::ioctl_request(buf, session, VIDIOC_G_PARM, parm.as_bytes(), &[]),
             response_len,
             Wait::Interruptible,
             KVec::new(),

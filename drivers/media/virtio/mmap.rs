@@ -96,10 +96,12 @@ impl Mapping {
     /// be sent now: no memory, or a full ring and a signal pending.
     pub(crate) fn unmap_later(this: Arc<Self>) {
         if this.dev.generation() == this.generation {
-            let sent = protocol::munmap_request(this.shm_offset).and_then(|request| {
-                this.dev
-                    .send(request, protocol::HEADER_RESPONSE_SIZE, KVec::new(), 0)
-            });
+            let sent = this.dev.send(
+                |buf| protocol::munmap_request(buf, this.shm_offset),
+                protocol::HEADER_RESPONSE_SIZE,
+                KVec::new(),
+                0,
+            );
             if let Ok(pending) = sent {
                 *this.munmap.lock() = Some(pending);
             }

@@ -127,25 +127,28 @@ fn header(cmd: u32) -> CmdHeader {
     }
 }
 
-/// A request made of `command` and then `tail`.
-fn request(command: &impl AsBytes, tail: &[&[u8]]) -> Result<KVec<u8>> {
+/// Writes the request made of `command` and then `tail` into `buf`, in
+/// place of what it held.
+fn request(buf: &mut KVec<u8>, command: &impl AsBytes, tail: &[&[u8]]) -> Result {
     let len = tail
         .iter()
         .try_fold(command.as_bytes().len(), |len, part| {
             len.checked_add(part.len())
         })
         .ok_or(EINVAL)?;
-    let mut buf = KVec::with_capacity(len, GFP_KERNEL)?;
+    buf.clear();
+    buf.reserve(len, GFP_KERNEL)?;
     buf.extend_from_slice(command.as_bytes(), GFP_KERNEL)?;
     for part in tail {
         buf.extend_from_slice(part, GFP_KERNEL)?;
     }
-    Ok(buf)
+    Ok(())
 }
 
 /// `VIRTIO_MEDIA_CMD_OPEN`.
-pub(crate) fn open_request() -> Result<KVec<u8>> {
+pub(crate) fn open_request(buf: &mut KVec<u8>) -> Result {
     request(
+        buf,
         &CmdOpen {
             hdr: header(uapi::VIRTIO_MEDIA_CMD_OPEN),
         },
@@ -163,8 +166,9 @@ pub(crate) fn open_response_session(resp: &[u8]) -> Option<u32> {
 }
 
 /// `VIRTIO_MEDIA_CMD_CLOSE` for `session`.
-pub(crate) fn close_request(session: u32) -> Result<KVec<u8>> {
+pub(crate) fn close_request(buf: &mut KVec<u8>, session: u32) -> Result {
     request(
+        buf,
         &CmdClose {
             hdr: header(uapi::VIRTIO_MEDIA_CMD_CLOSE),
             session_id: Le32::new(session),
@@ -186,19 +190,20 @@ pub(crate) const IOCTL_RESP_SIZE: usize = size_of::<uapi::RespIoctl>();
 /// pointed-to arrays that follow the main struct) when the device reads
 /// them.
 pub(crate) fn ioctl_request(
+    buf: &mut KVec<u8>,
     session: u32,
     code: u32,
     payload: &[u8],
     trailer: &[u8],
-) -> Result<KVec<u8>> {
+) -> Result {
     let command = CmdIoctl {
         hdr: header(uapi::VIRTIO_MEDIA_CMD_IOCTL),
         session_id: Le32::new(session),
         code: Le32::new(ioctl_nr(code)),
     };
     match ioctl_direction(code) {
-        Direction::ToDevice | Direction::Both => request(&command, &[payload, trailer]),
-        Direction::None | Direction::FromDevice => request(&command, &[]),
+        Direction::ToDevice | Direction::Both => request(buf, &command, &[payload, trailer]),
+        Direction::None | Direction::FromDevice => request(buf, &command, &[]),
     }
 }
 
@@ -214,13 +219,19 @@ pub(crate) fn ioctl_response_size(code: u32, payload_len: usize) -> Result<usize
 }
 
 /// `VIRTIO_MEDIA_CMD_MMAP` of the buffer plane at `offset`.
-pub(crate) fn mmap_request(session: u32, writable: bool, offset: u64) -> Result<KVec<u8>> {
+pub(crate) fn mmap_request(
+    buf: &mut KVec<u8>,
+    session: u32,
+    writable: bool,
+    offset: u64,
+) -> Result {
     let flags = if writable {
         uapi::VIRTIO_MEDIA_MMAP_FLAG_RW
     } else {
         0
     };
     request(
+        buf,
         &CmdMmap {
             hdr: header(uapi::VIRTIO_MEDIA_CMD_MMAP),
             session_id: Le32::new(session),
@@ -241,8 +252,9 @@ pub(crate) fn mmap_response(resp: &[u8]) -> Option<(u64, u64)> {
 }
 
 /// `VIRTIO_MEDIA_CMD_MUNMAP` of the mapping at shared-memory offset `addr`.
-pub(crate) fn munmap_request(addr: u64) -> Result<KVec<u8>> {
+pub(crate) fn munmap_request(buf: &mut KVec<u8>, addr: u64) -> Result {
     request(
+        buf,
         &CmdMunmap {
             hdr: header(uapi::VIRTIO_MEDIA_CMD_MUNMAP),
             guest_addr: Le64::new(addr),
@@ -411,11 +423,32 @@ mod tests {
         assert!(DeviceConfig::parse(&bytes[..39]).is_err());
     }
 
+    /// The request `build` writes into a new buffer.
+    fn built(build: impl FnOnce(&mut KVec<u8>) -> Result) -> Result<KVec<u8>> {
+        let mut buf = KVec::new();
+        build(&mut buf)?;
+        Ok(buf)
+    }
+
+    #[test]
+    fn request_replaces_what_a_reused_buffer_held() {
+        // Buffers are reused from command to command: a short request
+        // written over a long one is only itself.
+        let mut buf = KVec::new();
+        ioctl_request(&mut buf, 1, _IOWR::<[u8; 208]>(V, 4), &[0xaa; 208], &[])
+            .expect("allocation");
+        close_request(&mut buf, 5).expect("allocation");
+        assert_eq!(
+            buf.as_slice(),
+            &[2, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0]
+        );
+    }
+
     #[test]
     fn session_commands() {
-        let open = open_request().expect("allocation");
+        let open = built(open_request).expect("allocation");
         assert_eq!(open.as_slice(), &[1, 0, 0, 0, 0, 0, 0, 0]);
-        let close = close_request(0x0102_0304).expect("allocation");
+        let close = built(|buf| close_request(buf, 0x0102_0304)).expect("allocation");
         assert_eq!(
             close.as_slice(),
             &[2, 0, 0, 0, 0, 0, 0, 0, 4, 3, 2, 1, 0, 0, 0, 0]
@@ -432,7 +465,7 @@ mod tests {
     fn ioctl_layout_by_direction() {
         // G_FMT (WR): payload in the request and room for it in the response.
         let g_fmt = _IOWR::<[u8; 208]>(V, 4);
-        let req = ioctl_request(9, g_fmt, &[0xaa; 208], &[]).expect("allocation");
+        let req = built(|buf| ioctl_request(buf, 9, g_fmt, &[0xaa; 208], &[])).expect("allocation");
         assert_eq!(req.len(), IOCTL_CMD_SIZE + 208);
         assert_eq!(
             &req[..16],
@@ -441,20 +474,23 @@ mod tests {
         assert_eq!(ioctl_response_size(g_fmt, 208), Ok(8 + 208));
         // QBUF (WR) with two planes following the buffer.
         let qbuf = _IOWR::<Buffer>(V, 15);
-        let req =
-            ioctl_request(1, qbuf, &[0; BUFFER_SIZE], &[1; 2 * PLANE_SIZE]).expect("allocation");
+        let req = built(|buf| ioctl_request(buf, 1, qbuf, &[0; BUFFER_SIZE], &[1; 2 * PLANE_SIZE]))
+            .expect("allocation");
         assert_eq!(req.len(), 16 + BUFFER_SIZE + 2 * PLANE_SIZE);
         assert_eq!(req[16 + BUFFER_SIZE], 1);
         // STREAMON (W): nothing comes back but the header.
         let streamon = _IOW::<u32>(V, 18);
         assert_eq!(
-            ioctl_request(1, streamon, &[1, 0, 0, 0], &[]).map(|r| r.len()),
+            built(|buf| ioctl_request(buf, 1, streamon, &[1, 0, 0, 0], &[])).map(|r| r.len()),
             Ok(20)
         );
         assert_eq!(ioctl_response_size(streamon, 4), Ok(8));
         // QUERYCAP-like R ioctl: no payload sent, all of it comes back.
         let r = _IOR::<[u8; 104]>(V, 0);
-        assert_eq!(ioctl_request(1, r, &[0; 104], &[]).map(|r| r.len()), Ok(16));
+        assert_eq!(
+            built(|buf| ioctl_request(buf, 1, r, &[0; 104], &[])).map(|r| r.len()),
+            Ok(16)
+        );
         assert_eq!(ioctl_response_size(r, 104), Ok(112));
     }
 
@@ -468,7 +504,7 @@ mod tests {
 
     #[test]
     fn mmap_commands() {
-        let req = mmap_request(3, true, 0x1000).expect("allocation");
+        let req = built(|buf| mmap_request(buf, 3, true, 0x1000)).expect("allocation");
         assert_eq!(req.len(), 24);
         assert_eq!(&req[8..16], &[3, 0, 0, 0, 1, 0, 0, 0]);
         assert_eq!(&req[16..24], &0x1000u64.to_le_bytes());
@@ -477,7 +513,7 @@ mod tests {
         resp[16..24].copy_from_slice(&0x1_0000u64.to_le_bytes());
         assert_eq!(mmap_response(&resp), Some((0x20_0000, 0x1_0000)));
         assert_eq!(mmap_response(&resp[..20]), None);
-        let req = munmap_request(0x20_0000).expect("allocation");
+        let req = built(|buf| munmap_request(buf, 0x20_0000)).expect("allocation");
         assert_eq!(
             &req[..],
             &[5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0]

@@ -47,14 +47,14 @@ use memory::{Presented, QueueMemory};
 /// its argument and fail, e.g. the error index of S_EXT_CTRLS).
 fn read_response(
     code: u32,
-    mut response: Response,
+    mut response: Response<'_>,
     payload: &mut [u8],
     trailer: &mut [u8],
 ) -> Result<(usize, KVec<Mapped>)> {
-    let memory = core::mem::take(&mut response.memory);
+    let memory = response.take_memory();
     let status = response.status();
     let mut trailer_written = 0;
-    if response.bytes.len() > protocol::IOCTL_RESP_SIZE {
+    if response.capacity() > protocol::IOCTL_RESP_SIZE {
         let written = response.written();
         match written.get(protocol::IOCTL_RESP_SIZE..) {
             Some(body) if body.len() >= payload.len() => {
@@ -478,7 +478,7 @@ impl Session {
         sg_entries: &[u8],
         memory: KVec<KVec<u8>>,
         wait: Wait,
-    ) -> Result<Response> {
+    ) -> Result<Response<'_>> {
         let sg_len = memory.len().checked_mul(SG_ENTRY_SIZE).ok_or(EINVAL)?;
         let body = payload.len().checked_add(trailer.len()).ok_or(EINVAL)?;
         let extra = sg_entries.len().checked_add(sg_len).ok_or(EINVAL)?;
@@ -487,11 +487,10 @@ impl Session {
         request_trailer.extend_from_slice(trailer, GFP_KERNEL)?;
         request_trailer.extend_from_slice(sg_entries, GFP_KERNEL)?;
         request_trailer.resize(trailer.len() + extra, 0, GFP_KERNEL)?;
-        let request = protocol::ioctl_request(self.id, code, payload, &request_trailer)?;
         let sg_offset = protocol::IOCTL_CMD_SIZE + body + sg_entries.len();
         let response_len = protocol::ioctl_response_size(code, body)?;
         self.dev.command(
-            request,
+            |buf| protocol::ioctl_request(buf, self.id, code, payload, &request_trailer),
             response_len,
             wait,
             memory,
@@ -798,7 +797,7 @@ impl Session {
     pub(crate) fn map(&self, offset: u64, len: u64, writable: bool) -> Result<Arc<Mapping>> {
         self.check_usable()?;
         let response = self.dev.command(
-            protocol::mmap_request(self.id, writable, offset)?,
+            |buf| protocol::mmap_request(buf, self.id, writable, offset),
             protocol::MMAP_RESPONSE_SIZE,
             Wait::Interruptible,
             KVec::new(),
@@ -808,7 +807,10 @@ impl Session {
         response.status()?;
         let (shm_offset, mapped_len) =
             protocol::mmap_response(response.written()).ok_or_else(|| {
-                pr_err!("MMAP response of {} bytes is too short\n", response.written);
+                pr_err!(
+                    "MMAP response of {} bytes is too short\n",
+                    response.written().len()
+                );
                 EIO
             })?;
         let page = kernel::page::PAGE_SIZE as u64;

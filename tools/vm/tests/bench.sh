@@ -82,6 +82,47 @@ while [ $r -le "$runs" ]; do
 done
 export_file bench.jsonl $out
 
+# Allocations per forwarded ioctl: kmem:kmalloc events with the module
+# on their call stack (a frame of the crate virtio_media_main; the event's
+# own call site is the allocator's, as Rust reaches it through krealloc),
+# during a short single-session G_FMT run on the direct
+# device. The driver reuses a finished command's buffers, so after the
+# first call there are none.
+count_allocs() {
+	local t=/sys/kernel/debug/tracing ev line n header
+	ev=$t/events/kmem/kmalloc
+	if [ ! -d $ev ]; then
+		echo "FAIL: no kmem:kmalloc trace event"
+		status=1
+		return
+	fi
+	echo 0 > $t/tracing_on
+	echo 16384 > $t/buffer_size_kb
+	echo > $t/trace
+	echo stacktrace > $ev/trigger
+	echo 1 > $ev/enable
+	echo 1 > $t/tracing_on
+	line=$($bench -d "$direct" ioctl G_FMT 1 threads 0.5)
+	echo 0 > $t/tracing_on
+	echo 0 > $ev/enable
+	echo '!stacktrace' > $ev/trigger
+	cp $t/trace /tmp/allocs-trace.txt
+	echo > $t/trace
+	# An event line, then its stack as " => frame" lines.
+	n=$(awk '/ kmalloc: / { ev++; counted = 0 }
+		/^ *=> .*virtio_media_main/ && !counted { n++; counted = 1 }
+		END { print n + 0 }' /tmp/allocs-trace.txt)
+	# "entries-in-buffer/entries-written: A/B": A < B means events were
+	# lost, and the count would be too low.
+	header=$(grep -m 1 'entries-in-buffer/entries-written' /tmp/allocs-trace.txt)
+	echo "bench: $n kmalloc calls from the module during: $line (${header#\# })"
+	echo "{\"module_kmallocs\": $n, \"trace_header\": \"${header#\# }\", \"run\": ${line:-null}}" > /tmp/allocs.json
+	export_file allocs.json /tmp/allocs.json
+	gzip -1 /tmp/allocs-trace.txt
+	export_file allocs-trace.txt.gz /tmp/allocs-trace.txt.gz
+}
+count_allocs
+
 if [ "${BENCH_PERF:-0}" = 1 ]; then
 	if [ -x /usr/bin/perf ]; then
 		echo 0 > /proc/sys/kernel/kptr_restrict
