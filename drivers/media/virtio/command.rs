@@ -48,8 +48,10 @@ pub(crate) const COMMAND_TIMEOUT_MS: u32 = 5000;
 const SPARES: usize = 4;
 
 /// Buffers larger than this are freed rather than kept for reuse, so a
-/// rare large control payload does not stay allocated.
-const SPARE_MAX_BYTES: usize = 4096;
+/// rare large control payload does not stay allocated. A QBUF of a 1080p
+/// USERPTR frame carries about a thousand SG entries (16 KiB) and fits: at
+/// most 256 KiB per device are kept.
+const SPARE_MAX_BYTES: usize = 32 * 1024;
 
 /// Whether a signal may end the wait for a response.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -203,7 +203,9 @@ impl VirtioMediaDriver {
         parm.set_buf_type(buf_type);
         let response_len = protocol::ioctl_response_size(VIDIOC_G_PARM, parm.as_bytes().len())?;
         let response = dev.command(
-            |buf| protocol::ioctl_request(buf, session, VIDIOC_G_PARM, parm.as_bytes(), &[]),
+            |buf| {
+                protocol::ioctl_request(buf, session, VIDIOC_G_PARM, parm.as_bytes(), &[], (&[], 0))
+            },
             response_len,
             Wait::Interruptible,
             KVec::new(),

@@ -14,7 +14,7 @@ use crate::{
         mm::{OwnedPages, PinnedPages},
         virtio::virtqueue::{Mapper, Segments},
     },
-    protocol::sg_entry,
+    protocol::{sg_entry, SG_ENTRY_SIZE},
     stream::QueueKind,
 };
 use kernel::{prelude::*, sync::Arc};
@@ -32,6 +32,11 @@ struct Plane {
     pages: Pages,
     /// Device address and length of each page or segment, in order.
     mapped: Segments,
+    /// Whether handing the pages between CPU and device needs a sync (a
+    /// bounce buffer, caches the device does not see): without, the syncs
+    /// of every page of a kept buffer at each QBUF and DQBUF are skipped,
+    /// as the DMA API asks.
+    needs_sync: bool,
 }
 
 /// The memory of one buffer while the device may use it.
@@ -43,6 +48,9 @@ pub(crate) struct GuestBuffer {
     mapper: Mapper,
     device_writes: bool,
     planes: KVec<Plane>,
+    /// The SG entries of every plane, once computed: a kept buffer is
+    /// queued again with the same ones (a 1080p frame has about a thousand).
+    sg_entries: Option<Arc<KVec<u8>>>,
 }
 
 impl GuestBuffer {
@@ -52,6 +60,7 @@ impl GuestBuffer {
             mapper,
             device_writes,
             planes: KVec::with_capacity(planes, GFP_KERNEL_ACCOUNT)?,
+            sg_entries: None,
         })
     }
 
@@ -70,6 +79,7 @@ impl GuestBuffer {
                 })?;
             let mapped = this.mapper.map_pages(&pinned, device_writes)?;
             let plane = Plane {
+                needs_sync: this.mapper.needs_sync(&mapped),
                 pages: Pages::User(pinned),
                 mapped,
             };
@@ -101,6 +111,8 @@ impl GuestBuffer {
             this.push(Plane {
                 pages: Pages::DmaBuf(imported),
                 mapped,
+                // The exporter syncs for its attachment.
+                needs_sync: false,
             })?;
             lengths.push(length, GFP_KERNEL)?;
         }
@@ -117,6 +129,7 @@ impl GuestBuffer {
         for plane in planes {
             let mapped = this.mapper.map_pages(&**plane, device_writes)?;
             this.push(Plane {
+                needs_sync: this.mapper.needs_sync(&mapped),
                 pages: Pages::Driver(plane.clone()),
                 mapped,
             })?;
@@ -153,7 +166,7 @@ impl GuestBuffer {
     /// reaches the device (a no-op unless the transport bounces or caches).
     pub(crate) fn sync_for_device(&self) {
         for plane in self.planes.iter() {
-            if !matches!(plane.pages, Pages::DmaBuf(_)) {
+            if plane.needs_sync {
                 self.mapper
                     .sync_for_device(self.device_writes, &plane.mapped);
             }
@@ -164,20 +177,27 @@ impl GuestBuffer {
     /// kept: what the device wrote reaches the pages.
     pub(crate) fn sync_for_cpu(&self) {
         for plane in self.planes.iter() {
-            if !matches!(plane.pages, Pages::DmaBuf(_)) {
+            if plane.needs_sync {
                 self.mapper.sync_for_cpu(self.device_writes, &plane.mapped);
             }
         }
     }
 
     /// The SG entries of every plane, in order, contiguous pages merged.
-    pub(crate) fn sg_entries(&self) -> Result<KVec<u8>> {
+    pub(crate) fn sg_entries(&mut self) -> Result<Arc<KVec<u8>>> {
+        if let Some(entries) = &self.sg_entries {
+            return Ok(entries.clone());
+        }
         let mut entries = KVec::new();
         for plane in self.planes.iter() {
-            for (addr, len) in merge(&plane.mapped)? {
+            let merged = merge(&plane.mapped)?;
+            entries.reserve(merged.len().saturating_mul(SG_ENTRY_SIZE), GFP_KERNEL)?;
+            for (addr, len) in merged {
                 entries.extend_from_slice(&sg_entry(addr, len), GFP_KERNEL)?;
             }
         }
+        let entries = Arc::new(entries, GFP_KERNEL)?;
+        self.sg_entries = Some(entries.clone());
         Ok(entries)
     }
 }

@@ -127,14 +127,15 @@ fn header(cmd: u32) -> CmdHeader {
     }
 }
 
-/// Writes the request made of `command` and then `tail` into `buf`, in
-/// place of what it held.
-fn request(buf: &mut KVec<u8>, command: &impl AsBytes, tail: &[&[u8]]) -> Result {
+/// Writes the request made of `command`, then `tail`, then `room` zero
+/// bytes into `buf`, in place of what it held.
+fn request(buf: &mut KVec<u8>, command: &impl AsBytes, tail: &[&[u8]], room: usize) -> Result {
     let len = tail
         .iter()
         .try_fold(command.as_bytes().len(), |len, part| {
             len.checked_add(part.len())
         })
+        .and_then(|len| len.checked_add(room))
         .ok_or(EINVAL)?;
     buf.clear();
     buf.reserve(len, GFP_KERNEL)?;
@@ -142,6 +143,7 @@ fn request(buf: &mut KVec<u8>, command: &impl AsBytes, tail: &[&[u8]]) -> Result
     for part in tail {
         buf.extend_from_slice(part, GFP_KERNEL)?;
     }
+    buf.resize(len, 0, GFP_KERNEL)?;
     Ok(())
 }
 
@@ -153,6 +155,7 @@ pub(crate) fn open_request(buf: &mut KVec<u8>) -> Result {
             hdr: header(uapi::VIRTIO_MEDIA_CMD_OPEN),
         },
         &[],
+        0,
     )
 }
 
@@ -175,6 +178,7 @@ pub(crate) fn close_request(buf: &mut KVec<u8>, session: u32) -> Result {
             padding: Le32::new(0),
         },
         &[],
+        0,
     )
 }
 
@@ -186,15 +190,17 @@ pub(crate) const IOCTL_CMD_SIZE: usize = size_of::<CmdIoctl>();
 /// Size of an IOCTL response's header (before the payload).
 pub(crate) const IOCTL_RESP_SIZE: usize = size_of::<uapi::RespIoctl>();
 
-/// `VIRTIO_MEDIA_CMD_IOCTL`: the header, then `payload` and `trailer` (the
-/// pointed-to arrays that follow the main struct) when the device reads
-/// them.
+/// `VIRTIO_MEDIA_CMD_IOCTL`: the header, then `payload`, `trailer` (the
+/// pointed-to arrays that follow the main struct), `sg_entries` and
+/// `sg_room` zero bytes (SG entries written once their memory is mapped)
+/// when the device reads them.
 pub(crate) fn ioctl_request(
     buf: &mut KVec<u8>,
     session: u32,
     code: u32,
     payload: &[u8],
     trailer: &[u8],
+    (sg_entries, sg_room): (&[u8], usize),
 ) -> Result {
     let command = CmdIoctl {
         hdr: header(uapi::VIRTIO_MEDIA_CMD_IOCTL),
@@ -202,8 +208,10 @@ pub(crate) fn ioctl_request(
         code: Le32::new(ioctl_nr(code)),
     };
     match ioctl_direction(code) {
-        Direction::ToDevice | Direction::Both => request(buf, &command, &[payload, trailer]),
-        Direction::None | Direction::FromDevice => request(buf, &command, &[]),
+        Direction::ToDevice | Direction::Both => {
+            request(buf, &command, &[payload, trailer, sg_entries], sg_room)
+        }
+        Direction::None | Direction::FromDevice => request(buf, &command, &[], 0),
     }
 }
 
@@ -239,6 +247,7 @@ pub(crate) fn mmap_request(
             offset: Le64::new(offset),
         },
         &[],
+        0,
     )
 }
 
@@ -260,6 +269,7 @@ pub(crate) fn munmap_request(buf: &mut KVec<u8>, addr: u64) -> Result {
             guest_addr: Le64::new(addr),
         },
         &[],
+        0,
     )
 }
 
@@ -423,6 +433,8 @@ mod tests {
         assert!(DeviceConfig::parse(&bytes[..39]).is_err());
     }
 
+    const NO_SG: (&[u8], usize) = (&[], 0);
+
     /// The request `build` writes into a new buffer.
     fn built(build: impl FnOnce(&mut KVec<u8>) -> Result) -> Result<KVec<u8>> {
         let mut buf = KVec::new();
@@ -435,8 +447,15 @@ mod tests {
         // Buffers are reused from command to command: a short request
         // written over a long one is only itself.
         let mut buf = KVec::new();
-        ioctl_request(&mut buf, 1, _IOWR::<[u8; 208]>(V, 4), &[0xaa; 208], &[])
-            .expect("allocation");
+        ioctl_request(
+            &mut buf,
+            1,
+            _IOWR::<[u8; 208]>(V, 4),
+            &[0xaa; 208],
+            &[],
+            NO_SG,
+        )
+        .expect("allocation");
         close_request(&mut buf, 5).expect("allocation");
         assert_eq!(
             buf.as_slice(),
@@ -465,7 +484,8 @@ mod tests {
     fn ioctl_layout_by_direction() {
         // G_FMT (WR): payload in the request and room for it in the response.
         let g_fmt = _IOWR::<[u8; 208]>(V, 4);
-        let req = built(|buf| ioctl_request(buf, 9, g_fmt, &[0xaa; 208], &[])).expect("allocation");
+        let req = built(|buf| ioctl_request(buf, 9, g_fmt, &[0xaa; 208], &[], NO_SG))
+            .expect("allocation");
         assert_eq!(req.len(), IOCTL_CMD_SIZE + 208);
         assert_eq!(
             &req[..16],
@@ -474,21 +494,37 @@ mod tests {
         assert_eq!(ioctl_response_size(g_fmt, 208), Ok(8 + 208));
         // QBUF (WR) with two planes following the buffer.
         let qbuf = _IOWR::<Buffer>(V, 15);
-        let req = built(|buf| ioctl_request(buf, 1, qbuf, &[0; BUFFER_SIZE], &[1; 2 * PLANE_SIZE]))
-            .expect("allocation");
-        assert_eq!(req.len(), 16 + BUFFER_SIZE + 2 * PLANE_SIZE);
+        let req = built(|buf| {
+            ioctl_request(
+                buf,
+                1,
+                qbuf,
+                &[0; BUFFER_SIZE],
+                &[1; 2 * PLANE_SIZE],
+                (&[2; 16], 16),
+            )
+        })
+        .expect("allocation");
+        // Then one SG entry given and room for one more.
+        let sg = 16 + BUFFER_SIZE + 2 * PLANE_SIZE;
+        assert_eq!(req.len(), sg + 32);
         assert_eq!(req[16 + BUFFER_SIZE], 1);
+        assert_eq!(
+            (req[sg], req[sg + 15], req[sg + 16], req[sg + 31]),
+            (2, 2, 0, 0)
+        );
         // STREAMON (W): nothing comes back but the header.
         let streamon = _IOW::<u32>(V, 18);
         assert_eq!(
-            built(|buf| ioctl_request(buf, 1, streamon, &[1, 0, 0, 0], &[])).map(|r| r.len()),
+            built(|buf| ioctl_request(buf, 1, streamon, &[1, 0, 0, 0], &[], NO_SG))
+                .map(|r| r.len()),
             Ok(20)
         );
         assert_eq!(ioctl_response_size(streamon, 4), Ok(8));
         // QUERYCAP-like R ioctl: no payload sent, all of it comes back.
         let r = _IOR::<[u8; 104]>(V, 0);
         assert_eq!(
-            built(|buf| ioctl_request(buf, 1, r, &[0; 104], &[])).map(|r| r.len()),
+            built(|buf| ioctl_request(buf, 1, r, &[0; 104], &[], (&[], 16))).map(|r| r.len()),
             Ok(16)
         );
         assert_eq!(ioctl_response_size(r, 104), Ok(112));

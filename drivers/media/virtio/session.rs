@@ -479,18 +479,15 @@ impl Session {
         memory: KVec<KVec<u8>>,
         wait: Wait,
     ) -> Result<Response<'_>> {
-        let sg_len = memory.len().checked_mul(SG_ENTRY_SIZE).ok_or(EINVAL)?;
+        let sg_room = memory.len().checked_mul(SG_ENTRY_SIZE).ok_or(EINVAL)?;
         let body = payload.len().checked_add(trailer.len()).ok_or(EINVAL)?;
-        let extra = sg_entries.len().checked_add(sg_len).ok_or(EINVAL)?;
-        let mut request_trailer =
-            KVec::with_capacity(trailer.len().checked_add(extra).ok_or(EINVAL)?, GFP_KERNEL)?;
-        request_trailer.extend_from_slice(trailer, GFP_KERNEL)?;
-        request_trailer.extend_from_slice(sg_entries, GFP_KERNEL)?;
-        request_trailer.resize(trailer.len() + extra, 0, GFP_KERNEL)?;
         let sg_offset = protocol::IOCTL_CMD_SIZE + body + sg_entries.len();
         let response_len = protocol::ioctl_response_size(code, body)?;
         self.dev.command(
-            |buf| protocol::ioctl_request(buf, self.id, code, payload, &request_trailer),
+            |buf| {
+                let sg = (sg_entries, sg_room);
+                protocol::ioctl_request(buf, self.id, code, payload, trailer, sg)
+            },
             response_len,
             wait,
             memory,

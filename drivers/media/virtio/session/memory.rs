@@ -549,7 +549,7 @@ impl Session {
         kind: QueueKind,
         buf: &mut Buffer,
         planes: &mut [Plane],
-        memory: GuestBuffer,
+        mut memory: GuestBuffer,
         pointers: KVec<u64>,
         reuse_key: Option<KVec<(u64, u32)>>,
     ) -> Result<usize> {

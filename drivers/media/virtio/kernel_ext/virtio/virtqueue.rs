@@ -373,6 +373,20 @@ impl Mapper {
         }
     }
 
+    /// Whether any of `mapped` ([`Mapper::map_pages`]) needs the syncs
+    /// below; when none does they may be skipped (the DMA API's
+    /// `dma_need_sync`: a coherent device without bounce buffers).
+    pub(crate) fn needs_sync(&self, mapped: &[(u64, u32)]) -> bool {
+        let Some(user) = self.0.enter() else {
+            return false;
+        };
+        mapped.iter().any(|&(addr, _)| {
+            // SAFETY: `user` proves the queue live; `addr` is a mapping
+            // made on it.
+            unsafe { ffi::virtqueue_map_need_sync(user.vq(), addr) }
+        })
+    }
+
     /// Hands pages [`Mapper::map_pages`] mapped to the device again, after
     /// the CPU used them, without mapping them anew (a kept buffer).
     pub(crate) fn sync_for_device(&self, device_writes: bool, mapped: &[(u64, u32)]) {
