@@ -11,12 +11,18 @@
 # Usage: tools/bench/bench-c.sh KO KERNEL_NOTE (KDIR set). Knobs:
 # BENCH_RUNS (rounds, 5), BENCH_SECONDS (1), BENCH_STREAM_SECONDS (2),
 # BENCH_COUNT (200), BENCH_TIMEOUT (1800), BENCH_PERF (0; 1: perf samples
-# each driver's G_FMT, mmap and 640x480 MMAP stream runs once more,
-# perf-{gfmt,mmap,stream}-{ours,c}-*.txt among the guest's files),
+# each driver's G_FMT, mmap, 640x480 MMAP and 1080p USERPTR stream runs
+# once more, perf-{gfmt,mmap,stream,userptr}-{ours,c}-*.txt among the
+# guest's files),
 # BENCH_C_SELF (0; 1: our driver takes the C driver's device too, so the
 # table compares two nodes of ours: the comparison's noise floor),
 # BENCH_C_CPU (1: single-session runs pinned to CPU 1, every device
-# interrupt goes to CPU 0; 0: pinned with the interrupts; any: unpinned).
+# interrupt goes to CPU 0; 0: pinned with the interrupts; any: unpinned),
+# BENCH_C_SWAP (0; 1: the C driver's device first on the PCI bus),
+# BENCH_TRACE (0; 1: after the rounds, each driver's single-session G_FMT
+# traced with scheduler, interrupt and system call events, and
+# tools/bench/trace-phases.py splits a call into its phases: submit,
+# device, interrupt to wakeup, wakeup to running, return).
 set -euo pipefail
 . "$(dirname "$0")/../vm/lib.sh"
 cd "$REPO_DIR"
@@ -33,13 +39,19 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 log "our driver against the C driver ($c_commit), $runs rounds; host load before: $load_before ($(nproc) cores)"
 cpio=()
 [ "${BENCH_PERF:-0}" = 1 ] && cpio=(--cpio "$(tools/vm/guest-perf.sh)")
+# The devices' order on the PCI bus (ours first unless BENCH_C_SWAP=1):
+# the first slot was measured up to 8 % slower than the second for the
+# same driver (an A/A run of 2026-12-03), so the order is a knob.
+devices=(--vfu "--device-id 42 --backend capture --exit-on-disconnect"
+	--vfu "--device-id 48 --backend capture --exit-on-disconnect")
+[ "${BENCH_C_SWAP:-0}" = 1 ] && devices=("${devices[@]:2:2}" "${devices[@]:0:2}")
 set +e
 tools/vm/run-guest.sh --name "$name" --ko "$ko" --ko "$c_ko" --file "$BUILD_DIR/bench/v4l2-bench" "${cpio[@]}" \
-	--vfu "--device-id 42 --backend capture --exit-on-disconnect" \
-	--vfu "--device-id 48 --backend capture --exit-on-disconnect" \
+	"${devices[@]}" \
 	--env "BENCH_RUNS=$runs" --env "BENCH_SECONDS=${BENCH_SECONDS:-1}" \
 	--env "BENCH_STREAM_SECONDS=${BENCH_STREAM_SECONDS:-2}" --env "BENCH_COUNT=${BENCH_COUNT:-200}" \
-	--env "BENCH_PERF=${BENCH_PERF:-0}" --env "BENCH_C_SELF=${BENCH_C_SELF:-0}" --env "BENCH_C_CPU=${BENCH_C_CPU:-1}" --test tools/vm/tests/bench-c.sh --timeout "${BENCH_TIMEOUT:-1800}"
+	--env "BENCH_PERF=${BENCH_PERF:-0}" --env "BENCH_C_SELF=${BENCH_C_SELF:-0}" --env "BENCH_C_CPU=${BENCH_C_CPU:-1}" \
+	--env "BENCH_TRACE=${BENCH_TRACE:-0}" --test tools/vm/tests/bench-c.sh --timeout "${BENCH_TIMEOUT:-1800}"
 status=$?
 set -e
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -68,12 +80,16 @@ fi
 c_label="chromeos/virtio-media $c_commit"
 [ "${BENCH_C_SELF:-0}" = 1 ] && c_label="BENCH_C_SELF=1: the C column is OUR driver on the ID 48 device"
 meta=$(/usr/bin/python3 -c 'import json, sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' \
-	note "$note under QEMU TCG, 2 vCPUs; device interrupts on CPU 0, single-session runs on CPU ${BENCH_C_CPU:-1}" \
+	note "$note under QEMU TCG, 2 vCPUs; device interrupts on CPU 0, single-session runs on CPU ${BENCH_C_CPU:-1}; $([ "${BENCH_C_SWAP:-0}" = 1 ] && echo "the C driver's device" || echo "our device") first on the PCI bus" \
 	date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" commit "$driver" \
 	c_driver "$c_label" guest "$guest" \
 	host_load_before "$load_before" host_load_after "$load_after" host_cores "$(nproc)" runs "$runs")
 report_status=0
 /usr/bin/python3 tools/bench/report-c.py --dir "$out" --meta "$meta" || report_status=$?
+if [ "${BENCH_TRACE:-0}" = 1 ]; then
+	/usr/bin/python3 tools/bench/trace-phases.py "$out"/trace-gfmt-*.txt.gz | tee "$out/bench-c-phases.txt" ||
+		report_status=1
+fi
 for f in bench-c.txt bench-c.json; do
 	[ -f "$out/$f" ] && cp "$out/$f" "$results/$f"
 done

@@ -120,7 +120,7 @@ done
 
 # BENCH_PERF=1: where each driver's time goes, perf sampling the whole
 # guest while one run of each kind goes on each node (single-thread G_FMT,
-# mmap/munmap pairs, a 640x480 MMAP stream).
+# mmap/munmap pairs, a 640x480 MMAP stream, a 1920x1080 USERPTR stream).
 perf_run() { # DRIVER DEV NAME ARGS...
 	local drv=$1 dev=$2 name=$3 base f
 	shift 3
@@ -137,6 +137,57 @@ perf_run() { # DRIVER DEV NAME ARGS...
 		export_file perf-$name-$drv-$f $base-$f
 	done
 }
+# BENCH_TRACE=1: where a single-session G_FMT's time goes, as events
+# (tools/bench/trace-phases.py reads them): the program's ioctl entry and
+# exit, its sleep and wakeup, and the device interrupts, which run in
+# whatever task they interrupt (so every task's events are kept).
+trace_run() { # DRIVER DEV
+	local t=/sys/kernel/debug/tracing e
+	echo 0 > $t/tracing_on
+	echo 8192 > $t/buffer_size_kb
+	echo > $t/trace
+	echo 'id == 16' > $t/events/raw_syscalls/sys_enter/filter
+	echo 'id == 16' > $t/events/raw_syscalls/sys_exit/filter
+	for e in raw_syscalls/sys_enter raw_syscalls/sys_exit sched/sched_switch sched/sched_waking \
+		irq/irq_handler_entry; do
+		echo 1 > $t/events/$e/enable
+	done
+	# BENCH_TRACE=2: the notification's trap timed too (function_graph).
+	# BENCH_TRACE=3: the calls under each driver's ioctl handler, timed.
+	case "${BENCH_TRACE:-0}" in
+	2)
+		echo vp_notify > $t/set_ftrace_filter
+		echo function_graph > $t/current_tracer
+		echo 1 > $t/options/funcgraph-abstime
+		;;
+	3)
+		# (Rust functions have no ftrace entry: what the module calls
+		# shows, under the core's v4l_g_fmt.)
+		echo v4l_g_fmt > $t/set_graph_function
+		echo 6 > $t/max_graph_depth
+		echo function_graph > $t/current_tracer
+		;;
+	esac
+	echo 1 > $t/tracing_on
+	$pin $bench -d "$2" ioctl G_FMT 1 threads 0.5 > /tmp/trace-gfmt-$1-run.json
+	echo 0 > $t/tracing_on
+	echo 0 > $t/events/enable
+	grep -m 1 entries-in-buffer $t/trace
+	gzip -1 < $t/trace > /tmp/trace-gfmt-$1.txt.gz
+	# After the copy: changing the tracer empties the buffer.
+	echo nop > $t/current_tracer
+	echo > $t/trace
+	export_file trace-gfmt-$1.txt.gz /tmp/trace-gfmt-$1.txt.gz
+	export_file trace-gfmt-$1-run.json /tmp/trace-gfmt-$1-run.json
+}
+if [ "${BENCH_TRACE:-0}" != 0 ]; then
+	trace_run ours "$ours"
+	trace_run c "$c"
+	trace_run ours2 "$ours"
+	trace_run c2 "$c"
+	grep -h virtio /proc/interrupts
+fi
+
 if [ "${BENCH_PERF:-0}" = 1 ]; then
 	echo 0 > /proc/sys/kernel/kptr_restrict
 	echo -1 > /proc/sys/kernel/perf_event_paranoid
@@ -146,6 +197,9 @@ if [ "${BENCH_PERF:-0}" = 1 ]; then
 		perf_run $drv "$dev" gfmt ioctl G_FMT 1 threads 3
 		perf_run $drv "$dev" mmap mmap "$count"
 		perf_run $drv "$dev" stream stream mmap 640 480 5
+		[ "$self" = 1 ] || [ $drv = ours ] || echo Y > $userptr_param
+		perf_run $drv "$dev" userptr stream userptr 1920 1080 5
+		[ "$self" = 1 ] || [ $drv = ours ] || echo N > $userptr_param
 	done
 fi
 
