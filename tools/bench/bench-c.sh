@@ -19,6 +19,7 @@
 # BENCH_C_CPU (1: single-session runs pinned to CPU 1, every device
 # interrupt goes to CPU 0; 0: pinned with the interrupts; any: unpinned),
 # BENCH_C_SWAP (0; 1: the C driver's device first on the PCI bus),
+# BENCH_C_SPACER (1: an unbound device in the first slot; 0: none),
 # BENCH_TRACE (0; 1: after the rounds, each driver's single-session G_FMT
 # traced with scheduler, interrupt and system call events, and
 # tools/bench/trace-phases.py splits a call into its phases: submit,
@@ -41,10 +42,15 @@ cpio=()
 [ "${BENCH_PERF:-0}" = 1 ] && cpio=(--cpio "$(tools/vm/guest-perf.sh)")
 # The devices' order on the PCI bus (ours first unless BENCH_C_SWAP=1):
 # the first slot was measured up to 8 % slower than the second for the
-# same driver (an A/A run of 2026-12-03), so the order is a knob.
+# same driver (A/A runs of 2026-12-03: 1.08, and 0.97 swapped).
 devices=(--vfu "--device-id 42 --backend capture --exit-on-disconnect"
 	--vfu "--device-id 48 --backend capture --exit-on-disconnect")
 [ "${BENCH_C_SWAP:-0}" = 1 ] && devices=("${devices[@]:2:2}" "${devices[@]:0:2}")
+# A device neither driver binds (virtio ID 60) takes the first slot, so
+# the two measured devices are second and third: with it an A/A run read
+# 0.97 (G_FMT p50), without it 1.08 (BENCH_C_SPACER=0 to leave it out).
+[ "${BENCH_C_SPACER:-1}" = 1 ] &&
+	devices=(--vfu "--device-id 60 --backend capture --exit-on-disconnect" "${devices[@]}")
 set +e
 tools/vm/run-guest.sh --name "$name" --ko "$ko" --ko "$c_ko" --file "$BUILD_DIR/bench/v4l2-bench" "${cpio[@]}" \
 	"${devices[@]}" \
@@ -80,7 +86,7 @@ fi
 c_label="chromeos/virtio-media $c_commit"
 [ "${BENCH_C_SELF:-0}" = 1 ] && c_label="BENCH_C_SELF=1: the C column is OUR driver on the ID 48 device"
 meta=$(/usr/bin/python3 -c 'import json, sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' \
-	note "$note under QEMU TCG, 2 vCPUs; device interrupts on CPU 0, single-session runs on CPU ${BENCH_C_CPU:-1}; $([ "${BENCH_C_SWAP:-0}" = 1 ] && echo "the C driver's device" || echo "our device") first on the PCI bus" \
+	note "$note under QEMU TCG, 2 vCPUs; device interrupts on CPU 0, single-session runs on CPU ${BENCH_C_CPU:-1}; $([ "${BENCH_C_SPACER:-1}" = 1 ] && echo "an unbound device, then ")$([ "${BENCH_C_SWAP:-0}" = 1 ] && echo "the C driver's device" || echo "our device") first on the PCI bus" \
 	date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" commit "$driver" \
 	c_driver "$c_label" guest "$guest" \
 	host_load_before "$load_before" host_load_after "$load_after" host_cores "$(nproc)" runs "$runs")
