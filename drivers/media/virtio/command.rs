@@ -137,7 +137,8 @@ pub(crate) struct InFlight {
     request: KVec<u8>,
     response: KVec<u8>,
     memory: KVec<Mapped>,
-    /// Taken when the command completes or is aborted.
+    /// Taken when the command completes or is aborted; put back with the
+    /// response, whose drop gives both to the queue for reuse.
     command: Option<Arc<Command>>,
 }
 
@@ -167,7 +168,6 @@ pub(crate) struct Response<'q> {
     queue: &'q CommandQueue,
     /// `Some` until dropped.
     entry: Option<KBox<InFlight>>,
-    command: Option<Arc<Command>>,
     /// How many bytes of the response the device wrote; at most its length.
     written: usize,
 }
@@ -203,8 +203,8 @@ impl Response<'_> {
 
 impl Drop for Response<'_> {
     fn drop(&mut self) {
-        if let (Some(entry), Some(command)) = (self.entry.take(), self.command.take()) {
-            self.queue.recycle(entry, command);
+        if let Some(entry) = self.entry.take() {
+            self.queue.recycle(entry);
         }
     }
 }
@@ -271,10 +271,10 @@ impl PendingCommand {
                 0
             }
         };
+        entry.command = Some(self.command);
         Ok(Response {
             queue,
             entry: Some(entry),
-            command: Some(self.command),
             written,
         })
     }
@@ -332,10 +332,10 @@ impl CommandQueue {
         )?)
     }
 
-    /// Keeps a finished command's allocations for a later one, unless
-    /// `command` is still referred to elsewhere or there are enough spares.
-    fn recycle(&self, mut entry: KBox<InFlight>, command: Arc<Command>) {
-        let Some(command) = Arc::into_unique_or_drop(command) else {
+    /// Keeps a finished command's allocations for a later one, unless its
+    /// completion is still referred to elsewhere or there are enough spares.
+    fn recycle(&self, mut entry: KBox<InFlight>) {
+        let Some(command) = entry.command.take().and_then(Arc::into_unique_or_drop) else {
             return;
         };
         *command.state.lock() = State::Pending;
@@ -541,9 +541,9 @@ fn check_status(written: &[u8]) -> Result {
 mod tests {
     use super::*;
 
-    /// An entry as the device returns it: buffers filled, its command
-    /// taken by the completion and handed to the waiter.
-    fn finished(queue: &CommandQueue, bytes: usize) -> (KBox<InFlight>, Arc<Command>) {
+    /// An entry as a waiter has it once the device answered: buffers
+    /// filled, its completion back in it, no longer pending.
+    fn finished(queue: &CommandQueue, bytes: usize) -> KBox<InFlight> {
         // A test that cannot allocate a few bytes fails anyway.
         let mut entry = queue.entry().expect("allocation");
         entry
@@ -554,20 +554,20 @@ mod tests {
             .response
             .resize(bytes, 0x55, GFP_KERNEL)
             .expect("allocation");
-        let command = entry.command.take().expect("a new entry has its command");
-        *command.state.lock() = State::Aborted;
-        (entry, command)
+        if let Some(command) = &entry.command {
+            *command.state.lock() = State::Aborted;
+        }
+        entry
     }
 
     #[test]
     fn a_dropped_response_is_reused_cleared() {
         let queue = KBox::pin_init(CommandQueue::new(), GFP_KERNEL).expect("allocation");
-        let (entry, command) = finished(&queue, 300);
+        let entry = finished(&queue, 300);
         let first = core::ptr::from_ref::<InFlight>(&entry);
         drop(Response {
             queue: &queue,
             entry: Some(entry),
-            command: Some(command),
             written: 0,
         });
         let again = queue.entry().expect("allocation");
@@ -581,10 +581,11 @@ mod tests {
     #[test]
     fn a_command_still_referred_to_is_not_reused() {
         let queue = KBox::pin_init(CommandQueue::new(), GFP_KERNEL).expect("allocation");
-        let (entry, command) = finished(&queue, 8);
+        let entry = finished(&queue, 8);
         let first = core::ptr::from_ref::<InFlight>(&entry);
-        let elsewhere = command.clone();
-        queue.recycle(entry, command);
+        let elsewhere = entry.command.clone();
+        assert!(elsewhere.is_some());
+        queue.recycle(entry);
         let again = queue.entry().expect("allocation");
         assert!(!core::ptr::eq(first, &*again));
         drop(elsewhere);
@@ -593,8 +594,7 @@ mod tests {
     #[test]
     fn large_buffers_are_freed_and_spares_bounded() {
         let queue = KBox::pin_init(CommandQueue::new(), GFP_KERNEL).expect("allocation");
-        let (entry, command) = finished(&queue, SPARE_MAX_BYTES + 1);
-        queue.recycle(entry, command);
+        queue.recycle(finished(&queue, SPARE_MAX_BYTES + 1));
         let again = queue.entry().expect("allocation");
         assert_eq!(again.request.capacity() + again.response.capacity(), 0);
         drop(again);
@@ -605,8 +605,8 @@ mod tests {
                 .push(finished(&queue, 8), GFP_KERNEL)
                 .expect("allocation");
         }
-        for (entry, command) in entries.drain_all() {
-            queue.recycle(entry, command);
+        for entry in entries.drain_all() {
+            queue.recycle(entry);
         }
         assert_eq!(queue.spares.lock().iter().flatten().count(), SPARES);
     }
