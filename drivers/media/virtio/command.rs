@@ -249,7 +249,10 @@ impl PendingCommand {
                 }
             }
         }
-        let done = core::mem::replace(&mut *state, State::Aborted);
+        // Pending again at once: the completion is ready for reuse when the
+        // response is dropped (see `CommandQueue::recycle`), with no second
+        // round of the lock there.
+        let done = core::mem::replace(&mut *state, State::Pending);
         drop(state);
         let State::Done { mut entry, written } = done else {
             return Err(WaitError::Gone);
@@ -335,10 +338,11 @@ impl CommandQueue {
     /// Keeps a finished command's allocations for a later one, unless its
     /// completion is still referred to elsewhere or there are enough spares.
     fn recycle(&self, mut entry: KBox<InFlight>) {
+        // `PendingCommand::wait` left the state `Pending`; unique means no
+        // other reference can change it before the next `submit`.
         let Some(command) = entry.command.take().and_then(Arc::into_unique_or_drop) else {
             return;
         };
-        *command.state.lock() = State::Pending;
         entry.command = Some(command.into());
         let InFlight {
             request, response, ..
@@ -541,9 +545,9 @@ fn check_status(written: &[u8]) -> Result {
 mod tests {
     use super::*;
 
-    /// An entry as a waiter has it once the device answered: buffers
-    /// filled, its completion back in it, no longer pending.
-    fn finished(queue: &CommandQueue, bytes: usize) -> KBox<InFlight> {
+    /// A response as the waiter gets it: the device answered `bytes` into
+    /// a command of `bytes`, and `PendingCommand::wait` took the answer.
+    fn answered(queue: &CommandQueue, bytes: usize) -> Response<'_> {
         // A test that cannot allocate a few bytes fails anyway.
         let mut entry = queue.entry().expect("allocation");
         entry
@@ -554,22 +558,28 @@ mod tests {
             .response
             .resize(bytes, 0x55, GFP_KERNEL)
             .expect("allocation");
-        if let Some(command) = &entry.command {
-            *command.state.lock() = State::Aborted;
+        let command = entry.command.clone().expect("an entry has its command");
+        entry.end(Some(u32::try_from(bytes).expect("a small test size")));
+        match (PendingCommand { command }).wait(queue, Wait::Uninterruptible) {
+            Ok(response) => response,
+            Err(_) => panic!("an answered command has its response"),
         }
-        entry
+    }
+
+    fn entry_of(response: &Response<'_>) -> *const InFlight {
+        response
+            .entry
+            .as_deref()
+            .map_or(core::ptr::null(), core::ptr::from_ref)
     }
 
     #[test]
     fn a_dropped_response_is_reused_cleared() {
         let queue = KBox::pin_init(CommandQueue::new(), GFP_KERNEL).expect("allocation");
-        let entry = finished(&queue, 300);
-        let first = core::ptr::from_ref::<InFlight>(&entry);
-        drop(Response {
-            queue: &queue,
-            entry: Some(entry),
-            written: 0,
-        });
+        let response = answered(&queue, 300);
+        assert_eq!(response.written().len(), 300);
+        let first = entry_of(&response);
+        drop(response);
         let again = queue.entry().expect("allocation");
         assert!(core::ptr::eq(first, &*again));
         assert!(again.request.is_empty() && again.response.is_empty());
@@ -581,11 +591,14 @@ mod tests {
     #[test]
     fn a_command_still_referred_to_is_not_reused() {
         let queue = KBox::pin_init(CommandQueue::new(), GFP_KERNEL).expect("allocation");
-        let entry = finished(&queue, 8);
-        let first = core::ptr::from_ref::<InFlight>(&entry);
-        let elsewhere = entry.command.clone();
+        let response = answered(&queue, 8);
+        let first = entry_of(&response);
+        let elsewhere = response
+            .entry
+            .as_ref()
+            .and_then(|entry| entry.command.clone());
         assert!(elsewhere.is_some());
-        queue.recycle(entry);
+        drop(response);
         let again = queue.entry().expect("allocation");
         assert!(!core::ptr::eq(first, &*again));
         drop(elsewhere);
@@ -594,20 +607,18 @@ mod tests {
     #[test]
     fn large_buffers_are_freed_and_spares_bounded() {
         let queue = KBox::pin_init(CommandQueue::new(), GFP_KERNEL).expect("allocation");
-        queue.recycle(finished(&queue, SPARE_MAX_BYTES + 1));
+        drop(answered(&queue, SPARE_MAX_BYTES + 1));
         let again = queue.entry().expect("allocation");
         assert_eq!(again.request.capacity() + again.response.capacity(), 0);
         drop(again);
         // One more than the queue keeps: the last is freed.
-        let mut entries = KVec::new();
+        let mut responses = KVec::new();
         for _ in 0..=SPARES {
-            entries
-                .push(finished(&queue, 8), GFP_KERNEL)
+            responses
+                .push(answered(&queue, 8), GFP_KERNEL)
                 .expect("allocation");
         }
-        for entry in entries.drain_all() {
-            queue.recycle(entry);
-        }
+        drop(responses);
         assert_eq!(queue.spares.lock().iter().flatten().count(), SPARES);
     }
 }
