@@ -4,12 +4,15 @@
 line per v4l2-bench run tagged with its driver, "ours" or "c") into
 bench-c.json and the table bench-c.txt (also printed): for each figure
 the median of the rounds of each driver, with the smallest and largest
-round as its spread, and ours/C of the medians. Exits 1 when a figure has
+round as its spread, ours/C of the medians, and the median of the rounds'
+own ratios (each round runs both drivers back to back, so a slow stretch
+of the host weighs on both sides of its ratio). Exits 1 when a figure has
 no run of either driver."""
 
 import argparse
 import json
 import os
+import statistics
 import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the tree
@@ -73,6 +76,11 @@ def main():
                 complete = False
         if row["ours"] and row["c"] and "median" in row["ours"] and "median" in row["c"] and row["c"]["median"]:
             row["ours_over_c"] = round(row["ours"]["median"] / row["c"]["median"], 3)
+        paired = paired_ratios(runs, sel, key)
+        if paired:
+            row["paired_ratio"] = {"median": round(statistics.median(paired), 3),
+                                   "min": round(min(paired), 3), "max": round(max(paired), 3),
+                                   "rounds": len(paired)}
         rows.append(row)
     # Rounds each driver finished (a guest that crashed exported fewer).
     meta["rounds_done"] = {drv: len({r.get("run") for r in runs if r.get("driver") == drv}) for drv in DRIVERS}
@@ -85,6 +93,15 @@ def main():
         f.write(table)
     print(table, end="")
     return 0 if complete else 1
+
+
+def paired_ratios(runs, sel, key):
+    """ours/C of each round that has a supported run of both drivers."""
+    by_round = {}
+    for r in runs:
+        if all(r.get(k) == v for k, v in sel.items()) and r.get("supported", True) and key in r:
+            by_round.setdefault(r.get("run"), {})[r.get("driver")] = r[key]
+    return [d["ours"] / d["c"] for d in by_round.values() if "ours" in d and d.get("c")]
 
 
 def cell(s):
@@ -106,13 +123,17 @@ def summary(res):
         f"host load {m.get('host_load_before', '?')} before, {m.get('host_load_after', '?')} after"
         f" ({m.get('host_cores', '?')} cores); ours on virtio ID 42, C on ID 48, same capture backend, no delay",
         "",
-        f"{'figure':42} {'unit':8} {'better':6} {'ours':>26} {'C':>26} {'ours/C':>7}",
+        f"{'figure':42} {'unit':8} {'better':6} {'ours':>26} {'C':>26} {'ours/C':>7} {'per round (min-max)':>20}",
     ]
     for r in res["figures"]:
         ratio = f"{r['ours_over_c']:.2f}" if "ours_over_c" in r else "-"
+        p = r.get("paired_ratio")
+        paired = f"{p['median']:.2f} ({p['min']:.2f}-{p['max']:.2f})" if p else "-"
         out.append(f"{r['figure']:42} {r['unit']:8} {r['better']:6} {cell(r['ours']):>26} {cell(r['c']):>26}"
-                   f" {ratio:>7}")
+                   f" {ratio:>7} {paired:>20}")
     out.append("")
+    out.append("ours/C: of the two medians; per round: the median of each round's own ratio (its spread in"
+               " brackets).")
     out.append("C's USERPTR rows: the C driver with allow_userptr=1 for those runs only (it refuses USERPTR"
                " by default).")
     return "\n".join(out) + "\n"
