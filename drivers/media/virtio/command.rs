@@ -35,7 +35,7 @@ use kernel::{
         atomic::{Atomic, Relaxed},
         Arc, CondVar, CondVarTimeoutResult, SpinLock, SpinLockIrq,
     },
-    time::{msecs_to_jiffies, Delta, Instant, Monotonic},
+    time::{msecs_to_jiffies, Delta, Instant, Jiffies, Monotonic},
 };
 
 /// How long a command may take before the device counts as broken. The
@@ -52,6 +52,17 @@ const SPARES: usize = 4;
 /// USERPTR frame carries about a thousand SG entries (16 KiB) and fits: at
 /// most 256 KiB per device are kept.
 const SPARE_MAX_BYTES: usize = 32 * 1024;
+
+/// Drops an empty vector. The kernel's `Vec` hands even a buffer it never
+/// allocated back to the allocator (`krealloc(NULL, 0)`, a call and a
+/// `kfree`); a forwarded ioctl passed three empty vectors around and paid
+/// that three times. A vector with no capacity owns nothing, so forgetting
+/// it leaks nothing.
+pub(crate) fn drop_unallocated<T>(vec: KVec<T>) {
+    if vec.capacity() == 0 {
+        core::mem::forget(vec);
+    }
+}
 
 /// Whether a signal may end the wait for a response.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -219,32 +230,51 @@ impl PendingCommand {
     /// `queue` is the one the command was submitted to.
     pub(crate) fn wait(self, queue: &CommandQueue, wait: Wait) -> Result<Response<'_>, WaitError> {
         let command = &self.command;
-        let start = Instant::<Monotonic>::now();
-        let timeout = Delta::from_millis(i64::from(COMMAND_TIMEOUT_MS));
+        // Counted down with what the condition variable says is left: no
+        // clock read on the usual path (one sleep, then the answer).
+        let mut left = queue.timeout;
+        // Where the time is counted once a pending signal makes the waiter
+        // poll: then the deadline is in time, not in turns, as each turn
+        // may take much longer than its nominal millisecond.
+        let mut polling: Option<(Instant<Monotonic>, Delta)> = None;
         let mut state = command.state.lock();
         while matches!(*state, State::Pending) {
-            // The deadline is in time, not in turns: a waiter that cannot
-            // sleep interruptibly (a signal is pending) polls, and each
-            // turn may take much longer than its nominal millisecond.
-            let left = timeout - start.elapsed();
-            if left.is_negative() || left.is_zero() {
+            if left == 0 {
                 return Err(WaitError::TimedOut);
             }
-            let left_ms = u32::try_from(left.as_millis_ceil()).unwrap_or(COMMAND_TIMEOUT_MS);
-            match command
-                .done
-                .wait_interruptible_timeout(&mut state, msecs_to_jiffies(left_ms))
-            {
-                CondVarTimeoutResult::Woken { .. } | CondVarTimeoutResult::Timeout => {}
-                CondVarTimeoutResult::Signal { .. } => {
+            match command.done.wait_interruptible_timeout(&mut state, left) {
+                CondVarTimeoutResult::Woken { jiffies } => left = jiffies,
+                CondVarTimeoutResult::Timeout => left = 0,
+                CondVarTimeoutResult::Signal { jiffies } => {
                     if wait == Wait::Interruptible {
                         drop(state);
                         return Err(WaitError::Interrupted(self));
                     }
+                    let (start, budget) = *polling.get_or_insert_with(|| {
+                        // What is left of the timeout, in its own unit.
+                        let left = u64::try_from(jiffies).unwrap_or(u64::MAX);
+                        let all = u64::try_from(queue.timeout).unwrap_or(1).max(1);
+                        let ms = u64::from(COMMAND_TIMEOUT_MS)
+                            .saturating_mul(left)
+                            .checked_div(all)
+                            .unwrap_or(0)
+                            .min(u64::from(COMMAND_TIMEOUT_MS));
+                        (
+                            Instant::now(),
+                            Delta::from_millis(i64::try_from(ms).unwrap_or(0)),
+                        )
+                    });
+                    let remaining = budget - start.elapsed();
+                    if remaining.is_negative() || remaining.is_zero() {
+                        return Err(WaitError::TimedOut);
+                    }
+                    let remaining_ms =
+                        u32::try_from(remaining.as_millis_ceil()).unwrap_or(COMMAND_TIMEOUT_MS);
                     // Pending signals make every further wait return at
                     // once: poll with a short sleep instead.
                     drop(state);
                     kernel::time::delay::fsleep(Delta::from_millis(1));
+                    left = msecs_to_jiffies(remaining_ms);
                     state = command.state.lock();
                 }
             }
@@ -294,6 +324,8 @@ pub(crate) struct CommandQueue {
     #[pin]
     space: CondVar,
     space_waiters: Atomic<u32>,
+    /// [`COMMAND_TIMEOUT_MS`] in jiffies, converted once.
+    timeout: Jiffies,
     /// Finished commands' allocations, for the next commands (see the
     /// module comment). Process context only.
     #[pin]
@@ -307,6 +339,7 @@ impl CommandQueue {
             vq <- new_spinlock_irq!(None, "virtio_media_commandq"),
             space <- new_condvar!("virtio_media_commandq_space"),
             space_waiters: Atomic::new(0),
+            timeout: msecs_to_jiffies(COMMAND_TIMEOUT_MS),
             spares <- new_spinlock!(core::array::from_fn(|_| None), "virtio_media_spares"),
         })
     }
@@ -353,7 +386,9 @@ impl CommandQueue {
             }
             buf.clear();
         }
-        entry.memory = KVec::new();
+        if entry.memory.capacity() != 0 {
+            entry.memory = KVec::new();
+        }
         let mut spares = self.spares.lock();
         if let Some(slot) = spares.iter_mut().find(|slot| slot.is_none()) {
             *slot = Some(entry);
@@ -401,7 +436,9 @@ impl CommandQueue {
         }
         chain.response.resize(response_len, 0, GFP_KERNEL)?;
         let command = chain.command.clone().ok_or(EINVAL)?;
-        if !memory.is_empty() {
+        if memory.is_empty() {
+            drop_unallocated(memory);
+        } else {
             chain.memory = KVec::with_capacity(memory.len(), GFP_KERNEL)?;
             let mapper = self.mapper().ok_or(ENODEV)?;
             map_memory(&mapper, &mut chain, memory, sg_offset)?;
@@ -413,7 +450,7 @@ impl CommandQueue {
         // interrupts off (it was the largest cost of a forwarded ioctl).
         let kick = {
             let mut vq = self.vq.lock();
-            let mut remaining = msecs_to_jiffies(COMMAND_TIMEOUT_MS);
+            let mut remaining = self.timeout;
             loop {
                 let Some(queue) = Option::as_mut(&mut vq) else {
                     return Err(ENODEV);

@@ -9,7 +9,7 @@
 #![forbid(unsafe_code)]
 
 use crate::{
-    command::{Mapped, Response, Wait},
+    command::{drop_unallocated, Mapped, Response, Wait},
     device::{Abandon, MediaDevice},
     events::{AddTargetError, EventTarget},
     guestmem::{GuestBuffer, HeldBuffers},
@@ -450,7 +450,10 @@ impl Session {
     /// [`read_response`]); returns how many trailer bytes it wrote.
     fn transact(&self, code: u32, payload: &mut [u8], trailer: &mut [u8]) -> Result<usize> {
         self.exchange(code, payload, trailer, KVec::new())
-            .map(|(written, _)| written)
+            .map(|(written, memory)| {
+                drop_unallocated(memory);
+                written
+            })
     }
 
     /// [`Session::transact`] for an ioctl that also points the device at
