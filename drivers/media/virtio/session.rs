@@ -27,6 +27,7 @@ use kernel::{
     new_mutex,
     prelude::*,
     sync::{
+        atomic::{Acquire, Atomic, Release},
         poll::{PollCondVar, PollCondVarBox},
         Arc, Mutex,
     },
@@ -179,6 +180,9 @@ pub(crate) struct Session {
     /// nothing in interrupt context takes it.
     #[pin]
     state: Mutex<State>,
+    /// `state.lost()`, set with it under the lock and never cleared: read
+    /// without the lock by every forwarded ioctl (`check_usable`).
+    lost: Atomic<bool>,
     /// DQBUF waiters and pollers. Boxed: dropping a `PollCondVar` waits
     /// for an RCU grace period (epoll may still reach it), which made
     /// every close() take milliseconds; the box is freed after one instead.
@@ -221,6 +225,7 @@ impl Session {
                 capture_lock <- new_mutex!((), "virtio_media_session_capture"),
                 output_lock <- new_mutex!((), "virtio_media_session_output"),
                 state <- new_mutex!(State::default(), "virtio_media_session"),
+                lost: Atomic::new(false),
                 waiters,
                 close_work <- new_work!("virtio_media::Session::close_work"),
             }),
@@ -319,7 +324,7 @@ impl Session {
 
     fn check_usable(&self) -> Result {
         self.dev.check_usable()?;
-        if self.state.lock().lost() {
+        if self.lost.load(Acquire) {
             return Err(EIO);
         }
         Ok(())
@@ -662,7 +667,11 @@ impl Session {
             errno,
             self.id
         );
-        self.state.lock().failed = Some(errno);
+        {
+            let mut state = self.state.lock();
+            state.failed = Some(errno);
+            self.lost.store(true, Release);
+        }
         self.release_held();
         self.waiters.notify_all();
     }
@@ -676,7 +685,11 @@ impl Session {
     /// of held buffers (while the commandq can still unmap it) and refuse
     /// new ones.
     pub(crate) fn device_reset(&self) {
-        self.state.lock().device_reset = true;
+        {
+            let mut state = self.state.lock();
+            state.device_reset = true;
+            self.lost.store(true, Release);
+        }
         self.release_held();
     }
 
@@ -686,7 +699,7 @@ impl Session {
             .lock()
             .held
             .take_where(|_, _| true, &mut released);
-        drop(released);
+        drop_unallocated(released);
     }
 
     /// `poll()`, as vb2 answers it (`vb2_core_poll` for one queue,
