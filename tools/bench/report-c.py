@@ -82,6 +82,7 @@ def main():
                                    "min": round(min(paired), 3), "max": round(max(paired), 3),
                                    "rounds": len(paired)}
         rows.append(row)
+    rows += alternating_rows(runs)
     # Rounds each driver finished (a guest that crashed exported fewer).
     meta["rounds_done"] = {drv: len({r.get("run") for r in runs if r.get("driver") == drv}) for drv in DRIVERS}
     res = {"meta": meta, "figures": rows}
@@ -93,6 +94,32 @@ def main():
         f.write(table)
     print(table, end="")
     return 0 if complete else 1
+
+
+def alternating_rows(runs):
+    """The rows of v4l2-bench's alternate runs (ours as node a, C as b, in
+    turn from one thread); per round: the median of that run's own pairs'
+    latency ratios, and its CPU ratio."""
+    alt = [r for r in runs if r.get("test") == "alternate"]
+    if not alt:
+        return []
+    out = []
+    for label, ka, kb, per_round in [
+        ("G_FMT p50, alternating in 1 thread", "a_p50_us", "b_p50_us",
+         [r["pair_p50_ratio"] for r in alt]),
+        ("G_FMT program CPU/op, alternating", "a_cpu_us_per_op", "b_cpu_us_per_op",
+         [r["a_cpu_us_per_op"] / r["b_cpu_us_per_op"] for r in alt if r["b_cpu_us_per_op"]]),
+    ]:
+        row = {"figure": label, "unit": "us", "better": "lower",
+               "ours": spread([r[ka] for r in alt], "us"), "c": spread([r[kb] for r in alt], "us")}
+        if row["c"]["median"]:
+            row["ours_over_c"] = round(row["ours"]["median"] / row["c"]["median"], 3)
+        if per_round:
+            row["paired_ratio"] = {"median": round(statistics.median(per_round), 3),
+                                   "min": round(min(per_round), 3), "max": round(max(per_round), 3),
+                                   "rounds": len(per_round)}
+        out.append(row)
+    return out
 
 
 def paired_ratios(runs, sel, key):
@@ -133,7 +160,7 @@ def summary(res):
                    f" {ratio:>7} {paired:>20}")
     out.append("")
     out.append("ours/C: of the two medians; per round: the median of each round's own ratio (its spread in"
-               " brackets).")
+               " brackets); for the alternating p50, a round's ratio is the median of its pairs' ratios.")
     out.append("C's USERPTR rows: the C driver with allow_userptr=1 for those runs only (it refuses USERPTR"
                " by default).")
     return "\n".join(out) + "\n"

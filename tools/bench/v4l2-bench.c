@@ -14,6 +14,12 @@
  *       system calls included) and of the whole guest (every task's
  *       scheduler runtime, see scan_tasks()); and
  *       how often a call slept (voluntary context switches per call).
+ *   v4l2-bench -d DEV alternate DEV2 OP SECONDS
+ *       OP on DEV and on DEV2 in turn from one thread (one session each),
+ *       pairs in alternating order, for SECONDS: p50 latency and CPU time
+ *       per call of each node, and the median of the pairs' latency
+ *       ratios. Two drivers compared this way see the same moments of
+ *       the host.
  *   v4l2-bench -d DEV openclose COUNT
  *   v4l2-bench -d DEV mmap COUNT        (one MMAP buffer, mapped and unmapped)
  *   v4l2-bench -d DEV stream mmap|userptr WIDTH HEIGHT SECONDS
@@ -277,15 +283,40 @@ static uint64_t tasks_delta_ns(const struct task_times *a, const struct task_tim
 
 static struct task_times scan0, scan1;
 
+/* One call of OP on fd; 0 or -1 with errno. */
+static int do_op(int fd, enum op op, enum v4l2_buf_type type)
+{
+	struct v4l2_capability cap;
+	struct v4l2_format fmt;
+	struct v4l2_ext_controls ctrls;
+	struct v4l2_ext_control ctrl;
+
+	switch (op) {
+	case OP_G_FMT:
+		memset(&fmt, 0, sizeof(fmt));
+		fmt.type = type;
+		return xioctl(fd, VIDIOC_G_FMT, &fmt);
+	case OP_G_EXT_CTRLS:
+		memset(&ctrls, 0, sizeof(ctrls));
+		memset(&ctrl, 0, sizeof(ctrl));
+		ctrl.id = V4L2_CID_BRIGHTNESS;
+		ctrls.which = V4L2_CTRL_WHICH_CUR_VAL;
+		ctrls.count = 1;
+		ctrls.controls = &ctrl;
+		return xioctl(fd, VIDIOC_G_EXT_CTRLS, &ctrls);
+	case OP_QUERYCAP:
+		memset(&cap, 0, sizeof(cap));
+		return xioctl(fd, VIDIOC_QUERYCAP, &cap);
+	}
+	errno = EINVAL;
+	return -1;
+}
+
 static void *ioctl_worker(void *arg)
 {
 	struct worker *w = arg;
 	struct shared *sh = w->sh;
 	uint64_t *lat = sh->samples + (size_t)w->idx * sh->per_worker;
-	struct v4l2_capability cap;
-	struct v4l2_format fmt;
-	struct v4l2_ext_controls ctrls;
-	struct v4l2_ext_control ctrl;
 	enum v4l2_buf_type type;
 	uint64_t n = 0, t0, t1, deadline, cpu0, sleeps0;
 	int fd, r = 0;
@@ -300,26 +331,7 @@ static void *ioctl_worker(void *arg)
 		t0 = now_ns();
 		if (t0 >= deadline)
 			break;
-		switch (w->op) {
-		case OP_G_FMT:
-			memset(&fmt, 0, sizeof(fmt));
-			fmt.type = type;
-			r = xioctl(fd, VIDIOC_G_FMT, &fmt);
-			break;
-		case OP_G_EXT_CTRLS:
-			memset(&ctrls, 0, sizeof(ctrls));
-			memset(&ctrl, 0, sizeof(ctrl));
-			ctrl.id = V4L2_CID_BRIGHTNESS;
-			ctrls.which = V4L2_CTRL_WHICH_CUR_VAL;
-			ctrls.count = 1;
-			ctrls.controls = &ctrl;
-			r = xioctl(fd, VIDIOC_G_EXT_CTRLS, &ctrls);
-			break;
-		case OP_QUERYCAP:
-			memset(&cap, 0, sizeof(cap));
-			r = xioctl(fd, VIDIOC_QUERYCAP, &cap);
-			break;
-		}
+		r = do_op(fd, w->op, type);
 		t1 = now_ns();
 		if (r) {
 			sh->err[w->idx] = errno;
@@ -742,10 +754,68 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: v4l2-bench [-d DEV] ioctl G_FMT|G_EXT_CTRLS|QUERYCAP SESSIONS threads|procs SECONDS\n"
+		"       v4l2-bench [-d DEV] alternate DEV2 G_FMT|G_EXT_CTRLS|QUERYCAP SECONDS\n"
 		"       v4l2-bench [-d DEV] openclose COUNT\n"
 		"       v4l2-bench [-d DEV] mmap COUNT\n"
 		"       v4l2-bench [-d DEV] stream mmap|userptr WIDTH HEIGHT SECONDS\n");
 	exit(2);
+}
+
+/*
+ * OP on two nodes in turn from one thread, DEV (a) and DEV2 (b), each
+ * pair in alternating order (ab, ba, ...), so that whatever slows the
+ * host or the guest for a while slows both alike: latency of each call
+ * and the thread's CPU time around it, per node, and the median of the
+ * pairs' own latency ratios.
+ */
+static int bench_alternate(const char *dev2, enum op op, double seconds)
+{
+	size_t n = 0, max = MAX_SAMPLES / 2;
+	uint64_t *lat[2], *ratio_x1000, cpu[2] = { 0, 0 }, deadline;
+	enum v4l2_buf_type type[2];
+	int fd[2], i;
+
+	fd[0] = open_dev();
+	fd[1] = open(dev2, O_RDWR);
+	if (fd[1] < 0)
+		die(dev2);
+	for (i = 0; i < 2; i++) {
+		type[i] = capture_type(fd[i]);
+		lat[i] = malloc(sizeof(uint64_t) * max);
+	}
+	ratio_x1000 = malloc(sizeof(uint64_t) * max);
+	if (!lat[0] || !lat[1] || !ratio_x1000)
+		die("malloc");
+	deadline = now_ns() + (uint64_t)(seconds * 1e9);
+	while (n < max && now_ns() < deadline) {
+		for (i = 0; i < 2; i++) {
+			int node = (int)(n & 1) ^ i;	/* ab, then ba */
+			uint64_t c0 = thread_cpu_ns(), t0 = now_ns(), t1;
+
+			if (do_op(fd[node], op, type[node]))
+				die(op_name(op));
+			t1 = now_ns();
+			lat[node][n] = t1 - t0;
+			cpu[node] += thread_cpu_ns() - c0;
+		}
+		ratio_x1000[n] = lat[1][n] ? lat[0][n] * 1000 / lat[1][n] : 0;
+		n++;
+	}
+	for (i = 0; i < 2; i++) {
+		qsort(lat[i], n, sizeof(uint64_t), cmp_u64);
+		close(fd[i]);
+	}
+	qsort(ratio_x1000, n, sizeof(uint64_t), cmp_u64);
+	printf("{\"test\": \"alternate\", \"op\": \"%s\", \"pairs\": %zu, "
+	       "\"a_p50_us\": %.2f, \"b_p50_us\": %.2f, \"a_cpu_us_per_op\": %.2f, "
+	       "\"b_cpu_us_per_op\": %.2f, \"pair_p50_ratio\": %.3f}\n",
+	       op_name(op), n, quantile_us(lat[0], n, 0.5), quantile_us(lat[1], n, 0.5),
+	       n ? cpu[0] / 1000.0 / n : 0, n ? cpu[1] / 1000.0 / n : 0,
+	       n ? quantile_us(ratio_x1000, n, 0.5) : 0);
+	free(lat[0]);
+	free(lat[1]);
+	free(ratio_x1000);
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -771,6 +841,14 @@ int main(int argc, char **argv)
 		    (strcmp(argv[a + 3], "threads") && strcmp(argv[a + 3], "procs")))
 			usage();
 		return bench_ioctl(op, sessions, !strcmp(argv[a + 3], "procs"), seconds);
+	}
+	if (!strcmp(argv[a], "alternate") && argc - a == 4 && atof(argv[a + 3]) > 0) {
+		const char *o = argv[a + 2];
+		enum op op = !strcmp(o, "G_FMT") ? OP_G_FMT :
+			     !strcmp(o, "G_EXT_CTRLS") ? OP_G_EXT_CTRLS :
+			     !strcmp(o, "QUERYCAP") ? OP_QUERYCAP : (usage(), OP_G_FMT);
+
+		return bench_alternate(argv[a + 1], op, atof(argv[a + 3]));
 	}
 	if (!strcmp(argv[a], "openclose") && argc - a == 2 && atoi(argv[a + 1]) > 0)
 		return bench_openclose(atoi(argv[a + 1]));

@@ -90,6 +90,19 @@ run() {
 	fi
 }
 
+# alternate OP SECONDS: OP on both nodes in turn from one thread (pairs
+# ab, ba, ...), so that both see the same moments of the host: the
+# comparison least moved by the host's noise.
+alternate() {
+	local line
+	if line=$($pin $bench -d "$ours" alternate "$c" "$@"); then
+		echo "{\"driver\": \"both\", \"run\": $r, ${line#\{}" >> $out
+	else
+		echo "FAIL: v4l2-bench -d $ours alternate $c $*"
+		status=1
+	fi
+}
+
 # both ARGS...: the same run on both nodes; odd rounds ours first.
 both() {
 	if [ $((r % 2)) = 1 ]; then
@@ -105,6 +118,7 @@ while [ "$r" -le "$runs" ]; do
 	echo "bench-c: round $r of $runs"
 	both ioctl G_FMT 1 threads "$secs"
 	both ioctl G_FMT 4 threads "$secs"
+	alternate G_FMT "$secs"
 	both openclose "$count"
 	both mmap "$count"
 	both stream mmap 640 480 "$stream_secs"
