@@ -24,6 +24,7 @@
 use crate::{
     kernel_ext::{
         dma_buf::DeviceRef,
+        sync::{Completion, WaitFailed},
         virtio::virtqueue::{Chain, Mapper, Virtqueue},
     },
     protocol::{self, ResponseError, SG_ENTRY_SIZE},
@@ -35,7 +36,7 @@ use kernel::{
         atomic::{Atomic, Relaxed},
         Arc, CondVar, CondVarTimeoutResult, SpinLock, SpinLockIrq,
     },
-    time::{msecs_to_jiffies, Delta, Instant, Jiffies, Monotonic},
+    time::{msecs_to_jiffies, Jiffies},
 };
 
 /// How long a command may take before the device counts as broken. The
@@ -102,14 +103,16 @@ enum State {
 struct Command {
     #[pin]
     state: SpinLockIrq<State>,
+    /// Completed once `state` is no longer `Pending`; the waiter's wait
+    /// consumes it, so a reused command starts not done.
     #[pin]
-    done: CondVar,
+    done: Completion,
 }
 
 impl Command {
     fn finish(&self, state: State) {
         *self.state.lock() = state;
-        self.done.notify_all();
+        self.done.complete();
     }
 }
 
@@ -229,61 +232,24 @@ impl PendingCommand {
     /// Waits for the response, at most [`COMMAND_TIMEOUT_MS`] of real time;
     /// `queue` is the one the command was submitted to.
     pub(crate) fn wait(self, queue: &CommandQueue, wait: Wait) -> Result<Response<'_>, WaitError> {
-        let command = &self.command;
-        // Counted down with what the condition variable says is left: no
-        // clock read on the usual path (one sleep, then the answer).
-        let mut left = queue.timeout;
-        // Where the time is counted once a pending signal makes the waiter
-        // poll: then the deadline is in time, not in turns, as each turn
-        // may take much longer than its nominal millisecond.
-        let mut polling: Option<(Instant<Monotonic>, Delta)> = None;
-        let mut state = command.state.lock();
-        while matches!(*state, State::Pending) {
-            if left == 0 {
-                return Err(WaitError::TimedOut);
-            }
-            match command.done.wait_interruptible_timeout(&mut state, left) {
-                CondVarTimeoutResult::Woken { jiffies } => left = jiffies,
-                CondVarTimeoutResult::Timeout => left = 0,
-                CondVarTimeoutResult::Signal { jiffies } => {
-                    if wait == Wait::Interruptible {
-                        drop(state);
-                        return Err(WaitError::Interrupted(self));
-                    }
-                    let (start, budget) = *polling.get_or_insert_with(|| {
-                        // What is left of the timeout, in its own unit.
-                        let left = u64::try_from(jiffies).unwrap_or(u64::MAX);
-                        let all = u64::try_from(queue.timeout).unwrap_or(1).max(1);
-                        let ms = u64::from(COMMAND_TIMEOUT_MS)
-                            .saturating_mul(left)
-                            .checked_div(all)
-                            .unwrap_or(0)
-                            .min(u64::from(COMMAND_TIMEOUT_MS));
-                        (
-                            Instant::now(),
-                            Delta::from_millis(i64::try_from(ms).unwrap_or(0)),
-                        )
-                    });
-                    let remaining = budget - start.elapsed();
-                    if remaining.is_negative() || remaining.is_zero() {
-                        return Err(WaitError::TimedOut);
-                    }
-                    let remaining_ms =
-                        u32::try_from(remaining.as_millis_ceil()).unwrap_or(COMMAND_TIMEOUT_MS);
-                    // Pending signals make every further wait return at
-                    // once: poll with a short sleep instead.
-                    drop(state);
-                    kernel::time::delay::fsleep(Delta::from_millis(1));
-                    left = msecs_to_jiffies(remaining_ms);
-                    state = command.state.lock();
-                }
-            }
+        let done = &self.command.done;
+        let waited = match wait {
+            Wait::Interruptible => done.wait_interruptible_timeout(queue.timeout),
+            // In D state, as long as the device takes, at most the timeout:
+            // a signal cannot end it (a killed program's release waits too).
+            Wait::Uninterruptible => done.wait_timeout(queue.timeout),
+        };
+        match waited {
+            Ok(_) => {}
+            Err(WaitFailed::Interrupted) => return Err(WaitError::Interrupted(self)),
+            // An answer that comes later ends the command, unseen: a device
+            // this late counts as broken anyway.
+            Err(WaitFailed::TimedOut) => return Err(WaitError::TimedOut),
         }
-        // Pending again at once: the completion is ready for reuse when the
-        // response is dropped (see `CommandQueue::recycle`), with no second
-        // round of the lock there.
-        let done = core::mem::replace(&mut *state, State::Pending);
-        drop(state);
+        // Pending again: the completion is ready for reuse when the response
+        // is dropped (see `CommandQueue::recycle`), and the wait above
+        // consumed its one `complete`.
+        let done = core::mem::replace(&mut *self.command.state.lock(), State::Pending);
         let State::Done { mut entry, written } = done else {
             return Err(WaitError::Gone);
         };
@@ -353,7 +319,7 @@ impl CommandQueue {
         let command = Arc::pin_init(
             pin_init!(Command {
                 state <- new_spinlock_irq!(State::Pending, "virtio_media_command"),
-                done <- new_condvar!("virtio_media_command_done"),
+                done <- Completion::new(),
             }),
             GFP_KERNEL,
         )?;
@@ -623,6 +589,8 @@ mod tests {
         assert!(again.request.capacity() >= 300 && again.response.capacity() >= 300);
         let command = again.command.as_ref().expect("a spare has its command");
         assert!(matches!(*command.state.lock(), State::Pending));
+        // The wait consumed the completion: the next wait will sleep.
+        assert!(!command.done.is_done());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub(crate) mod bindings;
 pub(crate) mod dma_buf;
 pub(crate) mod media;
 pub(crate) mod mm;
+pub(crate) mod sync;
 pub(crate) mod uapi;
 pub(crate) mod virtio;
 pub(crate) mod workqueue;
