@@ -100,10 +100,22 @@ def alternating_rows(runs):
     """The rows of v4l2-bench's alternate runs (ours as node a, C as b, in
     turn from one thread); per round: the median of that run's own pairs'
     latency ratios, and its CPU ratio."""
-    alt = [r for r in runs if r.get("test") == "alternate"]
-    if not alt:
-        return []
     out = []
+    oc = [r for r in runs if r.get("test") == "alternate" and r.get("op") == "openclose"]
+    for what in ("open", "close") if oc else ():
+        row = {"figure": f"{what} p50, alternating", "unit": "us", "better": "lower",
+               "ours": spread([r[f"a_{what}_p50_us"] for r in oc], "us"),
+               "c": spread([r[f"b_{what}_p50_us"] for r in oc], "us")}
+        if row["c"]["median"]:
+            row["ours_over_c"] = round(row["ours"]["median"] / row["c"]["median"], 3)
+        per_round = [r[f"{what}_pair_p50_ratio"] for r in oc]
+        row["paired_ratio"] = {"median": round(statistics.median(per_round), 3),
+                               "min": round(min(per_round), 3), "max": round(max(per_round), 3),
+                               "rounds": len(per_round)}
+        out.append(row)
+    alt = [r for r in runs if r.get("test") == "alternate" and r.get("op") == "G_FMT"]
+    if not alt:
+        return out
     for label, ka, kb, per_round in [
         ("G_FMT p50, alternating in 1 thread", "a_p50_us", "b_p50_us",
          [r["pair_p50_ratio"] for r in alt]),
@@ -160,7 +172,7 @@ def summary(res):
                    f" {ratio:>7} {paired:>20}")
     out.append("")
     out.append("ours/C: of the two medians; per round: the median of each round's own ratio (its spread in"
-               " brackets); for the alternating p50, a round's ratio is the median of its pairs' ratios.")
+               " brackets); for the alternating p50 rows, a round's ratio is the median of its pairs' ratios.")
     out.append("C's USERPTR rows: the C driver with allow_userptr=1 for those runs only (it refuses USERPTR"
                " by default).")
     return "\n".join(out) + "\n"

@@ -20,6 +20,9 @@
  *       per call of each node, and the median of the pairs' latency
  *       ratios. Two drivers compared this way see the same moments of
  *       the host.
+ *   v4l2-bench -d DEV alternate DEV2 openclose COUNT
+ *       open() and close() of DEV and DEV2 in turn, COUNT pairs: p50 of
+ *       each per node, and the medians of the pairs' ratios.
  *   v4l2-bench -d DEV openclose COUNT
  *   v4l2-bench -d DEV mmap COUNT        (one MMAP buffer, mapped and unmapped)
  *   v4l2-bench -d DEV stream mmap|userptr WIDTH HEIGHT SECONDS
@@ -755,6 +758,7 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: v4l2-bench [-d DEV] ioctl G_FMT|G_EXT_CTRLS|QUERYCAP SESSIONS threads|procs SECONDS\n"
 		"       v4l2-bench [-d DEV] alternate DEV2 G_FMT|G_EXT_CTRLS|QUERYCAP SECONDS\n"
+		"       v4l2-bench [-d DEV] alternate DEV2 openclose COUNT\n"
 		"       v4l2-bench [-d DEV] openclose COUNT\n"
 		"       v4l2-bench [-d DEV] mmap COUNT\n"
 		"       v4l2-bench [-d DEV] stream mmap|userptr WIDTH HEIGHT SECONDS\n");
@@ -818,6 +822,73 @@ static int bench_alternate(const char *dev2, enum op op, double seconds)
 	return 0;
 }
 
+/* The median of the ratios a[i]/b[i] of n pairs (b[i] > 0). */
+static double median_ratio(const uint64_t *a, const uint64_t *b, size_t n)
+{
+	uint64_t *r = malloc(sizeof(uint64_t) * (n ? n : 1));
+	double m;
+	size_t i;
+
+	if (!r)
+		die("malloc");
+	for (i = 0; i < n; i++)
+		r[i] = b[i] ? a[i] * 1000 / b[i] : 0;
+	qsort(r, n, sizeof(uint64_t), cmp_u64);
+	m = quantile_us(r, n, 0.5);
+	free(r);
+	return m;
+}
+
+/*
+ * open() and close() of DEV (a) and DEV2 (b) in turn, COUNT pairs in
+ * alternating order, as bench_alternate does for an ioctl.
+ */
+static int bench_alternate_openclose(const char *dev2, int count)
+{
+	const char *path[2] = { dev, dev2 };
+	uint64_t *lat[2][2], *sorted;
+	int i, k, node;
+
+	for (k = 0; k < 2; k++)
+		for (node = 0; node < 2; node++)
+			if (!(lat[k][node] = calloc(count, sizeof(uint64_t))))
+				die("calloc");
+	for (i = 0; i < count; i++) {
+		for (k = 0; k < 2; k++) {
+			uint64_t t0, t1, t2;
+			int fd;
+
+			node = (i & 1) ^ k;	/* ab, then ba */
+			t0 = now_ns();
+			fd = open(path[node], O_RDWR);
+			t1 = now_ns();
+			if (fd < 0)
+				die(path[node]);
+			close(fd);
+			t2 = now_ns();
+			lat[0][node][i] = t1 - t0;
+			lat[1][node][i] = t2 - t1;
+		}
+	}
+	printf("{\"test\": \"alternate\", \"op\": \"openclose\", \"pairs\": %d", count);
+	for (k = 0; k < 2; k++) {
+		const char *what = k ? "close" : "open";
+
+		printf(", \"%s_pair_p50_ratio\": %.3f", what,
+		       median_ratio(lat[k][0], lat[k][1], count));
+		for (node = 0; node < 2; node++) {
+			sorted = lat[k][node];
+			qsort(sorted, count, sizeof(uint64_t), cmp_u64);
+			printf(", \"%c_%s_p50_us\": %.2f", "ab"[node], what, quantile_us(sorted, count, 0.5));
+		}
+	}
+	printf("}\n");
+	for (k = 0; k < 2; k++)
+		for (node = 0; node < 2; node++)
+			free(lat[k][node]);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	int a = 1;
@@ -842,6 +913,9 @@ int main(int argc, char **argv)
 			usage();
 		return bench_ioctl(op, sessions, !strcmp(argv[a + 3], "procs"), seconds);
 	}
+	if (!strcmp(argv[a], "alternate") && argc - a == 4 && !strcmp(argv[a + 2], "openclose") &&
+	    atoi(argv[a + 3]) > 0)
+		return bench_alternate_openclose(argv[a + 1], atoi(argv[a + 3]));
 	if (!strcmp(argv[a], "alternate") && argc - a == 4 && atof(argv[a + 3]) > 0) {
 		const char *o = argv[a + 2];
 		enum op op = !strcmp(o, "G_FMT") ? OP_G_FMT :

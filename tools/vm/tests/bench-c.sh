@@ -120,6 +120,7 @@ while [ "$r" -le "$runs" ]; do
 	both ioctl G_FMT 4 threads "$secs"
 	alternate G_FMT "$secs"
 	both openclose "$count"
+	alternate openclose "$count"
 	both mmap "$count"
 	both stream mmap 640 480 "$stream_secs"
 	both stream mmap 1920 1080 "$stream_secs"
@@ -168,6 +169,8 @@ trace_run() { # DRIVER DEV
 	done
 	# BENCH_TRACE=2: the notification's trap timed too (function_graph).
 	# BENCH_TRACE=3: the calls under each driver's ioctl handler, timed.
+	# BENCH_TRACE=4: the calls under each driver's release, 100 open/close
+	# pairs (the files keep their trace-gfmt names).
 	case "${BENCH_TRACE:-0}" in
 	2)
 		echo vp_notify > $t/set_ftrace_filter
@@ -181,9 +184,19 @@ trace_run() { # DRIVER DEV
 		echo 6 > $t/max_graph_depth
 		echo function_graph > $t/current_tracer
 		;;
+	4)
+		# The same for close(): what runs under the core's release.
+		echo v4l2_release > $t/set_graph_function
+		echo 5 > $t/max_graph_depth
+		echo function_graph > $t/current_tracer
+		;;
 	esac
 	echo 1 > $t/tracing_on
-	$pin $bench -d "$2" ioctl G_FMT 1 threads 0.5 > /tmp/trace-gfmt-$1-run.json
+	if [ "${BENCH_TRACE:-0}" = 4 ]; then
+		$pin $bench -d "$2" openclose 100 > /tmp/trace-gfmt-$1-run.json
+	else
+		$pin $bench -d "$2" ioctl G_FMT 1 threads 0.5 > /tmp/trace-gfmt-$1-run.json
+	fi
 	echo 0 > $t/tracing_on
 	echo 0 > $t/events/enable
 	grep -m 1 entries-in-buffer $t/trace
