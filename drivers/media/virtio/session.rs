@@ -279,7 +279,7 @@ impl Session {
     /// Sends CLOSE unless the device holds nothing of the session any more
     /// (an ERROR closed it, or the device was reset or is unusable).
     fn close_on_device(&self) -> Result {
-        if self.state.lock().lost() || self.dev.check_usable().is_err() {
+        if self.lost.load(Acquire) || self.dev.check_usable().is_err() {
             return Ok(());
         }
         self.dev.close_session(self.id)
