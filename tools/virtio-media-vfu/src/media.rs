@@ -13,7 +13,7 @@ use virtio_media::{
     GuestMemoryRange, VirtioMediaDevice, VirtioMediaDeviceRunner, VirtioMediaEventQueue,
     VirtioMediaGuestMemoryMapper,
 };
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 /// Upper bound for the device-readable part of a command we copy in.
 pub const MAX_CMD_SIZE: usize = 1 << 20;
@@ -215,23 +215,24 @@ impl GuestMemMapper {
     }
 
     /// Fills the first `len` bytes the SG list covers with `byte`, as
-    /// `write_sgs` writes.
+    /// `write_sgs` writes: a memset of each piece, as `Shm::fill` does for
+    /// an MMAP plane. (Copying a pattern page by page, as before, took
+    /// 105 us per 1920x1080 YUYV frame against 57 us for one memset on
+    /// this machine's host, and a QBUF's device time counts as the guest
+    /// program's under TCG.)
     pub fn fill_sgs(&self, sgs: &[SgEntry], len: usize, byte: u8) -> anyhow::Result<()> {
-        const CHUNK: usize = 64 << 10;
-        let pattern = vec![byte; CHUNK.min(len)];
         let mem = self.mem.read().map_err(|_| anyhow::anyhow!("poisoned"))?;
         Self::for_each_piece(sgs, len, |addr, _, n| {
-            let mut left = n;
-            let mut at = addr;
-            while left > 0 {
-                let k = left.min(CHUNK);
-                mem.write_slice(&pattern[..k], at)
-                    .map_err(|e| anyhow::anyhow!("bad SG entry {:#x}+{k:#x}: {e}", at.0))?;
-                at = GuestAddress(
-                    at.0.checked_add(k as u64)
-                        .ok_or_else(|| anyhow::anyhow!("SG entry wraps"))?,
-                );
-                left -= k;
+            for slice in mem.get_slices(addr, n) {
+                let slice =
+                    slice.map_err(|e| anyhow::anyhow!("bad SG entry {:#x}+{n:#x}: {e}", addr.0))?;
+                let guard = slice.ptr_guard_mut();
+                // SAFETY: `get_slices` returned `slice.len()` bytes of mapped
+                // guest memory, which the guard keeps mapped while they are
+                // written. The guest may touch them meanwhile, as it may
+                // while a device writes its pages (and as with `Shm::fill`):
+                // plain bytes, no Rust reference to them exists here.
+                unsafe { std::ptr::write_bytes(guard.as_ptr(), byte, slice.len()) };
             }
             Ok(())
         })
