@@ -24,17 +24,17 @@
 use crate::{
     kernel_ext::{
         dma_buf::DeviceRef,
-        sync::{Completion, WaitFailed},
+        sync::{BoxSlot, Completion, WaitFailed},
         virtio::virtqueue::{Chain, Mapper, Virtqueue},
     },
     protocol::{self, ResponseError, SG_ENTRY_SIZE},
 };
 use kernel::{
-    new_condvar, new_spinlock, new_spinlock_irq,
+    new_condvar, new_spinlock_irq,
     prelude::*,
     sync::{
         atomic::{Atomic, Relaxed},
-        Arc, CondVar, CondVarTimeoutResult, SpinLock, SpinLockIrq,
+        Arc, CondVar, CondVarTimeoutResult, SpinLockIrq,
     },
     time::{msecs_to_jiffies, Jiffies},
 };
@@ -88,30 +88,28 @@ pub(crate) enum WaitError {
     Gone,
 }
 
-enum State {
-    Pending,
-    Done {
-        entry: KBox<InFlight>,
-        written: u32,
-    },
-    /// The queue was torn down before the device answered.
-    Aborted,
-}
-
 /// The caller's side of one command.
 #[pin_data]
 struct Command {
-    #[pin]
-    state: SpinLockIrq<State>,
-    /// Completed once `state` is no longer `Pending`; the waiter's wait
-    /// consumes it, so a reused command starts not done.
+    /// The finished entry, put by the completion side (often the commandq's
+    /// interrupt) before `done`; empty when the queue was torn down first.
+    answer: BoxSlot<InFlight>,
+    /// Completed once the command ended; the waiter's wait consumes it, so
+    /// a reused command starts not done.
     #[pin]
     done: Completion,
 }
 
 impl Command {
-    fn finish(&self, state: State) {
-        *self.state.lock() = state;
+    /// Ends the command with `entry` (answered) or without (torn down).
+    fn finish(&self, entry: Option<KBox<InFlight>>) {
+        if let Some(entry) = entry {
+            // Empty: a command is answered once, and its waiter took the
+            // previous answer before it was reused.
+            if let Err(entry) = self.answer.put(entry) {
+                drop(entry);
+            }
+        }
         self.done.complete();
     }
 }
@@ -146,11 +144,13 @@ impl Drop for Mapped {
 /// The queue's side of one command: owns its buffers while in flight.
 ///
 /// A spare (kept for reuse, see `CommandQueue::spares`) has empty buffers
-/// and a `command` nobody else refers to, `Pending`.
+/// and a `command` nobody else refers to, not done and with no answer.
 pub(crate) struct InFlight {
     request: KVec<u8>,
     response: KVec<u8>,
     memory: KVec<Mapped>,
+    /// How many bytes of `response` the device says it wrote.
+    written: u32,
     /// Taken when the command completes or is aborted; put back with the
     /// response, whose drop gives both to the queue for reuse.
     command: Option<Arc<Command>>,
@@ -159,13 +159,10 @@ pub(crate) struct InFlight {
 impl InFlight {
     fn end(mut self: KBox<Self>, written: Option<u32>) {
         if let Some(command) = self.command.take() {
-            command.finish(match written {
-                Some(written) => State::Done {
-                    entry: self,
-                    written,
-                },
-                None => State::Aborted,
-            });
+            command.finish(written.map(|written| {
+                self.written = written;
+                self
+            }));
         }
     }
 }
@@ -246,13 +243,13 @@ impl PendingCommand {
             // this late counts as broken anyway.
             Err(WaitFailed::TimedOut) => return Err(WaitError::TimedOut),
         }
-        // Pending again: the completion is ready for reuse when the response
-        // is dropped (see `CommandQueue::recycle`), and the wait above
-        // consumed its one `complete`.
-        let done = core::mem::replace(&mut *self.command.state.lock(), State::Pending);
-        let State::Done { mut entry, written } = done else {
+        // The wait consumed the one `complete` and this takes the answer:
+        // the command is ready for reuse when the response is dropped (see
+        // `CommandQueue::recycle`).
+        let Some(mut entry) = self.command.answer.take() else {
             return Err(WaitError::Gone);
         };
+        let written = entry.written;
         // The device is done with the memory: unmapped before the CPU
         // reads it (a bounce buffer is copied back by the unmap).
         for mapped in entry.memory.iter_mut() {
@@ -293,9 +290,8 @@ pub(crate) struct CommandQueue {
     /// [`COMMAND_TIMEOUT_MS`] in jiffies, converted once.
     timeout: Jiffies,
     /// Finished commands' allocations, for the next commands (see the
-    /// module comment). Process context only.
-    #[pin]
-    spares: SpinLock<[Option<KBox<InFlight>>; SPARES]>,
+    /// module comment); taken and given back without a lock.
+    spares: [BoxSlot<InFlight>; SPARES],
 }
 
 impl CommandQueue {
@@ -306,19 +302,19 @@ impl CommandQueue {
             space <- new_condvar!("virtio_media_commandq_space"),
             space_waiters: Atomic::new(0),
             timeout: msecs_to_jiffies(COMMAND_TIMEOUT_MS),
-            spares <- new_spinlock!(core::array::from_fn(|_| None), "virtio_media_spares"),
+            spares: core::array::from_fn(|_| BoxSlot::new()),
         })
     }
 
     /// A cleared in-flight entry with its `Pending` command: a spare if one
     /// is kept, else a new one.
     fn entry(&self) -> Result<KBox<InFlight>> {
-        if let Some(spare) = self.spares.lock().iter_mut().find_map(Option::take) {
+        if let Some(spare) = self.spares.iter().find_map(BoxSlot::take) {
             return Ok(spare);
         }
         let command = Arc::pin_init(
             pin_init!(Command {
-                state <- new_spinlock_irq!(State::Pending, "virtio_media_command"),
+                answer: BoxSlot::new(),
                 done <- Completion::new(),
             }),
             GFP_KERNEL,
@@ -328,6 +324,7 @@ impl CommandQueue {
                 request: KVec::new(),
                 response: KVec::new(),
                 memory: KVec::new(),
+                written: 0,
                 command: Some(command),
             },
             GFP_KERNEL,
@@ -337,8 +334,9 @@ impl CommandQueue {
     /// Keeps a finished command's allocations for a later one, unless its
     /// completion is still referred to elsewhere or there are enough spares.
     fn recycle(&self, mut entry: KBox<InFlight>) {
-        // `PendingCommand::wait` left the state `Pending`; unique means no
-        // other reference can change it before the next `submit`.
+        // `PendingCommand::wait` took the answer and consumed the
+        // completion; unique means nothing else can end it before the next
+        // `submit`.
         let Some(command) = entry.command.take().and_then(Arc::into_unique_or_drop) else {
             return;
         };
@@ -355,12 +353,12 @@ impl CommandQueue {
         if entry.memory.capacity() != 0 {
             entry.memory = KVec::new();
         }
-        let mut spares = self.spares.lock();
-        if let Some(slot) = spares.iter_mut().find(|slot| slot.is_none()) {
-            *slot = Some(entry);
-            return;
+        for slot in &self.spares {
+            match slot.put(entry) {
+                Ok(()) => return,
+                Err(back) => entry = back,
+            }
         }
-        drop(spares);
         drop(entry);
     }
 
@@ -588,8 +586,9 @@ mod tests {
         assert!(again.request.is_empty() && again.response.is_empty());
         assert!(again.request.capacity() >= 300 && again.response.capacity() >= 300);
         let command = again.command.as_ref().expect("a spare has its command");
-        assert!(matches!(*command.state.lock(), State::Pending));
-        // The wait consumed the completion: the next wait will sleep.
+        // The wait took the answer and consumed the completion: the next
+        // wait will sleep until the next answer.
+        assert!(!command.answer.is_occupied());
         assert!(!command.done.is_done());
     }
 
@@ -624,6 +623,13 @@ mod tests {
                 .expect("allocation");
         }
         drop(responses);
-        assert_eq!(queue.spares.lock().iter().flatten().count(), SPARES);
+        assert_eq!(
+            queue
+                .spares
+                .iter()
+                .filter(|slot| slot.is_occupied())
+                .count(),
+            SPARES
+        );
     }
 }

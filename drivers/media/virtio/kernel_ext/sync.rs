@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A completion with bounded waits.
+//! A completion with bounded waits, and a lock-free slot for a box.
 //!
 //! C header: [`include/linux/completion.h`](srctree/include/linux/completion.h)
 //!
@@ -13,7 +13,12 @@
 //! caller's lock before and after sleeping).
 
 use super::bindings;
-use kernel::{prelude::*, time::Jiffies, types::Opaque};
+use kernel::{
+    prelude::*,
+    sync::atomic::{Acquire, Atomic, Release},
+    time::Jiffies,
+    types::Opaque,
+};
 
 /// How a bounded wait ended without the completion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,5 +102,74 @@ impl Completion {
             0 => Err(WaitFailed::TimedOut),
             left => Ok(left),
         }
+    }
+}
+
+/// One slot for a boxed value, exchanged without a lock: [`BoxSlot::take`]
+/// and [`BoxSlot::put`] are one atomic operation each, so an interrupt
+/// handler may put what a thread takes. (A spinlock around an `Option`
+/// did the same with interrupts off and two calls into C per side.)
+///
+/// # Invariants
+///
+/// `ptr` is null or comes from [`KBox::into_raw`], and the slot owns that
+/// box: nothing else frees or uses it until an atomic exchange takes it.
+pub(crate) struct BoxSlot<T> {
+    ptr: Atomic<*mut T>,
+}
+
+// SAFETY: The slot owns at most one `KBox<T>`, handed from one thread to
+// another whole: `Send` of `T` is all a move between threads needs.
+unsafe impl<T: Send> Send for BoxSlot<T> {}
+
+// SAFETY: Through a shared reference a box can only be moved in or out
+// whole by an atomic operation, never reached in place: as for `Send`.
+unsafe impl<T: Send> Sync for BoxSlot<T> {}
+
+impl<T> BoxSlot<T> {
+    /// An empty slot.
+    pub(crate) const fn new() -> Self {
+        // INVARIANT: Null.
+        Self {
+            ptr: Atomic::new(core::ptr::null_mut()),
+        }
+    }
+
+    /// The box in the slot, if any; the slot is empty after.
+    pub(crate) fn take(&self) -> Option<KBox<T>> {
+        // Acquire: pairs with `put`'s release, so the box's contents are
+        // the putter's.
+        let ptr = self.ptr.xchg(core::ptr::null_mut(), Acquire);
+        if ptr.is_null() {
+            return None;
+        }
+        // SAFETY: By the invariant the pointer came from `KBox::into_raw`
+        // and the slot owned it; the exchange took it out, so this is its
+        // only owner now.
+        Some(unsafe { KBox::from_raw(ptr) })
+    }
+
+    /// Whether the slot holds a box (KUnit counts kept boxes with it).
+    #[cfg(CONFIG_KUNIT)]
+    pub(crate) fn is_occupied(&self) -> bool {
+        !self.ptr.load(Acquire).is_null()
+    }
+
+    /// Puts `value` in the slot if it is empty; gives it back otherwise.
+    pub(crate) fn put(&self, value: KBox<T>) -> Result<(), KBox<T>> {
+        let ptr = KBox::into_raw(value);
+        // INVARIANT: On success the slot holds a pointer from `into_raw`.
+        match self.ptr.cmpxchg(core::ptr::null_mut(), ptr, Release) {
+            Ok(_) => Ok(()),
+            // SAFETY: The exchange failed, so the slot did not take `ptr`,
+            // which `into_raw` just gave this function alone.
+            Err(_) => Err(unsafe { KBox::from_raw(ptr) }),
+        }
+    }
+}
+
+impl<T> Drop for BoxSlot<T> {
+    fn drop(&mut self) {
+        drop(self.take());
     }
 }
