@@ -24,6 +24,8 @@ dir=$(tools/vm/codec-streams.sh)
 out=$(realpath -m "$BUILD_DIR/results/$name")
 files=()
 for spec in $streams; do files+=(--file "$dir/${spec%%:*}"); done
+# Measures the guest's CPU time around each FFmpeg run (built by tools/bench.sh).
+files+=(--file "$BUILD_DIR/bench/v4l2-bench")
 set +e
 tools/vm/run-guest.sh --name "$name" --ko "$ko" --modules virtio_media --cpio "$media" "${files[@]}" \
 	--vfu "--device-id 48 --backend decoder --codec-threads $device_threads" --env "BENCH_RUNS=$runs" \

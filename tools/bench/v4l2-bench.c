@@ -23,6 +23,9 @@
  *   v4l2-bench -d DEV alternate DEV2 openclose COUNT
  *       open() and close() of DEV and DEV2 in turn, COUNT pairs: p50 of
  *       each per node, and the medians of the pairs' ratios.
+ *   v4l2-bench cpu CMD [ARGS...]
+ *       Runs CMD; prints its wall time and the guest CPU time it and
+ *       every other task used meanwhile (the same measure as below).
  *   v4l2-bench -d DEV openclose COUNT
  *   v4l2-bench -d DEV mmap COUNT        (one MMAP buffer, mapped and unmapped)
  *   v4l2-bench -d DEV stream mmap|userptr WIDTH HEIGHT SECONDS
@@ -760,6 +763,7 @@ static void usage(void)
 		"       v4l2-bench [-d DEV] alternate DEV2 G_FMT|G_EXT_CTRLS|QUERYCAP SECONDS\n"
 		"       v4l2-bench [-d DEV] alternate DEV2 openclose COUNT\n"
 		"       v4l2-bench [-d DEV] openclose COUNT\n"
+		"       v4l2-bench cpu CMD [ARGS...]\n"
 		"       v4l2-bench [-d DEV] mmap COUNT\n"
 		"       v4l2-bench [-d DEV] stream mmap|userptr WIDTH HEIGHT SECONDS\n");
 	exit(2);
@@ -889,6 +893,43 @@ static int bench_alternate_openclose(const char *dev2, int count)
 	return 0;
 }
 
+/*
+ * Runs CMD and reports the guest CPU time it took together with
+ * everything else the guest did meanwhile (the driver's work in other
+ * tasks), measured as the other tests measure it: CMD's own time from
+ * wait4(), the other tasks' from scan_tasks(). Exits with CMD's status.
+ */
+static int bench_cpu(char **cmd)
+{
+	struct rusage ru;
+	uint64_t t0, t1, others;
+	double own;
+	pid_t pid;
+	int st;
+
+	scan_tasks(&scan0);
+	t0 = now_ns();
+	pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (!pid) {
+		execvp(cmd[0], cmd);
+		perror(cmd[0]);
+		_exit(127);
+	}
+	if (wait4(pid, &st, 0, &ru) < 0)
+		die("wait4");
+	t1 = now_ns();
+	scan_tasks(&scan1);
+	others = tasks_delta_ns(&scan0, &scan1);
+	own = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 + ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
+	printf("{\"test\": \"cpu\", \"seconds\": %.6f, \"command_cpu_us\": %.1f, "
+	       "\"guest_cpu_us\": %.1f}\n", (t1 - t0) / 1e9, own, own + others / 1e3);
+	if (!WIFEXITED(st))
+		return 1;
+	return WEXITSTATUS(st);
+}
+
 int main(int argc, char **argv)
 {
 	int a = 1;
@@ -924,6 +965,8 @@ int main(int argc, char **argv)
 
 		return bench_alternate(argv[a + 1], op, atof(argv[a + 3]));
 	}
+	if (!strcmp(argv[a], "cpu") && argc - a >= 2)
+		return bench_cpu(argv + a + 1);
 	if (!strcmp(argv[a], "openclose") && argc - a == 2 && atoi(argv[a + 1]) > 0)
 		return bench_openclose(atoi(argv[a + 1]));
 	if (!strcmp(argv[a], "mmap") && argc - a == 2 && atoi(argv[a + 1]) > 0)
