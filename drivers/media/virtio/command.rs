@@ -306,8 +306,8 @@ impl CommandQueue {
         })
     }
 
-    /// A cleared in-flight entry with its `Pending` command: a spare if one
-    /// is kept, else a new one.
+    /// A cleared in-flight entry with its command (not done, no answer): a
+    /// spare if one is kept, else a new one.
     fn entry(&self) -> Result<KBox<InFlight>> {
         if let Some(spare) = self.spares.iter().find_map(BoxSlot::take) {
             return Ok(spare);

@@ -91,12 +91,6 @@ struct State {
     memory: [QueueMemory; 2],
     /// Buffers in guest memory the device holds.
     held: HeldBuffers<GuestBuffer>,
-    /// The device was reset (it stopped answering, or the system slept):
-    /// it forgot the session and holds no buffer any more. Its id may be
-    /// another session's now, so nothing is sent under it again.
-    device_reset: bool,
-    /// The device reported an ERROR: it closed the session.
-    failed: Option<u32>,
     /// The file was released.
     closed: bool,
     /// V4L2 events of the eventq batch being handled, queued on the file
@@ -105,12 +99,6 @@ struct State {
 }
 
 impl State {
-    /// The device has no session for this file any more (reset, or closed
-    /// with an ERROR): ioctls fail with EIO and CLOSE is not sent.
-    fn lost(&self) -> bool {
-        self.device_reset || self.failed.is_some()
-    }
-
     fn queue_ref(&self, kind: QueueKind) -> &QueueState {
         match kind {
             QueueKind::Capture => &self.queues[0],
@@ -180,8 +168,13 @@ pub(crate) struct Session {
     /// nothing in interrupt context takes it.
     #[pin]
     state: Mutex<State>,
-    /// `state.lost()`, set with it under the lock and never cleared: read
-    /// without the lock by every forwarded ioctl (`check_usable`).
+    /// The device has no session for this file any more: it was reset (it
+    /// stopped answering, or the system slept) and forgot the session, or
+    /// it closed it with an ERROR. Ioctls then fail with EIO and nothing is
+    /// sent under the id again (it may be another session's now). Set under
+    /// `state`'s lock, so that what is read under it sees it in order with
+    /// the rest of the state; read without the lock by every forwarded
+    /// ioctl (`check_usable`). Never cleared.
     lost: Atomic<bool>,
     /// DQBUF waiters and pollers. Boxed: dropping a `PollCondVar` waits
     /// for an RCU grace period (epoll may still reach it), which made
@@ -279,7 +272,7 @@ impl Session {
     /// Sends CLOSE unless the device holds nothing of the session any more
     /// (an ERROR closed it, or the device was reset or is unusable).
     fn close_on_device(&self) -> Result {
-        if self.lost.load(Acquire) || self.dev.check_usable().is_err() {
+        if self.is_lost() || self.dev.check_usable().is_err() {
             return Ok(());
         }
         self.dev.close_session(self.id)
@@ -324,7 +317,7 @@ impl Session {
 
     fn check_usable(&self) -> Result {
         self.dev.check_usable()?;
-        if self.lost.load(Acquire) {
+        if self.is_lost() {
             return Err(EIO);
         }
         Ok(())
@@ -551,7 +544,7 @@ impl Session {
         let mut state = self.state.lock();
         let done = loop {
             self.dev.check_usable()?;
-            if state.lost() {
+            if self.is_lost() {
                 return Err(EIO);
             }
             if let Some(done) = state.queue(kind).dequeue(kind, capacity)? {
@@ -667,11 +660,7 @@ impl Session {
             errno,
             self.id
         );
-        {
-            let mut state = self.state.lock();
-            state.failed = Some(errno);
-            self.lost.store(true, Release);
-        }
+        self.mark_lost();
         self.release_held();
         self.waiters.notify_all();
     }
@@ -685,12 +674,19 @@ impl Session {
     /// of held buffers (while the commandq can still unmap it) and refuse
     /// new ones.
     pub(crate) fn device_reset(&self) {
-        {
-            let mut state = self.state.lock();
-            state.device_reset = true;
-            self.lost.store(true, Release);
-        }
+        self.mark_lost();
         self.release_held();
+    }
+
+    /// Sets `lost`, under the state lock (see there).
+    fn mark_lost(&self) {
+        let _state = self.state.lock();
+        self.lost.store(true, Release);
+    }
+
+    /// See the `lost` field.
+    fn is_lost(&self) -> bool {
+        self.lost.load(Acquire)
     }
 
     fn release_held(&self) {
@@ -712,7 +708,7 @@ impl Session {
     pub(crate) fn poll_mask(&self, requested: u32, events_pending: impl FnOnce() -> bool) -> u32 {
         let state = self.state.lock();
         let event_bits = if events_pending() { EPOLLPRI } else { 0 };
-        if state.lost() || self.dev.check_usable().is_err() {
+        if self.is_lost() || self.dev.check_usable().is_err() {
             return EPOLLERR | event_bits;
         }
         let [capture, output] = &state.queues;

@@ -555,7 +555,7 @@ impl Session {
     ) -> Result<usize> {
         let sg_entries = memory.sg_entries()?;
         let mut state = self.state.lock();
-        if state.device_reset || state.closed || state.failed.is_some() {
+        if self.is_lost() || state.closed {
             return Err(self.dev.check_usable().err().unwrap_or(EIO));
         }
         let prepare = code == codes::VIDIOC_PREPARE_BUF;
