@@ -74,13 +74,7 @@ def main():
             else:
                 row[drv] = None
                 complete = False
-        if row["ours"] and row["c"] and "median" in row["ours"] and "median" in row["c"] and row["c"]["median"]:
-            row["ours_over_c"] = round(row["ours"]["median"] / row["c"]["median"], 3)
-        paired = paired_ratios(runs, sel, key)
-        if paired:
-            row["paired_ratio"] = {"median": round(statistics.median(paired), 3),
-                                   "min": round(min(paired), 3), "max": round(max(paired), 3),
-                                   "rounds": len(paired)}
+        add_ratios(row, paired_ratios(runs, sel, key))
         rows.append(row)
     rows += alternating_rows(runs)
     # Rounds each driver finished (a guest that crashed exported fewer).
@@ -96,40 +90,40 @@ def main():
     return 0 if complete else 1
 
 
+def add_ratios(row, per_round):
+    """Adds to a figure's row ours/C of the two medians, and the median and
+    spread of `per_round`, the rounds' own ratios, when there are any."""
+    ours, c = row["ours"], row["c"]
+    if ours and c and "median" in ours and "median" in c and c["median"]:
+        row["ours_over_c"] = round(ours["median"] / c["median"], 3)
+    if per_round:
+        row["paired_ratio"] = {"median": round(statistics.median(per_round), 3),
+                               "min": round(min(per_round), 3), "max": round(max(per_round), 3),
+                               "rounds": len(per_round)}
+
+
 def alternating_rows(runs):
     """The rows of v4l2-bench's alternate runs (ours as node a, C as b, in
     turn from one thread); per round: the median of that run's own pairs'
     latency ratios, and its CPU ratio."""
-    out = []
     oc = [r for r in runs if r.get("test") == "alternate" and r.get("op") == "openclose"]
-    for what in ("open", "close") if oc else ():
-        row = {"figure": f"{what} p50, alternating", "unit": "us", "better": "lower",
-               "ours": spread([r[f"a_{what}_p50_us"] for r in oc], "us"),
-               "c": spread([r[f"b_{what}_p50_us"] for r in oc], "us")}
-        if row["c"]["median"]:
-            row["ours_over_c"] = round(row["ours"]["median"] / row["c"]["median"], 3)
-        per_round = [r[f"{what}_pair_p50_ratio"] for r in oc]
-        row["paired_ratio"] = {"median": round(statistics.median(per_round), 3),
-                               "min": round(min(per_round), 3), "max": round(max(per_round), 3),
-                               "rounds": len(per_round)}
-        out.append(row)
     alt = [r for r in runs if r.get("test") == "alternate" and r.get("op") == "G_FMT"]
-    if not alt:
-        return out
-    for label, ka, kb, per_round in [
-        ("G_FMT p50, alternating in 1 thread", "a_p50_us", "b_p50_us",
-         [r["pair_p50_ratio"] for r in alt]),
-        ("G_FMT program CPU/op, alternating", "a_cpu_us_per_op", "b_cpu_us_per_op",
-         [r["a_cpu_us_per_op"] / r["b_cpu_us_per_op"] for r in alt if r["b_cpu_us_per_op"]]),
-    ]:
+    figures = []
+    if oc:
+        figures += [(f"{what} p50, alternating", oc, f"a_{what}_p50_us", f"b_{what}_p50_us",
+                     [r[f"{what}_pair_p50_ratio"] for r in oc]) for what in ("open", "close")]
+    if alt:
+        figures += [
+            ("G_FMT p50, alternating in 1 thread", alt, "a_p50_us", "b_p50_us",
+             [r["pair_p50_ratio"] for r in alt]),
+            ("G_FMT program CPU/op, alternating", alt, "a_cpu_us_per_op", "b_cpu_us_per_op",
+             [r["a_cpu_us_per_op"] / r["b_cpu_us_per_op"] for r in alt if r["b_cpu_us_per_op"]]),
+        ]
+    out = []
+    for label, rs, ka, kb, per_round in figures:
         row = {"figure": label, "unit": "us", "better": "lower",
-               "ours": spread([r[ka] for r in alt], "us"), "c": spread([r[kb] for r in alt], "us")}
-        if row["c"]["median"]:
-            row["ours_over_c"] = round(row["ours"]["median"] / row["c"]["median"], 3)
-        if per_round:
-            row["paired_ratio"] = {"median": round(statistics.median(per_round), 3),
-                                   "min": round(min(per_round), 3), "max": round(max(per_round), 3),
-                                   "rounds": len(per_round)}
+               "ours": spread([r[ka] for r in rs], "us"), "c": spread([r[kb] for r in rs], "us")}
+        add_ratios(row, per_round)
         out.append(row)
     return out
 

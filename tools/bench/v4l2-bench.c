@@ -217,8 +217,9 @@ static int task_runtime_ns(long pid, long tid, uint64_t *ns)
 		return -1;	/* the task ended */
 	while (!found && fgets(line, sizeof(line), f)) {
 		const char *v = strstr(line, "se.sum_exec_runtime");
+		const char *colon = v ? strchr(v, ':') : NULL;
 
-		if (v && sscanf(strchr(v, ':') ? strchr(v, ':') + 1 : v, "%llu.%6llu", &ms, &frac) == 2) {
+		if (colon && sscanf(colon + 1, "%llu.%6llu", &ms, &frac) == 2) {
 			*ns = ms * 1000000ull + frac;
 			found = 1;
 		}
@@ -769,63 +770,6 @@ static void usage(void)
 	exit(2);
 }
 
-/*
- * OP on two nodes in turn from one thread, DEV (a) and DEV2 (b), each
- * pair in alternating order (ab, ba, ...), so that whatever slows the
- * host or the guest for a while slows both alike: latency of each call
- * and the thread's CPU time around it, per node, and the median of the
- * pairs' own latency ratios.
- */
-static int bench_alternate(const char *dev2, enum op op, double seconds)
-{
-	size_t n = 0, max = MAX_SAMPLES / 2;
-	uint64_t *lat[2], *ratio_x1000, cpu[2] = { 0, 0 }, deadline;
-	enum v4l2_buf_type type[2];
-	int fd[2], i;
-
-	fd[0] = open_dev();
-	fd[1] = open(dev2, O_RDWR);
-	if (fd[1] < 0)
-		die(dev2);
-	for (i = 0; i < 2; i++) {
-		type[i] = capture_type(fd[i]);
-		lat[i] = malloc(sizeof(uint64_t) * max);
-	}
-	ratio_x1000 = malloc(sizeof(uint64_t) * max);
-	if (!lat[0] || !lat[1] || !ratio_x1000)
-		die("malloc");
-	deadline = now_ns() + (uint64_t)(seconds * 1e9);
-	while (n < max && now_ns() < deadline) {
-		for (i = 0; i < 2; i++) {
-			int node = (int)(n & 1) ^ i;	/* ab, then ba */
-			uint64_t c0 = thread_cpu_ns(), t0 = now_ns(), t1;
-
-			if (do_op(fd[node], op, type[node]))
-				die(op_name(op));
-			t1 = now_ns();
-			lat[node][n] = t1 - t0;
-			cpu[node] += thread_cpu_ns() - c0;
-		}
-		ratio_x1000[n] = lat[1][n] ? lat[0][n] * 1000 / lat[1][n] : 0;
-		n++;
-	}
-	for (i = 0; i < 2; i++) {
-		qsort(lat[i], n, sizeof(uint64_t), cmp_u64);
-		close(fd[i]);
-	}
-	qsort(ratio_x1000, n, sizeof(uint64_t), cmp_u64);
-	printf("{\"test\": \"alternate\", \"op\": \"%s\", \"pairs\": %zu, "
-	       "\"a_p50_us\": %.2f, \"b_p50_us\": %.2f, \"a_cpu_us_per_op\": %.2f, "
-	       "\"b_cpu_us_per_op\": %.2f, \"pair_p50_ratio\": %.3f}\n",
-	       op_name(op), n, quantile_us(lat[0], n, 0.5), quantile_us(lat[1], n, 0.5),
-	       n ? cpu[0] / 1000.0 / n : 0, n ? cpu[1] / 1000.0 / n : 0,
-	       n ? quantile_us(ratio_x1000, n, 0.5) : 0);
-	free(lat[0]);
-	free(lat[1]);
-	free(ratio_x1000);
-	return 0;
-}
-
 /* The median of the ratios a[i]/b[i] of n pairs (b[i] > 0). */
 static double median_ratio(const uint64_t *a, const uint64_t *b, size_t n)
 {
@@ -841,6 +785,60 @@ static double median_ratio(const uint64_t *a, const uint64_t *b, size_t n)
 	m = quantile_us(r, n, 0.5);
 	free(r);
 	return m;
+}
+
+/*
+ * OP on two nodes in turn from one thread, DEV (a) and DEV2 (b), each
+ * pair in alternating order (ab, ba, ...), so that whatever slows the
+ * host or the guest for a while slows both alike: latency of each call
+ * and the thread's CPU time around it, per node, and the median of the
+ * pairs' own latency ratios.
+ */
+static int bench_alternate(const char *dev2, enum op op, double seconds)
+{
+	size_t n = 0, max = MAX_SAMPLES / 2;
+	uint64_t *lat[2], cpu[2] = { 0, 0 }, deadline;
+	enum v4l2_buf_type type[2];
+	double pair_ratio;
+	int fd[2], i;
+
+	fd[0] = open_dev();
+	fd[1] = open(dev2, O_RDWR);
+	if (fd[1] < 0)
+		die(dev2);
+	for (i = 0; i < 2; i++) {
+		type[i] = capture_type(fd[i]);
+		lat[i] = malloc(sizeof(uint64_t) * max);
+	}
+	if (!lat[0] || !lat[1])
+		die("malloc");
+	deadline = now_ns() + (uint64_t)(seconds * 1e9);
+	while (n < max && now_ns() < deadline) {
+		for (i = 0; i < 2; i++) {
+			int node = (int)(n & 1) ^ i;	/* ab, then ba */
+			uint64_t c0 = thread_cpu_ns(), t0 = now_ns(), t1;
+
+			if (do_op(fd[node], op, type[node]))
+				die(op_name(op));
+			t1 = now_ns();
+			lat[node][n] = t1 - t0;
+			cpu[node] += thread_cpu_ns() - c0;
+		}
+		n++;
+	}
+	pair_ratio = median_ratio(lat[0], lat[1], n);
+	for (i = 0; i < 2; i++) {
+		qsort(lat[i], n, sizeof(uint64_t), cmp_u64);
+		close(fd[i]);
+	}
+	printf("{\"test\": \"alternate\", \"op\": \"%s\", \"pairs\": %zu, "
+	       "\"a_p50_us\": %.2f, \"b_p50_us\": %.2f, \"a_cpu_us_per_op\": %.2f, "
+	       "\"b_cpu_us_per_op\": %.2f, \"pair_p50_ratio\": %.3f}\n",
+	       op_name(op), n, quantile_us(lat[0], n, 0.5), quantile_us(lat[1], n, 0.5),
+	       n ? cpu[0] / 1000.0 / n : 0, n ? cpu[1] / 1000.0 / n : 0, pair_ratio);
+	free(lat[0]);
+	free(lat[1]);
+	return 0;
 }
 
 /*
@@ -930,6 +928,19 @@ static int bench_cpu(char **cmd)
 	return WEXITSTATUS(st);
 }
 
+/* An ioctl test's OP argument; usage() for any other. */
+static enum op parse_op(const char *o)
+{
+	if (!strcmp(o, "G_FMT"))
+		return OP_G_FMT;
+	if (!strcmp(o, "G_EXT_CTRLS"))
+		return OP_G_EXT_CTRLS;
+	if (!strcmp(o, "QUERYCAP"))
+		return OP_QUERYCAP;
+	usage();
+	return OP_G_FMT;
+}
+
 int main(int argc, char **argv)
 {
 	int a = 1;
@@ -942,10 +953,7 @@ int main(int argc, char **argv)
 		usage();
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (!strcmp(argv[a], "ioctl") && argc - a == 5) {
-		const char *o = argv[a + 1];
-		enum op op = !strcmp(o, "G_FMT") ? OP_G_FMT :
-			     !strcmp(o, "G_EXT_CTRLS") ? OP_G_EXT_CTRLS :
-			     !strcmp(o, "QUERYCAP") ? OP_QUERYCAP : (usage(), OP_G_FMT);
+		enum op op = parse_op(argv[a + 1]);
 		int sessions = atoi(argv[a + 2]);
 		double seconds = atof(argv[a + 4]);
 
@@ -957,14 +965,8 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[a], "alternate") && argc - a == 4 && !strcmp(argv[a + 2], "openclose") &&
 	    atoi(argv[a + 3]) > 0)
 		return bench_alternate_openclose(argv[a + 1], atoi(argv[a + 3]));
-	if (!strcmp(argv[a], "alternate") && argc - a == 4 && atof(argv[a + 3]) > 0) {
-		const char *o = argv[a + 2];
-		enum op op = !strcmp(o, "G_FMT") ? OP_G_FMT :
-			     !strcmp(o, "G_EXT_CTRLS") ? OP_G_EXT_CTRLS :
-			     !strcmp(o, "QUERYCAP") ? OP_QUERYCAP : (usage(), OP_G_FMT);
-
-		return bench_alternate(argv[a + 1], op, atof(argv[a + 3]));
-	}
+	if (!strcmp(argv[a], "alternate") && argc - a == 4 && atof(argv[a + 3]) > 0)
+		return bench_alternate(argv[a + 1], parse_op(argv[a + 2]), atof(argv[a + 3]));
 	if (!strcmp(argv[a], "cpu") && argc - a >= 2)
 		return bench_cpu(argv + a + 1);
 	if (!strcmp(argv[a], "openclose") && argc - a == 2 && atoi(argv[a + 1]) > 0)
