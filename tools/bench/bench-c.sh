@@ -23,7 +23,11 @@
 # BENCH_TRACE (0; 1: after the rounds, each driver's single-session G_FMT
 # traced with scheduler, interrupt and system call events, and
 # tools/bench/trace-phases.py splits a call into its phases: submit,
-# device, interrupt to wakeup, wakeup to running, return).
+# device, interrupt to wakeup, wakeup to running, return),
+# BENCH_ICOUNT (0; 1: QEMU's -icount shift=0: the guest's clocks count its
+# instructions, 1 ns each, and a trap into the device takes no guest time:
+# every figure is then the guest's own work, the same from run to run,
+# without the host's noise and without what the traps cost on this host).
 set -euo pipefail
 . "$(dirname "$0")/../vm/lib.sh"
 cd "$REPO_DIR"
@@ -51,8 +55,10 @@ devices=(--vfu "--device-id 42 --backend capture --exit-on-disconnect"
 # 0.97 (G_FMT p50), without it 1.08 (BENCH_C_SPACER=0 to leave it out).
 [ "${BENCH_C_SPACER:-1}" = 1 ] &&
 	devices=(--vfu "--device-id 60 --backend capture --exit-on-disconnect" "${devices[@]}")
+icount=""
+[ "${BENCH_ICOUNT:-0}" = 1 ] && icount=0
 set +e
-tools/vm/run-guest.sh --name "$name" --ko "$ko" --ko "$c_ko" --file "$BUILD_DIR/bench/v4l2-bench" "${cpio[@]}" \
+ICOUNT=$icount tools/vm/run-guest.sh --name "$name" --ko "$ko" --ko "$c_ko" --file "$BUILD_DIR/bench/v4l2-bench" "${cpio[@]}" \
 	"${devices[@]}" \
 	--env "BENCH_RUNS=$runs" --env "BENCH_SECONDS=${BENCH_SECONDS:-1}" \
 	--env "BENCH_STREAM_SECONDS=${BENCH_STREAM_SECONDS:-2}" --env "BENCH_COUNT=${BENCH_COUNT:-200}" \
@@ -86,7 +92,7 @@ fi
 c_label="chromeos/virtio-media $c_commit"
 [ "${BENCH_C_SELF:-0}" = 1 ] && c_label="BENCH_C_SELF=1: the C column is OUR driver on the ID 48 device"
 meta=$(/usr/bin/python3 -c 'import json, sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' \
-	note "$note under QEMU TCG, 2 vCPUs; device interrupts on CPU 0, single-session runs on CPU ${BENCH_C_CPU:-1}; $([ "${BENCH_C_SPACER:-1}" = 1 ] && echo "an unbound device, then ")$([ "${BENCH_C_SWAP:-0}" = 1 ] && echo "the C driver's device" || echo "our device") first on the PCI bus" \
+	note "$note under QEMU TCG$([ -n "$icount" ] && echo " with -icount shift=0 (times are guest instructions, 1 ns each; traps take none)"), 2 vCPUs; device interrupts on CPU 0, single-session runs on CPU ${BENCH_C_CPU:-1}; $([ "${BENCH_C_SPACER:-1}" = 1 ] && echo "an unbound device, then ")$([ "${BENCH_C_SWAP:-0}" = 1 ] && echo "the C driver's device" || echo "our device") first on the PCI bus" \
 	date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" commit "$driver" \
 	c_driver "$c_label" guest "$guest" \
 	host_load_before "$load_before" host_load_after "$load_after" host_cores "$(nproc)" runs "$runs")

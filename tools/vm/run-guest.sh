@@ -101,6 +101,10 @@ rm -f "$out/overlay.cpio.gz"
 # No 5-level paging: with it, KASAN reports a wild access in the first
 # interrupt of early boot (7.3.4 under TCG), before anything of ours runs.
 accel=(-accel tcg -cpu max,la57=off)
+# ICOUNT=SHIFT: the guest's clocks count its instructions (2^SHIFT ns
+# each), one thread runs every vCPU, and a device's trap takes no guest
+# time: the benchmarks' noise-free measure of the guest's own work.
+[ -n "${ICOUNT:-}" ] && accel=(-accel tcg,thread=single -icount "shift=$ICOUNT,sleep=on" -cpu max,la57=off)
 [ "${KVM:-0}" = 1 ] && accel=(-accel kvm -cpu host)
 device=() root_ports=() actions_devices=()
 # Hot-pluggable slots: one PCIe root port per device with --hotplug, and
