@@ -11,7 +11,7 @@
 #![forbid(unsafe_code)]
 
 use crate::{
-    kernel_ext::{media::v4l2::types::Format, mm::OwnedPages},
+    kernel_ext::{alloc::LeanVec, media::v4l2::types::Format, mm::OwnedPages},
     stream::{QueueKind, MAX_PLANES},
 };
 use kernel::{page::PAGE_SIZE, prelude::*, sync::Arc};
@@ -83,14 +83,14 @@ type Planes = KVec<Arc<OwnedPages>>;
 /// leaves holes, which CREATE_BUFS may fill again).
 #[derive(Default)]
 pub(crate) struct GuestMmapQueue {
-    buffers: KVec<Option<Planes>>,
+    buffers: LeanVec<Option<Planes>>,
 }
 
 impl GuestMmapQueue {
     /// Forgets every buffer; returned to be freed outside the session's
     /// lock (pages a program still maps live on in its mapping).
     pub(crate) fn take(&mut self) -> KVec<Option<Planes>> {
-        core::mem::take(&mut self.buffers)
+        self.buffers.take()
     }
 
     /// Forgets buffers `first..end` (REMOVE_BUFS), returned to be freed
@@ -145,8 +145,8 @@ impl GuestMmapQueue {
             }
             added.push(planes, GFP_KERNEL_ACCOUNT)?;
         }
-        self.buffers
-            .reserve(end.saturating_sub(self.buffers.len()), GFP_KERNEL_ACCOUNT)?;
+        let missing = end.saturating_sub(self.buffers.len());
+        self.buffers.reserve(missing, GFP_KERNEL_ACCOUNT)?;
         while self.buffers.len() < end {
             self.buffers.push(None, GFP_KERNEL_ACCOUNT)?;
         }

@@ -10,6 +10,7 @@
 use crate::{
     device::MediaDevice,
     kernel_ext::{
+        alloc::LeanVec,
         dma_buf::ImportedDmaBuf,
         mm::{OwnedPages, PinnedPages},
         virtio::virtqueue::{Mapper, Segments},
@@ -260,14 +261,14 @@ impl<M> Held<M> {
 /// pinned first, even if the program mapped other memory there since: the
 /// device only ever sees pages the driver has pinned.
 pub(crate) struct HeldBuffers<M> {
-    held: KVec<Held<M>>,
+    held: LeanVec<Held<M>>,
     next_serial: u64,
 }
 
 impl<M> Default for HeldBuffers<M> {
     fn default() -> Self {
         Self {
-            held: KVec::new(),
+            held: LeanVec::new(),
             next_serial: 0,
         }
     }

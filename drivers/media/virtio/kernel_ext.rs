@@ -10,6 +10,7 @@
 //! and itself), and the driver modules beside it are written in safe Rust
 //! (`#![forbid(unsafe_code)]`).
 
+pub(crate) mod alloc;
 pub(crate) mod bindings;
 pub(crate) mod dma_buf;
 pub(crate) mod media;

@@ -13,11 +13,14 @@ use crate::{
     device::{Abandon, MediaDevice},
     events::{AddTargetError, EventTarget},
     guestmem::{GuestBuffer, HeldBuffers},
-    kernel_ext::media::v4l2::{
-        ioctl::{self as codes, Ioctl},
-        poll::{EPOLLERR, EPOLLIN, EPOLLOUT, EPOLLPRI, EPOLLRDNORM, EPOLLWRNORM},
-        types::{memory as buffer_memory, BufType, Buffer, Plane},
-        EventSink,
+    kernel_ext::{
+        alloc::LeanVec,
+        media::v4l2::{
+            ioctl::{self as codes, Ioctl},
+            poll::{EPOLLERR, EPOLLIN, EPOLLOUT, EPOLLPRI, EPOLLRDNORM, EPOLLWRNORM},
+            types::{memory as buffer_memory, BufType, Buffer, Plane},
+            EventSink,
+        },
     },
     mmap::Mapping,
     protocol::{self, SG_ENTRY_SIZE},
@@ -95,7 +98,7 @@ struct State {
     closed: bool,
     /// V4L2 events of the eventq batch being handled, queued on the file
     /// together with the batch's buffers (see [`Session::publish`]).
-    arriving_events: KVec<KVec<u8>>,
+    arriving_events: LeanVec<KVec<u8>>,
 }
 
 impl State {

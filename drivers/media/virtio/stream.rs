@@ -5,10 +5,13 @@
 
 #![forbid(unsafe_code)]
 
-use crate::kernel_ext::media::v4l2::{
-    poll::{EPOLLERR, EPOLLIN, EPOLLOUT, EPOLLRDNORM, EPOLLWRNORM},
-    types::{BufType, Buffer, Plane},
-    uapi::V4L2_BUF_FLAG_LAST,
+use crate::kernel_ext::{
+    alloc::LeanVec,
+    media::v4l2::{
+        poll::{EPOLLERR, EPOLLIN, EPOLLOUT, EPOLLRDNORM, EPOLLWRNORM},
+        types::{BufType, Buffer, Plane},
+        uapi::V4L2_BUF_FLAG_LAST,
+    },
 };
 use kernel::{prelude::*, transmute::FromBytes};
 
@@ -42,7 +45,7 @@ pub(crate) const MAX_BUFFERS: u32 = 1024;
 /// Buffer indexes, as a bit set sized to the queue's buffers.
 #[derive(Default)]
 pub(crate) struct IndexSet {
-    words: KVec<u64>,
+    words: LeanVec<u64>,
 }
 
 impl IndexSet {
@@ -121,12 +124,12 @@ pub(crate) struct QueueState {
     /// DQBUF event may bring back.
     pub(crate) queued: IndexSet,
     /// Returned buffers DQBUF and poll() see, oldest first.
-    pub(crate) done: KVec<KBox<DoneBuffer>>,
+    pub(crate) done: LeanVec<KBox<DoneBuffer>>,
     /// Buffers returned in the eventq batch being handled, not yet seen by
     /// DQBUF and poll(): [`Self::publish`] shows a batch at once, so a
     /// program never sees an m2m job's OUTPUT buffer without its CAPTURE
     /// buffer (the device returns them as two events).
-    arriving: KVec<KBox<DoneBuffer>>,
+    arriving: LeanVec<KBox<DoneBuffer>>,
     /// A buffer flagged LAST was dequeued: DQBUF says EPIPE until restart.
     pub(crate) last_dequeued: bool,
 }
