@@ -23,6 +23,7 @@
 
 use crate::{
     kernel_ext::{
+        alloc::drop_unallocated,
         dma_buf::DeviceRef,
         sync::{BoxSlot, Completion, WaitFailed},
         virtio::virtqueue::{Chain, Mapper, Virtqueue},
@@ -53,17 +54,6 @@ const SPARES: usize = 4;
 /// USERPTR frame carries about a thousand SG entries (16 KiB) and fits: at
 /// most 256 KiB per device are kept.
 const SPARE_MAX_BYTES: usize = 32 * 1024;
-
-/// Drops an empty vector. The kernel's `Vec` hands even a buffer it never
-/// allocated back to the allocator (`krealloc(NULL, 0)`, a call and a
-/// `kfree`); a forwarded ioctl passed three empty vectors around and paid
-/// that three times. A vector with no capacity owns nothing, so forgetting
-/// it leaks nothing.
-pub(crate) fn drop_unallocated<T>(vec: KVec<T>) {
-    if vec.capacity() == 0 {
-        core::mem::forget(vec);
-    }
-}
 
 /// Whether a signal may end the wait for a response.
 #[derive(Clone, Copy, PartialEq, Eq)]

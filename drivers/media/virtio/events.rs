@@ -12,7 +12,10 @@
 #![forbid(unsafe_code)]
 
 use crate::{
-    kernel_ext::virtio::virtqueue::{Chain, Virtqueue},
+    kernel_ext::{
+        alloc::drop_unallocated,
+        virtio::virtqueue::{Chain, Virtqueue},
+    },
     protocol::{self, Event, MAX_EVENT_SIZE},
     stream::{BadEvent, DoneBuffer},
 };
@@ -39,6 +42,46 @@ pub(crate) trait EventTarget: Send + Sync {
     fn device_reset(&self);
     /// The device went away.
     fn device_gone(&self);
+}
+
+/// The sessions a batch of events reached, each once, to publish when the
+/// batch is handled. The first few are kept inline: a batch rarely reaches
+/// more than one session, and a vector allocated per batch was an
+/// allocation per frame of a stream.
+#[derive(Default)]
+struct Woken {
+    first: [Option<Arc<dyn EventTarget>>; 4],
+    more: KVec<Arc<dyn EventTarget>>,
+}
+
+impl Woken {
+    fn add(&mut self, session: Arc<dyn EventTarget>) {
+        let known = |s: &Arc<dyn EventTarget>| Arc::ptr_eq(s, &session);
+        if self.first.iter().flatten().any(known) || self.more.iter().any(known) {
+            return;
+        }
+        if let Some(slot) = self.first.iter_mut().find(|slot| slot.is_none()) {
+            *slot = Some(session);
+            return;
+        }
+        if self.more.reserve(1, GFP_KERNEL).is_err() {
+            // No room to defer it: wake it now.
+            session.publish();
+            return;
+        }
+        // Cannot fail: the capacity is reserved.
+        let _ = self.more.push_within_capacity(session);
+    }
+
+    fn publish(self) {
+        for session in self.first.iter().flatten() {
+            session.publish();
+        }
+        for session in self.more.iter() {
+            session.publish();
+        }
+        drop_unallocated(self.more);
+    }
 }
 
 /// Why a new target could not be entered.
@@ -221,7 +264,7 @@ impl EventQueue {
     /// why programs need that).
     pub(crate) fn drain(&self, budget: usize) -> bool {
         let _draining = self.draining.lock();
-        let mut woken: KVec<Arc<dyn EventTarget>> = KVec::new();
+        let mut woken = Woken::default();
         let mut handled = 0;
         while handled < budget {
             let Some((buffer, written)) = self.take_returned() else {
@@ -241,21 +284,10 @@ impl EventQueue {
             };
             self.give_back(buffer);
             if let Some(session) = done {
-                if woken.iter().any(|s| Arc::ptr_eq(s, &session)) {
-                    continue;
-                }
-                if woken.reserve(1, GFP_KERNEL).is_err() {
-                    // No room to defer it: wake it now.
-                    session.publish();
-                    continue;
-                }
-                // Cannot fail: the capacity is reserved.
-                let _ = woken.push_within_capacity(session);
+                woken.add(session);
             }
         }
-        for session in woken.iter() {
-            session.publish();
-        }
+        woken.publish();
         handled == budget
     }
 
@@ -371,6 +403,7 @@ impl EventQueue {
 #[kunit_tests(virtio_media_events)]
 mod tests {
     use super::*;
+    use kernel::sync::atomic::Relaxed;
 
     /// Which of `count` buffers given back notify the device (1-based).
     fn notifying(batch: &mut NotifyBatch, count: usize) -> KVec<usize> {
@@ -395,6 +428,42 @@ mod tests {
         assert_eq!(notified.len(), 4);
         assert_eq!(notified.first().copied(), Some(quarter));
         assert_eq!(notified.last().copied(), Some(EVENT_BUFFERS));
+    }
+
+    /// Counts its publications.
+    struct Publishes(Atomic<u32>);
+
+    impl EventTarget for Publishes {
+        fn buffer_done(&self, _done: KBox<DoneBuffer>) -> Result<(), BadEvent> {
+            Ok(())
+        }
+        fn v4l2_event(&self, _event: &[u8]) {}
+        fn publish(&self) {
+            self.0.fetch_add(1, Relaxed);
+        }
+        fn failed(&self, _errno: u32) {}
+        fn device_reset(&self) {}
+        fn device_gone(&self) {}
+    }
+
+    #[test]
+    fn a_batch_publishes_each_session_once() {
+        // More sessions than are kept inline, each reached twice.
+        let mut sessions = KVec::new();
+        for _ in 0..6 {
+            // A test that cannot allocate a few words fails anyway.
+            let session = Arc::new(Publishes(Atomic::new(0)), GFP_KERNEL).expect("allocation");
+            sessions.push(session, GFP_KERNEL).expect("allocation");
+        }
+        let mut woken = Woken::default();
+        for _ in 0..2 {
+            for session in sessions.iter() {
+                woken.add(session.clone());
+            }
+        }
+        assert!(sessions.iter().all(|s| s.0.load(Relaxed) == 0));
+        woken.publish();
+        assert!(sessions.iter().all(|s| s.0.load(Relaxed) == 1));
     }
 
     #[test]

@@ -9,12 +9,12 @@
 #![forbid(unsafe_code)]
 
 use crate::{
-    command::{drop_unallocated, Mapped, Response, Wait},
+    command::{Mapped, Response, Wait},
     device::{Abandon, MediaDevice},
     events::{AddTargetError, EventTarget},
     guestmem::{GuestBuffer, HeldBuffers},
     kernel_ext::{
-        alloc::LeanVec,
+        alloc::{drop_unallocated, LeanVec},
         media::v4l2::{
             ioctl::{self as codes, Ioctl},
             poll::{EPOLLERR, EPOLLIN, EPOLLOUT, EPOLLPRI, EPOLLRDNORM, EPOLLWRNORM},
@@ -563,12 +563,12 @@ impl Session {
         drop(state);
         let DoneBuffer {
             buffer,
-            planes: done_planes,
+            planes: mut done_planes,
         } = KBox::into_inner(done);
         *buf = buffer;
         if buf_type.is_multiplanar() {
             let count = usize::try_from(buf.length()).unwrap_or(0);
-            for (dst, src) in planes.iter_mut().zip(done_planes).take(count) {
+            for (dst, src) in planes.iter_mut().zip(done_planes.take()).take(count) {
                 *dst = src;
             }
         }
