@@ -472,7 +472,7 @@ impl MediaDevice {
     }
 
     /// Removes the session under `id`, if it is still `session`.
-    pub(crate) fn remove_session(&self, id: u32, session: &Arc<dyn EventTarget>) {
+    pub(crate) fn remove_session(&self, id: u32, session: &dyn EventTarget) {
         self.eventq.remove_target(id, session);
     }
 }

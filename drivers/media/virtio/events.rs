@@ -361,9 +361,10 @@ impl EventQueue {
     }
 
     /// Removes the session under `id`, if it is still `target`.
-    pub(crate) fn remove_target(&self, id: u32, target: &Arc<dyn EventTarget>) {
+    pub(crate) fn remove_target(&self, id: u32, target: &dyn EventTarget) {
         let mut targets = self.targets.lock();
-        if targets.get(&id).is_some_and(|t| Arc::ptr_eq(t, target)) {
+        let entered = |t: &Arc<dyn EventTarget>| core::ptr::addr_eq(Arc::as_ptr(t), target);
+        if targets.get(&id).is_some_and(entered) {
             targets.remove(&id);
         }
     }
@@ -464,6 +465,22 @@ mod tests {
         assert!(sessions.iter().all(|s| s.0.load(Relaxed) == 0));
         woken.publish();
         assert!(sessions.iter().all(|s| s.0.load(Relaxed) == 1));
+    }
+
+    #[test]
+    fn only_the_entered_session_is_removed() {
+        // A test that cannot allocate a few words fails anyway.
+        let queue = KBox::pin_init(EventQueue::new(), GFP_KERNEL).expect("allocation");
+        let first: Arc<dyn EventTarget> =
+            Arc::new(Publishes(Atomic::new(0)), GFP_KERNEL).expect("allocation");
+        let second: Arc<dyn EventTarget> =
+            Arc::new(Publishes(Atomic::new(0)), GFP_KERNEL).expect("allocation");
+        assert!(queue.add_target(7, first.clone()).is_ok());
+        // Another session that had id 7 once: the entry stays.
+        queue.remove_target(7, &*second);
+        assert!(queue.targets.lock().get(&7).is_some());
+        queue.remove_target(7, &*first);
+        assert!(queue.targets.lock().get(&7).is_none());
     }
 
     #[test]

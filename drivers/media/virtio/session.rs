@@ -249,10 +249,10 @@ impl Session {
     /// The file is being released: close the session on the device (unless
     /// the device already did, with an ERROR) and forget it.
     pub(crate) fn release(self: &Arc<Self>) {
-        self.dev
-            .remove_session(self.id, &(self.clone() as Arc<dyn EventTarget>));
+        self.dev.remove_session(self.id, &**self);
+        // Nobody waits on `waiters` any more: DQBUF and poll() hold the
+        // file, and epoll let go of it before its release.
         self.state.lock().closed = true;
-        self.waiters.notify_all();
         match self.close_on_device() {
             // Not sent: no memory for the command, or a signal (a killed
             // program's close) while the ring was full. The driver's
