@@ -193,6 +193,26 @@ fn start(name: &str, extra: &[&str]) -> (Server, std::path::PathBuf) {
     (server, sock)
 }
 
+/// Connects to the device at `sock`. Its file appears when the device
+/// binds the socket, and a connection in the moment before it listens is
+/// refused (seen once in a CI run): retried for a while.
+fn connect(sock: &Path) -> Client {
+    let t0 = Instant::now();
+    loop {
+        match Client::new(sock) {
+            Ok(client) => return client,
+            Err(e) => {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(20),
+                    "cannot connect to {}: {e:?}",
+                    sock.display()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
 /// Maps RAM, sets up MSI-X and both queues; returns the driver.
 fn init(mut c: Client) -> (Drv, Vec<File>) {
     let ram = memfd(c"guest-ram", RAM);
@@ -235,7 +255,7 @@ fn delayed_responses_over_the_socket() {
         "delay",
         &["--response-delay-ms", "100", "--backend", "capture"],
     );
-    let (mut d, efds) = init(Client::new(&sock).unwrap());
+    let (mut d, efds) = init(connect(&sock));
     let t0 = Instant::now();
     let resp = d.command(&[1, 0, 0, 0, 0, 0, 0, 0], 16);
     let took = t0.elapsed();
@@ -270,7 +290,7 @@ fn delayed_responses_complete_in_due_order_across_sessions() {
             "capture",
         ],
     );
-    let (mut d, _efds) = init(Client::new(&sock).unwrap());
+    let (mut d, _efds) = init(connect(&sock));
     let s1 = le32(&d.command(&[1, 0, 0, 0, 0, 0, 0, 0], 16), 8); // command 1
     let s2 = le32(&d.command(&[1, 0, 0, 0, 0, 0, 0, 0], 16), 8); // command 2: +500 ms
     assert_ne!(s1, s2);
@@ -308,7 +328,7 @@ fn delayed_responses_complete_in_due_order_across_sessions() {
 #[test]
 fn qemu_like_client_over_the_socket() {
     let (_server, sock) = start("basic", &[]);
-    let mut c = Client::new(&sock).unwrap();
+    let mut c = connect(&sock);
 
     // Regions as QEMU sees them.
     let bar2 = c.region(2).unwrap();
@@ -438,7 +458,7 @@ fn qemu_like_client_over_the_socket() {
 #[test]
 fn no_shm_over_the_socket() {
     let (_server, sock) = start("noshm", &["--no-shm", "--backend", "capture"]);
-    let mut c = Client::new(&sock).unwrap();
+    let mut c = connect(&sock);
     let bar2 = c.region(2).unwrap();
     assert_eq!((bar2.size, bar2.flags), (0, 0), "BAR2 region absent");
     assert!(bar2.file_offset.is_none(), "no fd offered");
