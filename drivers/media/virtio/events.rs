@@ -13,7 +13,7 @@
 
 use crate::{
     kernel_ext::{
-        alloc::drop_unallocated,
+        alloc::LeanVec,
         virtio::virtqueue::{Chain, Virtqueue},
     },
     protocol::{self, Event, MAX_EVENT_SIZE},
@@ -51,7 +51,7 @@ pub(crate) trait EventTarget: Send + Sync {
 #[derive(Default)]
 struct Woken {
     first: [Option<Arc<dyn EventTarget>>; 4],
-    more: KVec<Arc<dyn EventTarget>>,
+    more: LeanVec<Arc<dyn EventTarget>>,
 }
 
 impl Woken {
@@ -80,7 +80,6 @@ impl Woken {
         for session in self.more.iter() {
             session.publish();
         }
-        drop_unallocated(self.more);
     }
 }
 

@@ -17,7 +17,6 @@ out=/tmp/codec.jsonl
 : > $out
 status=0
 
-
 run() { # PATH DECODER STREAM WIDTH HEIGHT
 	local path=$1 decoder=$2 stream=$3 width=$4 height=$5 frames cpu secs
 	# -f null: frames are decoded and dropped, nothing is converted.
