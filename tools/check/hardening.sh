@@ -71,9 +71,14 @@ t_hardening() {
 		dup-session "" "a duplicate session id closes nothing"
 	hardening_case hardening-error-pins "--backend capture --fault error-event --fault-every 11" \
 		error-pins "" "a failed session releases its pages"
+	# The device answers CLOSE with ENOMEM: an answer, so no second CLOSE
+	# (which could close a new session given the same id).
 	hardening_case hardening-close-pins "--backend capture --fault close-error" \
 		close-pins "" "a failed CLOSE's pages come back when the device is reset" \
-		EXPECT_LOG="stay with the device until its reset"
+		EXPECT_LOG="stay with the device until its reset" REFUSE_LOG="not sent"
+	hardening_case hardening-kernel-status "--backend capture --fault kernel-status --fault-every 1" \
+		kernel-status "" "a kernel-internal status from the device is EIO" \
+		EXPECT_LOG="which is no errno a program may see"
 	hardening_case hardening-unknown-format "--backend capture --fault unknown-format" \
 		enum-fmt "" "a format unknown to the kernel gets a description" \
 		EXPECT_LOG="with an empty string"

@@ -526,7 +526,10 @@ fn check_status(written: &[u8]) -> Result {
             Err(EIO)
         }
         Err(ResponseError::BadStatus(status)) => {
-            pr_err!("response carries invalid status {}\n", status);
+            pr_err!(
+                "response carries status {}, which is no errno a program may see\n",
+                status
+            );
             Err(EIO)
         }
     }

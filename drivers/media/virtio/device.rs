@@ -445,9 +445,11 @@ impl MediaDevice {
         })
     }
 
-    /// Closes `session`. The spec requires no response to CLOSE: an empty
-    /// one is success, a header is checked.
-    pub(crate) fn close_session(self: &Arc<Self>, session: u32) -> Result {
+    /// Closes `session`: `Err` when the CLOSE got no answer (not sent,
+    /// or the device stopped answering), else the device's answer. The
+    /// spec requires no response to CLOSE: an empty one is success, a
+    /// header is checked.
+    pub(crate) fn close_session(self: &Arc<Self>, session: u32) -> Result<Result> {
         let resp = self.command(
             |buf| protocol::close_request(buf, session),
             protocol::HEADER_RESPONSE_SIZE,
@@ -457,9 +459,9 @@ impl MediaDevice {
             Abandon::Drop,
         )?;
         if resp.written().is_empty() {
-            return Ok(());
+            return Ok(Ok(()));
         }
-        resp.status()
+        Ok(resp.status())
     }
 
     /// Enters a new session under `id` (see [`EventQueue::add_target`]).

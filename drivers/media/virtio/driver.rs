@@ -180,7 +180,7 @@ impl VirtioMediaDriver {
             pr_err!("device does not answer OPEN ({:?}); not binding\n", e);
         })?;
         let disabled = Self::missing_ioctls(dev, session);
-        if let Err(e) = dev.close_session(session) {
+        if let Err(e) = dev.close_session(session).and_then(|answer| answer) {
             pr_err!("device does not answer CLOSE ({:?}); not binding\n", e);
             return Err(e);
         }

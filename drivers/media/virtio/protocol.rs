@@ -25,8 +25,14 @@ use kernel::{
 const IOC_WRITE: u32 = _IOC_DIR(_IOW::<u8>(0, 0));
 const IOC_READ: u32 = _IOC_DIR(_IOR::<u8>(0, 0));
 
-/// Largest errno a device may report; anything above is a protocol error.
-const MAX_ERRNO: u32 = 4095;
+/// Largest errno a device may report: the last of
+/// `include/uapi/asm-generic/errno.h` (`EHWPOISON`). Above it are no
+/// errnos, then from 512 the kernel's internal codes (`ERESTARTSYS`,
+/// `ERESTARTNOINTR`, `ENOIOCTLCMD`, ...), which must never reach a
+/// program: passed on, a device's `ERESTARTNOINTR` came back from the
+/// ioctl as errno 513, or restarted it when a signal was pending.
+/// Anything above is a protocol error.
+const MAX_ERRNO: u32 = 133;
 
 /// Which side of the descriptor chain an ioctl's payload goes in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -627,5 +633,18 @@ mod tests {
             response_status(&[0, 0x10, 0, 0, 0, 0, 0, 0]),
             Err(ResponseError::BadStatus(4096))
         );
+        // EHWPOISON, the last errno a program may see.
+        assert_eq!(
+            response_status(&[133, 0, 0, 0, 0, 0, 0, 0]),
+            Err(ResponseError::Device(133))
+        );
+        // ERESTARTSYS, ERESTARTNOINTR, ENOIOCTLCMD: the kernel's own.
+        for status in [512u16, 513, 515] {
+            let [lo, hi] = status.to_le_bytes();
+            assert_eq!(
+                response_status(&[lo, hi, 0, 0, 0, 0, 0, 0]),
+                Err(ResponseError::BadStatus(u32::from(status)))
+            );
+        }
     }
 }

@@ -196,7 +196,7 @@ impl WorkItem for Session {
     type Pointer = Arc<Session>;
 
     fn run(this: Arc<Session>) {
-        let result = this.close_on_device();
+        let result = this.close_on_device().and_then(|answer| answer);
         this.after_close(result);
     }
 }
@@ -258,7 +258,9 @@ impl Session {
             // program's close) while the ring was full. The driver's
             // workqueue has neither signals nor, usually, the allocation
             // failure: try once more there, so that the buffers are given
-            // back now and not at the device's next reset.
+            // back now and not at the device's next reset. (A device that
+            // answered with one of these errnos was sent its CLOSE: sending
+            // another could close a new session the device gave the id.)
             Err(e) if e == ENOMEM || e == ERESTARTSYS => {
                 pr_warn!(
                     "CLOSE of session {} not sent ({:?}); retrying from the workqueue\n",
@@ -268,15 +270,16 @@ impl Session {
                 // Queued once, at release: it cannot be queued already.
                 let _ = self.dev.workqueue().enqueue(self.clone());
             }
-            result => self.after_close(result),
+            result => self.after_close(result.and_then(|answer| answer)),
         }
     }
 
     /// Sends CLOSE unless the device holds nothing of the session any more
-    /// (an ERROR closed it, or the device was reset or is unusable).
-    fn close_on_device(&self) -> Result {
+    /// (an ERROR closed it, or the device was reset or is unusable); as
+    /// [`MediaDevice::close_session`].
+    fn close_on_device(&self) -> Result<Result> {
         if self.is_lost() || self.dev.check_usable().is_err() {
-            return Ok(());
+            return Ok(Ok(()));
         }
         self.dev.close_session(self.id)
     }

@@ -119,8 +119,12 @@ pub struct Faults {
     /// (`UNKNOWN_FOURCC`) and an empty description.
     pub unknown_format: bool,
     /// Answer every CLOSE but the first (the driver's check at probe) with
-    /// EIO; the session is closed all the same.
+    /// ENOMEM, an errno the driver also meets when it cannot send a CLOSE;
+    /// the session is closed all the same.
     pub close_error: bool,
+    /// Answer every `every`-th IOCTL with ERESTARTNOINTR (513), an errno
+    /// only the kernel may use, instead of its result.
+    pub kernel_status: bool,
     /// Report no capabilities: `device_caps` in the device configuration
     /// reads 0.
     pub no_caps: bool,
@@ -131,6 +135,9 @@ pub struct Faults {
 pub const FLOOD_EVENTS: usize = 8;
 /// Events `--fault event-flood` lets wait for eventq buffers at most.
 pub const FLOOD_PENDING: usize = 1024;
+/// The kernel's "restart the system call, even after a signal handler"
+/// (`include/linux/errno.h`), which `--fault kernel-status` reports.
+pub const ERESTARTNOINTR: u32 = 513;
 /// The sizeimage `--fault huge-format` reports.
 pub const HUGE_SIZEIMAGE: u32 = 64 << 20;
 /// The buffer count `--fault huge-count` reports.
@@ -577,10 +584,10 @@ impl VirtioMediaPci {
         let is_close = word(cmd, 0) == Some(2);
         self.closes += u64::from(is_close);
         if self.faults.close_error && is_close && self.closes > 1 {
-            log::warn!("fault: CLOSE answered with EIO");
+            log::warn!("fault: CLOSE answered with ENOMEM");
             resp.data.clear();
             resp.data
-                .extend_from_slice(&(libc::EIO as u32).to_le_bytes());
+                .extend_from_slice(&(libc::ENOMEM as u32).to_le_bytes());
             resp.data.extend_from_slice(&0u32.to_le_bytes());
         }
         let status = word(&resp.data, 0);
@@ -607,6 +614,12 @@ impl VirtioMediaPci {
         }
         if !self.fault_hit() {
             return;
+        }
+        if self.faults.kernel_status && word(cmd, 0) == Some(3) {
+            log::warn!("fault: IOCTL answered with ERESTARTNOINTR");
+            resp.data.clear();
+            resp.data.extend_from_slice(&ERESTARTNOINTR.to_le_bytes());
+            resp.data.extend_from_slice(&0u32.to_le_bytes());
         }
         if self.faults.error_event && word(cmd, 0) == Some(3) && status == Some(0) {
             if let Some(session) = word(cmd, 8) {

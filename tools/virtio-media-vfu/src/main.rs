@@ -147,12 +147,14 @@ pub struct Args {
     /// "dup-session" (an OPEN is answered with the id of a session that is
     /// still open), "huge-format" (G/S/TRY_FMT report a 64 MiB sizeimage),
     /// "huge-count" (REQBUFS reports 100000 buffers), "close-error"
-    /// (every CLOSE but the first answered with EIO), "unknown-format"
-    /// (ENUM_FMT reports a format no kernel knows, with no description) and
-    /// "no-caps" (the configuration's device_caps reads 0).
+    /// (every CLOSE but the first answered with ENOMEM), "unknown-format"
+    /// (ENUM_FMT reports a format no kernel knows, with no description),
+    /// "no-caps" (the configuration's device_caps reads 0) and
+    /// "kernel-status" (every Nth IOCTL answered with ERESTARTNOINTR, an
+    /// errno only the kernel may use).
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = [
         "delay", "error-event", "malformed", "event-flood", "dqbuf-repeat", "silent", "dup-session",
-        "huge-format", "huge-count", "close-error", "unknown-format", "no-caps",
+        "huge-format", "huge-count", "close-error", "unknown-format", "no-caps", "kernel-status",
     ])]
     pub fault: Vec<String>,
 
@@ -266,6 +268,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         close_error: fault("close-error"),
         unknown_format: fault("unknown-format"),
         no_caps: fault("no-caps"),
+        kernel_status: fault("kernel-status"),
         every: args.fault_every,
     };
     if !args.fault.is_empty() {

@@ -1787,6 +1787,25 @@ mod faults {
     }
 
     #[test]
+    fn fault_kernel_status_answers_ioctls_with_erestartnointr() {
+        let mut h = Harness::with_backend("capture", true);
+        let s = h.open();
+        h.dev.faults = Faults {
+            kernel_status: true,
+            every: 1,
+            ..Default::default()
+        };
+        let mut desc = vec![0u8; 64];
+        desc[4..8].copy_from_slice(&V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE.to_le_bytes());
+        let resp = h.command(&ioctl_cmd(s, VIDIOC_ENUM_FMT, &desc), 8 + 64);
+        assert_eq!(resp.len(), 8, "the header alone");
+        assert_eq!(le32(&resp, 0), crate::device::ERESTARTNOINTR);
+        // Other commands are answered as usual.
+        let resp = h.command(&cmd_hdr(CMD_OPEN), 16);
+        assert_eq!(le32(&resp, 0), 0);
+    }
+
+    #[test]
     fn fault_no_caps_zeroes_device_caps() {
         let mut h = Harness::with_backend("capture", true);
         let mut before = [0u8; 8];

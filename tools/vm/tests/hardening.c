@@ -19,6 +19,7 @@
  *   hardening close-pins DEVICE
  *   hardening stream-once DEVICE FRAMES
  *   hardening flood-ioctls DEVICE SECONDS
+ *   hardening kernel-status DEVICE
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -746,6 +747,47 @@ static int flood_ioctls(int seconds)
 	return 0;
 }
 
+/*
+ * A device answering an ioctl with a kernel-internal errno
+ * (ERESTARTNOINTR, --fault kernel-status): passed on, it reached the
+ * program as errno 513, or restarted the system call when a signal was
+ * pending. The ioctl runs in a child, in case it never returns; it must
+ * fail with EIO.
+ */
+static int kernel_status(void)
+{
+	int result[2], fd, err = -1;
+	struct pollfd p;
+	pid_t child;
+
+	if (pipe(result) < 0)
+		return fail("pipe");
+	child = fork();
+	if (child == 0) {
+		struct v4l2_fmtdesc desc = { .type = V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE };
+
+		fd = open(dev_path, O_RDWR);
+		err = fd < 0 ? -1 : ioctl(fd, VIDIOC_ENUM_FMT, &desc) < 0 ? errno : 0;
+		if (write(result[1], &err, sizeof(err)) != sizeof(err))
+			_exit(1);
+		_exit(0);
+	}
+	p = (struct pollfd){ .fd = result[0], .events = POLLIN };
+	if (poll(&p, 1, 20000) != 1) {
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
+		return fail("ENUM_FMT did not return in 20 s");
+	}
+	if (read(result[0], &err, sizeof(err)) != sizeof(err))
+		return fail("no result from the child");
+	waitpid(child, NULL, 0);
+	printf("kernel-status: ENUM_FMT returned %s\n", err < 0 ? "no file" : strerror(err));
+	if (err != EIO)
+		return fail("ENUM_FMT did not fail with EIO");
+	printf("PASS: a kernel-internal status from the device is EIO\n");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -782,6 +824,8 @@ int main(int argc, char **argv)
 		return stream_once(atol(argv[3]));
 	if (!strcmp(argv[1], "flood-ioctls") && argc == 4)
 		return flood_ioctls(atoi(argv[3]));
+	if (!strcmp(argv[1], "kernel-status"))
+		return kernel_status();
 	fprintf(stderr, "%s: unknown test or wrong arguments: %s\n", argv[0], argv[1]);
 	return 2;
 }
