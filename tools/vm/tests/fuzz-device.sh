@@ -229,6 +229,10 @@ while [ $r -lt "$rounds" ]; do
 			why="$why${why:+; }$(grep -m 1 '^STUCK' $work/problems)"
 		fi
 		echo "programs: $(tr '\n' ' ' < $work/results)"
+		# An errno no kernel gives programs (a device's kernel-internal
+		# status passed on read "Unknown error 513").
+		seen=$(grep -ho 'Unknown error [0-9]*' $work/*.log 2>/dev/null | sort -u | tr '\n' ',')
+		[ -n "$seen" ] && why="$why${why:+; }a program saw ${seen%,}"
 		[ -s $work/killed ] && echo "killed at the deadline: $(cut -d' ' -f1 $work/killed | sort -u | tr '\n' ' ')"
 	fi
 	t_run=$(date +%s)

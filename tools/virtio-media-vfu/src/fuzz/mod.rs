@@ -494,9 +494,20 @@ impl Fuzzer {
                 libc::ENODEV,
                 libc::EPIPE,
             ]) as u32,
-            2 => self
-                .rng
-                .pick(&[0, 4095, 4096, 0x7fff_ffff, 0x8000_0000, u32::MAX]),
+            // Not errnos: zero, the kernel's own codes (ERESTARTSYS,
+            // ERESTARTNOINTR, ENOIOCTLCMD, EPROBE_DEFER), out of range.
+            2 => self.rng.pick(&[
+                0,
+                512,
+                513,
+                515,
+                517,
+                4095,
+                4096,
+                0x7fff_ffff,
+                0x8000_0000,
+                u32::MAX,
+            ]),
             _ => 0,
         };
         if resp.len() < 4 {
