@@ -76,6 +76,9 @@ t_hardening() {
 	hardening_case hardening-close-pins "--backend capture --fault close-error" \
 		close-pins "" "a failed CLOSE's pages come back when the device is reset" \
 		EXPECT_LOG="stay with the device until its reset" REFUSE_LOG="not sent"
+	hardening_case hardening-bytesused "--backend capture --fault bytesused-overrun --fault-every 3" \
+		bytesused 12 "DQBUF shows no plane size beyond the plane" \
+		EXPECT_LOG="device reports [0-9]+ bytes used from offset"
 	hardening_case hardening-kernel-status "--backend capture --fault kernel-status --fault-every 1" \
 		kernel-status "" "a kernel-internal status from the device is EIO" \
 		EXPECT_LOG="which is no errno a program may see"

@@ -605,6 +605,17 @@ impl Session {
             held.memory().sync_for_cpu();
             released = state.held.keep(held);
         }
+        // Against the lengths the program sees (its own, for USERPTR).
+        if let Some((plane, used, offset, length)) = done.clamp_sizes() {
+            crate::log::warn_limited!(
+                "buffer {} plane {}: device reports {} bytes used from offset {} in {}; cut to fit",
+                index,
+                plane,
+                used,
+                offset,
+                length
+            );
+        }
         let accepted = state.queue(kind).keep(done);
         drop(state);
         // The device is done with the pages: memory not kept is unmapped

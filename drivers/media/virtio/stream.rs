@@ -132,6 +132,35 @@ impl DoneBuffer {
         }
         Ok(done)
     }
+
+    /// Makes the sizes the device reported what V4L2 promises programs,
+    /// which size their reads by them: no plane has more bytes used than
+    /// its length, nor its data starting beyond them (`data_offset` is
+    /// part of `bytesused`). Each is cut to the bound it broke; the first
+    /// plane cut and its reported (bytesused, data_offset, length) are
+    /// returned. The plane count must have been checked.
+    pub(crate) fn clamp_sizes(&mut self) -> Option<(usize, u32, u32, u32)> {
+        let mut first = None;
+        if !self.buffer.buf_type().is_multiplanar() {
+            let (used, length) = (self.buffer.bytesused(), self.buffer.length());
+            if used > length {
+                self.buffer.set_bytesused(length);
+                first = Some((0, used, 0, length));
+            }
+            return first;
+        }
+        let count = usize::try_from(self.buffer.length()).unwrap_or(usize::MAX);
+        for (i, plane) in self.planes.iter_mut().take(count).enumerate() {
+            let (used, offset, length) = (plane.bytesused(), plane.data_offset(), plane.length());
+            if used <= length && offset <= used {
+                continue;
+            }
+            plane.set_bytesused(used.min(length));
+            plane.set_data_offset(offset.min(used.min(length)));
+            first = first.or(Some((i, used, offset, length)));
+        }
+        first
+    }
 }
 
 /// Stream state of one queue, as far as the driver needs it.

@@ -67,6 +67,8 @@ pub struct VirtioMediaPci {
     pub faults: Faults,
     /// CLOSE commands processed since start.
     closes: u64,
+    /// DQBUF events sent, for `--fault bytesused-overrun`.
+    dqbuf_events: u64,
     /// Commands processed since start (drives the fault pattern).
     pub cmd_counter: u64,
     /// Bumped by every reset; delayed completions of an older generation
@@ -125,6 +127,10 @@ pub struct Faults {
     /// Answer every `every`-th IOCTL with ERESTARTNOINTR (513), an errno
     /// only the kernel may use, instead of its result.
     pub kernel_status: bool,
+    /// In every `every`-th DQBUF event, report 4096 bytes more used than
+    /// the first plane's length, and (multi-planar) its data starting
+    /// 4096 bytes beyond them.
+    pub bytesused_overrun: bool,
     /// Report no capabilities: `device_caps` in the device configuration
     /// reads 0.
     pub no_caps: bool,
@@ -188,6 +194,7 @@ impl VirtioMediaPci {
             response_delay: Duration::ZERO,
             faults: Faults::default(),
             closes: 0,
+            dqbuf_events: 0,
             cmd_counter: 0,
             generation: 0,
             delayed_tx: None,
@@ -798,6 +805,19 @@ impl VirtioMediaPci {
                 .fuzz
                 .as_mut()
                 .and_then(|f| f.event(&mut event, capacity));
+            if self.faults.bytesused_overrun && word(&event, 0) == Some(1) && !is_copy {
+                self.dqbuf_events += 1;
+                if self
+                    .dqbuf_events
+                    .is_multiple_of(u64::from(self.faults.every.max(1)))
+                {
+                    crate::media::overrun_bytesused(&mut event);
+                    log::warn!(
+                        "fault: {} reports more bytes used than its length",
+                        crate::media::describe_event(&event)
+                    );
+                }
+            }
             let written = if capacity < event.len() {
                 log::error!(
                     "eventq: buffer of {capacity} bytes too small for a {}-byte event; event dropped",

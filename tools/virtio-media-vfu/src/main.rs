@@ -151,10 +151,12 @@ pub struct Args {
     /// (ENUM_FMT reports a format no kernel knows, with no description),
     /// "no-caps" (the configuration's device_caps reads 0) and
     /// "kernel-status" (every Nth IOCTL answered with ERESTARTNOINTR, an
-    /// errno only the kernel may use).
+    /// errno only the kernel may use), "bytesused-overrun" (every Nth
+    /// DQBUF event reports more bytes used than the plane's length).
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = [
         "delay", "error-event", "malformed", "event-flood", "dqbuf-repeat", "silent", "dup-session",
         "huge-format", "huge-count", "close-error", "unknown-format", "no-caps", "kernel-status",
+        "bytesused-overrun",
     ])]
     pub fault: Vec<String>,
 
@@ -269,6 +271,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         unknown_format: fault("unknown-format"),
         no_caps: fault("no-caps"),
         kernel_status: fault("kernel-status"),
+        bytesused_overrun: fault("bytesused-overrun"),
         every: args.fault_every,
     };
     if !args.fault.is_empty() {

@@ -66,6 +66,46 @@ pub struct EventQueueHandle {
 /// event header).
 const DQBUF_M_OFFSET: usize = 8 + std::mem::offset_of!(v4l2r::bindings::v4l2_buffer, m);
 
+/// `--fault bytesused-overrun`: makes a serialized DQBUF event report
+/// 4096 bytes more used than its (first) plane's length, and for a
+/// multi-planar buffer its data starting 4096 bytes beyond those.
+pub fn overrun_bytesused(event: &mut [u8]) {
+    use v4l2r::bindings::{v4l2_buffer, v4l2_plane};
+    let buf = 8;
+    let type_off = buf + std::mem::offset_of!(v4l2_buffer, type_);
+    let multiplanar = le32(event, type_off)
+        .and_then(v4l2r::QueueType::n)
+        .is_some_and(|q| q.is_multiplanar());
+    let (used_off, length_off, offset_off) = if multiplanar {
+        let plane = buf + std::mem::size_of::<v4l2_buffer>();
+        (
+            plane + std::mem::offset_of!(v4l2_plane, bytesused),
+            plane + std::mem::offset_of!(v4l2_plane, length),
+            Some(plane + std::mem::offset_of!(v4l2_plane, data_offset)),
+        )
+    } else {
+        (
+            buf + std::mem::offset_of!(v4l2_buffer, bytesused),
+            buf + std::mem::offset_of!(v4l2_buffer, length),
+            None,
+        )
+    };
+    let Some(length) = le32(event, length_off) else {
+        return;
+    };
+    let used = length.saturating_add(4096);
+    put32(event, used_off, used);
+    if let Some(offset_off) = offset_off {
+        put32(event, offset_off, used.saturating_add(4096));
+    }
+}
+
+fn put32(bytes: &mut [u8], at: usize, value: u32) {
+    if let Some(field) = bytes.get_mut(at..at + 4) {
+        field.copy_from_slice(&value.to_le_bytes());
+    }
+}
+
 pub fn serialize_event(event: V4l2Event) -> Vec<u8> {
     let mut out: Vec<u8> = Vec::new();
     let res = match event {
@@ -512,5 +552,33 @@ mod tests {
         );
         let bytes = serialize_event(V4l2Event::Error(ErrorEvent::new(6, libc::EIO)));
         assert_eq!(describe_event(&bytes), "ERROR session 6 errno 5");
+    }
+
+    #[test]
+    fn an_overrun_reports_more_than_the_plane_holds() {
+        use v4l2r::bindings::{v4l2_buffer, v4l2_plane};
+        let buf = V4l2Buffer::new(QueueType::VideoCaptureMplane, 1, MemoryType::Mmap);
+        let mut bytes = serialize_event(V4l2Event::DequeueBuffer(DequeueBufferEvent::new(4, buf)));
+        let plane = 8 + std::mem::size_of::<v4l2_buffer>();
+        put32(
+            &mut bytes,
+            plane + std::mem::offset_of!(v4l2_plane, length),
+            1000,
+        );
+        overrun_bytesused(&mut bytes);
+        let field = |off| le32(&bytes, plane + off).unwrap_or(0);
+        assert_eq!(field(std::mem::offset_of!(v4l2_plane, bytesused)), 5096);
+        assert_eq!(field(std::mem::offset_of!(v4l2_plane, data_offset)), 9192);
+
+        let buf = V4l2Buffer::new(QueueType::VideoCapture, 1, MemoryType::Mmap);
+        let mut bytes = serialize_event(V4l2Event::DequeueBuffer(DequeueBufferEvent::new(4, buf)));
+        put32(
+            &mut bytes,
+            8 + std::mem::offset_of!(v4l2_buffer, length),
+            1000,
+        );
+        overrun_bytesused(&mut bytes);
+        let used = le32(&bytes, 8 + std::mem::offset_of!(v4l2_buffer, bytesused));
+        assert_eq!(used, Some(5096));
     }
 }

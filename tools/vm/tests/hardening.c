@@ -20,6 +20,7 @@
  *   hardening stream-once DEVICE FRAMES
  *   hardening flood-ioctls DEVICE SECONDS
  *   hardening kernel-status DEVICE
+ *   hardening bytesused DEVICE FRAMES
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -788,6 +789,63 @@ static int kernel_status(void)
 	return 0;
 }
 
+/*
+ * A device reporting more bytes used than a plane holds, or data starting
+ * beyond them (--fault bytesused-overrun): programs size their reads by
+ * these, so DQBUF must never show them.
+ */
+static int bytesused(long frames)
+{
+	long dqbufs = 0, bad = 0;
+	struct stream s;
+	int n;
+
+	if (open_stream(&s, 0) < 0)
+		return fail("open");
+	n = reqbufs(&s, BUFFERS, V4L2_MEMORY_MMAP);
+	if (n < 1)
+		return fail("REQBUFS MMAP");
+	for (int b = 0; b < n; b++)
+		qbuf_mmap(&s, b);
+	stream_on(&s, VIDIOC_STREAMON);
+	while (dqbufs < frames) {
+		struct v4l2_plane planes[VIDEO_MAX_PLANES] = { 0 };
+		struct v4l2_buffer buf = { .type = s.type, .memory = V4L2_MEMORY_MMAP };
+		struct pollfd pfd = { .fd = s.fd, .events = POLLIN };
+		int multiplanar = s.type == V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE;
+
+		if (multiplanar) {
+			buf.m.planes = planes;
+			buf.length = VIDEO_MAX_PLANES;
+		}
+		if (poll(&pfd, 1, 5000) <= 0)
+			return fail("no frame within 5 s");
+		if (ioctl(s.fd, VIDIOC_DQBUF, &buf) < 0)
+			return fail("DQBUF");
+		dqbufs++;
+		if (!multiplanar && buf.bytesused > buf.length) {
+			printf("buffer %u: %u bytes used of %u\n", buf.index, buf.bytesused, buf.length);
+			bad++;
+		}
+		for (unsigned int p = 0; multiplanar && p < buf.length && p < VIDEO_MAX_PLANES; p++) {
+			if (planes[p].bytesused > planes[p].length ||
+			    planes[p].data_offset > planes[p].bytesused) {
+				printf("buffer %u plane %u: %u bytes used from %u of %u\n", buf.index, p,
+				       planes[p].bytesused, planes[p].data_offset, planes[p].length);
+				bad++;
+			}
+		}
+		qbuf_mmap(&s, buf.index);
+	}
+	stream_on(&s, VIDIOC_STREAMOFF);
+	close(s.fd);
+	printf("bytesused: %ld buffers dequeued, %ld with sizes beyond their planes\n", dqbufs, bad);
+	if (bad)
+		return fail("DQBUF showed sizes beyond the planes");
+	printf("PASS: every dequeued plane's data fits it\n");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -826,6 +884,8 @@ int main(int argc, char **argv)
 		return flood_ioctls(atoi(argv[3]));
 	if (!strcmp(argv[1], "kernel-status"))
 		return kernel_status();
+	if (!strcmp(argv[1], "bytesused") && argc == 4)
+		return bytesused(atol(argv[3]));
 	fprintf(stderr, "%s: unknown test or wrong arguments: %s\n", argv[0], argv[1]);
 	return 2;
 }

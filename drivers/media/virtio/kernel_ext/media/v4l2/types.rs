@@ -206,6 +206,15 @@ impl Buffer {
         self.raw_mut().length = length;
     }
 
+    /// Bytes of data in a single-planar buffer.
+    pub(crate) fn bytesused(&self) -> u32 {
+        self.raw().bytesused
+    }
+
+    pub(crate) fn set_bytesused(&mut self, bytesused: u32) {
+        self.raw_mut().bytesused = bytesused;
+    }
+
     /// The `m` union as an integer: the mmap offset, user pointer or
     /// dma-buf fd (low 32 bits) of a single-planar buffer.
     pub(crate) fn m(&self) -> u64 {
@@ -224,6 +233,24 @@ impl Plane {
 
     pub(crate) fn set_length(&mut self, length: u32) {
         self.raw_mut().length = length;
+    }
+
+    /// Bytes of data in the plane, `data_offset` included.
+    pub(crate) fn bytesused(&self) -> u32 {
+        self.raw().bytesused
+    }
+
+    pub(crate) fn set_bytesused(&mut self, bytesused: u32) {
+        self.raw_mut().bytesused = bytesused;
+    }
+
+    /// Where the data starts in the plane.
+    pub(crate) fn data_offset(&self) -> u32 {
+        self.raw().data_offset
+    }
+
+    pub(crate) fn set_data_offset(&mut self, data_offset: u32) {
+        self.raw_mut().data_offset = data_offset;
     }
 
     /// The `m` union as an integer: mmap offset, user pointer or dma-buf
