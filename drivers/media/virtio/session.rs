@@ -605,7 +605,8 @@ impl Session {
             held.memory().sync_for_cpu();
             released = state.held.keep(held);
         }
-        // Against the lengths the program sees (its own, for USERPTR).
+        // Against the lengths the program sees (the driver's own for guest
+        // MMAP memory, rewritten just above).
         if let Some((plane, used, offset, length)) = done.clamp_sizes() {
             crate::log::warn_limited!(
                 "buffer {} plane {}: device reports {} bytes used from offset {} in {}; cut to fit",

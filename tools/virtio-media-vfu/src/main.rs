@@ -149,9 +149,9 @@ pub struct Args {
     /// "huge-count" (REQBUFS reports 100000 buffers), "close-error"
     /// (every CLOSE but the first answered with ENOMEM), "unknown-format"
     /// (ENUM_FMT reports a format no kernel knows, with no description),
-    /// "no-caps" (the configuration's device_caps reads 0) and
+    /// "no-caps" (the configuration's device_caps reads 0),
     /// "kernel-status" (every Nth IOCTL answered with ERESTARTNOINTR, an
-    /// errno only the kernel may use), "bytesused-overrun" (every Nth
+    /// errno only the kernel may use) and "bytesused-overrun" (every Nth
     /// DQBUF event reports more bytes used than the plane's length).
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = [
         "delay", "error-event", "malformed", "event-flood", "dqbuf-repeat", "silent", "dup-session",
