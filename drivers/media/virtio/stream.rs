@@ -140,23 +140,24 @@ impl DoneBuffer {
     /// plane cut and its reported (bytesused, data_offset, length) are
     /// returned. The plane count must have been checked.
     pub(crate) fn clamp_sizes(&mut self) -> Option<(usize, u32, u32, u32)> {
-        let mut first = None;
         if !self.buffer.buf_type().is_multiplanar() {
             let (used, length) = (self.buffer.bytesused(), self.buffer.length());
-            if used > length {
-                self.buffer.set_bytesused(length);
-                first = Some((0, used, 0, length));
+            if used <= length {
+                return None;
             }
-            return first;
+            self.buffer.set_bytesused(length);
+            return Some((0, used, 0, length));
         }
+        let mut first = None;
         let count = usize::try_from(self.buffer.length()).unwrap_or(usize::MAX);
         for (i, plane) in self.planes.iter_mut().take(count).enumerate() {
             let (used, offset, length) = (plane.bytesused(), plane.data_offset(), plane.length());
             if used <= length && offset <= used {
                 continue;
             }
-            plane.set_bytesused(used.min(length));
-            plane.set_data_offset(offset.min(used.min(length)));
+            let fitting = used.min(length);
+            plane.set_bytesused(fitting);
+            plane.set_data_offset(offset.min(fitting));
             first = first.or(Some((i, used, offset, length)));
         }
         first

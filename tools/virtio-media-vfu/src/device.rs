@@ -143,7 +143,7 @@ pub const FLOOD_EVENTS: usize = 8;
 pub const FLOOD_PENDING: usize = 1024;
 /// The kernel's "restart the system call, even after a signal handler"
 /// (`include/linux/errno.h`), which `--fault kernel-status` reports.
-pub const ERESTARTNOINTR: u32 = 513;
+pub const ERESTARTNOINTR: i32 = 513;
 /// The sizeimage `--fault huge-format` reports.
 pub const HUGE_SIZEIMAGE: u32 = 64 << 20;
 /// The buffer count `--fault huge-count` reports.
@@ -592,10 +592,7 @@ impl VirtioMediaPci {
         self.closes += u64::from(is_close);
         if self.faults.close_error && is_close && self.closes > 1 {
             log::warn!("fault: CLOSE answered with ENOMEM");
-            resp.data.clear();
-            resp.data
-                .extend_from_slice(&(libc::ENOMEM as u32).to_le_bytes());
-            resp.data.extend_from_slice(&0u32.to_le_bytes());
+            crate::media::error_response(resp, libc::ENOMEM);
         }
         let status = word(&resp.data, 0);
         if word(cmd, 0) == Some(3) && status == Some(0) {
@@ -624,9 +621,7 @@ impl VirtioMediaPci {
         }
         if self.faults.kernel_status && word(cmd, 0) == Some(3) {
             log::warn!("fault: IOCTL answered with ERESTARTNOINTR");
-            resp.data.clear();
-            resp.data.extend_from_slice(&ERESTARTNOINTR.to_le_bytes());
-            resp.data.extend_from_slice(&0u32.to_le_bytes());
+            crate::media::error_response(resp, ERESTARTNOINTR);
         }
         if self.faults.error_event && word(cmd, 0) == Some(3) && status == Some(0) {
             if let Some(session) = word(cmd, 8) {

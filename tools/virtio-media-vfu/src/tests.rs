@@ -1799,7 +1799,7 @@ mod faults {
         desc[4..8].copy_from_slice(&V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE.to_le_bytes());
         let resp = h.command(&ioctl_cmd(s, VIDIOC_ENUM_FMT, &desc), 8 + 64);
         assert_eq!(resp.len(), 8, "the header alone");
-        assert_eq!(le32(&resp, 0), crate::device::ERESTARTNOINTR);
+        assert_eq!(le32(&resp, 0), crate::device::ERESTARTNOINTR as u32);
         // Other commands are answered as usual.
         let resp = h.command(&cmd_hdr(CMD_OPEN), 16);
         assert_eq!(le32(&resp, 0), 0);
