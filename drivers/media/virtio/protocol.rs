@@ -26,13 +26,17 @@ const IOC_WRITE: u32 = _IOC_DIR(_IOW::<u8>(0, 0));
 const IOC_READ: u32 = _IOC_DIR(_IOR::<u8>(0, 0));
 
 /// Largest errno a device may report: the last of
-/// `include/uapi/asm-generic/errno.h` (`EHWPOISON`). Above it are no
-/// errnos, then from 512 the kernel's internal codes (`ERESTARTSYS`,
-/// `ERESTARTNOINTR`, `ENOIOCTLCMD`, ...), which must never reach a
-/// program: passed on, a device's `ERESTARTNOINTR` came back from the
-/// ioctl as errno 513, or restarted it when a signal was pending.
+/// `include/uapi/asm-generic/errno.h` (`EFTYPE` in Linux 7.3). Above it
+/// are no errnos, then from 512 the kernel's internal codes
+/// (`ERESTARTSYS`, `ERESTARTNOINTR`, `ENOIOCTLCMD`, ...), which must never
+/// reach a program: passed on, a device's `ERESTARTNOINTR` came back from
+/// the ioctl as errno 513, or restarted it when a signal was pending.
 /// Anything above is a protocol error.
-const MAX_ERRNO: u32 = 133;
+const MAX_ERRNO: u32 = 134;
+
+/// The numbers below [`MAX_ERRNO`] that `errno.h` leaves unassigned: a
+/// program sees them as "Unknown error 41", so they are protocol errors too.
+const UNASSIGNED_ERRNOS: [u32; 2] = [41, 58];
 
 /// Which side of the descriptor chain an ioctl's payload goes in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,7 +125,9 @@ pub(crate) fn response_status(resp: &[u8]) -> Result<(), ResponseError> {
         RespHeader::from_bytes_copy_prefix(resp).ok_or(ResponseError::Short(resp.len()))?;
     match header.status.get() {
         0 => Ok(()),
-        status @ 1..=MAX_ERRNO => Err(ResponseError::Device(status)),
+        status @ 1..=MAX_ERRNO if !UNASSIGNED_ERRNOS.contains(&status) => {
+            Err(ResponseError::Device(status))
+        }
         status => Err(ResponseError::BadStatus(status)),
     }
 }
@@ -633,11 +639,18 @@ mod tests {
             response_status(&[0, 0x10, 0, 0, 0, 0, 0, 0]),
             Err(ResponseError::BadStatus(4096))
         );
-        // EHWPOISON, the last errno a program may see.
+        // EFTYPE, the last errno a program may see.
         assert_eq!(
-            response_status(&[133, 0, 0, 0, 0, 0, 0, 0]),
-            Err(ResponseError::Device(133))
+            response_status(&[134, 0, 0, 0, 0, 0, 0, 0]),
+            Err(ResponseError::Device(134))
         );
+        // Numbers errno.h leaves unassigned.
+        for status in [41u8, 58, 135] {
+            assert_eq!(
+                response_status(&[status, 0, 0, 0, 0, 0, 0, 0]),
+                Err(ResponseError::BadStatus(u32::from(status)))
+            );
+        }
         // ERESTARTSYS, ERESTARTNOINTR, ENOIOCTLCMD: the kernel's own.
         for status in [512u16, 513, 515] {
             let [lo, hi] = status.to_le_bytes();
